@@ -1,0 +1,21 @@
+"""dynamat-driver: the client wing of dynamat, an i-PI socket client serving MLIP forces.
+
+It imports only numpy, ase, click and the chosen model's own package (lazily), never i-PI nor
+the server wing (``dynamat``), so it can run inside a model's own virtual environment.
+
+Public API (stable for the server wing):
+
+* :func:`dynamat_driver.models.list_models`, :func:`~dynamat_driver.models.get_model_info`,
+  :func:`~dynamat_driver.models.model_info_dict`, :func:`~dynamat_driver.models.load_model`
+* :class:`dynamat_driver.evaluator.Evaluator`, :func:`~dynamat_driver.evaluator.parse_species`
+* :func:`dynamat_driver.protocol.run_client`, :func:`~dynamat_driver.protocol.parse_init_string`
+"""
+
+__version__ = "0.1.0"
+
+
+class DriverError(Exception):
+    """An error the driver reports as one line (``dynamat-driver: error: ...``), no traceback."""
+
+
+__all__ = ["DriverError", "__version__"]

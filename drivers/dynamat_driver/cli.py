@@ -1,0 +1,268 @@
+"""``dynamat-driver``: serve a model's forces to i-PI over its socket protocol.
+
+    i-pi input.xml &
+    dynamat-driver --model chgnet                 # unix socket /tmp/ipi_dynamat
+    dynamat-driver --model emt --unix /tmp/dm/sock --template init.xyz
+    dynamat-driver --model sevennet-0 --inet node12:31415 --device cuda --timing-file t.json
+    dynamat-driver --list
+
+Every failure the user can fix is reported as one line, ``dynamat-driver: error: ...``, with a
+non-zero exit status and no traceback (``--verbose`` adds the traceback of unexpected errors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+
+import click
+
+from . import DriverError, __version__
+
+PROG = "dynamat-driver"
+
+
+def _err(msg: str) -> None:
+    click.echo(f"{PROG}: error: {msg}", err=True)
+
+
+def _info(msg: str) -> None:
+    click.echo(f"{PROG}: {msg}", err=True)
+
+
+def _parse_options(pairs) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip():
+            raise DriverError(f"--option wants KEY=VALUE, got {p!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised via subprocess
+    raise _Terminated()
+
+
+class TimingWriter:
+    """Collects what the timing file records and writes it atomically (JSON)."""
+
+    def __init__(self, path: str | None, every: int):
+        self.path = path
+        self.every = max(1, int(every))
+        self.last_written_at = 0
+        self.data: dict = {"driver": PROG, "version": __version__, "status": "starting", "error": None}
+        self.t_start = time.perf_counter()
+
+    def update(self, evaluator=None, stats=None, model=None, **extra) -> None:
+        d = self.data
+        d.update(extra)
+        if model is not None:
+            d["model"] = model.describe()
+            d["device"] = model.device
+            d["dtype"] = model.dtype
+            d["versions"] = model.versions()
+            if "torch" in sys.modules:
+                try:
+                    d["torch_threads"] = int(sys.modules["torch"].get_num_threads())
+                except Exception:
+                    pass
+        if evaluator is not None:
+            d["system"] = {k: v for k, v in evaluator.describe().items() if k in ("n_atoms", "species", "species_source", "pbc", "batched")}
+            d.update(evaluator.timing.summary())
+        if stats is not None:
+            d["batch_size"] = stats.batch_size
+            d["n_requests"] = stats.n_requests
+            d["n_structures_received"] = stats.n_structures
+            d["seconds_waiting_for_server"] = stats.seconds_waiting
+            d["driver_seconds_per_request"] = (stats.seconds_serving / stats.n_requests) if stats.n_requests else None
+        d["wall_seconds"] = time.perf_counter() - self.t_start
+
+    def maybe_write(self, n_evaluations: int, **kw) -> None:
+        if self.path and n_evaluations - self.last_written_at >= self.every:
+            self.last_written_at = n_evaluations
+            self.update(**kw)
+            self.write()
+
+    def write(self) -> None:
+        if not self.path:
+            return
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(self.data, fh, indent=1, default=str)
+                fh.write("\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise DriverError(f"cannot write the timing file {self.path!r}: {exc.strerror}") from None
+
+
+def serve(
+    model_name: str,
+    *,
+    unix: str | None,
+    inet: str | None,
+    template: str | None,
+    model_path: str | None,
+    device: str,
+    dtype: str | None,
+    options: dict,
+    timing: TimingWriter,
+    connect_timeout: float,
+    batched: bool,
+    threads: int | None,
+    verbose: bool,
+) -> None:
+    from .evaluator import Evaluator, read_template, resolve_system
+    from .models import get_model_info, load_model, set_verbose
+    from .protocol import SessionStats, connect, inet_address, run_client, stderr_log, unix_address
+
+    get_model_info(model_name)  # unknown model: fail before anything else
+    if unix and inet:
+        raise DriverError("give either --unix or --inet, not both")
+    address = inet_address(inet) if inet else unix_address(unix or "dynamat")
+    if dtype is not None and dtype not in ("float32", "float64"):
+        raise DriverError(f"--dtype must be float32 or float64, got {dtype!r}")
+    if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
+        raise DriverError(f"--device must be cpu or cuda, got {device!r}")
+
+    template_atoms = read_template(template, "--template") if template else None
+    set_verbose(verbose)
+
+    t0 = time.perf_counter()
+    model = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options)
+    if threads and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+    if verbose:
+        _info(f"loaded {model.info.human_name} on {model.device} ({model.dtype}) in {time.perf_counter() - t0:.1f} s")
+    if template_atoms is not None:
+        # species known now: refuse uncovered elements before connecting
+        model.check_species(template_atoms.numbers)
+    timing.update(model=model, address=str(address), status="connecting")
+
+    sock = connect(address, connect_timeout, log=_info if verbose else None)
+    stats = SessionStats()
+    state: dict = {}
+
+    def on_init(params, rid, batch_size):
+        system = resolve_system(params, template=template_atoms)
+        ev = Evaluator(model, system, batched=batched)
+        state["evaluator"] = ev
+        if verbose:
+            _info(
+                f"serving {len(system.numbers)} atoms ({system.formula}, from {system.source}), pbc "
+                f"{''.join('T' if p else 'F' for p in system.pbc)}, batch_size {batch_size}"
+                f"{' (batched model calls)' if ev.batched and batch_size > 1 else ''}"
+            )
+        timing.update(evaluator=ev, stats=stats, status="running", init_parameters=params)
+
+    def evaluate(cells, positions):
+        ev = state["evaluator"]
+        out = ev(cells, positions)
+        timing.maybe_write(len(ev.timing.per_evaluation), evaluator=ev, stats=stats)
+        return out
+
+    try:
+        run_client(sock, evaluate, on_init, stats=stats, log=stderr_log, verbose=verbose)
+    finally:
+        timing.update(evaluator=state.get("evaluator"), stats=stats)
+    ev = state.get("evaluator")
+    timing.update(status="finished", end_reason=stats.reason)
+    if ev is not None and ev.timing.per_evaluation:
+        med = ev.timing.summary()["model_seconds_per_evaluation"]["median"]
+        _info(
+            f"done ({'EXIT from i-PI' if stats.reason == 'exit' else 'server closed the socket'}): "
+            f"{stats.n_requests} requests, {len(ev.timing.per_evaluation)} model evaluations, "
+            f"median {1e3 * med:.2f} ms per evaluation"
+        )
+    elif verbose:
+        _info(f"done ({stats.reason}); no structure was evaluated")
+
+
+@click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_name", metavar="NAME", help="Model to serve (see --list).")
+@click.option("--unix", metavar="NAME_OR_PATH", help="Unix socket: a name under /tmp/ipi_ (i-PI's default prefix), or a path containing '/'. Default: dynamat.")
+@click.option("--inet", metavar="HOST:PORT", help="TCP socket of the i-PI server.")
+@click.option("--template", type=click.Path(dir_okay=False), help="ASE-readable structure giving species (and pbc) when i-PI sends no 'species' parameter.")
+@click.option("--model-path", type=click.Path(), help="Local checkpoint to load instead of the model's default weights.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--dtype", default=None, help="float32 or float64 (default: the model's own).")
+@click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. -o k=2.0 for harmonic (repeatable).")
+@click.option("--timing-file", type=click.Path(dir_okay=False), help="JSON file with model timings, written at exit and every --timing-every evaluations.")
+@click.option("--timing-every", default=50, show_default=True, type=int, help="Evaluations between timing-file updates.")
+@click.option("--connect-timeout", default=10.0, show_default=True, type=float, help="Seconds to keep retrying the connection while the server starts.")
+@click.option("--no-batch", is_flag=True, help="Evaluate i-PI's batched requests one structure at a time.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@click.option("--list", "list_models_flag", is_flag=True, help="List the registered models and exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: print the registry as JSON.")
+@click.option("--verbose", "-v", is_flag=True, help="Log the session to stderr; tracebacks on unexpected errors.")
+@click.version_option(__version__, prog_name=PROG)
+def main(
+    model_name, unix, inet, template, model_path, device, dtype, option_pairs, timing_file, timing_every,
+    connect_timeout, no_batch, threads, list_models_flag, as_json, verbose,
+):
+    """Serve a machine-learning interatomic potential to i-PI (socket client)."""
+    if list_models_flag:
+        from .models import list_models, model_info_dict, registry_table
+
+        if as_json:
+            click.echo(json.dumps([model_info_dict(m.name) for m in list_models()], indent=1))
+        else:
+            click.echo(registry_table())
+        return
+    timing = TimingWriter(timing_file, timing_every)
+    code = 0
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if not model_name:
+            raise DriverError("--model NAME is required (see --list)")
+        serve(
+            model_name,
+            unix=unix,
+            inet=inet,
+            template=template,
+            model_path=model_path,
+            device=device,
+            dtype=dtype,
+            options=_parse_options(option_pairs),
+            timing=timing,
+            connect_timeout=connect_timeout,
+            batched=not no_batch,
+            threads=threads,
+            verbose=verbose,
+        )
+    except DriverError as exc:
+        _err(str(exc))
+        timing.update(status="error", error=str(exc))
+        code = 1
+    except (KeyboardInterrupt, _Terminated):
+        _info("interrupted")
+        timing.update(status="interrupted")
+        code = 130
+    except Exception as exc:  # an unexpected failure: still one line, traceback only on request
+        msg = f"unexpected {type(exc).__name__}: {exc}".replace("\n", " ")
+        if verbose:
+            traceback.print_exc()
+        _err(msg + ("" if verbose else " (rerun with --verbose for the traceback)"))
+        timing.update(status="error", error=msg)
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        try:
+            timing.write()
+        except DriverError as exc:
+            _err(str(exc))
+            code = code or 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,309 @@
+"""From i-PI's cells and positions (bohr) to a model's energy, forces and virial (atomic units).
+
+* :func:`parse_species` expands an order-preserving run-length formula ('Cu3AuCu2').
+* :func:`resolve_system` decides the species and periodicity from i-PI's INIT parameters and/or
+  a template file.
+* :class:`Evaluator` turns each request into ASE Atoms, calls the model (one batched call where
+  the model can batch, else one call per structure), converts the results and times the model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from . import DriverError
+from .units import (
+    ANGSTROM_PER_BOHR,
+    HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM,
+    HARTREE_PER_EV,
+    virial_to_ipi,
+)
+
+# --------------------------------------------------------------------------------------------
+# species
+# --------------------------------------------------------------------------------------------
+
+_FORMULA = re.compile(r"(?:[A-Z][a-z]?\d*)+")
+_TERM = re.compile(r"([A-Z][a-z]?)(\d*)")
+
+
+def parse_species(formula: str) -> list[str]:
+    """Expands an order-preserving run-length formula, as ASE writes with
+    ``get_chemical_formula(mode='reduce')``: 'AuCu31' → ['Au', 'Cu' × 31],
+    'Cu3AuCu2' → ['Cu', 'Cu', 'Cu', 'Au', 'Cu', 'Cu']."""
+    from ase.data import atomic_numbers
+
+    text = (formula or "").strip()
+    if not text or not _FORMULA.fullmatch(text):
+        raise DriverError(f"cannot read species formula {formula!r} (expected e.g. 'Cu3AuCu2')")
+    out: list[str] = []
+    for sym, count in _TERM.findall(text):
+        if sym not in atomic_numbers or sym == "X":
+            raise DriverError(f"species formula {formula!r}: {sym!r} is not a chemical element")
+        n = int(count) if count else 1
+        if n < 1:
+            raise DriverError(f"species formula {formula!r}: count 0 for {sym}")
+        out.extend([sym] * n)
+    return out
+
+
+def parse_pbc(text: str) -> np.ndarray:
+    """'TTT', 'T T F', '110', 'True, True, False'-like → (3,) bool; one letter applies to all."""
+    flags = [c for c in text.upper() if c in "TF10"]
+    if len(flags) == 1:
+        flags *= 3
+    if len(flags) != 3:
+        raise DriverError(f"cannot read pbc {text!r} (expected e.g. 'TTT' or 'TTF')")
+    return np.array([c in "T1" for c in flags], dtype=bool)
+
+
+@dataclass
+class SystemSpec:
+    """What the driver needs to know beyond i-PI's positions: species, pbc, template."""
+
+    numbers: np.ndarray
+    pbc: np.ndarray
+    template: object | None = None  # ase.Atoms
+    source: str = ""
+
+    @property
+    def symbols(self) -> list[str]:
+        from ase.data import chemical_symbols
+
+        return [chemical_symbols[z] for z in self.numbers]
+
+    @property
+    def formula(self) -> str:
+        from ase.formula import Formula
+
+        return Formula.from_list(self.symbols).format("reduce") if len(self.numbers) else ""
+
+
+def read_template(path: str, what: str = "template"):
+    import ase.io
+
+    if not os.path.exists(path):
+        raise DriverError(f"{what} file {path!r} does not exist")
+    try:
+        atoms = ase.io.read(path, index=0)
+    except Exception as exc:  # ASE raises many kinds
+        raise DriverError(f"cannot read {what} file {path!r}: {type(exc).__name__}: {exc}") from None
+    if len(atoms) == 0:
+        raise DriverError(f"{what} file {path!r} holds no atoms")
+    return atoms
+
+
+def resolve_system(params: dict | None, template=None, template_path: str | None = None) -> SystemSpec:
+    """Species from, in order: the INIT ``species`` token; the ``--template`` structure
+    (``template`` Atoms or ``template_path``); the file named by the INIT ``template`` token
+    (relative to the driver's working directory). pbc from the INIT ``pbc`` token, else the
+    template structure, else periodic in all directions."""
+    from ase.data import atomic_numbers
+
+    params = params or {}
+    if template is None and template_path:
+        template = read_template(template_path, "--template")
+    token_template = None
+    tok = params.get("template", "")
+    if template is None and tok:
+        if os.path.exists(tok):
+            token_template = read_template(tok, "template (named by i-PI)")
+    tmpl = template if template is not None else token_template
+
+    species_tok = params.get("species", "")
+    if species_tok:
+        symbols = parse_species(species_tok)
+        numbers = np.array([atomic_numbers[s] for s in symbols], dtype=int)
+        source = f"i-PI species {species_tok!r}"
+        if template is not None and (
+            len(template) != len(numbers) or not np.array_equal(template.numbers, numbers)
+        ):
+            raise DriverError(
+                f"the species sent by i-PI ({species_tok}) disagree with the --template structure "
+                f"({template.get_chemical_formula(mode='reduce')})"
+            )
+    elif tmpl is not None:
+        numbers = np.array(tmpl.numbers, dtype=int)
+        source = "--template" if template is not None else f"template file {tok!r}"
+    else:
+        hint = f" (i-PI named template {tok!r}, not found from {os.getcwd()})" if tok else ""
+        raise DriverError(
+            "no species: i-PI sent no 'species' parameter and no template file was found"
+            f"{hint}; pass --template FILE (any ASE-readable structure)"
+        )
+
+    if params.get("pbc"):
+        pbc = parse_pbc(params["pbc"])
+    elif tmpl is not None:
+        pbc = np.array(tmpl.pbc, dtype=bool)
+    else:
+        pbc = np.array([True, True, True])
+    if tmpl is not None and len(tmpl) != len(numbers):
+        tmpl = None  # a template of another size cannot serve as reference structure
+    return SystemSpec(numbers=numbers, pbc=pbc, template=tmpl, source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelTiming:
+    """Model-only wall time (the model call, not the socket or the unit conversion)."""
+
+    warmup: int = 5
+    per_evaluation: list = field(default_factory=list)  # seconds per structure evaluated
+    n_calls: int = 0
+    n_batched_calls: int = 0
+    total_seconds: float = 0.0
+
+    def add(self, n_structures: int, seconds: float, batched: bool) -> None:
+        self.n_calls += 1
+        self.n_batched_calls += int(batched)
+        self.total_seconds += seconds
+        self.per_evaluation.extend([seconds / n_structures] * n_structures)
+
+    def summary(self) -> dict:
+        s = self.per_evaluation
+        body = s[self.warmup :] if len(s) > self.warmup else s
+        return {
+            "n_evaluations": len(s),
+            "n_model_calls": self.n_calls,
+            "n_batched_calls": self.n_batched_calls,
+            "model_seconds_total": self.total_seconds,
+            "model_seconds_per_evaluation": {
+                "mean": statistics.fmean(body) if body else None,
+                "median": statistics.median(body) if body else None,
+                "min": min(body) if body else None,
+                "n": len(body),
+                "warmup_excluded": len(s) - len(body),
+            },
+            "model_seconds_first_evaluations": s[: self.warmup],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluator
+# --------------------------------------------------------------------------------------------
+
+
+class Evaluator:
+    """Callable for :func:`dynamat_driver.protocol.run_client`.
+
+    ``evaluator(cells, positions)``: cells are i-PI's h matrices (lattice vectors as columns,
+    bohr), positions (nat, 3) arrays in bohr; returns one ``(energy Ha, forces Ha/bohr (nat, 3),
+    virial Ha (3, 3), extra '')`` per structure. Identical structures in one request (i-PI pads
+    partial batches by repeating the last one) are evaluated once.
+    """
+
+    def __init__(self, model, system: SystemSpec, *, batched: bool = True):
+        self.model = model
+        self.system = system
+        self.batched = bool(batched) and bool(getattr(model, "can_batch", False))
+        self.timing = ModelTiming()
+        self.n_requests = 0
+        self._atoms = []  # one reusable Atoms per batch slot
+        self._first = True
+        model.check_species(system.numbers)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _slot(self, i: int):
+        while len(self._atoms) <= i:
+            from ase import Atoms
+
+            n = len(self.system.numbers)
+            self._atoms.append(
+                Atoms(numbers=self.system.numbers, positions=np.zeros((n, 3)), cell=np.eye(3), pbc=self.system.pbc)
+            )
+        return self._atoms[i]
+
+    def to_atoms(self, cell_bohr: np.ndarray, pos_bohr: np.ndarray, slot: int = 0):
+        """Writes one i-PI structure into the reusable Atoms of ``slot`` (Å, cell as rows)."""
+        pos = np.asarray(pos_bohr, dtype=np.float64).reshape(-1, 3)
+        n = len(self.system.numbers)
+        if len(pos) != n:
+            raise DriverError(
+                f"i-PI sent {len(pos)} atoms but the species ({self.system.source}) list {n}"
+            )
+        atoms = self._slot(slot)
+        atoms.cell[:] = np.asarray(cell_bohr, dtype=np.float64).reshape(3, 3).T * ANGSTROM_PER_BOHR
+        atoms.positions[:] = pos * ANGSTROM_PER_BOHR
+        return atoms
+
+    @staticmethod
+    def _unique(cells, positions) -> list[int]:
+        """index of the first identical structure for each structure."""
+        first = []
+        for i in range(len(cells)):
+            j_same = i
+            for j in range(i):
+                if first[j] == j and np.array_equal(positions[i], positions[j]) and np.array_equal(cells[i], cells[j]):
+                    j_same = j
+                    break
+            first.append(j_same)
+        return first
+
+    def _to_ipi(self, result, atoms):
+        energy, forces, stress = result
+        f = np.asarray(forces, dtype=np.float64).reshape(-1, 3)
+        if not (math.isfinite(energy) and np.isfinite(f).all()):
+            raise DriverError(
+                f"model {self.model.name!r} returned non-finite energy or forces at request "
+                f"{self.n_requests} (the structure may have exploded)"
+            )
+        vir = virial_to_ipi(stress, abs(atoms.cell.volume)) if stress is not None else np.zeros((3, 3))
+        return (energy * HARTREE_PER_EV, f * HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM, vir, "")
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate_atoms(self, atoms_list: Sequence) -> list:
+        """Runs the model on ASE Atoms (batched if allowed), timing the model call only.
+        Returns model results in eV units: (energy, forces, stress or None)."""
+        if self._first:
+            ref = self.system.template if self.system.template is not None else atoms_list[0]
+            self.model.prepare(ref)
+        n = len(atoms_list)
+        t0 = time.perf_counter()
+        if n > 1 and self.batched:
+            results = self.model.calculate_batch(atoms_list)
+            batched = True
+        else:
+            results = []
+            for a in atoms_list:
+                results.append(self.model.calculate(a, self._first))
+                self._first = False
+            batched = False
+        self.timing.add(n, time.perf_counter() - t0, batched)
+        self._first = False
+        return results
+
+    def __call__(self, cells: Sequence[np.ndarray], positions: Sequence[np.ndarray]) -> list:
+        first = self._unique(cells, positions)
+        todo = [i for i, j in enumerate(first) if i == j]
+        atoms_list = [self.to_atoms(cells[i], positions[i], slot=k) for k, i in enumerate(todo)]
+        results = self.evaluate_atoms(atoms_list)
+        converted = {i: self._to_ipi(r, a) for i, r, a in zip(todo, results, atoms_list)}
+        self.n_requests += 1
+        return [converted[j] for j in first]
+
+    def describe(self) -> dict:
+        d = self.model.describe()
+        d.update(
+            batched=self.batched,
+            n_atoms=int(len(self.system.numbers)),
+            species=self.system.formula,
+            species_source=self.system.source,
+            pbc=[bool(x) for x in self.system.pbc],
+        )
+        return d
+
+
+__all__ = ["parse_species", "parse_pbc", "resolve_system", "read_template", "SystemSpec", "ModelTiming", "Evaluator"]

@@ -1,0 +1,403 @@
+"""The i-PI socket protocol, client side (what ``i-pi-py_driver`` does, without importing i-PI).
+
+Messages are 12-byte upper-case headers, followed by raw native-endian binary data:
+
+* ``STATUS``  → the client answers ``NEEDINIT`` (until INIT came), ``HAVEDATA`` (forces computed
+  and not yet collected) or ``READY``. i-PI may ask several times before sending INIT.
+* ``INIT``    int32 replica id, int32 length, that many bytes of parameter text. i-PI sends its
+  ffsocket ``<parameters>`` as flat text (``' species : Cu3Au , template : init.xyz , '``) and
+  announces batching by appending ``batch_size:N``. ASE's socket server sends one zero byte.
+* ``POSDATA`` single: h (9 float64, lattice vectors as columns, bohr), h⁻¹ (9 float64), int32
+  nat, 3·nat float64 positions (bohr). Batched (batch_size N > 1): int32 nat, then N × (h, h⁻¹)
+  = 18·N float64, then N × 3·nat float64 positions. A partial batch is padded by i-PI by
+  repeating its last structure; every slot must still be answered.
+* ``GETFORCE`` → ``FORCEREADY``, then single: float64 energy (hartree), int32 nat, 3·nat float64
+  forces (hartree/bohr), 9 float64 virial (hartree), int32 length + extra string; batched:
+  N float64 energies, int32 nat, N × 3·nat forces, N × 9 virials, then N × (int32 length + extra).
+* ``EXIT``    the client quits. i-PI closing the socket is treated the same way.
+
+In i-PI's default consolidated mode, POSDATA and GETFORCE arrive in one packet; the client
+computes on POSDATA and answers on GETFORCE, so it works with and without consolidation.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import DriverError
+
+HDRLEN = 12
+DEFAULT_SOCKETS_PREFIX = "/tmp/ipi_"
+DEFAULT_UNIX_NAME = "dynamat"
+
+
+def _msg(text: str) -> bytes:
+    return text.upper().ljust(HDRLEN).encode()
+
+
+STATUS, NEEDINIT, READY, HAVEDATA = _msg("status"), _msg("needinit"), _msg("ready"), _msg("havedata")
+INIT, POSDATA, GETFORCE, FORCEREADY, EXIT = (
+    _msg("init"),
+    _msg("posdata"),
+    _msg("getforce"),
+    _msg("forceready"),
+    _msg("exit"),
+)
+
+_I32 = np.dtype(np.int32)
+_F64 = np.dtype(np.float64)
+
+
+class ServerClosed(Exception):
+    """The server closed the connection."""
+
+
+# --------------------------------------------------------------------------------------------
+# INIT parameters
+# --------------------------------------------------------------------------------------------
+
+
+def parse_init_string(text: str | bytes) -> dict[str, str]:
+    """Parses i-PI's flat INIT parameter text into a dict of stripped strings.
+
+    ``' species : Cu3Au , template : init.xyz , batch_size:4'`` →
+    ``{'species': 'Cu3Au', 'template': 'init.xyz', 'batch_size': '4'}``. Entries are split on
+    commas, then on the first colon; entries without a colon are kept under their text with an
+    empty value. Braces (a literal ``{...}`` dict text) and NUL bytes (ASE's server) are ignored.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    text = text.replace("\x00", "").strip().strip("{}")
+    out: dict[str, str] = {}
+    for token in text.split(","):
+        key, sep, value = token.partition(":")
+        key = key.strip().strip("'\"")
+        if not key:
+            continue
+        out[key] = value.strip().strip("'\"") if sep else ""
+    return out
+
+
+def batch_size_from(params: dict[str, str]) -> int:
+    raw = params.get("batch_size", "1") or "1"
+    try:
+        n = int(raw)
+    except ValueError:
+        raise DriverError(f"i-PI sent a batch_size that is not an integer: {raw!r}") from None
+    if n < 1:
+        raise DriverError(f"i-PI sent batch_size {n}; it must be >= 1")
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# addresses and connection
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Address:
+    mode: str  # "unix" | "inet"
+    path: str = ""  # unix
+    host: str = ""  # inet
+    port: int = 0  # inet
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.mode == "unix" else f"inet:{self.host}:{self.port}"
+
+
+def unix_address(name_or_path: str = DEFAULT_UNIX_NAME, prefix: str = DEFAULT_SOCKETS_PREFIX) -> Address:
+    """A unix socket: a bare name goes under ``prefix`` (i-PI's ``sockets_prefix``, default
+    ``/tmp/ipi_``); a name containing '/' is used as the full path."""
+    if not name_or_path:
+        raise DriverError("empty unix socket name")
+    path = name_or_path if "/" in name_or_path else prefix + name_or_path
+    return Address("unix", path=path)
+
+
+def inet_address(spec: str) -> Address:
+    """``HOST:PORT`` (also ``[v6addr]:PORT``) → Address."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or not host:
+        raise DriverError(f"--inet wants HOST:PORT, got {spec!r}")
+    host = host.strip("[]")
+    try:
+        iport = int(port)
+    except ValueError:
+        raise DriverError(f"--inet wants HOST:PORT with an integer port, got {spec!r}") from None
+    if not 0 < iport < 65536:
+        raise DriverError(f"port {iport} out of range")
+    return Address("inet", host=host, port=iport)
+
+
+_RETRY_ERRNOS = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ECONNRESET, errno.ETIMEDOUT}
+
+
+def connect(address: Address, timeout_s: float = 10.0, log: Callable[[str], None] | None = None) -> socket.socket:
+    """Connects to i-PI, retrying for up to ``timeout_s`` seconds while the server comes up."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    delay = 0.05
+    last: Exception | None = None
+    tries = 0
+    while True:
+        tries += 1
+        if address.mode == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: object = address.path
+        else:
+            try:
+                infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise DriverError(f"cannot resolve host {address.host!r}: {exc.strerror}") from None
+            family, _, _, _, target = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            # i-PI's small messages suffer badly from Nagle's algorithm
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.connect(target)
+            if log:
+                log(f"connected to {address}" + (f" after {tries} tries" if tries > 1 else ""))
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if exc.errno not in _RETRY_ERRNOS and not isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):
+                break
+            if time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+    reason = last.strerror if isinstance(last, OSError) and last.strerror else str(last)
+    raise DriverError(
+        f"cannot reach the i-PI server at {address} within {timeout_s:g} s ({reason}); "
+        "is i-PI running with a matching <ffsocket> address?"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the client loop
+# --------------------------------------------------------------------------------------------
+
+#: evaluate(cells, positions) -> [(energy, forces (nat,3), virial (3,3), extra str), ...]; all
+#: in i-PI atomic units; cells are i-PI's h (columns, bohr), positions (nat, 3) in bohr.
+EvaluateFn = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], list]
+#: on_init(params, replica_id, batch_size) is called once, on INIT.
+InitFn = Callable[[dict, int, int], None]
+
+
+class _Conn:
+    """Exact-size receives into reusable buffers."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = bytearray(1 << 16)
+
+    def recv_view(self, nbytes: int, *, at_message_start: bool = False) -> memoryview:
+        if nbytes > len(self.buf):
+            self.buf = bytearray(nbytes)
+        view = memoryview(self.buf)[:nbytes]
+        got = 0
+        while got < nbytes:
+            try:
+                n = self.sock.recv_into(view[got:], nbytes - got)
+            except (ConnectionResetError, BrokenPipeError):
+                n = 0
+            if n == 0:
+                raise ServerClosed("at message start" if (at_message_start and got == 0) else "mid-message")
+            got += n
+        return view
+
+    def recv_array(self, dtype: np.dtype, count: int) -> np.ndarray:
+        view = self.recv_view(dtype.itemsize * count)
+        return np.frombuffer(view, dtype=dtype, count=count).copy()
+
+    def recv_int(self) -> int:
+        return int(np.frombuffer(self.recv_view(4), dtype=_I32, count=1)[0])
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            raise ServerClosed("while sending") from None
+
+
+def _extra_bytes(extra) -> bytes:
+    if not extra:
+        return b""
+    return extra.encode("utf-8") if isinstance(extra, str) else bytes(extra)
+
+
+def _check_result(res, nat: int) -> tuple[float, np.ndarray, np.ndarray, bytes]:
+    pot, forces, vir, extra = res
+    f = np.ascontiguousarray(forces, dtype=np.float64).reshape(-1)
+    if f.size != 3 * nat:
+        raise DriverError(f"model returned {f.size // 3} forces for {nat} atoms")
+    v = np.ascontiguousarray(vir, dtype=np.float64).reshape(-1)
+    if v.size != 9:
+        raise DriverError("model returned a virial without 9 components")
+    return float(pot), f, v, _extra_bytes(extra)
+
+
+def pack_reply(results: list, nat: int, batched: bool) -> bytes:
+    """FORCEREADY and the force payload, single or batched layout."""
+    checked = [_check_result(r, nat) for r in results]
+    nat_b = np.int32(nat).tobytes()
+    if not batched:
+        pot, f, v, x = checked[0]
+        return b"".join(
+            (FORCEREADY, np.float64(pot).tobytes(), nat_b, f.tobytes(), v.tobytes(), np.int32(len(x)).tobytes(), x)
+        )
+    parts = [FORCEREADY, np.array([c[0] for c in checked], np.float64).tobytes(), nat_b]
+    parts.append(np.concatenate([c[1] for c in checked]).tobytes())
+    parts.append(np.concatenate([c[2] for c in checked]).tobytes())
+    for c in checked:
+        parts.append(np.int32(len(c[3])).tobytes())
+        parts.append(c[3])
+    return b"".join(parts)
+
+
+@dataclass
+class SessionStats:
+    n_requests: int = 0  # POSDATA messages
+    n_structures: int = 0  # structures received (padding included)
+    batch_size: int = 1
+    n_atoms: int = 0
+    replica_id: int = -1
+    init_params: dict | None = None
+    reason: str = ""  # "exit" | "closed"
+    seconds_waiting: float = 0.0  # blocked waiting for the next POSDATA
+    seconds_serving: float = 0.0  # POSDATA received → forces ready (conversion + model)
+
+
+def run_client(
+    sock: socket.socket,
+    evaluate: EvaluateFn,
+    on_init: InitFn | None = None,
+    *,
+    stats: SessionStats | None = None,
+    log: Callable[[str], None] | None = None,
+    verbose: bool = False,
+) -> SessionStats:
+    """Serves i-PI on a connected socket until EXIT or until the server closes the socket.
+
+    ``evaluate`` gets lists of cells (i-PI's h, bohr) and positions ((nat, 3), bohr) — one item,
+    or batch_size items in batched mode — and returns one (energy, forces, virial, extra) per
+    item, in atomic units. Errors from ``evaluate``/``on_init`` propagate (the caller reports
+    them); a server that closes the connection ends the loop normally.
+    """
+    st = stats if stats is not None else SessionStats()
+    conn = _Conn(sock)
+    initialised = False
+    have_data = False
+    batch_n = 1
+    nat = -1
+    results: list | None = None
+    say = log if (log and verbose) else None
+    t_wait0 = time.perf_counter()
+
+    try:
+        while True:
+            header = bytes(conn.recv_view(HDRLEN, at_message_start=True))
+            if header == STATUS:
+                conn.send(HAVEDATA if have_data else (READY if initialised else NEEDINIT))
+            elif header == POSDATA:
+                if not initialised:
+                    raise DriverError("i-PI sent POSDATA before INIT")
+                t0 = time.perf_counter()
+                st.seconds_waiting += t0 - t_wait0
+                if batch_n > 1:
+                    n = conn.recv_int()
+                    cellbuf = conn.recv_array(_F64, 18 * batch_n).reshape(batch_n, 2, 3, 3)
+                    posbuf = conn.recv_array(_F64, 3 * n * batch_n).reshape(batch_n, n, 3)
+                    cells = [cellbuf[i, 0] for i in range(batch_n)]
+                    positions = [posbuf[i] for i in range(batch_n)]
+                else:
+                    hh = conn.recv_array(_F64, 18).reshape(2, 3, 3)
+                    n = conn.recv_int()
+                    cells = [hh[0]]
+                    positions = [conn.recv_array(_F64, 3 * n).reshape(n, 3)]
+                if nat < 0:
+                    nat = n
+                    st.n_atoms = n
+                elif n != nat:
+                    raise DriverError(f"the number of atoms changed during the run ({nat} → {n})")
+                results = evaluate(cells, positions)
+                if len(results) != len(cells):
+                    raise DriverError(f"evaluator returned {len(results)} results for {len(cells)} structures")
+                have_data = True
+                st.n_requests += 1
+                st.n_structures += len(cells)
+                st.seconds_serving += time.perf_counter() - t0
+            elif header == GETFORCE:
+                if not have_data or results is None:
+                    raise DriverError("i-PI asked for forces before sending positions")
+                conn.send(pack_reply(results, nat, batch_n > 1))
+                have_data = False
+                results = None
+                t_wait0 = time.perf_counter()
+            elif header == INIT:
+                rid = conn.recv_int()
+                length = conn.recv_int()
+                text = bytes(conn.recv_view(length)) if length > 0 else b""
+                params = parse_init_string(text)
+                batch_n = batch_size_from(params)
+                st.batch_size = batch_n
+                st.replica_id = rid
+                st.init_params = params
+                if say:
+                    say(f"INIT replica {rid}: {text!r} → batch_size {batch_n}")
+                if on_init is not None:
+                    on_init(params, rid, batch_n)
+                initialised = True
+                t_wait0 = time.perf_counter()
+            elif header == EXIT:
+                st.reason = "exit"
+                if say:
+                    say("EXIT received from i-PI")
+                return st
+            else:
+                raise DriverError(f"unexpected message from the server: {header!r}")
+    except ServerClosed as exc:
+        st.reason = "closed"
+        if say:
+            say(f"the server closed the connection ({exc})")
+        return st
+    except BaseException:
+        _close_gracefully(sock)
+        raise
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def _close_gracefully(sock: socket.socket, linger_s: float = 0.5) -> None:
+    """Closes after an error so that the server sees an orderly end of stream (FIN), not a reset.
+
+    Closing a socket with unread input makes the kernel send RST; i-PI's poll thread dies on
+    the resulting ConnectionResetError and the run hangs, whereas on a clean end of stream i-PI
+    drops the client, re-queues its request and waits for another client.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.05)
+        deadline = time.monotonic() + linger_s
+        while time.monotonic() < deadline:
+            try:
+                if not sock.recv(1 << 16):
+                    break
+            except socket.timeout:
+                break
+    except OSError:
+        pass
+
+
+def stderr_log(msg: str) -> None:
+    print(f"dynamat-driver: {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,116 @@
+"""Export model-level metrics in the shape of a Matbench-discovery model YAML ``md`` block.
+
+Shape (looked up in github.com/janosh/matbench-discovery, ``tests/model-schema.yml``
+definition ``MdMetrics`` at commit 01bcf5f4259fa8da128bc06053a31e5798c060e7, and
+``matbench_discovery/metrics/md.py`` ``METRIC_UNITS`` / ``write_metrics_to_yaml``)::
+
+    metrics:
+      md:
+        energy_rmse: 12.3   # meV/atom
+        force_rmse: 85.1    # meV/Å
+        rdf_error: 4.2      # %
+        vdos_error: 18.7    # %
+        pressure_mae: 0.81  # GPa
+        pressure_error: 35.0  # % (pressure-histogram overlap error, paper Eq. 9)
+        n_systems: 17       # count
+
+The schema forbids other keys (``additionalProperties: false``; allowed besides the above:
+``pred_file``, ``pred_file_url``, ``hardware``, ``run_time_sec``, ``max_rss_gb``,
+``max_gpu_mem_gb``, ``adf_error``, ``pressure_wasserstein``). In particular there is no
+combined score: Matbench-discovery computes it on the site from the components, so
+E_RPV / L_RPV are not exported. Following ``calc_md_metrics`` there:
+
+* means over systems skip missing values (systems without stress data);
+* energy/force RMSE are converted eV -> meV and are published only when every evaluated
+  system has them (a subset mean would misrepresent the model);
+* values are rounded to 4 decimals; ``n_systems`` counts the systems evaluated.
+
+dynamat additions, stated as YAML comments only (so the block stays schema-valid):
+failed/exploded runs are excluded from the means and listed; ``n_systems`` counts
+completed runs only. A model with no completed run is exported as ``md: not available``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["MD_KEYS", "md_block", "md_yaml", "write_matbench_export"]
+
+#: matbench key -> (dynamat per-model column, scale, unit comment)
+MD_KEYS: dict[str, tuple[str, float, str]] = {
+    "energy_rmse": ("energy_rmse_eV_per_atom", 1000.0, "meV/atom"),
+    "force_rmse": ("force_rmse_eV_per_A", 1000.0, "meV/Å"),
+    "rdf_error": ("rdf_error_pct", 1.0, "%"),
+    "vdos_error": ("vdos_error_pct", 1.0, "%"),
+    "pressure_mae": ("pressure_mae_GPa", 1.0, "GPa"),
+    "pressure_error": ("pressure_hist_error_pct", 1.0, "% (pressure-histogram error, Eq. 9)"),
+}
+_ALL_SYSTEMS_REQUIRED = ("energy_rmse", "force_rmse")
+
+
+def md_block(model_row: dict[str, Any]) -> dict[str, Any] | str:
+    """The ``metrics.md`` mapping for one row of the per-model table (or the string
+    ``"not available"`` when the model has no completed run)."""
+    n_done = int(model_row.get("n_completed") or 0)
+    if n_done == 0:
+        return "not available"
+    block: dict[str, Any] = {}
+    for mb_key, (col, scale, _unit) in MD_KEYS.items():
+        value = model_row.get(col)
+        if value is None:
+            continue
+        if mb_key in _ALL_SYSTEMS_REQUIRED and int(model_row.get(f"{col}_n") or 0) < n_done:
+            continue
+        block[mb_key] = round(float(value) * scale, 4)
+    block["n_systems"] = n_done
+    return block
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", name).strip("-") or "model"
+
+
+def md_yaml(model_row: dict[str, Any]) -> str:
+    """YAML text ``model_name`` + ``metrics: md:`` with unit comments."""
+    block = md_block(model_row)
+    lines = [
+        "# dynamat export: Matbench-discovery-style metrics.md block (Dyna-Mat-v1.0 protocol).",
+        "# Merge the metrics.md mapping into the model's YAML in matbench-discovery/models/.",
+    ]
+    if model_row.get("n_failed"):
+        lines.append(f"# {model_row['n_failed']} run(s) failed or exploded and are excluded "
+                     f"from the means: {model_row.get('failed_runs', '')}")
+    dropped = [k for k in _ALL_SYSTEMS_REQUIRED
+               if isinstance(block, dict) and k not in block and model_row.get(MD_KEYS[k][0]) is not None]
+    if dropped:
+        lines.append("# omitted (not available for every evaluated system): " + ", ".join(dropped))
+    lines.append(f"model_name: {json.dumps(model_row['model'], ensure_ascii=False)}")
+    lines.append("metrics:")
+    if isinstance(block, str):
+        lines.append(f"  md: {block}")
+    else:
+        lines.append("  md:")
+        for key, value in block.items():
+            unit = MD_KEYS[key][2] if key in MD_KEYS else "count"
+            lines.append(f"    {key}: {value} # {unit}")
+    return "\n".join(lines) + "\n"
+
+
+def write_matbench_export(model_rows: Sequence[dict[str, Any]], outdir: str | Path) -> list[Path]:
+    """One ``<model>.yml`` per model plus ``md_metrics.json`` (all blocks) in ``outdir``."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    combined = {}
+    for row in model_rows:
+        p = outdir / f"{_slug(row['model'])}.yml"
+        p.write_text(md_yaml(row), encoding="utf-8")
+        paths.append(p)
+        combined[row["model"]] = {"metrics": {"md": md_block(row)}}
+    pj = outdir / "md_metrics.json"
+    pj.write_text(json.dumps(combined, indent=1, ensure_ascii=False), encoding="utf-8")
+    paths.append(pj)
+    return paths

@@ -1,0 +1,512 @@
+"""Load per-(model, system) scores and aggregate them into report tables.
+
+Input contract: ``<results>/<model>/<system>/score.json`` (flat JSON, keys in
+:data:`METRIC_KEYS` plus ``model``, ``system``, ``system_class``, ``tier``, ``n_params``,
+``status`` and optional ``<key>_unc`` / ``<key>_floor``), optionally with ``curves.npz``
+beside it.
+
+Aggregation rules (all documented in the report notes as well):
+
+* Only runs with ``status == "completed"`` enter means and medians. Failed, exploded or
+  unknown-status runs are counted per model (``n_failed``, ``failed_runs``) and listed in
+  :attr:`Results.notes`; they are never averaged silently.
+* A null (or non-finite) metric is skipped, never counted as zero: a model's mean of a
+  metric is over the completed systems where that metric exists (``<key>_n`` says how
+  many). Systems without reference pressure therefore drop out of the pressure means
+  only.
+* ``<key>_unc`` of a mean is ``sqrt(sum unc_i**2) / n`` (independent per-system
+  statistical uncertainties); it is given only when every contributing system has an
+  uncertainty, otherwise null. ``<key>_floor`` of a mean is the mean of the per-system
+  floors, again only when all are present.
+* Model-level ``E_RPV_pct`` / ``L_RPV_pct`` are the paper's Eq. 11 / Eq. 12 applied to
+  the model's *mean* E_RDF, E_P (pressure-histogram error) and E_VDOS, i.e. each
+  observable averaged over the systems where it exists, as in Fig. 7 / S13. The mean of
+  the per-system ``E_RPV_pct`` / ``L_RPV_pct`` values from score.json is kept beside them
+  as ``E_RPV_pct_mean_over_systems`` / ``L_RPV_pct_mean_over_systems``.
+* Tier medians are medians over the models of a tier of their model means (paper's
+  dashed lines); per-class tables average over the systems of one class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "METRIC_KEYS",
+    "OBSERVABLE_KEYS",
+    "Metric",
+    "Results",
+    "ResultsError",
+    "Table",
+    "build_tables",
+    "by_class_table",
+    "class_tier_table",
+    "combined_scores",
+    "fmt",
+    "load_results",
+    "model_order",
+    "model_table",
+    "system_table",
+    "tier_label",
+    "tier_median_table",
+    "write_table",
+]
+
+SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
+STATUSES = ("completed", "failed", "exploded")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str  # axis / column label
+    unit: str
+    short: str  # compact name for headers
+
+    @property
+    def axis_label(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("energy_rmse_eV_per_atom", "Energy RMSE", "eV/atom", "E RMSE"),
+    Metric("force_rmse_eV_per_A", "Force RMSE", "eV/Å", "F RMSE"),
+    Metric("rdf_error_pct", "RDF error $E_{RDF}$", "%", "E_RDF"),
+    Metric("pressure_mae_GPa", "Pressure MAE", "GPa", "P MAE"),
+    Metric("pressure_hist_error_pct", "Pressure-histogram error $E_P$", "%", "E_P"),
+    Metric("vdos_error_pct", "VDOS error $E_{VDOS}$", "%", "E_VDOS"),
+    Metric("E_RPV_pct", r"Combined error $\bar{E}_{RPV}$", "%", "E_RPV"),
+    Metric("L_RPV_pct", "Lehmer error $L_{RPV}$", "%", "L_RPV"),
+    Metric("seconds_per_step", "Time per MD step", "s", "s/step"),
+    Metric("model_seconds_per_eval", "Model time per evaluation", "s", "s/eval"),
+)
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+METRIC_KEYS = tuple(m.key for m in METRICS)
+#: the three observable errors combined by Eq. 11 / 12
+OBSERVABLE_KEYS = ("rdf_error_pct", "pressure_hist_error_pct", "vdos_error_pct")
+COMPOSITE_KEYS = ("E_RPV_pct", "L_RPV_pct")
+
+
+class ResultsError(Exception):
+    """The results directory is missing, empty or unreadable."""
+
+
+# ----------------------------------------------------------------------------- loading
+def _num(value: Any) -> float | None:
+    """Float or None; null, non-numeric and non-finite values all become None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _int(value: Any) -> int | None:
+    x = _num(value)
+    return None if x is None else int(round(x))
+
+
+@dataclass
+class Results:
+    """All score rows of one results directory, plus what could not be used."""
+
+    root: Path
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "completed"]
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "completed"]
+
+    @property
+    def models(self) -> list[str]:
+        return model_order(self.rows)
+
+
+def load_results(root: str | Path) -> Results:
+    """Read every ``<root>/<model>/<system>/score.json``.
+
+    Raises :class:`ResultsError` when ``root`` is not a directory or holds no score file.
+    Unreadable score files are skipped and reported in ``notes``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ResultsError(f"results directory not found: {root}")
+    paths = sorted(root.glob("*/*/score.json"))
+    if not paths:
+        raise ResultsError(
+            f"no <model>/<system>/score.json files under {root} (is this a results directory?)"
+        )
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for path in paths:
+        try:
+            raw = json.loads(path.read_text())
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            notes.append(f"skipped unreadable {path.relative_to(root)}: {exc}")
+            continue
+        rows.append(_normalise_row(raw, path))
+    if not rows:
+        raise ResultsError(f"no readable score.json under {root}")
+    seen: set[tuple[str, str]] = set()
+    for r in rows:
+        key = (r["model"], r["system"])
+        if key in seen:
+            notes.append(f"duplicate score for {key[0]}/{key[1]}; both rows kept")
+        seen.add(key)
+    n_fail = sum(r["status"] != "completed" for r in rows)
+    if n_fail:
+        notes.insert(
+            0,
+            f"{n_fail} of {len(rows)} runs did not complete (failed/exploded) and are "
+            "excluded from all means, medians, correlations and Pareto fronts: "
+            + ", ".join(f"{r['model']}/{r['system']} ({r['status']})" for r in rows
+                        if r["status"] != "completed"),
+        )
+    return Results(root=root, rows=rows, notes=notes)
+
+
+def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "model": str(raw.get("model") or path.parent.parent.name),
+        "system": str(raw.get("system") or path.parent.name),
+        "system_class": raw.get("system_class") or "unknown",
+        "tier": _int(raw.get("tier")),
+        "n_params": _int(raw.get("n_params")),
+        "status": str(raw.get("status") or "unknown"),
+    }
+    for key in METRIC_KEYS:
+        row[key] = _num(raw.get(key))
+        row[f"{key}_unc"] = _num(raw.get(f"{key}_unc"))
+        row[f"{key}_floor"] = _num(raw.get(f"{key}_floor"))
+    curves = path.parent / "curves.npz"
+    row["curves_path"] = str(curves) if curves.is_file() else None
+    row["error"] = raw.get("error")
+    return row
+
+
+# ----------------------------------------------------------------------------- helpers
+def tier_label(tier: int | None) -> str:
+    return "untiered" if tier is None else f"Tier {tier}"
+
+
+def model_order(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Models ordered by tier (untiered last), then parameter count (unknown last), then
+    name: the x order of the paper's tier bar charts."""
+    info: dict[str, tuple] = {}
+    for r in rows:
+        info.setdefault(r["model"], (r.get("tier"), r.get("n_params")))
+    def key(m: str):
+        tier, n = info[m]
+        return (tier is None, tier or 0, n is None, n or 0, m.lower())
+    return sorted(info, key=key)
+
+
+def _mean_with_unc(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    out: dict[str, Any] = {key: None, f"{key}_unc": None, f"{key}_floor": None, f"{key}_n": len(vals)}
+    if not vals:
+        return out
+    used = [r for r in rows if r.get(key) is not None]
+    out[key] = float(np.mean(vals))
+    uncs = [r.get(f"{key}_unc") for r in used]
+    if all(u is not None for u in uncs):
+        out[f"{key}_unc"] = float(math.sqrt(sum(u * u for u in uncs)) / len(uncs))
+    floors = [r.get(f"{key}_floor") for r in used]
+    if all(f is not None for f in floors):
+        out[f"{key}_floor"] = float(np.mean(floors))
+    return out
+
+
+def combined_scores(
+    e_rdf: float | None, e_p: float | None, e_vdos: float | None,
+    u_rdf: float | None = None, u_p: float | None = None, u_vdos: float | None = None,
+) -> dict[str, float | None]:
+    """Eq. 11 (mean) and Eq. 12 (Lehmer mean) of the three observable errors, with
+    first-order propagated uncertainties when all three uncertainties are given."""
+    out: dict[str, float | None] = {"E_RPV_pct": None, "E_RPV_pct_unc": None,
+                                    "L_RPV_pct": None, "L_RPV_pct_unc": None}
+    xs = [e_rdf, e_p, e_vdos]
+    if any(x is None for x in xs):
+        return out
+    s1 = sum(xs)
+    s2 = sum(x * x for x in xs)
+    out["E_RPV_pct"] = s1 / 3.0
+    out["L_RPV_pct"] = s2 / s1 if s1 > 0 else 0.0
+    us = [u_rdf, u_p, u_vdos]
+    if all(u is not None for u in us):
+        out["E_RPV_pct_unc"] = math.sqrt(sum(u * u for u in us)) / 3.0
+        if s1 > 0:
+            # dL/dx_i = (2 x_i S1 - S2) / S1^2
+            grads = [(2 * x * s1 - s2) / (s1 * s1) for x in xs]
+            out["L_RPV_pct_unc"] = math.sqrt(sum((g * u) ** 2 for g, u in zip(grads, us)))
+    return out
+
+
+def _failed_summary(rows: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{r['system']}:{r['status']}" for r in rows if r["status"] != "completed")
+
+
+# ----------------------------------------------------------------------------- tables
+@dataclass
+class Table:
+    """A named table: ``columns`` fixes the order; ``rows`` are dicts."""
+
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    #: columns shown in Markdown/HTML (values merged with ``<col>_unc`` as "x ± u")
+    display: list[str] | None = None
+
+
+def system_table(results: Results) -> Table:
+    """One row per (model, system), in model order."""
+    order = {m: i for i, m in enumerate(results.models)}
+    rows = sorted(results.rows, key=lambda r: (order[r["model"]], r["system_class"], r["system"]))
+    cols = ["model", "system", "system_class", "tier", "n_params", "status"]
+    for k in METRIC_KEYS:
+        cols += [k, f"{k}_unc", f"{k}_floor"]
+    out = [{c: r.get(c) for c in cols} for r in rows]
+    disp = ["model", "system", "system_class", "tier", "status", *METRIC_KEYS]
+    return Table("per_model_system", "Per model and system", cols, out,
+                 notes=list(results.notes), display=disp)
+
+
+def model_table(results: Results, external: dict[str, dict[str, Any]] | None = None) -> Table:
+    """One row per model: means over its completed systems (see module docstring)."""
+    rows_out = []
+    for model in results.models:
+        mrows = [r for r in results.rows if r["model"] == model]
+        done = [r for r in mrows if r["status"] == "completed"]
+        row: dict[str, Any] = {
+            "model": model,
+            "tier": mrows[0]["tier"],
+            "n_params": mrows[0]["n_params"],
+            "n_systems": len(mrows),
+            "n_completed": len(done),
+            "n_failed": len(mrows) - len(done),
+            "failed_runs": _failed_summary(mrows),
+        }
+        for key in METRIC_KEYS:
+            if key in COMPOSITE_KEYS:
+                continue
+            row.update(_mean_with_unc(done, key))
+        comp = combined_scores(*(row[k] for k in OBSERVABLE_KEYS),
+                               *(row[f"{k}_unc"] for k in OBSERVABLE_KEYS))
+        for key in COMPOSITE_KEYS:
+            row[key] = comp[key]
+            row[f"{key}_unc"] = comp[f"{key}_unc"]
+            row[f"{key}_floor"] = None
+            row[f"{key}_n"] = min(row[f"{k}_n"] for k in OBSERVABLE_KEYS)
+            sysmean = _mean_with_unc(done, key)
+            row[f"{key}_mean_over_systems"] = sysmean[key]
+            row[f"{key}_mean_over_systems_n"] = sysmean[f"{key}_n"]
+        if external is not None:
+            ext = external.get(model) or {}
+            row["f1"] = ext.get("f1")
+            row["kappa_srme"] = ext.get("kappa_srme")
+        rows_out.append(row)
+    cols = ["model", "tier", "n_params", "n_systems", "n_completed", "n_failed", "failed_runs"]
+    for k in METRIC_KEYS:
+        cols += [k, f"{k}_unc", f"{k}_floor", f"{k}_n"]
+        if k in COMPOSITE_KEYS:
+            cols += [f"{k}_mean_over_systems", f"{k}_mean_over_systems_n"]
+    if external is not None:
+        cols += ["f1", "kappa_srme"]
+    disp = ["model", "tier", "n_params", "n_completed", "n_failed", *METRIC_KEYS]
+    if external is not None:
+        disp += ["f1", "kappa_srme"]
+    notes = [
+        "Means over completed systems only; null metrics are skipped (the *_n columns count "
+        "the systems used). E_RPV/L_RPV: Eq. 11/12 applied to the model-mean E_RDF, E_P, "
+        "E_VDOS.",
+        *results.notes,
+    ]
+    return Table("per_model", "Per model (means over systems)", cols, rows_out, notes=notes,
+                 display=disp)
+
+
+def tier_median_table(models: Table) -> Table:
+    """Median over the models of each tier of their model means (paper's dashed lines)."""
+    tiers = sorted({r["tier"] for r in models.rows}, key=lambda t: (t is None, t or 0))
+    out = []
+    for t in tiers:
+        trows = [r for r in models.rows if r["tier"] == t]
+        row: dict[str, Any] = {"tier": t, "n_models": len(trows),
+                               "models": ", ".join(r["model"] for r in trows)}
+        for key in METRIC_KEYS:
+            vals = [r[key] for r in trows if r.get(key) is not None]
+            row[key] = float(np.median(vals)) if vals else None
+            row[f"{key}_n"] = len(vals)
+        out.append(row)
+    cols = ["tier", "n_models", "models"]
+    for k in METRIC_KEYS:
+        cols += [k, f"{k}_n"]
+    return Table("tier_medians", "Tier medians (median over models of model means)", cols, out,
+                 notes=["The *_n columns count the models of the tier that have the metric."],
+                 display=["tier", "n_models", *METRIC_KEYS])
+
+
+def by_class_table(results: Results) -> Table:
+    """Model means restricted to each material class."""
+    classes = _class_order(results.rows)
+    out = []
+    for cls in classes:
+        for model in results.models:
+            mrows = [r for r in results.rows if r["model"] == model and r["system_class"] == cls]
+            if not mrows:
+                continue
+            done = [r for r in mrows if r["status"] == "completed"]
+            row: dict[str, Any] = {"system_class": cls, "model": model, "tier": mrows[0]["tier"],
+                                   "n_systems": len(mrows), "n_failed": len(mrows) - len(done)}
+            for key in METRIC_KEYS:
+                row.update(_mean_with_unc(done, key))
+            out.append(row)
+    cols = ["system_class", "model", "tier", "n_systems", "n_failed"]
+    for k in METRIC_KEYS:
+        cols += [k, f"{k}_unc", f"{k}_floor", f"{k}_n"]
+    return Table("per_class_model", "Per material class and model (means over the class's systems)",
+                 cols, out, notes=["Per-system E_RPV/L_RPV values averaged within the class."],
+                 display=["system_class", "model", "tier", "n_failed", *METRIC_KEYS])
+
+
+def class_tier_table(by_class: Table) -> Table:
+    """Per class and tier: mean and median over models of the per-class model means
+    (the paper quotes tier-wise class means in Sec. II)."""
+    classes = list(dict.fromkeys(r["system_class"] for r in by_class.rows))
+    out = []
+    for cls in classes:
+        crows = [r for r in by_class.rows if r["system_class"] == cls]
+        tiers = sorted({r["tier"] for r in crows}, key=lambda t: (t is None, t or 0))
+        for t in tiers:
+            trows = [r for r in crows if r["tier"] == t]
+            row: dict[str, Any] = {"system_class": cls, "tier": t, "n_models": len(trows)}
+            for key in METRIC_KEYS:
+                vals = [r[key] for r in trows if r.get(key) is not None]
+                row[f"{key}_mean"] = float(np.mean(vals)) if vals else None
+                row[f"{key}_median"] = float(np.median(vals)) if vals else None
+            out.append(row)
+    cols = ["system_class", "tier", "n_models"]
+    for k in METRIC_KEYS:
+        cols += [f"{k}_mean", f"{k}_median"]
+    return Table("per_class_tier", "Per material class and tier (over models)", cols, out,
+                 display=["system_class", "tier", "n_models", *(f"{k}_mean" for k in METRIC_KEYS)])
+
+
+def _class_order(rows: Iterable[dict[str, Any]]) -> list[str]:
+    present = list(dict.fromkeys(r["system_class"] for r in rows))
+    known = [c for c in SYSTEM_CLASSES if c in present]
+    return known + sorted(c for c in present if c not in SYSTEM_CLASSES)
+
+
+def build_tables(results: Results, external: dict[str, dict[str, Any]] | None = None) -> dict[str, Table]:
+    models = model_table(results, external)
+    by_class = by_class_table(results)
+    tables = [models, tier_median_table(models), class_tier_table(by_class), by_class,
+              system_table(results)]
+    return {t.name: t for t in tables}
+
+
+# ----------------------------------------------------------------------------- writing
+def fmt(value: Any, sig: int = 4) -> str:
+    """Compact human format: ints as is, floats to ``sig`` significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e5 or abs(value) < 1e-3:
+            return f"{value:.{sig - 1}e}"
+        return f"{value:.{sig}g}"
+    return str(value)
+
+
+def display_cell(row: dict[str, Any], col: str) -> str:
+    text = fmt(row.get(col))
+    unc = row.get(f"{col}_unc")
+    if text and unc is not None:
+        text += f" ± {fmt(unc, 2)}"
+    return text
+
+
+EXTRA_HEADERS = {"f1": "F1 (Matbench-d.)", "kappa_srme": "κ_SRME (Matbench-d.)"}
+
+
+def header_label(col: str) -> str:
+    if col in EXTRA_HEADERS:
+        return EXTRA_HEADERS[col]
+    base = col
+    suffix = ""
+    for s in ("_mean", "_median"):
+        if col.endswith(s) and col[: -len(s)] in METRIC_BY_KEY:
+            base, suffix = col[: -len(s)], f" ({s[1:]})"
+    if base in METRIC_BY_KEY:
+        m = METRIC_BY_KEY[base]
+        return f"{m.short} [{m.unit}]{suffix}" if m.unit else f"{m.short}{suffix}"
+    return col
+
+
+def to_csv(table: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(table.columns)
+    for r in table.rows:
+        w.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else r[c])
+                    for c in table.columns])
+    return buf.getvalue()
+
+
+def to_markdown(table: Table) -> str:
+    cols = table.display or table.columns
+    lines = [f"### {table.title}", ""]
+    lines += [f"> {n}" for n in table.notes]
+    if table.notes:
+        lines.append("")
+    lines.append("| " + " | ".join(header_label(c) for c in cols) + " |")
+    lines.append("|" + "|".join("---" for _ in cols) + "|")
+    for r in table.rows:
+        lines.append("| " + " | ".join(display_cell(r, c).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(table: Table) -> str:
+    return json.dumps({"name": table.name, "title": table.title, "notes": table.notes,
+                       "columns": table.columns,
+                       "rows": [{c: r.get(c) for c in table.columns} for r in table.rows]},
+                      indent=1, allow_nan=False)
+
+
+def write_table(table: Table, outdir: str | Path) -> list[Path]:
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext, fn in (("csv", to_csv), ("md", to_markdown), ("json", to_json)):
+        p = outdir / f"{table.name}.{ext}"
+        p.write_text(fn(table))
+        paths.append(p)
+    return paths

@@ -1,0 +1,130 @@
+"""The one trajectory container every reader fills and every metric reads.
+
+Arrays only, frame axis first. Units: positions and cells in Å (cell vectors as rows),
+velocities in Å/fs, energies in eV, forces in eV/Å, stress in eV/Å³ as Voigt
+[xx, yy, zz, yz, xz, xy] with ASE's sign convention (positive = tensile), ``dt_fs`` the
+time between *saved* frames in fs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+
+@dataclass
+class Trajectory:
+    numbers: np.ndarray  # (N,) atomic numbers
+    positions: np.ndarray  # (M, N, 3) Å
+    cells: np.ndarray  # (M, 3, 3) Å, rows are lattice vectors
+    pbc: np.ndarray = field(default_factory=lambda: np.ones(3, bool))  # (3,)
+    dt_fs: float | None = None  # time between saved frames, fs
+    velocities: np.ndarray | None = None  # (M, N, 3) Å/fs
+    energies: np.ndarray | None = None  # (M,) eV
+    forces: np.ndarray | None = None  # (M, N, 3) eV/Å
+    stress: np.ndarray | None = None  # (M, 6) eV/Å³, Voigt xx yy zz yz xz xy, ASE sign
+    steps: np.ndarray | None = None  # (M,) MD step index of each frame
+    temperature_K: float | None = None  # target temperature of the run, K
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.numbers = np.asarray(self.numbers, dtype=int).reshape(-1)
+        self.positions = np.asarray(self.positions, dtype=float)
+        if self.positions.ndim == 2:
+            self.positions = self.positions[None]
+        m, n = self.positions.shape[:2]
+        if self.positions.shape != (m, n, 3) or len(self.numbers) != n:
+            raise ValueError(
+                f"positions must be (frames, {len(self.numbers)}, 3), got {self.positions.shape}"
+            )
+        cells = np.asarray(self.cells, dtype=float)
+        if cells.shape == (3, 3):
+            cells = np.broadcast_to(cells, (m, 3, 3))
+        if cells.shape != (m, 3, 3):
+            raise ValueError(f"cells must be (3, 3) or ({m}, 3, 3), got {cells.shape}")
+        self.cells = cells
+        self.pbc = np.broadcast_to(np.asarray(self.pbc, dtype=bool), (3,)).copy()
+        for key, shape in (
+            ("velocities", (m, n, 3)),
+            ("energies", (m,)),
+            ("forces", (m, n, 3)),
+            ("stress", (m, 6)),
+            ("steps", (m,)),
+        ):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            value = np.asarray(value, dtype=int if key == "steps" else float)
+            if key == "stress" and value.shape == (m, 3, 3):
+                value = full_to_voigt(value)
+            if value.shape != shape:
+                raise ValueError(f"{key} must have shape {shape}, got {value.shape}")
+            setattr(self, key, value)
+        if self.dt_fs is not None and not (np.isfinite(self.dt_fs) and self.dt_fs > 0):
+            raise ValueError(f"dt_fs must be a positive number of fs, got {self.dt_fs}")
+
+    @property
+    def n_frames(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.positions.shape[1]
+
+    @property
+    def duration_fs(self) -> float:
+        """Time spanned by the saved frames, (M − 1)·dt, in fs."""
+        if self.dt_fs is None:
+            raise ValueError("trajectory has no frame interval (dt_fs)")
+        return (self.n_frames - 1) * self.dt_fs
+
+    @property
+    def volumes(self) -> np.ndarray:
+        """(M,) cell volumes in Å³."""
+        return np.abs(np.linalg.det(self.cells))
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __getitem__(self, index) -> "Trajectory":
+        """Frame selection (int, slice or index array) returning a new Trajectory."""
+        if isinstance(index, (int, np.integer)):
+            index = slice(int(index), int(index) + 1 if index != -1 else None)
+        step = index.step if isinstance(index, slice) and index.step else 1
+        pick = lambda a: None if a is None else a[index]  # noqa: E731
+        return replace(
+            self,
+            positions=self.positions[index],
+            cells=self.cells[index],
+            velocities=pick(self.velocities),
+            energies=pick(self.energies),
+            forces=pick(self.forces),
+            stress=pick(self.stress),
+            steps=pick(self.steps),
+            dt_fs=None if self.dt_fs is None else self.dt_fs * step,
+        )
+
+    def truncated_to(self, duration_fs: float) -> "Trajectory":
+        """The leading frames that span at most ``duration_fs`` (matched durations, paper Eq. 6)."""
+        if self.dt_fs is None:
+            raise ValueError("trajectory has no frame interval (dt_fs)")
+        n = int(np.floor(duration_fs / self.dt_fs + 1e-9)) + 1
+        return self[: max(1, min(n, self.n_frames))]
+
+
+def full_to_voigt(tensor: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) → (..., 6) in ASE's Voigt order xx yy zz yz xz xy."""
+    t = np.asarray(tensor)
+    return np.stack(
+        [t[..., 0, 0], t[..., 1, 1], t[..., 2, 2], t[..., 1, 2], t[..., 0, 2], t[..., 0, 1]], axis=-1
+    )
+
+
+def voigt_to_full(voigt: np.ndarray) -> np.ndarray:
+    """(..., 6) ASE Voigt → (..., 3, 3) symmetric tensor."""
+    v = np.asarray(voigt)
+    xx, yy, zz, yz, xz, xy = (v[..., i] for i in range(6))
+    return np.stack(
+        [np.stack([xx, xy, xz], -1), np.stack([xy, yy, yz], -1), np.stack([xz, yz, zz], -1)], -2
+    )

@@ -1,0 +1,191 @@
+"""dynamat-driver as a program: a real ``i-pi`` run, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+BIN = Path(sys.executable).parent
+FORBIDDEN = ("matplotlib", "mdtraj", "h5py", "ipi", "dynamat", "torch")
+
+# runs the driver's CLI and reports, at exit, which forbidden top-level modules were imported
+WRAPPED_DRIVER = (
+    "import sys, atexit\n"
+    f"BAD = {FORBIDDEN!r}\n"
+    "atexit.register(lambda: sys.stderr.write('LOADED:' + ','.join(sorted("
+    "m for m in sys.modules if m.split('.')[0] in BAD)) + '\\n'))\n"
+    "from dynamat_driver.cli import main\n"
+    "sys.argv[0] = 'dynamat-driver'\n"
+    "main()\n"
+)
+
+
+def driver_cmd() -> list[str]:
+    exe = BIN / "dynamat-driver"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dynamat_driver.cli"]
+
+
+@pytest.fixture
+def procs():
+    """Processes started by a test; whatever is left running is killed afterwards."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def sockdir():
+    d = tempfile.mkdtemp(prefix="dm")  # short: unix socket paths are limited to 107 bytes
+    yield d + "/"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def alloy():
+    a = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 2, 2))
+    a.symbols[[0, 9, 17]] = "Au"
+    a.rattle(0.02, seed=4)
+    return a
+
+
+@pytest.mark.parametrize("nbeads, batch_size", [(1, 1), (3, 2)])
+def test_real_ipi_run_with_emt(tmp_path, procs, sockdir, nbeads, batch_size):
+    pytest.importorskip("ipi")
+    from dynamat.ipi_input import MDSettings, write_inputs
+
+    atoms = alloy()
+    write_inputs(
+        atoms,
+        MDSettings("svr", 1.0, 50.0, 5, 20, 300.0, nbeads=nbeads),
+        tmp_path,
+        sockets_prefix=sockdir,
+        address="drv",
+        batch_size=batch_size,
+    )
+    ipi = subprocess.Popen(
+        [str(BIN / "i-pi"), "input.xml"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    procs.append(ipi)
+    timing = tmp_path / "driver_timing.json"
+    drv = subprocess.Popen(
+        [sys.executable, "-c", WRAPPED_DRIVER, "--model", "emt", "--unix", sockdir + "drv",
+         "--timing-file", str(timing), "--connect-timeout", "30"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    procs.append(drv)
+    ipi_out, _ = ipi.communicate(timeout=120)
+    assert ipi.returncode == 0, ipi_out[-2000:]
+    _, err = drv.communicate(timeout=30)
+    assert drv.returncode == 0, err
+    assert "Traceback" not in err and "error" not in err
+    assert "LOADED:\n" in err, err  # no server-wing, i-PI or torch module in the driver process
+
+    rows = np.loadtxt(tmp_path / "simulation.out", ndmin=2)
+    assert rows[:, 0].tolist() == [0, 5, 10, 15, 20]
+    for b in range(nbeads):
+        assert (tmp_path / f"simulation.pos_{b}.extxyz").stat().st_size > 0
+    # step 0: i-PI's potential (eV, all beads at the initial structure) is EMT's energy
+    from ase.calculators.emt import EMT
+
+    ref = atoms.copy()
+    ref.calc = EMT()
+    assert rows[0, 4] == pytest.approx(ref.get_potential_energy(), rel=1e-6, abs=1e-6)
+
+    t = json.loads(timing.read_text())
+    assert t["status"] == "finished" and t["end_reason"] == "exit"
+    assert t["batch_size"] == batch_size and t["system"]["n_atoms"] == len(atoms)
+    assert t["n_structures_received"] >= 21 * nbeads
+    assert t["model_seconds_per_evaluation"]["median"] > 0
+
+
+def run_driver(*args, timeout=60, cwd=None):
+    return subprocess.run(driver_cmd() + list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def run_drivers(*arg_lists, timeout=60):
+    """Runs several driver command lines at once (they spend most time importing)."""
+    ps = [subprocess.Popen(driver_cmd() + list(a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for a in arg_lists]
+    out = []
+    for p in ps:
+        o, e = p.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, o, e))
+    return out
+
+
+def assert_one_line_error(res, *needles):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dynamat-driver: error:"), res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_one_line_errors(tmp_path, sockdir):
+    """Unknown model, an element the model does not cover (refused before connecting: no
+    server exists here), unreachable unix and inet servers, bad options and arguments."""
+    import ase.io
+
+    a = alloy()
+    a.symbols[3] = "Fe"
+    ase.io.write(tmp_path / "fe.xyz", a, format="extxyz")
+    cases = [
+        (["--model", "mace-mp-0-huge"], ("unknown model", "chgnet")),
+        (["--model", "emt", "--template", str(tmp_path / "fe.xyz"), "--unix", sockdir + "none"], ("does not cover", "Fe")),
+        (["--model", "emt", "--unix", sockdir + "nobody", "--connect-timeout", "0.5"], ("cannot reach", sockdir + "nobody")),
+        (["--model", "emt", "--inet", "127.0.0.1:1", "--connect-timeout", "0.3"], ("cannot reach", "127.0.0.1:1")),
+        (["--model", "harmonic", "-o", "kk=2"], ("no option", "kk")),
+        (["--model", "emt", "--unix", "a", "--inet", "b:1"], ("either --unix or --inet",)),
+        (["--model", "emt", "--template", str(tmp_path / "no.xyz")], ("does not exist",)),
+        (["--model", "sevennet-0", "--dtype", "float64"], ("float32",)),
+        ([], ("--model",)),
+    ]
+    t0 = time.monotonic()
+    results = run_drivers(*[c[0] for c in cases])
+    for res, (_, needles) in zip(results, cases):
+        assert_one_line_error(res, *needles)
+    assert time.monotonic() - t0 < 30
+
+
+def test_timing_file_records_errors(tmp_path, sockdir):
+    t = tmp_path / "t.json"
+    res = run_driver("--model", "emt", "--unix", sockdir + "x", "--connect-timeout", "0.2", "--timing-file", str(t))
+    assert res.returncode != 0
+    data = json.loads(t.read_text())
+    assert data["status"] == "error" and "cannot reach" in data["error"]
+
+
+def test_list():
+    res = run_driver("--list")
+    assert res.returncode == 0
+    for name in ("emt", "lj", "harmonic", "chgnet", "sevennet-0", "sevennet-l3i5"):
+        assert name in res.stdout
+    data = json.loads(run_driver("--list", "--json").stdout)
+    assert {d["name"] for d in data} >= {"emt", "chgnet"}
+
+
+@pytest.mark.slow
+def test_unloadable_weights_name_model_path(tmp_path):
+    pytest.importorskip("chgnet")
+    bad = tmp_path / "broken.pth.tar"
+    bad.write_bytes(b"not a checkpoint")
+    res = run_driver("--model", "chgnet", "--model-path", str(bad), timeout=120)
+    assert_one_line_error(res, "cannot load", str(bad))
