@@ -38,16 +38,36 @@ def cli() -> None:
 
 reference_option = click.option(
     "--reference", "reference", type=click.Path(path_type=Path), default=None,
-    help="DynaMat v1.0 reference HDF5 [default: the bundled demo file].",
+    help="DynaMat v1.0 reference HDF5 [default: the bundled demo file for its systems, else the file from `dynamat data download`].",
 )
 system_option = click.option("--system", "system", required=True, help="System name (group in the reference file).")
+
+
+def resolve_reference(reference: Path | None, system: str) -> Path:
+    """The reference file to use: the one given; else the bundled demo file for its systems; else the
+    DynaMat v1.0 file downloaded by `dynamat data download`."""
+    if reference is not None:
+        return reference
+    from dynamat.download import default_reference_path
+    from dynamat.io.reference_h5 import list_systems
+
+    demo = default_reference()
+    if system in list_systems(demo):
+        return demo
+    downloaded = default_reference_path()
+    if downloaded is None:
+        raise DynamatError(
+            f"system {system!r} is not in the bundled demo file and no DynaMat v1.0 reference is downloaded; "
+            "run `dynamat data download` or pass --reference FILE"
+        )
+    return downloaded
 
 
 def _load_system(reference: Path | None, system: str):
     from dynamat.catalogue import get_system
     from dynamat.io.reference_h5 import reference_attrs
 
-    reference = reference or default_reference()
+    reference = resolve_reference(reference, system)
     attrs = reference_attrs(reference, system)
     return reference, get_system(system, attrs), attrs
 
@@ -103,12 +123,25 @@ def _progress_printer(label: str):
     return show
 
 
-def _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size):
+def _steps(sys_entry, steps: int | None, time_ps: float | None) -> int | None:
+    if steps is not None and time_ps is not None:
+        raise DynamatError("give --steps or --time-ps, not both")
+    if time_ps is not None:
+        if time_ps <= 0:
+            raise DynamatError("--time-ps must be positive")
+        return int(round(time_ps * 1000.0 / sys_entry.protocol.timestep_fs))
+    if steps is not None and steps <= 0:
+        raise DynamatError("--steps must be positive")
+    return steps
+
+
+def _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size,
+         time_ps=None, socket_mode="unix", host="127.0.0.1"):
     from dynamat.runner import RunOptions, run_md
 
     reference, sys_entry, _ = _load_system(reference, system)
-    opts = RunOptions(steps=steps, seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
-                      driver_args=tuple(driver_args), batch_size=batch_size)
+    opts = RunOptions(steps=_steps(sys_entry, steps, time_ps), seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
+                      driver_args=tuple(driver_args), batch_size=batch_size, socket_mode=socket_mode, host=host)
     click.echo(f"running {model} on {system} ({opts.steps or sys_entry.protocol.steps} steps) -> {out / model / system}", err=True)
     rec = run_md(model, sys_entry, _initial_atoms(reference, system), str(reference), out, opts,
                  progress=_progress_printer(f"{model}/{system}"))
@@ -134,14 +167,22 @@ def _with(options):
 @system_option
 @reference_option
 @click.option("--steps", type=int, default=None, help="MD steps [default: the protocol's full length, 20 ps].")
+@click.option("--time-ps", type=float, default=None, help="Simulated time in ps instead of --steps.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--seed", type=int, default=12345, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder (an unfinished one is resumed without it).")
 @click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--socket", "socket_mode", type=click.Choice(["unix", "inet"]), default="unix", show_default=True,
+              help="unix: a private socket file; inet: TCP on --host with a free port (published in socket.json).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface for an inet socket (localhost unless named).")
 @_with(driver_options)
-def run(model, system, reference, steps, out, seed, overwrite, batch_size, driver_cmd, driver_args):
-    """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json."""
-    _, _, rec = _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size)
+def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, socket_mode, host,
+        driver_cmd, driver_args):
+    """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
+
+    An unfinished run in the same folder is resumed from i-PI's RESTART or checkpoint."""
+    _, _, rec = _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size,
+                     time_ps, socket_mode, host)
     sps = rec.seconds_per_step_median
     click.echo(f"{rec.status}: {rec.steps_done} steps, "
                f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {out / model / system}")
@@ -332,7 +373,7 @@ def demo(model, system, reference, steps, singlepoint_frames, out, driver_cmd, d
     """The main job on bundled data: single points, an i-PI MD run, and the scorecard."""
     from dynamat.io.reference_h5 import reference_n_frames
 
-    reference = reference or default_reference()
+    reference = resolve_reference(reference, system)
     every = max(1, reference_n_frames(reference, system) // max(singlepoint_frames, 1))
     sp = _singlepoint(model, reference, system, every, singlepoint_frames, 8, driver_cmd, driver_args)
     _run(model, system, reference, out, steps, 12345, True, driver_cmd, driver_args, 1)

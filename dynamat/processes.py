@@ -30,13 +30,27 @@ def driver_command(driver_cmd: str | None) -> list[str]:
     return shlex.split(driver_cmd) if driver_cmd else [executable("dynamat-driver")]
 
 
-def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the supervising process dies, however it dies (Linux).
+
+    i-PI answers SIGTERM with a soft exit that writes RESTART, so a killed job stays resumable and
+    leaves no orphan computing into a folder that a rerun is about to resume.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None, pass_fds=()) -> subprocess.Popen:
     """Starts ``cmd`` in its own process group, stdout and stderr appended to ``log``."""
     fh = open(log, "ab")
     try:
         return subprocess.Popen(
             cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env,
+            start_new_session=True, env=env, preexec_fn=_die_with_parent, pass_fds=pass_fds,
         )
     finally:
         fh.close()
@@ -68,6 +82,34 @@ def _kill_group(proc: subprocess.Popen | None) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held by the supervisor and inherited by its i-PI.
+
+    Two supervisors never write into one folder, and a rerun waits (bounded) until an i-PI left
+    over from a killed job has finished its soft exit.
+    """
+
+    def __init__(self, run_dir: Path, wait_s: float = 60.0):
+        import fcntl
+
+        self.fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise DynamatError(f"another dynamat run is using {run_dir}") from None
+                time.sleep(0.2)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def last_line(log: Path, default: str = "") -> str:

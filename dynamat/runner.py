@@ -38,6 +38,8 @@ class RunOptions:
     driver_cmd: str | None = None  # another environment's dynamat-driver, for conflicting MLIPs
     driver_args: tuple[str, ...] = ()  # e.g. ("--device", "cuda", "--model-path", "x.pt")
     batch_size: int = 1
+    socket_mode: str = "unix"  # "unix" (private 0700 folder) or "inet" (TCP, see host)
+    host: str = "127.0.0.1"  # inet interface; localhost unless the user names another
     overwrite: bool = False
     stall_timeout_s: float = 600.0  # no new MD step for this long = hung
     start_timeout_s: float = 120.0
@@ -112,7 +114,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> Path | None:
     A completed run is never replaced without ``overwrite``; an interrupted one is resumed from its
     RESTART or checkpoint; an unfinished one that cannot be resumed is refused.
     """
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()):
         if overwrite:
             shutil.rmtree(run_dir)
         else:
@@ -136,6 +138,20 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> Path | None:
 
 _STEP_TAG = re.compile(r"<step>\s*(\d+)\s*</step>")
 _PREFIX_ATTR = re.compile(r"sockets_prefix=(['\"])[^'\"]*\1")
+_FFSOCKET = re.compile(r"(<ffsocket\b[^>]*?\bmode=)(['\"])\w+\2")
+_ADDRESS = re.compile(r"<address>[^<]*</address>")
+_PORT = re.compile(r"<port>[^<]*</port>")
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError as exc:
+            raise DynamatError(f"cannot bind an inet socket on {host!r}: {exc.strerror or exc}") from None
+        return s.getsockname()[1]
 
 
 def _last_row(props: Path) -> list[float] | None:
@@ -210,7 +226,11 @@ def run_md(
     (non-finite values, runaway temperature) stops with status ``exploded`` and its outputs kept.
     """
     run_dir = Path(out) / model / system.name
+    if run_dir.is_dir():
+        lock = processes.RunLock(run_dir)  # wait for a leftover i-PI before judging the folder
+        lock.release()
     resume_from = prepare_run_dir(run_dir, opts.overwrite)
+    lock = processes.RunLock(run_dir)
     settings: MDSettings = system.md_settings(steps=opts.steps, seed=opts.seed)
     record = RunRecord(
         model=model,
@@ -232,7 +252,7 @@ def run_md(
     try:
         while True:
             try:
-                _attempt(model, run_dir, resume_from, settings, opts, samples, progress)
+                _attempt(model, run_dir, resume_from, settings, opts, samples, progress, lock.fd)
                 break
             except _Interrupted as exc:
                 restarts += 1
@@ -262,10 +282,11 @@ def run_md(
         tmp = run_dir / "run.json.tmp"
         tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
         tmp.replace(run_dir / "run.json")
+        lock.release()
     return record
 
 
-def _attempt(model, run_dir, resume_from, settings, opts, samples, progress) -> None:
+def _attempt(model, run_dir, resume_from, settings, opts, samples, progress, lock_fd) -> None:
     """One i-PI process and one driver, from input.xml or a restart file, supervised to the end."""
     sock_dir = Path(tempfile.mkdtemp(prefix="dm-"))  # mode 0700: private to this attempt
     if resume_from is None:
@@ -276,22 +297,32 @@ def _attempt(model, run_dir, resume_from, settings, opts, samples, progress) -> 
     text, n = _PREFIX_ATTR.subn(attr, text, count=1)
     if n == 0:
         text = text.replace("<simulation", f"<simulation {attr}", 1)
+    if opts.socket_mode == "inet":
+        port = _free_port(opts.host)
+        text = _FFSOCKET.sub(r"\g<1>'inet'", text, count=1)
+        text = _ADDRESS.sub(f"<address> {opts.host} </address>", text, count=1)
+        text = _PORT.sub(f"<port> {port} </port>", text, count=1)
+        (run_dir / "socket.json").write_text(json.dumps({"mode": "inet", "host": opts.host, "port": port}) + "\n")
+        where = ["--inet", f"{opts.host}:{port}", "--connect-timeout", str(opts.start_timeout_s)]
     (run_dir / "attempt.xml").write_text(text)
     ipi = driver = None
     props = run_dir / f"{PREFIX}.out"
     t_start = time.monotonic()
     clean_exit = False
     try:
-        ipi = processes.start([processes.executable("i-pi"), "attempt.xml"], run_dir, run_dir / "ipi.log")
-        sock = sock_dir / "s"
-        while not sock.exists():
-            if ipi.poll() is not None:
-                raise DynamatError(f"i-PI stopped before opening its socket: {processes.last_line(run_dir / 'ipi.log')}")
-            if time.monotonic() - t_start > opts.start_timeout_s:
-                raise DynamatError("i-PI did not open its socket within the start timeout")
-            time.sleep(0.05)
+        ipi = processes.start([processes.executable("i-pi"), "attempt.xml"], run_dir, run_dir / "ipi.log",
+                              pass_fds=(lock_fd,))
+        if opts.socket_mode == "unix":
+            sock = sock_dir / "s"
+            while not sock.exists():
+                if ipi.poll() is not None:
+                    raise DynamatError(f"i-PI stopped before opening its socket: {processes.last_line(run_dir / 'ipi.log')}")
+                if time.monotonic() - t_start > opts.start_timeout_s:
+                    raise DynamatError("i-PI did not open its socket within the start timeout")
+                time.sleep(0.05)
+            where = ["--unix", str(sock)]
         cmd = processes.driver_command(opts.driver_cmd) + [
-            "--model", model, "--unix", str(sock),
+            "--model", model, *where,
             "--timing-file", str(run_dir / "driver_timing.json"), *opts.driver_args,
         ]
         driver = processes.start(cmd, run_dir, run_dir / "driver.log")
@@ -339,7 +370,8 @@ def _attempt(model, run_dir, resume_from, settings, opts, samples, progress) -> 
 
 
 def _explosion_in_driver(msg: str) -> bool:
-    return "non-finite" in msg.lower() or "nan" in msg.lower().split()
+    """The driver refuses to return non-finite energies or forces: that is MD blowing up."""
+    return "non-finite" in msg.lower()
 
 
 def _merge_driver_timing(record: RunRecord, path: Path) -> None:
