@@ -136,12 +136,13 @@ def _steps(sys_entry, steps: int | None, time_ps: float | None) -> int | None:
 
 
 def _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size,
-         time_ps=None, socket_mode="unix", host="127.0.0.1"):
+         time_ps=None, socket_mode="unix", host="127.0.0.1", engine="ipi"):
     from dynamat.runner import RunOptions, run_md
 
     reference, sys_entry, _ = _load_system(reference, system)
     opts = RunOptions(steps=_steps(sys_entry, steps, time_ps), seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
-                      driver_args=tuple(driver_args), batch_size=batch_size, socket_mode=socket_mode, host=host)
+                      driver_args=tuple(driver_args), batch_size=batch_size, socket_mode=socket_mode, host=host,
+                      engine=engine)
     click.echo(f"running {model} on {system} ({opts.steps or sys_entry.protocol.steps} steps) -> {out / model / system}", err=True)
     rec = run_md(model, sys_entry, _initial_atoms(reference, system), str(reference), out, opts,
                  progress=_progress_printer(f"{model}/{system}"))
@@ -175,14 +176,16 @@ def _with(options):
 @click.option("--socket", "socket_mode", type=click.Choice(["unix", "inet"]), default="unix", show_default=True,
               help="unix: a private socket file; inet: TCP on --host with a free port (published in socket.json).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface for an inet socket (localhost unless named).")
+@click.option("--engine", type=click.Choice(["ipi", "ase"]), default="ipi", show_default=True,
+              help="ase: ASE's Nose-Hoover chain as socket server, the paper's exact protocol for metals, alloys, TMDs, perovskites.")
 @_with(driver_options)
-def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, socket_mode, host,
+def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, socket_mode, host, engine,
         driver_cmd, driver_args):
     """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
 
     An unfinished run in the same folder is resumed from i-PI's RESTART or checkpoint."""
     _, _, rec = _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size,
-                     time_ps, socket_mode, host)
+                     time_ps, socket_mode, host, engine)
     sps = rec.seconds_per_step_median
     click.echo(f"{rec.status}: {rec.steps_done} steps, "
                f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {out / model / system}")

@@ -24,6 +24,7 @@ import ase
 import numpy as np
 
 from dynamat import processes
+from dynamat.ase_engine import run_ase_nhc
 from dynamat.catalogue import System
 from dynamat.errors import DynamatError
 from dynamat.ipi_input import MDSettings, write_inputs
@@ -45,6 +46,7 @@ class RunOptions:
     start_timeout_s: float = 120.0
     max_restarts: int = 3  # recoveries from i-PI's restart point after a dead driver or server
     max_temperature_factor: float = 5.0  # kinetic temperature above this x target = exploded
+    engine: str = "ipi"  # "ipi", or "ase": ASE's Nose-Hoover chain (the paper's exact MLIP protocol)
 
 
 @dataclass
@@ -242,6 +244,12 @@ def run_md(
         versions=_versions(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    record.protocol["engine"] = opts.engine
+    if opts.engine == "ase" and system.protocol.ipi_thermostat != "svr":
+        raise DynamatError("--engine ase reproduces the paper's Nose-Hoover-chain protocols only; "
+                           f"{system.name} uses {system.protocol.paper_thermostat}")
+    if opts.engine not in ("ipi", "ase"):
+        raise DynamatError(f"unknown engine {opts.engine!r}: use ipi or ase")
     if resume_from is None:
         write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
                      prefix=PREFIX, batch_size=opts.batch_size)
@@ -250,7 +258,17 @@ def run_md(
     t0 = time.monotonic()
     restarts = 0
     try:
-        while True:
+        while opts.engine == "ase":
+            try:
+                run_ase_nhc(model, initial, settings, run_dir, processes.driver_command(opts.driver_cmd) + list(opts.driver_args),
+                            samples, progress, timeout_s=opts.stall_timeout_s, prefix=PREFIX,
+                            max_temperature_K=opts.max_temperature_factor * settings.temperature_K)
+            except DynamatError as exc:
+                if "exploded" in str(exc) or "non-finite" in str(exc):
+                    raise _Exploded(str(exc).removeprefix("MD exploded: ")) from None
+                raise
+            break
+        while opts.engine == "ipi":
             try:
                 _attempt(model, run_dir, resume_from, settings, opts, samples, progress, lock.fd)
                 break
