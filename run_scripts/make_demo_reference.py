@@ -12,6 +12,7 @@ are stored with energies, forces and stress, in the DynaMat v1.0 schema.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -58,6 +59,18 @@ SYSTEMS = {
 }
 
 
+def isolated_atom_energies(atoms) -> dict[str, float]:
+    """EMT energy of each element alone in a 20 Å box (eV): the reference side of Eq. 1's referencing."""
+    from ase import Atoms
+
+    out = {}
+    for sym in sorted(set(atoms.get_chemical_symbols())):
+        single = Atoms(sym, positions=[[10.0, 10.0, 10.0]], cell=np.eye(3) * 20.0, pbc=True)
+        single.calc = EMT()
+        out[sym] = float(single.get_potential_energy())
+    return out
+
+
 def run(name: str, spec: dict, time_ps: float, equil_ps: float) -> tuple[Trajectory, dict]:
     atoms, a0 = zero_pressure_cell(spec["make"], *spec["bounds"])
     atoms.calc = EMT()
@@ -102,6 +115,9 @@ def run(name: str, spec: dict, time_ps: float, equil_ps: float) -> tuple[Traject
             "made by run_scripts/make_demo_reference.py"
         ),
         "reference_code": "ASE EMT",
+        # EMT's energy zero differs from any MLIP's, as FHI-aims' does from VASP's in the paper: both
+        # sides of Eq. 1 are referenced to isolated atoms
+        "isolated_atom_energies_eV": json.dumps(isolated_atom_energies(atoms)),
     }
     return traj, attrs
 
