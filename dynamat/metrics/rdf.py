@@ -144,35 +144,43 @@ def rdf_from_histogram(
     return hist.r, counts / norm
 
 
-@lru_cache(maxsize=64)
-def _image_offsets(cell_bytes: bytes, pbc_key: tuple[bool, ...], r_max: float) -> np.ndarray:
-    """Lattice offsets n (fractional, integer) that can bring a rounded pair vector below r_max.
+_CORNERS = np.array([[i, j, k] for i in (-0.5, 0.5) for j in (-0.5, 0.5) for k in (-0.5, 0.5)])
+
+
+def _offset_bounds(cells: np.ndarray, pbc: np.ndarray, r_max: float) -> np.ndarray:
+    """Largest |n_k| of a lattice offset that can matter, over all given cells.
 
     After rounding the fractional difference to s ∈ [−½, ½]³, the true minimum image is
-    (s + n)·C for some integer n. Any n with |(s + n)·C| < r_max satisfies
-    |n·C| < r_max + R, R the half long diagonal of the cell, which bounds each |n_k| through the
-    reciprocal vectors; each candidate is then kept only if the shifted half-cell box actually
-    comes within r_max of the origin (a bounded least-squares problem). For orthorhombic cells
-    the list is empty; for hexagonal or monoclinic ones it typically has 2–8 entries.
+    (s + n)·C for some integer n. If it is shorter than r_max then |n·C| < r_max + R, with R the
+    half long diagonal of the cell, and |n_k| ≤ |n·C| · |c*_k| (c*_k the reciprocal vectors).
+    """
+    half_diag = np.linalg.norm(_CORNERS @ cells, axis=-1).max(axis=-1)  # (F,)
+    recip = np.linalg.norm(np.linalg.inv(cells), axis=-2)  # (F, 3) column norms
+    n_lim = np.floor((r_max + half_diag[:, None]) * recip + 1e-9).astype(int).max(axis=0)
+    n_lim[~pbc] = 0
+    return n_lim
+
+
+@lru_cache(maxsize=64)
+def _image_offsets(cell_bytes: bytes, pbc_key: tuple[bool, ...], r_max: float) -> np.ndarray:
+    """Lattice offsets n that can bring a rounded pair vector of this cell below r_max.
+
+    Candidates within :func:`_offset_bounds` are kept only if the shifted half-cell box
+    actually comes within r_max of the origin (a bounded least-squares problem), so the list
+    is exact and short: empty for orthorhombic cells, typically 2–8 entries otherwise.
     """
     from scipy.optimize import lsq_linear
 
     cell = np.frombuffer(cell_bytes).reshape(3, 3)
     pbc = np.array(pbc_key)
-    corners = np.array([[i, j, k] for i in (-0.5, 0.5) for j in (-0.5, 0.5) for k in (-0.5, 0.5)])
-    half_diag = np.linalg.norm(corners @ cell, axis=1).max()
-    recip = np.linalg.inv(cell)  # columns are reciprocal vectors (no 2π)
-    n_lim = np.floor((r_max + half_diag) * np.linalg.norm(recip, axis=0) + 1e-9).astype(int)
-    n_lim[~pbc] = 0
-    ranges = [np.arange(-m, m + 1) for m in n_lim]
+    half_diag = np.linalg.norm(_CORNERS @ cell, axis=1).max()
+    ranges = [np.arange(-m, m + 1) for m in _offset_bounds(cell[None], pbc, r_max)]
     grid = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3)
     lo = np.where(pbc, -0.5, -np.inf)
     hi = np.where(pbc, 0.5, np.inf)
     keep = []
     for n in grid:
-        if not n.any():
-            continue
-        if np.linalg.norm(n @ cell) - half_diag >= r_max:
+        if not n.any() or np.linalg.norm(n @ cell) - half_diag >= r_max:
             continue
         res = lsq_linear(cell.T, -(cell.T @ n), bounds=(lo, hi), method="bvls", tol=1e-14)
         if np.sqrt(2 * res.cost) < r_max * (1 + 1e-9) + 1e-12:
@@ -181,37 +189,44 @@ def _image_offsets(cell_bytes: bytes, pbc_key: tuple[bool, ...], r_max: float) -
 
 
 class _FrameGeometry:
-    """Per-chunk fractional coordinates and metric, in a Minkowski-reduced basis."""
+    """The trajectory's cells in one Minkowski-reduced basis, and the image offsets they need."""
+
+    #: beyond this many distinct cells (a variable-cell run) the offsets are not pruned per cell
+    MAX_PRUNED_CELLS = 16
 
     def __init__(self, cells: np.ndarray, pbc: np.ndarray, r_max: float):
         self.pbc = pbc
         self.fixed = len(cells) == 1 or bool(np.all(cells == cells[0]))
         # One unimodular change of basis for all frames: reduction only buys speed (fewer image
-        # offsets), the offset enumeration below is exact for any basis.
-        _, self.op = minkowski_reduce(cells[0], pbc)
-        self.op = self.op.astype(float)
-        basis = cells[:1] if self.fixed else _unique_cells(cells)
-        offs = [
-            _image_offsets(np.ascontiguousarray(self.op @ c).tobytes(), tuple(pbc), float(r_max))
-            for c in basis
-        ]
-        self.offsets = np.unique(np.concatenate(offs), axis=0) if offs else np.zeros((0, 3))
-        red = np.einsum("ij,fjk->fik", self.op, cells)
+        # offsets), the offset enumeration is exact for any basis.
+        _, op = minkowski_reduce(cells[0], pbc)
+        self.op = op.astype(float)
+        basis = self.reduced(cells[:1] if self.fixed else _unique_cells(cells))
+        red = self.reduced(cells)
         metric = np.einsum("fik,fjk->fij", red, red)
         off = metric[:, [0, 0, 1], [1, 2, 2]]
         diag = metric[:, [0, 1, 2], [0, 1, 2]]
         scale = np.sqrt(diag[:, [0, 0, 1]] * diag[:, [1, 2, 2]])
+        # orthorhombic: rounding each fractional component is already the minimum image
         self.orthorhombic = bool(np.all(np.abs(off) <= 1e-12 * scale))
         if self.orthorhombic:
-            self.offsets = np.zeros((0, 3))
-        # offsets are kept in ± pairs (the half-cell box is symmetric), one sign per pair
-        if len(self.offsets):
-            first = self.offsets[np.arange(len(self.offsets)), np.argmax(self.offsets != 0, axis=1)]
-            self.offsets = self.offsets[first > 0]
-        corners = np.array([[i, j, k] for i in (-.5, .5) for j in (-.5, .5) for k in (-.5, .5)])
-        self._half_diag = max(
-            float(np.linalg.norm(corners @ c, axis=1).max()) for c in self.reduced(basis)
-        )
+            offsets = np.zeros((0, 3))
+        elif len(basis) <= self.MAX_PRUNED_CELLS:
+            offsets = np.concatenate([
+                _image_offsets(np.ascontiguousarray(c).tobytes(), tuple(pbc), float(r_max))
+                for c in basis
+            ])
+        else:  # every candidate within the bound: a superset, so still exact, just slower
+            ranges = [np.arange(-m, m + 1) for m in _offset_bounds(basis, pbc, r_max)]
+            offsets = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3)
+            offsets = offsets[offsets.any(axis=1)].astype(float)
+        if len(offsets):
+            offsets = np.unique(offsets, axis=0)
+            # the half-cell box is symmetric, so ±n come in pairs: keep one sign of each
+            first = offsets[np.arange(len(offsets)), np.argmax(offsets != 0, axis=1)]
+            offsets = offsets[first > 0]
+        self.offsets = offsets
+        self._half_diag = float(np.linalg.norm(_CORNERS @ basis, axis=-1).max())
 
     def max_bin(self, n_bins: int, r_max: float) -> int:
         """Upper bound on the bin index of any rounded pair vector (sizes the bincount)."""
@@ -221,32 +236,17 @@ class _FrameGeometry:
         return np.einsum("ij,fjk->fik", self.op, cells)
 
 
-def _metric_terms(metric: np.ndarray, fixed: bool, orthorhombic: bool):
-    """Coefficients of q(s) = s·G·s in the cheapest form the cell allows.
-
-    Returns (kind, coeffs): "iso" (cubic: one scale), "diag" (orthorhombic) or "full".
-    Coefficients are scalars for a fixed cell, (F,) arrays broadcasting over frames otherwise.
-    """
-    m = metric[0] if fixed else metric.transpose(1, 2, 0)
+def _metric_terms(metric: np.ndarray, orthorhombic: bool):
+    """Per-frame coefficients of q(s) = s·G·s for variable cells, each (F,) over frames."""
+    m = metric.transpose(1, 2, 0)
     if orthorhombic:
-        d = [m[0, 0], m[1, 1], m[2, 2]]
-        if fixed and d[0] == d[1] == d[2]:
-            return "iso", [d[0]]
-        return "diag", d
+        return "diag", [m[0, 0], m[1, 1], m[2, 2]]
     return "full", [m[0, 0], m[1, 1], m[2, 2], 2 * m[0, 1], 2 * m[0, 2], 2 * m[1, 2]]
 
 
 def _quad(ds, kind, g, out, tmp):
-    """out = s·G·s for fractional differences ds (m, 3, F)."""
+    """out = s·G·s for fractional differences ds (m, 3, F), with per-frame coefficients g."""
     ds0, ds1, ds2 = ds[:, 0], ds[:, 1], ds[:, 2]
-    if kind == "iso":
-        np.multiply(ds0, ds0, out=out)
-        np.multiply(ds1, ds1, out=tmp)
-        out += tmp
-        np.multiply(ds2, ds2, out=tmp)
-        out += tmp
-        out *= g[0]
-        return out
     np.multiply(ds0, ds0, out=out)
     out *= g[0]
     for a, b, c in ((ds1, ds1, g[1]), (ds2, ds2, g[2])):
@@ -267,21 +267,32 @@ def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_bl
     red = geo.reduced(cells)
     frac = np.einsum("fnk,fkl->fnl", pos, np.linalg.inv(red))
     per = geo.pbc
-    frac[..., per] -= np.floor(frac[..., per])
+    use_int = bool(per.all())
+    if use_int:
+        # Fixed point: fractional coordinates × 2⁶⁴ in int64. Integer subtraction wraps modulo
+        # 2⁶⁴, i.e. modulo one cell, so the difference *is* the rounded minimum-image vector
+        # (no rint pass), with 2⁻⁶⁴ resolution — finer than float64 itself.
+        frac -= np.rint(frac)
+        frac *= 2.0**64
+        np.clip(frac, -(2.0**63), 2.0**63 - 1024.0, out=frac)  # +½ ≡ −½; keep inside int64
+        s = np.ascontiguousarray(frac.transpose(1, 2, 0)).astype(np.int64)
+    else:
+        frac[..., per] -= np.floor(frac[..., per])
+        s = np.ascontiguousarray(frac.transpose(1, 2, 0))
     # (N, 3, F) layout: each atom's slice is contiguous, so pair differences are broadcasts
     # rather than gathers and every step works on cache-sized blocks.
-    s = np.ascontiguousarray(frac.transpose(1, 2, 0))
     scale = n_bins / r_max  # distances are measured in bin widths: floor(r) is the bin index
     metric = np.einsum("fik,fjk->fij", red, red) * scale**2
     # Image offsets n enter as q(s + n) = q(s) + 2 (G n)·s + n·G·n; with ±n paired this is
     # q(s) + (n·G·n − |2 (G n)·s|): one small matrix product for all offsets.
     if geo.fixed:
-        kind = "iso" if geo.orthorhombic and np.all(np.diag(metric[0]) == metric[0, 0, 0]) else "mat"
+        cubic = geo.orthorhombic and np.all(np.diag(metric[0]) == metric[0, 0, 0])
+        kind = "iso" if cubic else "mat"
         amat = scale * red[0].T  # Cartesian (in bin widths) = amat @ fractional
         off_lin = 2.0 * geo.offsets @ metric[0]  # (n_off, 3)
         off_beta = np.einsum("ok,ok->o", off_lin, geo.offsets)[None, :, None] / 2.0
     else:
-        kind, g = _metric_terms(metric, False, geo.orthorhombic)
+        kind, g = _metric_terms(metric, geo.orthorhombic)
         m_all = metric.transpose(1, 2, 0)
         lin = []
         for off in geo.offsets:
@@ -294,7 +305,9 @@ def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_bl
         block_off = (frame_block - frame_block[0]).astype(np.intp) * width
     counts = np.zeros(n_blk * width, dtype=np.int64)
     buf = np.empty((n - 1, 3, fc))
-    rnd = np.empty((n - 1, 3, fc))
+    rnd = np.empty((n - 1, 3, fc), dtype=np.int64 if use_int else float)
+    # int → float conversion factor, with the cubic metric folded in so q needs no rescaling
+    to_frac = 2.0**-64 * (np.sqrt(metric[0, 0, 0]) if kind == "iso" else 1.0)
     q = np.empty((n - 1, fc))
     tmp = np.empty((n - 1, fc))
     cart = np.empty((n - 1, 3, fc)) if kind == "mat" else None
@@ -304,17 +317,18 @@ def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_bl
     idx = np.empty((n - 1, fc), dtype=np.intp)
     for i in range(n - 1):
         m = n - 1 - i
-        ds = np.subtract(s[i + 1 :], s[i], out=buf[:m])
-        if per.all():
-            np.rint(ds, out=rnd[:m])
-            ds -= rnd[:m]
+        if use_int:
+            di = np.subtract(s[i + 1 :], s[i], out=rnd[:m])
+            ds = np.multiply(di, to_frac, out=buf[:m])
         else:
+            ds = np.subtract(s[i + 1 :], s[i], out=buf[:m])
             for k in np.flatnonzero(per):
                 ds[:, k] -= np.rint(ds[:, k])
         qq = q[:m]
         if kind == "iso":
             np.einsum("ikj,ikj->ij", ds, ds, out=qq)
-            qq *= metric[0, 0, 0]
+            if not use_int:
+                qq *= metric[0, 0, 0]
         elif kind == "mat":
             v = np.matmul(amat, ds, out=cart[:m])
             np.einsum("ikj,ikj->ij", v, v, out=qq)
@@ -506,7 +520,8 @@ def rdf_histogram(
             accumulate(pool.map(work, ranges))
     else:
         accumulate(map(work, ranges))
-    inv_v = np.bincount(frame_block, weights=1.0 / np.abs(np.linalg.det(cells_full)), minlength=n_blocks)
+    inv_vol = 1.0 / np.abs(np.linalg.det(cells_full))
+    inv_v = np.bincount(frame_block, weights=inv_vol, minlength=n_blocks)
     n_per = np.bincount(frame_block, minlength=n_blocks)
     edges = np.linspace(0.0, r_max, n_bins + 1)
     return RDFHistogram(edges, counts[:, :n_bins], inv_v, n_per, n_atoms)

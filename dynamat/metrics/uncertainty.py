@@ -99,7 +99,10 @@ def bootstrap_weights(n_blocks: int, n_boot: int, rng: np.random.Generator) -> n
     """(n_boot, n_blocks) multiplicities: each replicate draws n_blocks blocks with replacement."""
     if n_blocks < 1 or n_boot < 1:
         raise ValueError("n_blocks and n_boot must be positive")
-    return rng.multinomial(n_blocks, np.full(n_blocks, 1.0 / n_blocks), size=n_boot).astype(float)
+    draws = rng.integers(0, n_blocks, size=(n_boot, n_blocks))
+    draws += n_blocks * np.arange(n_boot)[:, None]
+    counts = np.bincount(draws.ravel(), minlength=n_boot * n_blocks)
+    return counts.reshape(n_boot, n_blocks).astype(float)
 
 
 def standard_error(replicates) -> float | None:
@@ -114,7 +117,8 @@ def block_bootstrap_mean_se(
 ) -> float:
     """Block-bootstrap standard error of the mean of a correlated series.
 
-    ``block_length`` defaults to :func:`choose_block_length` of :func:`integrated_autocorrelation_time`.
+    ``block_length`` defaults to :func:`choose_block_length` applied to
+    :func:`integrated_autocorrelation_time` of the series.
     """
     x = np.asarray(x, dtype=float).reshape(-1)
     if block_length is None:

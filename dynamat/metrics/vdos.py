@@ -6,7 +6,8 @@ over all available time origins (divide by M − τ), computed by FFT; multiplie
 window w(τ) = ½(1 + cos(πτ/L)) that reaches zero at the maximum lag L; mirrored into an even
 sequence; and Fourier transformed, keeping the real part (the transform of an even sequence is
 real; a one-sided |FFT| would mix in an imaginary part, broaden every peak and shift the
-frequency scale). The window sets the resolution (FWHM ≈ 1/(L·dt)) and trades it for variance.
+frequency scale). The window sets the resolution (peak FWHM = 1/(L·dt): 0.2 THz for
+L·dt = 5 ps) and trades it for variance.
 
 Velocities are read in chunks of atoms, so a long trajectory never has a full-size complex
 FFT buffer in memory; any array-like that supports ``v[t0:t1, a0:a1]`` works, including
@@ -301,9 +302,10 @@ def spectrum_from_acf(acf, dt_fs: float) -> tuple[np.ndarray, np.ndarray]:
     """Hann-windowed, even-extended ACF → (frequency THz, one-sided real spectrum).
 
     ``acf``: (L + 1,) or (R, L + 1) for lags 0..L. The spectrum is scaled so that its
-    trapezoidal integral over [0, ν_Nyquist] equals C(0) (for the mass-weighted VACF,
-    Σ m⟨v²⟩ = n_dof k_B T in amu·Å²/fs²). It may dip slightly below zero between peaks
-    (window sidelobes); it is not clipped, so unit-area normalisation stays linear.
+    trapezoidal integral over [0, ν_Nyquist], with ν in fs⁻¹ (= THz × 10⁻³), equals C(0)
+    (for the mass-weighted VACF, Σ m⟨v²⟩ = n_dof k_B T in amu·Å²/fs²). It may dip slightly
+    below zero between peaks (window sidelobes); it is not clipped, so the unit-area
+    normalisation of Eq. 10 stays linear.
     """
     dt_fs = _check_dt(dt_fs)
     c = np.asarray(acf, dtype=float)
@@ -325,12 +327,12 @@ def vdos(velocities, masses, dt_fs: float, *, max_lag: int | None = None):
         velocities: (M, N, 3) Å/fs; array-like supporting ``v[t0:t1, a0:a1]``.
         masses: (N,) amu; the VACF is mass-weighted, so each degree of freedom carries k_B T.
         dt_fs: time between frames in fs.
-        max_lag: window half-width L in frames (default M // 2). Resolution ≈ 1/(L·dt); compare
+        max_lag: window half-width L in frames (default M // 2). Peak FWHM = 1/(L·dt); compare
             spectra of matched durations with the same rule, as the paper does.
 
     Returns:
-        Frequencies 0 … 1/(2 dt) in THz on a grid of 1/(2 L dt), and the spectrum in
-        amu·Å²/fs² per THz·10³ (its trapezoid integral is C(0)); normalise before comparing.
+        Frequencies 0 … 1/(2 dt) in THz on a grid of 1/(2 L dt), and the spectrum, scaled so
+        that its integral over ν in fs⁻¹ is C(0) = Σ m⟨v²⟩ (see :func:`spectrum_from_acf`).
     """
     blocks = vacf_blocks(velocities, masses, dt_fs, max_lag=max_lag)
     return spectrum_from_acf(blocks.acf(), dt_fs)
