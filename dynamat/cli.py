@@ -230,7 +230,8 @@ def _singlepoint(model, reference, system, every, max_frames, batch_size, driver
         except DynamatError as exc:
             e_iso_pred, e_iso_ref = None, None
             iso_note = f"isolated-atom energy unavailable for this model ({exc}); energy RMSE not referenced"
-    res = score_singlepoint(traj.energies, traj.forces, e, f, traj.n_atoms, e_iso_ref=e_iso_ref, e_iso_pred=e_iso_pred)
+    res = score_singlepoint(traj.energies, traj.forces, e, f, traj.n_atoms, e_iso_ref=e_iso_ref,
+                            e_iso_pred=e_iso_pred, numbers=traj.numbers)
     res["n_frames_singlepoint"] = traj.n_frames
     if iso_note:
         res["energy_referencing_note"] = iso_note
