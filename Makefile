@@ -22,13 +22,15 @@ setup-test: venv
 	$(PIP) "$(TORCH)"
 	$(PIP) -e ".[test]"
 
-# Debian packages some tests need (headless Chromium for the report page); root only, skipped otherwise.
+# Debian packages some tests need (headless Chromium for the report page, SLURM for campaigns);
+# root only, skipped otherwise.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  need=""; \
 	  [ -x /usr/bin/chromium ] || need="$$need chromium"; \
+	  command -v slurmctld >/dev/null || need="$$need slurm-wlm"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
-	else echo "system-deps: not root; tests that need Chromium will skip"; fi
+	else echo "system-deps: not root; tests that need Chromium or SLURM will skip"; fi
 
 test: setup-test system-deps
 	$(BIN)/python -m pytest -q -ra

@@ -387,11 +387,15 @@ def demo(model, system, reference, steps, singlepoint_frames, out, driver_cmd, d
 
 
 def main() -> None:
+    # registered here, not at import, so `import dynamat.cli` stays light
+    from dynamat.campaign import campaign_command, campaign_task_command
     from dynamat.download import data_group
     from dynamat.report.cli import report_command
 
     cli.add_command(report_command, "report")
     cli.add_command(data_group, "data")
+    cli.add_command(campaign_command, "campaign")
+    cli.add_command(campaign_task_command, "campaign-task")
     cli(prog_name="dynamat")
 
 

@@ -1,0 +1,636 @@
+"""``dynamat campaign``: the (model x system) matrix as one job per pair, locally or as a SLURM array.
+
+    dynamat campaign --models emt,lj --systems A,B --executor local --jobs 2 --steps 1000 --out camp
+    dynamat campaign --models mace-mp-0,chgnet --systems ... --executor slurm --partition gpu \\
+        --gpus-per-task 1 --driver-env mace-mp-0=/envs/mace/bin/dynamat-driver --time-ps 20
+
+Each pair is brought to a final, scored state by one task (``dynamat.campaign_jobs.run_task``):
+a pair whose run.json says completed (or exploded: a result, never retried) and whose score.json
+agrees is skipped; an unfinished run is resumed from i-PI's RESTART/checkpoint; a failed run is
+retried up to ``--max-retries`` times (resumed where it can be, else started again); after the
+run, ``<out>/<model>/<system>/score.json`` is written with the code of ``dynamat score``. When
+every pair is final, the report (``dynamat report``) is written to ``<out>/report/``.
+
+``--executor local`` runs ``--jobs K`` task processes at a time on this machine.
+``--executor slurm`` renders ``run_scripts/campaign_array.sbatch.in`` (one array task per pair,
+indexing a tab-separated job list with SLURM_ARRAY_TASK_ID), submits it with ``sbatch --parsable``
+and, unless ``--no-wait``, polls ``squeue`` until every task has ended. Rerunning the same command
+later adopts still-queued tasks instead of submitting them again, then reports. Both print a live
+summary: pairs done/running/failed/pending and the aggregate MD throughput.
+
+A task is ``python -m dynamat.campaign --manifest JOBS.tsv --index I`` (``campaign_task_command``;
+``dynamat campaign-task`` once registered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from dynamat.campaign_jobs import (
+    FINAL_RUN_STATUSES,
+    REPORT_DIR,
+    Job,
+    campaign_dir,
+    check_name,
+    pair_status,
+    read_json,
+    state_path,
+    task_main,
+    write_job_list,
+    write_json,
+)
+from dynamat.errors import DynamatError
+
+__all__ = ["campaign_command", "campaign_task_command", "run_campaign", "CampaignResult"]
+
+ACTIVE_PHASES = ("queued", "starting", "running", "scoring")
+
+
+# ---------------------------------------------------------------------------------- live summary
+@dataclass
+class PairView:
+    model: str
+    system: str
+    status: str = "pending"  # pending | running | completed | failed | exploded
+    skipped: bool = False
+    error: str | None = None
+    slurm_job: str | None = None
+    proc: subprocess.Popen | None = None
+    lost_since: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.system}"
+
+
+class Summary:
+    """Pairs done/running/failed/pending and aggregate MD steps/s, from the tasks' state files."""
+
+    def __init__(self, out: Path, pairs: list[PairView], stream=None, every_s: float = 30.0):
+        self.out, self.pairs = out, pairs
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every_s = every_s
+        self.t0 = time.monotonic()
+        self.samples: deque[tuple[float, int]] = deque()
+        self.advanced: dict[str, int] = {}
+        self.final_read: set[str] = set()
+        self.last_key: tuple = ()
+        self.last_line = ""
+        self.last_print = 0.0
+        self.shown = False
+
+    def _steps(self) -> int:
+        for p in self.pairs:
+            if p.skipped or p.status == "pending":
+                continue
+            if p.label in self.final_read:
+                continue
+            if p.status != "running":
+                self.final_read.add(p.label)
+            st = read_json(state_path(self.out, p.model, p.system)) or {}
+            if st.get("step") is not None and st.get("step0") is not None:
+                self.advanced[p.label] = max(0, int(st["step"]) - int(st["step0"]))
+        return sum(self.advanced.values())
+
+    def counts(self) -> dict[str, int]:
+        c = {k: 0 for k in ("done", "running", "failed", "pending", "exploded", "skipped")}
+        for p in self.pairs:
+            if p.status == "completed":
+                c["done"] += 1
+            elif p.status in c:
+                c[p.status] += 1
+            c["skipped"] += p.skipped
+        return c
+
+    def line(self) -> str:
+        now = time.monotonic()
+        total = self._steps()
+        self.samples.append((now, total))
+        while len(self.samples) > 2 and now - self.samples[0][0] > 15.0:
+            self.samples.popleft()
+        (ta, sa), (tb, sb) = self.samples[0], self.samples[-1]
+        rate = (sb - sa) / (tb - ta) if tb > ta else 0.0
+        mean = total / (now - self.t0) if now > self.t0 else 0.0
+        c = self.counts()
+        el = int(now - self.t0)
+        text = (f"[campaign {el // 60:02d}:{el % 60:02d}] {len(self.pairs)} pairs: {c['done']} done"
+                + (f" ({c['skipped']} skipped)" if c["skipped"] else "")
+                + f", {c['running']} running, {c['failed']} failed, {c['pending']} pending"
+                + (f", {c['exploded']} exploded" if c["exploded"] else "")
+                + f" | MD {rate:.0f} steps/s now, {mean:.0f} mean, {total} steps")
+        return text
+
+    def show(self, force: bool = False) -> None:
+        text = self.line()
+        now = time.monotonic()
+        key = tuple(sorted(self.counts().items()))
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+            self.shown = True
+        elif force or key != self.last_key or now - self.last_print >= self.every_s:
+            print(text, file=self.stream, flush=True)
+            self.last_print = now
+        self.last_key = key
+        self.last_line = text
+
+    def event(self, msg: str) -> None:
+        if self.tty and self.shown:
+            self.stream.write("\r\033[K")
+        print(msg, file=self.stream, flush=True)
+        if self.tty and self.last_line:
+            self.stream.write(self.last_line)
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def pair_timings(out: Path, model: str, system: str) -> dict:
+    """Per-pair overheads from its state file: queue (submit->task shell), start-up (shell->first MD
+    step), MD (first step->MD end), scoring; plus steps advanced and run.json's seconds per step."""
+    st = read_json(state_path(out, model, system)) or {}
+    t = st.get("times") or {}
+    rec = read_json(Path(out) / model / system / "run.json") or {}
+
+    def d(a, b):
+        return t[b] - t[a] if a in t and b in t else None
+
+    shell = "shell" if "shell" in t else "task"
+    return {
+        "queue_s": d("submit", shell),
+        "python_startup_s": d("shell", "task"),
+        "startup_s": d(shell, "first_step"),
+        "md_s": d("first_step", "md_end"),
+        "scoring_s": d("score_start", "score_end"),
+        "task_total_s": d(shell, "score_end"),
+        "steps": (st.get("step") or 0) - (st.get("step0") or 0) if st.get("step0") is not None else None,
+        "seconds_per_step": rec.get("seconds_per_step_mean"),
+        "action": st.get("action"),
+        "result": st.get("result"),
+    }
+
+
+def _finished_message(out: Path, p: PairView) -> str:
+    t = pair_timings(out, p.model, p.system)
+    rec = read_json(Path(out) / p.model / p.system / "run.json") or {}
+    parts = [f"{p.label}: {p.status}"]
+    if rec.get("steps_done") is not None:
+        sps = rec.get("seconds_per_step_median")
+        parts.append(f"{rec['steps_done']} steps" + (f" ({sps * 1e3:.1f} ms/step)" if sps else ""))
+    for key, name in (("md_s", "MD"), ("startup_s", "start-up"), ("scoring_s", "scoring"), ("queue_s", "queued")):
+        if t[key] is not None and (key != "queue_s" or t[key] >= 0.05):
+            parts.append(f"{name} {t[key]:.1f} s")
+    if p.error and p.status != "completed":
+        parts.append(p.error)
+    return "  " + ", ".join(parts)
+
+
+def _state_result(out: Path, p: PairView) -> tuple[str | None, str | None]:
+    """(final status, error) when the pair's task has finished, else (None, None)."""
+    st = read_json(state_path(out, p.model, p.system)) or {}
+    if st.get("phase") == "done":
+        res = st.get("result") or "failed"
+        return (res if res in ("completed", "failed", "exploded") else "failed"), st.get("error")
+    if st.get("phase") == "busy":
+        return "failed", st.get("error")
+    return None, None
+
+
+# ---------------------------------------------------------------------------------- campaign
+@dataclass
+class CampaignResult:
+    out: Path
+    pairs: list[PairView]
+    report: Path | None = None
+    report_s: float | None = None
+    job_ids: list[str] = field(default_factory=list)
+    submitted: int = 0
+    waited: bool = True
+    wall_s: float = 0.0
+
+
+def _split(csv: str, kind: str) -> list[str]:
+    seen: list[str] = []
+    for x in csv.split(","):
+        x = x.strip()
+        if x and x not in seen:
+            seen.append(check_name(kind, x))
+    if not seen:
+        raise DynamatError(f"no {kind}s given")
+    return seen
+
+
+def _per_model(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for it in items:
+        m, sep, val = it.partition("=")
+        if not sep or not m.strip() or not val.strip():
+            raise DynamatError(f"{flag} wants MODEL=VALUE, got {it!r}")
+        if m.strip() not in models:
+            raise DynamatError(f"{flag} names model {m.strip()!r}, which is not in --models")
+        out[m.strip()] = val.strip()
+    return out
+
+
+def run_campaign(models: list[str], systems: list[str], out: Path, *, reference: Path | None = None,
+                 executor: str = "local", jobs: int | None = None, steps: int | None = None,
+                 time_ps: float | None = None, seed: int = 12345, max_retries: int = 2,
+                 driver_env: dict[str, str] | None = None, driver_args: dict[str, str] | None = None,
+                 socket_mode: str = "unix", partition: str | None = None, gpus_per_task: int | None = None,
+                 cpus_per_task: int = 2, time_limit: str | None = None, sbatch_args: tuple[str, ...] = (),
+                 template: Path | None = None, inet_nodes: int = 2, wait: bool = True, report: bool = True,
+                 poll_s: float | None = None, stream=None) -> CampaignResult:
+    """The work of ``dynamat campaign``; see the module docstring."""
+    import shlex
+
+    from dynamat.cli import _load_system, default_reference
+
+    t_start = time.monotonic()
+    if executor == "local":
+        ignored = [name for name, v in (("--partition", partition), ("--gpus-per-task", gpus_per_task),
+                                        ("--time-limit", time_limit), ("--sbatch-arg", sbatch_args),
+                                        ("--template", template), ("--no-wait", not wait)) if v]
+        if ignored:
+            print(f"campaign: {', '.join(ignored)} only apply to --executor slurm; ignored", file=stream or sys.stderr)
+    if steps is not None and time_ps is not None:
+        raise DynamatError("give --steps or --time-ps, not both")
+    if steps is not None and steps <= 0 or time_ps is not None and time_ps <= 0:
+        raise DynamatError("--steps and --time-ps must be positive")
+    if max_retries < 0:
+        raise DynamatError("--max-retries must be >= 0")
+    if jobs is not None and jobs < 1:
+        raise DynamatError("--jobs must be >= 1")
+    driver_env, driver_args = driver_env or {}, driver_args or {}
+    out = Path(out).resolve()
+    reference = Path(reference or default_reference()).resolve()
+    stream = stream or sys.stderr
+    system_steps, protocol_steps = {}, {}
+    mismatched: list[str] = []
+    for s in systems:
+        _, entry, _ = _load_system(reference, s)  # an unknown system fails here, before any job
+        protocol_steps[s] = entry.protocol.steps
+        system_steps[s] = (int(round(time_ps * 1000.0 / entry.protocol.timestep_fs)) if time_ps is not None else steps)
+
+    pairs: list[PairView] = []
+    todo: list[Job] = []
+    adopted: list[PairView] = []
+    action_of: dict[str, str] = {}
+    old_jobs: dict[str, PairView] = {}
+    for m in models:
+        for s in systems:
+            p = PairView(m, s)
+            pairs.append(p)
+            action, status = pair_status(out / m / s)
+            action_of[p.label] = action
+            if action == "skip":
+                p.status, p.skipped = status, True
+                asked = system_steps[s] or protocol_steps[s]
+                done_len = (read_json(out / m / s / "run.json") or {}).get("steps_requested")
+                if status == "completed" and done_len is not None and done_len != asked:
+                    mismatched.append(f"{p.label} ({done_len} steps)")
+                continue
+            st = read_json(state_path(out, m, s)) or {}
+            if executor == "slurm" and st.get("phase") in ACTIVE_PHASES and st.get("slurm_job"):
+                p.slurm_job = st["slurm_job"]
+                old_jobs[p.label] = p
+                continue
+            todo.append(Job(index=0, model=m, system=s, reference=str(reference), out=str(out),
+                            steps=system_steps[s], seed=seed, max_retries=max_retries, socket=socket_mode,
+                            driver_cmd=driver_env.get(m), driver_args=tuple(shlex.split(driver_args.get(m, "")))))
+    if old_jobs:  # tasks of an earlier submission still queued or running: wait for them, do not resubmit
+        from dynamat import campaign_slurm
+
+        alive = campaign_slurm.queue_states(sorted({p.slurm_job.split("_")[0] for p in old_jobs.values()}))
+        for label, p in old_jobs.items():
+            state = alive.get(p.slurm_job, ("", ""))[0]
+            if state in campaign_slurm.PENDING_STATES | campaign_slurm.RUNNING_STATES:
+                adopted.append(p)
+            else:
+                p.slurm_job = None
+                todo.append(Job(index=0, model=p.model, system=p.system, reference=str(reference), out=str(out),
+                                steps=system_steps[p.system], seed=seed, max_retries=max_retries,
+                                socket=socket_mode, driver_cmd=driver_env.get(p.model),
+                                driver_args=tuple(shlex.split(driver_args.get(p.model, "")))))
+    for i, j in enumerate(todo):
+        j.index = i
+    result = CampaignResult(out=out, pairs=pairs)
+    cdir = campaign_dir(out)
+    cdir.mkdir(parents=True, exist_ok=True)
+    actions: dict[str, int] = {}
+    for lab in [p.label for p in pairs if p.skipped] + [j.label for j in todo]:
+        actions[action_of[lab]] = actions.get(action_of[lab], 0) + 1
+    plan = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
+    print(f"campaign: {len(models)} models x {len(systems)} systems = {len(pairs)} pairs ({plan}"
+          + (", " if actions and adopted else "") + (f"{len(adopted)} already in SLURM's queue" if adopted else "") + f") -> {out}", file=stream, flush=True)
+
+    if mismatched:
+        print(f"campaign: kept {len(mismatched)} completed run(s) of another length than asked: "
+              + ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else "")
+              + "; use another --out (or `dynamat run --overwrite`) to redo them", file=stream, flush=True)
+    summary = Summary(out, pairs, stream)
+    with _sigterm_as_interrupt():
+        _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream, jobs=jobs, wait=wait,
+                 poll_s=poll_s, socket_mode=socket_mode, partition=partition, gpus_per_task=gpus_per_task,
+                 cpus_per_task=cpus_per_task, time_limit=time_limit, sbatch_args=sbatch_args, template=template,
+                 inet_nodes=inet_nodes)
+    if not result.waited:
+        result.wall_s = time.monotonic() - t_start
+        return result
+    summary.show(force=summary.tty)
+    summary.close()
+
+    if report and any((out / p.model / p.system / "score.json").exists() for p in pairs):
+        t_rep = time.monotonic()
+        result.report = _report(out, stream)
+        result.report_s = time.monotonic() - t_rep
+    result.wall_s = time.monotonic() - t_start
+    write_json(cdir / "last_campaign.json", {
+        "wall_s": result.wall_s, "report_s": result.report_s, "executor": executor, "job_ids": result.job_ids,
+        "pairs": {p.label: {"status": p.status, "skipped": p.skipped, "error": p.error,
+                            **({} if p.skipped else pair_timings(out, p.model, p.system))} for p in pairs},
+    })
+    bad = [p for p in pairs if p.status not in FINAL_RUN_STATUSES]
+    if bad:
+        raise DynamatError(f"{len(bad)} of {len(pairs)} pairs did not complete: "
+                           + "; ".join(f"{p.label} ({p.error or p.status})" for p in bad[:5])
+                           + (" ..." if len(bad) > 5 else "") + f"; logs in {cdir / 'logs'}; rerun to retry")
+    return result
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM to the campaign acts like Ctrl-C: local tasks are stopped (keeping their RESTART),
+    SLURM tasks are left running."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream, *, jobs, wait, poll_s, socket_mode,
+             partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args, template, inet_nodes) -> None:
+    manifest = None
+    if todo:
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        manifest = write_job_list(cdir / f"jobs-{stamp}.tsv", todo)
+    if executor == "local":
+        _run_local(todo, manifest, pairs, summary, jobs or 1, poll_s or 0.5)
+    elif executor == "slurm":
+        from dynamat import campaign_slurm
+
+        if todo:
+            script = cdir / f"array-{manifest.stem.removeprefix('jobs-')}.sbatch"
+            values = campaign_slurm.script_values(
+                n_jobs=len(todo), jobs_at_once=jobs, manifest=manifest, log_dir=cdir / "logs", workdir=out,
+                job_name=f"dynamat-{out.name}"[:64], cpus_per_task=cpus_per_task, partition=partition,
+                gpus_per_task=gpus_per_task, time_limit=time_limit, sbatch_args=sbatch_args, inet_nodes=inet_nodes)
+            tpl = campaign_slurm.template_path(socket_mode, template)
+            script.write_text(campaign_slurm.render(tpl.read_text(), values))
+            (cdir / "logs").mkdir(exist_ok=True)
+            t_submit = time.time()
+            job_id = campaign_slurm.submit(script)
+            result.job_ids.append(job_id)
+            result.submitted = len(todo)
+            by_label = {p.label: p for p in pairs}
+            for j in todo:
+                p = by_label[j.label]
+                p.slurm_job = f"{job_id}_{j.index}"
+                write_json(state_path(out, j.model, j.system),
+                           {"model": j.model, "system": j.system, "phase": "queued", "slurm_job": p.slurm_job,
+                            "times": {"submit": t_submit}})
+            subs = read_json(cdir / "submissions.json") or {"submissions": []}
+            subs["submissions"].append({"job_id": job_id, "script": str(script), "manifest": str(manifest),
+                                        "time": t_submit, "pairs": [j.label for j in todo]})
+            write_json(cdir / "submissions.json", subs)
+            print(f"campaign: submitted {len(todo)} array task(s) as SLURM job {job_id} ({script})"
+                  f"{campaign_slurm.env_note()}", file=stream, flush=True)
+        result.job_ids += sorted({p.slurm_job.split("_")[0] for p in adopted})
+        if not wait:
+            result.waited = False
+            if result.job_ids:
+                print(f"campaign: not waiting; follow with `squeue -j {','.join(result.job_ids)}`, rerun this "
+                      f"command to wait for the tasks and write the report", file=stream, flush=True)
+            return
+        _wait_slurm(out, [p for p in pairs if p.slurm_job and not p.skipped], pairs, summary, result.job_ids,
+                    poll_s or 2.0)
+    else:
+        raise DynamatError(f"unknown executor {executor!r}")
+
+
+def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], summary: Summary, k: int,
+               poll_s: float) -> None:
+    by_label = {p.label: p for p in pairs}
+    queue = deque(todo)
+    running: dict[str, tuple[Job, subprocess.Popen]] = {}
+    log_dir = campaign_dir(summary.out) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // k))
+    summary.show(force=True)
+    try:
+        while queue or running:
+            while queue and len(running) < k:
+                job = queue.popleft()
+                t0 = time.time()
+                st_file = state_path(summary.out, job.model, job.system)
+                old = read_json(st_file) or {}
+                write_json(st_file, {**{k_: v for k_, v in old.items() if k_ not in ("phase", "times")},
+                                     "model": job.model, "system": job.system, "phase": "queued",
+                                     "slurm_job": None, "times": {"submit": t0}})
+                with open(log_dir / f"{job.model}__{job.system}.log", "ab") as fh:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "dynamat.campaign", "--manifest", str(manifest), "--index",
+                         str(job.index)],
+                        stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                        env={**env, "DYNAMAT_TASK_T0": repr(t0)})
+                running[job.label] = (job, proc)
+                by_label[job.label].status = "running"
+            for label, (job, proc) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[label]
+                p = by_label[label]
+                status, err = _state_result(summary.out, p)
+                if status is None:
+                    from dynamat.processes import last_line
+
+                    status = "failed"
+                    err = f"task exited with status {proc.returncode}: " + last_line(
+                        log_dir / f"{job.model}__{job.system}.log", "no output")
+                p.status, p.error = status, err
+                summary.event(_finished_message(summary.out, p))
+            summary.show()
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        summary.event(f"campaign: interrupted; stopping {len(running)} running task(s) (they keep their "
+                      "RESTART: rerun to resume)")
+        import signal
+
+        for _, proc in running.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 60
+        for _, proc in running.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def _wait_slurm(out: Path, tracked: list[PairView], pairs: list[PairView], summary: Summary, job_ids: list[str],
+                poll_s: float) -> None:
+    from dynamat import campaign_slurm
+
+    grace_s = 20.0  # a task that left the queue may need a moment before its state file says done
+    left = {p.label: p for p in tracked}
+    try:
+        while left:
+            q = campaign_slurm.queue_states(job_ids)
+            for label, p in list(left.items()):
+                status, err = _state_result(out, p)
+                if status is not None:
+                    p.status, p.error = status, err
+                    del left[label]
+                    summary.event(_finished_message(out, p))
+                    continue
+                state, reason = q.get(p.slurm_job, ("", ""))
+                if state in campaign_slurm.PENDING_STATES:
+                    p.status, p.lost_since = "pending", None
+                elif state in campaign_slurm.RUNNING_STATES:
+                    p.status, p.lost_since = "running", None
+                else:  # ended (or aged out of squeue) without a final state file
+                    now = time.monotonic()
+                    p.lost_since = p.lost_since or now
+                    if now - p.lost_since > grace_s:
+                        why = state or campaign_slurm.accounting_state(p.slurm_job) or "no longer in squeue"
+                        p.status = "failed"
+                        p.error = f"SLURM task {p.slurm_job} ended ({why}{', ' + reason if reason and reason != 'None' else ''}) before its pair was final"
+                        del left[label]
+                        summary.event(_finished_message(out, p))
+            summary.show()
+            if left:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        summary.event(f"campaign: stopped waiting; SLURM job(s) {','.join(job_ids)} keep running. Rerun this command "
+                      f"to wait for them and write the report; `scancel {' '.join(job_ids)}` stops them.")
+        raise
+
+
+def _report(out: Path, stream) -> Path | None:
+    """Writes ``<out>/report/`` with ``dynamat report``'s code unless it is newer than every score.json."""
+    rep = out / REPORT_DIR
+    page = rep / "report.html"
+    scores = list(out.glob("*/*/score.json"))
+    if page.exists() and all(s.stat().st_mtime <= page.stat().st_mtime for s in scores):
+        print(f"campaign: report up to date: {page}", file=stream, flush=True)
+        return page
+    from dynamat.report.cli import run_report
+    from dynamat.report.external import ExternalError
+    from dynamat.report.tables import ResultsError
+
+    try:
+        text = run_report(out, rep, None, "dynamat campaign report", formats=("png",))
+    except (ResultsError, ExternalError) as exc:
+        print(f"campaign: no report: {exc}", file=stream, flush=True)
+        return None
+    print(text, file=stream, flush=True)
+    return page
+
+
+# ---------------------------------------------------------------------------------- click commands
+@click.command("campaign")
+@click.option("--models", required=True, help="Comma-separated model names, as dynamat-driver knows them.")
+@click.option("--systems", required=True, help="Comma-separated system names.")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="DynaMat v1.0 reference HDF5 [default: the bundled demo file].")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--jobs", "-j", type=int, default=None,
+              help="local: pairs run at a time [default 1]; slurm: array tasks running at once (%K) [default: no limit].")
+@click.option("--steps", type=int, default=None, help="MD steps per pair.")
+@click.option("--time-ps", type=float, default=None, help="MD length in ps (steps from each system's time step) "
+              "[default, without --steps: the protocol's full 20 ps].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("campaign"), show_default=True)
+@click.option("--seed", type=int, default=12345, show_default=True)
+@click.option("--max-retries", type=int, default=2, show_default=True,
+              help="Retries of a failed run (resumed from its restart point where it can be). Exploded runs are final.")
+@click.option("--driver-env", multiple=True, metavar="MODEL=CMD",
+              help="Driver command for MODEL from its own environment, e.g. mace-mp-0=/envs/mace/bin/dynamat-driver.")
+@click.option("--driver-args", multiple=True, metavar="MODEL=ARGS",
+              help="Extra driver arguments for MODEL, e.g. mace-mp-0='--device cuda'.")
+@click.option("--socket", "socket_mode", type=click.Choice(["unix", "inet"]), default="unix", show_default=True,
+              help="inet: the driver connects over TCP through a relay that writes <run_dir>/socket.json; with "
+                   "slurm, the driver runs as a second job step on another node (see --inet-nodes).")
+@click.option("--partition", default=None, help="slurm: partition.")
+@click.option("--gpus-per-task", type=int, default=None, help="slurm: GPUs per array task.")
+@click.option("--cpus-per-task", type=int, default=2, show_default=True, help="slurm: CPUs per array task.")
+@click.option("--time-limit", default=None, help="slurm: wall time per task, e.g. 24:00:00.")
+@click.option("--sbatch-arg", "sbatch_args", multiple=True, help="slurm: extra #SBATCH option (repeatable), e.g. --account=abc.")
+@click.option("--template", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="slurm: sbatch template [default: run_scripts/campaign_array.sbatch.in, or ..._inet for --socket inet].")
+@click.option("--inet-nodes", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="slurm --socket inet: nodes per task; 2 puts the driver on the second node, 1 on the same node.")
+@click.option("--no-wait", is_flag=True, help="slurm: return after submission.")
+@click.option("--no-report", is_flag=True, help="Do not write <out>/report/ at the end.")
+@click.option("--poll-s", type=float, default=None, hidden=True)
+def campaign_command(models, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
+                     driver_args, socket_mode, partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args,
+                     template, inet_nodes, no_wait, no_report, poll_s):
+    """Run and score every (model, system) pair, locally or as a SLURM job array, then report."""
+    model_list = _split(models, "model")
+    res = run_campaign(
+        model_list, _split(systems, "system"), out, reference=reference, executor=executor, jobs=jobs, steps=steps,
+        time_ps=time_ps, seed=seed, max_retries=max_retries,
+        driver_env=_per_model(driver_env, model_list, "--driver-env"),
+        driver_args=_per_model(driver_args, model_list, "--driver-args"), socket_mode=socket_mode,
+        partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, time_limit=time_limit,
+        sbatch_args=sbatch_args, template=template, inet_nodes=inet_nodes, wait=not no_wait, report=not no_report,
+        poll_s=poll_s)
+    if res.waited:
+        counts = {}
+        for p in res.pairs:
+            counts[p.status] = counts.get(p.status, 0) + 1
+        click.echo(f"campaign done in {res.wall_s:.1f} s: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                   + (f"; report {res.report}" if res.report else ""))
+
+
+@click.command("campaign-task")
+@click.option("--manifest", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Job list written by `dynamat campaign` (tab-separated, one line per pair).")
+@click.option("--index", type=int, envvar="SLURM_ARRAY_TASK_ID", required=True,
+              help="Line of the job list [default: $SLURM_ARRAY_TASK_ID].")
+def campaign_task_command(manifest, index):
+    """Run and score one pair of a campaign (what each SLURM array task runs)."""
+    code = task_main(manifest, index, lambda m: click.echo(f"[{time.strftime('%H:%M:%S')}] {m}", err=True))
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # python -m dynamat.campaign --manifest F --index I: one task
+    campaign_task_command(prog_name="dynamat campaign-task")

@@ -1,0 +1,386 @@
+"""The pieces of ``dynamat campaign`` both executors share: the job list, the per-pair state and
+the task that runs and scores one (model, system) pair.
+
+A campaign folder ``<out>/`` holds the usual run folders ``<out>/<model>/<system>/`` (run.json,
+score.json, ...), the report in ``<out>/report/`` and its own bookkeeping in ``<out>/_campaign/``:
+
+* ``jobs-<stamp>.tsv`` - the job list of one submission, one tab-separated line per pair; a task
+  (local subprocess or SLURM array task) reads the line of its index;
+* ``state/<model>/<system>.json`` - what the task is doing (phase, MD step, times), rewritten
+  atomically; the live summary and the benchmark read it;
+* ``locks/``, ``logs/``, the rendered sbatch scripts and ``submissions.json``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from dynamat.errors import DynamatError
+
+CAMPAIGN_DIR = "_campaign"
+REPORT_DIR = "report"
+FINAL_RUN_STATUSES = ("completed", "exploded")  # results: never re-run by a campaign
+JOB_COLUMNS = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries",
+               "socket", "driver_cmd", "driver_args")
+
+
+@dataclass
+class Job:
+    """One (model, system) pair and everything its task needs; one line of the job list."""
+
+    index: int
+    model: str
+    system: str
+    reference: str
+    out: str
+    steps: int | None  # None: the protocol's full length
+    seed: int = 12345
+    max_retries: int = 2
+    socket: str = "unix"  # unix | inet (driver over TCP through dynamat.campaign_bridge)
+    driver_cmd: str | None = None
+    driver_args: tuple[str, ...] = ()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.model / self.system
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.system}"
+
+
+def campaign_dir(out: Path | str) -> Path:
+    return Path(out) / CAMPAIGN_DIR
+
+
+def check_name(kind: str, name: str) -> str:
+    bad = [c for c in ("/", "\t", "\n", "\0") if c in name]
+    if not name or bad or name in (".", "..", CAMPAIGN_DIR, REPORT_DIR):
+        raise DynamatError(f"{kind} name {name!r} cannot be a folder name in a campaign")
+    return name
+
+
+# ---------------------------------------------------------------------------------- job list
+def write_job_list(path: Path, jobs: list[Job]) -> Path:
+    """Writes the tab-separated job list; line ``i`` (after the header) is the job of index ``i``."""
+    lines = ["#" + "\t".join(JOB_COLUMNS)]
+    for i, j in enumerate(jobs):
+        if j.index != i:
+            raise ValueError("job indices must be 0..n-1 in order")
+        vals = [str(j.index), j.model, j.system, j.reference, j.out, "" if j.steps is None else str(j.steps),
+                str(j.seed), str(j.max_retries), j.socket, j.driver_cmd or "", shlex.join(j.driver_args)]
+        for v in vals:
+            if "\t" in v or "\n" in v:
+                raise DynamatError(f"a tab or newline in {v!r} cannot go into the job list")
+        lines.append("\t".join(vals))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_job(path: Path, index: int) -> Job:
+    """The job of ``index`` in a job list written by :func:`write_job_list`."""
+    try:
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln and not ln.startswith("#")]
+    except OSError as exc:
+        raise DynamatError(f"cannot read the job list {path}: {exc.strerror or exc}") from None
+    if not 0 <= index < len(lines):
+        raise DynamatError(f"job list {path} has {len(lines)} jobs; no index {index}")
+    vals = lines[index].split("\t")
+    if len(vals) != len(JOB_COLUMNS):
+        raise DynamatError(f"job list {path}, index {index}: {len(vals)} columns, expected {len(JOB_COLUMNS)}")
+    v = dict(zip(JOB_COLUMNS, vals))
+    if int(v["index"]) != index:
+        raise DynamatError(f"job list {path}: line {index} holds index {v['index']}")
+    return Job(index=index, model=v["model"], system=v["system"], reference=v["reference"], out=v["out"],
+               steps=int(v["steps"]) if v["steps"] else None, seed=int(v["seed"]),
+               max_retries=int(v["max_retries"]), socket=v["socket"], driver_cmd=v["driver_cmd"] or None,
+               driver_args=tuple(shlex.split(v["driver_args"])))
+
+
+# ---------------------------------------------------------------------------------- per-pair state
+def state_path(out: Path | str, model: str, system: str) -> Path:
+    return campaign_dir(out) / "state" / model / f"{system}.json"
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        d = json.loads(Path(path).read_text())
+        return d if isinstance(d, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_jsonable) + "\n")
+    tmp.replace(path)
+
+
+def _jsonable(x):
+    from dynamat.cli import _jsonable as cli_jsonable
+
+    return cli_jsonable(x)
+
+
+def pair_status(run_dir: Path) -> tuple[str, str | None]:
+    """(what a campaign must do with a pair, run.json status) - the action is one of
+
+    ``skip`` (a final run.json - completed or exploded - and a score.json that says the same),
+    ``score`` (a final run without an up-to-date score), ``run`` (nothing there yet),
+    ``resume`` (an unfinished or failed run with a RESTART/checkpoint), ``overwrite``
+    (an unfinished or failed run that cannot be resumed: started again from scratch).
+    """
+    from dynamat.runner import restart_file
+
+    rec = read_json(run_dir / "run.json") or {}
+    status = rec.get("status")
+    if status in FINAL_RUN_STATUSES:
+        sc = read_json(run_dir / "score.json") or {}
+        return ("skip" if sc.get("status") == status else "score"), status
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return "run", status
+    return ("resume" if restart_file(run_dir) is not None else "overwrite"), status
+
+
+# ---------------------------------------------------------------------------------- scoring
+def score_pair(job: Job) -> dict:
+    """Writes ``<run_dir>/score.json`` as ``dynamat score --run`` would, or a failure record.
+
+    A completed run is scored with the code of ``dynamat score``; a failed or exploded one gets a
+    score.json with its status and error and no metrics (the report counts it as a failure).
+    """
+    from dynamat.cli import _score
+
+    rec = read_json(job.run_dir / "run.json") or {}
+    status = rec.get("status") or "failed"
+    if status == "completed":
+        try:
+            res = _score(Path(job.reference), job.system, job.run_dir, None, None, job.model)
+        except (DynamatError, ValueError, OSError) as exc:
+            res = _failure_score(job, rec, "failed", f"scoring failed: {exc}")
+            res["run_status"] = "completed"
+    else:
+        res = _failure_score(job, rec, status, rec.get("error") or f"run status {status!r}")
+    res["steps_done"] = rec.get("steps_done")
+    res["steps_requested"] = rec.get("steps_requested")
+    write_json(job.run_dir / "score.json", res)
+    return res
+
+
+def _failure_score(job: Job, rec: dict, status: str, error: str) -> dict:
+    from dynamat.catalogue import get_system
+
+    try:
+        system_class = get_system(job.system).system_class
+    except DynamatError:
+        system_class = None
+    return dict(model=job.model, system=job.system, system_class=system_class, status=status, error=error,
+                seconds_per_step=rec.get("seconds_per_step_median"),
+                model_seconds_per_eval=rec.get("model_seconds_per_eval_median"),
+                time_to_failure_fs=rec.get("time_to_failure_fs"))
+
+
+# ---------------------------------------------------------------------------------- the task
+class Terminated(BaseException):
+    """SIGTERM/SIGINT (scancel, Ctrl-C): unwinds run_md so i-PI writes its RESTART and nothing is left."""
+
+
+_signalled: list[str] = []
+
+
+def _on_signal(signum, frame):
+    """Raises once; a second signal during the clean-up is ignored so i-PI and the driver are
+    still stopped (SLURM follows with SIGKILL after its KillWait anyway)."""
+    if _signalled:
+        return
+    _signalled.append(signal.Signals(signum).name)
+    raise Terminated(_signalled[0])
+
+
+@dataclass
+class TaskState:
+    model: str
+    system: str
+    phase: str = "starting"  # queued | starting | running | scoring | done | cancelled | busy
+    action: str | None = None
+    result: str | None = None  # final run status: completed | failed | exploded
+    error: str | None = None
+    step: int | None = None
+    step0: int | None = None  # first MD step this task saw (resumed runs start above 0)
+    total: int | None = None
+    attempts: list = field(default_factory=list)
+    host: str = ""
+    pid: int = 0
+    slurm_job: str | None = None
+    times: dict = field(default_factory=dict)  # epoch seconds: submit, shell, task, md_start, first_step, md_end, score_start, score_end
+
+
+class _StateWriter:
+    def __init__(self, path: Path, state: TaskState, every_s: float = 1.0):
+        self.path, self.state, self.every_s, self.last = path, state, every_s, 0.0
+
+    def __call__(self, force: bool = True, **changes) -> None:
+        for k, v in changes.items():
+            setattr(self.state, k, v)
+        now = time.monotonic()
+        if force or now - self.last >= self.every_s:
+            self.last = now
+            write_json(self.path, asdict(self.state))
+
+
+def _lock(out: str, job: Job):
+    path = campaign_dir(out) / "locks" / f"{job.model}__{job.system}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh
+
+
+def run_task(job: Job, log: Callable[[str], None] = print) -> TaskState:
+    """Brings one pair to a final, scored state: runs (fresh, resumed or from scratch), retries a
+    failed run up to ``job.max_retries`` times, and writes score.json. Never raises DynamatError;
+    raises :class:`Terminated` when signalled (the state then says ``cancelled``)."""
+    from dynamat.cli import _initial_atoms, _load_system
+    from dynamat.runner import RunOptions, restart_file, run_md
+
+    t_task = time.time()
+    st_path = state_path(job.out, job.model, job.system)
+    old = read_json(st_path) or {}
+    state = TaskState(model=job.model, system=job.system, host=socket.gethostname(), pid=os.getpid(),
+                      slurm_job=_slurm_task_id() or old.get("slurm_job"))
+    state.times = {k: v for k, v in (old.get("times") or {}).items() if k == "submit"}
+    shell_t0 = os.environ.get("DYNAMAT_TASK_T0")
+    if shell_t0:
+        try:
+            state.times["shell"] = float(shell_t0)
+        except ValueError:
+            pass
+    state.times["task"] = t_task
+    save = _StateWriter(st_path, state)
+    lock = _lock(job.out, job)
+    if lock is None:
+        log(f"{job.label}: another campaign task is working on this pair; leaving it alone")
+        state.phase, state.error = "busy", "another task holds the pair's lock"
+        return state
+    try:
+        action, status = pair_status(job.run_dir)
+        state.action = action
+        save(phase="starting")
+        if action in ("run", "resume", "overwrite"):
+            reference, sys_entry, _ = _load_system(Path(job.reference), job.system)
+            initial = _initial_atoms(reference, job.system)
+            driver_cmd = job.driver_cmd
+            if job.socket == "inet":
+                driver_cmd = bridge_command(job)
+            for attempt in range(job.max_retries + 1):
+                if attempt:
+                    action = "resume" if restart_file(job.run_dir) is not None else "overwrite"
+                opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=(action == "overwrite"),
+                                  driver_cmd=driver_cmd, driver_args=job.driver_args)
+                t_md = time.time()
+                state.attempts.append({"action": action, "start": t_md})
+                state.times.setdefault("md_start", t_md)
+                state.step0 = None
+                save(phase="running")
+                log(f"{job.label}: {action} (attempt {attempt + 1} of {job.max_retries + 1})")
+
+                def progress(step: int, total: int) -> None:
+                    if state.step0 is None:
+                        state.step0 = step
+                        state.times.setdefault("first_step", time.time())
+                    save(force=step >= total, step=step, total=total)
+
+                try:
+                    rec = run_md(job.model, sys_entry, initial, str(reference), Path(job.out), opts, progress)
+                    status, err = rec.status, None
+                except DynamatError as exc:
+                    status = (read_json(job.run_dir / "run.json") or {}).get("status") or "failed"
+                    err = str(exc)
+                state.attempts[-1].update(end=time.time(), status=status, error=err)
+                state.times["md_end"] = time.time()
+                if status in FINAL_RUN_STATUSES:
+                    break
+                log(f"{job.label}: attempt {attempt + 1} failed: {err}")
+        if action == "skip":  # already final and scored: nothing to do
+            res = read_json(job.run_dir / "score.json") or {}
+        else:
+            state.times["score_start"] = time.time()
+            save(phase="scoring")
+            res = score_pair(job)
+            state.times["score_end"] = time.time()
+        rec = read_json(job.run_dir / "run.json") or {}
+        state.result = res.get("status") if res.get("status") != "completed" else rec.get("status")
+        state.error = res.get("error")
+        state.step = rec.get("steps_done", state.step)
+        state.total = rec.get("steps_requested", state.total)
+        save(phase="done")
+        return state
+    except Terminated as exc:
+        state.error = f"terminated by {exc}"
+        save(phase="cancelled")
+        raise
+    except Exception as exc:  # an unexpected error still leaves a readable state
+        state.result, state.error = "failed", f"{type(exc).__name__}: {exc}"
+        save(phase="done")
+        raise
+    finally:
+        lock.close()
+
+
+def _slurm_task_id() -> str | None:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if job and task:
+        return f"{job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def bridge_command(job: Job) -> str:
+    """The driver command that puts the real driver behind a TCP socket (see campaign_bridge)."""
+    real = job.driver_cmd or shlex.join([_executable("dynamat-driver")])
+    return shlex.join([sys.executable, "-m", "dynamat.campaign_bridge", "--run-dir", str(job.run_dir), "--"]) + " " + real
+
+
+def _executable(name: str) -> str:
+    from dynamat.processes import executable
+
+    return executable(name)
+
+
+def task_main(manifest: Path, index: int, log: Callable[[str], None]) -> int:
+    """Entry of one task process: exit status 0 = the pair has a final, scored state."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, _on_signal)
+    try:
+        job = read_job(manifest, index)
+        try:
+            st = run_task(job, log)
+        except Terminated as exc:
+            log(f"{job.label}: terminated ({exc}); rerun the campaign to resume")
+            return 143
+        log(f"{job.label}: {st.phase} {st.result or ''} {('- ' + st.error) if st.error else ''}".rstrip())
+        if st.phase == "busy":
+            return 3
+        return 0 if st.result in FINAL_RUN_STATUSES else 1
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
