@@ -189,3 +189,43 @@ def test_unloadable_weights_name_model_path(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     res = run_driver("--model", "chgnet", "--model-path", str(bad), timeout=120)
     assert_one_line_error(res, "cannot load", str(bad))
+
+
+def test_sigterm_hands_over_to_a_new_driver(tmp_path, procs, sockdir):
+    """A driver stopped with SIGTERM mid-run closes its socket cleanly (FIN, not RST): i-PI
+    re-queues the request and a new driver finishes the run (a SIGKILLed client, by contrast,
+    leaves i-PI's consolidated poll thread dead)."""
+    pytest.importorskip("ipi")
+    from dynamat.ipi_input import MDSettings, write_inputs
+
+    steps = 400
+    write_inputs(alloy(), MDSettings("svr", 1.0, 50.0, 10, steps, 300.0), tmp_path, sockets_prefix=sockdir, address="drv")
+    ipi = subprocess.Popen([str(BIN / "i-pi"), "input.xml"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(ipi)
+    t1 = tmp_path / "t1.json"
+    args = ["--model", "emt", "--unix", sockdir + "drv", "--connect-timeout", "30", "--timing-every", "10"]
+    d1 = subprocess.Popen(driver_cmd() + args + ["--timing-file", str(t1)], stderr=subprocess.PIPE, text=True)
+    procs.append(d1)
+    deadline = time.monotonic() + 60
+    while True:  # wait until the first driver is serving
+        try:
+            if json.loads(t1.read_text()).get("n_evaluations", 0) >= 20:
+                break
+        except (OSError, ValueError):
+            pass
+        assert d1.poll() is None and time.monotonic() < deadline, "first driver did not start serving"
+        time.sleep(0.05)
+    d1.send_signal(signal.SIGTERM)
+    _, err1 = d1.communicate(timeout=20)
+    assert d1.returncode == 143 and "Traceback" not in err1
+    first = json.loads(t1.read_text())
+    assert first["status"] == "interrupted"
+    if first["n_requests"] > steps:
+        pytest.skip("the first driver finished the run before SIGTERM arrived")
+    d2 = subprocess.Popen(driver_cmd() + args, stderr=subprocess.PIPE, text=True)
+    procs.append(d2)
+    ipi.wait(timeout=120)
+    _, err2 = d2.communicate(timeout=30)
+    assert ipi.returncode == 0 and d2.returncode == 0, err2
+    rows = np.loadtxt(tmp_path / "simulation.out", ndmin=2)
+    assert rows[:, 0].tolist() == list(range(0, steps + 1, 10))

@@ -165,9 +165,10 @@ def reference(atoms_list, calc_factory):
     for a in atoms_list:
         b = a.copy()
         b.calc = calc_factory()
-        e = b.get_potential_energy()
-        f = b.get_forces()
-        s = b.get_stress(voigt=False)
+        # float64 before converting: MLIPs return float32 arrays, and float32 * float stays float32
+        e = float(b.get_potential_energy())
+        f = np.asarray(b.get_forces(), dtype=np.float64)
+        s = np.asarray(b.get_stress(voigt=False), dtype=np.float64)
         ref.append((e * HARTREE, f.reshape(-1) * FORCE, -s.T * b.get_volume() * HARTREE))
     return ref
 
@@ -305,7 +306,19 @@ def test_batched_and_sequential_identical_harmonic(server_factory, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def _mlip_check(server_factory, model: str, calc_factory, extra_args=(), tol_evA=1e-6, tol_batch_evA=1e-5):
+@pytest.fixture
+def one_torch_thread():
+    """Multi-threaded CPU torch is not bitwise reproducible (SevenNet-0 forces vary by ~5e-7
+    eV/Å from call to call with 2 threads); one thread in both processes makes the socket
+    comparison exact."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mlip_check(server_factory, model: str, calc_factory, extra_args=("--threads", "1"), tol_evA=1e-6, tol_batch_evA=1e-5):
     atoms = structures(3, seed=11)
     species = atoms[0].get_chemical_formula(mode="reduce")
     ref = reference(atoms, calc_factory)
@@ -324,7 +337,7 @@ def _mlip_check(server_factory, model: str, calc_factory, extra_args=(), tol_evA
 
 
 @pytest.mark.slow
-def test_chgnet_through_socket_matches_calculator(server_factory):
+def test_chgnet_through_socket_matches_calculator(server_factory, one_torch_thread):
     pytest.importorskip("chgnet")
     from chgnet.model import CHGNet, CHGNetCalculator
 
@@ -333,7 +346,7 @@ def test_chgnet_through_socket_matches_calculator(server_factory):
 
 
 @pytest.mark.slow
-def test_sevennet0_through_socket_matches_calculator(server_factory):
+def test_sevennet0_through_socket_matches_calculator(server_factory, one_torch_thread):
     pytest.importorskip("sevenn")
     from sevenn.calculator import SevenNetCalculator
 
@@ -342,7 +355,7 @@ def test_sevennet0_through_socket_matches_calculator(server_factory):
 
 
 @pytest.mark.slow
-def test_chgnet_float64_through_socket(server_factory):
+def test_chgnet_float64_through_socket(server_factory, one_torch_thread):
     """--dtype float64: the socket reproduces the in-process double-precision model to 1e-8."""
     pytest.importorskip("chgnet")
     from dynamat_driver.models import load_model
@@ -356,6 +369,6 @@ def test_chgnet_float64_through_socket(server_factory):
         ref.append((e * HARTREE, np.asarray(f).reshape(-1) * FORCE, -s3.T * a.get_volume() * HARTREE))
     srv = server_factory("unix", batch_size=2, pars={"species": atoms[0].get_chemical_formula(mode="reduce")})
     reqs = srv.queue(atoms)
-    proc = srv.start_driver("--model", "chgnet", "--dtype", "float64", "--no-batch")
+    proc = srv.start_driver("--model", "chgnet", "--dtype", "float64", "--no-batch", "--threads", "1")
     assert_close(srv.results(reqs, proc, timeout=300), ref, rtol=1e-8)
     finish(srv, proc)

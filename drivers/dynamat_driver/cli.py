@@ -243,10 +243,10 @@ def main(
         _err(str(exc))
         timing.update(status="error", error=str(exc))
         code = 1
-    except (KeyboardInterrupt, _Terminated):
-        _info("interrupted")
+    except (KeyboardInterrupt, _Terminated) as exc:
+        _info("terminated" if isinstance(exc, _Terminated) else "interrupted")
         timing.update(status="interrupted")
-        code = 130
+        code = 143 if isinstance(exc, _Terminated) else 130
     except Exception as exc:  # an unexpected failure: still one line, traceback only on request
         msg = f"unexpected {type(exc).__name__}: {exc}".replace("\n", " ")
         if verbose:

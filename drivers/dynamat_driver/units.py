@@ -53,15 +53,18 @@ def positions_ase_to_ipi(pos_ang: np.ndarray) -> np.ndarray:
 
 
 def stress_to_3x3(stress) -> np.ndarray:
-    """ASE stress, Voigt (xx, yy, zz, yz, xz, xy) or 3×3 → symmetric 3×3 array."""
+    """ASE stress, Voigt (xx, yy, zz, yz, xz, xy) or 3×3 → symmetric 3×3 float64 array.
+
+    A 3×3 stress is symmetrised (½(σ + σᵀ)), as ASE's ``Atoms.get_stress`` does: CHGNet, for one,
+    returns a 3×3 tensor whose off-diagonal pairs differ by float32 round-off.
+    """
     s = np.asarray(stress, dtype=np.float64)
     if s.shape == (6,):
         xx, yy, zz, yz, xz, xy = s
         return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-    if s.shape == (3, 3):
-        return s
     if s.size == 9:
-        return s.reshape(3, 3)
+        s = s.reshape(3, 3)
+        return 0.5 * (s + s.T)
     raise ValueError(f"stress has shape {s.shape}; expected (6,) or (3, 3)")
 
 

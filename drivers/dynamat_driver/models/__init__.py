@@ -78,14 +78,14 @@ REGISTRY: dict[str, ModelInfo] = {
             description="CHGNet 0.3.0 (MPtrj), weights shipped in the chgnet wheel",
         ),
         ModelInfo(
-            "sevennet-0", "sevennet", "SevenNet-0 (11Jul2024)", "small", 842_440, "sevennet",
+            "sevennet-0", "sevennet", "SevenNet-0 (11Jul2024)", "small", 842_623, "sevennet",
             packages=("sevenn", "torch"),
             kwargs={"checkpoint": "7net-0"},
             default_dtype="float32", dtypes=("float32",),
             description="SevenNet-0 (MPtrj), weights shipped in the sevenn wheel",
         ),
         ModelInfo(
-            "sevennet-l3i5", "sevennet", "SevenNet-l3i5", "medium", 1_171_144, "sevennet",
+            "sevennet-l3i5", "sevennet", "SevenNet-l3i5", "medium", 1_171_327, "sevennet",
             packages=("sevenn", "torch"),
             kwargs={"checkpoint": "7net-l3i5"},
             default_dtype="float32", dtypes=("float32",),
