@@ -89,8 +89,9 @@ def _initial_atoms(reference: Path, system: str):
 @click.option("--seed", type=int, default=12345, show_default=True)
 @click.option("--unix", "unix_name", default="dynamat", show_default=True, help="Unix socket name (i-PI adds /tmp/ipi_).")
 @click.option("--inet", default=None, help="HOST:PORT for an inet socket instead of a unix one.")
-@click.option("--batch-size", type=int, default=1, show_default=True)
-def inputs(system, reference, out, steps, seed, unix_name, inet, batch_size):
+@click.option("--batch-size", type=int, default=None, help="Structures per i-PI request [default: the bead count].")
+@click.option("--beads", "nbeads", type=int, default=1, show_default=True, help="Path-integral beads; 1 is classical MD.")
+def inputs(system, reference, out, steps, seed, unix_name, inet, batch_size, nbeads):
     """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
     from dynamat.ipi_input import write_inputs
 
@@ -101,7 +102,7 @@ def inputs(system, reference, out, steps, seed, unix_name, inet, batch_size):
         if not host or not port.isdigit():
             raise DynamatError(f"--inet wants HOST:PORT, got {inet!r}")
         kwargs = dict(mode="inet", address=host, port=int(port))
-    xml = write_inputs(_initial_atoms(reference, system), sys_entry.md_settings(steps, seed), out,
+    xml = write_inputs(_initial_atoms(reference, system), sys_entry.md_settings(steps, seed, nbeads), out,
                        batch_size=batch_size, **kwargs)
     p = sys_entry.protocol
     click.echo(f"wrote {xml} and {xml.parent / 'init.xyz'}")
@@ -136,13 +137,13 @@ def _steps(sys_entry, steps: int | None, time_ps: float | None) -> int | None:
 
 
 def _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size,
-         time_ps=None, socket_mode="unix", host="127.0.0.1", engine="ipi"):
+         time_ps=None, socket_mode="unix", host="127.0.0.1", engine="ipi", nbeads=1):
     from dynamat.runner import RunOptions, run_md
 
     reference, sys_entry, _ = _load_system(reference, system)
     opts = RunOptions(steps=_steps(sys_entry, steps, time_ps), seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
                       driver_args=tuple(driver_args), batch_size=batch_size, socket_mode=socket_mode, host=host,
-                      engine=engine)
+                      engine=engine, nbeads=nbeads)
     click.echo(f"running {model} on {system} ({opts.steps or sys_entry.protocol.steps} steps) -> {out / model / system}", err=True)
     rec = run_md(model, sys_entry, _initial_atoms(reference, system), str(reference), out, opts,
                  progress=_progress_printer(f"{model}/{system}"))
@@ -172,20 +173,22 @@ def _with(options):
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--seed", type=int, default=12345, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder (an unfinished one is resumed without it).")
-@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Structures per i-PI request [default: the bead count].")
+@click.option("--beads", "nbeads", type=int, default=1, show_default=True,
+              help="Path-integral beads (PILE-L thermostat); 1 is classical MD.")
 @click.option("--socket", "socket_mode", type=click.Choice(["unix", "inet"]), default="unix", show_default=True,
               help="unix: a private socket file; inet: TCP on --host with a free port (published in socket.json).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface for an inet socket (localhost unless named).")
 @click.option("--engine", type=click.Choice(["ipi", "ase"]), default="ipi", show_default=True,
               help="ase: ASE's Nose-Hoover chain as socket server, the paper's exact protocol for metals, alloys, TMDs, perovskites.")
 @_with(driver_options)
-def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, socket_mode, host, engine,
+def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode, host, engine,
         driver_cmd, driver_args):
     """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
 
     An unfinished run in the same folder is resumed from i-PI's RESTART or checkpoint."""
     _, _, rec = _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size,
-                     time_ps, socket_mode, host, engine)
+                     time_ps, socket_mode, host, engine, nbeads)
     sps = rec.seconds_per_step_median
     click.echo(f"{rec.status}: {rec.steps_done} steps, "
                f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {out / model / system}")
@@ -305,13 +308,15 @@ def scorecard(res: dict) -> str:
 
 
 def _score(reference, system, run_dir, trajectory, dt_fs, model):
-    from dynamat.io import read_extxyz, read_ipi_run, read_reference
+    from dynamat.io import read_extxyz, read_reference
 
     reference, sys_entry, _ = _load_system(reference, system)
     ref = read_reference(reference, system)
     meta = {}
     if run_dir:
-        mlip = read_ipi_run(run_dir)
+        from dynamat.pimd import read_run_trajectory  # the centroid for path-integral runs
+
+        mlip = read_run_trajectory(run_dir)
         rj = Path(run_dir) / "run.json"
         if rj.exists():
             meta = json.loads(rj.read_text())
@@ -327,7 +332,10 @@ def _score(reference, system, run_dir, trajectory, dt_fs, model):
         raise DynamatError("the trajectory has no frame interval; pass --dt-fs")
     from dynamat.scoring import score_md
 
-    res = score_md(ref, mlip, dims=sys_entry.dims)
+    try:
+        res = score_md(ref, mlip, dims=sys_entry.dims)
+    except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
+        raise DynamatError(f"cannot score this trajectory: {exc}") from None
     res.update(
         model=model or meta.get("model") or "unknown",
         system=system,
@@ -390,12 +398,14 @@ def main() -> None:
     # registered here, not at import, so `import dynamat.cli` stays light
     from dynamat.campaign import campaign_command, campaign_task_command
     from dynamat.download import data_group
+    from dynamat.pimd import beads_convergence_command
     from dynamat.report.cli import report_command
 
     cli.add_command(report_command, "report")
     cli.add_command(data_group, "data")
     cli.add_command(campaign_command, "campaign")
     cli.add_command(campaign_task_command, "campaign-task")
+    cli.add_command(beads_convergence_command, "beads-convergence")
     cli(prog_name="dynamat")
 
 

@@ -7,6 +7,7 @@ ffsocket ``<parameters>`` carry the species as an order-preserving run-length fo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,13 @@ DEFAULT_SOCKET = "dynamat"
 DEFAULT_PORT = 31415
 
 #: i-PI thermostat mode → template file name in ipi_inputs/.
-TEMPLATES = {"svr": "nvt_svr.xml", "langevin": "nvt_langevin.xml"}
+TEMPLATES = {
+    "svr": "nvt_svr.xml",
+    "langevin": "nvt_langevin.xml",
+    # path-integral MD (dynamat.pimd): PILE-L sampling; thermostatted RPMD for centroid dynamics
+    "pile_l": "pimd_pile_l.xml",
+    "trpmd": "pimd_trpmd.xml",
+}
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def render_input(
     port: int = DEFAULT_PORT,
     sockets_prefix: str | None = None,
     prefix: str = "simulation",
-    batch_size: int = 1,
+    batch_size: int | None = None,
     safe_stride: int | None = None,
     checkpoint_stride: int | None = None,
     timeout_s: float = 600.0,
@@ -71,10 +78,22 @@ def render_input(
 
     ``safe_stride`` defaults to the output stride: i-PI's soft exit then rolls back to a saved
     frame, so a resumed run neither loses nor repeats frames (see shared notes on i-PI).
+    With ``settings.nbeads > 1`` a classical thermostat ("svr", "langevin") is replaced by the
+    PIMD template ("pile_l"; "trpmd" is kept), and ``batch_size`` defaults to the bead count
+    (1 otherwise).
     """
     if mode not in ("unix", "inet"):
         raise ValueError(f"socket mode must be 'unix' or 'inet', got {mode!r}")
     stride = int(settings.stride)
+    nbeads = int(settings.nbeads)
+    thermostat = settings.thermostat
+    if nbeads > 1 and thermostat in ("svr", "langevin"):
+        thermostat = "pile_l"
+    if batch_size is None:
+        batch_size = max(nbeads, 1)
+    # per-species quantum kinetic energies, e.g. kinetic_cv{electronvolt}(Cu), from the formula
+    is_formula = re.fullmatch(r"(?:[A-Z][a-z]?\d*)+", species) is not None
+    elements = list(dict.fromkeys(re.findall(r"[A-Z][a-z]?", species))) if is_formula else []
     values = dict(
         verbosity=verbosity,
         safe_stride=int(safe_stride or stride),
@@ -96,8 +115,9 @@ def render_input(
         temperature_K=float(settings.temperature_K),
         timestep_fs=float(settings.timestep_fs),
         tau_fs=float(settings.tau_fs),
+        species_kinetic="".join(f", kinetic_cv{{electronvolt}}({el})" for el in elements),
     )
-    return Template(template_text(settings.thermostat)).substitute(values)
+    return Template(template_text(thermostat)).substitute(values)
 
 
 def write_inputs(

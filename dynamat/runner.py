@@ -38,7 +38,8 @@ class RunOptions:
     seed: int = 12345
     driver_cmd: str | None = None  # another environment's dynamat-driver, for conflicting MLIPs
     driver_args: tuple[str, ...] = ()  # e.g. ("--device", "cuda", "--model-path", "x.pt")
-    batch_size: int = 1
+    batch_size: int | None = None  # structures per i-PI request; None: the bead count
+    nbeads: int = 1  # > 1: path-integral MD (PILE-L), see dynamat.pimd
     socket_mode: str = "unix"  # "unix" (private 0700 folder) or "inet" (TCP, see host)
     host: str = "127.0.0.1"  # inet interface; localhost unless the user names another
     overwrite: bool = False
@@ -233,7 +234,7 @@ def run_md(
         lock.release()
     resume_from = prepare_run_dir(run_dir, opts.overwrite)
     lock = processes.RunLock(run_dir)
-    settings: MDSettings = system.md_settings(steps=opts.steps, seed=opts.seed)
+    settings: MDSettings = system.md_settings(steps=opts.steps, seed=opts.seed, nbeads=opts.nbeads)
     record = RunRecord(
         model=model,
         system=system.name,
@@ -248,6 +249,10 @@ def run_md(
     if opts.engine == "ase" and system.protocol.ipi_thermostat != "svr":
         raise DynamatError("--engine ase reproduces the paper's Nose-Hoover-chain protocols only; "
                            f"{system.name} uses {system.protocol.paper_thermostat}")
+    if opts.engine == "ase" and opts.nbeads > 1:
+        raise DynamatError("path integrals (--beads) need the i-PI engine")
+    if opts.nbeads < 1:
+        raise DynamatError("--beads must be at least 1")
     if opts.engine not in ("ipi", "ase"):
         raise DynamatError(f"unknown engine {opts.engine!r}: use ipi or ase")
     if resume_from is None:

@@ -49,3 +49,13 @@ def test_inputs_written(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "input.xml").exists() and (tmp_path / "init.xyz").exists()
     assert "i-pi input.xml & dynamat-driver --model MODEL" in res.stdout
+
+
+def test_too_short_trajectory(tmp_path):
+    from ase.build import bulk
+    from ase.io import write
+
+    atoms = bulk("Cu", "fcc", a=3.5898, cubic=True).repeat(2)
+    write(tmp_path / "t.extxyz", [atoms] * 3)
+    res = dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT", "--trajectory", str(tmp_path / "t.extxyz"), "--dt-fs", "2.5")
+    _one_line_error(res, "cannot score")

@@ -162,3 +162,22 @@ def test_killed_process_is_recovered_without_lost_or_repeated_frames(victim, uni
     np.testing.assert_allclose(traj.positions, uninterrupted.positions, atol=1e-6)
     np.testing.assert_allclose(traj.velocities, uninterrupted.velocities, atol=1e-6)
     assert _no_leftovers(str(tmp_path))
+
+
+def test_path_integral_run_through_cli(tmp_path):
+    """`dynamat run --beads 2`: PILE-L input, beads batched per request, scored on the centroid."""
+    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "100", "--beads", "2", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    run_dir = tmp_path / "emt" / SYSTEM
+    xml = (run_dir / "input.xml").read_text()
+    assert "nbeads='2'" in xml and "pile_l" in xml and "<batch_size> 2 </batch_size>" in xml
+    timing = json.loads((run_dir / "driver_timing.json").read_text())
+    assert timing["n_requests"] < timing["n_structures_received"]  # two beads per request
+    from dynamat.pimd import read_run_trajectory
+
+    centroid = read_run_trajectory(run_dir)
+    bead0 = read_ipi_run(run_dir)
+    assert centroid.n_frames == 11 and not np.allclose(centroid.positions[-1], bead0.positions[-1])
+    out = tmp_path / "s.json"
+    assert dynamat_cmd("score", "--system", SYSTEM, "--run", str(run_dir), "--json", str(out)).returncode == 0
+    assert json.loads(out.read_text())["n_frames_mlip"] == 11
