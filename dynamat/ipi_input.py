@@ -76,8 +76,9 @@ def render_input(
 ) -> str:
     """The i-PI XML text for one run.
 
-    ``safe_stride`` defaults to the output stride: i-PI's soft exit then rolls back to a saved
-    frame, so a resumed run neither loses nor repeats frames (see shared notes on i-PI).
+    ``safe_stride`` defaults to the multiple of the output stride nearest 100 steps and the
+    checkpoint to every ~1000 steps: i-PI's per-step cost then stays near its floor (shared notes on
+    i-PI), and a restart that rolls back to them only repeats frames, which the readers drop by step.
     With ``settings.nbeads > 1`` a classical thermostat ("svr", "langevin") is replaced by the
     PIMD template ("pile_l"; "trpmd" is kept), and ``batch_size`` defaults to the bead count
     (1 otherwise).
@@ -96,11 +97,11 @@ def render_input(
     elements = list(dict.fromkeys(re.findall(r"[A-Z][a-z]?", species))) if is_formula else []
     values = dict(
         verbosity=verbosity,
-        safe_stride=int(safe_stride or stride),
+        safe_stride=int(safe_stride or stride * max(1, 100 // stride)),
         sockets_prefix_attr=f"sockets_prefix='{sockets_prefix}'" if sockets_prefix else "",
         prefix=prefix,
         stride=stride,
-        checkpoint_stride=int(checkpoint_stride or max(stride, 100 // stride * stride)),
+        checkpoint_stride=int(checkpoint_stride or stride * max(1, 1000 // stride)),
         steps=int(settings.steps),
         seed=int(settings.seed),
         mode=mode,

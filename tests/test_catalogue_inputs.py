@@ -45,7 +45,8 @@ def test_rendered_input_matches_protocol(tmp_path):
     assert float(dyn.find("thermostat/tau").text) == 254.5
     assert float(root.find("system/ensemble/temperature").text) == 500.0
     assert root.find("output/trajectory").get("stride") == "10"
-    assert root.get("safe_stride") == "10"  # restarts resume on a saved frame
+    assert root.get("safe_stride") == "100"  # a multiple of the stride: restarts resume on a saved frame
+    assert root.find("output/checkpoint").get("stride") == "1000"
     ff = root.find("ffsocket")
     assert ff.get("mode") == "unix" and ff.find("address").text.strip() == "dynamat"
     assert ff.find("batch_size").text.strip() == "4"

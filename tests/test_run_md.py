@@ -145,7 +145,7 @@ def test_killed_process_is_recovered_without_lost_or_repeated_frames(victim, uni
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        _wait_for_step(run_dir / "simulation.out", 700)
+        _wait_for_step(run_dir / "simulation.out", 1200)  # past the first checkpoint (1000)
         if victim == "driver":
             pid = _pid_of("dynamat-driver --model emt", str(run_dir))
         else:
