@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
@@ -20,6 +20,10 @@ class Protocol:
     tau_fs: float
     stride: int  # MD steps between saved frames
     time_ps: float
+    burn_in_ps: float = 0.0  # leading MD time dropped before scoring
+    relax: bool = False  # relax positions and cell with the model first (paper Fig. S5)
+    relax_fmax_eV_per_A: float = 0.01
+    relax_max_steps: int = 500
 
     @property
     def steps(self) -> int:
@@ -53,6 +57,19 @@ class System:
 @lru_cache(maxsize=1)
 def _raw() -> dict:
     return tomllib.loads(resources.files("dynamat.data").joinpath("systems.toml").read_text())
+
+
+def protocol_names() -> list[str]:
+    return sorted(_raw()["protocols"])
+
+
+def with_protocol(system: System, name: str | None) -> System:
+    """``system`` run under another catalogue protocol (e.g. the relaxed-cell one), or unchanged."""
+    if not name:
+        return system
+    if name not in _raw()["protocols"]:
+        raise DynamatError(f"unknown protocol {name!r}; known: {', '.join(protocol_names())}")
+    return replace(system, protocol=protocol(name))
 
 
 def protocol(name: str) -> Protocol:

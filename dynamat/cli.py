@@ -137,10 +137,12 @@ def _steps(sys_entry, steps: int | None, time_ps: float | None) -> int | None:
 
 
 def _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size,
-         time_ps=None, socket_mode="unix", host="127.0.0.1", engine="ipi", nbeads=1):
+         time_ps=None, socket_mode="unix", host="127.0.0.1", engine="ipi", nbeads=1, protocol=None):
+    from dynamat.catalogue import with_protocol
     from dynamat.runner import RunOptions, run_md
 
     reference, sys_entry, _ = _load_system(reference, system)
+    sys_entry = with_protocol(sys_entry, protocol)
     opts = RunOptions(steps=_steps(sys_entry, steps, time_ps), seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
                       driver_args=tuple(driver_args), batch_size=batch_size, socket_mode=socket_mode, host=host,
                       engine=engine, nbeads=nbeads)
@@ -179,16 +181,18 @@ def _with(options):
 @click.option("--socket", "socket_mode", type=click.Choice(["unix", "inet"]), default="unix", show_default=True,
               help="unix: a private socket file; inet: TCP on --host with a free port (published in socket.json).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface for an inet socket (localhost unless named).")
+@click.option("--protocol", default=None,
+              help="Run under another catalogue protocol, e.g. relaxed_nhc (paper Fig. S5: cell relaxation first).")
 @click.option("--engine", type=click.Choice(["ipi", "ase"]), default="ipi", show_default=True,
               help="ase: ASE's Nose-Hoover chain as socket server, the paper's exact protocol for metals, alloys, TMDs, perovskites.")
 @_with(driver_options)
-def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode, host, engine,
-        driver_cmd, driver_args):
+def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode, host,
+        protocol, engine, driver_cmd, driver_args):
     """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
 
     An unfinished run in the same folder is resumed from i-PI's RESTART or checkpoint."""
     _, _, rec = _run(model, system, reference, out, steps, seed, overwrite, driver_cmd, driver_args, batch_size,
-                     time_ps, socket_mode, host, engine, nbeads)
+                     time_ps, socket_mode, host, engine, nbeads, protocol)
     sps = rec.seconds_per_step_median
     click.echo(f"{rec.status}: {rec.steps_done} steps, "
                f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {out / model / system}")
@@ -320,6 +324,10 @@ def _score(reference, system, run_dir, trajectory, dt_fs, model):
         rj = Path(run_dir) / "run.json"
         if rj.exists():
             meta = json.loads(rj.read_text())
+        proto = meta.get("protocol", {})
+        burn_in_steps = proto.get("burn_in_ps", 0.0) * 1000.0 / proto.get("timestep_fs", 1.0)
+        if burn_in_steps and mlip.steps is not None:  # relaxed-cell protocol: score after the burn-in
+            mlip = mlip[np.flatnonzero(mlip.steps >= burn_in_steps)]
     elif trajectory:
         if not dt_fs:
             raise DynamatError("--trajectory needs --dt-fs, the time between its frames in fs")

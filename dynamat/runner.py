@@ -24,7 +24,7 @@ import ase
 import numpy as np
 
 from dynamat import processes
-from dynamat.ase_engine import run_ase_nhc
+from dynamat.ase_engine import relax_cell, run_ase_nhc
 from dynamat.catalogue import System
 from dynamat.errors import DynamatError
 from dynamat.ipi_input import MDSettings, write_inputs
@@ -74,6 +74,7 @@ class RunRecord:
     wall_seconds: float | None = None
     time_to_failure_fs: float | None = None
     restarts: list = field(default_factory=list)
+    relaxation: dict | None = None  # relaxed-cell protocol: steps, final fmax, volume change
     started: str = ""
     finished: str | None = None
 
@@ -255,6 +256,14 @@ def run_md(
         raise DynamatError("--beads must be at least 1")
     if opts.engine not in ("ipi", "ase"):
         raise DynamatError(f"unknown engine {opts.engine!r}: use ipi or ase")
+    if resume_from is None and system.protocol.relax:
+        p = system.protocol
+        if progress:
+            progress(0, settings.steps)
+        initial, record.relaxation = relax_cell(
+            model, initial, run_dir, processes.driver_command(opts.driver_cmd) + list(opts.driver_args),
+            fmax=p.relax_fmax_eV_per_A, max_steps=p.relax_max_steps, timeout_s=opts.stall_timeout_s,
+        )
     if resume_from is None:
         write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
                      prefix=PREFIX, batch_size=opts.batch_size)

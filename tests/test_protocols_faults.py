@@ -133,3 +133,30 @@ def test_svr_samples_the_canonical_ensemble(tmp_path):
     assert abs(ke.var() - expected) < 3 * err + 0.05 * expected, (ke.var(), expected, err)
     # and a microcanonical-like variance (no thermostat) would be far smaller: the test can fail
     assert expected > 3 * err
+
+
+def test_relaxed_cell_protocol(tmp_path):
+    """Fig. S5: FIRE + Frechet cell filter at P = 0 with the model, then NVT; burn-in dropped when scoring."""
+    from dynamat.catalogue import get_system, with_protocol
+
+    strained = bulk("Cu", "fcc", a=3.5898 * 1.03, cubic=True).repeat(2)
+    strained.rattle(0.02, seed=1)
+    system = with_protocol(get_system(SYSTEM), "relaxed_nhc")
+    assert (system.protocol.timestep_fs, system.protocol.tau_fs, system.protocol.burn_in_ps) == (1.0, 20.0, 10.0)
+    rec = run_md("emt", system, strained, "none", tmp_path, RunOptions(steps=300, seed=2))
+    relax = rec.relaxation
+    assert relax["converged"] and relax["fmax_eV_per_A"] <= 0.01 and relax["steps"] <= 500
+    assert relax["volume_change_pct"] == pytest.approx(100 * (1 / 1.03**3 - 1), abs=0.3)  # back to EMT's a0
+    from ase.io import read
+
+    init = read(tmp_path / "emt" / SYSTEM / "init.xyz")
+    assert init.cell.lengths() == pytest.approx([2 * 3.5898] * 3, abs=0.01)
+    # scoring drops the burn-in: pretend it was 100 fs long
+    rj = tmp_path / "emt" / SYSTEM / "run.json"
+    meta = json.loads(rj.read_text())
+    meta["protocol"]["burn_in_ps"] = 0.1
+    rj.write_text(json.dumps(meta))
+    out = tmp_path / "s.json"
+    res = dynamat_cmd("score", "--system", SYSTEM, "--run", str(rj.parent), "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(out.read_text())["n_frames_mlip"] == 201  # steps 100..300 of 0..300
