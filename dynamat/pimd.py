@@ -43,7 +43,7 @@ from ase.data import atomic_masses, atomic_numbers
 
 from dynamat import processes
 from dynamat.errors import DynamatError
-from dynamat.io.ipi_output import read_ipi_run, read_ipi_xyz, read_properties
+from dynamat.io.ipi_output import last_properties_row, read_ipi_run, read_ipi_xyz, read_properties
 from dynamat.ipi_input import MDSettings, write_inputs
 from dynamat.metrics.pressure import pressure_GPa, pressure_hist_error, pressure_mae
 from dynamat.metrics.rdf import rdf_error, rdf_from_histogram, rdf_histogram, rdf_r_max
@@ -95,22 +95,8 @@ class PIMDRun:
 
 
 def _last_step(props: Path) -> int | None:
-    """MD step of the last data row of an i-PI properties file (reads only its tail)."""
-    try:
-        with open(props, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 8192))
-            lines = fh.read().decode(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines[1:] if len(lines) > 1 else lines):
-        if line.strip() and not line.startswith("#"):
-            try:
-                return int(float(line.split()[0]))
-            except (ValueError, IndexError):
-                continue
-    return None
+    row = last_properties_row(props)
+    return None if row is None else int(row[0])
 
 
 def run_pimd(

@@ -27,6 +27,7 @@ from dynamat import processes
 from dynamat.ase_engine import relax_cell, run_ase_nhc
 from dynamat.catalogue import System
 from dynamat.errors import DynamatError
+from dynamat.io.ipi_output import last_properties_row
 from dynamat.ipi_input import MDSettings, write_inputs
 
 PREFIX = "simulation"
@@ -158,27 +159,8 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def _last_row(props: Path) -> list[float] | None:
-    """Last data row of an i-PI properties file (reads only its tail)."""
-    try:
-        with open(props, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 8192))
-            tail = fh.read().decode(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(tail[1:] if len(tail) > 1 else tail):
-        if line.strip() and not line.startswith("#"):
-            try:
-                return [float(x) for x in line.split()]
-            except ValueError:
-                continue
-    return None
-
-
 def _last_step(props: Path) -> int | None:
-    row = _last_row(props)
+    row = last_properties_row(props)
     return None if row is None else int(row[0])
 
 
@@ -363,7 +345,7 @@ def _attempt(model, run_dir, resume_from, settings, opts, samples, progress, loc
         while ipi.poll() is None:
             time.sleep(0.2)
             now = time.monotonic()
-            row = _last_row(props)
+            row = last_properties_row(props)
             step = None if row is None else int(row[0])
             if step is not None and step != first_step and (not samples or step > samples[-1][1]):
                 samples.append((now, step))

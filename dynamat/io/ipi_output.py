@@ -47,6 +47,26 @@ def read_properties(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+def last_properties_row(path: str | Path) -> list[float] | None:
+    """The last data row of an i-PI properties file, reading only its tail (cheap while i-PI runs)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 8192))
+            tail = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    # the first line of a tail read mid-file may be cut
+    for line in reversed(tail[1:] if size > 8192 else tail):
+        if line.strip() and not line.startswith("#"):
+            try:
+                return [float(x) for x in line.split()]
+            except ValueError:
+                continue
+    return None
+
+
 def _last_unique(steps: np.ndarray) -> np.ndarray:
     """Indices of the last occurrence of each step, in increasing step order."""
     rev = steps[::-1]
