@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: venv demo test setup-test system-deps bench clean
+.PHONY: venv demo test test-zoo setup-test system-deps bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,7 +33,11 @@ system-deps:
 	else echo "system-deps: not root; tests that need Chromium or SLURM will skip"; fi
 
 test: setup-test system-deps
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -m "not zoo"
+
+# The model zoo's real-package tests: builds .venvs/{mace,zoo,grace} (several GB, many minutes the first time).
+test-zoo: setup-test
+	$(BIN)/python -m pytest -q -ra -m zoo tests/test_driver_zoo.py
 
 bench: setup-test
 	$(BIN)/python benchmarks/bench_md_overhead.py

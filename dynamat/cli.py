@@ -406,6 +406,7 @@ def main() -> None:
     # registered here, not at import, so `import dynamat.cli` stays light
     from dynamat.campaign import campaign_command, campaign_task_command
     from dynamat.download import data_group
+    from dynamat.models_table import models_command
     from dynamat.pimd import beads_convergence_command
     from dynamat.report.cli import report_command
 
@@ -414,6 +415,7 @@ def main() -> None:
     cli.add_command(campaign_command, "campaign")
     cli.add_command(campaign_task_command, "campaign-task")
     cli.add_command(beads_convergence_command, "beads-convergence")
+    cli.add_command(models_command, "models")
     cli(prog_name="dynamat")
 
 

@@ -1,0 +1,149 @@
+"""``dynamat models``: what a driver environment can serve, asked from that environment.
+
+The server wing never imports a model package. It runs the driver command of an environment
+(default: this environment's ``dynamat-driver``; or ``--driver-cmd`` of a model's own
+environment, e.g. ``.venvs/mace/bin/dynamat-driver``) with ``--list --json`` as a subprocess, and
+turns the answer into rows: name, paper tier, family, parameter count, package (pip extra),
+installed (in that environment) and weights (reachable without a download: in the wheel, in a
+cache at PATH, a download needed, or a local path given).
+
+Register the command with ``cli.add_command(models_command, "models")``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from dynamat.errors import DynamatError
+
+#: weights statuses the driver reports (adapter-level weights_status(), nothing loaded)
+WEIGHTS_TEXT = {
+    "in-wheel": "in wheel",
+    "cached": "cached",
+    "download": "needs download",
+    "local": "local path",
+    "missing": "local path missing",
+    "none": "-",
+    "unknown": "unknown",
+}
+
+
+def default_driver_cmd() -> list[str]:
+    """This environment's dynamat-driver (next to the running Python), else the module."""
+    exe = Path(sys.executable).parent / "dynamat-driver"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("dynamat-driver")
+    return [found] if found else [sys.executable, "-m", "dynamat_driver.cli"]
+
+
+def _as_argv(driver_cmd: str | Sequence[str] | None) -> list[str]:
+    if driver_cmd is None or driver_cmd == "":
+        return default_driver_cmd()
+    if isinstance(driver_cmd, str):
+        return shlex.split(driver_cmd)
+    return list(driver_cmd)
+
+
+def query_driver(driver_cmd: str | Sequence[str] | None = None, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Runs ``DRIVER --list --json`` and returns its entries (one dict per registered model)."""
+    argv = _as_argv(driver_cmd) + ["--list", "--json"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise DynamatError(f"driver command not found: {argv[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise DynamatError(f"`{shlex.join(argv)}` did not answer within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DynamatError(f"`{shlex.join(argv)}` failed ({proc.returncode}): {last}")
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        raise DynamatError(f"`{shlex.join(argv)}` printed no JSON (an old dynamat-driver?)") from None
+    if not isinstance(data, list):
+        raise DynamatError(f"`{shlex.join(argv)}` printed unexpected JSON")
+    return data
+
+
+def model_rows(driver_cmd: str | Sequence[str] | None = None, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Rows for ``dynamat models``: name, aliases, tier, family, n_params, package (pip extra),
+    env (environment group), installed, weights (status), weights_path, weights_source."""
+    rows = []
+    for d in query_driver(driver_cmd, timeout):
+        w = d.get("weights") or {}
+        rows.append(
+            {
+                "name": d.get("name"),
+                "aliases": list(d.get("aliases") or []),
+                "human_name": d.get("human_name"),
+                "tier": d.get("tier"),
+                "family": d.get("family"),
+                "n_params": d.get("n_params"),
+                "package": d.get("extra"),
+                "env": d.get("env"),
+                "installed": bool(d.get("installed")),
+                "missing": list(d.get("missing") or []),
+                "weights": w.get("status", "unknown"),
+                "weights_path": w.get("path"),
+                "weights_source": w.get("source") or d.get("weights_source"),
+                "make_env": d.get("make_env") or "",
+            }
+        )
+    return rows
+
+
+def _tier(t) -> str:
+    return "-" if t is None else str(t)
+
+
+def format_rows(rows: list[dict[str, Any]], paths: bool = False) -> str:
+    head = ["name", "tier", "family", "params", "package", "installed", "weights"]
+    table = [head]
+    for r in rows:
+        w = WEIGHTS_TEXT.get(r["weights"], r["weights"])
+        if paths and r.get("weights_path") and r["weights"] in ("cached", "in-wheel", "local", "download"):
+            w = f"{w}: {r['weights_path']}"
+        table.append([
+            r["name"], _tier(r["tier"]), r["family"] or "-",
+            f"{r['n_params']:,}" if r.get("n_params") else "-",
+            r["package"] or "-", "yes" if r["installed"] else "no", w,
+        ])
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in table)
+
+
+@click.command("models")
+@click.option("--driver-cmd", default=None,
+              help="Driver command of the environment to ask, e.g. .venvs/mace/bin/dynamat-driver (default: this environment's).")
+@click.option("--tier", "tiers", multiple=True, help="Only these paper tiers (1-4, test, none); repeatable.")
+@click.option("--installed", "only_installed", is_flag=True, help="Only models whose packages are installed there.")
+@click.option("--paths", is_flag=True, help="Show where the weights are (or would be cached).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def models_command(driver_cmd, tiers, only_installed, paths, as_json):
+    """List the models a driver environment can serve: paper tier, family, size, package,
+    whether it is installed there and whether its weights are reachable without a download."""
+    try:
+        rows = model_rows(driver_cmd)
+    except DynamatError as exc:
+        raise click.ClickException(str(exc)) from None
+    if tiers:
+        want = {t.lower() for t in tiers}
+        rows = [r for r in rows if ("none" if r["tier"] is None else str(r["tier"]).lower()) in want]
+    if only_installed:
+        rows = [r for r in rows if r["installed"]]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        click.echo(format_rows(rows, paths=paths))
+
+
+__all__ = ["default_driver_cmd", "format_rows", "model_rows", "models_command", "query_driver"]
