@@ -32,10 +32,10 @@ system-deps:
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
 	else echo "system-deps: not root; tests that need Chromium or SLURM will skip"; fi
 
+# Everything, the model zoo included: its tests build .venvs/{mace,zoo,grace} (several GB, ~5 min the first time).
 test: setup-test system-deps
-	$(BIN)/python -m pytest -q -ra -m "not zoo"
+	$(BIN)/python -m pytest -q -ra
 
-# The model zoo's real-package tests: builds .venvs/{mace,zoo,grace} (several GB, many minutes the first time).
 test-zoo: setup-test
 	$(BIN)/python -m pytest -q -ra -m zoo tests/test_driver_zoo.py
 
