@@ -211,7 +211,7 @@ def run_md(
     and the readers keep one copy per step, so no frame is lost or repeated. MD that blows up
     (non-finite values, runaway temperature) stops with status ``exploded`` and its outputs kept.
     """
-    run_dir = Path(out) / model / system.name
+    run_dir = (Path(out) / model / system.name).resolve()  # children run inside it: no relative paths
     if run_dir.is_dir():
         lock = processes.RunLock(run_dir)  # wait for a leftover i-PI before judging the folder
         lock.release()

@@ -181,3 +181,11 @@ def test_path_integral_run_through_cli(tmp_path):
     out = tmp_path / "s.json"
     assert dynamat_cmd("score", "--system", SYSTEM, "--run", str(run_dir), "--json", str(out)).returncode == 0
     assert json.loads(out.read_text())["n_frames_mlip"] == 11
+
+
+def test_relative_output_folder(tmp_path):
+    """Paths handed to i-PI and the driver (which run inside the run folder) must not be relative."""
+    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "600", "--out", "rel/runs", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    run_dir = tmp_path / "rel" / "runs" / "emt" / SYSTEM
+    assert json.loads((run_dir / "driver_timing.json").read_text())["n_evaluations"] >= 600
