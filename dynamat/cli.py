@@ -12,7 +12,6 @@ import numpy as np
 
 from dynamat.errors import DynamatError
 
-DEMO_REFERENCE = "dynamat/data/demo_reference.h5"
 
 
 def default_reference() -> Path:
@@ -281,15 +280,15 @@ def _jsonable(x):
 
 
 SCORECARD = [
-    ("energy_rmse_eV_per_atom", "E RMSE (Eq. 1)", "eV/atom", 1),
-    ("force_rmse_eV_per_A", "F RMSE (Eq. 2)", "eV/Å", 1),
-    ("rdf_error_pct", "E_RDF (Eq. 4)", "%", 1),
-    ("pressure_mae_GPa", "pressure MAE (Eq. 7)", "GPa", 1),
-    ("pressure_hist_error_pct", "E_P (Eq. 9)", "%", 1),
-    ("vdos_error_pct", "E_VDOS (Eq. 10)", "%", 1),
-    ("E_RPV_pct", "E_RPV (Eq. 11)", "%", 1),
-    ("L_RPV_pct", "L_RPV (Eq. 12)", "%", 1),
-    ("seconds_per_step", "time per MD step", "s", 1),
+    ("energy_rmse_eV_per_atom", "E RMSE (Eq. 1)", "eV/atom"),
+    ("force_rmse_eV_per_A", "F RMSE (Eq. 2)", "eV/Å"),
+    ("rdf_error_pct", "E_RDF (Eq. 4)", "%"),
+    ("pressure_mae_GPa", "pressure MAE (Eq. 7)", "GPa"),
+    ("pressure_hist_error_pct", "E_P (Eq. 9)", "%"),
+    ("vdos_error_pct", "E_VDOS (Eq. 10)", "%"),
+    ("E_RPV_pct", "E_RPV (Eq. 11)", "%"),
+    ("L_RPV_pct", "L_RPV (Eq. 12)", "%"),
+    ("seconds_per_step", "time per MD step", "s"),
 ]
 
 
@@ -297,7 +296,7 @@ def scorecard(res: dict) -> str:
     """A plain-text scorecard of whatever metrics ``res`` holds."""
     head = " ".join(str(res[k]) for k in ("model", "system") if res.get(k))
     lines = [f"scorecard {head}".rstrip()]
-    for key, label, unit, _ in SCORECARD:
+    for key, label, unit in SCORECARD:
         if key not in res:
             continue
         val = res[key]
