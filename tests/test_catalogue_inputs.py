@@ -7,7 +7,7 @@ from ase.build import bulk
 
 from dynamat.catalogue import get_system, system_names
 from dynamat.errors import DynamatError
-from dynamat.ipi_input import MDSettings, render_input, species_formula, write_inputs
+from dynamat.engines.ipi_input import MDSettings, render_input, species_formula, write_inputs
 
 
 def test_paper_protocols():
@@ -25,6 +25,7 @@ def test_unknown_systems():
         get_system("nonsense_1K")
     s = get_system("pentacene_300K", {"system_class": "molecular crystal", "temperature_kelvin": 300.0})
     assert s.protocol.ipi_thermostat == "langevin" and not s.in_catalogue
+    assert s.protocol.tau_fs == 500.0  # pentacene and picene: tau 500 fs (paper Methods IV.A.2)
     with pytest.raises(DynamatError, match="unknown class"):
         get_system("x", {"system_class": "plasma", "temperature_kelvin": 1e4})
     with pytest.raises(DynamatError, match="says 310"):

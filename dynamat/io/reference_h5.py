@@ -5,6 +5,12 @@ One group per system with datasets ``atomic_numbers`` (N,), ``pbc`` (3,), ``posi
 ``stress`` (M, 6) Voigt or (M, 3, 3), ``md_step`` (M,). Group attributes: ``schema`` = 1,
 ``dt_fs`` = time between saved frames, ``temperature_kelvin``. The stress unit is eV/Å³ unless the
 group attribute ``stress_unit`` says ``GPa`` or ``kbar``; the sign is ASE's (positive = tensile).
+
+The public DynaMat v1.0 file (Matbench-discovery's packing) is *label-free*: positions, per-frame
+cells and, for most systems, stress, but no ``energy`` or ``forces``. :func:`reference_labels`
+says which labels a system holds without reading frames, and :func:`require_labels` turns a missing
+label into one clear error. :class:`ReferenceGroupWriter` streams frames into a group in exactly
+the published layout (per-frame cells, gzip, frame-major chunks of at most 512 frames).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dynamat.trajectory import Trajectory
 from dynamat.units import EV_PER_A3_TO_GPA
 
 REQUIRED = ("atomic_numbers", "positions", "cell")
+SCHEMA = 1  # the group attribute ``schema``; readers fail closed on another value
+CHUNK_FRAMES = 512  # frames per HDF5 chunk, as in the published file
 _STRESS_TO_EV_A3 = {
     "ev/a^3": 1.0,
     "ev/a3": 1.0,
@@ -49,6 +57,12 @@ def _group(f: h5py.File, system: str) -> h5py.Group:
         known = ", ".join(sorted(f.keys())) or "none"
         raise DynamatError(f"system {system!r} is not in {f.filename} (it holds: {known})")
     g = f[system]
+    schema = g.attrs.get("schema")
+    schema = None if schema is None else np.asarray(schema).reshape(-1)[0].item()
+    if schema != SCHEMA:
+        raise ReferenceFormatError(
+            f"system {system!r} in {f.filename} has schema {schema}; this reader knows schema {SCHEMA}"
+        )
     missing = [k for k in REQUIRED if k not in g]
     if missing:
         raise ReferenceFormatError(
@@ -146,3 +160,125 @@ def reference_n_frames(path: str | Path, system: str) -> int:
     """Number of frames of one system, without reading them."""
     with _open(path) as f:
         return int(_group(f, system)["positions"].shape[0])
+
+
+def reference_labels(path: str | Path, system: str) -> dict[str, bool]:
+    """Which labels one system holds: ``{"energy": bool, "forces": bool, "stress": bool}``."""
+    with _open(path) as f:
+        g = _group(f, system)
+        return {k: k in g for k in ("energy", "forces", "stress")}
+
+
+def has_energy_forces(path: str | Path, system: str) -> bool:
+    """True when the system has both energies and forces (Eq. 1-2 can be scored)."""
+    lab = reference_labels(path, system)
+    return lab["energy"] and lab["forces"]
+
+
+def require_labels(path: str | Path, system: str) -> None:
+    """Raise one clear DynamatError when ``system`` lacks energies or forces (a label-free system)."""
+    lab = reference_labels(path, system)
+    if lab["energy"] and lab["forces"]:
+        return
+    missing = " or ".join(k if k == "forces" else "energies" for k in ("energy", "forces") if not lab[k])
+    raise DynamatError(
+        f"system {system!r} in {Path(path).name} is label-free: the file holds no {missing} for it "
+        "(the public DynaMat v1.0 file's labels are private), so energy and force errors (Eq. 1-2) "
+        "cannot be computed; observables (Eq. 3-12) can"
+    )
+
+
+class ReferenceGroupWriter:
+    """Streams frames into one system group in the published layout, in bounded memory.
+
+    Datasets ``atomic_numbers`` (N,), ``pbc`` (3,), then per frame ``positions`` (M, N, 3) Å,
+    ``cell`` (M, 3, 3) Å, and when given ``energy`` (M,) eV, ``forces`` (M, N, 3) eV/Å,
+    ``stress`` (M, 6) eV/Å³ Voigt xx yy zz yz xz xy (ASE sign), ``md_step`` (M,); gzip,
+    frame-major chunks of ``min(M, 512)`` frames. Group attrs ``schema`` = 1, ``dt_fs`` (time
+    between saved frames, fs) and ``temperature_kelvin`` (set by :meth:`finish`).
+
+    Which optional fields exist is fixed by the first frame; a later frame that lacks one, or has
+    one the first lacked, is an error (a partly labelled trajectory is not silently cut).
+
+        with h5py.File(path, "a") as f:
+            w = ReferenceGroupWriter(f.create_group("Si_1000K"), numbers, pbc)
+            w.add(positions=p, cell=c, energy=e, forces=fr, stress=s, md_step=k)  # one frame
+            w.finish(dt_fs=1.0, temperature_kelvin=1000.0)
+    """
+
+    FIELDS = ("positions", "cell", "energy", "forces", "stress", "md_step")
+
+    def __init__(self, group: h5py.Group, numbers, pbc, chunk_frames: int = CHUNK_FRAMES):
+        self.group = group
+        self.numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
+        self.n_atoms = len(self.numbers)
+        self.chunk = int(chunk_frames)
+        group.attrs["schema"] = SCHEMA
+        group.create_dataset("atomic_numbers", data=self.numbers)
+        group.create_dataset("pbc", data=np.asarray(pbc, dtype=bool).reshape(3))
+        self.present: tuple[str, ...] | None = None
+        self.buf: dict[str, list] = {}
+        self.n_frames = 0
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        n = self.n_atoms
+        return {"positions": (n, 3), "cell": (3, 3), "energy": (), "forces": (n, 3), "stress": (6,),
+                "md_step": ()}[name]
+
+    def add(self, **frame) -> None:
+        """One frame; keys among :attr:`FIELDS` (None values count as absent)."""
+        have = tuple(k for k in self.FIELDS if frame.get(k) is not None)
+        if self.present is None:
+            if "positions" not in have or "cell" not in have:
+                raise DynamatError("a reference frame needs positions and a cell")
+            self.present = have
+            self.buf = {k: [] for k in have}
+        elif have != self.present:
+            gained = set(have) - set(self.present)
+            lost = set(self.present) - set(have)
+            what = ", ".join(sorted(lost or gained))
+            raise DynamatError(
+                f"frame {self.n_frames} {'lacks' if lost else 'adds'} {what}, which "
+                f"{'the earlier frames have' if lost else 'the earlier frames lack'}"
+            )
+        for k in have:
+            v = np.asarray(frame[k], dtype=np.int64 if k == "md_step" else np.float64)
+            if k == "stress" and v.shape == (3, 3):
+                v = v[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            if v.shape != self._shape(k):
+                raise DynamatError(f"frame {self.n_frames}: {k} has shape {v.shape}, expected {self._shape(k)}")
+            self.buf[k].append(v)
+        self.n_frames += 1
+        if len(self.buf["positions"]) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buf or not self.buf.get("positions"):
+            return
+        for k, rows in self.buf.items():
+            block = np.stack(rows)
+            if k not in self.group:
+                shape = self._shape(k)
+                self.group.create_dataset(
+                    k, shape=(0,) + shape, maxshape=(None,) + shape, dtype=block.dtype,
+                    chunks=(len(block),) + shape, compression="gzip",  # min(M, 512) frames
+                )
+            ds = self.group[k]
+            m0 = ds.shape[0]
+            ds.resize(m0 + len(block), axis=0)
+            ds[m0:] = block
+            rows.clear()
+
+    def finish(self, dt_fs: float | None, temperature_kelvin: float | None, attrs: dict | None = None) -> int:
+        """Writes what is buffered and the group attributes; returns the number of frames."""
+        self._flush()
+        if self.n_frames == 0:
+            raise DynamatError("no frames to write")
+        if dt_fs is not None:
+            self.group.attrs["dt_fs"] = float(dt_fs)
+        if temperature_kelvin is not None:
+            self.group.attrs["temperature_kelvin"] = float(temperature_kelvin)
+        for k, v in (attrs or {}).items():
+            if v is not None:
+                self.group.attrs[k] = v
+        return self.n_frames
