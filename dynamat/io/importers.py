@@ -1,0 +1,565 @@
+"""A user's own ab-initio MD → a reference file in the DynaMat v1.0 schema, streamed through ASE's readers.
+
+Formats (detected from the path):
+
+* extxyz (``*.extxyz``, ``*.xyz``), and Matbench-discovery's raw layout: a folder per system holding
+  ``traj.extxyz`` (one folder, or a folder of such folders: one system each, named after the folder);
+* VASP: ``vasprun.xml``, ``OUTCAR`` (every ionic step; frame interval = POTIM, temperature = TEBEG
+  from the file), ``XDATCAR`` (positions and cells only; streamed by our own reader, checked against
+  ASE's; interval = POTIM from an ``INCAR`` beside it times the configuration-number step);
+* i-PI outputs: a run folder (``*.pos_0.extxyz`` + properties ``*.out``): positions, cells, potential
+  energy and configurational stress (minus ``virial_md``), interval from the ``time`` column,
+  temperature from ``input.xml``;
+* LAMMPS text dumps (``*.lammpstrj``, ``*.dump``, ``dump.*``; metal units; the dump needs an
+  ``element`` column); ASE trajectories (``*.traj``).
+
+Units on the way out: positions and cells Å, energy eV, forces eV/Å, stress eV/Å³ as Voigt
+``[xx, yy, zz, yz, xz, xy]`` with ASE's sign (positive = tensile). ASE's VASP and LAMMPS readers
+already convert kBar/VASP sign and LAMMPS metal units; an extxyz ``virial`` (eV) without ``stress``
+becomes stress = −virial / V. Energies, forces and stress are kept when every frame has them.
+
+The frame interval ``dt_fs`` (time between *saved frames*, not the MD time step) and the temperature
+come from the arguments, else the files' metadata (else, for the temperature, the ``_<T>K`` in the
+name), and the interval is checked by equipartition on finite-difference velocities, corrected for
+the finite-difference filter (:func:`check_frame_interval`): an interval the kinetic temperature
+contradicts beyond the noise is refused with one line (:class:`dynamat.errors.DynamatError`) unless
+``force``. Frames go to disk in chunks of 512 (:class:`~dynamat.io.reference_h5.ReferenceGroupWriter`),
+so memory does not grow with the length of the trajectory.
+
+    from dynamat.io.importers import import_reference
+    [res] = import_reference(["run/vasprun.xml"], "mine.h5", name="Si64_1000K", temperature_K=1000.0)
+    res.dt_fs, res.dt_source, res.check.temperature_K, res.labels
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dynamat.errors import DynamatError
+from dynamat.io.reference_h5 import ReferenceGroupWriter
+
+__all__ = [
+    "EquipartitionCheck",
+    "ImportedSystem",
+    "check_frame_interval",
+    "detect_format",
+    "import_reference",
+    "iter_frames",
+]
+
+#: An interval is refused when the one equipartition implies differs from it by more than this
+#: fraction, or by more than three standard errors of the measurement if that is larger. 15 % in
+#: the interval is 32 % in temperature: room for an AIMD a little off its nominal temperature,
+#: none for a stride or unit mistake (2× in the interval is 4× in temperature).
+DT_TOLERANCE = 0.15
+#: frames of the window used for the check (mid-trajectory, as Matbench-discovery's converter does)
+CHECK_WINDOW = 2000
+_TEMP_KEYS = ("temperature_K", "temperature_kelvin", "temperature", "tempK", "temp")
+_T_IN_NAME = re.compile(r"(?:^|[_-])(\d+(?:\.\d+)?)K(?=$|[_-])")
+
+
+# ---------------------------------------------------------------------------------------------
+# the equipartition check
+@dataclass
+class EquipartitionCheck:
+    """Kinetic temperature of a window of frames from finite-difference velocities at ``dt_fs``."""
+
+    dt_fs: float  # the interval checked
+    target_K: float  # the temperature the run is said to be at
+    raw_K: float  # Σ m v² / (3N − 3) k_B with central differences at dt_fs
+    fd_correction: float  # ≥ 1: undoes the sinc² filter of the central difference
+    temperature_K: float  # raw_K × fd_correction
+    stderr_K: float  # block-average standard error of temperature_K
+    implied_dt_fs: float  # the interval at which temperature_K would equal target_K
+    tolerance: float  # allowed |implied/dt − 1|
+    frames_used: int
+    coarse_fraction: float  # kinetic energy where the filter is below 1/2 (too coarse to trust)
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.implied_dt_fs / self.dt_fs - 1.0) <= self.tolerance
+
+
+def check_frame_interval(positions, cells, pbc, numbers, dt_fs: float, temperature_K: float,
+                         window: int = CHECK_WINDOW) -> EquipartitionCheck:
+    """Equipartition check of a frame interval on up to ``window`` frames from the middle.
+
+    ``positions`` (M, N, 3) Å (an h5py dataset works: only the window is read), ``cells`` (M, 3, 3)
+    or (3, 3) Å, ``dt_fs`` the claimed time between frames, ``temperature_K`` the run's temperature.
+    Velocities by central differences (minimum image) have the power spectrum of the true ones
+    times sinc²(2πν dt) (:func:`dynamat.metrics.vdos.fd_transfer`); the kinetic temperature is
+    corrected by Σ P(ν)/sinc² ÷ Σ P(ν) over the window's mass-weighted velocity periodogram (the
+    filter floored at 1/4 near the Nyquist frequency). Since T ∝ 1/dt², the interval that would
+    give ``temperature_K`` is dt·sqrt(T/T_target).
+    """
+    from dynamat.metrics.vdos import FiniteDifferenceVelocities, fd_transfer, kinetic_temperature
+    from ase.data import atomic_masses
+
+    m = int(positions.shape[0])
+    if m < 4:
+        raise DynamatError(f"{m} frames are too few to check the frame interval by equipartition")
+    w = min(window, m)
+    t0 = (m - w) // 2
+    pos = np.asarray(positions[t0 : t0 + w], dtype=float)
+    cells = np.asarray(cells[t0 : t0 + w] if np.ndim(cells) == 3 else cells, dtype=float)
+    masses = atomic_masses[np.asarray(numbers, int)]
+    v = FiniteDifferenceVelocities(pos, dt_fs, cells, pbc)[:, :]
+    t_frames = kinetic_temperature(v, masses, remove_com=True)
+    raw = float(t_frames.mean())
+    # mass-weighted periodogram of the COM-free velocities
+    v = v - (np.einsum("n,fnk->fk", masses, v) / masses.sum())[:, None, :]
+    spec = np.einsum("n,fnk->f", masses, np.abs(np.fft.rfft(v, axis=0)) ** 2)
+    nu_THz = np.fft.rfftfreq(w, d=dt_fs) * 1e3
+    h = fd_transfer(nu_THz, dt_fs)
+    total = spec.sum()
+    corr = float((spec / np.maximum(h, 0.25)).sum() / total) if total > 0 else 1.0
+    coarse = float(spec[h < 0.5].sum() / total) if total > 0 else 0.0
+    temp = raw * corr
+    nb = max(2, min(10, w // 20))
+    blocks = np.array([b.mean() for b in np.array_split(t_frames, nb)]) * corr
+    stderr = float(blocks.std(ddof=1) / np.sqrt(nb))
+    implied = dt_fs * np.sqrt(temp / temperature_K) if temp > 0 else np.inf
+    # T ∝ 1/dt²: a relative error s in T is s/2 in dt
+    tol = max(DT_TOLERANCE, 3.0 * 0.5 * stderr / temp if temp > 0 else DT_TOLERANCE)
+    return EquipartitionCheck(float(dt_fs), float(temperature_K), raw, corr, temp, stderr, float(implied),
+                              float(tol), w, coarse)
+
+
+# ---------------------------------------------------------------------------------------------
+# readers: each yields one dict per frame with positions (N,3), cell (3,3) and, when present,
+# energy, forces (N,3), stress (6,) Voigt, md_step, time_fs; header() gives numbers, pbc, metadata
+@dataclass
+class _Meta:
+    numbers: np.ndarray | None = None
+    pbc: np.ndarray | None = None
+    dt_fs: float | None = None
+    dt_from: str = ""
+    temperature_K: float | None = None
+    t_from: str = ""
+
+
+def detect_format(path: str | Path) -> str:
+    """extxyz | mbd-folder | vasp-xml | vasp-out | vasp-xdatcar | ipi | lammps-dump-text | traj."""
+    p = Path(path)
+    if not p.exists():
+        raise DynamatError(f"source not found: {p}")
+    if p.is_dir():
+        if (p / "traj.extxyz").exists():
+            return "mbd-folder"
+        if list(p.glob("*.pos_0.extxyz")) or list(p.glob("*.pos_0.xyz")):
+            return "ipi"
+        raise DynamatError(f"{p} is a folder without traj.extxyz or i-PI outputs (*.pos_0.extxyz)")
+    name = p.name.lower()
+    if name.endswith((".extxyz", ".xyz")):
+        return "extxyz"
+    if name.startswith("vasprun") and name.endswith(".xml"):
+        return "vasp-xml"
+    if name.startswith("outcar"):
+        return "vasp-out"
+    if name.startswith("xdatcar"):
+        return "vasp-xdatcar"
+    if name.endswith(".traj"):
+        return "traj"
+    if name.endswith((".lammpstrj", ".dump")) or name.startswith("dump"):
+        return "lammps-dump-text"
+    raise DynamatError(
+        f"cannot tell the format of {p.name}: use .extxyz/.xyz, vasprun.xml, OUTCAR, XDATCAR, "
+        "an i-PI run folder, a LAMMPS dump (.lammpstrj, .dump) or an ASE .traj"
+    )
+
+
+def _frame_from_atoms(atoms) -> dict:
+    out = {"positions": atoms.get_positions(), "cell": np.array(atoms.cell.array)}
+    res = atoms.calc.results if atoms.calc is not None else {}
+    e = res.get("energy", res.get("free_energy"))
+    if e is not None:
+        out["energy"] = float(e)
+    if res.get("forces") is not None:
+        out["forces"] = np.asarray(res["forces"], float)
+    s = res.get("stress")
+    if s is None and "virial" in atoms.info and atoms.cell.volume > 0:  # extxyz virial in eV
+        vir = np.asarray(atoms.info["virial"], float).reshape(3, 3)
+        s = -vir / atoms.cell.volume
+    if s is not None:
+        s = np.asarray(s, float)
+        out["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] if s.shape == (3, 3) else s.reshape(6)
+    step = atoms.info.get("md_step", atoms.info.get("step"))
+    if step is not None:
+        out["md_step"] = int(step)
+    for key in ("time_fs",):
+        if key in atoms.info:
+            out["time_fs"] = float(atoms.info[key])
+    return out
+
+
+def _ase_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
+    import ase.io
+
+    try:
+        for i, atoms in enumerate(ase.io.iread(path, index=":", format=fmt)):
+            if i == 0:
+                _header_from_atoms(atoms, meta)
+            yield _frame_from_atoms(atoms)
+    except DynamatError:
+        raise
+    except Exception as exc:  # ASE raises many kinds on malformed files
+        raise DynamatError(f"cannot read {path} as {fmt}: {type(exc).__name__}: {exc}") from None
+
+
+def _header_from_atoms(atoms, meta: _Meta) -> None:
+    meta.numbers, meta.pbc = atoms.numbers.copy(), atoms.pbc.copy()
+    if meta.temperature_K is None:
+        for key in _TEMP_KEYS:
+            if key in atoms.info:
+                try:
+                    meta.temperature_K, meta.t_from = float(atoms.info[key]), f"file metadata ({key})"
+                    break
+                except (TypeError, ValueError):
+                    continue
+    if meta.dt_fs is None and "dt_fs" in atoms.info:
+        meta.dt_fs, meta.dt_from = float(atoms.info["dt_fs"]), "file metadata (dt_fs)"
+
+
+def _scan_vasp_params(path: Path, names=("POTIM", "TEBEG", "NBLOCK"), max_lines: int = 20000) -> dict:
+    """POTIM/TEBEG/NBLOCK from the head of a vasprun.xml, OUTCAR or INCAR (first value wins)."""
+    found: dict[str, float] = {}
+    xml = re.compile(r'<i name="(\w+)"[^>]*>\s*([-+0-9.eE]+)')
+    txt = re.compile(r"\b(" + "|".join(names) + r")\s*=\s*([-+0-9.eE]+)")
+    with open(path, errors="replace") as fh:
+        for i, line in enumerate(fh):
+            if i > max_lines or "<calculation>" in line:
+                break
+            for rx in (xml, txt):
+                for k, v in rx.findall(line):
+                    if k in names and k not in found:
+                        try:
+                            found[k] = float(v.rstrip(";"))
+                        except ValueError:
+                            pass
+            if len(found) == len(names):
+                break
+    return found
+
+
+def _vasp_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
+    par = _scan_vasp_params(path)
+    what = "vasprun.xml" if fmt == "vasp-xml" else "OUTCAR"
+    if "POTIM" in par and par["POTIM"] > 0:  # both files hold every ionic step
+        meta.dt_fs, meta.dt_from = par["POTIM"], f"{what} (POTIM, every ionic step stored)"
+    if "TEBEG" in par and par["TEBEG"] > 0:
+        meta.temperature_K, meta.t_from = par["TEBEG"], f"{what} (TEBEG)"
+    yield from _ase_frames(path, fmt, meta)
+
+
+def _xdatcar_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
+    """Streams an XDATCAR (fixed or variable cell), one configuration at a time, as ASE reads it."""
+    from ase.symbols import symbols2numbers
+
+    incar = path.parent / "INCAR"
+    par = _scan_vasp_params(incar) if incar.exists() else {}
+    cell = numbers = None
+    steps: list[int] = []
+    with open(path) as fh:
+        while True:
+            line = fh.readline()
+            if not line:
+                break
+            if "Direct configuration=" not in line:  # a header: comment, scale, cell, symbols, counts
+                try:
+                    scale = float(fh.readline())
+                except ValueError:
+                    break
+                rows = [fh.readline().split() for _ in range(3)]
+                cell = np.array(rows, float) * scale
+                symbols = fh.readline().split()
+                counts = [int(c) for c in fh.readline().split()]
+                numbers = np.repeat(symbols2numbers(symbols), counts)
+                line = fh.readline()
+                if "configuration" not in line:
+                    raise DynamatError(f"{path}: expected 'Direct configuration=' after the header")
+            if meta.numbers is None:
+                meta.numbers, meta.pbc = numbers, np.ones(3, bool)
+            m = re.search(r"configuration=\s*(\d+)", line)
+            step = int(m.group(1)) if m else len(steps) + 1
+            block = np.loadtxt([fh.readline() for _ in range(len(numbers))], ndmin=2)[:, :3]
+            steps.append(step)
+            if len(steps) == 2 and meta.dt_fs is None and "POTIM" in par:
+                meta.dt_fs = par["POTIM"] * (steps[1] - steps[0])
+                meta.dt_from = f"INCAR POTIM × {steps[1] - steps[0]} configurations per frame"
+            if meta.temperature_K is None and "TEBEG" in par:
+                meta.temperature_K, meta.t_from = par["TEBEG"], "INCAR (TEBEG)"
+            yield {"positions": block @ cell, "cell": cell.copy(), "md_step": step}
+
+
+def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
+    from dynamat.io.ipi_output import read_ipi_run
+
+    prefix = next(iter(sorted(path.glob("*.pos_0.extxyz")) or sorted(path.glob("*.pos_0.xyz")))).name.split(".pos_0")[0]
+    t = read_ipi_run(path, prefix=prefix)
+    meta.numbers, meta.pbc = t.numbers, np.ones(3, bool)
+    if t.dt_fs is not None:
+        meta.dt_fs, meta.dt_from = t.dt_fs, "i-PI properties (time column)"
+    inp = path / "input.xml"
+    if inp.exists():
+        m = re.search(r"<ensemble>.*?<temperature[^>]*>\s*([-+0-9.eE]+)", inp.read_text(), re.S)
+        if m:
+            meta.temperature_K, meta.t_from = float(m.group(1)), "i-PI input.xml (ensemble temperature)"
+    for i in range(t.n_frames):
+        fr = {"positions": t.positions[i], "cell": t.cells[i]}
+        if t.energies is not None:
+            fr["energy"] = t.energies[i]
+        if t.stress is not None:
+            fr["stress"] = t.stress[i]
+        if t.steps is not None:
+            fr["md_step"] = int(t.steps[i])
+        yield fr
+
+
+def _lammps_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
+    with open(path) as fh:
+        head = "".join(fh.readline() for _ in range(12))
+        if "ITEM: ATOMS" in head and "element" not in head.split("ITEM: ATOMS", 1)[1].split("\n", 1)[0]:
+            raise DynamatError(f"{path}: the LAMMPS dump has no 'element' column, so its atom types "
+                               "cannot be mapped to elements (dump with `dump_modify ... element ...`)")
+    steps = []
+    with open(path) as fh:
+        prev = ""
+        for line in fh:
+            if prev.startswith("ITEM: TIMESTEP"):
+                steps.append(int(line.split()[0]))
+            prev = line
+    for i, fr in enumerate(_ase_frames(path, fmt, meta)):
+        if i < len(steps):
+            fr["md_step"] = steps[i]
+        yield fr
+
+
+_READERS: dict[str, Callable[[Path, str, _Meta], Iterator[dict]]] = {
+    "extxyz": _ase_frames,
+    "traj": _ase_frames,
+    "vasp-xml": _vasp_frames,
+    "vasp-out": _vasp_frames,
+    "vasp-xdatcar": _xdatcar_frames,
+    "ipi": _ipi_frames,
+    "lammps-dump-text": _lammps_frames,
+}
+
+
+def iter_frames(path: str | Path, meta: _Meta | None = None) -> Iterator[dict]:
+    """The frames of one source file (or i-PI/Matbench-discovery folder), one dict each."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "mbd-folder":
+        path, fmt = path / "traj.extxyz", "extxyz"
+    return _READERS[fmt](path, fmt, meta if meta is not None else _Meta())
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ImportedSystem:
+    """What :func:`import_reference` wrote for one system."""
+
+    name: str
+    out: str
+    sources: list[str]
+    formats: list[str]
+    n_frames: int
+    n_atoms: int
+    dt_fs: float  # time between saved frames, fs
+    dt_source: str
+    temperature_K: float
+    temperature_source: str
+    labels: dict[str, bool]  # energy, forces, stress present
+    check: EquipartitionCheck | None
+    forced: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label_free(self) -> bool:
+        """True when there are no energies or no forces: Eq. 1-2 cannot be scored on this system."""
+        return not (self.labels.get("energy") and self.labels.get("forces"))
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["label_free"] = self.label_free
+        if self.check is not None:
+            d["check"]["ok"] = self.check.ok
+        return d
+
+
+def _system_groups(sources: Sequence[str | Path], name: str | None) -> list[tuple[str, list[Path]]]:
+    paths = [Path(s) for s in sources]
+    if not paths:
+        raise DynamatError("no source given")
+    for p in paths:
+        if not p.exists():
+            raise DynamatError(f"source not found: {p}")
+    if len(paths) == 1 and paths[0].is_dir() and not (paths[0] / "traj.extxyz").exists():
+        subs = sorted(d for d in paths[0].iterdir() if d.is_dir() and (d / "traj.extxyz").exists())
+        if subs:  # Matbench-discovery's raw layout: one folder per system
+            if name and len(subs) > 1:
+                raise DynamatError(f"{paths[0]} holds {len(subs)} systems; --name names one system")
+            return [(name or d.name, [d]) for d in subs]
+    p0 = paths[0]
+    if name:
+        default = name
+    elif p0.is_dir():
+        default = p0.resolve().name
+    elif detect_format(p0) in ("vasp-xml", "vasp-out", "vasp-xdatcar") or p0.name == "traj.extxyz":
+        default = p0.resolve().parent.name
+    else:
+        default = p0.name.split(".")[0]
+    return [(default, paths)]
+
+
+def import_reference(
+    sources: Sequence[str | Path],
+    out_h5: str | Path,
+    name: str | None = None,
+    dt_fs: float | None = None,
+    temperature_K: float | None = None,
+    force: bool = False,
+    isolated_energies: dict | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> list[ImportedSystem]:
+    """Imports ab-initio MD into ``out_h5`` (created, or a group added) in the DynaMat v1.0 schema.
+
+    ``sources``: files (or folders) of one system, concatenated in order, or one folder in
+    Matbench-discovery's raw layout (a system per subfolder). ``name``: the group name [default:
+    the folder's or file's name]. ``dt_fs``: time between the *saved frames* in fs; ``temperature_K``
+    the run's temperature: both default to the files' metadata (and the name's ``_<T>K``).
+    ``force``: keep an interval the equipartition check refuses, and replace an existing group.
+    ``isolated_energies``: {element symbol or Z: eV}, stored as the group attribute
+    ``isolated_atom_energies_eV`` (JSON, by symbol) for Eq. 1's isolated-atom referencing.
+    ``progress(name, frames_written)`` is called every 512 frames.
+    """
+    from ase.data import chemical_symbols
+
+    out_h5 = Path(out_h5)
+    if dt_fs is not None and not (np.isfinite(dt_fs) and dt_fs > 0):
+        raise DynamatError(f"--dt-fs must be a positive number of fs, got {dt_fs}")
+    if temperature_K is not None and not (np.isfinite(temperature_K) and temperature_K > 0):
+        raise DynamatError(f"--temperature must be a positive number of K, got {temperature_K}")
+    results = []
+    for sys_name, paths in _system_groups(sources, name):
+        if out_h5.exists() and not force:
+            with h5py.File(out_h5, "r") as f:
+                if sys_name in f:
+                    raise DynamatError(f"{out_h5} already holds a system {sys_name!r}; pass --force to replace it")
+        tmp = out_h5.with_name(f".{out_h5.name}.{sys_name}.{os.getpid()}.tmp")
+        try:
+            res = _import_one(sys_name, paths, tmp, dt_fs, temperature_K, force, isolated_energies, progress,
+                              chemical_symbols)
+            with h5py.File(tmp, "r") as src, h5py.File(out_h5, "a") as dst:
+                if sys_name in dst:
+                    del dst[sys_name]
+                src.copy(src[sys_name], dst, name=sys_name)
+            res.out = str(out_h5)
+            results.append(res)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return results
+
+
+def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, chemical_symbols) -> ImportedSystem:
+    meta = _Meta()
+    formats = []
+    steps_seen: list[int] = []
+    times: list[float] = []
+    with h5py.File(tmp, "w") as f:
+        writer = None
+        for path in paths:
+            fmt = detect_format(path)
+            formats.append(fmt)
+            for fr in iter_frames(path, meta):
+                if writer is None:
+                    writer = ReferenceGroupWriter(f.create_group(sys_name), meta.numbers, meta.pbc)
+                elif len(fr["positions"]) != writer.n_atoms:
+                    raise DynamatError(f"{path}: {len(fr['positions'])} atoms where the first frame has {writer.n_atoms}")
+                if "time_fs" in fr and len(times) < 3:
+                    times.append(fr["time_fs"])
+                if "md_step" in fr and len(steps_seen) < 3:
+                    steps_seen.append(fr["md_step"])
+                writer.add(**{k: v for k, v in fr.items() if k != "time_fs"})
+                if progress and writer.n_frames % 512 == 0:
+                    progress(sys_name, writer.n_frames)
+        if writer is None:
+            raise DynamatError(f"{', '.join(map(str, paths))} holds no frames")
+        writer._flush()
+        g = f[sys_name]
+        if progress:
+            progress(sys_name, writer.n_frames)
+        notes = []
+        if meta.dt_fs is None and len(times) >= 2:
+            meta.dt_fs, meta.dt_from = times[1] - times[0], "file metadata (time_fs)"
+        # the frame interval and the temperature
+        if dt_arg is not None:
+            dt, dt_src = float(dt_arg), "argument (--dt-fs)"
+            if meta.dt_fs is not None and abs(meta.dt_fs - dt) > 1e-6 * dt:
+                notes.append(f"--dt-fs {dt:g} overrides {meta.dt_from}: {meta.dt_fs:g} fs")
+        else:
+            dt, dt_src = meta.dt_fs, meta.dt_from
+        if t_arg is not None:
+            temp, t_src = float(t_arg), "argument (--temperature)"
+        elif meta.temperature_K is not None:
+            temp, t_src = meta.temperature_K, meta.t_from
+        else:
+            m = _T_IN_NAME.search(sys_name)
+            temp, t_src = (float(m.group(1)), "the name") if m else (None, "")
+        if temp is None:
+            raise DynamatError(f"{sys_name}: the source does not say its temperature; give --temperature K")
+        if dt is None:
+            probe = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, 1.0, temp)
+            raise DynamatError(
+                f"{sys_name}: the source does not say the time between its frames; give --dt-fs "
+                f"(equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs)"
+            )
+        check = None
+        if g["positions"].shape[0] >= 4:
+            check = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, dt, temp)
+            if not check.ok and not force:
+                coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
+                          if check.coarse_fraction > 0.2 else "")
+                raise DynamatError(
+                    f"{sys_name}: frames {dt:g} fs apart ({dt_src}) give {check.temperature_K:.0f} K by "
+                    f"equipartition, not {temp:g} K: they look {check.implied_dt_fs:.3g} fs apart; "
+                    f"give --dt-fs {check.implied_dt_fs:.3g} or pass --force{coarse}"
+                )
+        else:
+            notes.append("fewer than 4 frames: frame interval not checked")
+        attrs = {
+            "source_files": json.dumps([str(p) for p in paths]),
+            "source_formats": json.dumps(formats),
+            "dt_fs_source": dt_src,
+            "temperature_source": t_src,
+        }
+        if check is not None:
+            attrs["equipartition_temperature_K"] = check.temperature_K
+        if isolated:
+            e_iso = {}
+            for k, v in isolated.items():
+                sym = chemical_symbols[int(k)] if str(k).isdigit() else str(k)
+                if sym not in chemical_symbols[1:]:
+                    raise DynamatError(f"isolated-atom energy for unknown element {k!r}")
+                e_iso[sym] = float(v)
+            missing = sorted({chemical_symbols[z] for z in meta.numbers} - set(e_iso))
+            if missing:
+                raise DynamatError(f"isolated-atom energies lack {', '.join(missing)}")
+            attrs["isolated_atom_energies_eV"] = json.dumps(e_iso)
+        n = writer.finish(dt, temp, attrs)
+        labels = {k: k in g for k in ("energy", "forces", "stress")}
+        if len(steps_seen) >= 2 and steps_seen[1] <= steps_seen[0]:
+            notes.append("md_step does not increase between the first frames")
+    return ImportedSystem(
+        name=sys_name, out="", sources=[str(p) for p in paths], formats=formats, n_frames=n,
+        n_atoms=len(meta.numbers), dt_fs=dt, dt_source=dt_src, temperature_K=temp, temperature_source=t_src,
+        labels=labels, check=check, forced=bool(check is not None and not check.ok and force), notes=notes,
+    )
