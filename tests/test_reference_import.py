@@ -257,3 +257,30 @@ def _write(tmp_path, frames):
     p = tmp_path / "big.extxyz"
     write(p, frames)
     return p
+
+
+ASE_VASP_DATA = __import__("pathlib").Path(__import__("ase").__file__).parent / "test" / "testdata" / "vasp"
+
+
+@pytest.mark.skipif(not ASE_VASP_DATA.is_dir(), reason="ASE's test data is not installed")
+@pytest.mark.parametrize("fname, fmt, raw_xx_kB", [("vasprun_pstress.xml", "vasp-xml", -165.99562580),
+                                                   ("OUTCAR_example_1", "vasp-out", -4.29429)])
+def test_vasp_files_from_a_real_vasp_run(tmp_path, fname, fmt, raw_xx_kB):
+    """ASE has no vasprun.xml or OUTCAR writer: these are the VASP outputs ASE's own tests read."""
+    from ase.io import read
+
+    src = tmp_path / "Ni_run" / fname
+    src.parent.mkdir()
+    src.write_bytes((ASE_VASP_DATA / fname).read_bytes())
+    assert detect_format(src) == fmt
+    [res] = import_reference([src], tmp_path / "v.h5", temperature_K=300.0)
+    assert res.name == "Ni_run" and res.dt_fs == 0.5 and "POTIM" in res.dt_source  # POTIM = 0.5 in both files
+    assert res.notes == ["fewer than 4 frames: frame interval not checked"]
+    t = read_reference(tmp_path / "v.h5", "Ni_run")
+    ref = read(src, index=":", format=fmt)
+    np.testing.assert_allclose(t.positions, [a.positions for a in ref], atol=1e-12)
+    np.testing.assert_allclose(t.energies, [a.get_potential_energy() for a in ref], atol=1e-12)
+    np.testing.assert_allclose(t.forces, [a.get_forces() for a in ref], atol=1e-12)
+    np.testing.assert_allclose(t.stress, [a.get_stress() for a in ref], atol=1e-12)
+    # VASP prints stress in kBar with the opposite sign: eV/Å³ with ASE's sign is -0.1 GPa per kBar
+    assert t.stress[0, 0] == pytest.approx(-raw_xx_kB * 0.1 * units.GPa, rel=1e-6)
