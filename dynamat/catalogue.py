@@ -180,6 +180,10 @@ class System:
             "sources": self.provenance(),
         }
 
+    def describe(self) -> dict:
+        """What run.json records as ``system_info``: :meth:`as_dict`."""
+        return self.as_dict()
+
 
 def _md_settings_class():
     try:  # the engines package after the server-wing move, the flat module before it
