@@ -11,6 +11,7 @@ from dynamat.metrics.pressure import (
     pressure_GPa,
     pressure_hist_edges,
     pressure_hist_error,
+    pressure_hist_error_sensitivity,
     pressure_mae,
     pressure_md_GPa,
     pressure_wasserstein_GPa,
@@ -114,3 +115,18 @@ def test_pressure_wasserstein_is_the_shift():
     p = rng.normal(size=500)
     assert pressure_wasserstein_GPa(p, p + 0.7) == pytest.approx(0.7)
     assert pressure_wasserstein_GPa(p, p) == 0.0
+
+
+def test_pressure_hist_error_sensitivity_by_hand():
+    # ref 0, 1.7, 2.9, 10 GPa; mlip 0, 1.2, 3.1, 10 GPa (pooled range [0, 10]).
+    # Bin rule: IQR_ref = 4.675 − 1.275 = 3.4, h = 2 · 3.4 · 4^(−1/3) ≈ 4.3 GPa → 3 bins,
+    # raised to the floor of 10 bins (1 GPa wide).
+    #   10 bins: 1.7 | 1.2 share bin 1; 2.9 | 3.1 fall in bins 2 | 3 → Σ|Δ| = ½ → E_P = 25 %
+    #    5 bins (2 GPa): both pairs share a bin (0 and 1) → 0 %
+    #   20 bins (½ GPa): 1.2 | 1.7 in bins 2 | 3 and 2.9 | 3.1 in 5 | 6 → Σ|Δ| = 1 → 50 %
+    out = pressure_hist_error_sensitivity([0, 1.7, 2.9, 10], [0, 1.2, 3.1, 10])
+    assert (out["bins"], out["bins_half"], out["bins_double"]) == (10, 5, 20)
+    assert out["error_pct"] == pytest.approx(25.0)
+    assert out["error_half_bins_pct"] == pytest.approx(0.0)
+    assert out["error_double_bins_pct"] == pytest.approx(50.0)
+    assert out["error_pct"] == pressure_hist_error([0, 1.7, 2.9, 10], [0, 1.2, 3.1, 10])

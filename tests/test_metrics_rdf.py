@@ -10,8 +10,8 @@ from ase.build import bulk
 from ase.geometry.rdf import get_rdf
 
 from dynamat.metrics.rdf import (
-    bond_angle_distribution,
-    bond_angle_distribution_error,
+    all_bead_rdf,
+    all_bead_rdf_histogram,
     rdf,
     rdf_error,
     rdf_from_histogram,
@@ -212,23 +212,6 @@ def test_rdf_error_closed_form_and_edge_cases():
         rdf_error(g_ref, -g_ref, r)
 
 
-def test_bond_angle_distribution_of_fcc():
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    pos = atoms.positions[None] + np.random.default_rng(0).normal(scale=0.02, size=(3, 32, 3))
-    angles, adf = bond_angle_distribution(pos, atoms.cell[:], atoms.numbers)
-    assert np.sum(adf) * (angles[1] - angles[0]) == pytest.approx(1.0)
-    def mass(lo, hi):
-        sel = (angles > lo) & (angles < hi)
-        return adf[sel].sum() * (angles[1] - angles[0])
-
-    # nearest-neighbour bond angles of fcc: 60°, 90°, 120°, 180° (weights 24:12:24:6 per atom)
-    for centre, weight in ((60, 24), (90, 12), (120, 24), (180, 6)):
-        assert mass(centre - 5, centre + 5) == pytest.approx(weight / 66, abs=0.02)
-    assert bond_angle_distribution_error(angles, adf, adf) == 0.0
-    shifted = np.roll(adf, 15)
-    assert bond_angle_distribution_error(angles, adf, shifted) > 10
-
-
 def test_streams_from_an_hdf5_dataset(tmp_path):
     import h5py
 
@@ -239,3 +222,42 @@ def test_streams_from_an_hdf5_dataset(tmp_path):
     with h5py.File(tmp_path / "t.h5", "r") as f:
         _, g_disk = rdf(f["positions"], np.eye(3) * 8, n_bins=40, chunk_frames=7)
     np.testing.assert_array_equal(g_disk, rdf(pos, np.eye(3) * 8, n_bins=40)[1])
+
+
+# --- path integrals: all-bead RDF ------------------------------------------------------------
+
+
+def test_all_bead_rdf_is_the_rdf_of_the_concatenated_bead_trajectories():
+    rng = np.random.default_rng(12)
+    cell = random_cell(rng)
+    m, p, n = 3, 4, 20
+    centroids = rng.uniform(0, 9, size=(m, 1, n, 3))
+    beads = centroids + rng.normal(scale=0.3, size=(m, p, n, 3))  # ring-polymer spread
+    r, g = all_bead_rdf(beads, cell, n_bins=60)
+    # bead-major concatenation: bead 0's trajectory, then bead 1's, ...
+    concat = np.concatenate([beads[:, b] for b in range(p)])
+    r2, g2 = rdf(concat, cell, n_bins=60)
+    np.testing.assert_array_equal(r, r2)
+    np.testing.assert_allclose(g, g2, rtol=1e-13, atol=0)
+    # and both equal the brute-force histogram of those M·P frames
+    np.testing.assert_allclose(g, brute_force_rdf(concat, cell, 60, rdf_r_max(cell)), atol=1e-8)
+    # it is not the centroid RDF (the beads are spread out)
+    _, g_cen = rdf(beads.mean(axis=1), cell, n_bins=60)
+    assert rdf_error(g_cen, g, r) > 1.0
+    # per-step cells and blocks of steps: blocks hold P frames per step
+    hist = all_bead_rdf_histogram(beads, np.repeat(cell[None], m, 0), n_bins=60, block_length=1)
+    assert hist.counts.shape == (m, 60)
+    np.testing.assert_array_equal(hist.n_frames, [p] * m)
+    np.testing.assert_allclose(rdf_from_histogram(hist)[1], g, rtol=1e-13)
+
+
+def test_all_bead_rdf_with_one_bead_is_the_classical_rdf():
+    rng = np.random.default_rng(13)
+    cell = random_cell(rng)
+    pos = rng.uniform(0, 9, size=(5, 25, 3))
+    r, g = all_bead_rdf(pos[:, None], cell, n_bins=50)
+    r2, g2 = rdf(pos, cell, n_bins=50)
+    np.testing.assert_array_equal(r, r2)
+    np.testing.assert_array_equal(g, g2)
+    with pytest.raises(ValueError, match=r"\(M, P, N, 3\)"):
+        all_bead_rdf(pos, cell)

@@ -131,7 +131,7 @@ def test_equipartition_detects_a_wrong_frame_interval():
 
 
 def test_vdos_error_identical_disjoint_and_resampled():
-    pos, vel, m = einstein_crystal(16, 3000, 1.0, 100.0, seed=3)
+    _pos, vel, m = einstein_crystal(16, 3000, 1.0, 100.0, seed=3)
     nu, s = vdos(vel, m, 1.0)
     assert vdos_error(nu, s, nu, s) == 0.0
     assert vdos_error(nu, s, nu, 3.0 * s) == pytest.approx(0.0, abs=1e-12)  # area-normalised

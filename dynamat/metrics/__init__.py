@@ -5,9 +5,13 @@ Paper metrics: :func:`energy_rmse_per_atom` (Eq. 1), :func:`force_rmse` (Eq. 2),
 :func:`pressure_hist_error` (Eqs. 5–9), :func:`vdos` and :func:`vdos_error` (Eq. 10),
 :func:`e_rpv` and :func:`l_rpv` (Eqs. 11–12). Extras that are *not* the paper's are named so:
 ``energy_fluctuation_rmse_per_atom``, ``force_component_rmse``, ``vdos_w1_error``,
-``pressure_wasserstein_GPa``, ``bond_angle_distribution_error``.
+``pressure_wasserstein_GPa``, ``bond_angle_distribution_error``. Matbench-discovery's own
+per-system metrics, under its key names, are in :mod:`dynamat.metrics.matbench`
+(:func:`matbench_md_metrics`). Modules: one per observable (``rdf``, ``adf``, ``vdos``,
+``pressure``, ``energy_force``) over the shared minimum-image kernel ``neighbours``.
 """
 
+from dynamat.metrics.adf import bond_angle_distribution, bond_angle_distribution_error
 from dynamat.metrics.combined import e_rpv, l_rpv
 from dynamat.metrics.energy_force import (
     energy_fluctuation_rmse_per_atom,
@@ -16,10 +20,19 @@ from dynamat.metrics.energy_force import (
     force_rmse,
     reference_to_isolated_atoms,
 )
+from dynamat.metrics.matbench import (
+    MATBENCH_KEYS,
+    matbench_energy_rmse,
+    matbench_force_rmse,
+    matbench_matched_frame_counts,
+    matbench_md_metrics,
+)
+from dynamat.metrics.neighbours import min_image_radius, minimum_image, pair_vectors
 from dynamat.metrics.pressure import (
     pressure_GPa,
     pressure_hist_edges,
     pressure_hist_error,
+    pressure_hist_error_sensitivity,
     pressure_histograms,
     pressure_mae,
     pressure_md_GPa,
@@ -27,8 +40,8 @@ from dynamat.metrics.pressure import (
 )
 from dynamat.metrics.rdf import (
     RDFHistogram,
-    bond_angle_distribution,
-    bond_angle_distribution_error,
+    all_bead_rdf,
+    all_bead_rdf_histogram,
     rdf,
     rdf_error,
     rdf_from_histogram,
@@ -57,9 +70,12 @@ from dynamat.metrics.vdos import (
 )
 
 __all__ = [
+    "MATBENCH_KEYS",
     "FiniteDifferenceVelocities",
     "RDFHistogram",
     "VACFBlocks",
+    "all_bead_rdf",
+    "all_bead_rdf_histogram",
     "block_bootstrap_mean_se",
     "block_sizes",
     "bond_angle_distribution",
@@ -75,9 +91,17 @@ __all__ = [
     "integrated_autocorrelation_time",
     "kinetic_temperature",
     "l_rpv",
+    "matbench_energy_rmse",
+    "matbench_force_rmse",
+    "matbench_matched_frame_counts",
+    "matbench_md_metrics",
+    "min_image_radius",
+    "minimum_image",
+    "pair_vectors",
     "pressure_GPa",
     "pressure_hist_edges",
     "pressure_hist_error",
+    "pressure_hist_error_sensitivity",
     "pressure_histograms",
     "pressure_mae",
     "pressure_md_GPa",

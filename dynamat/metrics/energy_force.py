@@ -56,7 +56,9 @@ def energy_fluctuation_rmse_per_atom(e_pred_eV, e_ref_eV, n_atoms) -> float:
 
     Not Eq. 1: subtracting each side's trajectory mean removes any constant offset between
     energy zeros, so it scores only how well the model follows the energy *fluctuations* along
-    the trajectory. It is never larger than Eq. 1 after the best constant shift.
+    the trajectory. It is never larger than Eq. 1 after the best constant shift. Exactly
+    Matbench-discovery's ``energy_rmse`` (``metrics/md.py::calc_energy_force_rmse``:
+    (E − mean E)/N on each side, RMS of the difference; N is fixed along a trajectory).
     """
     e_pred, e_ref = _energies(e_pred_eV, e_ref_eV)
     n = _n_atoms(n_atoms, len(e_pred))
@@ -78,7 +80,7 @@ def reference_to_isolated_atoms(energies, numbers, e_iso_by_Z: Mapping[int, floa
         z = np.broadcast_to(z, (len(e), len(z)))
     if z.ndim != 2 or len(z) != len(e):
         raise ValueError(f"numbers must be (N,) or ({len(e)}, N), got {np.shape(numbers)}")
-    missing = sorted(set(np.unique(z).tolist()) - set(int(k) for k in e_iso_by_Z))
+    missing = sorted(set(np.unique(z).tolist()) - {int(k) for k in e_iso_by_Z})
     if missing:
         raise ValueError(f"no isolated-atom energy for Z = {missing}")
     lut = np.zeros(int(z.max()) + 1)
@@ -118,6 +120,10 @@ def force_rmse(f_pred, f_ref) -> float:
 
 
 def force_component_rmse(f_pred, f_ref) -> float:
-    """Per-component force RMSE in eV/Å, sqrt(Σ ΔF² / (3 M N)) = Eq. 2 / √3. Not the paper's."""
+    """Per-component force RMSE in eV/Å, sqrt(Σ ΔF² / (3 M N)) = Eq. 2 / √3. Not the paper's.
+
+    Exactly Matbench-discovery's ``force_rmse`` (``metrics/md.py::calc_energy_force_rmse``:
+    summed squared errors over 3·M·N components).
+    """
     f_pred, f_ref = _forces(f_pred, f_ref)
     return float(np.sqrt(np.mean((f_pred - f_ref) ** 2)))

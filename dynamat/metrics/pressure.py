@@ -18,6 +18,7 @@ __all__ = [
     "pressure_GPa",
     "pressure_hist_edges",
     "pressure_hist_error",
+    "pressure_hist_error_sensitivity",
     "pressure_histograms",
     "pressure_mae",
     "pressure_md_GPa",
@@ -97,6 +98,14 @@ def _iqr(x: np.ndarray) -> float:
 def pressure_hist_edges(p_ref, p_mlip, *, min_bins: int = 10, max_bins: int = 200) -> np.ndarray:
     """Shared histogram edges for Eq. 9 (the paper does not state its rule; this is ours).
 
+    The paper's words (Methods, Eq. 9): "we construct area-normalised reference and MLIP
+    pressure histograms using shared bin edges. Given the histogram densities
+    {h_k^REF, h_k^MLIP}, k = 1…K, ... Δ_k is the width of histogram bin k." Neither K nor the
+    edges are given. Matbench-discovery uses 80 equal bins over the pooled range
+    (:func:`dynamat.metrics.matbench.matbench_pressure_hist_error`); E_P changes with K by
+    several points on the same samples (a counting-noise floor that grows with K), so report
+    :func:`pressure_hist_error_sensitivity` beside it.
+
     Bin width: Freedman–Diaconis on the *reference* sample, h = 2·IQR_ref·n^(−1/3) with
     n = min(M_ref, M_mlip). Edges: uniform over the pooled range [min, max], with the bin count
     clipped to [min_bins, max_bins].
@@ -175,6 +184,29 @@ def pressure_hist_error(p_ref, p_mlip, bins=None) -> float:
     outside = (len(p_ref) - c_ref.sum()) / len(p_ref) + (len(p_mlip) - c_mlip.sum()) / len(p_mlip)
     num = float(np.abs(frac_ref - frac_mlip).sum()) + float(outside)
     return 100.0 * num / 2.0
+
+
+def pressure_hist_error_sensitivity(p_ref, p_mlip) -> dict:
+    """E_P (Eq. 9, %) with our bin rule and with half and double its bin count.
+
+    K is the count of :func:`pressure_hist_edges`; the other two use ⌊K/2⌋ (at least 1) and 2K
+    equal bins over the same pooled range. Differences between models smaller than the spread
+    of these three numbers are binning noise, not model differences.
+    """
+    p_ref = _sample(p_ref, "p_ref")
+    p_mlip = _sample(p_mlip, "p_mlip")
+    edges = pressure_hist_edges(p_ref, p_mlip)
+    k = len(edges) - 1
+    half, double = max(1, k // 2), 2 * k
+    lo, hi = edges[0], edges[-1]
+    return {
+        "bins": k,
+        "error_pct": pressure_hist_error(p_ref, p_mlip, edges),
+        "bins_half": half,
+        "error_half_bins_pct": pressure_hist_error(p_ref, p_mlip, np.linspace(lo, hi, half + 1)),
+        "bins_double": double,
+        "error_double_bins_pct": pressure_hist_error(p_ref, p_mlip, np.linspace(lo, hi, double + 1)),
+    }
 
 
 def pressure_wasserstein_GPa(p_ref, p_mlip) -> float:

@@ -1,4 +1,4 @@
-"""Radial distribution function and its error (paper Eqs. 3–4), plus a bond-angle extra.
+"""Radial distribution function and its error (paper Eqs. 3–4), classical and all-bead.
 
 Everything here is a pure function of arrays: positions ``(M, N, 3)`` in Å, cells ``(M, 3, 3)``
 (or one ``(3, 3)``) in Å with lattice vectors as rows. Positions may be wrapped or unwrapped,
@@ -24,18 +24,26 @@ the numpy one matches a float64 brute force to round-off and is several times fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Literal
-
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
-from ase.geometry import minkowski_reduce
+
+# The bond-angle distribution used to live here; keep its names importable from this module.
+from dynamat.metrics.adf import bond_angle_distribution, bond_angle_distribution_error
+from dynamat.metrics.neighbours import _FrameGeometry, as_cells, min_image_radius
+from dynamat.metrics.rdf_kernel import (
+    _mdtraj_chunk_counts,
+    _mdtraj_topology,
+    _numpy_chunk_counts,
+)
 
 __all__ = [
     "RDFHistogram",
+    "all_bead_rdf",
+    "all_bead_rdf_histogram",
     "bond_angle_distribution",
     "bond_angle_distribution_error",
     "rdf",
@@ -56,47 +64,13 @@ def _default_threads() -> int:
     return max(1, min(4, n))
 
 
-def _as_cells(cells, n_frames: int | None = None) -> np.ndarray:
-    cells = np.asarray(cells, dtype=float)
-    if cells.shape == (3, 3):
-        cells = cells[None]
-    if cells.ndim != 3 or cells.shape[1:] != (3, 3):
-        raise ValueError(f"cells must be (3, 3) or (M, 3, 3) in Å, got shape {cells.shape}")
-    if n_frames is not None and len(cells) not in (1, n_frames):
-        raise ValueError(f"cells has {len(cells)} frames but positions has {n_frames}")
-    if not np.all(np.isfinite(cells)):
-        raise ValueError("cells contain non-finite values")
-    return cells
-
-
-def _unique_cells(cells: np.ndarray) -> np.ndarray:
-    # NVT trajectories repeat one cell; reducing it once instead of per frame is what keeps
-    # 80k-frame trajectories cheap.
-    if np.all(cells == cells[0]):
-        return cells[:1]
-    return np.unique(cells.reshape(len(cells), 9), axis=0).reshape(-1, 3, 3)
-
-
 def rdf_r_max(cells, pbc=True) -> float:
     """Largest valid RDF radius R_max in Å: half the shortest lattice vector, min over frames.
 
-    The paper takes "half the shortest cell vector". For a skewed basis an integer combination
-    of the cell vectors can be shorter than every basis vector, so the basis is Minkowski-reduced
-    first (``ase.geometry.minkowski_reduce``); its first vector is then the shortest lattice
-    vector λ₁. Below λ₁/2 every pair has a unique nearest image, so a minimum-image histogram is
-    complete; above it, pairs would be missed or double-counted. Only periodic directions count.
+    The paper's "half the shortest cell vector", with the basis Minkowski-reduced first so a
+    skewed cell cannot overstate it; see :func:`dynamat.metrics.neighbours.min_image_radius`.
     """
-    cells = _as_cells(cells)
-    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-    if not pbc.any():
-        raise ValueError("rdf_r_max needs at least one periodic direction")
-    shortest = np.inf
-    for cell in _unique_cells(cells):
-        if abs(np.linalg.det(cell)) < 1e-12:
-            raise ValueError("cell is singular (zero volume)")
-        reduced, _ = minkowski_reduce(cell, pbc)
-        shortest = min(shortest, float(np.linalg.norm(reduced[pbc], axis=1).min()))
-    return shortest / 2
+    return min_image_radius(cells, pbc)
 
 
 @dataclass
@@ -144,273 +118,6 @@ def rdf_from_histogram(
     return hist.r, counts / norm
 
 
-_CORNERS = np.array([[i, j, k] for i in (-0.5, 0.5) for j in (-0.5, 0.5) for k in (-0.5, 0.5)])
-
-
-def _offset_bounds(cells: np.ndarray, pbc: np.ndarray, r_max: float) -> np.ndarray:
-    """Largest |n_k| of a lattice offset that can matter, over all given cells.
-
-    After rounding the fractional difference to s ∈ [−½, ½]³, the true minimum image is
-    (s + n)·C for some integer n. If it is shorter than r_max then |n·C| < r_max + R, with R the
-    half long diagonal of the cell, and |n_k| ≤ |n·C| · |c*_k| (c*_k the reciprocal vectors).
-    """
-    half_diag = np.linalg.norm(_CORNERS @ cells, axis=-1).max(axis=-1)  # (F,)
-    recip = np.linalg.norm(np.linalg.inv(cells), axis=-2)  # (F, 3) column norms
-    n_lim = np.floor((r_max + half_diag[:, None]) * recip + 1e-9).astype(int).max(axis=0)
-    n_lim[~pbc] = 0
-    return n_lim
-
-
-@lru_cache(maxsize=64)
-def _image_offsets(cell_bytes: bytes, pbc_key: tuple[bool, ...], r_max: float) -> np.ndarray:
-    """Lattice offsets n that can bring a rounded pair vector of this cell below r_max.
-
-    Candidates within :func:`_offset_bounds` are kept only if the shifted half-cell box
-    actually comes within r_max of the origin (a bounded least-squares problem), so the list
-    is exact and short: empty for orthorhombic cells, typically 2–8 entries otherwise.
-    """
-    from scipy.optimize import lsq_linear
-
-    cell = np.frombuffer(cell_bytes).reshape(3, 3)
-    pbc = np.array(pbc_key)
-    half_diag = np.linalg.norm(_CORNERS @ cell, axis=1).max()
-    ranges = [np.arange(-m, m + 1) for m in _offset_bounds(cell[None], pbc, r_max)]
-    grid = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3)
-    lo = np.where(pbc, -0.5, -np.inf)
-    hi = np.where(pbc, 0.5, np.inf)
-    keep = []
-    for n in grid:
-        if not n.any() or np.linalg.norm(n @ cell) - half_diag >= r_max:
-            continue
-        res = lsq_linear(cell.T, -(cell.T @ n), bounds=(lo, hi), method="bvls", tol=1e-14)
-        if np.sqrt(2 * res.cost) < r_max * (1 + 1e-9) + 1e-12:
-            keep.append(n)
-    return np.array(keep, dtype=float).reshape(-1, 3)
-
-
-class _FrameGeometry:
-    """The trajectory's cells in one Minkowski-reduced basis, and the image offsets they need."""
-
-    #: beyond this many distinct cells (a variable-cell run) the offsets are not pruned per cell
-    MAX_PRUNED_CELLS = 16
-
-    def __init__(self, cells: np.ndarray, pbc: np.ndarray, r_max: float):
-        self.pbc = pbc
-        self.fixed = len(cells) == 1 or bool(np.all(cells == cells[0]))
-        # One unimodular change of basis for all frames: reduction only buys speed (fewer image
-        # offsets), the offset enumeration is exact for any basis.
-        _, op = minkowski_reduce(cells[0], pbc)
-        self.op = op.astype(float)
-        basis = self.reduced(cells[:1] if self.fixed else _unique_cells(cells))
-        red = self.reduced(cells)
-        metric = np.einsum("fik,fjk->fij", red, red)
-        off = metric[:, [0, 0, 1], [1, 2, 2]]
-        diag = metric[:, [0, 1, 2], [0, 1, 2]]
-        scale = np.sqrt(diag[:, [0, 0, 1]] * diag[:, [1, 2, 2]])
-        # orthorhombic: rounding each fractional component is already the minimum image
-        self.orthorhombic = bool(np.all(np.abs(off) <= 1e-12 * scale))
-        if self.orthorhombic:
-            offsets = np.zeros((0, 3))
-        elif len(basis) <= self.MAX_PRUNED_CELLS:
-            offsets = np.concatenate([
-                _image_offsets(np.ascontiguousarray(c).tobytes(), tuple(pbc), float(r_max))
-                for c in basis
-            ])
-        else:  # every candidate within the bound: a superset, so still exact, just slower
-            ranges = [np.arange(-m, m + 1) for m in _offset_bounds(basis, pbc, r_max)]
-            offsets = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3)
-            offsets = offsets[offsets.any(axis=1)].astype(float)
-        if len(offsets):
-            offsets = np.unique(offsets, axis=0)
-            # the half-cell box is symmetric, so ±n come in pairs: keep one sign of each
-            first = offsets[np.arange(len(offsets)), np.argmax(offsets != 0, axis=1)]
-            offsets = offsets[first > 0]
-        self.offsets = offsets
-        self._half_diag = float(np.linalg.norm(_CORNERS @ basis, axis=-1).max())
-
-    def max_bin(self, n_bins: int, r_max: float) -> int:
-        """Upper bound on the bin index of any rounded pair vector (sizes the bincount)."""
-        return int(np.ceil(self._half_diag * n_bins / r_max)) + 1
-
-    def reduced(self, cells: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,fjk->fik", self.op, cells)
-
-
-def _metric_terms(metric: np.ndarray, orthorhombic: bool):
-    """Per-frame coefficients of q(s) = s·G·s for variable cells, each (F,) over frames."""
-    m = metric.transpose(1, 2, 0)
-    if orthorhombic:
-        return "diag", [m[0, 0], m[1, 1], m[2, 2]]
-    return "full", [m[0, 0], m[1, 1], m[2, 2], 2 * m[0, 1], 2 * m[0, 2], 2 * m[1, 2]]
-
-
-def _quad(ds, kind, g, out, tmp):
-    """out = s·G·s for fractional differences ds (m, 3, F), with per-frame coefficients g."""
-    ds0, ds1, ds2 = ds[:, 0], ds[:, 1], ds[:, 2]
-    np.multiply(ds0, ds0, out=out)
-    out *= g[0]
-    for a, b, c in ((ds1, ds1, g[1]), (ds2, ds2, g[2])):
-        np.multiply(a, b, out=tmp)
-        tmp *= c
-        out += tmp
-    if kind == "full":
-        for a, b, c in ((ds0, ds1, g[3]), (ds0, ds2, g[4]), (ds1, ds2, g[5])):
-            np.multiply(a, b, out=tmp)
-            tmp *= c
-            out += tmp
-    return out
-
-
-def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_block, n_blk):
-    """Histogram one chunk of frames into (n_blk, width) counts; columns ≥ n_bins are r ≥ r_max."""
-    fc, n, _ = pos.shape
-    red = geo.reduced(cells)
-    frac = np.einsum("fnk,fkl->fnl", pos, np.linalg.inv(red))
-    per = geo.pbc
-    use_int = bool(per.all())
-    if use_int:
-        # Fixed point: fractional coordinates × 2⁶⁴ in int64. Integer subtraction wraps modulo
-        # 2⁶⁴, i.e. modulo one cell, so the difference *is* the rounded minimum-image vector
-        # (no rint pass), with 2⁻⁶⁴ resolution — finer than float64 itself.
-        frac -= np.rint(frac)
-        frac *= 2.0**64
-        np.clip(frac, -(2.0**63), 2.0**63 - 1024.0, out=frac)  # +½ ≡ −½; keep inside int64
-        s = np.ascontiguousarray(frac.transpose(1, 2, 0)).astype(np.int64)
-    else:
-        frac[..., per] -= np.floor(frac[..., per])
-        s = np.ascontiguousarray(frac.transpose(1, 2, 0))
-    # (N, 3, F) layout: each atom's slice is contiguous, so pair differences are broadcasts
-    # rather than gathers and every step works on cache-sized blocks.
-    scale = n_bins / r_max  # distances are measured in bin widths: floor(r) is the bin index
-    metric = np.einsum("fik,fjk->fij", red, red) * scale**2
-    # Image offsets n enter as q(s + n) = q(s) + 2 (G n)·s + n·G·n; with ±n paired this is
-    # q(s) + (n·G·n − |2 (G n)·s|): one small matrix product for all offsets.
-    if geo.fixed:
-        cubic = geo.orthorhombic and np.all(np.diag(metric[0]) == metric[0, 0, 0])
-        kind = "iso" if cubic else "mat"
-        amat = scale * red[0].T  # Cartesian (in bin widths) = amat @ fractional
-        off_lin = 2.0 * geo.offsets @ metric[0]  # (n_off, 3)
-        off_beta = np.einsum("ok,ok->o", off_lin, geo.offsets)[None, :, None] / 2.0
-    else:
-        kind, g = _metric_terms(metric, geo.orthorhombic)
-        m_all = metric.transpose(1, 2, 0)
-        lin = []
-        for off in geo.offsets:
-            gn = np.tensordot(off, m_all, axes=(0, 0))  # (3, F)
-            lin.append((2 * gn[0], 2 * gn[1], 2 * gn[2], np.tensordot(off, gn, axes=(0, 0))))
-    n_off = len(geo.offsets)
-    width = geo.max_bin(n_bins, r_max) + 1
-    block_off = None
-    if n_blk > 1:
-        block_off = (frame_block - frame_block[0]).astype(np.intp) * width
-    counts = np.zeros(n_blk * width, dtype=np.int64)
-    buf = np.empty((n - 1, 3, fc))
-    rnd = np.empty((n - 1, 3, fc), dtype=np.int64 if use_int else float)
-    # int → float conversion factor, with the cubic metric folded in so q needs no rescaling
-    to_frac = 2.0**-64 * (np.sqrt(metric[0, 0, 0]) if kind == "iso" else 1.0)
-    q = np.empty((n - 1, fc))
-    tmp = np.empty((n - 1, fc))
-    cart = np.empty((n - 1, 3, fc)) if kind == "mat" else None
-    lin_buf = np.empty((n - 1, n_off, fc)) if n_off and geo.fixed else None
-    best = np.empty((n - 1, fc)) if n_off else None
-    cand = np.empty((n - 1, fc)) if n_off and not geo.fixed else None
-    idx = np.empty((n - 1, fc), dtype=np.intp)
-    for i in range(n - 1):
-        m = n - 1 - i
-        if use_int:
-            di = np.subtract(s[i + 1 :], s[i], out=rnd[:m])
-            ds = np.multiply(di, to_frac, out=buf[:m])
-        else:
-            ds = np.subtract(s[i + 1 :], s[i], out=buf[:m])
-            for k in np.flatnonzero(per):
-                ds[:, k] -= np.rint(ds[:, k])
-        qq = q[:m]
-        if kind == "iso":
-            np.einsum("ikj,ikj->ij", ds, ds, out=qq)
-            if not use_int:
-                qq *= metric[0, 0, 0]
-        elif kind == "mat":
-            v = np.matmul(amat, ds, out=cart[:m])
-            np.einsum("ikj,ikj->ij", v, v, out=qq)
-        else:
-            _quad(ds, kind, g, qq, tmp[:m])
-        if n_off:
-            bb = best[:m]
-            if geo.fixed:
-                t = np.matmul(off_lin, ds, out=lin_buf[:m])
-                np.abs(t, out=t)
-                np.subtract(off_beta, t, out=t)
-                np.min(t, axis=1, out=bb)
-            else:
-                cc, tt = cand[:m], tmp[:m]
-                for j, (a0, a1, a2, beta) in enumerate(lin):
-                    out = bb if j == 0 else cc
-                    np.multiply(ds[:, 0], a0, out=out)
-                    np.multiply(ds[:, 1], a1, out=tt)
-                    out += tt
-                    np.multiply(ds[:, 2], a2, out=tt)
-                    out += tt
-                    np.abs(out, out=out)
-                    np.subtract(beta, out, out=out)
-                    if j:
-                        np.minimum(bb, cc, out=bb)
-            np.minimum(bb, 0.0, out=bb)
-            qq += bb
-            np.maximum(qq, 0.0, out=qq)  # the expansion can round a zero to −1e-13
-        ii = idx[:m]
-        if per.all():
-            np.sqrt(qq, out=ii, casting="unsafe")  # fused sqrt + truncation = floor for r ≥ 0
-        else:  # non-periodic extents are unbounded: keep indices inside the table
-            np.sqrt(qq, out=qq)
-            np.minimum(qq, width - 1, out=qq)
-            np.copyto(ii, qq, casting="unsafe")
-        if block_off is not None:
-            ii += block_off
-        counts += np.bincount(ii.ravel(), minlength=n_blk * width)
-    return counts.reshape(n_blk, width)
-
-
-def _mdtraj_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, pairs, topology):
-    """One ``mdtraj.compute_rdf`` call, converted back from normalised g(r) to integer counts."""
-    import mdtraj as md
-    from ase.geometry import cell_to_cellpar
-
-    red = geo.reduced(cells)
-    frac = np.einsum("fnk,fkl->fnl", pos, np.linalg.inv(red))
-    frac -= np.floor(frac)
-    # MDTraj keeps only box lengths and angles and rebuilds vectors as a along x, b in the xy
-    # plane, so coordinates must be re-expressed in that frame (same metric, same distances).
-    par = np.array([cell_to_cellpar(c) for c in red]) if not geo.fixed else None
-    if geo.fixed:
-        par = np.broadcast_to(cell_to_cellpar(red[0]), (len(pos), 6))
-    from ase.geometry import cellpar_to_cell
-
-    canon = np.array([cellpar_to_cell(p) for p in (par[:1] if geo.fixed else par)])
-    xyz = np.einsum("fnk,fkl->fnl", frac, np.broadcast_to(canon, (len(pos), 3, 3)))
-    traj = md.Trajectory(
-        xyz / 10.0,
-        topology,
-        unitcell_lengths=par[:, :3] / 10.0,
-        unitcell_angles=par[:, 3:],
-    )
-    r_nm, g = md.compute_rdf(traj, pairs, r_range=(0.0, r_max / 10.0), n_bins=n_bins, periodic=True)
-    edges_nm = np.linspace(0.0, r_max / 10.0, n_bins + 1)
-    shell_nm = (4.0 / 3.0) * np.pi * (edges_nm[1:] ** 3 - edges_nm[:-1] ** 3)
-    norm = len(pairs) * np.sum(1.0 / traj.unitcell_volumes) * shell_nm
-    return np.rint(g * norm).astype(np.int64)
-
-
-def _mdtraj_topology(numbers):
-    import mdtraj as md
-
-    top = md.Topology()
-    chain = top.add_chain()
-    for z in numbers:
-        res = top.add_residue("X", chain)
-        top.add_atom("X", md.element.Element.getByAtomicNumber(int(z)), res)
-    return top
-
-
 def rdf_histogram(
     positions,
     cells,
@@ -447,7 +154,7 @@ def rdf_histogram(
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
     n_bins = int(n_bins)
-    cells = _as_cells(cells, n_frames)
+    cells = as_cells(cells, n_frames)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
     limit = rdf_r_max(cells, pbc)
     if r_max is None:
@@ -611,89 +318,61 @@ def rdf_error(g_ref, g_mlip, r) -> float:
     return 100.0 * min(1.0, num / den)
 
 
+
 # ---------------------------------------------------------------------------------------------
-# Bond-angle distribution (not in the paper; Matbench-discovery's ADF error, small version).
+# Path integrals: the quantum g(r) is the RDF of all beads, not of the centroids.
 
 
-def bond_angle_distribution(
-    positions,
+def _bead_frames(bead_positions, cells):
+    """(M·P, N, 3) frames (step-major: step 0 beads 0…P−1, step 1 …) and matching cells."""
+    x = np.asarray(bead_positions, dtype=float)
+    if x.ndim != 4 or x.shape[3] != 3:
+        raise ValueError(f"bead positions must be (M, P, N, 3) in Å, got shape {x.shape}")
+    m, p, n, _ = x.shape
+    cells = as_cells(cells, m)
+    return x.reshape(m * p, n, 3), (cells if len(cells) == 1 else np.repeat(cells, p, axis=0)), p
+
+
+def all_bead_rdf_histogram(
+    bead_positions,
     cells,
-    numbers,
     *,
+    n_bins: int = 500,
+    r_max: float | None = None,
     pbc=True,
-    n_bins: int = 180,
-    bond_tolerance: float = 1.25,
-    frame_stride: int = 1,
+    block_length: int | None = None,
+    n_threads: int | None = None,
+) -> RDFHistogram:
+    """Pair counts of a path-integral trajectory over every bead, one block per ``block_length`` steps.
+
+    ``bead_positions``: (M, P, N, 3) Å, M saved steps of P beads; ``cells``: (3, 3) or (M, 3, 3)
+    Å (all beads of a step share the cell). In the path-integral isomorphism bead b of atom i
+    interacts only with bead b of the other atoms, so the quantum pair distribution is the
+    bead average of each bead's pair distribution: the counts of the M·P bead frames, which
+    :func:`rdf_from_histogram` turns into g(r). The result is identical to :func:`rdf_histogram`
+    of the concatenated bead trajectories, and to the classical one at P = 1.
+    """
+    frames, frame_cells, p = _bead_frames(bead_positions, cells)
+    return rdf_histogram(
+        frames, frame_cells, n_bins=n_bins, r_max=r_max, pbc=pbc,
+        block_length=None if block_length is None else int(block_length) * p,
+        n_threads=n_threads,
+    )
+
+
+def all_bead_rdf(
+    bead_positions,
+    cells,
+    *,
+    n_bins: int = 500,
+    r_max: float | None = None,
+    pbc=True,
+    normalization: Normalization = "mdtraj",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Time-averaged bond-angle distribution, (angles in degrees, unit-area density per degree).
+    """(r in Å, g(r)) over every bead of a path-integral run (paper Eq. 3 for quantum nuclei).
 
-    A pair is bonded when its minimum-image distance is at most ``bond_tolerance`` times the sum
-    of the two ASE covalent radii (capped at :func:`rdf_r_max`, where minimum images are
-    unique); each unordered pair of bonds sharing a centre contributes one angle. This follows
-    Matbench-discovery's ``calc_adf``. ``frame_stride`` subsamples frames (angles decorrelate
-    slowly, and this is O(frames · N²)).
+    See :func:`all_bead_rdf_histogram`; the centroid RDF is :func:`rdf` of the bead mean, a
+    different (classical-like, narrower) quantity.
     """
-    from ase.data import covalent_radii
-
-    positions = np.asarray(positions, dtype=float)
-    if positions.ndim != 3 or positions.shape[2] != 3:
-        raise ValueError(f"positions must be (M, N, 3), got {positions.shape}")
-    numbers = np.asarray(numbers, dtype=int)
-    if len(numbers) != positions.shape[1]:
-        raise ValueError("numbers must have one entry per atom")
-    if bond_tolerance <= 0:
-        raise ValueError("bond_tolerance must be positive")
-    cells = np.broadcast_to(_as_cells(cells, len(positions)), (len(positions), 3, 3))
-    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-    rc = covalent_radii[numbers]
-    cutoff = np.minimum(bond_tolerance * (rc[:, None] + rc[None, :]), rdf_r_max(cells, pbc))
-    edges = np.linspace(0.0, 180.0, n_bins + 1)
-    counts = np.zeros(n_bins)
-    for f in range(0, len(positions), frame_stride):
-        vec = _mic_vectors(positions[f], cells[f], pbc)
-        dist = np.linalg.norm(vec, axis=-1)
-        bonded = (dist > 0) & (dist <= cutoff)
-        for c in range(len(numbers)):
-            nb = np.flatnonzero(bonded[c])
-            if len(nb) < 2:
-                continue
-            u = vec[c, nb] / dist[c, nb, None]
-            a, b = np.triu_indices(len(nb), 1)
-            cos = np.clip(np.einsum("pk,pk->p", u[a], u[b]), -1.0, 1.0)
-            counts += np.histogram(np.degrees(np.arccos(cos)), bins=edges)[0]
-    if counts.sum() == 0:
-        raise ValueError("no bonded pairs of neighbours found: no bond angles to histogram")
-    width = np.diff(edges)
-    return 0.5 * (edges[1:] + edges[:-1]), counts / (counts.sum() * width)
-
-
-def _mic_vectors(pos: np.ndarray, cell: np.ndarray, pbc) -> np.ndarray:
-    """(N, N, 3) minimum-image vectors r_j − r_i, valid below :func:`rdf_r_max`."""
-    reduced, _ = minkowski_reduce(cell, pbc)
-    frac = (pos[None, :, :] - pos[:, None, :]) @ np.linalg.inv(reduced)
-    frac[..., pbc] -= np.rint(frac[..., pbc])
-    return frac @ reduced
-
-
-def bond_angle_distribution_error(angles, adf_ref, adf_mlip) -> float:
-    """ADF error in percent (Matbench-discovery definition, not in the paper).
-
-    ``100 · min(1, W1(ref, mlip) / W1(ref, sin θ))``: the Wasserstein-1 distance (degrees)
-    between the two unit-area angle densities, divided by the reference's distance to the
-    structureless sin θ background of random bond directions (the angular ideal gas).
-    """
-    from scipy.stats import wasserstein_distance
-
-    angles = np.asarray(angles, dtype=float)
-    ref = np.asarray(adf_ref, dtype=float)
-    mlip = np.asarray(adf_mlip, dtype=float)
-    if not (angles.shape == ref.shape == mlip.shape) or angles.ndim != 1:
-        raise ValueError("angles, adf_ref and adf_mlip must be 1-D of equal length")
-    for name, d in (("adf_ref", ref), ("adf_mlip", mlip)):
-        if not np.all(np.isfinite(d)) or np.any(d < 0) or d.sum() <= 0:
-            raise ValueError(f"{name} must be finite, non-negative and non-zero")
-    w1 = wasserstein_distance(angles, angles, ref, mlip)
-    w1_bg = wasserstein_distance(angles, angles, ref, np.sin(np.radians(angles)))
-    if w1_bg <= 0:
-        return 0.0 if w1 == 0 else 100.0
-    return 100.0 * min(1.0, w1 / w1_bg)
+    hist = all_bead_rdf_histogram(bead_positions, cells, n_bins=n_bins, r_max=r_max, pbc=pbc)
+    return rdf_from_histogram(hist, normalization=normalization)
