@@ -88,7 +88,7 @@ def _campaign(executor: str, root: Path, steps: int, jobs: int, **kw) -> dict:
 
 
 def _scoring_per_frame() -> tuple[float, int]:
-    from dynamat.cli import default_reference
+    from dynamat.reference import default_reference
     from dynamat.io import read_reference
     from dynamat.scoring import score_md
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from dynamat.catalogue import get_system
-from dynamat.cli import default_reference
+from dynamat.reference import default_reference
 from dynamat.io import read_ipi_run, read_reference
 from dynamat.runner import RunOptions, run_md
 from dynamat.scoring import score_md

@@ -27,7 +27,19 @@ def executable(name: str) -> str:
 
 def driver_command(driver_cmd: str | None) -> list[str]:
     """The driver to start: ``driver_cmd`` (a command line, e.g. another venv's dynamat-driver) or ours."""
-    return shlex.split(driver_cmd) if driver_cmd else [executable("dynamat-driver")]
+    if not driver_cmd:
+        return [executable("dynamat-driver")]
+    try:
+        argv = shlex.split(driver_cmd)
+    except ValueError as exc:
+        raise DynamatError(f"--driver-cmd {driver_cmd!r} is not a valid command line: {exc}") from None
+    if not argv:
+        raise DynamatError("--driver-cmd is empty")
+    prog = argv[0] = os.path.expanduser(argv[0])
+    found = shutil.which(prog) if "/" not in prog else (prog if os.access(prog, os.X_OK) and Path(prog).is_file() else None)
+    if not found:
+        raise DynamatError(f"--driver-cmd: {prog!r} is not an executable program")
+    return argv
 
 
 def _die_with_parent() -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from dynamat import processes
+from dynamat.engines.ipi import socket_dir
 from dynamat.errors import DynamatError
 
 HDRLEN = 12
@@ -44,7 +44,7 @@ class DriverServer:
         timeout_s: float = 300.0,
     ):
         self.n_atoms, self.batch = int(n_atoms), max(1, int(batch_size))
-        self._dir = Path(tempfile.mkdtemp(prefix="dm-sp-"))
+        self._dir = socket_dir()  # private and short whatever $TMPDIR is
         path = self._dir / "s"
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))

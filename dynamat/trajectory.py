@@ -28,6 +28,34 @@ class Trajectory:
     temperature_K: float | None = None  # target temperature of the run, K
     name: str = ""
 
+    def check(self, source: str = "") -> "Trajectory":
+        """Refuses what no model or metric can use, naming the file, frame and field: atomic numbers
+        outside 1-118, no frames, non-finite positions or cells, a singular cell along a periodic
+        direction (an extxyz written without its Lattice= line reads as a zero cell)."""
+        from dynamat.errors import DynamatError
+
+        where = source or self.name or "the trajectory"
+        if self.n_frames == 0:
+            raise DynamatError(f"{where} holds no frames")
+        bad = self.numbers[(self.numbers < 1) | (self.numbers > 118)]
+        if len(bad):
+            raise DynamatError(f"{where}: atomic number {int(bad[0])} is not an element (1-118)")
+        for key in ("positions", "cells", "velocities", "energies", "forces", "stress"):
+            arr = getattr(self, key)
+            if arr is None:
+                continue
+            ok = np.isfinite(np.asarray(arr).reshape(len(arr), -1)).all(axis=1)
+            if not ok.all():
+                raise DynamatError(f"{where}: frame {int(np.flatnonzero(~ok)[0])} has non-finite {key}")
+        if self.pbc.any():
+            lengths = np.linalg.norm(self.cells, axis=2)[:, self.pbc]
+            vol = np.abs(np.linalg.det(self.cells))
+            flat = (lengths.min(axis=1) < 1e-6) | ((vol < 1e-6) & self.pbc.all())
+            if flat.any():
+                raise DynamatError(f"{where}: frame {int(np.flatnonzero(flat)[0])} has a zero or singular cell along a "
+                                   "periodic direction (an extxyz without a Lattice= line?)")
+        return self
+
     def __post_init__(self) -> None:
         self.numbers = np.asarray(self.numbers, dtype=int).reshape(-1)
         self.positions = np.asarray(self.positions, dtype=float)

@@ -5,6 +5,7 @@ state under a temp folder; auth/none where the installed SLURM has it, else a pr
 stop it afterwards. They are marked ``slurm`` and skip when slurm-wlm is not installed.
 """
 
+from importlib import resources
 import json
 import os
 import re
@@ -16,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamat.campaign_jobs import Job, pair_status, read_job, write_job_list
-from dynamat.campaign_slurm import render
+from dynamat.campaign.jobs import Job, pair_status, read_job, write_job_list
+from dynamat.campaign.slurm import render
 from dynamat.errors import DynamatError
 
 from conftest import BIN, DEMO
@@ -29,8 +30,8 @@ PAIRS = [(m, s) for m in ("emt", "lj") for s in (A, B)]
 # the commands as the lead registers them: on a group that prints a DynamatError as one line
 _CLI = """
 import sys, click
-from dynamat.cli import _Group
-from dynamat.campaign import campaign_command, campaign_task_command
+from dynamat.cli.errors import OneLineGroup as _Group
+from dynamat.cli.campaign import campaign_command, campaign_task_command
 @click.group(cls=_Group)
 def g(): pass
 g.add_command(campaign_command, "campaign")
@@ -92,7 +93,7 @@ def test_template_renders_and_rejects_unknown_names():
     with pytest.raises(DynamatError, match="arary"):
         render("#SBATCH --array=@arary@", {"array": "0-3"})
     for name in ("campaign_array.sbatch.in", "campaign_array_inet.sbatch.in"):
-        text = (Path(__file__).resolve().parents[1] / "run_scripts" / name).read_text()
+        text = resources.files("dynamat.templates").joinpath(name).read_text()
         used = set(re.findall(r"@([a-z_]+)@", text))
         assert {"array", "manifest", "python", "cpus_per_task", "log_dir"} <= used, name
 
@@ -183,8 +184,8 @@ def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
 # ------------------------------------------------------------------------------ SLURM
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
-    """A private one-node SLURM cluster (localhost, as root), stopped afterwards; see campaign_testcluster."""
-    from dynamat.campaign_testcluster import ClusterUnavailable, private_slurm_cluster
+    """A private one-node SLURM cluster (localhost, as root), stopped afterwards; see tests/slurm_cluster.py."""
+    from slurm_cluster import ClusterUnavailable, private_slurm_cluster
 
     cm = private_slurm_cluster(tmp_path_factory.mktemp("slurm"))
     try:

@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from dynamat import download as dl
-from dynamat.download import REFERENCE_FILENAME, data_group, default_reference_path, part_path
+from dynamat.cli.data import data_group
+from dynamat.download import REFERENCE_FILENAME, default_reference_path, part_path
 from dynamat.errors import DynamatError
 
 PAYLOAD = random.Random(20260629).randbytes(3 * 1024 * 1024 + 12345)

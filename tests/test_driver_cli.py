@@ -68,7 +68,7 @@ def alloy():
 @pytest.mark.parametrize("nbeads, batch_size", [(1, 1), (3, 2)])
 def test_real_ipi_run_with_emt(tmp_path, procs, sockdir, nbeads, batch_size):
     pytest.importorskip("ipi")
-    from dynamat.ipi_input import MDSettings, write_inputs
+    from dynamat.engines.ipi_input import MDSettings, write_inputs
 
     atoms = alloy()
     write_inputs(
@@ -196,7 +196,7 @@ def test_sigterm_hands_over_to_a_new_driver(tmp_path, procs, sockdir):
     re-queues the request and a new driver finishes the run (a SIGKILLed client, by contrast,
     leaves i-PI's consolidated poll thread dead)."""
     pytest.importorskip("ipi")
-    from dynamat.ipi_input import MDSettings, write_inputs
+    from dynamat.engines.ipi_input import MDSettings, write_inputs
 
     steps = 400
     write_inputs(alloy(), MDSettings("svr", 1.0, 50.0, 10, steps, 300.0), tmp_path, sockets_prefix=sockdir, address="drv")

@@ -15,7 +15,7 @@ from ase.build import bulk
 
 from dynamat.catalogue import Protocol, System
 from dynamat.io.ipi_output import read_ipi_xyz, read_properties
-from dynamat.ipi_input import MDSettings, render_input
+from dynamat.engines.ipi_input import MDSettings, render_input
 from dynamat.pimd import (
     bead_convergence,
     bead_files,
@@ -24,8 +24,8 @@ from dynamat.pimd import (
     quantum_kinetic_energy,
     read_bead_trajectory,
     read_centroid_trajectory,
-    run_pimd,
 )
+from dynamat.runner import RunOptions, supervise
 
 # --- units: energies in eV, times in fs, masses in amu, lengths in Å ---------------------------
 HBAR_EV_FS = 0.6582119569  # ħ in eV·fs (CODATA 2018)
@@ -167,9 +167,9 @@ FORCES = "<trajectory filename='frc' stride='1' format='ase' flush='1'> forces{a
 
 def _bead_run(tmp_path, name, *, batch_size, driver_args=(), n_drivers=1, nbeads=4):
     settings = MDSettings("pile_l", 0.5, 20.0, 1, 30, T_K, seed=4242, nbeads=nbeads)
-    return run_pimd("harmonic", einstein_crystal(2), settings, tmp_path / name, batch_size=batch_size,
-                    n_drivers=n_drivers, driver_args=("-o", f"k={K_SPRING}", *driver_args),
-                    extra_outputs=FORCES, timeout_s=120)
+    opts = RunOptions(batch_size=batch_size, n_drivers=n_drivers, nbeads=nbeads, stall_timeout_s=120,
+                      driver_args=("-o", f"k={K_SPRING}", *driver_args), extra_outputs=FORCES)
+    return supervise("harmonic", einstein_crystal(2), settings, tmp_path / name, opts)
 
 
 def _outputs(run_dir):
@@ -221,7 +221,7 @@ def test_beads_convergence_command(tmp_path):
 
     from click.testing import CliRunner
 
-    from dynamat.pimd import beads_convergence_command
+    from dynamat.cli.beads import beads_convergence_command
 
     res = CliRunner().invoke(beads_convergence_command, [
         "--model", "harmonic", "--system", "bulkCu_300K-demo_EMT", "--beads", "1,2", "--steps", "40",

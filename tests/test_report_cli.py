@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from dynamat.report import write_synthetic_results
-from dynamat.report.cli import report_command
+from dynamat.cli import cli
 from dynamat.report.figures import FIGURE_SPECS
 
 TABLES = ("per_model_system", "per_model", "tier_medians", "per_class_model", "per_class_tier")
@@ -15,7 +15,7 @@ TABLES = ("per_model_system", "per_model", "tier_medians", "per_class_model", "p
 def test_report_end_to_end(tmp_path):
     results = write_synthetic_results(tmp_path / "results")
     out = tmp_path / "out"
-    r = CliRunner().invoke(report_command, [str(results), "--out", str(out)])
+    r = CliRunner().invoke(cli, ["report", str(results), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "6 models" in r.output and "1 failed/exploded" in r.output
     for name in TABLES:
@@ -46,7 +46,7 @@ def test_report_with_user_external_csv(tmp_path):
     csv = tmp_path / "ext.csv"
     csv.write_text("model,f1,kappa_srme,source,date\nUMA-S-P1,0.95,0.1,my notes,2026-01-01\n")
     out = tmp_path / "out"
-    r = CliRunner().invoke(report_command, [str(results), "--out", str(out), "--external", str(csv),
+    r = CliRunner().invoke(cli, ["report", str(results), "--out", str(out), "--external", str(csv),
                                             "--no-pdf"])
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "tables" / "per_model.json").read_text())["rows"]
@@ -63,16 +63,16 @@ def test_bad_results_dir_is_one_line_error(tmp_path, kind):
         target.mkdir()
     elif kind == "file":
         target.write_text("not a dir")
-    r = CliRunner().invoke(report_command, [str(target), "--out", str(tmp_path / "out")])
+    r = CliRunner().invoke(cli, ["report", str(target), "--out", str(tmp_path / "out")])
     assert r.exit_code != 0
     lines = r.output.strip().splitlines()
     assert len(lines) == 1, r.output
-    assert lines[0].startswith("Error:") and "results" in lines[0]
+    assert lines[0].startswith("dynamat: error:") and "results" in lines[0] and r.exit_code == 2  # one style for all commands
     assert r.exception is None or isinstance(r.exception, SystemExit)  # no traceback
 
 
 def test_bad_external_csv_is_one_line_error(tmp_path):
     results = write_synthetic_results(tmp_path / "results", curves=False)
-    r = CliRunner().invoke(report_command, [str(results), "--out", str(tmp_path / "o"),
+    r = CliRunner().invoke(cli, ["report", str(results), "--out", str(tmp_path / "o"),
                                             "--external", str(tmp_path / "none.csv")])
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1

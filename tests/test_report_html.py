@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from dynamat.report import write_synthetic_results
-from dynamat.report.cli import report_command
+from dynamat.cli import cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
@@ -64,7 +64,7 @@ def _console_problems(stderr: str) -> list[str]:
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("html")
     results = write_synthetic_results(root / "results")
-    r = CliRunner().invoke(report_command, [str(results), "--out", str(root / "out"), "--no-pdf"])
+    r = CliRunner().invoke(cli, ["report", str(results), "--out", str(root / "out"), "--no-pdf"])
     assert r.exit_code == 0, r.output
     return root / "out" / "report.html"
 

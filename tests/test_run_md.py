@@ -173,7 +173,7 @@ def test_path_integral_run_through_cli(tmp_path):
     assert "nbeads='2'" in xml and "pile_l" in xml and "<batch_size> 2 </batch_size>" in xml
     timing = json.loads((run_dir / "driver_timing.json").read_text())
     assert timing["n_requests"] < timing["n_structures_received"]  # two beads per request
-    from dynamat.pimd import read_run_trajectory
+    from dynamat.io.run_folder import read_run_trajectory
 
     centroid = read_run_trajectory(run_dir)
     bead0 = read_ipi_run(run_dir)
@@ -189,3 +189,30 @@ def test_relative_output_folder(tmp_path):
     assert res.returncode == 0, res.stderr
     run_dir = tmp_path / "rel" / "runs" / "emt" / SYSTEM
     assert json.loads((run_dir / "driver_timing.json").read_text())["n_evaluations"] >= 600
+
+
+def test_run_score_report_flow_draws_curve_panels(emt_run, tmp_path):
+    """The user's flow: run, `score --run DIR` (writes DIR/score.json and curves.npz by default),
+    `report DIR`: the g(r), pressure-histogram and VDOS panels (Fig. 3-5 b-f analogues) are drawn."""
+    import shutil
+
+    src, _ = emt_run
+    run_dir = tmp_path / "results" / "emt" / SYSTEM
+    shutil.copytree(src, run_dir)
+    res = dynamat_cmd("score", "--system", SYSTEM, "--run", str(run_dir))
+    assert res.returncode == 0, res.stderr
+    score = json.loads((run_dir / "score.json").read_text())
+    with np.load(run_dir / "curves.npz") as c:
+        assert set(c.files) >= {"rdf_r", "rdf_ref", "rdf_mlip", "vdos_nu_THz", "vdos_ref", "vdos_mlip",
+                                "p_ref_GPa", "p_mlip_GPa"}
+        # the stored curves are the ones the score was computed from: Eq. 4 recomputed from them
+        r, g_ref, g_mlip = c["rdf_r"], c["rdf_ref"], c["rdf_mlip"]
+        e_rdf = 100 * min(1.0, np.sum(np.abs(g_ref - g_mlip)) / np.sum(np.abs(g_ref - 1)))  # uniform bins
+        assert e_rdf == pytest.approx(score["rdf_error_pct"], rel=1e-6)
+        assert np.trapezoid(c["vdos_ref"], c["vdos_nu_THz"]) == pytest.approx(1.0, rel=1e-9)
+    for source in (run_dir, tmp_path / "results", run_dir / "score.json"):
+        rep = tmp_path / f"report-{abs(hash(str(source)))}"
+        res = dynamat_cmd("report", str(source), "--out", str(rep), "--no-pdf")
+        assert res.returncode == 0, res.stderr
+        for stem in ("fig3_rdf_curves", "fig4_pressure_histograms", "fig5_vdos_spectra"):
+            assert (rep / "figures" / f"{stem}.png").stat().st_size > 5000, (source, stem)

@@ -2,7 +2,7 @@
 Matbench-discovery-style export from ``<results>/<model>/<system>/score.json`` files.
 
 Entry point: ``dynamat report RESULTS --out DIR [--external CSV]``
-(:data:`dynamat.report.cli.report_command`). Library use::
+(:mod:`dynamat.cli.report`; the work is :func:`dynamat.report.build.run_report`). Library use::
 
     from dynamat.report import load_results, build_tables, make_figures
     res = load_results("runs/")
@@ -36,9 +36,16 @@ __all__ = [
     "model_table",
     "pareto_front",
     "pearson_r",
+    "run_report",
     "tier_median_table",
     "write_synthetic_results",
 ]
+
+
+def run_report(results, out, external=None, title="dynamat report", formats=("png", "pdf")) -> str:
+    from .build import run_report as _run
+
+    return _run(results, out, external, title, formats)
 
 
 def make_figures(results, model_rows):

@@ -39,6 +39,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from dynamat.scoring.keys import (  # the one metric table
+    COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, OBSERVABLE_KEYS, Metric,
+)
+
 __all__ = [
     "METRICS",
     "METRIC_KEYS",
@@ -63,37 +67,6 @@ __all__ = [
 
 SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
 STATUSES = ("completed", "failed", "exploded")
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    label: str  # axis / column label
-    unit: str
-    short: str  # compact name for headers
-
-    @property
-    def axis_label(self) -> str:
-        return f"{self.label} ({self.unit})" if self.unit else self.label
-
-
-METRICS: tuple[Metric, ...] = (
-    Metric("energy_rmse_eV_per_atom", "Energy RMSE", "eV/atom", "E RMSE"),
-    Metric("force_rmse_eV_per_A", "Force RMSE", "eV/Å", "F RMSE"),
-    Metric("rdf_error_pct", "RDF error $E_{RDF}$", "%", "E_RDF"),
-    Metric("pressure_mae_GPa", "Pressure MAE", "GPa", "P MAE"),
-    Metric("pressure_hist_error_pct", "Pressure-histogram error $E_P$", "%", "E_P"),
-    Metric("vdos_error_pct", "VDOS error $E_{VDOS}$", "%", "E_VDOS"),
-    Metric("E_RPV_pct", r"Combined error $\bar{E}_{RPV}$", "%", "E_RPV"),
-    Metric("L_RPV_pct", "Lehmer error $L_{RPV}$", "%", "L_RPV"),
-    Metric("seconds_per_step", "Time per MD step", "s", "s/step"),
-    Metric("model_seconds_per_eval", "Model time per evaluation", "s", "s/eval"),
-)
-METRIC_BY_KEY = {m.key: m for m in METRICS}
-METRIC_KEYS = tuple(m.key for m in METRICS)
-#: the three observable errors combined by Eq. 11 / 12
-OBSERVABLE_KEYS = ("rdf_error_pct", "pressure_hist_error_pct", "vdos_error_pct")
-COMPOSITE_KEYS = ("E_RPV_pct", "L_RPV_pct")
 
 
 class ResultsError(Exception):
@@ -144,14 +117,7 @@ def load_results(root: str | Path) -> Results:
     Raises :class:`ResultsError` when ``root`` is not a directory or holds no score file.
     Unreadable score files are skipped and reported in ``notes``.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ResultsError(f"results directory not found: {root}")
-    paths = sorted(root.glob("*/*/score.json"))
-    if not paths:
-        raise ResultsError(
-            f"no <model>/<system>/score.json files under {root} (is this a results directory?)"
-        )
+    paths, root = score_files(root)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     for path in paths:
@@ -160,7 +126,7 @@ def load_results(root: str | Path) -> Results:
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
-            notes.append(f"skipped unreadable {path.relative_to(root)}: {exc}")
+            notes.append(f"skipped unreadable {path}: {exc}")
             continue
         rows.append(_normalise_row(raw, path))
     if not rows:
@@ -181,6 +147,33 @@ def load_results(root: str | Path) -> Results:
                         if r["status"] != "completed"),
         )
     return Results(root=root, rows=rows, notes=notes)
+
+
+def score_files(sources) -> tuple[list[Path], Path]:
+    """The score.json files named by ``sources``: a results folder (``<model>/<system>/score.json``,
+    or any depth below it), a run folder holding ``score.json``, or score JSON files given
+    explicitly; one source or several. Returns (files, a root for display)."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise ResultsError("no results given")
+    paths: list[Path] = []
+    for src in sources:
+        if src.is_file():
+            paths.append(src)
+        elif (src / "score.json").is_file():
+            paths.append(src / "score.json")
+        elif src.is_dir():
+            found = sorted(src.glob("*/*/score.json")) or sorted(src.rglob("score.json"))
+            if not found:
+                raise ResultsError(f"no score.json files under {src} (run `dynamat score --run DIR` first)")
+            paths.extend(found)
+        else:
+            raise ResultsError(f"results not found: {src}")
+    seen: set[Path] = set()
+    unique = [p for p in paths if not (p.resolve() in seen or seen.add(p.resolve()))]
+    return unique, sources[0] if len(sources) == 1 else Path(".")
 
 
 def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -471,12 +464,30 @@ def header_label(col: str) -> str:
     return col
 
 
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=HYPERLINK(...)``) gets a leading quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def markdown_safe(text: str) -> str:
+    """Text for a Markdown table cell: HTML and Markdown control characters escaped, one line."""
+    text = " ".join(str(text).splitlines())
+    for ch in "\\`*_[]<>|#!":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
 def to_csv(table: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(table.columns)
+    w.writerow([csv_safe(c) for c in table.columns])
     for r in table.rows:
-        w.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else r[c])
+        w.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else csv_safe(r[c]))
                     for c in table.columns])
     return buf.getvalue()
 
@@ -484,13 +495,13 @@ def to_csv(table: Table) -> str:
 def to_markdown(table: Table) -> str:
     cols = table.display or table.columns
     lines = [f"### {table.title}", ""]
-    lines += [f"> {n}" for n in table.notes]
+    lines += [f"> {markdown_safe(n)}" for n in table.notes]
     if table.notes:
         lines.append("")
     lines.append("| " + " | ".join(header_label(c) for c in cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     for r in table.rows:
-        lines.append("| " + " | ".join(display_cell(r, c).replace("|", "\\|") for c in cols) + " |")
+        lines.append("| " + " | ".join(markdown_safe(display_cell(r, c)) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

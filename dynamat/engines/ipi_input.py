@@ -1,4 +1,4 @@
-"""Writes i-PI inputs from the templates in ``ipi_inputs/`` (one per thermostat).
+"""Writes i-PI inputs from the templates in ``ipi_inputs/`` (one per thermostat), installed as ``dynamat.ipi_inputs``.
 
 The generated XML and ``dynamat-driver`` share a default socket (unix, name ``dynamat``), and the
 ffsocket ``<parameters>`` carry the species as an order-preserving run-length formula, so
@@ -41,6 +41,11 @@ class MDSettings:
     temperature_K: float
     seed: int = 12345
     nbeads: int = 1
+
+    @property
+    def last_saved_step(self) -> int:
+        """The last step i-PI writes a frame for: ``steps`` rounded down to the save stride."""
+        return (int(self.steps) // int(self.stride)) * int(self.stride)
 
 
 def species_formula(atoms: ase.Atoms) -> str:

@@ -4,7 +4,7 @@
     dynamat campaign --models mace-mp-0,chgnet --systems ... --executor slurm --partition gpu \\
         --gpus-per-task 1 --driver-env mace-mp-0=/envs/mace/bin/dynamat-driver --time-ps 20
 
-Each pair is brought to a final, scored state by one task (``dynamat.campaign_jobs.run_task``):
+Each pair is brought to a final, scored state by one task (``dynamat.campaign.jobs.run_task``):
 a pair whose run.json says completed (or exploded: a result, never retried) and whose score.json
 agrees is skipped; an unfinished run is resumed from i-PI's RESTART/checkpoint; a failed run is
 retried up to ``--max-retries`` times (resumed where it can be, else started again); after the
@@ -12,14 +12,13 @@ run, ``<out>/<model>/<system>/score.json`` is written with the code of ``dynamat
 every pair is final, the report (``dynamat report``) is written to ``<out>/report/``.
 
 ``--executor local`` runs ``--jobs K`` task processes at a time on this machine.
-``--executor slurm`` renders ``run_scripts/campaign_array.sbatch.in`` (one array task per pair,
+``--executor slurm`` renders ``dynamat/templates/campaign_array.sbatch.in`` (one array task per pair,
 indexing a tab-separated job list with SLURM_ARRAY_TASK_ID), submits it with ``sbatch --parsable``
 and, unless ``--no-wait``, polls ``squeue`` until every task has ended. Rerunning the same command
 later adopts still-queued tasks instead of submitting them again, then reports. Both print a live
 summary: pairs done/running/failed/pending and the aggregate MD throughput.
 
-A task is ``python -m dynamat.campaign --manifest JOBS.tsv --index I`` (``campaign_task_command``;
-``dynamat campaign-task`` once registered).
+A task is ``python -m dynamat campaign-task --manifest JOBS.tsv --index I`` (:mod:`dynamat.cli.campaign`).
 """
 
 from __future__ import annotations
@@ -33,24 +32,21 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
-from dynamat.campaign_jobs import (
+from dynamat.campaign.jobs import (
     FINAL_RUN_STATUSES,
     REPORT_DIR,
     Job,
     campaign_dir,
-    check_name,
     pair_status,
     read_json,
     state_path,
-    task_main,
     write_job_list,
     write_json,
 )
 from dynamat.errors import DynamatError
+from dynamat.names import check_name
 
-__all__ = ["campaign_command", "campaign_task_command", "run_campaign", "CampaignResult"]
+__all__ = ["CampaignResult", "per_model", "run_campaign", "split_names"]
 
 ACTIVE_PHASES = ("queued", "starting", "running", "scoring")
 
@@ -222,7 +218,7 @@ class CampaignResult:
     wall_s: float = 0.0
 
 
-def _split(csv: str, kind: str) -> list[str]:
+def split_names(csv: str, kind: str) -> list[str]:
     seen: list[str] = []
     for x in csv.split(","):
         x = x.strip()
@@ -233,7 +229,7 @@ def _split(csv: str, kind: str) -> list[str]:
     return seen
 
 
-def _per_model(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, str]:
+def per_model(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, str]:
     out = {}
     for it in items:
         m, sep, val = it.partition("=")
@@ -256,7 +252,7 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
     """The work of ``dynamat campaign``; see the module docstring."""
     import shlex
 
-    from dynamat.cli import _load_system, default_reference
+    from dynamat.reference import default_reference, load_system as _load_system
 
     t_start = time.monotonic()
     if executor == "local":
@@ -311,7 +307,7 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
                             steps=system_steps[s], seed=seed, max_retries=max_retries, socket=socket_mode,
                             driver_cmd=driver_env.get(m), driver_args=tuple(shlex.split(driver_args.get(m, "")))))
     if old_jobs:  # tasks of an earlier submission still queued or running: wait for them, do not resubmit
-        from dynamat import campaign_slurm
+        from dynamat.campaign import slurm as campaign_slurm
 
         alive = campaign_slurm.queue_states(sorted({p.slurm_job.split("_")[0] for p in old_jobs.values()}))
         for label, p in old_jobs.items():
@@ -400,7 +396,7 @@ def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream,
     if executor == "local":
         _run_local(todo, manifest, pairs, summary, jobs or 1, poll_s or 0.5)
     elif executor == "slurm":
-        from dynamat import campaign_slurm
+        from dynamat.campaign import slurm as campaign_slurm
 
         if todo:
             script = cdir / f"array-{manifest.stem.removeprefix('jobs-')}.sbatch"
@@ -464,7 +460,7 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
                                      "slurm_job": None, "times": {"submit": t0}})
                 with open(log_dir / f"{job.model}__{job.system}.log", "ab") as fh:
                     proc = subprocess.Popen(
-                        [sys.executable, "-m", "dynamat.campaign", "--manifest", str(manifest), "--index",
+                        [sys.executable, "-m", "dynamat", "campaign-task", "--manifest", str(manifest), "--index",
                          str(job.index)],
                         stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                         env={**env, "DYNAMAT_TASK_T0": repr(t0)})
@@ -507,7 +503,7 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
 
 def _wait_slurm(out: Path, tracked: list[PairView], pairs: list[PairView], summary: Summary, job_ids: list[str],
                 poll_s: float) -> None:
-    from dynamat import campaign_slurm
+    from dynamat.campaign import slurm as campaign_slurm
 
     grace_s = 20.0  # a task that left the queue may need a moment before its state file says done
     left = {p.label: p for p in tracked}
@@ -552,7 +548,7 @@ def _report(out: Path, stream) -> Path | None:
     if page.exists() and all(s.stat().st_mtime <= page.stat().st_mtime for s in scores):
         print(f"campaign: report up to date: {page}", file=stream, flush=True)
         return page
-    from dynamat.report.cli import run_report
+    from dynamat.report import run_report
     from dynamat.report.external import ExternalError
     from dynamat.report.tables import ResultsError
 
@@ -563,74 +559,3 @@ def _report(out: Path, stream) -> Path | None:
         return None
     print(text, file=stream, flush=True)
     return page
-
-
-# ---------------------------------------------------------------------------------- click commands
-@click.command("campaign")
-@click.option("--models", required=True, help="Comma-separated model names, as dynamat-driver knows them.")
-@click.option("--systems", required=True, help="Comma-separated system names.")
-@click.option("--reference", type=click.Path(path_type=Path), default=None,
-              help="DynaMat v1.0 reference HDF5 [default: the bundled demo file].")
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
-@click.option("--jobs", "-j", type=int, default=None,
-              help="local: pairs run at a time [default 1]; slurm: array tasks running at once (%K) [default: no limit].")
-@click.option("--steps", type=int, default=None, help="MD steps per pair.")
-@click.option("--time-ps", type=float, default=None, help="MD length in ps (steps from each system's time step) "
-              "[default, without --steps: the protocol's full 20 ps].")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("campaign"), show_default=True)
-@click.option("--seed", type=int, default=12345, show_default=True)
-@click.option("--max-retries", type=int, default=2, show_default=True,
-              help="Retries of a failed run (resumed from its restart point where it can be). Exploded runs are final.")
-@click.option("--driver-env", multiple=True, metavar="MODEL=CMD",
-              help="Driver command for MODEL from its own environment, e.g. mace-mp-0=/envs/mace/bin/dynamat-driver.")
-@click.option("--driver-args", multiple=True, metavar="MODEL=ARGS",
-              help="Extra driver arguments for MODEL, e.g. mace-mp-0='--device cuda'.")
-@click.option("--socket", "socket_mode", type=click.Choice(["unix", "inet"]), default="unix", show_default=True,
-              help="inet: the driver connects over TCP through a relay that writes <run_dir>/socket.json; with "
-                   "slurm, the driver runs as a second job step on another node (see --inet-nodes).")
-@click.option("--partition", default=None, help="slurm: partition.")
-@click.option("--gpus-per-task", type=int, default=None, help="slurm: GPUs per array task.")
-@click.option("--cpus-per-task", type=int, default=2, show_default=True, help="slurm: CPUs per array task.")
-@click.option("--time-limit", default=None, help="slurm: wall time per task, e.g. 24:00:00.")
-@click.option("--sbatch-arg", "sbatch_args", multiple=True, help="slurm: extra #SBATCH option (repeatable), e.g. --account=abc.")
-@click.option("--template", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="slurm: sbatch template [default: run_scripts/campaign_array.sbatch.in, or ..._inet for --socket inet].")
-@click.option("--inet-nodes", type=click.IntRange(1, 2), default=2, show_default=True,
-              help="slurm --socket inet: nodes per task; 2 puts the driver on the second node, 1 on the same node.")
-@click.option("--no-wait", is_flag=True, help="slurm: return after submission.")
-@click.option("--no-report", is_flag=True, help="Do not write <out>/report/ at the end.")
-@click.option("--poll-s", type=float, default=None, hidden=True)
-def campaign_command(models, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
-                     driver_args, socket_mode, partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args,
-                     template, inet_nodes, no_wait, no_report, poll_s):
-    """Run and score every (model, system) pair, locally or as a SLURM job array, then report."""
-    model_list = _split(models, "model")
-    res = run_campaign(
-        model_list, _split(systems, "system"), out, reference=reference, executor=executor, jobs=jobs, steps=steps,
-        time_ps=time_ps, seed=seed, max_retries=max_retries,
-        driver_env=_per_model(driver_env, model_list, "--driver-env"),
-        driver_args=_per_model(driver_args, model_list, "--driver-args"), socket_mode=socket_mode,
-        partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, time_limit=time_limit,
-        sbatch_args=sbatch_args, template=template, inet_nodes=inet_nodes, wait=not no_wait, report=not no_report,
-        poll_s=poll_s)
-    if res.waited:
-        counts = {}
-        for p in res.pairs:
-            counts[p.status] = counts.get(p.status, 0) + 1
-        click.echo(f"campaign done in {res.wall_s:.1f} s: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                   + (f"; report {res.report}" if res.report else ""))
-
-
-@click.command("campaign-task")
-@click.option("--manifest", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Job list written by `dynamat campaign` (tab-separated, one line per pair).")
-@click.option("--index", type=int, envvar="SLURM_ARRAY_TASK_ID", required=True,
-              help="Line of the job list [default: $SLURM_ARRAY_TASK_ID].")
-def campaign_task_command(manifest, index):
-    """Run and score one pair of a campaign (what each SLURM array task runs)."""
-    code = task_main(manifest, index, lambda m: click.echo(f"[{time.strftime('%H:%M:%S')}] {m}", err=True))
-    sys.exit(code)
-
-
-if __name__ == "__main__":  # python -m dynamat.campaign --manifest F --index I: one task
-    campaign_task_command(prog_name="dynamat campaign-task")

@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 from dynamat.errors import DynamatError
@@ -22,10 +23,10 @@ _VAR = re.compile(r"@([a-z_]+)@")
 def template_path(socket_mode: str, template: Path | None = None) -> Path:
     if template is not None:
         return Path(template)
-    here = Path(__file__).resolve().parents[1] / "run_scripts" / TEMPLATES[socket_mode]
+    here = resources.files("dynamat.templates").joinpath(TEMPLATES[socket_mode])
     if not here.is_file():
         raise DynamatError(f"cannot find the sbatch template {here}; pass --template FILE")
-    return here
+    return Path(str(here))
 
 
 def render(template_text: str, values: dict[str, str]) -> str:
@@ -39,6 +40,12 @@ def render(template_text: str, values: dict[str, str]) -> str:
 def script_values(*, n_jobs: int, jobs_at_once: int | None, manifest: Path, log_dir: Path, workdir: Path,
                   job_name: str, cpus_per_task: int, partition: str | None, gpus_per_task: int | None,
                   time_limit: str | None, sbatch_args: tuple[str, ...], inet_nodes: int = 2) -> dict[str, str]:
+    for what, val in (("--partition", partition), ("--time-limit", time_limit), *(("--sbatch-arg", a) for a in sbatch_args)):
+        if val is not None and any(c in str(val) for c in "\n\r\0"):
+            raise DynamatError(f"{what} {val!r} holds a line break; one #SBATCH option per value")
+    if any(c in str(log_dir) for c in '"\n\r\0'):
+        raise DynamatError(f"the campaign folder {log_dir} holds a quote or line break; choose another --out")
+    job_name = re.sub(r"[^A-Za-z0-9._-]", "_", job_name)[:64] or "dynamat"
     lines = []
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
@@ -54,7 +61,7 @@ def script_values(*, n_jobs: int, jobs_at_once: int | None, manifest: Path, log_
         "job_name": job_name,
         "array": array,
         "cpus_per_task": str(cpus_per_task),
-        "log_dir": str(log_dir),  # #SBATCH lines are not shell: no quoting
+        "log_dir": str(log_dir),  # inside double quotes in the template (sbatch reads quoted #SBATCH values)
         "sbatch_lines": "\n".join(lines),
         "workdir": q(str(workdir)),
         "python": q(sys.executable),

@@ -3,13 +3,14 @@
 ``dynamat run`` (``runner.run_md``) always starts i-PI on a private unix socket and then the driver
 command with ``--unix SOCKET``. With ``dynamat campaign --socket inet`` that driver command is
 
-    python -m dynamat.campaign_bridge --run-dir RUN_DIR -- REAL_DRIVER_CMD [--model M --unix SOCKET ...]
+    python -m dynamat.campaign.bridge --run-dir RUN_DIR -- REAL_DRIVER_CMD [--model M --unix SOCKET ...]
 
 which, on the i-PI node,
 
-1. listens on a TCP port (``DYNAMAT_INET_PORT``, default: any free port) on all interfaces
-   (``DYNAMAT_INET_BIND`` to restrict) and writes ``RUN_DIR/socket.json`` with ``host``
-   (``DYNAMAT_INET_HOST``, else ``SLURMD_NODENAME``, else the host name) and ``port``;
+1. listens on a TCP port (``DYNAMAT_INET_PORT``, default: any free port) on 127.0.0.1 when the
+   driver runs on this node, else on the node's own address (``SLURMD_NODENAME`` or the host name;
+   ``DYNAMAT_INET_HOST`` / ``DYNAMAT_INET_BIND`` to name another), never on all interfaces, and
+   writes ``RUN_DIR/socket.json`` with that ``host`` and ``port``;
 2. starts the real driver with ``--inet HOST:PORT`` in place of ``--unix SOCKET``, prefixed by the
    launcher in ``DYNAMAT_DRIVER_LAUNCHER`` (the SLURM template sets ``srun --nodes=1 --ntasks=1
    --relative=1 ...``, which places it on the job's second node; empty: on this node);
@@ -48,11 +49,11 @@ def _info(msg: str) -> None:
 def split_args(argv: list[str]) -> tuple[Path, list[str], str]:
     """(run dir, driver command with --unix removed, the unix socket path)."""
     if "--" not in argv:
-        raise SystemExit("usage: python -m dynamat.campaign_bridge --run-dir DIR -- DRIVER_CMD ... --unix SOCKET ...")
+        raise SystemExit("usage: python -m dynamat.campaign.bridge --run-dir DIR -- DRIVER_CMD ... --unix SOCKET ...")
     i = argv.index("--")
     head, tail = argv[:i], argv[i + 1:]
     if len(head) != 2 or head[0] != "--run-dir":
-        raise SystemExit("usage: python -m dynamat.campaign_bridge --run-dir DIR -- DRIVER_CMD ...")
+        raise SystemExit("usage: python -m dynamat.campaign.bridge --run-dir DIR -- DRIVER_CMD ...")
     unix = None
     cmd: list[str] = []
     k = 0
@@ -103,13 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    host = os.environ.get("DYNAMAT_INET_HOST") or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    launcher = shlex.split(os.environ.get("DYNAMAT_DRIVER_LAUNCHER", ""))
+    # localhost unless the driver runs on another node: then the node's own address, never 0.0.0.0
+    remote = bool(launcher) and "--relative=0" not in launcher
+    host = os.environ.get("DYNAMAT_INET_HOST") or (
+        (os.environ.get("SLURMD_NODENAME") or socket.gethostname()) if remote else "127.0.0.1")
+    bind = os.environ.get("DYNAMAT_INET_BIND") or host
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((os.environ.get("DYNAMAT_INET_BIND", "0.0.0.0"), int(os.environ.get("DYNAMAT_INET_PORT", "0"))))
+    try:
+        lsock.bind((bind, int(os.environ.get("DYNAMAT_INET_PORT", "0"))))
+    except OSError as exc:
+        _err(f"cannot listen on {bind}: {exc.strerror or exc}")
+        return 2
     lsock.listen(1)
     port = lsock.getsockname()[1]
-    launcher = shlex.split(os.environ.get("DYNAMAT_DRIVER_LAUNCHER", ""))
     full = launcher + cmd + ["--inet", f"{host}:{port}"]
     info = {"host": host, "port": port, "unix": unix, "driver_command": full, "time": time.time(),
             "server_host": socket.gethostname()}

@@ -46,7 +46,7 @@ class Job:
     steps: int | None  # None: the protocol's full length
     seed: int = 12345
     max_retries: int = 2
-    socket: str = "unix"  # unix | inet (driver over TCP through dynamat.campaign_bridge)
+    socket: str = "unix"  # unix | inet (driver over TCP through dynamat.campaign.bridge)
     driver_cmd: str | None = None
     driver_args: tuple[str, ...] = ()
 
@@ -61,13 +61,6 @@ class Job:
 
 def campaign_dir(out: Path | str) -> Path:
     return Path(out) / CAMPAIGN_DIR
-
-
-def check_name(kind: str, name: str) -> str:
-    bad = [c for c in ("/", "\t", "\n", "\0") if c in name]
-    if not name or bad or name in (".", "..", CAMPAIGN_DIR, REPORT_DIR):
-        raise DynamatError(f"{kind} name {name!r} cannot be a folder name in a campaign")
-    return name
 
 
 # ---------------------------------------------------------------------------------- job list
@@ -130,10 +123,7 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def _jsonable(x):
-    from dynamat.cli import _jsonable as cli_jsonable
-
-    return cli_jsonable(x)
+from dynamat.io.results import jsonable as _jsonable  # noqa: E402
 
 
 def pair_status(run_dir: Path) -> tuple[str, str | None]:
@@ -163,13 +153,14 @@ def score_pair(job: Job) -> dict:
     A completed run is scored with the code of ``dynamat score``; a failed or exploded one gets a
     score.json with its status and error and no metrics (the report counts it as a failure).
     """
-    from dynamat.cli import _score
+    from dynamat.scoring.run import score_run, write_score
 
     rec = read_json(job.run_dir / "run.json") or {}
     status = rec.get("status") or "failed"
     if status == "completed":
         try:
-            res = _score(Path(job.reference), job.system, job.run_dir, None, None, job.model)
+            curves: dict = {}
+            res = score_run(Path(job.reference), job.system, job.run_dir, model=job.model, curves=curves)
         except (DynamatError, ValueError, OSError) as exc:
             res = _failure_score(job, rec, "failed", f"scoring failed: {exc}")
             res["run_status"] = "completed"
@@ -177,7 +168,10 @@ def score_pair(job: Job) -> dict:
         res = _failure_score(job, rec, status, rec.get("error") or f"run status {status!r}")
     res["steps_done"] = rec.get("steps_done")
     res["steps_requested"] = rec.get("steps_requested")
-    write_json(job.run_dir / "score.json", res)
+    if status == "completed" and "curves" in locals() and res.get("status") == "completed":
+        write_score(res, job.run_dir / "score.json", curves)
+    else:
+        write_json(job.run_dir / "score.json", res)
     return res
 
 
@@ -258,7 +252,7 @@ def run_task(job: Job, log: Callable[[str], None] = print) -> TaskState:
     """Brings one pair to a final, scored state: runs (fresh, resumed or from scratch), retries a
     failed run up to ``job.max_retries`` times, and writes score.json. Never raises DynamatError;
     raises :class:`Terminated` when signalled (the state then says ``cancelled``)."""
-    from dynamat.cli import _initial_atoms, _load_system
+    from dynamat.reference import initial_atoms as _initial_atoms, load_system as _load_system
     from dynamat.runner import RunOptions, restart_file, run_md
 
     t_task = time.time()
@@ -356,7 +350,7 @@ def _slurm_task_id() -> str | None:
 def bridge_command(job: Job) -> str:
     """The driver command that puts the real driver behind a TCP socket (see campaign_bridge)."""
     real = job.driver_cmd or shlex.join([_executable("dynamat-driver")])
-    return shlex.join([sys.executable, "-m", "dynamat.campaign_bridge", "--run-dir", str(job.run_dir), "--"]) + " " + real
+    return shlex.join([sys.executable, "-m", "dynamat.campaign.bridge", "--run-dir", str(job.run_dir), "--"]) + " " + real
 
 
 def _executable(name: str) -> str:

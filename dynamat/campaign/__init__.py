@@ -1,0 +1,11 @@
+"""Campaigns: the (model x system) matrix as independent jobs.
+
+- :mod:`.jobs`: the job list, per-pair state and the task one job runs (run, then score);
+- :mod:`.run`: planning, the live summary, the local executor and waiting on SLURM;
+- :mod:`.slurm`: the sbatch script (templates in ``dynamat/templates/``), submission, squeue;
+- :mod:`.bridge`: the relay that puts a driver behind an inet socket on another node.
+"""
+
+from dynamat.campaign.run import CampaignResult, pair_timings, run_campaign
+
+__all__ = ["CampaignResult", "pair_timings", "run_campaign"]

@@ -1,0 +1,52 @@
+"""``dynamat beads-convergence``: <K_cv> against the number of path-integral beads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from dynamat.pimd import bead_convergence
+from dynamat.reference import initial_atoms, load_system
+
+
+def _parse_beads(text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise click.BadParameter(f"--beads wants comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise click.BadParameter(f"--beads wants positive integers, got {text!r}")
+    return vals
+
+
+@click.command("beads-convergence")
+@click.option("--model", required=True, help="Model name as dynamat-driver knows it.")
+@click.option("--system", "system", required=True, help="System name (group in the reference file).")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="DynaMat v1.0 reference HDF5 (initial structure) [default: as `dynamat run`].")
+@click.option("--beads", "beads_text", default="1,2,4,8", show_default=True, help="Bead counts P to run.")
+@click.option("--steps", type=int, default=None, help="MD steps per P [default: the protocol's full length].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--seed", type=int, default=12345, show_default=True)
+@click.option("--discard", "discard_fraction", type=float, default=0.1, show_default=True,
+              help="Fraction of each run dropped as equilibration.")
+@click.option("--z", type=float, default=2.0, show_default=True, help="Agreement threshold in standard errors.")
+@click.option("--overwrite", is_flag=True, help="Replace existing beads_<P> run folders.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the summary here.")
+@click.option("--driver-cmd", default=None, help="Driver command line from another environment.")
+@click.option("--driver-arg", "driver_args", multiple=True, help="Extra driver argument (repeatable).")
+def beads_convergence_command(model, system, reference, beads_text, steps, out, seed, discard_fraction, z,
+                              overwrite, json_out, driver_cmd, driver_args):
+    """Run MODEL on SYSTEM with P = 1, 2, 4, 8 … beads (PILE-L) and report <K_cv> against P."""
+    beads = _parse_beads(beads_text)
+    reference, sys_entry, _ = load_system(reference, system)
+    conv = bead_convergence(
+        model, sys_entry, initial_atoms(reference, system), out, beads=beads, steps=steps, seed=seed,
+        discard_fraction=discard_fraction, z=z, driver_args=driver_args, driver_cmd=driver_cmd,
+        overwrite=overwrite, progress=lambda p: click.echo(f"  {model}/{system}: P = {p}", err=True),
+    )
+    click.echo(conv.table())
+    if json_out:
+        Path(json_out).write_text(json.dumps(conv.as_dict(), indent=2) + "\n")

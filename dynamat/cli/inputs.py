@@ -1,0 +1,49 @@
+"""``dynamat inputs``: an i-PI input for a system's reference protocol, to run by hand."""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from pathlib import Path
+
+import click
+
+from dynamat.cli.common import reference_option, system_option
+from dynamat.engines.ipi_input import write_inputs
+from dynamat.errors import DynamatError
+from dynamat.names import check_socket_name
+from dynamat.reference import initial_atoms, load_system
+
+
+@click.command()
+@system_option
+@reference_option
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for input.xml and init.xyz.")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), default=None, help="MD steps [default: the protocol's full length].")
+@click.option("--seed", type=int, default=12345, show_default=True)
+@click.option("--unix", "unix_name", default=None,
+              help="Unix socket name (i-PI adds /tmp/ipi_) [default: dynamat-<random>, printed].")
+@click.option("--inet", default=None, help="HOST:PORT for an inet socket instead of a unix one.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
+@click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True, help="Path-integral beads; 1 is classical MD.")
+def inputs(system, reference, out, steps, seed, unix_name, inet, batch_size, nbeads):
+    """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
+    reference, sys_entry, _ = load_system(reference, system)
+    unix_name = check_socket_name(unix_name) if unix_name else f"dynamat-{secrets.token_hex(4)}"
+    kwargs = dict(mode="unix", address=unix_name)
+    if inet:
+        host, _, port = inet.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "<>&'\" "):
+            raise DynamatError(f"--inet wants HOST:PORT, got {inet!r}")
+        kwargs = dict(mode="inet", address=host, port=int(port))
+    try:
+        xml = write_inputs(initial_atoms(reference, system), sys_entry.md_settings(steps, seed, nbeads), out,
+                           batch_size=batch_size, **kwargs)
+    except OSError as exc:
+        raise DynamatError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    p = sys_entry.protocol
+    click.echo(f"wrote {xml} and {xml.parent / 'init.xyz'}")
+    click.echo(f"protocol {p.name}: i-PI {p.ipi_thermostat} (paper: {p.paper_thermostat}), dt {p.timestep_fs} fs, "
+               f"tau {p.tau_fs} fs, frame every {p.stride} steps, {sys_entry.temperature_K} K")
+    where = f"--inet {shlex.quote(inet)}" if inet else f"--unix {shlex.quote(unix_name)}"
+    click.echo(f"run it:  cd {shlex.quote(str(out))} && i-pi input.xml & dynamat-driver --model MODEL {where}")

@@ -1,0 +1,49 @@
+"""``dynamat run``: one model on one system with i-PI (or ASE's NHC) and a dynamat-driver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dynamat.cli.common import driver_options, progress_printer, reference_option, system_option, with_options
+from dynamat.runner import MAX_STEPS, RunOptions, run_system
+
+
+@click.command()
+@click.option("--model", required=True, help="Model name as dynamat-driver knows it (see `dynamat models`).")
+@system_option
+@reference_option
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=None, help="MD steps [default: the protocol's full length, 20 ps].")
+@click.option("--time-ps", type=float, default=None, help="Simulated time in ps instead of --steps.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--seed", type=int, default=12345, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder (an unfinished one is resumed without it).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
+@click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Path-integral beads (PILE-L thermostat); 1 is classical MD.")
+@click.option("--socket", "socket_mode", type=click.Choice(["unix", "inet"]), default="unix", show_default=True,
+              help="unix: a private socket file; inet: TCP on --host with a free port (published in socket.json).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface for an inet socket (localhost unless named).")
+@click.option("--protocol", default=None,
+              help="Run under another catalogue protocol, e.g. relaxed_nhc (paper Fig. S5: cell relaxation first).")
+@click.option("--engine", type=click.Choice(["ipi", "ase"]), default="ipi", show_default=True,
+              help="ase: ASE's Nose-Hoover chain as socket server, the paper's exact protocol for metals, alloys, TMDs, perovskites.")
+@with_options(driver_options)
+def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode, host,
+        protocol, engine, driver_cmd, driver_args):
+    """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
+
+    An unfinished run in the same folder is resumed from i-PI's RESTART or checkpoint; a rerun with
+    a larger --steps continues it."""
+    opts = RunOptions(steps=steps, seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
+                      driver_args=tuple(driver_args), batch_size=batch_size, socket_mode=socket_mode, host=host,
+                      engine=engine, nbeads=nbeads)
+    _, _, rec = run_system(model, system, reference, out, opts, time_ps=time_ps, protocol=protocol,
+                           progress=progress_printer(f"{model}/{system}"),
+                           announce=lambda m: click.echo(m, err=True))
+    sps = rec.seconds_per_step_median
+    for note in rec.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{rec.status}: {rec.steps_requested} steps (last saved frame: step {rec.steps_done}), "
+               f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {out / model / system}")

@@ -1,0 +1,36 @@
+"""``dynamat score``: observable errors (Eq. 3-12) of a run folder or a trajectory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dynamat.cli.common import reference_option, system_option
+from dynamat.errors import DynamatError
+from dynamat.scoring.card import scorecard
+from dynamat.scoring.run import SCORE_FILE, score_run, write_score
+
+
+@click.command()
+@system_option
+@reference_option
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="A run folder left by `dynamat run`; the score goes to DIR/score.json (+ curves.npz).")
+@click.option("--trajectory", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="An extxyz MD trajectory made elsewhere.")
+@click.option("--dt-fs", type=float, default=None, help="Time between the trajectory's frames, fs.")
+@click.option("--model", default=None, help="Model name to record [default: from run.json].")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the score [default: RUN/score.json; with --trajectory: not written].")
+def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
+    """Observable errors (paper Eq. 3-12) of an MD trajectory against SYSTEM's reference."""
+    if run_dir and trajectory:
+        raise DynamatError("give --run DIR or --trajectory FILE, not both")
+    curves: dict = {}
+    res = score_run(reference, system, run_dir, trajectory, dt_fs, model, curves=curves)
+    target = json_out or (run_dir / SCORE_FILE if run_dir else None)
+    if target:
+        write_score(res, target, curves)
+        click.echo(f"wrote {target}", err=True)
+    click.echo(scorecard(res))

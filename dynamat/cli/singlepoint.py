@@ -1,0 +1,27 @@
+"""``dynamat singlepoint``: energy and force errors (Eq. 1-2) on labelled reference frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dynamat.cli.common import driver_options, emit, reference_option, system_option, with_options
+from dynamat.singlepoint import run_singlepoint
+
+
+@click.command()
+@click.option("--model", required=True)
+@system_option
+@reference_option
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Use every K-th reference frame.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Use at most this many frames.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
+@with_options(driver_options)
+def singlepoint(model, system, reference, every, max_frames, batch_size, json_out, driver_cmd, driver_args):
+    """Energy and force RMSE (paper Eq. 1-2) of MODEL on the labelled reference frames of SYSTEM."""
+    res = run_singlepoint(model, reference, system, every, max_frames, batch_size, driver_cmd, driver_args,
+                          progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True))
+    res.update(model=model, system=system)
+    emit(res, json_out)

@@ -1,0 +1,199 @@
+"""One i-PI attempt: i-PI from input.xml or a restart file, and its drivers, watched to the end.
+
+The supervisor (:mod:`dynamat.runner`) decides what to start from and what a failure means; this
+module only starts the processes, reports progress and raises :class:`Interrupted` (resumable) or
+:class:`Exploded` (a result) or :class:`~dynamat.errors.DynamatError` (a setup error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from dynamat import processes
+from dynamat.errors import DynamatError
+from dynamat.io.ipi_output import last_properties_row
+
+PREFIX = "simulation"
+
+_PREFIX_ATTR = re.compile(r"sockets_prefix=(['\"])[^'\"]*\1")
+_FFSOCKET = re.compile(r"(<ffsocket\b[^>]*?\bmode=)(['\"])\w+\2")
+_ADDRESS = re.compile(r"<address>[^<]*</address>")
+_PORT = re.compile(r"<port>[^<]*</port>")
+_TOTAL_STEPS = re.compile(r"<total_steps>\s*\d+\s*</total_steps>")
+
+
+class Interrupted(Exception):
+    """The attempt ended early but the run may be resumed from i-PI's restart point."""
+
+
+class Exploded(Exception):
+    """The MD blew up (non-finite values, runaway temperature): a result, not a fault."""
+
+
+def last_step(props: Path) -> int | None:
+    row = last_properties_row(props)
+    return None if row is None else int(row[0])
+
+
+def explosion(row: list[float] | None, target_K: float, max_T_factor: float) -> str | None:
+    """Why the latest properties row shows a blown-up MD, or None. Columns: step time T ..."""
+    import numpy as np
+
+    if row is None or len(row) < 3:
+        return None
+    if not all(np.isfinite(row)):
+        return "non-finite energies, temperature or virial"
+    if row[2] > max_T_factor * target_K:
+        return f"temperature {row[2]:.0f} K exceeds {max_T_factor:g}x the target {target_K:g} K"
+    return None
+
+
+def _explosion_in_driver(msg: str) -> bool:
+    """The driver refuses to return non-finite energies or forces: that is MD blowing up."""
+    return "non-finite" in msg.lower()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError as exc:
+            raise DynamatError(f"cannot bind an inet socket on {host!r}: {exc.strerror or exc}") from None
+        return s.getsockname()[1]
+
+
+def socket_dir() -> Path:
+    """A private (0700) folder for a unix socket, short whatever ``$TMPDIR`` is: a unix socket path
+    is limited to 107 bytes, and i-PI's error for a longer one hides that limit."""
+    base = tempfile.gettempdir()
+    if len(base) > 60:
+        base = "/tmp"
+    _clean_stale_socket_dirs(Path(base))
+    return Path(tempfile.mkdtemp(prefix="dm-", dir=base))
+
+
+def _clean_stale_socket_dirs(base: Path, min_age_s: float = 300.0) -> None:
+    """Removes our empty ``dm-*`` socket folders left by a SIGKILLed run. A live run's folder holds its
+    socket; a just-made one is younger than ``min_age_s``; another user's is not ours to touch."""
+    now = time.time()
+    try:
+        candidates = list(base.glob("dm-*"))
+    except OSError:
+        return
+    for d in candidates:
+        try:
+            st = d.lstat()
+            if d.is_symlink() or not d.is_dir() or st.st_uid != os.getuid() or now - st.st_mtime < min_age_s:
+                continue
+            d.rmdir()  # only succeeds when empty
+        except OSError:
+            continue
+
+
+def attempt_xml(text: str, sock_dir: Path, total_steps: int) -> str:
+    """input.xml or a restart file made to listen in ``sock_dir`` and to stop at ``total_steps``."""
+    attr = f"sockets_prefix='{sock_dir}/'"
+    text, n = _PREFIX_ATTR.subn(attr, text, count=1)
+    if n == 0:
+        text = text.replace("<simulation", f"<simulation {attr}", 1)
+    # a rerun with another --steps continues to (or stops at) the new target
+    text = _TOTAL_STEPS.sub(f"<total_steps>{int(total_steps)}</total_steps>", text, count=1)
+    return text
+
+
+def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, samples, progress,
+                lock_fd: int | None = None) -> None:
+    """One i-PI process and ``opts.n_drivers`` drivers, from input.xml or a restart file."""
+    sock_dir = socket_dir()
+    text = (run_dir / "input.xml" if resume_from is None else resume_from).read_text()
+    text = attempt_xml(text, sock_dir, settings.steps)
+    if opts.socket_mode == "inet":
+        port = _free_port(opts.host)
+        text = _FFSOCKET.sub(r"\g<1>'inet'", text, count=1)
+        text = _ADDRESS.sub(f"<address> {opts.host} </address>", text, count=1)
+        text = _PORT.sub(f"<port> {port} </port>", text, count=1)
+        (run_dir / "socket.json").write_text(json.dumps({"mode": "inet", "host": opts.host, "port": port}) + "\n")
+        where = ["--inet", f"{opts.host}:{port}", "--connect-timeout", str(opts.start_timeout_s)]
+    (run_dir / "attempt.xml").write_text(text)
+    ipi = None
+    drivers: list = []
+    props = run_dir / f"{PREFIX}.out"
+    t_start = time.monotonic()
+    clean_exit = False
+    n_drivers = max(1, int(opts.n_drivers))
+    tags = [""] if n_drivers == 1 else [f"_{i}" for i in range(n_drivers)]
+    try:
+        ipi = processes.start([processes.executable("i-pi"), "attempt.xml"], run_dir, run_dir / "ipi.log",
+                              pass_fds=() if lock_fd is None else (lock_fd,))
+        if opts.socket_mode == "unix":
+            sock = sock_dir / "s"
+            while not sock.exists():
+                if ipi.poll() is not None:
+                    raise DynamatError(f"i-PI stopped before opening its socket: {processes.last_line(run_dir / 'ipi.log')}")
+                if time.monotonic() - t_start > opts.start_timeout_s:
+                    raise DynamatError("i-PI did not open its socket within the start timeout")
+                time.sleep(0.02)
+            where = ["--unix", str(sock)]
+        for tag in tags:
+            cmd = processes.driver_command(opts.driver_cmd) + [
+                "--model", model, *where,
+                "--timing-file", str(run_dir / f"driver_timing{tag}.json"), *opts.driver_args,
+            ]
+            if opts.driver_threads:
+                cmd += ["--threads", str(int(opts.driver_threads))]
+            drivers.append(processes.start(cmd, run_dir, run_dir / f"driver{tag}.log"))
+        first_step = last_step(props)
+        last_progress = time.monotonic()
+        poll = 0.05 if settings.steps < 2000 else 0.2
+        while ipi.poll() is None:
+            time.sleep(poll)
+            now = time.monotonic()
+            row = last_properties_row(props)
+            step = None if row is None else int(row[0])
+            if step is not None and step != first_step and (not samples or step > samples[-1][1]):
+                samples.append((now, step))
+                last_progress = now
+                if progress:
+                    progress(step, settings.steps)
+            why = explosion(row, settings.temperature_K, opts.max_temperature_factor)
+            if why:
+                raise Exploded(f"{why} at step {step}")
+            for tag, driver in zip(tags, drivers):
+                if driver.poll() is None or ipi.poll() is not None:
+                    continue
+                time.sleep(1.0)  # a driver that got EXIT leaves just before i-PI does
+                if ipi.poll() is not None:
+                    break
+                msg = processes.last_line(run_dir / f"driver{tag}.log", "no message")
+                if _explosion_in_driver(msg):
+                    raise Exploded(msg)
+                if step is None or step == first_step:  # died before any MD: a setup error
+                    raise DynamatError(f"the driver exited (code {driver.returncode}) before the first MD step: {msg}")
+                raise Interrupted(f"the driver exited (code {driver.returncode}) during the run: {msg}")
+            if now - last_progress > opts.stall_timeout_s:
+                raise Interrupted(f"no MD progress for {opts.stall_timeout_s:.0f} s: i-PI or the driver hung")
+        if ipi.returncode != 0:
+            raise Interrupted(f"i-PI stopped (code {ipi.returncode}): {processes.last_line(run_dir / 'ipi.log')}")
+        if (last_step(props) or 0) < settings.last_saved_step:
+            raise Interrupted(f"i-PI ended at step {last_step(props)} of {settings.steps}")
+        clean_exit = True
+        for d in drivers:
+            try:
+                d.wait(timeout=30)
+            except Exception:
+                pass
+    finally:
+        if not clean_exit:
+            processes.stop(ipi, signal.SIGTERM)  # soft exit: i-PI writes RESTART where it can
+        processes.stop(ipi)
+        for d in drivers:
+            processes.stop(d, signal.SIGTERM, grace_s=5)
+        shutil.rmtree(sock_dir, ignore_errors=True)

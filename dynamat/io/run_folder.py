@@ -1,0 +1,176 @@
+"""Readers of a run folder: the physical trajectory of a classical or path-integral run.
+
+A PIMD run (``nbeads = P > 1``, templates ``pimd_pile_l.xml`` / ``pimd_trpmd.xml``) leaves, besides
+the NVT outputs, ``simulation.pos_<b>.extxyz`` per bead (``b`` zero-padded to the digits of P),
+``simulation.xc.extxyz`` / ``vc`` with the centroid positions and velocities, and in
+``simulation.out`` the columns ``kinetic_cv``, ``kinetic_td`` and ``virial_cv`` (the bead-averaged
+configurational virial; for P > 1 i-PI's ``virial_md`` is the *sum* over beads).
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+from ase import units
+from ase.data import atomic_numbers
+
+from dynamat.errors import DynamatError
+from dynamat.io.ipi_output import read_ipi_run, read_ipi_xyz, read_properties
+from dynamat.trajectory import Trajectory
+
+PREFIX = "simulation"
+
+__all__ = ["bead_files", "input_info", "read_bead_positions", "read_bead_trajectory", "read_centroid_trajectory",
+           "read_run_trajectory", "species_counts"]
+
+
+def bead_files(run_dir: str | Path, what: str = "pos", prefix: str = PREFIX) -> list[Path]:
+    """The per-bead trajectory files ``<prefix>.<what>_<b>.extxyz``, in bead order.
+
+    i-PI zero-pads the bead index to the number of digits of P (``pos_00`` … ``pos_15``).
+    """
+    pat = re.compile(rf"^{re.escape(prefix)}\.{re.escape(what)}_(\d+)\.extxyz$")
+    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir() if (m := pat.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def input_info(run_dir: Path) -> dict:
+    """nbeads, temperature (K) and time step (fs) from the run's input.xml, where present."""
+    out: dict = {}
+    try:
+        root = ET.parse(run_dir / "input.xml").getroot()
+    except (OSError, ET.ParseError):
+        return out
+    init = root.find("system/initialize")
+    if init is not None and init.get("nbeads"):
+        out["nbeads"] = int(init.get("nbeads"))
+    temp = root.find("system/ensemble/temperature")
+    if temp is not None and (temp.get("units") or "kelvin") == "kelvin":
+        out["temperature_K"] = float(temp.text)
+    return out
+
+
+def species_counts(run_dir: Path, prefix: str) -> dict[str, int]:
+    """Atoms per element, from init.xyz or else the first frame of a trajectory."""
+    for cand in [run_dir / "init.xyz", run_dir / f"{prefix}.xc.extxyz", *bead_files(run_dir, "pos", prefix)[:1]]:
+        if cand.exists():
+            try:
+                symbols = ase.io.read(cand, index=0).get_chemical_symbols()
+            except Exception:
+                continue
+            return {s: symbols.count(s) for s in dict.fromkeys(symbols)}
+    raise DynamatError(f"cannot tell the species of the run in {run_dir} (no init.xyz or trajectory)")
+
+
+def _props_at(run_dir: Path, prefix: str, steps: np.ndarray) -> tuple[dict, np.ndarray | None]:
+    props_file = run_dir / f"{prefix}.out"
+    if not props_file.exists():
+        return {}, None
+    props = read_properties(props_file)
+    if "step" not in props or not len(props["step"]):
+        return {}, None
+    p_steps = props["step"].astype(int)
+    if len(np.intersect1d(steps, p_steps)) != len(steps):
+        return {}, None
+    return props, np.searchsorted(p_steps, steps)
+
+
+def read_centroid_trajectory(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> Trajectory:
+    """The ring-polymer centroids of a PIMD run as a Trajectory.
+
+    Positions from ``x_centroid`` (Å), velocities from ``v_centroid`` (Å/fs), energies the
+    bead-averaged potential (eV), stress minus ``virial_cv`` (bead-averaged configurational
+    virial, ASE sign and Voigt order); frames are the steps present in both files.
+    """
+    run_dir = Path(run_dir)
+    xc_file = run_dir / f"{prefix}.xc.extxyz"
+    if not xc_file.exists():
+        raise DynamatError(f"no centroid trajectory in {run_dir} (expected {xc_file.name})")
+    xc = read_ipi_xyz(xc_file)
+    if xc["data"] is None or not len(xc["steps"]):
+        raise DynamatError(f"{xc_file} holds no frames")
+    steps = xc["steps"]
+    velocities = None
+    vc_file = run_dir / f"{prefix}.vc.extxyz"
+    if vc_file.exists():
+        vc = read_ipi_xyz(vc_file)
+        if vc["data"] is not None:
+            steps = np.intersect1d(steps, vc["steps"])
+            # i-PI's ase format writes pos (zeros here) then the quantity: take the last 3 columns
+            velocities = vc["data"][np.searchsorted(vc["steps"], steps), :, -3:] * units.fs
+    idx = np.searchsorted(xc["steps"], steps)
+    props, j = _props_at(run_dir, prefix, steps)
+    stress = energies = dt_fs = None
+    if j is not None:
+        nb = input_info(run_dir).get("nbeads", 1)
+        if "virial_cv{ev/ang3}" in props:
+            vir = props["virial_cv{ev/ang3}"][j]
+        elif "virial_md{ev/ang3}" in props:
+            vir = props["virial_md{ev/ang3}"][j] / nb  # virial_md sums the beads
+        else:
+            vir = None
+        if vir is not None:
+            stress = -vir[:, [0, 1, 2, 5, 4, 3]]  # i-PI xx yy zz xy xz yz -> ASE Voigt
+        if "potential{electronvolt}" in props:
+            energies = props["potential{electronvolt}"][j]
+        if "time{femtosecond}" in props and len(steps) > 1:
+            dt_fs = float(np.median(np.diff(props["time{femtosecond}"][j])))
+    numbers = np.array([atomic_numbers[s] for s in xc["symbols"]])
+    return Trajectory(
+        numbers=numbers, positions=xc["data"][idx, :, -3:], cells=xc["cells"][idx], dt_fs=dt_fs,
+        velocities=velocities, energies=energies, stress=stress, steps=steps,
+        temperature_K=input_info(run_dir).get("temperature_K"), name=name or f"{run_dir.name}:centroid",
+    )
+
+
+def read_bead_positions(run_dir: str | Path, prefix: str = PREFIX) -> dict:
+    """All beads: steps (M,), symbols, cells (M, 3, 3) and positions (M, P, N, 3) Å."""
+    files = bead_files(run_dir, "pos", prefix)
+    if not files:
+        raise DynamatError(f"no per-bead position files {prefix}.pos_<b>.extxyz in {run_dir}")
+    beads = [read_ipi_xyz(f) for f in files]
+    steps = beads[0]["steps"]
+    for b in beads[1:]:
+        steps = np.intersect1d(steps, b["steps"])
+    if not len(steps):
+        raise DynamatError(f"the bead trajectories in {run_dir} share no step")
+    pos = np.stack([b["data"][np.searchsorted(b["steps"], steps), :, :3] for b in beads], axis=1)
+    cells = beads[0]["cells"][np.searchsorted(beads[0]["steps"], steps)]
+    return {"steps": steps, "symbols": beads[0]["symbols"], "cells": cells, "positions": pos}
+
+
+def read_bead_trajectory(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> Trajectory:
+    """Every bead of every saved step as one frame (step-major: step 0 beads 0…P−1, step 1 …).
+
+    Bead b of atom i interacts only with bead b of the other atoms, so the quantum pair
+    distribution is the average over beads of each bead's g(r) — exactly the RDF of these
+    frames (:func:`dynamat.pimd.full_bead_rdf`). The frames are not equally spaced in time (``dt_fs`` is
+    None): use it for structural averages, and the centroid trajectory for dynamics.
+    """
+    d = read_bead_positions(run_dir, prefix)
+    m, p, n, _ = d["positions"].shape
+    numbers = np.array([atomic_numbers[s] for s in d["symbols"]])
+    return Trajectory(
+        numbers=numbers, positions=d["positions"].reshape(m * p, n, 3),
+        cells=np.repeat(d["cells"], p, axis=0), steps=np.repeat(d["steps"], p),
+        temperature_K=input_info(Path(run_dir)).get("temperature_K"),
+        name=name or f"{Path(run_dir).name}:beads",
+    )
+
+
+def read_run_trajectory(run_dir: str | Path, prefix: str = PREFIX) -> Trajectory:
+    """The physical trajectory of a run: the centroids of a PIMD-template run (any P, P = 1
+    included), else the classical NVT outputs (:func:`dynamat.io.ipi_output.read_ipi_run`)."""
+    run_dir = Path(run_dir)
+    if (run_dir / f"{prefix}.xc.extxyz").exists():
+        return read_centroid_trajectory(run_dir, prefix)
+    traj = read_ipi_run(run_dir, prefix)
+    traj.temperature_K = input_info(run_dir).get("temperature_K")
+    return traj
+
+

@@ -1,0 +1,107 @@
+"""Score a run folder (or an MD trajectory made elsewhere) against its reference system.
+
+:func:`score_run` is what ``dynamat score``, ``dynamat demo`` and every campaign task use: it reads
+the reference and the MLIP trajectory, drops a relaxed-cell protocol's burn-in, matches durations
+(inside :func:`dynamat.scoring.score_md`) and returns the flat score dict, plus the compared curves
+that :func:`write_score` stores beside ``score.json`` as ``curves.npz`` for the report's panels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from dynamat.errors import DynamatError
+from dynamat.io import read_extxyz, read_reference
+from dynamat.io.results import write_json_atomic
+from dynamat.io.run_folder import read_run_trajectory
+from dynamat.reference import load_system
+from dynamat.scoring.core import score_md
+
+SCORE_FILE = "score.json"
+CURVES_FILE = "curves.npz"
+
+
+def check_dt_fs(dt_fs, what: str = "--dt-fs") -> float:
+    """A frame interval in fs: positive and finite, else a one-line error."""
+    try:
+        x = float(dt_fs)
+    except (TypeError, ValueError):
+        raise DynamatError(f"{what} must be a number of fs, got {dt_fs!r}") from None
+    if not math.isfinite(x) or x <= 0:
+        raise DynamatError(f"{what} must be a positive, finite time in fs, got {dt_fs!r}")
+    return x
+
+
+def _run_trajectory(run_dir: Path):
+    meta = {}
+    rj = run_dir / "run.json"
+    if rj.exists():
+        try:
+            meta = json.loads(rj.read_text())
+        except ValueError:
+            raise DynamatError(f"{rj} is not valid JSON") from None
+    try:
+        mlip = read_run_trajectory(run_dir)
+    except (DynamatError, OSError, ValueError, IndexError, KeyError) as exc:
+        status = meta.get("status", "unknown")
+        why = f" ({status}: {meta['error']})" if meta.get("error") else f" (status {status})"
+        raise DynamatError(f"the run in {run_dir} has no MD frames to score{why}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    proto = meta.get("protocol", {})
+    burn_in_steps = proto.get("burn_in_ps", 0.0) * 1000.0 / proto.get("timestep_fs", 1.0)
+    if burn_in_steps and mlip.steps is not None:  # relaxed-cell protocol: score after the burn-in
+        mlip = mlip[np.flatnonzero(mlip.steps >= burn_in_steps)]
+    return mlip, meta
+
+
+def score_run(reference: Path | None, system: str, run_dir: Path | None = None, trajectory: Path | None = None,
+              dt_fs: float | None = None, model: str | None = None, curves: dict | None = None) -> dict:
+    """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
+
+    ``curves``: a dict that receives the compared g(r), VDOS and pressure samples."""
+    reference, sys_entry, _ = load_system(reference, system)
+    if run_dir:
+        mlip, meta = _run_trajectory(Path(run_dir))
+    elif trajectory:
+        if dt_fs is None:
+            raise DynamatError("--trajectory needs --dt-fs, the time between its frames in fs")
+        mlip, meta = read_extxyz(trajectory, check_dt_fs(dt_fs)), {}
+        mlip.check(str(trajectory))
+    else:
+        raise DynamatError("give --run DIR or --trajectory FILE --dt-fs X")
+    ref = read_reference(reference, system).check(f"{reference}:{system}")
+    if mlip.n_atoms != ref.n_atoms or (mlip.numbers != ref.numbers).any():
+        raise DynamatError("the trajectory's atoms do not match the reference system's")
+    if (mlip.pbc != ref.pbc).any():
+        raise DynamatError(f"the trajectory is periodic along {mlip.pbc.tolist()} but the reference along "
+                           f"{ref.pbc.tolist()} (an extxyz without a Lattice= line has no cell)")
+    if mlip.dt_fs is None:
+        raise DynamatError("the trajectory has no frame interval; pass --dt-fs")
+    if mlip.temperature_K is None:
+        mlip.temperature_K = sys_entry.temperature_K  # the target: lets the frame-interval check speak
+    try:
+        res = score_md(ref, mlip, dims=sys_entry.dims, curves=curves)
+    except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
+        raise DynamatError(f"cannot score this trajectory: {exc}") from None
+    res.update(
+        model=model or meta.get("model") or "unknown",
+        system=system,
+        system_class=sys_entry.system_class,
+        status=meta.get("status", "completed"),
+        seconds_per_step=meta.get("seconds_per_step_median"),
+        model_seconds_per_eval=meta.get("model_seconds_per_eval_median"),
+    )
+    return res
+
+
+def write_score(res: dict, path: Path, curves: dict | None = None) -> Path:
+    """``score.json`` at ``path`` and, when given, the curves as ``curves.npz`` beside it."""
+    path = write_json_atomic(path, res)
+    if curves:
+        tmp = path.with_name(CURVES_FILE + ".tmp.npz")
+        np.savez(tmp, **{k: np.asarray(v, dtype=float) for k, v in curves.items()})
+        tmp.replace(path.with_name(CURVES_FILE))
+    return path

@@ -1,0 +1,84 @@
+"""Energy and force errors (paper Eq. 1-2) of a model on the labelled frames of a reference system.
+
+Frames are served to a ``dynamat-driver`` over i-PI's socket protocol (:mod:`dynamat.socket_server`),
+in batches; when the reference carries isolated-atom energies (another code), both sides are
+referenced to isolated atoms, as the paper does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import ase
+import numpy as np
+
+from dynamat.engines.ipi_input import species_formula
+from dynamat.errors import DynamatError
+from dynamat.io.reference_h5 import read_reference
+from dynamat.reference import load_system
+from dynamat.scoring import score_singlepoint
+from dynamat.socket_server import DriverServer
+
+MAX_BATCH = 4096
+
+
+def run_singlepoint(model: str, reference, system: str, every: int = 1, max_frames: int | None = None,
+                    batch_size: int = 8, driver_cmd: str | None = None, driver_args=(),
+                    progress: Callable[[int, int], None] | None = None) -> dict:
+    """Energies and forces of ``model`` on every ``every``-th labelled frame; Eq. 1-2 errors."""
+    if every < 1:
+        raise DynamatError(f"--every must be at least 1, got {every}")
+    if max_frames is not None and max_frames < 1:
+        raise DynamatError(f"--max-frames must be at least 1, got {max_frames}")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise DynamatError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
+    reference, sys_entry, attrs = load_system(reference, system)
+    traj = read_reference(reference, system, frames=slice(None, None, every))
+    if max_frames:
+        traj = traj[:max_frames]
+    if traj.energies is None or traj.forces is None:
+        raise DynamatError(f"system {system!r} in {reference} holds no energy and force labels (a label-free "
+                           "reference); single-point errors (Eq. 1-2) need them")
+    if traj.n_frames == 0:
+        raise DynamatError(f"system {system!r} has no frames")
+    traj.check(f"{reference}:{system}")  # non-finite input never reaches a model (a NaN would pass in a batch)
+    species = species_formula(ase.Atoms(numbers=traj.numbers))
+    kw = dict(driver_cmd=driver_cmd, driver_args=tuple(driver_args))
+    e = np.empty(traj.n_frames)
+    f = np.empty_like(traj.forces)
+    with DriverServer(model, species, traj.n_atoms, batch_size=batch_size, **kw) as srv:
+        chunk = max(batch_size, 16)
+        for i in range(0, traj.n_frames, chunk):
+            j = min(i + chunk, traj.n_frames)
+            e[i:j], f[i:j], _ = srv.evaluate(traj.cells[i:j], traj.positions[i:j])
+            if progress:
+                progress(j, traj.n_frames)
+    e_iso_pred = e_iso_ref = None
+    iso_note = None
+    ref_iso = attrs.get("isolated_atom_energies_eV")
+    if ref_iso:  # reference computed with another code: reference both sides to isolated atoms (Eq. 1)
+        e_iso_ref = {int(ase.Atoms(k).numbers[0]): float(v) for k, v in json.loads(ref_iso).items()}
+        e_iso_pred = {}
+        try:
+            e_iso_pred = isolated_atom_energies(model, sorted(set(traj.numbers.tolist())), **kw)
+        except DynamatError as exc:
+            e_iso_pred, e_iso_ref = None, None
+            iso_note = f"isolated-atom energy unavailable for this model ({exc}); energy RMSE not referenced"
+    res = score_singlepoint(traj.energies, traj.forces, e, f, traj.n_atoms, e_iso_ref=e_iso_ref,
+                            e_iso_pred=e_iso_pred, numbers=traj.numbers)
+    res["n_frames_singlepoint"] = traj.n_frames
+    if iso_note:
+        res["energy_referencing_note"] = iso_note
+    return res
+
+
+def isolated_atom_energies(model: str, numbers, box_A: float = 20.0, **driver_kw) -> dict[int, float]:
+    """The model's energy (eV) of one atom of each element alone in a ``box_A`` Å cube."""
+    out = {}
+    for z in numbers:
+        sym = ase.Atoms(numbers=[z]).get_chemical_symbols()[0]
+        with DriverServer(model, sym, 1, batch_size=1, **driver_kw) as srv:
+            box = np.eye(3)[None] * box_A
+            out[int(z)] = float(srv.evaluate(box, np.full((1, 1, 3), box_A / 2))[0][0])
+    return out
