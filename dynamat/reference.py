@@ -39,7 +39,8 @@ def load_system(reference: Path | None, system: str, **overrides):
     """(reference path, catalogue System, the group's attributes) for ``system``."""
     reference = resolve_reference(reference, system)
     attrs = reference_attrs(reference, system)
-    return reference, get_system(system, attrs, **overrides), attrs
+    # the first frame lets the catalogue infer class and dims (vacuum gap) where it is silent
+    return reference, get_system(system, attrs, initial_atoms(reference, system), **overrides), attrs
 
 
 def initial_atoms(reference: Path, system: str, frame: int = 0) -> ase.Atoms:

@@ -211,3 +211,77 @@ def test_schema_fails_closed(published, tmp_path):
         f["TiSe2_400K"].attrs["schema"] = 2
     with pytest.raises(ReferenceFormatError, match="schema 2"):
         read_reference(path, "TiSe2_400K")
+
+
+# ------------------------------------------------------------------------------- the command line
+def _dynamat(*args, cwd=None, timeout=600):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "dynamat"
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def test_systems_command_lists_the_public_file(published):
+    r = _dynamat("systems", "--reference", published, "--json")
+    assert r.returncode == 0, r.stderr
+    by = {d["name"]: d for d in json.loads(r.stdout)}
+    assert sorted(by) == sorted(PUBLISHED)
+    for name, spec in PUBLISHED.items():
+        d = by[name]
+        p = d["protocol"]
+        assert (d["class"], d["dims"], d["temperature_K"]) == (spec.system_class, spec.dims, spec.temperature_K)
+        assert (p["timestep_fs"], p["tau_fs"], p["stride"], p["name"]) == (spec.timestep_fs, spec.tau_fs, spec.stride,
+                                                                           spec.protocol)
+        assert p["thermostat"] == ("langevin" if spec.protocol.startswith("langevin") else "svr")
+        assert set(d["sources"]) >= {"class", "dims", "temperature_K", "protocol", "timestep_fs", "tau_fs",
+                                     "thermostat", "stride"}
+        assert d["labels"]["energy"] is False and d["reference_dt_fs"] == spec.dt_fs
+    assert by["pentacene_300K"]["sources"]["protocol"].startswith("inferred from the name")
+    text = _dynamat("systems", "--reference", published)
+    assert text.returncode == 0
+    assert "vacuum gap of" in text.stdout and "label-free" in text.stdout and "inferred from composition" in text.stdout
+    plain = _dynamat("systems")
+    assert plain.returncode == 0 and "bulkCu_300K-demo_EMT" in plain.stdout
+
+
+def test_run_overrides_reach_run_json_and_two_systems_score(published, tmp_path):
+    """bulkCu (pure metal) with every override, bulkCuAu (alloy) as inferred: EMT through i-PI, then scored."""
+    r = _dynamat("run", "--model", "emt", "--system", "bulkCu_300K-Artrith_VASP", "--reference", published,
+                 "--steps", 40, "--out", tmp_path, "--class", "alloy", "--dims", 2, "--timestep-fs", 1.0,
+                 "--tau-fs", 50, "--thermostat", "langevin", "--start-frame", 3)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_dir = tmp_path / "emt" / "bulkCu_300K-Artrith_VASP"
+    rec = json.loads((run_dir / "run.json").read_text())
+    info = rec["system_info"]
+    assert (info["class"], info["dims"], info["start_frame"]) == ("alloy", 2, 3)
+    assert (info["protocol"]["timestep_fs"], info["protocol"]["tau_fs"], info["protocol"]["thermostat"]) == (1.0, 50.0, "langevin")
+    assert info["sources"]["tau_fs"] == "command line (--tau-fs)" and info["sources"]["stride"].startswith("protocol nhc")
+    assert info["sources"]["temperature_K"] == "catalogue" and info["reference_dt_fs"] == 2.0
+    from ase.io import read
+
+    init = read(run_dir / "init.xyz")
+    np.testing.assert_allclose(init.positions, read_reference(published, "bulkCu_300K-Artrith_VASP",
+                                                              frames=slice(3, 4)).positions[0], atol=1e-5)
+    for name in ("bulkCu_300K-Artrith_VASP", "bulkCuAu_500K-Artrith_VASP"):
+        r = _dynamat("run", "--model", "emt", "--system", name, "--reference", published, "--steps", 200,
+                     "--out", tmp_path / "plain")
+        assert r.returncode == 0, r.stderr[-2000:]
+        info = json.loads((tmp_path / "plain" / "emt" / name / "run.json").read_text())["system_info"]
+        assert info["protocol"]["timestep_fs"] == 0.25 and info["dims"] == 3
+        out = tmp_path / f"{name}.json"
+        r = _dynamat("score", "--system", name, "--reference", published, "--run", tmp_path / "plain" / "emt" / name,
+                     "--json", out)
+        assert r.returncode == 0, r.stderr[-2000:]
+        res = json.loads(out.read_text())
+        assert res["rdf_error_pct"] > 0 and "pressure_mae_GPa" in res
+        assert res.get("energy_rmse_eV_per_atom") is None  # label-free: never a zero
+
+
+def test_singlepoint_on_a_label_free_system_says_so_in_one_line(published):
+    r = _dynamat("singlepoint", "--model", "emt", "--system", "bulkCu_300K-Artrith_VASP", "--reference", published)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert "energies" in lines[0] or "energy" in lines[0]

@@ -21,11 +21,12 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dynamat.cli import beads, campaign, data, demo, inputs, models, report, run, score, singlepoint, systems
+    from dynamat.cli import beads, campaign, data, demo, inputs, models, reference, report, run, score, singlepoint, systems
 
     for cmd in (inputs.inputs, run.run, singlepoint.singlepoint, score.score, systems.systems, demo.demo,
                 report.report_command, data.data_group, campaign.campaign_command, campaign.campaign_task_command,
-                beads.beads_convergence_command, models.models_command):
+                beads.beads_convergence_command, models.models_command,
+                reference.reference_group):
         cli.add_command(cmd)
 
 

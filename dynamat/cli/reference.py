@@ -1,0 +1,72 @@
+"""``dynamat reference import``: a user's own ab-initio MD as a reference file in the DynaMat v1.0 schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from dynamat.errors import DynamatError
+
+
+@click.group("reference")
+def reference_group() -> None:
+    """Reference files: import your own ab-initio MD."""
+
+
+def _isolated(text: str | None) -> dict | None:
+    """``Cu=-0.25,Au=-0.1`` or a JSON object or a JSON file -> {symbol: eV}."""
+    if not text:
+        return None
+    if Path(text).is_file():
+        text = Path(text).read_text()
+    try:
+        if text.lstrip().startswith("{"):
+            return {str(k): float(v) for k, v in json.loads(text).items()}
+        return {k.strip(): float(v) for k, v in (kv.split("=", 1) for kv in text.split(","))}
+    except (ValueError, TypeError) as exc:
+        raise DynamatError(f"--isolated-energies wants SYMBOL=eV,... or a JSON object, got {text!r} ({exc})") from None
+
+
+@reference_group.command("import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Reference HDF5 to create or add the system to.")
+@click.option("--name", default=None, help="System (group) name [default: the folder's or file's name].")
+@click.option("--dt-fs", type=float, default=None,
+              help="Time between the saved frames in fs (not the MD time step) [default: from the files' metadata].")
+@click.option("--temperature", "temperature_K", type=float, default=None,
+              help="The run's temperature in K [default: the files' metadata, else <T>K in the name].")
+@click.option("--force", is_flag=True,
+              help="Keep a frame interval the equipartition check refuses; replace an existing system.")
+@click.option("--isolated-energies", default=None,
+              help="Isolated-atom energies in eV for Eq. 1's referencing: Cu=-0.25,Au=-0.1, a JSON object or a JSON file.")
+def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_energies):
+    """Import SOURCE... (extxyz, a folder holding traj.extxyz or such folders, vasprun.xml, OUTCAR,
+    XDATCAR, an i-PI run folder, a LAMMPS dump, an ASE .traj) into OUT in the DynaMat v1.0 schema.
+
+    Several SOURCEs are one system's consecutive segments. The frame interval is checked by
+    equipartition on finite-difference velocities; an interval it contradicts is refused."""
+    from dynamat.io.importers import import_reference
+
+    def progress(system: str, n: int) -> None:
+        if n % 10240 == 0:
+            click.echo(f"  {system}: {n} frames", err=True)
+
+    results = import_reference(sources, out, name=name, dt_fs=dt_fs, temperature_K=temperature_K, force=force,
+                               isolated_energies=_isolated(isolated_energies), progress=progress)
+    for r in results:
+        have = [k for k in ("energy", "forces", "stress") if r.labels[k]]
+        lab = " ".join(have) if have else "none"
+        chk = ""
+        if r.check is not None:
+            chk = (f"; equipartition {r.check.temperature_K:.0f} K (finite differences, filter-corrected), "
+                   f"frames look {r.check.implied_dt_fs:.3g} fs apart")
+        click.echo(f"imported {r.name} -> {r.out}: {r.n_frames} frames of {r.n_atoms} atoms, "
+                   f"{r.dt_fs:g} fs apart ({r.dt_source}), {r.temperature_K:g} K ({r.temperature_source}); "
+                   f"labels: {lab}{' (label-free: no energy/force errors)' if r.label_free else ''}{chk}")
+        if r.forced:
+            click.echo(f"  warning: kept {r.dt_fs:g} fs against the equipartition check (--force)", err=True)
+        for note in r.notes:
+            click.echo(f"  note: {note}", err=True)
