@@ -78,7 +78,7 @@ def main() -> None:
     print(f"wrote {src}: {args.frames} frames of {n} atoms, {src.stat().st_size / 1e6:.0f} MB "
           f"in {time.perf_counter() - t0:.0f} s", flush=True)
     proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(out), str(args.dt_fs)],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"import failed ({proc.returncode})")
     res = json.loads(proc.stdout.strip().splitlines()[-1])

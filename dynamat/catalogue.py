@@ -186,18 +186,15 @@ class System:
 
 
 def _md_settings_class():
-    try:  # the engines package after the server-wing move, the flat module before it
-        from dynamat.engines.ipi_input import MDSettings
-    except ImportError:  # pragma: no cover - older layout
-        from dynamat.ipi_input import MDSettings
+    from dynamat.engines.ipi_input import MDSettings  # lazily: the engines package is heavy
+
     return MDSettings
 
 
 def _thermostats() -> tuple[str, ...]:
-    try:
-        from dynamat.engines.ipi_input import TEMPLATES
-    except ImportError:  # pragma: no cover - older layout
-        from dynamat.ipi_input import TEMPLATES
+    """i-PI thermostat modes with an input template."""
+    from dynamat.engines.ipi_input import TEMPLATES
+
     return tuple(TEMPLATES)
 
 
@@ -249,7 +246,7 @@ class Geometry:
     pbc: np.ndarray
 
     @classmethod
-    def of(cls, obj) -> "Geometry":
+    def of(cls, obj) -> Geometry:
         """From ase.Atoms, a dynamat Trajectory (its first frame) or a Geometry."""
         if isinstance(obj, Geometry):
             return obj
@@ -348,7 +345,7 @@ def classify_composition(comp: Mapping[str, int], name: str = "") -> tuple[str, 
         return "molecular crystal", f"name starts with {_molecule_in_name(name)}"
     if _liquid_in_name(name):
         return "liquid", "the name says liquid"
-    if {"C", "H"} <= els and els <= _ORGANIC:
+    if {"C", "H"} <= els <= _ORGANIC:
         return "molecular crystal", f"{formula}: C and H with only H C N O S P halogens"
     if len(els) == 1 and metals:
         return "pure metal", f"{formula}: one element, a metal"

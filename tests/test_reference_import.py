@@ -297,21 +297,21 @@ def test_reference_import_command(md_frames, tmp_path):
     out = tmp_path / "cli.h5"
     ok = subprocess.run([str(exe), "reference", "import", str(src), "--out", str(out), "--name", "Cu32_300K",
                          "--dt-fs", str(FRAME_DT_FS), "--temperature", str(T_K), "--isolated-energies", "Cu=-0.25"],
-                        capture_output=True, text=True, timeout=300)
+                        check=False, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "imported Cu32_300K" in ok.stdout and "160 frames of 32 atoms" in ok.stdout and "4 fs apart" in ok.stdout
     assert json.loads(reference_attrs(out, "Cu32_300K")["isolated_atom_energies_eV"]) == {"Cu": -0.25}
     bad = subprocess.run([str(exe), "reference", "import", str(src), "--out", str(tmp_path / "bad.h5"),
                           "--name", "Cu32_300K", "--dt-fs", str(5 * FRAME_DT_FS), "--temperature", str(T_K)],
-                         capture_output=True, text=True, timeout=300)
+                         check=False, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "look 4" in bad.stderr and "--force" in bad.stderr
     forced = subprocess.run([str(exe), "reference", "import", str(src), "--out", str(tmp_path / "bad.h5"),
                              "--name", "Cu32_300K", "--dt-fs", str(5 * FRAME_DT_FS), "--temperature", str(T_K),
-                             "--force"], capture_output=True, text=True, timeout=300)
+                             "--force"], check=False, capture_output=True, text=True, timeout=300)
     assert forced.returncode == 0 and "against the equipartition check" in forced.stderr
     # what a user then does: the catalogue reads the imported system like any other
-    sysr = subprocess.run([str(exe), "systems", "--reference", str(out), "--json"], capture_output=True, text=True,
+    sysr = subprocess.run([str(exe), "systems", "--reference", str(out), "--json"], check=False, capture_output=True, text=True,
                           timeout=300)
     [d] = json.loads(sysr.stdout)
     assert (d["name"], d["class"], d["dims"], d["reference_dt_fs"]) == ("Cu32_300K", "pure metal", 3, FRAME_DT_FS)

@@ -100,8 +100,13 @@ def check_frame_interval(positions, cells, pbc, numbers, dt_fs: float, temperatu
     filter floored at 1/4 near the Nyquist frequency). Since T ∝ 1/dt², the interval that would
     give ``temperature_K`` is dt·sqrt(T/T_target).
     """
-    from dynamat.metrics.vdos import FiniteDifferenceVelocities, fd_transfer, kinetic_temperature
     from ase.data import atomic_masses
+
+    from dynamat.metrics.vdos import (
+        FiniteDifferenceVelocities,
+        fd_transfer,
+        kinetic_temperature,
+    )
 
     m = int(positions.shape[0])
     if m < 4:
@@ -210,7 +215,7 @@ def _ase_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
             yield _frame_from_atoms(atoms)
     except DynamatError:
         raise
-    except Exception as exc:  # ASE raises many kinds on malformed files
+    except Exception as exc:  # noqa: BLE001 - ASE raises many kinds on malformed files
         raise DynamatError(f"cannot read {path} as {fmt}: {type(exc).__name__}: {exc}") from None
 
 
@@ -309,7 +314,7 @@ def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
         meta.dt_fs, meta.dt_from = t.dt_fs, "i-PI properties (time column)"
     inp = path / "input.xml"
     if inp.exists():
-        m = re.search(r"<ensemble>.*?<temperature[^>]*>\s*([-+0-9.eE]+)", inp.read_text(), re.S)
+        m = re.search(r"<ensemble>.*?<temperature[^>]*>\s*([-+0-9.eE]+)", inp.read_text(), re.DOTALL)
         if m:
             meta.temperature_K, meta.t_from = float(m.group(1)), "i-PI input.xml (ensemble temperature)"
     for i in range(t.n_frames):
