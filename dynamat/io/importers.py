@@ -421,7 +421,9 @@ def _system_groups(sources: Sequence[str | Path], name: str | None) -> list[tupl
     elif detect_format(p0) in ("vasp-xml", "vasp-out", "vasp-xdatcar") or p0.name == "traj.extxyz":
         default = p0.resolve().parent.name
     else:
-        default = p0.name.split(".")[0]
+        default = p0.name
+        for suffix in (".gz", ".bz2", ".xz", ".extxyz", ".xyz", ".traj", ".lammpstrj", ".dump"):
+            default = default.removesuffix(suffix)
     return [(default, paths)]
 
 
