@@ -403,4 +403,30 @@ def run_system(model: str, system: str, reference, out: Path, opts: RunOptions, 
     opts.steps = steps_for(sys_entry, opts.steps, time_ps)
     rec = run_md(model, sys_entry, initial_atoms(reference, system, start_frame), str(reference), out, opts,
                  progress=progress, announce=announce)
+    _store_isolated_atom_energies(model, reference, system, out, opts)
     return reference, sys_entry, rec
+
+
+def _store_isolated_atom_energies(model, reference, system, out, opts) -> None:
+    """The model's isolated-atom energies beside the run when the reference gives its own (another
+    code): a report can then reference Eq. 1 on both sides without the model at hand."""
+    from dynamat.io.reference_h5 import reference_attrs
+    from dynamat.io.results import write_json_atomic
+    from dynamat.singlepoint import isolated_atom_energies
+
+    if not reference_attrs(reference, system).get("isolated_atom_energies_eV"):
+        return
+    run_dir = run_dir_in(out, ("model", model), ("system", system))
+    target = run_dir / "isolated_atom_energies.json"
+    if target.exists():
+        return
+    from dynamat.reference import initial_atoms as _atoms
+
+    numbers = sorted(set(_atoms(reference, system).numbers.tolist()))
+    try:
+        e = isolated_atom_energies(model, numbers, driver_cmd=opts.driver_cmd, driver_args=tuple(opts.driver_args))
+        data = {"model": model, "box_A": 20.0, "energies_eV": {ase.Atoms(numbers=[z]).get_chemical_symbols()[0]: v
+                                                              for z, v in e.items()}}
+    except DynamatError as exc:
+        data = {"model": model, "energies_eV": None, "note": f"unavailable: {exc}"}
+    write_json_atomic(target, data)

@@ -16,17 +16,28 @@ import numpy as np
 from dynamat.engines.ipi_input import species_formula
 from dynamat.errors import DynamatError
 from dynamat.io.reference_h5 import read_reference
+from dynamat.metrics.energy_force import force_component_rmse
 from dynamat.reference import load_system
 from dynamat.scoring import score_singlepoint
 from dynamat.socket_server import DriverServer
 
 MAX_BATCH = 4096
+#: how Eq. 1 compares energies of two codes (the paper references both sides to isolated atoms)
+ENERGY_REFERENCES = ("auto", "isolated", "absolute", "fluctuation")
 
 
 def run_singlepoint(model: str, reference, system: str, every: int = 1, max_frames: int | None = None,
                     batch_size: int = 8, driver_cmd: str | None = None, driver_args=(),
-                    progress: Callable[[int, int], None] | None = None) -> dict:
-    """Energies and forces of ``model`` on every ``every``-th labelled frame; Eq. 1-2 errors."""
+                    progress: Callable[[int, int], None] | None = None, energy_reference: str = "auto") -> dict:
+    """Energies and forces of ``model`` on every ``every``-th labelled frame; Eq. 1-2 errors.
+
+    ``energy_reference`` (Eq. 1): ``isolated`` references each side to its own isolated atoms (the
+    reference file's ``isolated_atom_energies_eV``, the model's computed through the driver), as the
+    paper does across codes; ``absolute`` compares raw energies (meaningful only within one code);
+    ``fluctuation`` subtracts each side's mean (Matbench-discovery's); ``auto``: isolated when the
+    file has isolated-atom energies, else fluctuation — never a cross-code absolute difference."""
+    if energy_reference not in ENERGY_REFERENCES:
+        raise DynamatError(f"--energy-reference must be one of {', '.join(ENERGY_REFERENCES)}, got {energy_reference!r}")
     if every < 1:
         raise DynamatError(f"--every must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
@@ -54,22 +65,34 @@ def run_singlepoint(model: str, reference, system: str, every: int = 1, max_fram
             e[i:j], f[i:j], _ = srv.evaluate(traj.cells[i:j], traj.positions[i:j])
             if progress:
                 progress(j, traj.n_frames)
-    e_iso_pred = e_iso_ref = None
-    iso_note = None
     ref_iso = attrs.get("isolated_atom_energies_eV")
-    if ref_iso:  # reference computed with another code: reference both sides to isolated atoms (Eq. 1)
+    choice = energy_reference
+    if choice == "auto":
+        choice = "isolated" if ref_iso else "fluctuation"
+    if choice == "isolated" and not ref_iso:
+        raise DynamatError(f"--energy-reference isolated: {reference} gives no isolated_atom_energies_eV for "
+                           f"{system!r}; use fluctuation, or absolute if both come from the same code")
+    e_iso_pred = e_iso_ref = None
+    if choice == "isolated":
         e_iso_ref = {int(ase.Atoms(k).numbers[0]): float(v) for k, v in json.loads(ref_iso).items()}
-        e_iso_pred = {}
         try:
             e_iso_pred = isolated_atom_energies(model, sorted(set(traj.numbers.tolist())), **kw)
         except DynamatError as exc:
-            e_iso_pred, e_iso_ref = None, None
-            iso_note = f"isolated-atom energy unavailable for this model ({exc}); energy RMSE not referenced"
+            raise DynamatError(f"the isolated-atom energy of {model} is unavailable ({exc}); "
+                               "pass --energy-reference fluctuation") from None
     res = score_singlepoint(traj.energies, traj.forces, e, f, traj.n_atoms, e_iso_ref=e_iso_ref,
                             e_iso_pred=e_iso_pred, numbers=traj.numbers)
+    if choice == "fluctuation":
+        res["energy_rmse_eV_per_atom"] = res["energy_fluctuation_rmse_eV_per_atom"]
+    res["energy_reference"] = choice
+    if e_iso_pred is not None:
+        res["isolated_atom_energies_model_eV"] = {ase.Atoms(numbers=[z]).get_chemical_symbols()[0]: v
+                                                  for z, v in e_iso_pred.items()}
     res["n_frames_singlepoint"] = traj.n_frames
-    if iso_note:
-        res["energy_referencing_note"] = iso_note
+    res["matbench_singlepoint"] = {  # Matbench-discovery's definitions: mean-subtracted E, per-component F
+        "energy_rmse": res["energy_fluctuation_rmse_eV_per_atom"],
+        "force_rmse": force_component_rmse(f, traj.forces),
+    }
     return res
 
 

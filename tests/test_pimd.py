@@ -235,3 +235,33 @@ def test_beads_convergence_command(tmp_path):
     assert conv["rows"][0]["kinetic_cv_eV_per_atom"] == pytest.approx(1.5 * kt, rel=1e-5)
     assert conv["rows"][1]["kinetic_cv_eV_per_atom"] > 1.5 * kt  # Cu at 300 K: a small quantum excess
     assert (tmp_path / "harmonic" / "bulkCu_300K-demo_EMT" / "beads_2" / "simulation.xc.extxyz").exists()
+
+
+def test_pimd_run_is_scored_on_the_all_bead_rdf(tmp_path):
+    """`dynamat score` on a path-integral run: E_RDF is the all-bead (quantum) g(r), equal to the RDF
+    of the concatenated bead frames; the centroid one is kept as rdf_error_centroid_pct."""
+    import json
+
+    from conftest import DEMO, dynamat_cmd
+    from dynamat.io import read_reference
+    from dynamat.metrics.rdf import rdf_error, rdf_from_histogram, rdf_histogram, rdf_r_max
+
+    system = "bulkCu_300K-demo_EMT"
+    res = dynamat_cmd("run", "--model", "emt", "--system", system, "--beads", "4", "--steps", "200",
+                      "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    run_dir = tmp_path / "emt" / system
+    res = dynamat_cmd("score", "--system", system, "--run", str(run_dir))
+    assert res.returncode == 0, res.stderr
+    score = json.loads((run_dir / "score.json").read_text())
+    assert score["rdf_source"] == "all_beads"
+    assert score["rdf_error_centroid_pct"] != score["rdf_error_pct"]
+    beads = read_bead_trajectory(run_dir)
+    ref = read_reference(DEMO, system)
+    n = len(np.unique(beads.steps))
+    assert beads.n_frames == 4 * n
+    ref = ref.truncated_to(min(ref.duration_fs, (n - 1) * 2.5))
+    r_max = min(rdf_r_max(ref.cells, ref.pbc), rdf_r_max(beads.cells, beads.pbc))
+    r, g_ref = rdf_from_histogram(rdf_histogram(ref.positions, ref.cells, n_bins=500, r_max=r_max))
+    _, g_beads = rdf_from_histogram(rdf_histogram(beads.positions, beads.cells, n_bins=500, r_max=r_max))
+    assert rdf_error(g_ref, g_beads, r) == pytest.approx(score["rdf_error_pct"], rel=1e-9)

@@ -30,7 +30,7 @@ def test_report_end_to_end(tmp_path):
     mb = json.loads((out / "matbench" / "md_metrics.json").read_text())
     assert set(mb) == {"CHGNet", "MACE-MP-0", "orb-v2", "GRACE-2L-OAM", "PET-OAM-XL", "UMA-S-P1"}
     assert mb["UMA-S-P1"]["metrics"]["md"]["n_systems"] == 2
-    assert (out / "matbench" / "CHGNet.yml").read_text().count("\n    ") == 7
+    assert (out / "matbench" / "CHGNet.yml").read_text().count("\n    ") == 9  # 8 Matbench keys + n_systems
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(FIGURE_SPECS)
     assert "http://" not in page and "https://" not in page  # nothing to fetch

@@ -120,17 +120,27 @@ def test_external_csv_errors(tmp_path):
 
 
 def test_matbench_md_block_shape(tmp_path):
+    """The export carries the values computed with Matbench-discovery's definitions (score.json
+    ``matbench`` / ``matbench_singlepoint``), never dynamat's Eq. 1-12 numbers under their names."""
     _score(tmp_path, "m", "a", 1, energy_rmse_eV_per_atom=0.02, force_rmse_eV_per_A=0.1,
-           rdf_error_pct=5.0, vdos_error_pct=20.0, pressure_mae_GPa=1.0, pressure_hist_error_pct=30.0)
+           rdf_error_pct=5.0, vdos_error_pct=20.0, pressure_mae_GPa=1.0, pressure_hist_error_pct=30.0,
+           matbench={"rdf_error": 4.0, "adf_error": 2.0, "vdos_error": 10.0, "pressure_mae": 1.0,
+                     "pressure_wasserstein": 0.5, "pressure_error": 40.0},
+           matbench_singlepoint={"energy_rmse": 0.01, "force_rmse": 0.1 / 3**0.5})
     _score(tmp_path, "m", "b", 1, energy_rmse_eV_per_atom=None, force_rmse_eV_per_A=0.3,
-           rdf_error_pct=7.0, vdos_error_pct=30.0, E_RPV_pct=12.0)
+           rdf_error_pct=7.0, vdos_error_pct=30.0, E_RPV_pct=12.0,
+           matbench={"rdf_error": 6.0, "adf_error": 4.0, "vdos_error": 20.0, "pressure_mae": None,
+                     "pressure_wasserstein": None, "pressure_error": None},
+           matbench_singlepoint={"force_rmse": 0.3 / 3**0.5})
     _score(tmp_path, "z", "a", 2, status="exploded", rdf_error_pct=100.0)
     rows = {r["model"]: r for r in model_table(load_results(tmp_path)).rows}
     block = md_block(rows["m"])
-    # energy RMSE missing for one system -> omitted, as matbench's calc_md_metrics does
-    assert block == {"force_rmse": 200.0, "rdf_error": 6.0, "vdos_error": 25.0,
-                     "pressure_mae": 1.0, "pressure_error": 30.0, "n_systems": 2}
+    # energy RMSE missing for one system -> omitted, as matbench's calc_md_metrics does; the force
+    # RMSE is the per-component one (Eq. 2 / sqrt 3), means skip systems without stress
+    assert block == pytest.approx({"force_rmse": 1000 * 0.2 / 3**0.5, "rdf_error": 5.0, "adf_error": 3.0,
+                                   "vdos_error": 15.0, "pressure_mae": 1.0, "pressure_wasserstein": 0.5,
+                                   "pressure_error": 40.0, "n_systems": 2}, abs=1e-4)
     assert md_block(rows["z"]) == "not available"
     text = md_yaml(rows["m"])
-    assert "metrics:\n  md:\n    force_rmse: 200.0 # meV/Å\n" in text
+    assert "metrics:\n  md:\n    force_rmse: 115.4701 # meV/Å (per component)\n" in text
     assert "E_RPV" not in text and "energy_rmse:" not in text

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dynamat.cli.common import driver_options, emit, reference_option, system_option, with_options
-from dynamat.singlepoint import run_singlepoint
+from dynamat.singlepoint import ENERGY_REFERENCES, run_singlepoint
 
 
 @click.command()
@@ -18,10 +18,16 @@ from dynamat.singlepoint import run_singlepoint
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Use at most this many frames.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
+@click.option("--energy-reference", type=click.Choice(ENERGY_REFERENCES), default="auto", show_default=True,
+              help="Eq. 1 across codes: isolated (both sides minus their isolated atoms, the paper's), absolute "
+                   "(raw, same code only), fluctuation (mean-subtracted); auto: isolated when the file has "
+                   "isolated-atom energies, else fluctuation.")
 @with_options(driver_options)
-def singlepoint(model, system, reference, every, max_frames, batch_size, json_out, driver_cmd, driver_args):
+def singlepoint(model, system, reference, every, max_frames, batch_size, json_out, energy_reference, driver_cmd,
+                driver_args):
     """Energy and force RMSE (paper Eq. 1-2) of MODEL on the labelled reference frames of SYSTEM."""
     res = run_singlepoint(model, reference, system, every, max_frames, batch_size, driver_cmd, driver_args,
-                          progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True))
+                          progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True),
+                          energy_reference=energy_reference)
     res.update(model=model, system=system)
     emit(res, json_out)

@@ -65,6 +65,11 @@ __all__ = [
     "write_table",
 ]
 
+#: Matbench-discovery's per-system keys a score.json carries under ``matbench`` (MD) and
+#: ``matbench_singlepoint`` (energy/force), computed with its definitions (dynamat.metrics.matbench)
+MATBENCH_RUN_KEYS = ("energy_rmse", "force_rmse", "rdf_error", "adf_error", "vdos_error", "pressure_mae",
+                     "pressure_wasserstein", "pressure_error")
+
 SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
 STATUSES = ("completed", "failed", "exploded")
 
@@ -189,6 +194,12 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         row[key] = _num(raw.get(key))
         row[f"{key}_unc"] = _num(raw.get(f"{key}_unc"))
         row[f"{key}_floor"] = _num(raw.get(f"{key}_floor"))
+    mb = raw.get("matbench") if isinstance(raw.get("matbench"), dict) else {}
+    mb_sp = raw.get("matbench_singlepoint") if isinstance(raw.get("matbench_singlepoint"), dict) else {}
+    for key in MATBENCH_RUN_KEYS:
+        row[f"mb_{key}"] = _num({**mb, **mb_sp}.get(key))
+    row["pressure_hist_error_pct_half_bins"] = _num(raw.get("pressure_hist_error_pct_half_bins"))
+    row["pressure_hist_error_pct_double_bins"] = _num(raw.get("pressure_hist_error_pct_double_bins"))
     curves = path.parent / "curves.npz"
     row["curves_path"] = str(curves) if curves.is_file() else None
     row["error"] = raw.get("error")
@@ -303,6 +314,10 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
             if key in COMPOSITE_KEYS:
                 continue
             row.update(_mean_with_unc(done, key))
+        for key in MATBENCH_RUN_KEYS:
+            vals = [r[f"mb_{key}"] for r in done if r.get(f"mb_{key}") is not None]
+            row[f"mb_{key}"] = float(np.mean(vals)) if vals else None
+            row[f"mb_{key}_n"] = len(vals)
         comp = combined_scores(*(row[k] for k in OBSERVABLE_KEYS),
                                *(row[f"{k}_unc"] for k in OBSERVABLE_KEYS))
         for key in COMPOSITE_KEYS:
@@ -323,6 +338,8 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
         cols += [k, f"{k}_unc", f"{k}_floor", f"{k}_n"]
         if k in COMPOSITE_KEYS:
             cols += [f"{k}_mean_over_systems", f"{k}_mean_over_systems_n"]
+    for key in MATBENCH_RUN_KEYS:
+        cols += [f"mb_{key}", f"mb_{key}_n"]
     if external is not None:
         cols += ["f1", "kappa_srme"]
     disp = ["model", "tier", "n_params", "n_completed", "n_failed", *METRIC_KEYS]
@@ -332,10 +349,33 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
         "Means over completed systems only; null metrics are skipped (the *_n columns count "
         "the systems used). E_RPV/L_RPV: Eq. 11/12 applied to the model-mean E_RDF, E_P, "
         "E_VDOS.",
+        *noise_notes(rows_out),
         *results.notes,
     ]
     return Table("per_model", "Per model (means over systems)", cols, rows_out, notes=notes,
                  display=disp)
+
+
+def noise_notes(model_rows: list[dict[str, Any]], keys=("pressure_hist_error_pct", "rdf_error_pct",
+                                                         "vdos_error_pct")) -> list[str]:
+    """For each observable error: the models within the noise floor of the best one, which this
+    benchmark cannot tell apart (the floor: the same error between the reference's two halves)."""
+    notes = []
+    for key in dict.fromkeys(keys):
+        rows = [r for r in model_rows if r.get(key) is not None]
+        if len(rows) < 2:
+            continue
+        best = min(rows, key=lambda r: r[key])
+        floors = [r.get(f"{key}_floor") for r in rows if r.get(f"{key}_floor") is not None]
+        if not floors:
+            continue
+        floor = max(floors)
+        tied = [r["model"] for r in rows if r[key] - best[key] <= floor]
+        if len(tied) > 1:
+            notes.append(f"{METRIC_BY_KEY[key].short}: {', '.join(tied)} lie within the noise floor "
+                         f"({floor:.3g} {METRIC_BY_KEY[key].unit}) of the best ({best['model']}); "
+                         "their differences are not resolved.")
+    return notes
 
 
 def tier_median_table(models: Table) -> Table:

@@ -14,6 +14,8 @@ def scorecard(res: dict) -> str:
             continue
         m = METRIC_BY_KEY[key]
         label = m.card_label
+        if key == "energy_rmse_eV_per_atom" and res.get("energy_reference"):
+            label = f"{m.short} ({m.equation}, {res['energy_reference']})"
         val = res[key]
         if val is None:
             why = res.get(f"{key}_note")

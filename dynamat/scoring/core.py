@@ -46,6 +46,7 @@ from dynamat.metrics.pressure import (
     pressure_GPa,
     pressure_hist_edges,
     pressure_hist_error,
+    pressure_hist_error_sensitivity,
     pressure_mae,
     pressure_wasserstein_GPa,
 )
@@ -84,6 +85,9 @@ MD_KEYS = (
     "frame_interval_suspect_mlip",
     "velocity_source",
     "pressure_wasserstein_GPa",
+    "pressure_hist_bins",
+    "pressure_hist_error_pct_half_bins",
+    "pressure_hist_error_pct_double_bins",
     "vdos_w1_error_pct",
     "rdf_r_max_A",
     "vdos_max_lag_fs",
@@ -211,6 +215,7 @@ def score_md(
     vdos_max_lag_fs: float | None = None,
     rdf_backend: str = "numpy",
     curves: dict | None = None,
+    mlip_beads: Trajectory | None = None,
 ) -> dict:
     """Observable errors of ``mlip`` against ``ref`` over matched durations.
 
@@ -223,6 +228,9 @@ def score_md(
 
     ``vdos_max_lag_fs``: VACF window half-width; default half the matched duration on each side.
     ``n_boot``: block-bootstrap replicates for the ``_unc`` entries (0 disables them).
+    ``mlip_beads``: for a path-integral run, every bead of every saved step (step-major, P frames
+    per centroid frame, :func:`dynamat.io.run_folder.read_bead_trajectory`): E_RDF is then the
+    all-bead (quantum) g(r) against the reference, and ``rdf_error_centroid_pct`` the centroid's.
     ``curves``: a dict that receives the compared curves (what the report draws, Fig. 3-5 b-f):
     ``rdf_r`` (Å), ``rdf_ref``, ``rdf_mlip``; ``vdos_nu_THz``, ``vdos_ref``, ``vdos_mlip`` (unit
     area over the common range, the MLIP's on the reference's grid); ``p_ref_GPa``, ``p_mlip_GPa``.
@@ -235,8 +243,15 @@ def score_md(
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims}")
     duration = min(ref.duration_fs, mlip.duration_fs)
+    beads_per_frame = None
+    if mlip_beads is not None:
+        beads_per_frame, rest = divmod(mlip_beads.n_frames, mlip.n_frames)
+        if rest or beads_per_frame < 1:
+            raise ValueError(f"{mlip_beads.n_frames} bead frames are not a whole number per {mlip.n_frames} steps")
     ref = ref.truncated_to(duration)
     mlip = mlip.truncated_to(duration)
+    if mlip_beads is not None:
+        mlip_beads = mlip_beads[: mlip.n_frames * beads_per_frame]
     if min(ref.n_frames, mlip.n_frames) < 8:
         raise ValueError(
             f"matched duration {duration:g} fs leaves {ref.n_frames} ref and {mlip.n_frames} "
@@ -295,6 +310,14 @@ def score_md(
         for k, t in sides.items()
     }
     r, g_ref = rdf_from_histogram(hist["ref"])
+    if mlip_beads is not None:  # quantum g(r): all beads; the centroid one kept under its own name
+        _, g_centroid = rdf_from_histogram(hist["mlip"])
+        out["rdf_error_centroid_pct"] = rdf_error(g_ref, g_centroid, r)
+        hist["mlip"] = rdf_histogram(
+            mlip_beads.positions, mlip_beads.cells, n_bins=n_bins, r_max=r_max, pbc=mlip_beads.pbc,
+            block_length=blen["mlip"] * beads_per_frame, backend=rdf_backend,
+        )
+        out["rdf_source"] = "all_beads"
     _, g_mlip = rdf_from_histogram(hist["mlip"])
     out["rdf_error_pct"] = rdf_error(g_ref, g_mlip, r)
     if curves is not None:
@@ -307,6 +330,10 @@ def score_md(
         out["pressure_mae_GPa"] = pressure_mae(p["ref"], p["mlip"])
         edges = pressure_hist_edges(p["ref"], p["mlip"])
         out["pressure_hist_error_pct"] = pressure_hist_error(p["ref"], p["mlip"], bins=edges)
+        sens = pressure_hist_error_sensitivity(p["ref"], p["mlip"])
+        out["pressure_hist_bins"] = sens["bins"]
+        out["pressure_hist_error_pct_half_bins"] = sens["error_half_bins_pct"]
+        out["pressure_hist_error_pct_double_bins"] = sens["error_double_bins_pct"]
         out["pressure_wasserstein_GPa"] = pressure_wasserstein_GPa(p["ref"], p["mlip"])
 
     # --- VDOS -------------------------------------------------------------------------------

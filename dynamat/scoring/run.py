@@ -17,7 +17,8 @@ import numpy as np
 from dynamat.errors import DynamatError
 from dynamat.io import read_extxyz, read_reference
 from dynamat.io.results import write_json_atomic
-from dynamat.io.run_folder import read_run_trajectory
+from dynamat.io.run_folder import bead_files, read_bead_trajectory, read_run_trajectory
+from dynamat.metrics.matbench import MATBENCH_KEYS, matbench_md_metrics
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 
@@ -50,11 +51,29 @@ def _run_trajectory(run_dir: Path):
         status = meta.get("status", "unknown")
         why = f" ({status}: {meta['error']})" if meta.get("error") else f" (status {status})"
         raise DynamatError(f"the run in {run_dir} has no MD frames to score{why}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    beads = None
+    if len(bead_files(run_dir)) > 1:  # path integrals: the quantum g(r) is over all beads
+        beads = read_bead_trajectory(run_dir)
+        keep = np.isin(beads.steps, mlip.steps)
+        beads = beads[np.flatnonzero(keep)]
+        mlip = mlip[np.flatnonzero(np.isin(mlip.steps, beads.steps))]
     proto = meta.get("protocol", {})
     burn_in_steps = proto.get("burn_in_ps", 0.0) * 1000.0 / proto.get("timestep_fs", 1.0)
     if burn_in_steps and mlip.steps is not None:  # relaxed-cell protocol: score after the burn-in
         mlip = mlip[np.flatnonzero(mlip.steps >= burn_in_steps)]
-    return mlip, meta
+        if beads is not None:
+            beads = beads[np.flatnonzero(beads.steps >= burn_in_steps)]
+    return mlip, beads, meta
+
+
+def matbench_object(ref, mlip) -> dict:
+    """Matbench-discovery's six per-system keys (its own definitions, :mod:`dynamat.metrics.matbench`);
+    None where it gives NaN (no stress on a side) or cannot compute (too few frames)."""
+    try:
+        vals = matbench_md_metrics(ref, mlip)
+    except ValueError as exc:
+        return {**dict.fromkeys(MATBENCH_KEYS), "note": f"not computed: {exc}"}
+    return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in vals.items()}
 
 
 def score_run(reference: Path | None, system: str, run_dir: Path | None = None, trajectory: Path | None = None,
@@ -63,8 +82,9 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
 
     ``curves``: a dict that receives the compared g(r), VDOS and pressure samples."""
     reference, sys_entry, _ = load_system(reference, system)
+    beads = None
     if run_dir:
-        mlip, meta = _run_trajectory(Path(run_dir))
+        mlip, beads, meta = _run_trajectory(Path(run_dir))
     elif trajectory:
         if dt_fs is None:
             raise DynamatError("--trajectory needs --dt-fs, the time between its frames in fs")
@@ -83,7 +103,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     if mlip.temperature_K is None:
         mlip.temperature_K = sys_entry.temperature_K  # the target: lets the frame-interval check speak
     try:
-        res = score_md(ref, mlip, dims=sys_entry.dims, curves=curves)
+        res = score_md(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads)
+        res["matbench"] = matbench_object(ref, mlip)
     except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
         raise DynamatError(f"cannot score this trajectory: {exc}") from None
     res.update(
