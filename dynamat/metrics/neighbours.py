@@ -88,7 +88,8 @@ def _image_offsets(cell_bytes: bytes, pbc_key: tuple[bool, ...], r_max: float) -
 
     Candidates within :func:`_offset_bounds` are kept only if the shifted half-cell box
     actually comes within r_max of the origin (a bounded least-squares problem), so the list
-    is exact and short: empty for orthorhombic cells, typically 2–8 entries otherwise.
+    is exact and short: for r_max ≤ λ₁/2 empty in orthorhombic cells and typically 2–8 entries
+    otherwise; larger r_max (an unlimited :func:`minimum_image`) keeps more. Both signs of n.
     """
     from scipy.optimize import lsq_linear
 

@@ -19,7 +19,9 @@ over pairs × frames. ``backend="mdtraj"`` calls ``mdtraj.compute_rdf`` chunk by
 paper's code path) and recombines the per-call normalised g(r) into counts exactly; MDTraj
 stores coordinates in float32, so individual distances within ~1e-6 Å of a bin edge may land in
 the neighbouring bin, a ~1e-5 relative effect on g(r). The two backends agree to that level;
-the numpy one matches a float64 brute force to round-off and is several times faster.
+the numpy one matches a float64 brute force to round-off and is several times faster. The
+kernels live in :mod:`dynamat.metrics.rdf_kernel`, the minimum-image geometry they share with the
+ADF in :mod:`dynamat.metrics.neighbours`. Matbench-discovery's RDF is ``normalization="eq3"``.
 """
 
 from __future__ import annotations
