@@ -275,5 +275,6 @@ def test_slurm_inet_driver_as_second_job_step(slurm_cluster, tmp_path):
     script = next((out / "_campaign").glob("array-*.sbatch")).read_text()
     assert "DYNAMAT_DRIVER_LAUNCHER=\"srun --nodes=1 --ntasks=1 --relative=0" in script
     sj = json.loads((out / "emt" / B / "socket.json").read_text())
-    assert sj["driver_command"][0] == "srun" and sj["host"] == "localhost" and sj["port"] > 0
+    # --relative=0: the driver is on this node, so the relay listens on loopback only
+    assert sj["driver_command"][0] == "srun" and sj["host"] == "127.0.0.1" and sj["port"] > 0
     assert "relaying to i-PI" in (out / "emt" / B / "driver.log").read_text()
