@@ -1,0 +1,280 @@
+"""`dynamat campaign`: the (model x system) matrix run and scored locally and as a real SLURM job array.
+
+The SLURM tests start a private one-node cluster (slurmctld + slurmd, as root, on free ports, all
+state under a temp folder; auth/none where the installed SLURM has it, else a private munged) and
+stop it afterwards. They are marked ``slurm`` and skip when slurm-wlm is not installed.
+"""
+
+from importlib import resources
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynamat.campaign.jobs import Job, pair_status, read_job, write_job_list
+from dynamat.campaign.slurm import render
+from dynamat.errors import DynamatError
+
+from conftest import BIN, DEMO
+
+A, B = "bulkCu_300K-demo_EMT", "bulkCu3Au_500K-demo_EMT"
+SYSTEMS = f"{A},{B}"
+PAIRS = [(m, s) for m in ("emt", "lj") for s in (A, B)]
+
+# the commands as the lead registers them: on a group that prints a DynamatError as one line
+_CLI = """
+import sys, click
+from dynamat.cli.errors import OneLineGroup as _Group
+from dynamat.cli.campaign import campaign_command, campaign_task_command
+@click.group(cls=_Group)
+def g(): pass
+g.add_command(campaign_command, "campaign")
+g.add_command(campaign_task_command, "campaign-task")
+g(prog_name="dynamat")
+"""
+
+
+def campaign(*args, timeout: float, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _CLI, "campaign", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def _state(out: Path, model: str, system: str) -> dict:
+    return json.loads((out / "_campaign" / "state" / model / f"{system}.json").read_text())
+
+
+def _check_scored(out: Path, model: str, system: str, steps: int) -> dict:
+    rec = json.loads((out / model / system / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["steps_done"] == steps, rec
+    sc = json.loads((out / model / system / "score.json").read_text())
+    assert sc["model"] == model and sc["system"] == system and sc["status"] == "completed"
+    assert sc["system_class"] in ("pure metal", "alloy")
+    assert sc["seconds_per_step"] == rec["seconds_per_step_median"] and sc["seconds_per_step"] > 0
+    assert np.isfinite(sc["rdf_error_pct"]) and np.isfinite(sc["vdos_error_pct"])  # the `dynamat score` metrics
+    return sc
+
+
+def _no_leftovers(tag: str) -> bool:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if ("i-pi" in cmd or "dynamat-driver" in cmd) and (tag in cmd or tag in cwd):
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------ pieces
+def test_job_list_round_trip(tmp_path):
+    jobs = [Job(0, "emt", A, str(DEMO), str(tmp_path), 100, driver_args=("--option", "k=2 3")),
+            Job(1, "mace-mp-0", B, str(DEMO), str(tmp_path), None, socket="inet",
+                driver_cmd="/envs/mace/bin/dynamat-driver --threads 4")]
+    path = write_job_list(tmp_path / "jobs.tsv", jobs)
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("#index\tmodel\tsystem") and len(lines) == 3 and all(ln.count("\t") == 10 for ln in lines)
+    assert read_job(path, 0) == jobs[0] and read_job(path, 1) == jobs[1]
+    with pytest.raises(DynamatError, match="no index 2"):
+        read_job(path, 2)
+
+
+def test_template_renders_and_rejects_unknown_names():
+    assert render("#SBATCH --array=@array@\nexec @python@", {"array": "0-3%2", "python": "py"}) == \
+        "#SBATCH --array=0-3%2\nexec py"
+    with pytest.raises(DynamatError, match="arary"):
+        render("#SBATCH --array=@arary@", {"array": "0-3"})
+    for name in ("campaign_array.sbatch.in", "campaign_array_inet.sbatch.in"):
+        text = resources.files("dynamat.templates").joinpath(name).read_text()
+        used = set(re.findall(r"@([a-z_]+)@", text))
+        assert {"array", "manifest", "python", "cpus_per_task", "log_dir"} <= used, name
+
+
+def test_pair_status_actions(tmp_path):
+    d = tmp_path / "emt" / A
+    assert pair_status(d) == ("run", None)
+    d.mkdir(parents=True)
+    (d / "input.xml").write_text("<simulation/>")
+    assert pair_status(d)[0] == "overwrite"  # unfinished, nothing to resume from
+    (d / "RESTART").write_text("<simulation><step>40</step></simulation>")
+    assert pair_status(d)[0] == "resume"
+    (d / "run.json").write_text(json.dumps({"status": "completed"}))
+    assert pair_status(d) == ("score", "completed")
+    (d / "score.json").write_text(json.dumps({"status": "completed"}))
+    assert pair_status(d) == ("skip", "completed")
+    (d / "run.json").write_text(json.dumps({"status": "exploded"}))
+    assert pair_status(d) == ("score", "exploded")  # the score must say exploded too
+
+
+# ------------------------------------------------------------------------------ local executor
+def test_local_campaign_runs_scores_reports_then_skips(tmp_path):
+    out = tmp_path / "camp"
+    t0 = time.monotonic()
+    res = campaign("--models", "emt,lj", "--systems", SYSTEMS, "--executor", "local", "--jobs", "2",
+                   "--steps", "100", "--out", str(out), timeout=240)
+    first_s = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "4 pairs (4 run)" in res.stderr
+    assert re.search(r"4 pairs: 4 done, 0 running, 0 failed, 0 pending \| MD \d+ steps/s", res.stderr)
+    assert re.search(r"2 running, 0 failed, 2 pending", res.stderr)  # K=2 at a time
+    for m, s in PAIRS:
+        _check_scored(out, m, s, 100)
+        st = _state(out, m, s)
+        assert st["phase"] == "done" and st["result"] == "completed" and len(st["attempts"]) == 1
+    assert (out / "report" / "report.html").is_file()
+    assert (out / "report" / "tables").is_dir()
+    mtimes = {p: p.stat().st_mtime for p in out.glob("*/*/*.json")}
+    logs = sorted(os.listdir(out / "_campaign" / "logs"))
+
+    t0 = time.monotonic()
+    res = campaign("--models", "emt,lj", "--systems", SYSTEMS, "--jobs", "2", "--steps", "100",
+                   "--out", str(out), timeout=60)
+    again_s = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    assert "4 pairs (4 skip)" in res.stderr and "4 done (4 skipped)" in res.stderr
+    assert {p: p.stat().st_mtime for p in out.glob("*/*/*.json")} == mtimes  # nothing re-run or re-scored
+    assert sorted(os.listdir(out / "_campaign" / "logs")) == logs
+    assert again_s < 15 and again_s < first_s / 2, (again_s, first_s)
+
+    # what a SLURM array task runs, here on a pair that is already final: nothing re-run or re-scored
+    manifest = next((out / "_campaign").glob("jobs-*.tsv"))
+    r = subprocess.run([sys.executable, "-c", _CLI, "campaign-task", "--manifest", str(manifest), "--index", "3"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "lj/bulkCu3Au_500K-demo_EMT: done completed" in r.stderr
+    assert {p: p.stat().st_mtime for p in out.glob("*/*/*.json")} == mtimes
+
+
+def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
+    out = tmp_path / "camp"
+    # LJ with a far too large sigma blows up at once; an unknown model fails before its first step
+    res = campaign("--models", "lj,no-such-model", "--systems", A, "--jobs", "2", "--steps", "300",
+                   "--max-retries", "1", "--driver-args", "lj=--option sigma=3.0 --option epsilon=2",
+                   "--out", str(out), "--no-report", timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "dynamat: error: 1 of 2 pairs did not complete: no-such-model" in res.stderr
+    sc = json.loads((out / "lj" / A / "score.json").read_text())
+    assert sc["status"] == "exploded" and "exploded" in sc["error"] and sc["system_class"] == "pure metal"
+    assert [a["action"] for a in _state(out, "lj", A)["attempts"]] == ["run"]  # never retried
+    sc = json.loads((out / "no-such-model" / A / "score.json").read_text())
+    assert sc["status"] == "failed" and "no-such-model" in sc["error"]
+    assert [a["action"] for a in _state(out, "no-such-model", A)["attempts"]] == ["run", "overwrite"]
+    assert pair_status(out / "lj" / A) == ("skip", "exploded")
+
+    # inet: the driver reaches i-PI over TCP through the relay, which records where it listened
+    res = campaign("--models", "emt", "--systems", A, "--steps", "100", "--socket", "inet", "--out", str(out),
+                   "--driver-env", f"emt={BIN / 'dynamat-driver'}", "--no-report", timeout=120)
+    assert res.returncode == 0, res.stderr
+    _check_scored(out, "emt", A, 100)
+    manifest = sorted((out / "_campaign").glob("jobs-*.tsv"))[-1]
+    assert read_job(manifest, 0).driver_cmd == str(BIN / "dynamat-driver")
+    sj = json.loads((out / "emt" / A / "socket.json").read_text())
+    assert sj["host"] and 0 < sj["port"] < 65536 and "--inet" in sj["driver_command"]
+    assert "relaying to i-PI" in (out / "emt" / A / "driver.log").read_text()
+
+
+# ------------------------------------------------------------------------------ SLURM
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A private one-node SLURM cluster (localhost, as root), stopped afterwards; see tests/slurm_cluster.py."""
+    from slurm_cluster import ClusterUnavailable, private_slurm_cluster
+
+    cm = private_slurm_cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        info = cm.__enter__()
+    except ClusterUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield info
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def _wait(pred, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@pytest.mark.slurm
+def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
+    from dynamat.io import read_ipi_run
+
+    out = tmp_path / "camp"
+    res = campaign("--models", "emt,lj", "--systems", SYSTEMS, "--executor", "slurm", "--cpus-per-task", "1",
+                   "--steps", "100", "--out", str(out), "--poll-s", "0.5", timeout=150)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = re.search(r"submitted 4 array task\(s\) as SLURM job (\d+)", res.stderr)
+    assert m, res.stderr
+    job = m.group(1)
+    assert "4 pairs: 4 done, 0 running, 0 failed, 0 pending" in res.stderr
+    script = next((out / "_campaign").glob("array-*.sbatch")).read_text()
+    assert "#SBATCH --array=0-3" in script and "--manifest" in script
+    for mdl, s in PAIRS:
+        _check_scored(out, mdl, s, 100)
+        st = _state(out, mdl, s)
+        assert st["phase"] == "done" and st["slurm_job"].startswith(job + "_")
+        assert st["times"]["submit"] <= st["times"]["shell"] <= st["times"]["first_step"] <= st["times"]["score_end"]
+    assert len(list((out / "_campaign" / "logs").glob(f"{job}_*.out"))) == 4
+    assert (out / "report" / "report.html").is_file()
+    r = subprocess.run(["squeue", "-h", "-r", "--states=all", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    assert set(r.stdout.split()) == {"COMPLETED"}
+
+    # a longer run, cancelled with scancel mid-run, then resumed by running the campaign again
+    out2 = tmp_path / "camp2"
+    steps = 3000
+    res = campaign("--models", "emt", "--systems", A, "--executor", "slurm", "--cpus-per-task", "1",
+                   "--steps", str(steps), "--out", str(out2), "--no-wait", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "not waiting" in res.stderr
+    _wait(lambda: (_state(out2, "emt", A).get("step") or 0) >= 400, 120, "the MD to pass step 400")
+    task = _state(out2, "emt", A)["slurm_job"]
+    subprocess.run(["scancel", task], check=True, timeout=30)
+    _wait(lambda: _state(out2, "emt", A)["phase"] == "cancelled", 60, "the task to record its cancellation")
+    _wait(lambda: subprocess.run(["squeue", "-h", "-j", task.split("_")[0]], capture_output=True,
+                                 text=True).stdout.strip() == "", 60, "the cancelled task to leave the queue")
+    run_dir = out2 / "emt" / A
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] != "completed" and 400 <= rec["steps_done"] < steps
+    assert pair_status(run_dir)[0] == "resume"
+    time.sleep(1)
+    assert _no_leftovers(str(out2)), "i-PI or the driver outlived the cancelled task"
+
+    res = campaign("--models", "emt", "--systems", A, "--executor", "slurm", "--cpus-per-task", "1",
+                   "--steps", str(steps), "--out", str(out2), "--poll-s", "0.5", timeout=150)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "1 pairs (1 resume)" in res.stderr
+    _check_scored(out2, "emt", A, steps)
+    st = _state(out2, "emt", A)
+    assert [a["action"] for a in st["attempts"]] == ["resume"] and st["step0"] >= 400
+    traj = read_ipi_run(run_dir)
+    np.testing.assert_array_equal(traj.steps, np.arange(0, steps + 1, 10))  # no frame lost or repeated
+
+
+@pytest.mark.slurm
+def test_slurm_inet_driver_as_second_job_step(slurm_cluster, tmp_path):
+    # --inet-nodes 1: the one test node stands in for the driver node; the driver is still its own srun step
+    out = tmp_path / "camp"
+    res = campaign("--models", "emt", "--systems", B, "--executor", "slurm", "--cpus-per-task", "1", "--steps", "100",
+                   "--socket", "inet", "--inet-nodes", "1", "--out", str(out), "--no-report", "--poll-s", "0.5",
+                   timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _check_scored(out, "emt", B, 100)
+    script = next((out / "_campaign").glob("array-*.sbatch")).read_text()
+    assert "DYNAMAT_DRIVER_LAUNCHER=\"srun --nodes=1 --ntasks=1 --relative=0" in script
+    sj = json.loads((out / "emt" / B / "socket.json").read_text())
+    # --relative=0: the driver is on this node, so the relay listens on loopback only
+    assert sj["driver_command"][0] == "srun" and sj["host"] == "127.0.0.1" and sj["port"] > 0
+    assert "relaying to i-PI" in (out / "emt" / B / "driver.log").read_text()

@@ -1,0 +1,61 @@
+"""Bad input: one clear line on stderr, a non-zero exit, no traceback, earlier results untouched."""
+
+import pytest
+
+from conftest import DEMO, dynamat_cmd
+
+
+def _one_line_error(res, *needles):
+    assert res.returncode != 0
+    err = res.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("dynamat: error:"), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_unknown_system(tmp_path):
+    _one_line_error(dynamat_cmd("inputs", "--system", "bulkXx_1K", "--out", str(tmp_path)), "bulkXx_1K")
+
+
+def test_missing_reference(tmp_path):
+    res = dynamat_cmd("run", "--model", "emt", "--system", "bulkCu_300K-demo_EMT",
+                      "--reference", str(tmp_path / "missing.h5"), "--out", str(tmp_path))
+    _one_line_error(res, "not found")
+
+
+def test_malformed_hdf5(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n garbage" * 50)
+    res = dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT", "--reference", str(bad),
+                      "--trajectory", str(bad), "--dt-fs", "1")
+    _one_line_error(res, "HDF5")
+
+
+def test_score_needs_a_trajectory():
+    _one_line_error(dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT"), "--run")
+
+
+@pytest.mark.parametrize("cmd", [["inputs", "--out", "x"], ["run", "--model", "emt"]])
+def test_missing_required_option(cmd):
+    res = dynamat_cmd(*cmd)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "--system" in res.stderr
+
+
+def test_inputs_written(tmp_path):
+    res = dynamat_cmd("inputs", "--system", "bulkCu3Au_500K-demo_EMT", "--reference", str(DEMO),
+                      "--out", str(tmp_path), "--steps", "50")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "input.xml").exists() and (tmp_path / "init.xyz").exists()
+    assert "i-pi input.xml & dynamat-driver --model MODEL" in res.stdout
+
+
+def test_too_short_trajectory(tmp_path):
+    from ase.build import bulk
+    from ase.io import write
+
+    atoms = bulk("Cu", "fcc", a=3.5898, cubic=True).repeat(2)
+    write(tmp_path / "t.extxyz", [atoms] * 3)
+    res = dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT", "--trajectory", str(tmp_path / "t.extxyz"), "--dt-fs", "2.5")
+    _one_line_error(res, "cannot score")
