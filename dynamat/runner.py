@@ -32,6 +32,7 @@ from dynamat.engines.ipi import PREFIX, Exploded, Interrupted, last_step
 from dynamat.engines.ipi_input import MDSettings, write_inputs
 from dynamat.engines.relax import relax_cell
 from dynamat.errors import DynamatError
+from dynamat.io.results import ensure_writable_dir
 from dynamat.names import run_dir_in
 
 MAX_STEPS = 100_000_000  # 25 ns at 0.25 fs: beyond any benchmark, and i-PI's int stays sane
@@ -109,13 +110,7 @@ def _versions() -> dict:
 
 
 def _check_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise DynamatError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
+    ensure_writable_dir(run_dir)
 
 
 _STEP_TAG = re.compile(r"<step>\s*(\d+)\s*</step>")

@@ -1,11 +1,13 @@
 """Campaigns: the (model x system) matrix as independent jobs.
 
 - :mod:`.jobs`: the job list, per-pair state and the task one job runs (run, then score);
-- :mod:`.run`: planning, the live summary, the local executor and waiting on SLURM;
+- :mod:`.run`: planning, the local executor and waiting on SLURM;
+- :mod:`.summary`: the live summary and per-pair timings;
 - :mod:`.slurm`: the sbatch script (templates in ``dynamat/templates/``), submission, squeue;
 - :mod:`.bridge`: the relay that puts a driver behind an inet socket on another node.
 """
 
-from dynamat.campaign.run import CampaignResult, pair_timings, run_campaign
+from dynamat.campaign.run import CampaignResult, run_campaign
+from dynamat.campaign.summary import pair_timings
 
 __all__ = ["CampaignResult", "pair_timings", "run_campaign"]

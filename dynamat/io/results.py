@@ -31,3 +31,16 @@ def write_json_atomic(path: str | Path, obj) -> Path:
     except OSError as exc:
         raise DynamatError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def ensure_writable_dir(path: str | Path, what: str = "") -> Path:
+    """Creates ``path`` and proves it writable, else one line naming it (before any work is done)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DynamatError(f"cannot write {what or 'to'} {path}: {exc.strerror or exc}") from None
+    return path

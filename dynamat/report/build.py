@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dynamat.errors import DynamatError
+from dynamat.io.results import ensure_writable_dir
 
 
 def run_report(results, out: str | Path, external: str | Path | None = None,
@@ -21,14 +21,7 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     res = load_results(results)
     ext_rows = ext.load_external(external)
     ext_map = ext.match_external(res.models, ext_rows)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise DynamatError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    out = ensure_writable_dir(out, "the report to")
 
     tables = build_tables(res, {m: r for m, r in ext_map.items()})
     for t in tables.values():
