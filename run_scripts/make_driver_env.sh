@@ -27,9 +27,15 @@
 #   DYNAMAT_TORCH_INDEX  an --index-url for that torch install only (e.g. PyTorch's CPU index)
 #   DYNAMAT_EDITABLE=1   install the driver editable (pip install -e), as the tests do
 #   DYNAMAT_GRACE_CUDA=1 GRACE with TensorFlow's CUDA libraries (pip install ./drivers[grace])
+#   DYNAMAT_UNPINNED=1   resolve the newest versions the extras allow, instead of the tested ones
+#
+# Every package version is pinned to the environment the zoo tests last passed with:
+# drivers/constraints/<group>.txt (pip -c), so a new release of a model package or of one of its
+# dependencies cannot change an environment (or turn CI red) overnight. fairchem1 has no tested
+# pin set (it cannot be built here); it installs unpinned within its extra's bounds.
 set -euo pipefail
 
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage 2
 case "$1" in -h|--help) usage 0 ;; esac
 
@@ -89,6 +95,11 @@ else
 fi
 
 PIP=("$DIR/bin/python" -m pip install -q --disable-pip-version-check)
+PINS="$REPO/drivers/constraints/$GROUP.txt"
+if [ "${DYNAMAT_UNPINNED:-0}" != 1 ] && [ -f "$PINS" ]; then
+    PIP+=(-c "$PINS")
+    echo "make_driver_env: tested versions from ${PINS#"$REPO"/} (DYNAMAT_UNPINNED=1 for the newest)" >&2
+fi
 EDIT=()
 [ "${DYNAMAT_EDITABLE:-0}" = 1 ] && EDIT=(-e)
 

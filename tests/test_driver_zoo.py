@@ -145,7 +145,11 @@ def test_list_json_reports_installed_and_weights(tmp_path):
 def test_models_table_rows_from_a_driver_command():
     from click.testing import CliRunner
 
-    from dynamat.models_table import model_rows, models_command
+    try:  # the server wing's layout moves; either place works
+        from dynamat.cli.models import models_command
+    except ImportError:
+        from dynamat.models_table import models_command
+    from dynamat.models_table import model_rows
 
     rows = {r["name"]: r for r in model_rows(main_driver())}
     assert rows["uma-s-p1"]["tier"] == 4 and rows["uma-s-p1"]["family"] == "fairchem"
@@ -615,7 +619,10 @@ def job_family(case: str, tmp: Path, extra=()) -> dict:
 
 def job_ipi(tmp: Path) -> dict:
     """The i-pi program itself (2 beads, batch_size 2) with the MACE environment's driver."""
-    from dynamat.ipi_input import MDSettings, write_inputs
+    try:  # the server wing's layout moves; either place works
+        from dynamat.engines.ipi_input import MDSettings, write_inputs
+    except ImportError:
+        from dynamat.ipi_input import MDSettings, write_inputs
 
     venv = _env("mace")
     atoms = structures(2)
@@ -725,7 +732,10 @@ def jobs(request, tmp_path_factory):
     global _BUILDER
     # first imports in the main thread: concurrent first imports of i-PI deadlock in the workers
     ipi()
-    import dynamat.ipi_input  # noqa: F401
+    try:
+        import dynamat.engines.ipi_input  # noqa: F401
+    except ImportError:
+        import dynamat.ipi_input  # noqa: F401
     from dynamat_driver.models import canonical_name  # noqa: F401
 
     structures(2)
@@ -745,11 +755,43 @@ def jobs(request, tmp_path_factory):
 # --------------------------------------------------------------------------------------------
 
 
+#: float32 machine epsilon (2**-23): the spacing of float32 numbers at 1.0
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def n_graph_terms(atoms, cutoff: float = 6.0) -> int:
+    """Edges of the structure's graph within ``cutoff`` (Å; the tiny models use 5-6 Å): the number
+    of pair contributions the message-passing reductions sum into the energy and, by back-
+    propagation through two layers, into each force of a 32-atom cell."""
+    from ase.neighborlist import neighbor_list
+
+    return len(neighbor_list("i", atoms, cutoff))
+
+
+def float32_reorder_tolerance(scale: float, n_terms: int) -> float:
+    """How far two float32 evaluations of the same model may differ when only the order of their
+    sums differs (batched vs sequential: other segment-sum and matmul blocking orders).
+
+    Derivation: each float32 operation rounds with relative error <= u = EPS32 / 2. Summing m
+    terms in a different order changes the result by at most ~ m u sum|x_i| in the worst case, and
+    by ~ sqrt(m) u sum|x_i| in the probabilistic model of rounding errors that holds for random
+    summation orders (Higham & Mary, SIAM J. Sci. Comput. 41, A2815, 2019). With the summands of
+    a force bounded by ``scale`` and the two evaluations each carrying such an error:
+    |dF| <= 2 sqrt(m) u scale = sqrt(m) EPS32 scale. For the 32-atom cell here m ~ 2,300 edges
+    (6 Å), i.e. 48 EPS32 scale ~ 5.7e-6 scale, about five times the largest difference seen on
+    another machine (uma: 1.07e-6 eV/Å at |F|max 0.79 eV/Å, 11 EPS32 |F|max), while a real error (a
+    missing neighbour, a wrong unit, a mixed-up structure) is >= 1e-3 of the forces. Energies and
+    stresses take the same form with their own scale (|E| includes the atomic reference energies,
+    so it bounds the partial sums of the per-atom energies)."""
+    return float(np.sqrt(n_terms)) * EPS32 * scale
+
+
 def check_family(case: str, jobs: Jobs) -> dict:
-    """The tiny model through the socket equals the package's own calculator in-process to
-    1e-6 eV/Å on the sequential path; the batched path equals it and the sequential result for
-    the same structure to float32 round-off, 1e-6 of the largest force (summation order differs;
-    in float64 they agree to ~1e-15, see test_batched_equals_sequential_in_float64)."""
+    """The tiny model through the socket equals the package's own calculator in-process on the
+    sequential path (the same code and summation order, one thread in both: to a few float32
+    ulps of the largest value, 8 EPS32 x scale); the batched path equals it and the sequential
+    result for the same structure to float32 round-off of a reordered sum (see
+    float32_reorder_tolerance; in float64 they agree to ~1e-15, test_batched_equals_sequential_in_float64)."""
     r = jobs.result(("family", case))
     res, ref, t, path = r["res"], r["ref"], r["timing"], r["path"]
     seq, bat = [res[0]], [res[3]]
@@ -759,14 +801,22 @@ def check_family(case: str, jobs: Jobs) -> dict:
     fmax = max(float(np.abs(x["forces"]).max()) for x in res)
     smax = max(float(np.abs(x["stress"]).max()) for x in res)
     escale = max(1.0, max(abs(x["energy"]) for x in ref))
+    m = n_graph_terms(structures(2)[0])
+    # the summands of a force are per-edge forces, which cancel near equilibrium: the net |F|max
+    # under-states them (orb-v3's tiny model: |F|max 0.09 eV/Å, reorder difference 4.7e-7 eV/Å).
+    # 1 eV/Å is a bond force in a solid (k ~ 10 eV/Å² at 0.1 Å), as the earlier bound assumed.
+    tol = {"forces": float32_reorder_tolerance(max(fmax, 1.0), m), "stress": float32_reorder_tolerance(smax, m),
+           "energy": float32_reorder_tolerance(escale, m)}
     print(f"\n{case}: socket vs in-process {d_ref}; batched vs sequential {d_bat}; batched vs in-process "
-          f"{d_bat1}; max |F| {fmax:.3g} eV/Å; model time {t['model_seconds_total'] / t['n_evaluations'] * 1e3:.0f} "
-          f"ms/eval (32 atoms, 1 thread, mean of 3)")
-    assert d_ref["forces"] <= 1e-6 and d_ref["stress"] <= 1e-6 and d_ref["energy"] <= 1e-6 * escale, d_ref
+          f"{d_bat1}; max |F| {fmax:.3g} eV/Å; float32 reorder tolerances ({m} terms) {tol}; model time "
+          f"{t['model_seconds_total'] / t['n_evaluations'] * 1e3:.0f} ms/eval (32 atoms, 1 thread, mean of 3)")
+    # same code path: a few ulps (the unit round trip through i-PI's atomic units is float64)
+    assert d_ref["forces"] <= 8 * EPS32 * max(1.0, fmax), d_ref
+    assert d_ref["stress"] <= 8 * EPS32 * max(1e-3, smax), d_ref
+    assert d_ref["energy"] <= 8 * EPS32 * escale, d_ref
     for d in (d_bat, d_bat1):
-        assert d["forces"] <= 1e-6 * max(1.0, fmax), d
-        assert d["stress"] <= 1e-6 * max(1.0, smax), d
-        assert d["energy"] <= 1e-6 * escale, d
+        for k in ("forces", "stress", "energy"):
+            assert d[k] <= tol[k], (k, d, tol)
     assert fmax > 1e-3  # a model with real forces
     from dynamat_driver.models import canonical_name
 
