@@ -26,6 +26,7 @@ from .units import (
     HARTREE_PER_EV,
     virial_to_ipi,
 )
+from .stress import PLACEHOLDER_VIRIAL
 
 # --------------------------------------------------------------------------------------------
 # species
@@ -158,37 +159,57 @@ def resolve_system(params: dict | None, template=None, template_path: str | None
 
 @dataclass
 class ModelTiming:
-    """Model-only wall time (the model call, not the socket or the unit conversion)."""
+    """Model-only wall time (the model call, not the socket or the unit conversion).
+
+    Evaluations with and without the model's stress (``--stress-stride``) are also kept apart, so
+    the per-evaluation time says what was computed: ``model_seconds_per_evaluation`` is over all
+    evaluations, ``..._with_stress`` and ``..._without_stress`` over each kind."""
 
     warmup: int = 5
     per_evaluation: list = field(default_factory=list)  # seconds per structure evaluated
+    with_stress: list = field(default_factory=list)  # per structure, stress computed
+    without_stress: list = field(default_factory=list)  # per structure, energy and forces only
     n_calls: int = 0
     n_batched_calls: int = 0
     total_seconds: float = 0.0
 
-    def add(self, n_structures: int, seconds: float, batched: bool) -> None:
+    def add(self, n_structures: int, seconds: float, batched: bool, stress: bool = True) -> None:
         self.n_calls += 1
         self.n_batched_calls += int(batched)
         self.total_seconds += seconds
-        self.per_evaluation.extend([seconds / n_structures] * n_structures)
+        per = [seconds / n_structures] * n_structures
+        self.per_evaluation.extend(per)
+        (self.with_stress if stress else self.without_stress).extend(per)
+
+    def _stats(self, s: list) -> dict:
+        body = s[self.warmup :] if len(s) > self.warmup else s
+        return {
+            "mean": statistics.fmean(body) if body else None,
+            "median": statistics.median(body) if body else None,
+            "min": min(body) if body else None,
+            "n": len(body),
+            "warmup_excluded": len(s) - len(body),
+        }
 
     def summary(self) -> dict:
         s = self.per_evaluation
-        body = s[self.warmup :] if len(s) > self.warmup else s
         return {
             "n_evaluations": len(s),
+            "n_evaluations_with_stress": len(self.with_stress),
             "n_model_calls": self.n_calls,
             "n_batched_calls": self.n_batched_calls,
             "model_seconds_total": self.total_seconds,
-            "model_seconds_per_evaluation": {
-                "mean": statistics.fmean(body) if body else None,
-                "median": statistics.median(body) if body else None,
-                "min": min(body) if body else None,
-                "n": len(body),
-                "warmup_excluded": len(s) - len(body),
-            },
+            "model_seconds_per_evaluation": self._stats(s),
+            "model_seconds_per_evaluation_with_stress": self._stats(self.with_stress),
+            "model_seconds_per_evaluation_without_stress": self._stats(self.without_stress),
             "model_seconds_first_evaluations": s[: self.warmup],
         }
+
+
+def _volume(cell: np.ndarray) -> float:
+    """|det(cell)| (Å³) as a triple product of Python floats: np.linalg.det costs ~30 µs a call."""
+    (a0, a1, a2), (b0, b1, b2), (c0, c1, c2) = cell.tolist()
+    return abs(a0 * (b1 * c2 - b2 * c1) - a1 * (b0 * c2 - b2 * c0) + a2 * (b0 * c1 - b1 * c0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,8 +226,10 @@ class Evaluator:
     partial batches by repeating the last one) are evaluated once.
     """
 
-    def __init__(self, model, system: SystemSpec, *, batched: bool = True):
+    def __init__(self, model, system: SystemSpec, *, batched: bool = True, stress_schedule=None):
         self.model = model
+        #: a :class:`~dynamat_driver.stress.StressSchedule`, or None: stress on every request
+        self.stress_schedule = stress_schedule
         self.system = system
         self.batched = bool(batched) and bool(getattr(model, "can_batch", False))
         self.timing = ModelTiming()
@@ -235,13 +258,16 @@ class Evaluator:
                 f"i-PI sent {len(pos)} atoms but the species ({self.system.source}) list {n}"
             )
         atoms = self._slot(slot)
-        atoms.cell[:] = np.asarray(cell_bohr, dtype=np.float64).reshape(3, 3).T * ANGSTROM_PER_BOHR
-        atoms.positions[:] = pos * ANGSTROM_PER_BOHR
+        # straight into the arrays (atoms.cell[:] = ... goes through ASE's Cell machinery: ~15 µs)
+        np.multiply(np.asarray(cell_bohr, dtype=np.float64).reshape(3, 3).T, ANGSTROM_PER_BOHR, out=atoms.cell.array)
+        np.multiply(pos, ANGSTROM_PER_BOHR, out=atoms.arrays["positions"])
         return atoms
 
     @staticmethod
     def _unique(cells, positions) -> list[int]:
         """index of the first identical structure for each structure."""
+        if len(cells) == 1:
+            return [0]
         first = []
         for i in range(len(cells)):
             j_same = i
@@ -252,7 +278,7 @@ class Evaluator:
             first.append(j_same)
         return first
 
-    def _to_ipi(self, result, atoms):
+    def _to_ipi(self, result, atoms, want_stress: bool = True):
         energy, forces, stress = result
         f = np.asarray(forces, dtype=np.float64).reshape(-1, 3)
         if not (math.isfinite(energy) and np.isfinite(f).all()):
@@ -260,37 +286,44 @@ class Evaluator:
                 f"model {self.model.name!r} returned non-finite energy or forces at request "
                 f"{self.n_requests} (the structure may have exploded)"
             )
-        vir = virial_to_ipi(stress, abs(atoms.cell.volume)) if stress is not None else np.zeros((3, 3))
+        if not want_stress:
+            # the same marker whether or not the model computed a stress anyway (see stress.py)
+            vir = PLACEHOLDER_VIRIAL
+        else:
+            vir = virial_to_ipi(stress, _volume(atoms.cell.array)) if stress is not None else np.zeros((3, 3))
         return (energy * HARTREE_PER_EV, f * HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM, vir, "")
 
     # -- evaluation ---------------------------------------------------------------------
-    def evaluate_atoms(self, atoms_list: Sequence) -> list:
+    def evaluate_atoms(self, atoms_list: Sequence, stress: bool = True) -> list:
         """Runs the model on ASE Atoms (batched if allowed), timing the model call only.
-        Returns model results in eV units: (energy, forces, stress or None)."""
+        Returns model results in eV units: (energy, forces, stress or None). ``stress=False``
+        lets a model that can (``Model.skips_stress``) leave its stress out."""
         if self._first:
             ref = self.system.template if self.system.template is not None else atoms_list[0]
             self.model.prepare(ref)
         n = len(atoms_list)
+        kw = {} if stress or not getattr(self.model, "skips_stress", False) else {"stress": False}
         t0 = time.perf_counter()
         if n > 1 and self.batched:
-            results = self.model.calculate_batch(atoms_list)
+            results = self.model.calculate_batch(atoms_list, **kw)
             batched = True
         else:
             results = []
             for a in atoms_list:
-                results.append(self.model.calculate(a, self._first))
+                results.append(self.model.calculate(a, self._first, **kw))
                 self._first = False
             batched = False
-        self.timing.add(n, time.perf_counter() - t0, batched)
+        self.timing.add(n, time.perf_counter() - t0, batched, stress=stress or not kw)
         self._first = False
         return results
 
     def __call__(self, cells: Sequence[np.ndarray], positions: Sequence[np.ndarray]) -> list:
+        want = True if self.stress_schedule is None else self.stress_schedule.needs_stress(cells, positions)
         first = self._unique(cells, positions)
         todo = [i for i, j in enumerate(first) if i == j]
         atoms_list = [self.to_atoms(cells[i], positions[i], slot=k) for k, i in enumerate(todo)]
-        results = self.evaluate_atoms(atoms_list)
-        converted = {i: self._to_ipi(r, a) for i, r, a in zip(todo, results, atoms_list)}
+        results = self.evaluate_atoms(atoms_list, stress=want)
+        converted = {i: self._to_ipi(r, a, want) for i, r, a in zip(todo, results, atoms_list)}
         self.n_requests += 1
         return [converted[j] for j in first]
 
@@ -303,6 +336,14 @@ class Evaluator:
             species_source=self.system.source,
             pbc=[bool(x) for x in self.system.pbc],
         )
+        return d
+
+    def stress_summary(self) -> dict:
+        """What the timing file says about the stress: computed on every request, or on demand."""
+        if self.stress_schedule is None:
+            return {"policy": "model stress on every request"}
+        d = self.stress_schedule.describe()
+        d["model_skips_stress"] = bool(getattr(self.model, "skips_stress", False))
         return d
 
 

@@ -118,6 +118,12 @@ REGISTRY: dict[str, ModelInfo] = {
             "rc (Å, default 3 sigma)",
         ),
         ModelInfo(
+            "null", "null", "no model (zero forces)", "test", 0, None,
+            default_dtype="float64", dtypes=ANALYTIC_DTYPES, cost="test", env="main",
+            description="zero energy, forces and stress in no time: measures the harness (i-PI, socket, "
+            "driver) in the overhead benchmark; not physics",
+        ),
+        ModelInfo(
             "harmonic", "harmonic", "Einstein crystal (harmonic springs)", "test", 0, None,
             default_dtype="float64", dtypes=ANALYTIC_DTYPES, cost="test", env="main",
             description="each atom tied by a spring to its template site (fractional coordinates); "
@@ -531,6 +537,10 @@ class Model:
     """
 
     can_batch = False
+    #: whether calculate/calculate_batch take ``stress=False`` and then skip the model's stress
+    #: (``--stress-stride``); models without it always compute it (the driver still returns the
+    #: placeholder virial on unwritten steps, so outputs do not depend on the family)
+    skips_stress = False
     #: atomic numbers the model covers; None = all
     covered_numbers: frozenset[int] | None = None
 
@@ -563,6 +573,7 @@ class Model:
         structure received). Models that depend on a reference structure use it."""
 
     def calculate(self, atoms, first: bool):  # pragma: no cover - abstract
+        """(plus ``stress=True`` where ``skips_stress``)"""
         raise NotImplementedError
 
     def calculate_batch(self, atoms_list: Sequence) -> list:
@@ -594,12 +605,12 @@ class CalculatorModel(Model):
         super().__init__(info, device, dtype)
         self.calc = calc
 
-    def calculate(self, atoms, first: bool):
+    def calculate(self, atoms, first: bool, stress: bool = True):
         import numpy as np
         from ase.calculators.calculator import all_changes
 
         props = ["energy", "forces"]
-        want_stress = atoms.cell.rank == 3
+        want_stress = stress and atoms.cell.rank == 3
         if want_stress:
             props.append("stress")
         self.calc.calculate(atoms, props, list(all_changes) if first else ["positions", "cell"])

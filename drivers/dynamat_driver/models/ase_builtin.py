@@ -40,6 +40,8 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
 
 
 class EMTModel(CalculatorModel):
+    skips_stress = True  # CalculatorModel.calculate asks without "stress" (EMT computes it anyway: cheap)
+
     def __init__(self, info: ModelInfo):
         from ase.calculators.emt import EMT
         from ase.data import atomic_numbers
@@ -64,6 +66,8 @@ def shortest_distance(atoms, start_cutoff: float = 4.0) -> float:
 
 
 class LJModel(CalculatorModel):
+    skips_stress = True
+
     def __init__(self, info: ModelInfo, options: dict):
         super().__init__(info, None, device="cpu", dtype="float64")
         self.epsilon = parse_float_option(options, "epsilon", 0.1, info.name)

@@ -83,6 +83,7 @@ def _torch_dtype(dtype):
 
 class CHGNetModel(CalculatorModel):
     can_batch = True
+    skips_stress = True
     covered_numbers = frozenset(range(1, CHGNET_MAX_Z + 1))
 
     def __init__(self, info, calc, device, dtype, torch_dtype):
@@ -91,11 +92,21 @@ class CHGNetModel(CalculatorModel):
         self.n_params = int(calc.model.n_params)
         self.version_packages = ("torch", "chgnet", "pymatgen")
 
-    def calculate(self, atoms, first: bool):
-        with _torch_dtype(self.torch_dtype):
-            return super().calculate(atoms, first)
+    def calculate(self, atoms, first: bool, stress: bool = True):
+        from ase.calculators.calculator import all_changes
 
-    def calculate_batch(self, atoms_list):
+        with _torch_dtype(self.torch_dtype):
+            if stress:  # the calculator's own path, unchanged (task "efsm")
+                return super().calculate(atoms, first)
+            # task "ef": no strain in the graph, no second backward pass. The forces are bitwise
+            # those of "efsm" (the strain enters as lattice @ (I + 0), exact in floating point,
+            # and the force gradient does not pass through it): tested in test_driver_stress.py
+            self.calc.calculate(atoms, ["energy", "forces"], list(all_changes) if first else ["positions", "cell"],
+                                task="ef")
+            res = self.calc.results
+            return float(res["energy"]), np.array(res["forces"], dtype=np.float64), None
+
+    def calculate_batch(self, atoms_list, stress: bool = True):
         from pymatgen.io.ase import AseAtomsAdaptor
 
         calc = self.calc
@@ -103,7 +114,7 @@ class CHGNetModel(CalculatorModel):
         with _torch_dtype(self.torch_dtype):
             structures = [AseAtomsAdaptor.get_structure(a) for a in atoms_list]
             graphs = [model.graph_converter(s).to(calc.device) for s in structures]
-            preds = model.predict_graph(graphs, task="efsm", batch_size=len(graphs))
+            preds = model.predict_graph(graphs, task="efsm" if stress else "ef", batch_size=len(graphs))
         if isinstance(preds, dict):
             preds = [preds]
         out = []
@@ -113,7 +124,7 @@ class CHGNetModel(CalculatorModel):
                 (
                     float(p["e"] * factor),
                     np.array(p["f"], dtype=np.float64),
-                    np.array(p["s"], dtype=np.float64) * calc.stress_weight,
+                    np.array(p["s"], dtype=np.float64) * calc.stress_weight if stress else None,
                 )
             )
         return out

@@ -36,6 +36,7 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
 
 class HarmonicModel(Model):
     can_batch = True
+    skips_stress = True
 
     def __init__(self, info: ModelInfo, k: float):
         super().__init__(info, device="cpu", dtype="float64")
@@ -76,16 +77,16 @@ class HarmonicModel(Model):
             out.append((energy, forces, stress))
         return out
 
-    def calculate(self, atoms, first: bool):
-        return self.calculate_batch([atoms])[0]
+    def calculate(self, atoms, first: bool, stress: bool = True):
+        return self.calculate_batch([atoms], stress=stress)[0]
 
-    def calculate_batch(self, atoms_list):
+    def calculate_batch(self, atoms_list, stress: bool = True):
         pos = np.stack([np.asarray(a.positions, dtype=np.float64) for a in atoms_list])
         cells = np.stack([np.asarray(a.cell.array, dtype=np.float64) for a in atoms_list])
         pbc = np.asarray(atoms_list[0].pbc, dtype=bool)
         d, periodic = self._displacements(pos, cells, pbc)
         vols = [abs(float(np.linalg.det(c))) for c in cells]
-        return self._results(d, vols, periodic)
+        return self._results(d, vols, periodic and stress)
 
     def describe(self) -> dict:
         d = super().describe()
