@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ INIT, POSDATA, GETFORCE, FORCEREADY, EXIT = (
 
 _I32 = np.dtype(np.int32)
 _F64 = np.dtype(np.float64)
+_INT32 = struct.Struct("=i")  # native byte order, as i-PI writes it
 
 
 class ServerClosed(Exception):
@@ -192,33 +194,61 @@ InitFn = Callable[[dict, int, int], None]
 
 
 class _Conn:
-    """Exact-size receives into reusable buffers."""
+    """Buffered exact-size reads from the socket.
+
+    One ``recv_into`` takes whatever the server has sent so far into a reusable buffer, and the
+    fields are parsed from there: i-PI's consolidated STATUS + POSDATA + GETFORCE usually arrive
+    in one read instead of one system call per field (six per MD step before; measured in
+    benchmarks/bench_md_overhead.py)."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.buf = bytearray(1 << 16)
+        self.lo = 0  # first unread byte
+        self.hi = 0  # end of the bytes received
 
-    def recv_view(self, nbytes: int, *, at_message_start: bool = False) -> memoryview:
-        if nbytes > len(self.buf):
-            self.buf = bytearray(nbytes)
-        view = memoryview(self.buf)[:nbytes]
-        got = 0
-        while got < nbytes:
-            try:
-                n = self.sock.recv_into(view[got:], nbytes - got)
-            except (ConnectionResetError, BrokenPipeError):
-                n = 0
-            if n == 0:
-                raise ServerClosed("at message start" if (at_message_start and got == 0) else "mid-message")
-            got += n
-        return view
+    def _need(self, nbytes: int, at_message_start: bool = False) -> None:
+        if self.hi - self.lo >= nbytes:
+            return
+        if self.lo + nbytes > len(self.buf):
+            # move the unread bytes to the front; grow for a message larger than the buffer
+            pending = bytes(self.buf[self.lo : self.hi])
+            if nbytes > len(self.buf):
+                self.buf = bytearray(max(nbytes, 2 * len(self.buf)))
+            self.buf[: len(pending)] = pending
+            self.lo, self.hi = 0, len(pending)
+        view = memoryview(self.buf)
+        try:
+            while self.hi - self.lo < nbytes:
+                try:
+                    n = self.sock.recv_into(view[self.hi :], len(self.buf) - self.hi)
+                except (ConnectionResetError, BrokenPipeError):
+                    n = 0
+                if n == 0:
+                    start = at_message_start and self.hi == self.lo
+                    raise ServerClosed("at message start" if start else "mid-message")
+                self.hi += n
+        finally:
+            view.release()
+
+    def recv_bytes(self, nbytes: int, *, at_message_start: bool = False) -> bytes:
+        self._need(nbytes, at_message_start)
+        out = bytes(self.buf[self.lo : self.lo + nbytes])
+        self.lo += nbytes
+        return out
 
     def recv_array(self, dtype: np.dtype, count: int) -> np.ndarray:
-        view = self.recv_view(dtype.itemsize * count)
-        return np.frombuffer(view, dtype=dtype, count=count).copy()
+        nbytes = dtype.itemsize * count
+        self._need(nbytes)
+        out = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.lo).copy()
+        self.lo += nbytes
+        return out
 
     def recv_int(self) -> int:
-        return int(np.frombuffer(self.recv_view(4), dtype=_I32, count=1)[0])
+        self._need(4)
+        (value,) = _INT32.unpack_from(self.buf, self.lo)
+        self.lo += 4
+        return value
 
     def send(self, data: bytes) -> None:
         try:
@@ -303,7 +333,7 @@ def run_client(
 
     try:
         while True:
-            header = bytes(conn.recv_view(HDRLEN, at_message_start=True))
+            header = conn.recv_bytes(HDRLEN, at_message_start=True)
             if header == STATUS:
                 conn.send(HAVEDATA if have_data else (READY if initialised else NEEDINIT))
             elif header == POSDATA:
@@ -344,7 +374,7 @@ def run_client(
             elif header == INIT:
                 rid = conn.recv_int()
                 length = conn.recv_int()
-                text = bytes(conn.recv_view(length)) if length > 0 else b""
+                text = conn.recv_bytes(length) if length > 0 else b""
                 params = parse_init_string(text)
                 batch_n = batch_size_from(params)
                 st.batch_size = batch_n
