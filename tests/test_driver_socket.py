@@ -341,8 +341,21 @@ def test_chgnet_through_socket_matches_calculator(server_factory, one_torch_thre
     pytest.importorskip("chgnet")
     from chgnet.model import CHGNet, CHGNetCalculator
 
+    from ase.neighborlist import neighbor_list
+
     model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
-    _mlip_check(server_factory, "chgnet", lambda: CHGNetCalculator(model=model, use_device="cpu"))
+    # The driver runs CHGNet with first-order autograd (no create_graph: 3.5x less memory), whose
+    # backward kernels round differently from CHGNetCalculator's: the float32 bound of
+    # test_driver_zoo.float32_reorder_tolerance, sqrt(m) eps max(|F|), with m the terms CHGNet sums
+    # into a force: its bonds (5 Å) and its angles (pairs of bonds within 3 Å), ~6,700 here, and
+    # |F|max < 2 eV/Å for these cells: ~2e-5 eV/Å, where the same code path gives 1e-6.
+    a0 = structures(1, seed=11)[0]
+    bonds = len(neighbor_list("i", a0, 5.0))
+    short = np.bincount(neighbor_list("i", a0, 3.0), minlength=len(a0))
+    m = bonds + int((short * (short - 1)).sum())
+    tol = float(np.sqrt(m)) * float(np.finfo(np.float32).eps) * 2.0
+    _mlip_check(server_factory, "chgnet", lambda: CHGNetCalculator(model=model, use_device="cpu"), tol_evA=tol,
+                tol_batch_evA=tol)
 
 
 @pytest.mark.slow

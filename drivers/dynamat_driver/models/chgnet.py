@@ -4,10 +4,11 @@ Loaded as ``CHGNetCalculator(model=CHGNet.load(model_name="0.3.0", use_device=de
 weights ship inside the chgnet wheel. ``--model-path FILE`` loads ``CHGNet.from_file(FILE)``
 instead (a ``.pth.tar`` checkpoint as CHGNet saves them).
 
-Sequential evaluation goes through the ASE calculator unchanged. Batched evaluation (i-PI's
-``batch_size`` > 1) converts each structure with the same graph converter and calls
-``CHGNet.predict_graph`` once on the list, with the same post-processing as the calculator
-(energy × n_atoms, stress GPa → eV/Å³).
+Every evaluation, one structure or i-PI's batches, converts each structure with the model's graph
+converter and calls ``CHGNet.predict_graph`` on groups of at most ``batch_edges`` graph edges
+(option, default 20,000: the driver stays within ~1 GB), with the calculator's post-processing
+(energy × n_atoms, stress GPa → eV/Å³) and first-order autograd (see ``_first_order_autograd``:
+CHGNet's own create_graph=True is for training and cost 3.5× the memory).
 
 ``--dtype float64`` runs the network in double precision. CHGNet hard-codes float32 in its graph
 converter and composition model; the adapter sets the modules' ``TORCH_DTYPE`` to float64
@@ -22,14 +23,20 @@ import contextlib
 
 import numpy as np
 
-from . import _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, reject_unknown_options
+from . import (
+    _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, parse_float_option, reject_unknown_options,
+)
 
 #: CHGNet's atom embedding covers Z = 1..94.
 CHGNET_MAX_Z = 94
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, [], info.name)
+    options = options or {}
+    reject_unknown_options(options, ["batch_edges"], info.name)
+    batch_edges = parse_float_option(options, "batch_edges", DEFAULT_BATCH_EDGES, info.name)
+    if not batch_edges >= 1:
+        raise DriverError(f"model {info.name!r}: batch_edges must be >= 1, got {batch_edges:g}")
     with contextlib.redirect_stdout(_quiet()):  # CHGNet prints its device on stdout
         import torch
         from chgnet.model import CHGNet, CHGNetCalculator
@@ -54,7 +61,8 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
             model = model.double()
             model.composition_model.fc.register_forward_pre_hook(_cast_to_weight_dtype)
         calc = CHGNetCalculator(model=model, use_device=device)
-    return CHGNetModel(info, calc, device=device, dtype=dtype, torch_dtype=torch.float64 if dtype == "float64" else None)
+    return CHGNetModel(info, calc, device=device, dtype=dtype, torch_dtype=torch.float64 if dtype == "float64" else None,
+                       batch_edges=int(batch_edges))
 
 
 def _cast_to_weight_dtype(module, args):
@@ -81,42 +89,81 @@ def _torch_dtype(dtype):
             m.TORCH_DTYPE = old
 
 
+#: graph edges (bonds + angles) evaluated in one forward pass at most. With first-order autograd a
+#: 32-atom Ti cell (1,792 bonds, 2,952 angles) takes ~0.115 GB of working memory in CHGNet 0.3.0, so
+#: ~24 kB per edge: 20,000 edges keep a batch within ~0.5 GB over the loaded model (~0.37 GB), i.e.
+#: the driver within 1 GB (benchmarks/bench_singlepoint_memory.py). Option ``batch_edges``.
+DEFAULT_BATCH_EDGES = 20_000
+
+
+@contextlib.contextmanager
+def _first_order_autograd():
+    """CHGNet's forward asks ``torch.autograd.grad(..., create_graph=True)`` for forces and stress:
+    it keeps the graph of the gradients so that training can differentiate the force loss. For
+    inference that graph is dead weight, and it is where the memory went: 4.45 GB for eight 32-atom
+    Ti cells in one batch against 1.3 GB without it (and ~25 % less time). Within this context
+    CHGNet's gradients are first-order. The values differ from CHGNetCalculator's by float32
+    round-off only (backward kernels in no-grad mode round differently, ~1e-5 eV/Å), and the
+    driver uses this path for every call, batched or not, so batch sizes give identical results."""
+    import torch
+
+    orig = torch.autograd.grad
+
+    def grad(*args, **kwargs):
+        kwargs["create_graph"] = False
+        return orig(*args, **kwargs)
+
+    torch.autograd.grad = grad
+    try:
+        yield
+    finally:
+        torch.autograd.grad = orig
+
+
 class CHGNetModel(CalculatorModel):
     can_batch = True
     skips_stress = True
     covered_numbers = frozenset(range(1, CHGNET_MAX_Z + 1))
 
-    def __init__(self, info, calc, device, dtype, torch_dtype):
+    def __init__(self, info, calc, device, dtype, torch_dtype, batch_edges: int = DEFAULT_BATCH_EDGES):
         super().__init__(info, calc, device=device, dtype=dtype)
         self.torch_dtype = torch_dtype
+        self.batch_edges = int(batch_edges)
         self.n_params = int(calc.model.n_params)
         self.version_packages = ("torch", "chgnet", "pymatgen")
 
     def calculate(self, atoms, first: bool, stress: bool = True):
-        from ase.calculators.calculator import all_changes
+        # the same code as a batch (not CHGNetCalculator.calculate): one numerical path for all
+        return self.calculate_batch([atoms], stress=stress)[0]
 
-        with _torch_dtype(self.torch_dtype):
-            if stress:  # the calculator's own path, unchanged (task "efsm")
-                return super().calculate(atoms, first)
-            # task "ef": no strain in the graph, no second backward pass. The forces are bitwise
-            # those of "efsm" (the strain enters as lattice @ (I + 0), exact in floating point,
-            # and the force gradient does not pass through it): tested in test_driver_stress.py
-            self.calc.calculate(atoms, ["energy", "forces"], list(all_changes) if first else ["positions", "cell"],
-                                task="ef")
-            res = self.calc.results
-            return float(res["energy"]), np.array(res["forces"], dtype=np.float64), None
+    def _chunks(self, graphs):
+        """Consecutive groups of graphs with at most ``batch_edges`` edges (at least one graph)."""
+        chunk, edges = [], 0
+        for g in graphs:
+            e = int(g.atom_graph.shape[0]) + int(g.bond_graph.shape[0])
+            if chunk and edges + e > self.batch_edges:
+                yield chunk
+                chunk, edges = [], 0
+            chunk.append(g)
+            edges += e
+        if chunk:
+            yield chunk
 
     def calculate_batch(self, atoms_list, stress: bool = True):
+        """``stress=False``: task "ef", no strain in the graph and no second backward pass. The
+        forces are bitwise those of "efsm" (the strain enters as lattice @ (I + 0), exact in
+        floating point, and the force gradient does not pass through it): test_driver_stress.py."""
         from pymatgen.io.ase import AseAtomsAdaptor
 
         calc = self.calc
         model = calc.model
-        with _torch_dtype(self.torch_dtype):
+        preds = []
+        with _torch_dtype(self.torch_dtype), _first_order_autograd():
             structures = [AseAtomsAdaptor.get_structure(a) for a in atoms_list]
             graphs = [model.graph_converter(s).to(calc.device) for s in structures]
-            preds = model.predict_graph(graphs, task="efsm" if stress else "ef", batch_size=len(graphs))
-        if isinstance(preds, dict):
-            preds = [preds]
+            for chunk in self._chunks(graphs):
+                p = model.predict_graph(chunk, task="efsm" if stress else "ef", batch_size=len(chunk))
+                preds.extend([p] if isinstance(p, dict) else p)
         out = []
         for s, p in zip(structures, preds):
             factor = len(s) if model.is_intensive else 1
@@ -129,5 +176,10 @@ class CHGNetModel(CalculatorModel):
             )
         return out
 
+    def describe(self) -> dict:
+        d = super().describe()
+        d["batch_edges"] = self.batch_edges
+        return d
 
-__all__ = ["CHGNetModel", "load"]
+
+__all__ = ["CHGNetModel", "DEFAULT_BATCH_EDGES", "load"]
