@@ -70,7 +70,7 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     else:
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TensorFlow places on a GPU whenever it sees one
-    from . import _VERBOSE
+    from .helpers import _VERBOSE  # the current value (set_verbose runs after import)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if _VERBOSE else "3")  # TensorFlow's C++ log goes to fd 2
     name = info.kwargs["model"]

@@ -58,7 +58,7 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
         try:  # MatterSim logs with loguru straight to the original stderr
             from loguru import logger
 
-            from . import _VERBOSE
+            from .helpers import _VERBOSE  # the current value (set_verbose runs after import)
 
             if not _VERBOSE:
                 logger.disable("mattersim")

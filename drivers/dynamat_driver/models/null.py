@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import DriverError, Model, ModelInfo, reject_unknown_options, weights_dict
+from . import DriverError, Model, ModelInfo, reject_unknown_options
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
@@ -15,10 +15,6 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
         raise DriverError(f"model {info.name!r} takes no --model-path")
     reject_unknown_options(options or {}, [], info.name)
     return NullModel(info)
-
-
-def weights_status(info: ModelInfo) -> dict:
-    return weights_dict("none", None, "no parameters")
 
 
 class NullModel(Model):
