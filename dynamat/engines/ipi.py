@@ -149,6 +149,13 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
             ]
             if opts.driver_threads:
                 cmd += ["--threads", str(int(opts.driver_threads))]
+            if n_drivers == 1 and "--stress-stride" not in opts.driver_args:
+                # every i-PI template is NVT: the virial is only written, every stride steps, so the
+                # driver computes the model's stress for those steps only (one driver sees every
+                # request; the first is the restart file's <step>, or 0)
+                start = re.search(r"<step>\s*(\d+)\s*</step>", text)
+                cmd += ["--stress-stride", str(int(settings.stride)), "--first-step",
+                        str(int(start.group(1)) if start else 0), "--beads", str(max(1, int(settings.nbeads)))]
             drivers.append(processes.start(cmd, run_dir, run_dir / f"driver{tag}.log"))
         first_step = last_step(props)
         last_progress = time.monotonic()
