@@ -215,7 +215,10 @@ def serve(
 @click.option("--unix", metavar="NAME_OR_PATH", help="Unix socket: a name under /tmp/ipi_ (i-PI's default prefix), or a path containing '/'. Default: dynamat.")
 @click.option("--inet", metavar="HOST:PORT", help="TCP socket of the i-PI server.")
 @click.option("--template", type=click.Path(dir_okay=False), help="ASE-readable structure giving species (and pbc) when i-PI sends no 'species' parameter.")
-@click.option("--model-path", type=click.Path(), help="Local checkpoint to load instead of the model's default weights.")
+@click.option("--model-path", type=click.Path(), help=(
+    "Local checkpoint to load instead of the model's default weights. CHGNet, SevenNet, PET, orb and MatterSim "
+    "files are read as data (weights-only unpickler); MACE .model, NequIP and GRACE files are code by format "
+    "and run when loaded: give those only files you trust."))
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--dtype", default=None, help="float32 or float64 (default: the model's own).")
 @click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. -o k=2.0 for harmonic (repeatable).")

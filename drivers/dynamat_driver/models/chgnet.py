@@ -23,6 +23,7 @@ import contextlib
 
 import numpy as np
 
+from ..safe_load import weights_only_torch_load
 from . import (
     _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, parse_float_option, reject_unknown_options,
 )
@@ -46,9 +47,14 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
         model_name = info.kwargs.get("model_name", "0.3.0")
         try:
             if model_path:
-                model = CHGNet.from_file(model_path)
+                # CHGNet.from_file unpickles with weights_only=False: read the file as data ourselves
+                state = torch.load(model_path, map_location="cpu", weights_only=True)
+                if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+                    raise ValueError("no 'model' dict of state_dict and model_args in it")
+                model = CHGNet.from_dict(state["model"])
             else:
-                model = CHGNet.load(model_name=model_name, use_device="cpu", verbose=False)
+                with weights_only_torch_load():
+                    model = CHGNet.load(model_name=model_name, use_device="cpu", verbose=False)
         except Exception as exc:  # torch/pickle raise many kinds
             what = f"the file {model_path}" if model_path else f"CHGNet {model_name} weights"
             hint = (

@@ -60,8 +60,10 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
 
         check_torch_device(device)
         try:
-            if model_path or cached:
-                calc = UPETCalculator(checkpoint_path=model_path or cached, device=device, dtype=torch_dtype(dtype))
+            if model_path:
+                calc = _load_user_checkpoint(UPETCalculator, model_path, device, dtype)
+            elif cached:
+                calc = UPETCalculator(checkpoint_path=cached, device=device, dtype=torch_dtype(dtype))
             else:
                 why = None if os.environ.get("HF_HUB_OFFLINE") == "1" else network_unreachable(
                     os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
@@ -115,3 +117,21 @@ class PETModel(CalculatorModel):
 
 
 __all__ = ["PETModel", "load", "weights_status"]
+
+
+def _load_user_checkpoint(calculator, path, device, dtype):
+    """A user's metatrain checkpoint read as data: metatrain unpickles with weights_only=False, so the
+    load runs under a restricted unpickler that may rebuild only metatrain's dataset/target records
+    and metatomic's registered TorchScript classes. An exported model is a TorchScript program: refused."""
+    import metatomic.torch  # noqa: F401  registers the TorchScript classes a checkpoint holds
+    import torch
+    from metatrain.utils.data.dataset import DatasetInfo
+    from metatrain.utils.data.target_info import TargetInfo
+    from metatrain.utils.io import is_exported_file
+
+    from ..safe_load import weights_only_torch_load
+
+    if is_exported_file(str(path)):
+        raise DriverError(f"{path} is an exported (TorchScript) model, which is code; pass a metatrain .ckpt")
+    with weights_only_torch_load([DatasetInfo, TargetInfo, torch.ScriptObject]):
+        return calculator(checkpoint_path=path, device=device, dtype=torch_dtype(dtype))

@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from ..safe_load import numpy_safe_globals, weights_only_torch_load
 from . import _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, reject_unknown_options
 
 
@@ -31,7 +32,9 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
         check_torch_device(device)
         checkpoint = model_path or info.kwargs["checkpoint"]
         try:
-            calc = SevenNetCalculator(model=checkpoint, device=device)
+            # SevenNet's checkpoint reader unpickles with weights_only=False; its files are data
+            with weights_only_torch_load(numpy_safe_globals()):
+                calc = SevenNetCalculator(model=checkpoint, device=device)
         except Exception as exc:  # torch/pickle raise many kinds
             what = f"the file {model_path}" if model_path else f"SevenNet checkpoint {checkpoint}"
             hint = (
