@@ -37,7 +37,7 @@ test: setup-test system-deps
 	$(BIN)/python -m pytest -q -ra
 
 test-zoo: setup-test
-	$(BIN)/python -m pytest -q -ra -m zoo tests/test_driver_zoo.py
+	$(BIN)/python -m pytest -q -ra -m zoo tests/driver/test_driver_zoo.py
 
 bench: setup-test
 	$(BIN)/python benchmarks/bench_md_overhead.py

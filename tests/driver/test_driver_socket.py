@@ -33,7 +33,7 @@ BOHR = ipi_units.unit_to_internal("length", "angstrom", 1.0)  # bohr per Å
 HARTREE = ipi_units.unit_to_internal("energy", "electronvolt", 1.0)  # hartree per eV
 FORCE = HARTREE / BOHR  # hartree/bohr per eV/Å: the ratio, see dynamat_driver.units
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def driver_cmd() -> list[str]:

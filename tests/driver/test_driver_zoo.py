@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "run_scripts" / "make_driver_env.sh"
 VENVS = Path(os.environ.get("DYNAMAT_ZOO_VENVS", REPO / ".venvs"))
 BIN = Path(sys.executable).parent
