@@ -25,6 +25,7 @@ import numpy as np
 
 from ..safe_load import weights_only_torch_load
 from . import (
+    one_line,
     _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, parse_float_option, reject_unknown_options,
 )
 
@@ -62,7 +63,7 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
                 if model_path
                 else "reinstall chgnet or pass a checkpoint with --model-path FILE"
             )
-            raise DriverError(f"cannot load {what}: {type(exc).__name__}: {exc}; {hint}") from None
+            raise DriverError(f"cannot load {what}: {_why(exc)}; {hint}") from None
         if dtype == "float64":
             model = model.double()
             model.composition_model.fc.register_forward_pre_hook(_cast_to_weight_dtype)
@@ -189,3 +190,11 @@ class CHGNetModel(CalculatorModel):
 
 
 __all__ = ["CHGNetModel", "DEFAULT_BATCH_EDGES", "load"]
+
+
+def _why(exc: BaseException) -> str:
+    """One line: torch's weights-only refusal is a page of text; what it means is said here."""
+    if type(exc).__name__ == "UnpicklingError":
+        return "it holds objects other than tensors and plain data (refused: a model file is loaded as data only)"
+    text = one_line(f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from ..safe_load import numpy_safe_globals, weights_only_torch_load
-from . import _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, reject_unknown_options
+from . import one_line, _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, reject_unknown_options
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
@@ -42,7 +42,7 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
                 if model_path
                 else "reinstall sevenn or pass a checkpoint with --model-path FILE"
             )
-            raise DriverError(f"cannot load {what}: {type(exc).__name__}: {exc}; {hint}") from None
+            raise DriverError(f"cannot load {what}: {_why(exc)}; {hint}") from None
     return SevenNetModel(info, calc, device=device, dtype=dtype or info.default_dtype)
 
 
@@ -96,3 +96,11 @@ class SevenNetModel(CalculatorModel):
 
 
 __all__ = ["SevenNetModel", "load"]
+
+
+def _why(exc: BaseException) -> str:
+    """One line: torch's weights-only refusal is a page of text; what it means is said here."""
+    if type(exc).__name__ == "UnpicklingError":
+        return "it holds objects other than tensors and plain data (refused: a model file is loaded as data only)"
+    text = one_line(f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= 300 else text[:297] + "..."
