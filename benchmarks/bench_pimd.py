@@ -37,7 +37,7 @@ import ase
 
 from dynamat.catalogue import get_system
 from dynamat.io.reference_h5 import read_reference
-from dynamat.pimd import run_pimd
+from dynamat.runner import RunOptions, supervise
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 DEMO = Path(__file__).resolve().parents[1] / "dynamat" / "data" / "demo_reference.h5"
@@ -77,8 +77,8 @@ def main() -> None:
             row = {"model": model}
             for rep in range(args.repeats):
                 for mode in args.modes.split(","):
-                    run = run_pimd(model, atoms, settings, Path(tmp) / model / f"{mode}-{rep}",
-                                   warmup_steps=args.warmup, timeout_s=3600, **modes[mode])
+                    opts = RunOptions(nbeads=p, warmup_steps=args.warmup, stall_timeout_s=3600, **modes[mode])
+                    run = supervise(model, atoms, settings, Path(tmp) / model / f"{mode}-{rep}", opts)
                     evals = [(t.get("model_seconds_per_evaluation") or {}).get("median") for t in run.driver_timings]
                     row.setdefault(f"{mode}_all", []).append(run.seconds_per_step_mean)
                     row.setdefault(f"{mode}_model_s_per_eval_median", []).append(evals)
