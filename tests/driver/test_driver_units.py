@@ -251,3 +251,13 @@ def test_evaluator_dedupes_padding_and_converts():
     )
     with pytest.raises(DriverError, match="atoms"):
         ev([h], [q[:-1]])
+
+
+@pytest.mark.parametrize("name", ["emt", "lj", "harmonic"])
+def test_cuda_is_never_a_silent_cpu_run(name):
+    """--device cuda with a model that cannot use it is an error, not a CPU run under a GPU label."""
+    from dynamat_driver.models import load_model
+
+    with pytest.raises(DriverError, match="CPU only"):
+        load_model(name, device="cuda")
+    assert load_model(name, device="cpu").device == "cpu"

@@ -169,10 +169,13 @@ def load_model(
     if model_path is not None and not os.path.exists(os.path.expanduser(model_path)):
         raise DriverError(f"--model-path {model_path} does not exist")
     module = import_family(info.family)
-    return module.load(
+    model = module.load(
         info, device=device, dtype=dtype,
         model_path=os.path.expanduser(model_path) if model_path else None, options=dict(options or {}),
     )
+    if device != "cpu" and getattr(model, "device", device) == "cpu":  # never fall back silently
+        raise DriverError(f"model {info.name!r} runs on the CPU only; --device {device} cannot be honoured")
+    return model
 
 
 __all__ = [
