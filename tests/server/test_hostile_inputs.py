@@ -213,3 +213,29 @@ def test_long_tmpdir_does_not_break_the_socket(tmp_path):
             os.environ["TMPDIR"] = env_tmp
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "out" / "emt" / SYSTEM / "run.json").read_text())["status"] == "completed"
+
+
+def test_stale_socket_folders_of_killed_runs_are_cleaned(monkeypatch):
+    """A SIGKILLed run leaves an empty private dm-* folder; the next run removes it, never a live one."""
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from dynamat.engines.ipi import socket_dir
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="st", dir="/tmp"))  # short: socket folders live in a short $TMPDIR
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old_empty, old_live, young = tmp_path / "dm-old", tmp_path / "dm-live", tmp_path / "dm-young"
+    for d in (old_empty, old_live, young):
+        d.mkdir(mode=0o700)
+    (old_live / "s").write_text("")  # a live run's socket
+    past = time.time() - 3600
+    os.utime(old_empty, (past, past))
+    os.utime(old_live, (past, past))
+    new = socket_dir()
+    try:
+        assert not old_empty.exists() and old_live.exists() and young.exists()
+        assert new.parent == tmp_path and oct(new.stat().st_mode & 0o777) == "0o700"
+    finally:
+        shutil.rmtree(tmp_path)
