@@ -4,6 +4,7 @@ first step does not block the corrected rerun. Frames are compared with an unint
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -52,10 +53,15 @@ def _killed_at(out, steps, at_least):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.0)  # i-PI's soft exit (it got SIGTERM when its supervisor died) writes RESTART
-    rj = out / "emt" / SYSTEM / "RESTART"
-    import re
+    # i-PI got SIGTERM when its supervisor died; its soft exit writes RESTART (seconds on a loaded machine)
+    run_dir = out / "emt" / SYSTEM
+    rj = run_dir / "RESTART"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (rj.exists() and "</simulation>" in rj.read_text()):
+        time.sleep(0.2)
+    from dynamat import processes
 
+    processes.RunLock(run_dir).release()  # i-PI holds the folder lock until it has gone
     return int(re.search(r"<step>\s*(\d+)", rj.read_text()).group(1)) if rj.exists() else None
 
 
