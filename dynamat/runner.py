@@ -93,10 +93,11 @@ class RunRecord:
     started: str = ""
     finished: str | None = None
     driver_timings: list = field(default_factory=list)  # every driver's timing file, parsed
+    folder: str = ""  # the run folder, absolute
 
     @property
-    def run_dir(self) -> Path | None:
-        return Path(self._run_dir) if getattr(self, "_run_dir", None) else None
+    def run_dir(self) -> Path:
+        return Path(self.folder)
 
 
 def _versions() -> dict:
@@ -116,14 +117,19 @@ def _check_writable(run_dir: Path) -> None:
 _STEP_TAG = re.compile(r"<step>\s*(\d+)\s*</step>")
 
 
-def restart_file(run_dir: Path) -> Path | None:
-    """The newest i-PI restart point in ``run_dir``: RESTART (soft exit) or the checkpoint, by step."""
-    best, best_step = None, -1
+def restart_point(run_dir: Path) -> tuple[Path | None, int | None]:
+    """The newest i-PI restart point in ``run_dir`` and its step: RESTART (soft exit) or the checkpoint."""
+    best, best_step = None, None
     for cand in (run_dir / "RESTART", run_dir / f"{PREFIX}.chk"):
         step = restart_step(cand)
-        if step is not None and step > best_step:
+        if step is not None and (best_step is None or step > best_step):
             best, best_step = cand, step
-    return best
+    return best, best_step
+
+
+def restart_file(run_dir: Path) -> Path | None:
+    """The newest i-PI restart point in ``run_dir``: RESTART (soft exit) or the checkpoint, by step."""
+    return restart_point(run_dir)[0]
 
 
 def restart_step(path: Path | None) -> int | None:
@@ -171,8 +177,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
         raise DynamatError(f"{run_dir} exists and holds no dynamat run; choose another --out")
     rec = _read_run_json(run_dir) or {}
     status = rec.get("status")
-    restart = restart_file(run_dir)
-    at = restart_step(restart)
+    restart, at = restart_point(run_dir)
     if status == "exploded":
         raise DynamatError(f"{run_dir} holds a run that exploded (a result, kept); pass --overwrite to run again")
     if status == "completed":
@@ -257,7 +262,8 @@ def supervise(
     if opts.engine == "ase" and settings.nbeads > 1:
         raise DynamatError("path integrals (--beads) need the i-PI engine")
     processes.driver_command(opts.driver_cmd)  # a missing or non-executable driver: say so before any folder change
-    processes.executable("i-pi")
+    if opts.engine == "ipi":
+        processes.executable("i-pi")
     run_dir = Path(run_dir).resolve()  # children run inside it: no relative paths
     if run_dir.is_dir():
         processes.RunLock(run_dir).release()  # wait for a leftover i-PI before judging the folder
@@ -283,8 +289,8 @@ def supervise(
         batch_size=opts.batch_size or settings.nbeads,
         versions=_versions(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        folder=str(run_dir),
     )
-    record._run_dir = str(run_dir)
     if settings.last_saved_step != settings.steps:
         record.notes.append(f"{settings.steps} steps is not a multiple of the save stride {settings.stride}: "
                             f"the last saved frame is step {settings.last_saved_step}")
@@ -386,42 +392,42 @@ def steps_for(system: System, steps: int | None, time_ps: float | None) -> int |
 
 def run_system(model: str, system: str, reference, out: Path, opts: RunOptions, *, time_ps: float | None = None,
                protocol: str | None = None, start_frame: int = 0, overrides: dict | None = None,
+               isolated_energies_eV: dict[str, float] | None = None,
                progress: Callable[[int, int], None] | None = None, announce: Callable[[str], None] | None = None):
     """Loads ``system`` from ``reference`` (catalogue, inference, overrides) and runs it: what
-    ``dynamat run``, ``demo`` and campaign tasks do. Returns (reference path, System, RunRecord)."""
+    ``dynamat run``, ``demo`` and campaign tasks do. Returns (reference path, System, RunRecord).
+
+    ``isolated_energies_eV``: the model's isolated-atom energies by element when the caller has them
+    already (``demo`` after its single points); otherwise they are computed when the reference has its own."""
     from dynamat.catalogue import with_protocol
     from dynamat.reference import initial_atoms, load_system
 
     run_dir_in(out, ("model", model), ("system", system))  # names are checked before anything is read
-    reference, sys_entry, _ = load_system(reference, system, **(overrides or {}))
+    reference, sys_entry, attrs = load_system(reference, system, **(overrides or {}))
     sys_entry = with_protocol(sys_entry, protocol)
     opts.steps = steps_for(sys_entry, opts.steps, time_ps)
-    rec = run_md(model, sys_entry, initial_atoms(reference, system, start_frame), str(reference), out, opts,
-                 progress=progress, announce=announce)
-    _store_isolated_atom_energies(model, reference, system, out, opts)
+    initial = initial_atoms(reference, system, start_frame)
+    rec = run_md(model, sys_entry, initial, str(reference), out, opts, progress=progress, announce=announce)
+    if attrs.get("isolated_atom_energies_eV"):
+        _store_isolated_atom_energies(model, rec.run_dir, initial, opts, isolated_energies_eV)
     return reference, sys_entry, rec
 
 
-def _store_isolated_atom_energies(model, reference, system, out, opts) -> None:
-    """The model's isolated-atom energies beside the run when the reference gives its own (another
-    code): a report can then reference Eq. 1 on both sides without the model at hand."""
-    from dynamat.io.reference_h5 import reference_attrs
+def _store_isolated_atom_energies(model, run_dir: Path, atoms: ase.Atoms, opts, known: dict | None) -> None:
+    """The model's isolated-atom energies beside a run whose reference gives its own (another code):
+    a report can then reference Eq. 1 on both sides without the model at hand."""
     from dynamat.io.results import write_json_atomic
     from dynamat.singlepoint import isolated_atom_energies
 
-    if not reference_attrs(reference, system).get("isolated_atom_energies_eV"):
-        return
-    run_dir = run_dir_in(out, ("model", model), ("system", system))
     target = run_dir / "isolated_atom_energies.json"
     if target.exists():
         return
-    from dynamat.reference import initial_atoms as _atoms
-
-    numbers = sorted(set(_atoms(reference, system).numbers.tolist()))
-    try:
-        e = isolated_atom_energies(model, numbers, driver_cmd=opts.driver_cmd, driver_args=tuple(opts.driver_args))
-        data = {"model": model, "box_A": 20.0, "energies_eV": {ase.Atoms(numbers=[z]).get_chemical_symbols()[0]: v
-                                                              for z, v in e.items()}}
-    except DynamatError as exc:
-        data = {"model": model, "energies_eV": None, "note": f"unavailable: {exc}"}
+    data = {"model": model, "box_A": 20.0, "energies_eV": known}
+    if known is None:
+        try:
+            e = isolated_atom_energies(model, sorted(set(atoms.numbers.tolist())), driver_cmd=opts.driver_cmd,
+                                       driver_args=tuple(opts.driver_args))
+            data["energies_eV"] = {ase.Atoms(numbers=[z]).get_chemical_symbols()[0]: v for z, v in e.items()}
+        except DynamatError as exc:
+            data["note"] = f"unavailable: {exc}"
     write_json_atomic(target, data)

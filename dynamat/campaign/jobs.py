@@ -157,9 +157,9 @@ def score_pair(job: Job) -> dict:
 
     rec = read_json(job.run_dir / "run.json") or {}
     status = rec.get("status") or "failed"
+    curves: dict = {}
     if status == "completed":
         try:
-            curves: dict = {}
             res = score_run(Path(job.reference), job.system, job.run_dir, model=job.model, curves=curves)
         except (DynamatError, ValueError, OSError) as exc:
             res = _failure_score(job, rec, "failed", f"scoring failed: {exc}")
@@ -168,7 +168,7 @@ def score_pair(job: Job) -> dict:
         res = _failure_score(job, rec, status, rec.get("error") or f"run status {status!r}")
     res["steps_done"] = rec.get("steps_done")
     res["steps_requested"] = rec.get("steps_requested")
-    if status == "completed" and "curves" in locals() and res.get("status") == "completed":
+    if curves and res.get("status") == "completed":
         write_score(res, job.run_dir / "score.json", curves)
     else:
         write_json(job.run_dir / "score.json", res)

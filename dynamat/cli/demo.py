@@ -31,6 +31,7 @@ def demo(model, system, reference, steps, singlepoint_frames, out, driver_cmd, d
                          progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True))
     opts = RunOptions(steps=steps, overwrite=True, driver_cmd=driver_cmd, driver_args=tuple(driver_args), batch_size=1)
     run_system(model, system, reference, out, opts, progress=progress_printer(f"{model}/{system}"),
+               isolated_energies_eV=sp.get("isolated_atom_energies_model_eV"),
                announce=lambda m: click.echo(m, err=True))
     curves: dict = {}
     res = score_run(reference, system, out / model / system, model=model, curves=curves)

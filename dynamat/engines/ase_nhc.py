@@ -122,9 +122,14 @@ def run_ase_nhc(
         raise DynamatError(f"the driver failed under the ASE engine: {msg}") from None
     finally:
         writer.close()
-        try:
-            calc.server.protocol and calc.server.protocol.end()
-        except Exception:
-            pass
-        calc.close()
-        processes.stop(driver, grace_s=5)
+        close_socket_calculator(calc, driver)
+
+
+def close_socket_calculator(calc: SocketIOCalculator, driver) -> None:
+    """Ends ASE's socket session (EXIT to the driver, best effort) and stops the driver process."""
+    try:
+        calc.server.protocol and calc.server.protocol.end()
+    except Exception:  # the driver may already be gone; stopping it below is what matters
+        pass
+    calc.close()
+    processes.stop(driver, grace_s=5)

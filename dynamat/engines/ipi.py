@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from dynamat import processes
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import last_properties_row
@@ -45,8 +47,6 @@ def last_step(props: Path) -> int | None:
 
 def explosion(row: list[float] | None, target_K: float, max_T_factor: float) -> str | None:
     """Why the latest properties row shows a blown-up MD, or None. Columns: step time T ..."""
-    import numpy as np
-
     if row is None or len(row) < 3:
         return None
     if not all(np.isfinite(row)):

@@ -15,6 +15,7 @@ import numpy as np
 from ase.calculators.socketio import SocketIOCalculator
 
 from dynamat import processes
+from dynamat.engines.ase_nhc import close_socket_calculator
 from dynamat.errors import DynamatError
 
 
@@ -62,11 +63,6 @@ def relax_cell(
         msg = processes.last_line(run_dir / "relax_driver.log", str(exc))
         raise DynamatError(f"relaxation failed: {msg}") from None
     finally:
-        try:
-            calc.server.protocol and calc.server.protocol.end()
-        except Exception:
-            pass
-        calc.close()
-        processes.stop(driver, grace_s=5)
+        close_socket_calculator(calc, driver)
     relaxed = ase.Atoms(numbers=work.numbers, positions=work.positions, cell=work.cell, pbc=work.pbc)
     return relaxed, summary

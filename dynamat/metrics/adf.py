@@ -113,6 +113,15 @@ def bond_angle_distribution_error(angles, adf_ref, adf_mlip) -> float:
     A reference at zero distance from the background scores 0 if the two are identical, else
     100 (Matbench-discovery returns 100 in both cases; see :mod:`dynamat.metrics.matbench`).
     """
+    w1, w1_bg = adf_w1_terms(angles, adf_ref, adf_mlip)
+    if w1_bg <= 0:
+        return 0.0 if w1 == 0 else 100.0
+    return 100.0 * min(1.0, w1 / w1_bg)
+
+
+def adf_w1_terms(angles, adf_ref, adf_mlip) -> tuple[float, float]:
+    """(W1(ref, mlip), W1(ref, sin θ)) in degrees for two angle densities on one grid, after checking
+    them: the two terms of the ADF error, ours and Matbench-discovery's alike."""
     from scipy.stats import wasserstein_distance
 
     angles = np.asarray(angles, dtype=float)
@@ -123,8 +132,5 @@ def bond_angle_distribution_error(angles, adf_ref, adf_mlip) -> float:
     for name, d in (("adf_ref", ref), ("adf_mlip", mlip)):
         if not np.all(np.isfinite(d)) or np.any(d < 0) or d.sum() <= 0:
             raise ValueError(f"{name} must be finite, non-negative and non-zero")
-    w1 = wasserstein_distance(angles, angles, ref, mlip)
-    w1_bg = wasserstein_distance(angles, angles, ref, np.sin(np.radians(angles)))
-    if w1_bg <= 0:
-        return 0.0 if w1 == 0 else 100.0
-    return 100.0 * min(1.0, w1 / w1_bg)
+    return (float(wasserstein_distance(angles, angles, ref, mlip)),
+            float(wasserstein_distance(angles, angles, ref, np.sin(np.radians(angles)))))

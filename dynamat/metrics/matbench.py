@@ -33,7 +33,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from dynamat.metrics.adf import bond_angle_distribution
+from dynamat.metrics.adf import adf_w1_terms, bond_angle_distribution
 from dynamat.metrics.energy_force import (
     energy_fluctuation_rmse_per_atom as matbench_energy_rmse,
 )
@@ -42,6 +42,7 @@ from dynamat.metrics.energy_force import (
 )
 from dynamat.metrics.neighbours import as_cells, minimum_image
 from dynamat.metrics.rdf import rdf_from_histogram, rdf_histogram
+from dynamat.metrics.vdos import w1_over_spread_pct
 from dynamat.units import EV_PER_A3_TO_GPA
 
 __all__ = [
@@ -161,19 +162,11 @@ def matbench_adf_error(angles, adf_ref, adf_pred) -> float:
     Matbench's ``calc_adf_error``; unlike our ``bond_angle_distribution_error`` a reference
     at zero distance from the sin θ background gives 100 even for identical inputs.
     """
-    from scipy.stats import wasserstein_distance
-
-    angles, ref, pred = (np.asarray(x, dtype=float) for x in (angles, adf_ref, adf_pred))
+    angles = np.asarray(angles, dtype=float)
     step = np.diff(angles)
-    if not len(angles) == len(ref) == len(pred) or len(step) == 0:
-        raise ValueError("angles, adf_ref and adf_pred must have equal length ≥ 2")
-    if not np.all(step > 0) or not np.allclose(step, step[0]):
-        raise ValueError("the angle grid must be increasing and evenly spaced")
-    for name, d in (("adf_ref", ref), ("adf_pred", pred)):
-        if not np.all(np.isfinite(d)) or np.any(d < 0) or d.sum() <= 0:
-            raise ValueError(f"{name} must be finite, non-negative and non-zero")
-    w1 = wasserstein_distance(angles, angles, ref, pred)
-    w1_bg = wasserstein_distance(angles, angles, ref, np.sin(np.radians(angles)))
+    if len(step) == 0 or not np.all(step > 0) or not np.allclose(step, step[0]):
+        raise ValueError("the angle grid must be increasing, evenly spaced and of length ≥ 2")
+    w1, w1_bg = adf_w1_terms(angles, adf_ref, adf_pred)
     if w1_bg <= 0:
         return 100.0
     return 100.0 * min(1.0, w1 / w1_bg)
@@ -236,8 +229,6 @@ def matbench_vdos_error(f_ref, vdos_ref, f_pred, vdos_pred, *, band_frac: float 
     reaches ``band_frac`` of its total, and σ_ref is the reference mass's standard deviation
     over the kept grid. No predicted mass in the band gives 100; σ_ref = 0 gives 0 or 100.
     """
-    from scipy.stats import wasserstein_distance
-
     if not 0 < band_frac <= 1:
         raise ValueError(f"band_frac must be in (0, 1], got {band_frac}")
     f_ref, f_pred = np.asarray(f_ref, dtype=float), np.asarray(f_pred, dtype=float)
@@ -260,12 +251,7 @@ def matbench_vdos_error(f_ref, vdos_ref, f_pred, vdos_pred, *, band_frac: float 
         raise ValueError("reference VDOS has no power in its band")
     if m_pred.sum() <= 0:
         return 100.0
-    w1 = wasserstein_distance(grid, grid, m_ref, m_pred)
-    mean = np.average(grid, weights=m_ref)
-    sigma = float(np.sqrt(np.average((grid - mean) ** 2, weights=m_ref)))
-    if sigma <= 0:
-        return 0.0 if w1 <= 0 else 100.0
-    return 100.0 * min(1.0, w1 / sigma)
+    return w1_over_spread_pct(grid, m_ref, m_pred)
 
 
 # --- pressure ------------------------------------------------------------------------------

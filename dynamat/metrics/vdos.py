@@ -393,8 +393,6 @@ def vdos_w1_error(nu_ref, f_ref, nu_mlip, f_mlip, *, band_frac: float = 0.999) -
     that far-tail noise does not dominate. Unlike Eq. 10 it keeps growing with a peak shift
     instead of saturating once peaks stop overlapping.
     """
-    from scipy.stats import wasserstein_distance
-
     if not 0 < band_frac <= 1:
         raise ValueError(f"band_frac must be in (0, 1], got {band_frac}")
     grid, a, b = _common_grid(nu_ref, f_ref, nu_mlip, f_mlip)
@@ -411,9 +409,18 @@ def vdos_w1_error(nu_ref, f_ref, nu_mlip, f_mlip, *, band_frac: float = 0.999) -
         grid, wa, wb = grid[keep], wa[keep], wb[keep]
     if wb.sum() <= 0:
         return 100.0
-    w1 = wasserstein_distance(grid, grid, wa, wb)
-    mean = np.average(grid, weights=wa)
-    sigma = float(np.sqrt(np.average((grid - mean) ** 2, weights=wa)))
+    return w1_over_spread_pct(grid, wa, wb)
+
+
+def w1_over_spread_pct(grid, w_ref, w_mlip) -> float:
+    """100 · min(1, W1(ref, mlip) / σ_ref) in %: the Wasserstein-1 distance between two weightings of
+    one frequency grid over the reference's spectral standard deviation (0 % identical; 100 % when
+    σ_ref vanishes and the two differ). Shared by ``vdos_w1_error`` and Matbench's ``vdos_error``."""
+    from scipy.stats import wasserstein_distance
+
+    w1 = wasserstein_distance(grid, grid, w_ref, w_mlip)
+    mean = np.average(grid, weights=w_ref)
+    sigma = float(np.sqrt(np.average((grid - mean) ** 2, weights=w_ref)))
     if sigma <= 0:
         return 0.0 if w1 == 0 else 100.0
     return 100.0 * min(1.0, w1 / sigma)
