@@ -58,6 +58,7 @@ class RunOptions:
     max_temperature_factor: float = 5.0  # kinetic temperature above this x target = exploded
     engine: str = "ipi"  # a key of dynamat.engines.ENGINES
     warmup_steps: int | None = None  # steps left out of the timing [default: max(stride, steps/10)]
+    pack: object | None = None  # a dynamat.engines.pack.PackDriver: share its driver instead of starting one
 
 
 @dataclass
@@ -81,6 +82,7 @@ class RunRecord:
     model_seconds_per_eval_median: float | None = None
     n_model_evals: int | None = None
     n_drivers: int = 1
+    pack: dict | None = None  # packed run: the shared driver (its model, its log); its counters at the end
     batch_size: int | None = None
     device: str | None = None
     dtype: str | None = None
@@ -286,6 +288,7 @@ def supervise(
         protocol=protocol,
         system_info=system_info or {},
         n_drivers=opts.n_drivers,
+        pack=None if opts.pack is None else {"model": opts.pack.model, "log": str(opts.pack.log)},
         batch_size=opts.batch_size or settings.nbeads,
         versions=_versions(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -349,6 +352,8 @@ def supervise(
         record.wall_seconds = time.monotonic() - t0
         record.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _merge_driver_timing(record, run_dir)
+        if opts.pack is not None and record.pack is not None:
+            record.pack["at_end"] = opts.pack.summary()  # the pack's counters when this run ended
         tmp = run_dir / "run.json.tmp"
         tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
         tmp.replace(run_dir / "run.json")
@@ -431,3 +436,54 @@ def _store_isolated_atom_energies(model, run_dir: Path, atoms: ase.Atoms, opts, 
         except DynamatError as exc:
             data["note"] = f"unavailable: {exc}"
     write_json_atomic(target, data)
+
+
+def run_packed(model: str, systems: list[str], reference, out: Path, opts: RunOptions, pack_size: int, *,
+               time_ps: float | None = None, overrides: dict | None = None, start_frame: int = 0,
+               progress_for: Callable[[str], Callable[[int, int], None]] | None = None,
+               announce: Callable[[str], None] | None = None, wait_ms: float | None = None) -> list:
+    """Runs ``systems`` with ``model``, ``pack_size`` at a time, all served by one pack driver
+    (:mod:`dynamat.engines.pack`). Every run is an ordinary run folder. Returns, per system, its
+    RunRecord or the DynamatError that ended it."""
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dynamat.engines.pack import PackDriver
+
+    if pack_size < 1:
+        raise DynamatError(f"--pack must be at least 1, got {pack_size}")
+    if opts.engine != "ipi":
+        raise DynamatError("packed runs need the i-PI engine")
+    for name in systems:
+        run_dir_in(out, ("model", model), ("system", name))  # every name checked before anything runs
+    pack = PackDriver(model, Path(out) / f"pack-{model}.log", driver_cmd=opts.driver_cmd,
+                      driver_args=opts.driver_args, threads=opts.driver_threads, wait_ms=wait_ms)
+
+    def one(name: str):
+        o = copy.copy(opts)
+        o.pack = pack
+        try:
+            return run_system(model, name, reference, out, o, time_ps=time_ps, overrides=overrides,
+                              start_frame=start_frame, progress=progress_for(name) if progress_for else None,
+                              announce=announce)[2]
+        except DynamatError as exc:
+            return exc
+
+    pool = ThreadPoolExecutor(max_workers=pack_size, thread_name_prefix="pack")
+    try:
+        futures = [pool.submit(one, name) for name in systems]
+        results = []
+        for f in futures:
+            while True:
+                try:
+                    results.append(f.result(timeout=0.5))
+                    break
+                except TimeoutError:
+                    continue
+        return results
+    except KeyboardInterrupt:
+        pack.cancelled.set()  # every run stops and writes run.json (resumable)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        pack.close()

@@ -5,6 +5,7 @@
     dynamat-driver --model emt --unix /tmp/dm/sock --template init.xyz
     dynamat-driver --model sevennet-0 --inet node12:31415 --device cuda --timing-file t.json
     dynamat-driver --model chgnet --stress-stride 10 --first-step 0   # NVT: stress only where written
+    dynamat-driver --model chgnet --pack-dir /tmp/pack   # one model for every run that asks (packed runs)
     dynamat-driver --list
 
 Every failure the user can fix is reported as one line, ``dynamat-driver: error: ...``, with a
@@ -235,13 +236,21 @@ def serve(
               "of the RESTART/checkpoint file i-PI was started from.")
 @click.option("--beads", type=int, default=1, show_default=True, metavar="P",
               help="With --stress-stride: structures per MD step (path-integral beads, however i-PI batches them).")
+@click.option("--pack-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Pack mode: serve every i-PI run that writes a session request into DIR with this one loaded model, "
+              "batching their structures into shared model calls where the model allows (see dynamat_driver.pack).")
+@click.option("--pack-wait-ms", type=float, default=5.0, show_default=True,
+              help="Pack mode: how long to wait for the other simulations' positions before a model call.")
+@click.option("--pack-idle-exit", type=float, default=600.0, show_default=True,
+              help="Pack mode: seconds without any session before the driver exits.")
 @click.option("--list", "list_models_flag", is_flag=True, help="List the registered models and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --list: print the registry as JSON.")
 @click.option("--verbose", "-v", is_flag=True, help="Log the session to stderr; tracebacks on unexpected errors.")
 @click.version_option(__version__, prog_name=PROG)
 def main(
     model_name, unix, inet, template, model_path, device, dtype, option_pairs, timing_file, timing_every,
-    connect_timeout, no_batch, threads, stress_stride, first_step, beads, list_models_flag, as_json, verbose,
+    connect_timeout, no_batch, threads, stress_stride, first_step, beads, pack_dir, pack_wait_ms, pack_idle_exit,
+    list_models_flag, as_json, verbose,
 ):
     """Serve a machine-learning interatomic potential to i-PI (socket client)."""
     if list_models_flag:
@@ -258,24 +267,37 @@ def main(
     try:
         if not model_name:
             raise DriverError("--model NAME is required (see --list)")
-        serve(
-            model_name,
-            unix=unix,
-            inet=inet,
-            template=template,
-            model_path=model_path,
-            device=device,
-            dtype=dtype,
-            options=_parse_options(option_pairs),
-            timing=timing,
-            connect_timeout=connect_timeout,
-            batched=not no_batch,
-            threads=threads,
-            verbose=verbose,
-            stress_stride=stress_stride,
-            first_step=first_step,
-            beads=beads,
-        )
+        if pack_dir is not None:
+            if unix or inet or template or stress_stride is not None:
+                raise DriverError("--pack-dir takes sockets, templates and stress strides from its session requests; "
+                                  "drop --unix/--inet/--template/--stress-stride")
+            from .pack import serve_pack
+
+            summary = serve_pack(model_name, pack_dir, device=device, dtype=dtype, model_path=model_path,
+                                 options=_parse_options(option_pairs), threads=threads, batched=not no_batch,
+                                 wait_ms=pack_wait_ms, idle_exit_s=pack_idle_exit, verbose=verbose, info=_info)
+            timing.update(status="finished", pack=summary)
+            _info(f"pack done: {summary['sessions_served']} session(s), {summary['model_calls']} model calls, "
+                  f"{summary['structures_evaluated']} structures")
+        else:
+            serve(
+                model_name,
+                unix=unix,
+                inet=inet,
+                template=template,
+                model_path=model_path,
+                device=device,
+                dtype=dtype,
+                options=_parse_options(option_pairs),
+                timing=timing,
+                connect_timeout=connect_timeout,
+                batched=not no_batch,
+                threads=threads,
+                verbose=verbose,
+                stress_stride=stress_stride,
+                first_step=first_step,
+                beads=beads,
+            )
     except DriverError as exc:
         _err(str(exc))
         timing.update(status="error", error=str(exc))

@@ -217,6 +217,17 @@ def _volume(cell: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Request:
+    """What one i-PI request asks of the model: ``atoms`` (the distinct structures), whether their
+    stress is needed, and for each slot of the request the index of its structure."""
+
+    first: list
+    todo: list
+    atoms: list
+    stress: bool
+
+
 class Evaluator:
     """Callable for :func:`dynamat_driver.protocol.run_client`.
 
@@ -318,14 +329,23 @@ class Evaluator:
         return results
 
     def __call__(self, cells: Sequence[np.ndarray], positions: Sequence[np.ndarray]) -> list:
+        request = self.begin(cells, positions)
+        return self.finish(request, self.evaluate_atoms(request.atoms, stress=request.stress))
+
+    def begin(self, cells: Sequence[np.ndarray], positions: Sequence[np.ndarray]) -> "Request":
+        """One i-PI request as the structures the model must evaluate (duplicates dropped)."""
         want = True if self.stress_schedule is None else self.stress_schedule.needs_stress(cells, positions)
         first = self._unique(cells, positions)
         todo = [i for i, j in enumerate(first) if i == j]
         atoms_list = [self.to_atoms(cells[i], positions[i], slot=k) for k, i in enumerate(todo)]
-        results = self.evaluate_atoms(atoms_list, stress=want)
-        converted = {i: self._to_ipi(r, a, want) for i, r, a in zip(todo, results, atoms_list)}
+        return Request(first=first, todo=todo, atoms=atoms_list, stress=want)
+
+    def finish(self, request: "Request", results: list) -> list:
+        """The model's results (eV units) for ``request.atoms`` → i-PI's answer for every slot."""
+        converted = {i: self._to_ipi(r, a, request.stress)
+                     for i, r, a in zip(request.todo, results, request.atoms)}
         self.n_requests += 1
-        return [converted[j] for j in first]
+        return [converted[j] for j in request.first]
 
     def describe(self) -> dict:
         d = self.model.describe()
@@ -347,4 +367,5 @@ class Evaluator:
         return d
 
 
-__all__ = ["parse_species", "parse_pbc", "resolve_system", "read_template", "SystemSpec", "ModelTiming", "Evaluator"]
+__all__ = ["parse_species", "parse_pbc", "resolve_system", "read_template", "SystemSpec", "ModelTiming", "Evaluator",
+           "Request"]

@@ -305,6 +305,146 @@ class SessionStats:
     seconds_serving: float = 0.0  # POSDATA received → forces ready (conversion + model)
 
 
+class ClientSession:
+    """One i-PI connection, client side: answers STATUS, INIT, POSDATA, GETFORCE and EXIT.
+
+    The session does not evaluate anything itself: after POSDATA, :attr:`pending` holds the
+    ``(cells, positions)`` received, and whoever evaluates (one model per connection in
+    :func:`run_client`, or a pack of connections sharing one model in :mod:`dynamat_driver.pack`)
+    hands the results back with :meth:`set_results`. A STATUS or GETFORCE that arrives while the
+    request is pending is answered as soon as the results are set, as a busy client would.
+    """
+
+    def __init__(self, sock: socket.socket, on_init: InitFn | None = None, *, stats: SessionStats | None = None,
+                 say: Callable[[str], None] | None = None):
+        self.sock = sock
+        self.conn = _Conn(sock)
+        self.on_init = on_init
+        self.stats = stats if stats is not None else SessionStats()
+        self.say = say
+        self.initialised = False
+        self.batch_n = 1
+        self.nat = -1
+        self.pending: tuple[list, list] | None = None  # (cells, positions) waiting for results
+        self.results: list | None = None  # computed, not yet collected by GETFORCE
+        self._getforce_waiting = False
+        self._status_waiting = False
+        self.done = ""  # "exit" | "closed" once the session has ended
+        self._t_wait0 = time.perf_counter()
+        self._t_pos = 0.0
+
+    def buffered(self) -> bool:
+        """A whole message header is already read from the socket (no system call needed)."""
+        return self.conn.hi - self.conn.lo >= HDRLEN
+
+    def _status(self) -> bytes:
+        return HAVEDATA if self.results is not None else (READY if self.initialised else NEEDINIT)
+
+    def step(self) -> None:
+        """Reads and handles one message; blocks until it is complete. Sets :attr:`done` at the end."""
+        st = self.stats
+        try:
+            header = self.conn.recv_bytes(HDRLEN, at_message_start=True)
+            if header == STATUS:
+                if self.pending is not None:
+                    self._status_waiting = True
+                else:
+                    self.conn.send(self._status())
+            elif header == POSDATA:
+                if not self.initialised:
+                    raise DriverError("i-PI sent POSDATA before INIT")
+                if self.pending is not None or self.results is not None:
+                    raise DriverError("i-PI sent new positions before collecting the forces")
+                self._t_pos = time.perf_counter()
+                st.seconds_waiting += self._t_pos - self._t_wait0
+                conn, batch_n = self.conn, self.batch_n
+                if batch_n > 1:
+                    n = conn.recv_int()
+                    cellbuf = conn.recv_array(_F64, 18 * batch_n).reshape(batch_n, 2, 3, 3)
+                    posbuf = conn.recv_array(_F64, 3 * n * batch_n).reshape(batch_n, n, 3)
+                    cells = [cellbuf[i, 0] for i in range(batch_n)]
+                    positions = [posbuf[i] for i in range(batch_n)]
+                else:
+                    hh = conn.recv_array(_F64, 18).reshape(2, 3, 3)
+                    n = conn.recv_int()
+                    cells = [hh[0]]
+                    positions = [conn.recv_array(_F64, 3 * n).reshape(n, 3)]
+                if self.nat < 0:
+                    self.nat = n
+                    st.n_atoms = n
+                elif n != self.nat:
+                    raise DriverError(f"the number of atoms changed during the run ({self.nat} → {n})")
+                self.pending = (cells, positions)
+            elif header == GETFORCE:
+                if self.results is not None:
+                    self._send_forces()
+                elif self.pending is not None:
+                    self._getforce_waiting = True
+                else:
+                    raise DriverError("i-PI asked for forces before sending positions")
+            elif header == INIT:
+                rid = self.conn.recv_int()
+                length = self.conn.recv_int()
+                text = self.conn.recv_bytes(length) if length > 0 else b""
+                params = parse_init_string(text)
+                self.batch_n = batch_size_from(params)
+                st.batch_size = self.batch_n
+                st.replica_id = rid
+                st.init_params = params
+                if self.say:
+                    self.say(f"INIT replica {rid}: {text!r} → batch_size {self.batch_n}")
+                if self.on_init is not None:
+                    self.on_init(params, rid, self.batch_n)
+                self.initialised = True
+                self._t_wait0 = time.perf_counter()
+            elif header == EXIT:
+                self.done = st.reason = "exit"
+                if self.say:
+                    self.say("EXIT received from i-PI")
+            else:
+                raise DriverError(f"unexpected message from the server: {header!r}")
+        except ServerClosed as exc:
+            self.done = st.reason = "closed"
+            if self.say:
+                self.say(f"the server closed the connection ({exc})")
+
+    def set_results(self, results: list) -> None:
+        """The (energy, forces, virial, extra) of each pending structure, in atomic units."""
+        cells, _ = self.pending
+        if len(results) != len(cells):
+            raise DriverError(f"evaluator returned {len(results)} results for {len(cells)} structures")
+        self.results = results
+        self.pending = None
+        st = self.stats
+        st.n_requests += 1
+        st.n_structures += len(cells)
+        st.seconds_serving += time.perf_counter() - self._t_pos
+        try:
+            if self._status_waiting:
+                self._status_waiting = False
+                self.conn.send(HAVEDATA)
+            if self._getforce_waiting:
+                self._send_forces()
+        except ServerClosed as exc:
+            self.done = st.reason = "closed"
+            if self.say:
+                self.say(f"the server closed the connection ({exc})")
+
+    def _send_forces(self) -> None:
+        self.conn.send(pack_reply(self.results, self.nat, self.batch_n > 1))
+        self.results = None
+        self._getforce_waiting = False
+        self._t_wait0 = time.perf_counter()
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            _close_gracefully(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
 def run_client(
     sock: socket.socket,
     evaluate: EvaluateFn,
@@ -321,91 +461,18 @@ def run_client(
     item, in atomic units. Errors from ``evaluate``/``on_init`` propagate (the caller reports
     them); a server that closes the connection ends the loop normally.
     """
-    st = stats if stats is not None else SessionStats()
-    conn = _Conn(sock)
-    initialised = False
-    have_data = False
-    batch_n = 1
-    nat = -1
-    results: list | None = None
-    say = log if (log and verbose) else None
-    t_wait0 = time.perf_counter()
-
+    session = ClientSession(sock, on_init, stats=stats, say=log if (log and verbose) else None)
     try:
-        while True:
-            header = conn.recv_bytes(HDRLEN, at_message_start=True)
-            if header == STATUS:
-                conn.send(HAVEDATA if have_data else (READY if initialised else NEEDINIT))
-            elif header == POSDATA:
-                if not initialised:
-                    raise DriverError("i-PI sent POSDATA before INIT")
-                t0 = time.perf_counter()
-                st.seconds_waiting += t0 - t_wait0
-                if batch_n > 1:
-                    n = conn.recv_int()
-                    cellbuf = conn.recv_array(_F64, 18 * batch_n).reshape(batch_n, 2, 3, 3)
-                    posbuf = conn.recv_array(_F64, 3 * n * batch_n).reshape(batch_n, n, 3)
-                    cells = [cellbuf[i, 0] for i in range(batch_n)]
-                    positions = [posbuf[i] for i in range(batch_n)]
-                else:
-                    hh = conn.recv_array(_F64, 18).reshape(2, 3, 3)
-                    n = conn.recv_int()
-                    cells = [hh[0]]
-                    positions = [conn.recv_array(_F64, 3 * n).reshape(n, 3)]
-                if nat < 0:
-                    nat = n
-                    st.n_atoms = n
-                elif n != nat:
-                    raise DriverError(f"the number of atoms changed during the run ({nat} → {n})")
-                results = evaluate(cells, positions)
-                if len(results) != len(cells):
-                    raise DriverError(f"evaluator returned {len(results)} results for {len(cells)} structures")
-                have_data = True
-                st.n_requests += 1
-                st.n_structures += len(cells)
-                st.seconds_serving += time.perf_counter() - t0
-            elif header == GETFORCE:
-                if not have_data or results is None:
-                    raise DriverError("i-PI asked for forces before sending positions")
-                conn.send(pack_reply(results, nat, batch_n > 1))
-                have_data = False
-                results = None
-                t_wait0 = time.perf_counter()
-            elif header == INIT:
-                rid = conn.recv_int()
-                length = conn.recv_int()
-                text = conn.recv_bytes(length) if length > 0 else b""
-                params = parse_init_string(text)
-                batch_n = batch_size_from(params)
-                st.batch_size = batch_n
-                st.replica_id = rid
-                st.init_params = params
-                if say:
-                    say(f"INIT replica {rid}: {text!r} → batch_size {batch_n}")
-                if on_init is not None:
-                    on_init(params, rid, batch_n)
-                initialised = True
-                t_wait0 = time.perf_counter()
-            elif header == EXIT:
-                st.reason = "exit"
-                if say:
-                    say("EXIT received from i-PI")
-                return st
-            else:
-                raise DriverError(f"unexpected message from the server: {header!r}")
-    except ServerClosed as exc:
-        st.reason = "closed"
-        if say:
-            say(f"the server closed the connection ({exc})")
-        return st
+        while not session.done:
+            session.step()
+            if session.pending is not None:
+                session.set_results(evaluate(*session.pending))
+        return session.stats
     except BaseException:
-        _close_gracefully(sock)
+        session.close(graceful=True)
         raise
     finally:
-        try:
-            sock.close()
-        except OSError:
-            pass
+        session.close()
 
 
 def _close_gracefully(sock: socket.socket, linger_s: float = 0.5) -> None:

@@ -1,4 +1,5 @@
-"""``dynamat run``: one model on one system with i-PI (or ASE's NHC) and a dynamat-driver."""
+"""``dynamat run``: one model on one system with i-PI (or ASE's NHC) and a dynamat-driver; with
+``--pack K``, one model on several systems, K at a time, all served by one driver process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import click
 
 from dynamat.cli.common import driver_options, progress_printer, reference_option, system_option, with_options
-from dynamat.runner import MAX_STEPS, RunOptions, run_system
+from dynamat.errors import DynamatError
+from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 
 
 @click.command()
@@ -38,9 +40,15 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_system
               help="Reference frame the MLIP run starts from [default: 0, the first].")
 @click.option("--engine", type=click.Choice(["ipi", "ase"]), default="ipi", show_default=True,
               help="ase: ASE's Nose-Hoover chain as socket server, the paper's exact protocol for metals, alloys, TMDs, perovskites.")
+@click.option("--pack", "pack", type=click.IntRange(1, 256), default=None, metavar="K",
+              help="Packed runs: --system A,B,C runs K systems at a time, every one served by one driver process "
+              "that loads the model once and batches their structures into shared model calls where the model can.")
+@click.option("--pack-wait-ms", type=click.FloatRange(0, 1000), default=None,
+              help="With --pack: how long the driver waits for the other runs' positions before a model call [5].")
 @with_options(driver_options)
 def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode, host,
-        protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, engine, driver_cmd, driver_args):
+        protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, engine, pack, pack_wait_ms,
+        driver_cmd, driver_args):
     """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
 
     An unfinished run in the same folder is resumed from i-PI's RESTART or checkpoint; a rerun with
@@ -51,6 +59,28 @@ def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_si
     overrides = dict(protocol=protocol, system_class=system_class, dims=None if dims is None else int(dims),
                      timestep_fs=timestep_fs, tau_fs=tau_fs, thermostat=thermostat, start_frame=start_frame)
     overrides = {k: v for k, v in overrides.items() if v is not None}  # run.json records each with its source
+    names = [x.strip() for x in system.split(",") if x.strip()]
+    if pack is not None or len(names) > 1:
+        if pack is None:
+            raise DynamatError("several systems run together: add --pack K (K runs at a time, one shared driver)")
+        if len(set(names)) != len(names):
+            raise DynamatError("--system names a system twice")
+        results = run_packed(model, names, reference, out, opts, pack, time_ps=time_ps, overrides=overrides,
+                             start_frame=start_frame or 0, wait_ms=pack_wait_ms,
+                             progress_for=lambda n: progress_printer(f"{model}/{n}"),
+                             announce=lambda m: click.echo(m, err=True))
+        failed = 0
+        for name, res in zip(names, results):
+            if isinstance(res, Exception):
+                failed += 1
+                click.echo(f"failed: {model}/{name}: {res}", err=True)
+                continue
+            sps = res.seconds_per_step_median
+            click.echo(f"{res.status}: {model}/{name}, {res.steps_requested} steps, "
+                       f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {res.run_dir}")
+        if failed:
+            raise DynamatError(f"{failed} of {len(names)} packed runs failed (rerun the same command to resume)")
+        return
     _, _, rec = run_system(model, system, reference, out, opts, time_ps=time_ps, overrides=overrides,
                            start_frame=start_frame or 0,
                            progress=progress_printer(f"{model}/{system}"),

@@ -142,26 +142,36 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
                     raise DynamatError("i-PI did not open its socket within the start timeout")
                 time.sleep(0.02)
             where = ["--unix", str(sock)]
+        stress = {}
+        if n_drivers == 1 and "--stress-stride" not in opts.driver_args:
+            # every i-PI template is NVT: the virial is only written, every stride steps, so the
+            # driver computes the model's stress for those steps only (one driver sees every
+            # request; the first is the restart file's <step>, or 0)
+            start = re.search(r"<step>\s*(\d+)\s*</step>", text)
+            stress = {"stress_stride": int(settings.stride), "first_step": int(start.group(1)) if start else 0,
+                      "beads": max(1, int(settings.nbeads))}
         for tag in tags:
+            if opts.pack is not None:  # a session of the shared pack driver (dynamat.engines.pack)
+                drivers.append(opts.pack.attach(run_dir, where, tag=tag, stress=stress,
+                                                connect_timeout=opts.start_timeout_s))
+                continue
             cmd = processes.driver_command(opts.driver_cmd) + [
                 "--model", model, *where,
                 "--timing-file", str(run_dir / f"driver_timing{tag}.json"), *opts.driver_args,
             ]
             if opts.driver_threads:
                 cmd += ["--threads", str(int(opts.driver_threads))]
-            if n_drivers == 1 and "--stress-stride" not in opts.driver_args:
-                # every i-PI template is NVT: the virial is only written, every stride steps, so the
-                # driver computes the model's stress for those steps only (one driver sees every
-                # request; the first is the restart file's <step>, or 0)
-                start = re.search(r"<step>\s*(\d+)\s*</step>", text)
-                cmd += ["--stress-stride", str(int(settings.stride)), "--first-step",
-                        str(int(start.group(1)) if start else 0), "--beads", str(max(1, int(settings.nbeads)))]
+            if stress:
+                cmd += ["--stress-stride", str(stress["stress_stride"]), "--first-step", str(stress["first_step"]),
+                        "--beads", str(stress["beads"])]
             drivers.append(processes.start(cmd, run_dir, run_dir / f"driver{tag}.log"))
         first_step = last_step(props)
         last_progress = time.monotonic()
         poll = 0.05 if settings.steps < 2000 else 0.2
         while ipi.poll() is None:
             time.sleep(poll)
+            if opts.pack is not None and opts.pack.cancelled.is_set():
+                raise KeyboardInterrupt
             now = time.monotonic()
             row = last_properties_row(props)
             step = None if row is None else int(row[0])
@@ -202,5 +212,8 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
             processes.stop(ipi, signal.SIGTERM)  # soft exit: i-PI writes RESTART where it can
         processes.stop(ipi)
         for d in drivers:
-            processes.stop(d, signal.SIGTERM, grace_s=5)
+            if hasattr(d, "pack"):
+                d.stop()
+            else:
+                processes.stop(d, signal.SIGTERM, grace_s=5)
         shutil.rmtree(sock_dir, ignore_errors=True)

@@ -1,0 +1,169 @@
+"""Packed runs, server side: one ``dynamat-driver --pack-dir`` shared by several supervised runs.
+
+Each run stays an ordinary run (its own folder, i-PI, restart point, run.json, timing file); only
+the force client is shared. A run's i-PI attempt asks the pack for a session (a request file the
+driver picks up, see :mod:`dynamat_driver.pack`) instead of starting its own driver, and gets a
+:class:`PackSession` that the attempt watches as it would watch a driver process. When the pack
+driver dies, every run it served is interrupted and resumes from its restart point; the first run
+to resume starts a new pack driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from dynamat import processes
+from dynamat.errors import DynamatError
+
+REQUEST, ACTIVE, DONE, STOP, STATUS_FILE = ".request.json", ".active.json", ".done.json", "stop", "pack.json"
+
+
+def _start_detached(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """Like :func:`processes.start` without the parent-death signal: that fires when the *thread*
+    that started the child ends, and any run's thread may (re)start the pack driver. The driver
+    exits on its own once its parent is gone (it watches its parent pid)."""
+    fh = open(log, "ab")
+    try:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    finally:
+        fh.close()
+
+
+class PackDriver:
+    """One pack driver process for ``model``, shared by the runs of this process (one thread each).
+
+    ``log``: where the pack driver's own output goes (beside the runs, e.g. ``<out>/pack-<model>.log``).
+    """
+
+    def __init__(self, model: str, log: Path, *, driver_cmd: str | None = None, driver_args: tuple = (),
+                 threads: int | None = None, wait_ms: float | None = None):
+        self.model = model
+        self.log = Path(log).resolve()
+        self.cmd = processes.driver_command(driver_cmd)  # a missing driver: one line now
+        self.driver_args = tuple(driver_args)
+        self.threads = threads
+        self.wait_ms = wait_ms
+        base = tempfile.gettempdir()
+        self.dir = Path(tempfile.mkdtemp(prefix="dm-pack-", dir=base if len(base) <= 60 else "/tmp"))
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.cancelled = threading.Event()  # set: every run of the pack stops (Ctrl-C)
+        self._lock = threading.Lock()
+        self._n = 0
+        self._closed: dict | None = None
+
+    def ensure_started(self) -> subprocess.Popen:
+        with self._lock:
+            if self.proc is None or self.proc.poll() is not None:
+                cmd = [*self.cmd, "--model", self.model, "--pack-dir", str(self.dir), "--pack-idle-exit", "60",
+                       *self.driver_args]
+                if self.threads:
+                    cmd += ["--threads", str(int(self.threads))]
+                if self.wait_ms is not None:
+                    cmd += ["--pack-wait-ms", str(float(self.wait_ms))]
+                self.log.parent.mkdir(parents=True, exist_ok=True)
+                self.proc = _start_detached(cmd, self.dir, self.log)
+                self.starts += 1
+            return self.proc
+
+    def attach(self, run_dir: Path, where: list[str], *, tag: str = "", stress: dict | None = None,
+               connect_timeout: float = 120.0) -> "PackSession":
+        """Asks the pack driver to serve the i-PI at ``where`` (``['--unix', path]`` or ``['--inet', 'h:p']``)."""
+        proc = self.ensure_started()
+        with self._lock:
+            self._n += 1
+            name = f"s{self._n:05d}"
+        request = {
+            "run_dir": str(run_dir),
+            "timing_file": str(run_dir / f"driver_timing{tag}.json"),
+            "log_file": str(run_dir / f"driver{tag}.log"),
+            "connect_timeout": connect_timeout,
+            **({"socket": where[1]} if where[0] == "--unix" else {"inet": where[1]}),
+            **(stress or {}),
+        }
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(request) + "\n")
+        os.replace(tmp, self.dir / f"{name}{REQUEST}")  # the driver only sees whole requests
+        with open(run_dir / f"driver{tag}.log", "a") as fh:
+            fh.write(f"dynamat: served by the pack driver in {self.dir} (pid {proc.pid}, log {self.log})\n")
+        return PackSession(self, name, proc, run_dir / f"driver{tag}.log")
+
+    def summary(self) -> dict | None:
+        try:
+            return json.loads((self.dir / STATUS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def close(self, grace_s: float = 30.0) -> dict | None:
+        """Lets the driver finish its sessions and exit; returns its last ``pack.json`` (idempotent)."""
+        if self._closed is not None:
+            return self._closed
+        (self.dir / STOP).touch()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                processes.stop(self.proc, signal.SIGTERM, grace_s=5)
+        summary = self.summary()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self._closed = summary or {}
+        return self._closed
+
+
+class PackSession:
+    """A run's share of the pack driver, watched like a driver process (``poll``, ``returncode``)."""
+
+    def __init__(self, pack: PackDriver, name: str, proc: subprocess.Popen, log: Path):
+        self.pack, self.name, self.proc, self.log = pack, name, proc, log
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        done = self.pack.dir / f"{self.name}{DONE}"
+        if done.exists():
+            try:
+                status = json.loads(done.read_text()).get("status")
+            except (OSError, ValueError):
+                status = "error"
+            self.returncode = 0 if status in ("exit", "closed") else 1
+        elif self.proc.poll() is not None:
+            # the pack driver itself died: its last words go to this run's driver log
+            with open(self.log, "a") as fh:
+                fh.write(f"dynamat-driver: error: the pack driver exited (code {self.proc.returncode}): "
+                         f"{processes.last_line(self.pack.log, 'no message')}\n")
+            self.returncode = self.proc.returncode or 1
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pack session {self.name}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """After the run's i-PI stopped: the session ends when the driver sees the socket close;
+        a request the driver never took is withdrawn."""
+        try:
+            (self.pack.dir / f"{self.name}{REQUEST}").unlink()
+            return
+        except OSError:
+            pass
+        try:
+            self.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+__all__ = ["PackDriver", "PackSession"]

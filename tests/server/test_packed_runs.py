@@ -1,0 +1,169 @@
+"""Packed runs (issue 15 §2): several i-PI simulations served by one dynamat-driver process.
+
+A packed run must be indistinguishable from its solo run with the same seed: the same trajectory
+(float64: to 1e-6 Å over 200 steps), the same pressures, an ordinary run folder (run.json,
+timing file, resumable), scored like a solo run. With CHGNet the structures of the different
+simulations really share model calls (checked from the pack's counters), cells of different sizes
+and species in one graph batch. A pack driver killed mid-run is recovered from every run's restart
+point without losing or repeating a frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from dynamat.engines.ipi_input import MDSettings
+from dynamat.engines.pack import PackDriver
+from dynamat.io import read_ipi_run
+from dynamat.runner import RunOptions, supervise
+
+from conftest import dynamat_cmd
+
+SYSTEMS = ("bulkCu_300K-demo_EMT", "bulkCu3Au_500K-demo_EMT")
+
+
+def _assert_same_run(packed: Path, solo: Path, stress_atol: float = 1e-12) -> None:
+    """Same frames; ``stress_atol`` (eV/Å³): a restart goes through i-PI's RESTART text, whose positions
+    are rounded (to far below 1e-6 Å), and the pressure shows it at the 1e-8 eV/Å³ level."""
+    a, b = read_ipi_run(packed), read_ipi_run(solo)
+    np.testing.assert_array_equal(a.steps, b.steps)
+    assert len(a.steps) > 1
+    np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-6)
+    # the stress is computed on written steps only, in both: the same written pressures
+    np.testing.assert_allclose(a.stress, b.stress, rtol=1e-9, atol=stress_atol)
+    assert np.isfinite(a.stress).all()
+
+
+def test_packed_emt_runs_equal_their_solo_runs(tmp_path):
+    """`dynamat run --system A,B --pack 2` against two solo `dynamat run`s: same frames, ordinary folders."""
+    res = dynamat_cmd("run", "--model", "emt", "--system", ",".join(SYSTEMS), "--pack", "2", "--steps", "200",
+                      "--seed", "11", "--out", str(tmp_path / "packed"))
+    assert res.returncode == 0, res.stderr
+    for name in SYSTEMS:
+        solo = dynamat_cmd("run", "--model", "emt", "--system", name, "--steps", "200", "--seed", "11",
+                           "--out", str(tmp_path / "solo"))
+        assert solo.returncode == 0, solo.stderr
+        run_dir = tmp_path / "packed" / "emt" / name
+        _assert_same_run(run_dir, tmp_path / "solo" / "emt" / name)
+        rec = json.loads((run_dir / "run.json").read_text())
+        assert rec["status"] == "completed" and rec["steps_done"] == 200
+        assert rec["pack"]["model"] == "emt" and rec["seconds_per_step_median"] > 0
+        timing = json.loads((run_dir / "driver_timing.json").read_text())
+        assert timing["status"] == "finished" and timing["n_evaluations"] == 201  # step 0 + 200 steps
+        assert timing["stress"]["stride"] == 10  # stress on written steps, as in a solo run
+        assert timing["pack"]["sessions_served"] == 2
+    # scored exactly as a solo run
+    name = SYSTEMS[0]
+    for where in ("packed", "solo"):
+        s = dynamat_cmd("score", "--system", name, "--run", str(tmp_path / where / "emt" / name))
+        assert s.returncode == 0, s.stderr
+    ps = json.loads((tmp_path / "packed" / "emt" / name / "score.json").read_text())
+    ss = json.loads((tmp_path / "solo" / "emt" / name / "score.json").read_text())
+    for key in ("rdf_error_pct", "pressure_mae_GPa", "pressure_hist_error_pct", "vdos_error_pct"):
+        assert ps[key] == pytest.approx(ss[key], rel=1e-6, abs=1e-9), key
+
+
+def _cells():
+    """Two different small cells: 4-atom fcc Cu and 8-atom diamond Si (other species, other size)."""
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True)
+    si = bulk("Si", "diamond", a=5.43, cubic=True)
+    return {"cu4": cu, "si8": si}
+
+
+def _supervise_all(model, cells, out: Path, settings, pack: PackDriver | None, driver_args=()):
+    records, errors = {}, []
+
+    def one(name, atoms):
+        opts = RunOptions(driver_args=tuple(driver_args), pack=pack, driver_threads=1)
+        try:
+            records[name] = supervise(model, atoms, settings, out / name, opts)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(f"{name}: {exc}")
+
+    threads = [threading.Thread(target=one, args=item) for item in cells.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return records
+
+
+def test_packed_chgnet_shares_model_calls_and_equals_solo(tmp_path):
+    """CHGNet in float64: the two simulations' structures go through one batched model call per
+    step, and each trajectory equals its solo run to 1e-6 Å over 200 steps."""
+    pytest.importorskip("chgnet")
+    settings = MDSettings("svr", 1.0, 50.0, 10, 200, 600.0, seed=5)
+    args = ("--dtype", "float64")
+    pack = PackDriver("chgnet", tmp_path / "pack.log", driver_args=args, threads=1, wait_ms=200)
+    try:
+        packed = _supervise_all("chgnet", _cells(), tmp_path / "packed", settings, pack)
+        summary = pack.close()
+    finally:
+        pack.close()
+    for name, atoms in _cells().items():
+        supervise("chgnet", atoms, settings, tmp_path / "solo" / name, RunOptions(driver_args=args, driver_threads=1))
+        _assert_same_run(tmp_path / "packed" / name, tmp_path / "solo" / name)
+        assert packed[name].status == "completed"
+    assert summary["shared_model_calls"] is True and summary["sessions_served"] == 2
+    # 2 x 201 structures; with a generous gathering window nearly every call holds both cells
+    assert summary["structures_evaluated"] == 402
+    assert summary["calls_by_structures"].get("2", 0) >= 150, summary
+    timing = json.loads((tmp_path / "packed" / "si8" / "driver_timing.json").read_text())
+    assert timing["dtype"] == "float64" and timing["n_batched_calls"] >= 150
+
+
+def test_pack_driver_killed_mid_run_is_recovered(tmp_path):
+    """SIGKILL the shared driver: every run resumes from its restart point with a new pack driver and
+    ends with the frames of an uninterrupted solo run (none lost, none repeated)."""
+    settings = MDSettings("svr", 1.0, 50.0, 10, 1500, 300.0, seed=9)
+    cells = {"cu4": bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2), "au4": bulk("Au", "fcc", a=4.08, cubic=True).repeat(2)}
+    pack = PackDriver("emt", tmp_path / "pack.log", threads=1)
+    killed = {}
+
+    def killer():
+        props = tmp_path / "packed" / "cu4" / "simulation.out"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            rows = [ln for ln in props.read_text().splitlines() if ln and ln[0] != "#"] if props.exists() else []
+            if rows and float(rows[-1].split()[0]) >= 300:
+                killed["pid"] = pack.proc.pid
+                os.kill(pack.proc.pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    k = threading.Thread(target=killer)
+    k.start()
+    try:
+        records = _supervise_all("emt", cells, tmp_path / "packed", settings, pack)
+    finally:
+        k.join()
+        pack.close()
+    assert killed, "the run ended before the driver could be killed"
+    assert pack.starts >= 2
+    for name, atoms in cells.items():
+        rec = records[name]
+        assert rec.status == "completed" and rec.steps_done == 1500
+        assert rec.restarts and "driver exited" in rec.restarts[0]["reason"]
+        supervise("emt", atoms, settings, tmp_path / "solo" / name, RunOptions(driver_threads=1))
+        _assert_same_run(tmp_path / "packed" / name, tmp_path / "solo" / name, stress_atol=1e-6)
+
+
+def test_several_systems_need_pack_and_distinct_names(tmp_path):
+    res = dynamat_cmd("run", "--model", "emt", "--system", ",".join(SYSTEMS), "--steps", "20", "--out", str(tmp_path))
+    assert res.returncode == 2 and "--pack" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = dynamat_cmd("run", "--model", "emt", "--system", f"{SYSTEMS[0]},{SYSTEMS[0]}", "--pack", "2",
+                      "--steps", "20", "--out", str(tmp_path))
+    assert res.returncode == 2 and "twice" in res.stderr
+    res = dynamat_cmd("run", "--model", "emt", "--system", f"{SYSTEMS[0]},../x", "--pack", "2", "--steps", "20",
+                      "--out", str(tmp_path))
+    assert res.returncode == 2 and not (tmp_path / "emt").exists()
