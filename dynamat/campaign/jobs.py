@@ -31,7 +31,7 @@ CAMPAIGN_DIR = "_campaign"
 REPORT_DIR = "report"
 FINAL_RUN_STATUSES = ("completed", "exploded")  # results: never re-run by a campaign
 JOB_COLUMNS = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries",
-               "socket", "driver_cmd", "driver_args")
+               "socket", "driver_cmd", "driver_args", "task")
 
 
 @dataclass
@@ -49,6 +49,9 @@ class Job:
     socket: str = "unix"  # unix | inet (driver over TCP through dynamat.campaign.bridge)
     driver_cmd: str | None = None
     driver_args: tuple[str, ...] = ()
+    #: the task (array index) that runs this pair: its own index, or a pack's number when K pairs of
+    #: one model share one task and one driver (``dynamat campaign --pack K``)
+    task: int = -1
 
     @property
     def run_dir(self) -> Path:
@@ -71,7 +74,8 @@ def write_job_list(path: Path, jobs: list[Job]) -> Path:
         if j.index != i:
             raise ValueError("job indices must be 0..n-1 in order")
         vals = [str(j.index), j.model, j.system, j.reference, j.out, "" if j.steps is None else str(j.steps),
-                str(j.seed), str(j.max_retries), j.socket, j.driver_cmd or "", shlex.join(j.driver_args)]
+                str(j.seed), str(j.max_retries), j.socket, j.driver_cmd or "", shlex.join(j.driver_args),
+                str(j.index if j.task < 0 else j.task)]
         for v in vals:
             if "\t" in v or "\n" in v:
                 raise DynamatError(f"a tab or newline in {v!r} cannot go into the job list")
@@ -100,7 +104,38 @@ def read_job(path: Path, index: int) -> Job:
     return Job(index=index, model=v["model"], system=v["system"], reference=v["reference"], out=v["out"],
                steps=int(v["steps"]) if v["steps"] else None, seed=int(v["seed"]),
                max_retries=int(v["max_retries"]), socket=v["socket"], driver_cmd=v["driver_cmd"] or None,
-               driver_args=tuple(shlex.split(v["driver_args"])))
+               driver_args=tuple(shlex.split(v["driver_args"])), task=int(v["task"]))
+
+
+def read_task(path: Path, task: int) -> list[Job]:
+    """The jobs that task ``task`` runs: one pair, or the pairs of one pack."""
+    try:
+        n = len([ln for ln in Path(path).read_text().splitlines() if ln and not ln.startswith("#")])
+    except OSError as exc:
+        raise DynamatError(f"cannot read the job list {path}: {exc.strerror or exc}") from None
+    jobs = [j for j in (read_job(path, i) for i in range(n)) if j.task == task]
+    if not jobs:
+        raise DynamatError(f"job list {path} has no task {task}")
+    return jobs
+
+
+def assign_tasks(jobs: list[Job], pack: int) -> int:
+    """Numbers the tasks: one per job, or (``pack`` > 1) up to ``pack`` jobs of the same model and
+    driver per task, in order. Returns the number of tasks."""
+    if pack <= 1:
+        for j in jobs:
+            j.task = j.index
+        return len(jobs)
+    groups: dict[tuple, list[Job]] = {}
+    for j in jobs:
+        groups.setdefault((j.model, j.driver_cmd, j.driver_args), []).append(j)
+    n = 0
+    for members in groups.values():
+        for start in range(0, len(members), pack):
+            for j in members[start : start + pack]:
+                j.task = n
+            n += 1
+    return n
 
 
 # ---------------------------------------------------------------------------------- per-pair state
@@ -248,7 +283,7 @@ def _lock(out: str, job: Job):
     return fh
 
 
-def run_task(job: Job, log: Callable[[str], None] = print) -> TaskState:
+def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskState:
     """Brings one pair to a final, scored state: runs (fresh, resumed or from scratch), retries a
     failed run up to ``job.max_retries`` times, and writes score.json. Never raises DynamatError;
     raises :class:`Terminated` when signalled (the state then says ``cancelled``)."""
@@ -288,7 +323,7 @@ def run_task(job: Job, log: Callable[[str], None] = print) -> TaskState:
                 if attempt:
                     action = "resume" if restart_file(job.run_dir) is not None else "overwrite"
                 opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=(action == "overwrite"),
-                                  driver_cmd=driver_cmd, driver_args=job.driver_args)
+                                  driver_cmd=driver_cmd, driver_args=job.driver_args, pack=pack)
                 t_md = time.time()
                 state.attempts.append({"action": action, "start": t_md})
                 state.times.setdefault("md_start", t_md)
@@ -327,8 +362,8 @@ def run_task(job: Job, log: Callable[[str], None] = print) -> TaskState:
         state.total = rec.get("steps_requested", state.total)
         save(phase="done")
         return state
-    except Terminated as exc:
-        state.error = f"terminated by {exc}"
+    except (Terminated, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a pack's runs told to stop
+        state.error = f"terminated by {exc or 'the pack task'}"
         save(phase="cancelled")
         raise
     except Exception as exc:  # an unexpected error still leaves a readable state
@@ -360,12 +395,16 @@ def _executable(name: str) -> str:
 
 
 def task_main(manifest: Path, index: int, log: Callable[[str], None]) -> int:
-    """Entry of one task process: exit status 0 = the pair has a final, scored state."""
+    """Entry of one task process (one pair, or a pack of pairs sharing one driver): exit status 0 =
+    every pair has a final, scored state."""
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in old:
         signal.signal(s, _on_signal)
     try:
-        job = read_job(manifest, index)
+        jobs = read_task(manifest, index)
+        if len(jobs) > 1:
+            return _pack_main(jobs, log)
+        job = jobs[0]
         try:
             st = run_task(job, log)
         except Terminated as exc:
@@ -378,3 +417,54 @@ def task_main(manifest: Path, index: int, log: Callable[[str], None]) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _pack_main(jobs: list[Job], log: Callable[[str], None]) -> int:
+    """The pairs of one pack, one thread each, all served by one pack driver (dynamat.engines.pack)."""
+    import threading
+
+    from dynamat.engines.pack import PackDriver
+
+    first = jobs[0]
+    if first.socket != "unix":
+        raise DynamatError("packed campaign tasks use unix sockets (i-PI and the shared driver on one node)")
+    log_path = campaign_dir(first.out) / "logs" / f"pack-{first.model}-task{first.task}.log"
+    pack = PackDriver(first.model, log_path, driver_cmd=first.driver_cmd, driver_args=first.driver_args)
+    log(f"pack of {len(jobs)} pairs, one {first.model} driver (log {log_path})")
+    states: dict[str, TaskState | BaseException] = {}
+
+    def one(job: Job) -> None:
+        try:
+            states[job.label] = run_task(job, log, pack=pack)
+        except BaseException as exc:  # reported below
+            states[job.label] = exc
+
+    threads = [threading.Thread(target=one, args=(j,), name=j.label) for j in jobs]
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+    except Terminated as exc:
+        pack.cancelled.set()  # every run stops where it is and keeps its RESTART
+        for t in threads:
+            t.join()
+        log(f"pack of {len(jobs)} pairs: terminated ({exc}); rerun the campaign to resume")
+        return 143
+    finally:
+        summary = pack.close()
+    if summary:
+        log(f"pack: {summary.get('structures_evaluated')} structures in {summary.get('model_calls')} model calls "
+            f"({summary.get('structures_per_call_mean') or 0:.2f} per call)")
+    code = 0
+    for job in jobs:
+        st = states.get(job.label)
+        if isinstance(st, TaskState):
+            log(f"{job.label}: {st.phase} {st.result or ''} {('- ' + st.error) if st.error else ''}".rstrip())
+            if st.result not in FINAL_RUN_STATUSES:
+                code = 1
+        else:
+            log(f"{job.label}: {type(st).__name__}: {st}")
+            code = 1
+    return code

@@ -12,6 +12,9 @@ run, ``<out>/<model>/<system>/score.json`` is written with the code of ``dynamat
 every pair is final, the report (``dynamat report``) is written to ``<out>/report/``.
 
 ``--executor local`` runs ``--jobs K`` task processes at a time on this machine.
+``--pack K`` makes a task of up to K pairs of one model: their i-PI runs share one driver process
+(one model load, their structures batched into shared model calls; :mod:`dynamat.engines.pack`),
+each pair still its own run folder, state and score; on SLURM one array task per pack.
 ``--executor slurm`` renders ``dynamat/templates/campaign_array.sbatch.in`` (one array task per pair,
 indexing a tab-separated job list with SLURM_ARRAY_TASK_ID), submits it with ``sbatch --parsable``
 and, unless ``--no-wait``, polls ``squeue`` until every task has ended. Rerunning the same command
@@ -36,6 +39,7 @@ from dynamat.campaign.jobs import (
     FINAL_RUN_STATUSES,
     REPORT_DIR,
     Job,
+    assign_tasks,
     campaign_dir,
     pair_status,
     read_json,
@@ -101,7 +105,7 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
                  socket_mode: str = "unix", partition: str | None = None, gpus_per_task: int | None = None,
                  cpus_per_task: int = 2, time_limit: str | None = None, sbatch_args: tuple[str, ...] = (),
                  template: Path | None = None, inet_nodes: int = 2, wait: bool = True, report: bool = True,
-                 poll_s: float | None = None, stream=None) -> CampaignResult:
+                 poll_s: float | None = None, stream=None, pack: int = 1) -> CampaignResult:
     """The work of ``dynamat campaign``; see the module docstring."""
     import shlex
 
@@ -122,6 +126,10 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
         raise DynamatError("--max-retries must be >= 0")
     if jobs is not None and jobs < 1:
         raise DynamatError("--jobs must be >= 1")
+    if pack < 1:
+        raise DynamatError("--pack must be >= 1")
+    if pack > 1 and socket_mode != "unix":
+        raise DynamatError("--pack shares one driver between runs on one node: use it with --socket unix")
     driver_env, driver_args = driver_env or {}, driver_args or {}
     out = Path(out).resolve()
     reference = Path(reference or default_reference()).resolve()
@@ -175,6 +183,7 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
                                 driver_args=tuple(shlex.split(driver_args.get(p.model, "")))))
     for i, j in enumerate(todo):
         j.index = i
+    assign_tasks(todo, pack)
     result = CampaignResult(out=out, pairs=pairs)
     cdir = campaign_dir(out)
     cdir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +263,7 @@ def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream,
         if todo:
             script = cdir / f"array-{manifest.stem.removeprefix('jobs-')}.sbatch"
             values = campaign_slurm.script_values(
-                n_jobs=len(todo), jobs_at_once=jobs, manifest=manifest, log_dir=cdir / "logs", workdir=out,
+                n_jobs=len({j.task for j in todo}), jobs_at_once=jobs, manifest=manifest, log_dir=cdir / "logs", workdir=out,
                 job_name=f"dynamat-{out.name}"[:64], cpus_per_task=cpus_per_task, partition=partition,
                 gpus_per_task=gpus_per_task, time_limit=time_limit, sbatch_args=sbatch_args, inet_nodes=inet_nodes)
             tpl = campaign_slurm.template_path(socket_mode, template)
@@ -267,7 +276,7 @@ def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream,
             by_label = {p.label: p for p in pairs}
             for j in todo:
                 p = by_label[j.label]
-                p.slurm_job = f"{job_id}_{j.index}"
+                p.slurm_job = f"{job_id}_{j.task}"
                 write_json(state_path(out, j.model, j.system),
                            {"model": j.model, "system": j.system, "phase": "queued", "slurm_job": p.slurm_job,
                             "times": {"submit": t_submit}})
@@ -275,7 +284,8 @@ def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream,
             subs["submissions"].append({"job_id": job_id, "script": str(script), "manifest": str(manifest),
                                         "time": t_submit, "pairs": [j.label for j in todo]})
             write_json(cdir / "submissions.json", subs)
-            print(f"campaign: submitted {len(todo)} array task(s) as SLURM job {job_id} ({script})"
+            n_tasks = len({j.task for j in todo})
+            print(f"campaign: submitted {n_tasks} array task(s) for {len(todo)} pair(s) as SLURM job {job_id} ({script})"
                   f"{campaign_slurm.env_note()}", file=stream, flush=True)
         result.job_ids += sorted({p.slurm_job.split("_")[0] for p in adopted})
         if not wait:
@@ -292,9 +302,13 @@ def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream,
 
 def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], summary: Summary, k: int,
                poll_s: float) -> None:
+    """Runs the tasks (a pair each, or a pack of pairs sharing one driver), ``k`` processes at a time."""
     by_label = {p.label: p for p in pairs}
-    queue = deque(todo)
-    running: dict[str, tuple[Job, subprocess.Popen]] = {}
+    tasks: dict[int, list[Job]] = {}
+    for j in todo:
+        tasks.setdefault(j.task if j.task >= 0 else j.index, []).append(j)
+    queue = deque(tasks.items())
+    running: dict[int, tuple[list[Job], subprocess.Popen, Path]] = {}
     log_dir = campaign_dir(summary.out) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -304,35 +318,40 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
     try:
         while queue or running:
             while queue and len(running) < k:
-                job = queue.popleft()
+                task, jobs = queue.popleft()
                 t0 = time.time()
-                st_file = state_path(summary.out, job.model, job.system)
-                old = read_json(st_file) or {}
-                write_json(st_file, {**{k_: v for k_, v in old.items() if k_ not in ("phase", "times")},
-                                     "model": job.model, "system": job.system, "phase": "queued",
-                                     "slurm_job": None, "times": {"submit": t0}})
-                with open(log_dir / f"{job.model}__{job.system}.log", "ab") as fh:
+                for job in jobs:
+                    st_file = state_path(summary.out, job.model, job.system)
+                    old = read_json(st_file) or {}
+                    write_json(st_file, {**{k_: v for k_, v in old.items() if k_ not in ("phase", "times")},
+                                         "model": job.model, "system": job.system, "phase": "queued",
+                                         "slurm_job": None, "times": {"submit": t0}})
+                first = jobs[0]
+                log = log_dir / (f"{first.model}__{first.system}.log" if len(jobs) == 1 else
+                                 f"{first.model}__pack{task}.log")
+                with open(log, "ab") as fh:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "dynamat", "campaign-task", "--manifest", str(manifest), "--index",
-                         str(job.index)],
+                         str(task)],
                         stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                         env={**env, "DYNAMAT_TASK_T0": repr(t0)})
-                running[job.label] = (job, proc)
-                by_label[job.label].status = "running"
-            for label, (job, proc) in list(running.items()):
+                running[task] = (jobs, proc, log)
+                for job in jobs:
+                    by_label[job.label].status = "running"
+            for task, (jobs, proc, log) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                del running[label]
-                p = by_label[label]
-                status, err = _state_result(summary.out, p)
-                if status is None:
-                    from dynamat.processes import last_line
+                del running[task]
+                for job in jobs:
+                    p = by_label[job.label]
+                    status, err = _state_result(summary.out, p)
+                    if status is None:
+                        from dynamat.processes import last_line
 
-                    status = "failed"
-                    err = f"task exited with status {proc.returncode}: " + last_line(
-                        log_dir / f"{job.model}__{job.system}.log", "no output")
-                p.status, p.error = status, err
-                summary.event(_finished_message(summary.out, p))
+                        status = "failed"
+                        err = f"task exited with status {proc.returncode}: " + last_line(log, "no output")
+                    p.status, p.error = status, err
+                    summary.event(_finished_message(summary.out, p))
             summary.show()
             time.sleep(poll_s)
     except KeyboardInterrupt:
@@ -340,13 +359,13 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
                       "RESTART: rerun to resume)")
         import signal
 
-        for _, proc in running.values():
+        for _, proc, _ in running.values():
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 60
-        for _, proc in running.values():
+        for _, proc, _ in running.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -45,11 +45,14 @@ from dynamat.campaign.run import split_names as _split
 @click.option("--inet-nodes", type=click.IntRange(1, 2), default=2, show_default=True,
               help="slurm --socket inet: nodes per task; 2 puts the driver on the second node, 1 on the same node.")
 @click.option("--no-wait", is_flag=True, help="slurm: return after submission.")
+@click.option("--pack", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K",
+              help="Run up to K pairs of one model as one task whose i-PI runs share one driver process (one model "
+              "load, structures batched into shared model calls where the model can; unix sockets).")
 @click.option("--no-report", is_flag=True, help="Do not write <out>/report/ at the end.")
 @click.option("--poll-s", type=float, default=None, hidden=True)
 def campaign_command(models, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
                      driver_args, socket_mode, partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args,
-                     template, inet_nodes, no_wait, no_report, poll_s):
+                     template, inet_nodes, no_wait, pack, no_report, poll_s):
     """Run and score every (model, system) pair, locally or as a SLURM job array, then report."""
     model_list = _split(models, "model")
     res = run_campaign(
@@ -59,7 +62,7 @@ def campaign_command(models, systems, reference, executor, jobs, steps, time_ps,
         driver_args=_per_model(driver_args, model_list, "--driver-args"), socket_mode=socket_mode,
         partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, time_limit=time_limit,
         sbatch_args=sbatch_args, template=template, inet_nodes=inet_nodes, wait=not no_wait, report=not no_report,
-        poll_s=poll_s)
+        poll_s=poll_s, pack=pack)
     if res.waited:
         counts = {}
         for p in res.pairs:
@@ -72,8 +75,8 @@ def campaign_command(models, systems, reference, executor, jobs, steps, time_ps,
 @click.option("--manifest", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Job list written by `dynamat campaign` (tab-separated, one line per pair).")
 @click.option("--index", type=int, envvar="SLURM_ARRAY_TASK_ID", required=True,
-              help="Line of the job list [default: $SLURM_ARRAY_TASK_ID].")
+              help="Task of the job list: its pairs (one, or a pack) [default: $SLURM_ARRAY_TASK_ID].")
 def campaign_task_command(manifest, index):
-    """Run and score one pair of a campaign (what each SLURM array task runs)."""
+    """Run and score one task of a campaign, a pair or a pack of pairs (what each SLURM array task runs)."""
     code = task_main(manifest, index, lambda m: click.echo(f"[{time.strftime('%H:%M:%S')}] {m}", err=True))
     sys.exit(code)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamat.campaign.jobs import Job, pair_status, read_job, write_job_list
+from dynamat.campaign.jobs import Job, assign_tasks, pair_status, read_job, read_task, write_job_list
 from dynamat.campaign.slurm import render
 from dynamat.errors import DynamatError
 
@@ -76,15 +76,32 @@ def _no_leftovers(tag: str) -> bool:
 
 # ------------------------------------------------------------------------------ pieces
 def test_job_list_round_trip(tmp_path):
-    jobs = [Job(0, "emt", A, str(DEMO), str(tmp_path), 100, driver_args=("--option", "k=2 3")),
+    jobs = [Job(0, "emt", A, str(DEMO), str(tmp_path), 100, driver_args=("--option", "k=2 3"), task=0),
             Job(1, "mace-mp-0", B, str(DEMO), str(tmp_path), None, socket="inet",
-                driver_cmd="/envs/mace/bin/dynamat-driver --threads 4")]
+                driver_cmd="/envs/mace/bin/dynamat-driver --threads 4", task=1)]
     path = write_job_list(tmp_path / "jobs.tsv", jobs)
     lines = path.read_text().splitlines()
-    assert lines[0].startswith("#index\tmodel\tsystem") and len(lines) == 3 and all(ln.count("\t") == 10 for ln in lines)
+    assert lines[0].startswith("#index\tmodel\tsystem") and len(lines) == 3 and all(ln.count("\t") == 11 for ln in lines)
     assert read_job(path, 0) == jobs[0] and read_job(path, 1) == jobs[1]
+    assert read_task(path, 1) == [jobs[1]]
     with pytest.raises(DynamatError, match="no index 2"):
         read_job(path, 2)
+    with pytest.raises(DynamatError, match="no task 2"):
+        read_task(path, 2)
+
+
+def test_pack_tasks_group_pairs_of_one_model_and_driver():
+    """--pack K: up to K pairs per task, never two models (or two driver set-ups) in one task."""
+    jobs = [Job(i, m, f"s{i}", "r", "o", 10, driver_args=a) for i, (m, a) in enumerate(
+        [("emt", ()), ("lj", ()), ("emt", ()), ("emt", ()), ("lj", ()), ("emt", ("--device", "cuda"))])]
+    assert assign_tasks(jobs, 2) == 4
+    tasks = {}
+    for j in jobs:
+        tasks.setdefault(j.task, []).append(j)
+    assert sorted(len(v) for v in tasks.values()) == [1, 1, 2, 2]
+    for members in tasks.values():
+        assert len({(j.model, j.driver_args) for j in members}) == 1
+    assert assign_tasks(jobs, 1) == 6 and [j.task for j in jobs] == list(range(6))
 
 
 def test_template_renders_and_rejects_unknown_names():
@@ -153,6 +170,29 @@ def test_local_campaign_runs_scores_reports_then_skips(tmp_path):
     assert {p: p.stat().st_mtime for p in out.glob("*/*/*.json")} == mtimes
 
 
+def test_local_packed_campaign_shares_one_driver(tmp_path):
+    """--pack 2: the two pairs of one model run as one task, served by one driver; each is still its own
+    scored run; a rerun skips them; --pack with an inet socket is refused in one line."""
+    out = tmp_path / "camp"
+    res = campaign("--models", "emt", "--systems", SYSTEMS, "--pack", "2", "--steps", "100", "--out", str(out),
+                   "--no-report", timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = (out / "_campaign" / "logs" / "emt__pack0.log").read_text()
+    assert "pack of 2 pairs" in log and "202 structures" in log  # 2 x (step 0 + 100 steps)
+    for s in (A, B):
+        _check_scored(out, "emt", s, 100)
+        timing = json.loads((out / "emt" / s / "driver_timing.json").read_text())
+        assert timing["pack"]["sessions_served"] == 2 and timing["n_evaluations"] == 101
+    manifest = next((out / "_campaign").glob("jobs-*.tsv"))
+    assert len(read_task(manifest, 0)) == 2
+    res = campaign("--models", "emt", "--systems", SYSTEMS, "--pack", "2", "--steps", "100", "--out", str(out),
+                   "--no-report", timeout=60)
+    assert res.returncode == 0 and "2 pairs (2 skip)" in res.stderr
+    res = campaign("--models", "emt", "--systems", SYSTEMS, "--pack", "2", "--socket", "inet", "--steps", "100",
+                   "--out", str(tmp_path / "x"), timeout=60)
+    assert res.returncode != 0 and "--socket unix" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
 def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
     out = tmp_path / "camp"
     # LJ with a far too large sigma blows up at once; an unknown model fails before its first step
@@ -216,7 +256,7 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
     res = campaign("--models", "emt,lj", "--systems", SYSTEMS, "--executor", "slurm", "--cpus-per-task", "1",
                    "--steps", "100", "--out", str(out), "--poll-s", "0.5", timeout=150)
     assert res.returncode == 0, res.stderr[-3000:]
-    m = re.search(r"submitted 4 array task\(s\) as SLURM job (\d+)", res.stderr)
+    m = re.search(r"submitted 4 array task\(s\) for 4 pair\(s\) as SLURM job (\d+)", res.stderr)
     assert m, res.stderr
     job = m.group(1)
     assert "4 pairs: 4 done, 0 running, 0 failed, 0 pending" in res.stderr
@@ -261,6 +301,20 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
     assert [a["action"] for a in st["attempts"]] == ["resume"] and st["step0"] >= 400
     traj = read_ipi_run(run_dir)
     np.testing.assert_array_equal(traj.steps, np.arange(0, steps + 1, 10))  # no frame lost or repeated
+
+
+@pytest.mark.slurm
+def test_slurm_packed_campaign_is_one_array_task(slurm_cluster, tmp_path):
+    out = tmp_path / "camp"
+    res = campaign("--models", "emt", "--systems", SYSTEMS, "--executor", "slurm", "--cpus-per-task", "1",
+                   "--pack", "2", "--steps", "100", "--out", str(out), "--no-report", "--poll-s", "0.5", timeout=150)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"submitted 1 array task\(s\) for 2 pair\(s\)", res.stderr), res.stderr
+    assert "#SBATCH --array=0-0" in next((out / "_campaign").glob("array-*.sbatch")).read_text()
+    for s in (A, B):
+        _check_scored(out, "emt", s, 100)
+        assert _state(out, "emt", s)["slurm_job"].endswith("_0")
+        assert json.loads((out / "emt" / s / "driver_timing.json").read_text())["pack"]["sessions_served"] == 2
 
 
 @pytest.mark.slurm
