@@ -8,6 +8,8 @@
      c. + dynamat-driver's loop: ``dynamat-driver --model null`` (parsing, Atoms, units, reply);
    the differences are the socket's and the driver's cost. The driver's own time per request
    (POSDATA received -> forces ready) comes from its timing file.
+1b. i-PI's own options (``--only variants``): trajectory formats, latency, flushing, against the
+   same lean-client run.
 2. Totals, EMT-108 and CHGNet-32: in-process ASE MD (Nose-Hoover chain, extxyz frame every 10
    steps, the calculator on the Atoms) against i-PI + dynamat-driver with the same calculator,
    with and without ``--stress-stride`` (stress on written steps only), side by side in the same
@@ -122,13 +124,26 @@ def lean_client(path: str, stop: threading.Event):
         s.close()
 
 
-def run_ipi(atoms, steps: int, client: str, model_args=(), driver_cmd=None, **kw) -> dict:
+#: i-PI settings tried against the harness's overhead (issue 15 §1), as edits of the rendered input
+VARIANTS = {
+    "as written": lambda x: x,
+    "trajectories format='xyz'": lambda x: x.replace("format='ase'", "format='xyz'"),
+    "trajectories format='bin'": lambda x: x.replace("format='ase'", "format='bin'"),
+    "no trajectories": lambda x: re.sub(r"<trajectory.*?</trajectory>", "", x, flags=re.S),
+    "<latency>1e-6</latency>": lambda x: re.sub(r"(<ffsocket[^>]*>)", r"\1<latency>1e-6</latency>", x),
+    "flush every 100 writes": lambda x: x.replace("flush='1'", "flush='100'"),
+}
+
+
+def run_ipi(atoms, steps: int, client: str, model_args=(), driver_cmd=None, edit=None, **kw) -> dict:
     """One i-PI run; client: 'direct' | 'lean' | 'driver'. Returns ms/step and the driver's timing."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sockdir = tempfile.mkdtemp(prefix="bo")
         try:
-            render(atoms, steps, tmp, sockdir + "/", direct=client == "direct", **kw)
+            xml = render(atoms, steps, tmp, sockdir + "/", direct=client == "direct", **kw)
+            if edit is not None:
+                xml.write_text(edit(xml.read_text()))
             ipi = subprocess.Popen([str(BIN / "i-pi"), "input.xml"], cwd=tmp, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
             drv, th, stop = None, None, threading.Event()
@@ -219,6 +234,20 @@ def breakdown(steps: int, repeats: int, threads: int):
     return m
 
 
+def variants(steps: int, repeats: int) -> None:
+    """i-PI's own options against its per-step cost (lean client, 108 atoms), interleaved repeats."""
+    atoms = cu(3)
+    rows = {k: [] for k in VARIANTS}
+    for _ in range(repeats):
+        for name, edit in VARIANTS.items():
+            rows[name].append(run_ipi(atoms, steps, "lean", edit=edit)["ms_per_step"])
+    print(f"i-PI options, {len(atoms)} Cu atoms, lean client ({steps} steps x {repeats}; ms/step, median of t/step):")
+    base = statistics.median(rows["as written"])
+    for name, v in rows.items():
+        m = statistics.median(v)
+        print(f"  {name:28s} {m:6.3f}  ({m - base:+.3f})   runs {[round(x, 3) for x in v]}")
+
+
 def totals(model: str, atoms, steps: int, repeats: int, threads: int | None):
     args = ["--model", model] + (["--threads", str(threads)] if threads else [])
     if threads and model != "emt":
@@ -249,11 +278,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3000, help="steps of the EMT and do-nothing runs (CHGNet: steps/15)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["breakdown", "emt", "chgnet"], default=None)
+    ap.add_argument("--only", choices=["breakdown", "variants", "emt", "chgnet"], default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads for CHGNet (both sides)")
     args = ap.parse_args()
     if args.only in (None, "breakdown"):
         breakdown(args.steps, args.repeats, args.threads)
+    if args.only in (None, "variants"):
+        variants(args.steps, args.repeats)
     if args.only in (None, "emt"):
         totals("emt", cu(3), args.steps, args.repeats, None)
     if args.only in (None, "chgnet"):
