@@ -156,6 +156,8 @@ def test_one_line_errors(tmp_path, sockdir):
         (["--model", "emt", "--unix", "a", "--inet", "b:1"], ("either --unix or --inet",)),
         (["--model", "emt", "--template", str(tmp_path / "no.xyz")], ("does not exist",)),
         (["--model", "sevennet-0", "--dtype", "float64"], ("float32",)),
+        (["--model", "emt", "--pack-dir", str(tmp_path / "nope")], ("is not a folder",)),
+        (["--model", "emt", "--pack-dir", str(tmp_path), "--unix", "x"], ("--pack-dir takes",)),
         ([], ("--model",)),
     ]
     t0 = time.monotonic()
@@ -163,6 +165,27 @@ def test_one_line_errors(tmp_path, sockdir):
     for res, (_, needles) in zip(results, cases):
         assert_one_line_error(res, *needles)
     assert time.monotonic() - t0 < 30
+
+
+def test_pack_refuses_bad_sessions_one_by_one(tmp_path, sockdir):
+    """Pack mode: a request that is not JSON and one whose i-PI is not there each end with a done file
+    saying why (and a line in the run's driver log); the pack itself carries on, then exits when idle."""
+    import json
+
+    (tmp_path / "bad.request.json").write_text("{not json")
+    (tmp_path / "gone.request.json").write_text(json.dumps({
+        "socket": sockdir + "nobody", "connect_timeout": 0.2, "log_file": str(tmp_path / "gone.log"),
+        "timing_file": str(tmp_path / "gone_timing.json")}))
+    res = run_driver("--model", "emt", "--pack-dir", str(tmp_path), "--pack-idle-exit", "1", timeout=60)
+    assert res.returncode == 0, res.stderr
+    bad = json.loads((tmp_path / "bad.done.json").read_text())
+    assert bad["status"] == "error" and "unreadable request" in bad["error"]
+    gone = json.loads((tmp_path / "gone.done.json").read_text())
+    assert gone["status"] == "error" and "cannot reach" in gone["error"]
+    assert "cannot reach" in (tmp_path / "gone.log").read_text()
+    assert json.loads((tmp_path / "gone_timing.json").read_text())["status"] == "error"
+    pack = json.loads((tmp_path / "pack.json").read_text())
+    assert pack["status"] == "finished" and pack["sessions_served"] == 0 and pack["model_calls"] == 0
 
 
 def test_timing_file_records_errors(tmp_path, sockdir):
