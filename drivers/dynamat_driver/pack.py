@@ -310,7 +310,9 @@ class Pack:
                     continue
             if not self.sessions:
                 if (self.dir / STOP).exists() or now - idle_since > idle_exit_s:
-                    break
+                    self.scan()  # a request written just now is still served
+                    if not self.sessions:
+                        break
             else:
                 idle_since = now
             timeout = next_scan - now

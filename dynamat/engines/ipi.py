@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dynamat import processes
+from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import last_properties_row
 
@@ -212,7 +213,7 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
             processes.stop(ipi, signal.SIGTERM)  # soft exit: i-PI writes RESTART where it can
         processes.stop(ipi)
         for d in drivers:
-            if hasattr(d, "pack"):
+            if isinstance(d, PackSession):
                 d.stop()
             else:
                 processes.stop(d, signal.SIGTERM, grace_s=5)

@@ -136,6 +136,9 @@ class PackSession:
             except (OSError, ValueError):
                 status = "error"
             self.returncode = 0 if status in ("exit", "closed") else 1
+        elif self.proc.poll() is not None and (self.pack.dir / f"{self.name}{REQUEST}").exists():
+            # the driver left (idle) just as this request came: never taken, so hand it to a new one
+            self.proc = self.pack.ensure_started()
         elif self.proc.poll() is not None:
             # the pack driver itself died: its last words go to this run's driver log
             with open(self.log, "a") as fh:
