@@ -187,11 +187,13 @@ class Pack:
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, ready: list[PackSession]) -> None:
-        if not self.shared:
+        if not self.shared:  # one model per session: its own calls, one after the other
             for ps in ready:
+                n = len(ps.session.pending[0])
                 t0 = time.perf_counter()
-                self._answer(ps, lambda ps=ps: ps.evaluator(*ps.session.pending))
-                self.evaluation_seconds += time.perf_counter() - t0
+                if self._guarded(ps, lambda ps=ps: ps.session.set_results(ps.evaluator(*ps.session.pending))):
+                    self._count(n, time.perf_counter() - t0)
+                    self._answered(ps)
             return
         begun = []
         for ps in ready:
@@ -216,31 +218,34 @@ class Pack:
                 self.fail(ps, f"model {model.name!r} failed: {type(exc).__name__}: {exc}")
             return
         dt = time.perf_counter() - t0
-        self.n_model_calls += 1
-        self.n_structures += len(atoms)
-        self.calls_by_size[len(atoms)] = self.calls_by_size.get(len(atoms), 0) + 1
-        self.evaluation_seconds += dt
+        self._count(len(atoms), dt)
         start = 0
         for ps, req in group:
             n = len(req.atoms)
             mine = results[start : start + n]
             start += n
             ps.evaluator.timing.add(n, dt * n / len(atoms), len(atoms) > 1, stress=stress or not kw)
-            self._answer(ps, lambda ps=ps, req=req, mine=mine: ps.evaluator.finish(req, mine))
+            if self._guarded(ps, lambda ps=ps, req=req, mine=mine: ps.session.set_results(ps.evaluator.finish(req, mine))):
+                self._answered(ps)
 
-    def _answer(self, ps: PackSession, compute) -> None:
+    def _count(self, n_structures: int, seconds: float) -> None:
+        self.n_model_calls += 1
+        self.n_structures += n_structures
+        self.calls_by_size[n_structures] = self.calls_by_size.get(n_structures, 0) + 1
+        self.evaluation_seconds += seconds
+
+    def _guarded(self, ps: PackSession, action) -> bool:
+        """Runs ``action`` for one session; a failure ends that session (said in its log), not the pack."""
         try:
-            ps.session.set_results(compute())
+            action()
+            return True
         except DriverError as exc:
             self.fail(ps, str(exc))
-            return
         except Exception as exc:
             self.fail(ps, f"unexpected {type(exc).__name__}: {exc}")
-            return
-        if not self.shared:
-            self.n_model_calls += 1
-            self.n_structures += 1
-            self.calls_by_size[1] = self.calls_by_size.get(1, 0) + 1
+        return False
+
+    def _answered(self, ps: PackSession) -> None:
         ps.timing.maybe_write(len(ps.evaluator.timing.per_evaluation), evaluator=ps.evaluator, stats=ps.stats)
         if ps.session.done:
             self.close(ps)
@@ -263,18 +268,12 @@ class Pack:
 
     # -- the loop ---------------------------------------------------------------------------
     def read(self, ps: PackSession) -> None:
-        s = ps.session
-        try:
+        def messages(s=ps.session):
             s.step()
             while s.buffered() and not s.done and s.pending is None:
                 s.step()
-        except DriverError as exc:
-            self.fail(ps, str(exc))
-            return
-        except Exception as exc:
-            self.fail(ps, f"unexpected {type(exc).__name__}: {exc}")
-            return
-        if s.done:
+
+        if self._guarded(ps, messages) and ps.session.done:
             self.close(ps)
 
     def run(self, idle_exit_s: float, scan_every_s: float = 0.2) -> None:
