@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -42,18 +43,34 @@ def driver_command(driver_cmd: str | None) -> list[str]:
     return argv
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the supervising process dies, however it dies (Linux).
-
-    i-PI answers SIGTERM with a soft exit that writes RESTART, so a killed job stays resumable and
-    leaves no orphan computing into a folder that a rerun is about to resume.
-    """
+def _load_prctl():
+    """libc's prctl, loaded once in the parent: after a fork only async-signal-safe work is safe in
+    the child, and loading a library there (dlopen) is not, when another thread of the parent held
+    the loader's lock at the fork (numpy's BLAS threads, a pack's run threads)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In the child: get SIGTERM when the supervising process dies, however it dies (Linux).
+
+    i-PI answers SIGTERM with a soft exit that writes RESTART, so a killed job stays resumable and
+    leaves no orphan computing into a folder that a rerun is about to resume. A parent that died
+    before the request was made never sends the signal: the child sends it to itself.
+    """
+    if _PRCTL is None:
+        return
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None, pass_fds=()) -> subprocess.Popen:
@@ -62,7 +79,8 @@ def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None, pass_fd
     try:
         return subprocess.Popen(
             cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, preexec_fn=_die_with_parent, pass_fds=pass_fds,
+            start_new_session=True, env=env, preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            pass_fds=pass_fds,
         )
     finally:
         fh.close()
