@@ -128,8 +128,8 @@ class Pack:
             stride = request.get("stress_stride")
             schedule_args = None
             if stride:
-                StressSchedule(int(stride), int(request.get("first_step") or 0), int(request.get("beads") or 1))
                 schedule_args = (int(stride), int(request.get("first_step") or 0), int(request.get("beads") or 1))
+                StressSchedule(*schedule_args)  # bad values: this session fails now, in one line
             ps.timing = TimingWriter(request.get("timing_file"), int(request.get("timing_every") or 50))
             ps.model = self.model if self.shared or not self.sessions_using_shared_model() else self.load()
             ps.timing.update(model=ps.model, status="connecting", pack=str(self.dir))
@@ -153,7 +153,9 @@ class Pack:
         ps.session = ClientSession(sock, on_init, stats=ps.stats)
         self.sel.register(sock, selectors.EVENT_READ, ps)
         self.n_sessions_served += 1
-        ps.log(f"serving from the pack in {self.dir} (model loaded once for {self.n_sessions_served} session(s))")
+        how = (f"one model shared by {self.n_sessions_served} session(s) so far, structures batched across them"
+               if self.shared else "this session's own model instance, in the pack's process")
+        ps.log(f"serving from the pack in {self.dir}: {how}")
 
     def sessions_using_shared_model(self) -> bool:
         return any(s.model is self.model for s in self.sessions.values())
