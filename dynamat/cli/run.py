@@ -79,7 +79,8 @@ def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_si
             click.echo(f"{res.status}: {model}/{name}, {res.steps_requested} steps, "
                        f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {res.run_dir}")
         if failed:
-            raise DynamatError(f"{failed} of {len(names)} packed runs failed (rerun the same command to resume)")
+            raise DynamatError(f"{failed} of {len(names)} packed runs did not complete (each says why above; an "
+                               "interrupted one resumes when the same command is run again)")
         return
     _, _, rec = run_system(model, system, reference, out, opts, time_ps=time_ps, overrides=overrides,
                            start_frame=start_frame or 0,
