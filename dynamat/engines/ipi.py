@@ -187,7 +187,11 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
             for tag, driver in zip(tags, drivers):
                 if driver.poll() is None or ipi.poll() is not None:
                     continue
-                time.sleep(1.0)  # a driver that got EXIT leaves just before i-PI does
+                # a client that ended cleanly got EXIT and leaves just before i-PI does (a pack session ends
+                # at once, while i-PI may still be writing its last files on a loaded machine)
+                deadline = time.monotonic() + (30.0 if driver.returncode == 0 else 1.0)
+                while ipi.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
                 if ipi.poll() is not None:
                     break
                 msg = processes.last_line(run_dir / f"driver{tag}.log", "no message")
