@@ -73,14 +73,19 @@ def _die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None, pass_fds=()) -> subprocess.Popen:
-    """Starts ``cmd`` in its own process group, stdout and stderr appended to ``log``."""
+def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None, pass_fds=(), *,
+          die_with_parent: bool = True) -> subprocess.Popen:
+    """Starts ``cmd`` in its own process group, stdout and stderr appended to ``log``.
+
+    ``die_with_parent=False`` for a child shared by several threads (a pack driver): Linux sends the
+    parent-death signal when the *thread* that started the child ends, not the process; such a
+    child watches its parent pid itself."""
     fh = open(log, "ab")
     try:
         return subprocess.Popen(
             cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, preexec_fn=functools.partial(_die_with_parent, os.getpid()),
-            pass_fds=pass_fds,
+            start_new_session=True, env=env, pass_fds=pass_fds,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()) if die_with_parent else None,
         )
     finally:
         fh.close()

@@ -446,9 +446,8 @@ def run_packed(model: str, systems: list[str], reference, out: Path, opts: RunOp
     (:mod:`dynamat.engines.pack`). Every run is an ordinary run folder. Returns, per system, its
     RunRecord or the DynamatError that ended it."""
     import copy
-    from concurrent.futures import ThreadPoolExecutor
 
-    from dynamat.engines.pack import PackDriver
+    from dynamat.engines.pack import PackDriver, run_all
 
     if pack_size < 1:
         raise DynamatError(f"--pack must be at least 1, got {pack_size}")
@@ -462,28 +461,12 @@ def run_packed(model: str, systems: list[str], reference, out: Path, opts: RunOp
     def one(name: str):
         o = copy.copy(opts)
         o.pack = pack
-        try:
-            return run_system(model, name, reference, out, o, time_ps=time_ps, overrides=overrides,
-                              start_frame=start_frame, progress=progress_for(name) if progress_for else None,
-                              announce=announce)[2]
-        except DynamatError as exc:
-            return exc
+        return run_system(model, name, reference, out, o, time_ps=time_ps, overrides=overrides,
+                          start_frame=start_frame, progress=progress_for(name) if progress_for else None,
+                          announce=announce)[2]
 
-    pool = ThreadPoolExecutor(max_workers=pack_size, thread_name_prefix="pack")
-    try:
-        futures = [pool.submit(one, name) for name in systems]
-        results = []
-        for f in futures:
-            while True:
-                try:
-                    results.append(f.result(timeout=0.5))
-                    break
-                except TimeoutError:
-                    continue
-        return results
-    except KeyboardInterrupt:
-        pack.cancelled.set()  # every run stops and writes run.json (resumable)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        pack.close()
+    results = run_all(pack, systems, one, at_once=pack_size)
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, DynamatError):
+            raise r  # a bug, not a run that ended with a reason
+    return results

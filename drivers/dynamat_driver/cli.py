@@ -15,7 +15,6 @@ non-zero exit status and no traceback (``--verbose`` adds the traceback of unexp
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -108,12 +107,10 @@ class TimingWriter:
     def write(self) -> None:
         if not self.path:
             return
-        tmp = f"{self.path}.tmp{os.getpid()}"
+        from .files import write_json_atomic
+
         try:
-            with open(tmp, "w") as fh:
-                json.dump(self.data, fh, indent=1, default=str)
-                fh.write("\n")
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, self.data)
         except OSError as exc:
             raise DriverError(f"cannot write the timing file {self.path!r}: {exc.strerror}") from None
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import DriverError
+from .files import write_json_atomic
 from .protocol import ClientSession, SessionStats, connect, inet_address, unix_address
 
 REQUEST = ".request.json"
@@ -49,12 +50,6 @@ def shares_calls(model) -> bool:
     from .models.base import Model
 
     return bool(getattr(model, "can_batch", False)) and type(model).prepare is Model.prepare
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -114,7 +109,7 @@ class Pack:
                 request = json.loads(path.read_text())
                 os.replace(path, self.dir / f"{name}{ACTIVE}")
             except (OSError, ValueError) as exc:
-                _write_json(self.dir / f"{name}{DONE}", {"status": "error", "error": f"unreadable request: {exc}"})
+                write_json_atomic(self.dir / f"{name}{DONE}", {"status": "error", "error": f"unreadable request: {exc}"})
                 continue
             self.open(name, request)
 
@@ -180,7 +175,7 @@ class Pack:
                 ps.timing.write()
             except DriverError as exc:
                 ps.log(f"error: {exc}")
-        _write_json(self.dir / f"{ps.name}{DONE}", {"status": status, "error": ps.error})
+        write_json_atomic(self.dir / f"{ps.name}{DONE}", {"status": status, "error": ps.error})
         try:
             (self.dir / f"{ps.name}{ACTIVE}").unlink()
         except OSError:
@@ -291,7 +286,7 @@ class Pack:
                 self.scan()
                 next_scan = now + scan_every_s
             if now >= next_status:
-                _write_json(self.dir / STATUS_FILE, {"status": "serving", "pid": os.getpid(), **self.summary()})
+                write_json_atomic(self.dir / STATUS_FILE, {"status": "serving", "pid": os.getpid(), **self.summary()})
                 next_status = now + 5.0
             for ps in [ps for ps in self.sessions.values() if ps.session is not None]:
                 # messages already read from the socket (i-PI's GETFORCE comes with its POSDATA)
@@ -327,7 +322,7 @@ class Pack:
         for ps in list(self.sessions.values()):
             ps.error = ps.error or why
             self.close(ps, graceful=True)
-        _write_json(self.dir / STATUS_FILE, {"status": "stopped", "pid": os.getpid(), "why": why, **self.summary()})
+        write_json_atomic(self.dir / STATUS_FILE, {"status": "stopped", "pid": os.getpid(), "why": why, **self.summary()})
 
 
 def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None, model_path: str | None,
@@ -363,7 +358,7 @@ def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None
         if why or pack.sessions:
             pack.shutdown(why or "the pack driver stopped")
         else:
-            _write_json(d / STATUS_FILE, {"status": "finished", "pid": os.getpid(), **pack.summary()})
+            write_json_atomic(d / STATUS_FILE, {"status": "finished", "pid": os.getpid(), **pack.summary()})
     return pack.summary()
 
 

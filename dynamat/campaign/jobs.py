@@ -421,9 +421,7 @@ def task_main(manifest: Path, index: int, log: Callable[[str], None]) -> int:
 
 def _pack_main(jobs: list[Job], log: Callable[[str], None]) -> int:
     """The pairs of one pack, one thread each, all served by one pack driver (dynamat.engines.pack)."""
-    import threading
-
-    from dynamat.engines.pack import PackDriver
+    from dynamat.engines.pack import PackDriver, run_all
 
     first = jobs[0]
     if first.socket != "unix":
@@ -431,29 +429,12 @@ def _pack_main(jobs: list[Job], log: Callable[[str], None]) -> int:
     log_path = campaign_dir(first.out) / "logs" / f"pack-{first.model}-task{first.task}.log"
     pack = PackDriver(first.model, log_path, driver_cmd=first.driver_cmd, driver_args=first.driver_args)
     log(f"pack of {len(jobs)} pairs, one {first.model} driver (log {log_path})")
-    states: dict[str, TaskState | BaseException] = {}
-
-    def one(job: Job) -> None:
-        try:
-            states[job.label] = run_task(job, log, pack=pack)
-        except BaseException as exc:  # reported below
-            states[job.label] = exc
-
-    threads = [threading.Thread(target=one, args=(j,), name=j.label) for j in jobs]
     try:
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(timeout=0.2)
+        states = dict(zip([j.label for j in jobs], run_all(pack, jobs, lambda job: run_task(job, log, pack=pack))))
     except Terminated as exc:
-        pack.cancelled.set()  # every run stops where it is and keeps its RESTART
-        for t in threads:
-            t.join()
         log(f"pack of {len(jobs)} pairs: terminated ({exc}); rerun the campaign to resume")
         return 143
-    finally:
-        summary = pack.close()
+    summary = pack.close()
     if summary:
         log(f"pack: {summary.get('structures_evaluated')} structures in {summary.get('model_calls')} model calls "
             f"({summary.get('structures_per_call_mean') or 0:.2f} per call)")

@@ -12,30 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dynamat import processes
-from dynamat.errors import DynamatError
 
 REQUEST, ACTIVE, DONE, STOP, STATUS_FILE = ".request.json", ".active.json", ".done.json", "stop", "pack.json"
-
-
-def _start_detached(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    """Like :func:`processes.start` without the parent-death signal: that fires when the *thread*
-    that started the child ends, and any run's thread may (re)start the pack driver. The driver
-    exits on its own once its parent is gone (it watches its parent pid)."""
-    fh = open(log, "ab")
-    try:
-        return subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    finally:
-        fh.close()
 
 
 class PackDriver:
@@ -53,7 +42,9 @@ class PackDriver:
         self.threads = threads
         self.wait_ms = wait_ms
         base = tempfile.gettempdir()
-        self.dir = Path(tempfile.mkdtemp(prefix="dm-pack-", dir=base if len(base) <= 60 else "/tmp"))
+        base = base if len(base) <= 60 else "/tmp"
+        _clean_stale_pack_dirs(Path(base))
+        self.dir = Path(tempfile.mkdtemp(prefix="dm-pack-", dir=base))
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.cancelled = threading.Event()  # set: every run of the pack stops (Ctrl-C)
@@ -71,7 +62,7 @@ class PackDriver:
                 if self.wait_ms is not None:
                     cmd += ["--pack-wait-ms", str(float(self.wait_ms))]
                 self.log.parent.mkdir(parents=True, exist_ok=True)
-                self.proc = _start_detached(cmd, self.dir, self.log)
+                self.proc = processes.start(cmd, self.dir, self.log, die_with_parent=False)  # it watches its parent pid
                 self.starts += 1
             return self.proc
 
@@ -169,4 +160,76 @@ class PackSession:
             pass
 
 
-__all__ = ["PackDriver", "PackSession"]
+def run_all(pack: PackDriver, items: Sequence, work: Callable, *, at_once: int | None = None) -> list:
+    """``work(item)`` for every item, one thread each and ``at_once`` at a time (all by default),
+    every run served by ``pack``. Returns, per item, what ``work`` returned or the exception it raised.
+
+    An exception in the calling thread (Ctrl-C, a SIGTERM handler's) cancels every run (each stops
+    where it is and keeps its restart point), waits for them and is re-raised. The pack driver is
+    closed in every case; ``pack.close()`` then returns its summary again.
+    """
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    results: list = [None] * len(items)
+
+    def one(i: int) -> None:
+        try:
+            results[i] = work(items[i])
+        except BaseException as exc:  # the caller decides what a failed run means
+            results[i] = exc
+
+    pool = ThreadPoolExecutor(max_workers=max(1, at_once or len(items)), thread_name_prefix="pack")
+    try:
+        futures = [pool.submit(one, i) for i in range(len(items))]
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)  # short waits: signals reach this thread
+        return results
+    except BaseException:
+        pack.cancelled.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        pack.close()
+
+
+_PACK_FILE = re.compile(r"^(s\d+(\.request|\.active|\.done)\.json|stop|pack\.json|\..*\.tmp\d+)$")
+
+
+def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0) -> None:
+    """Removes our ``dm-pack-*`` folders left by a SIGKILLed supervisor: old, whose pack driver
+    (``pack.json``'s pid) is gone, holding nothing but the pack's own files. Another user's, a live
+    pack's or one holding anything else is left alone."""
+    now = time.time()
+    try:
+        candidates = list(base.glob("dm-pack-*"))
+    except OSError:
+        return
+    for d in candidates:
+        try:
+            st = d.lstat()
+            if d.is_symlink() or not d.is_dir() or st.st_uid != os.getuid() or now - st.st_mtime < min_age_s:
+                continue
+            names = os.listdir(d)
+            if not all(_PACK_FILE.match(n) for n in names):
+                continue
+            pid = json.loads((d / STATUS_FILE).read_text()).get("pid") if STATUS_FILE in names else None
+            if isinstance(pid, int) and _alive(pid):
+                continue
+            for n in names:
+                (d / n).unlink()
+            d.rmdir()
+        except (OSError, ValueError, AttributeError):
+            continue
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["PackDriver", "PackSession", "run_all"]

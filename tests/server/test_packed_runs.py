@@ -167,3 +167,80 @@ def test_several_systems_need_pack_and_distinct_names(tmp_path):
     res = dynamat_cmd("run", "--model", "emt", "--system", f"{SYSTEMS[0]},../x", "--pack", "2", "--steps", "20",
                       "--out", str(tmp_path))
     assert res.returncode == 2 and not (tmp_path / "emt").exists()
+
+
+def test_run_all_runs_at_most_at_once_and_reports_each_failure(tmp_path):
+    from dynamat.engines.pack import run_all
+
+    pack = PackDriver("emt", tmp_path / "pack.log")
+    lock, live, peak = threading.Lock(), [0], [0]
+
+    def work(i):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.05)
+        with lock:
+            live[0] -= 1
+        if i == 2:
+            raise ValueError("run 2 failed")
+        return i * 10
+
+    results = run_all(pack, [0, 1, 2, 3, 4], work, at_once=2)
+    assert results[:2] == [0, 10] and results[3:] == [30, 40]
+    assert isinstance(results[2], ValueError)
+    assert peak[0] == 2
+    assert not pack.dir.exists()  # closed (never started: nothing to wait for)
+
+
+def test_run_all_interrupt_cancels_every_run_and_reraises(tmp_path):
+    import _thread
+
+    from dynamat.engines.pack import run_all
+
+    pack = PackDriver("emt", tmp_path / "pack.log")
+    saw_cancel = []
+    all_going = threading.Barrier(3)
+
+    def work(i):
+        all_going.wait(timeout=30)
+        if i == 0:
+            _thread.interrupt_main()  # Ctrl-C while the runs are going
+        saw_cancel.append(pack.cancelled.wait(timeout=30))
+        return i
+
+    with pytest.raises(KeyboardInterrupt):
+        run_all(pack, [0, 1, 2], work)
+    assert saw_cancel == [True, True, True]  # every run was told, and was waited for
+    assert not pack.dir.exists()
+
+
+def test_stale_pack_folders_of_dead_drivers_are_removed_and_nothing_else(tmp_path):
+    import subprocess
+
+    from dynamat.engines.pack import _clean_stale_pack_dirs
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    old = time.time() - 3600
+
+    def folder(name, files, pid, age=old):
+        d = tmp_path / name
+        d.mkdir()
+        for f in files:
+            (d / f).write_text("{}")
+        if pid is not None:
+            (d / "pack.json").write_text(json.dumps({"status": "serving", "pid": pid}))
+        os.utime(d, (age, age))
+        return d
+
+    gone = folder("dm-pack-gone", ["s00001.active.json", "s00002.done.json", ".pack.json.tmp12"], dead.pid)
+    never = folder("dm-pack-never", ["s00001.request.json"], None)
+    live = folder("dm-pack-live", ["s00001.active.json"], os.getpid())
+    young = folder("dm-pack-young", [], dead.pid, age=time.time())
+    foreign = folder("dm-pack-foreign", ["notes.txt"], dead.pid)
+    other = folder("dm-other", [], None)
+    _clean_stale_pack_dirs(tmp_path)
+    assert not gone.exists() and not never.exists()
+    assert live.exists() and young.exists() and other.exists()
+    assert (foreign / "notes.txt").exists()

@@ -18,7 +18,6 @@ Pass options as ``--option epsilon=0.2 --option sigma=2.3``.
 
 from __future__ import annotations
 
-import numpy as np
 
 from . import CalculatorModel, DriverError, ModelInfo, parse_float_option, reject_unknown_options
 
