@@ -926,6 +926,37 @@ def test_zoo_offline_messages_and_fairchem1_refusal(jobs):
             assert not d["installed"], name
 
 
+MATTERSIM_CRAFT = textwrap.dedent("""
+    import os, sys, torch
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + sys.argv[2],))
+    torch.save({"model_name": "m3gnet", "model_args": {}, "model": {}, "x": Evil()}, sys.argv[1])
+""")
+
+
+@pytest.mark.zoo
+def test_mattersim_crafted_checkpoint_is_refused_without_running(jobs, tmp_path):
+    """MatterSim's own ``torch.load`` names no ``weights_only``: data-only under torch >= 2.6 only
+    while ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is unset (``import mace`` sets it). The adapter forces
+    a weights-only load, so a crafted --model-path file is refused without running."""
+    py = str(_env("zoo") / "bin" / "python")
+    evil, marker = tmp_path / "evil.pth", tmp_path / "PWNED"
+    subprocess.run([py, "-c", MATTERSIM_CRAFT, str(evil), str(marker)], check=True, timeout=300)
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    # MatterSim's own loader in the same environment really runs it
+    subprocess.run([py, "-c", "import sys; from mattersim.forcefield import MatterSimCalculator; "
+                    "MatterSimCalculator(load_path=sys.argv[1], device='cpu')", str(evil)],
+                   env=env, capture_output=True, timeout=300)
+    assert marker.exists()
+    marker.unlink()
+    res = subprocess.run([py, "-c", "import sys; from dynamat_driver.models import load_model; "
+                          "load_model('mattersim-v1-5m', model_path=sys.argv[1])", str(evil)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "DriverError" in res.stderr, res.stderr[-2000:]
+    assert not marker.exists(), "a crafted checkpoint ran code"
+
+
 @pytest.mark.zoo
 def test_grace_offline_messages(jobs):
     r = jobs.result(("offline", "grace"))

@@ -35,6 +35,7 @@ from . import (
     weights_dict,
     weights_unavailable,
 )
+from ..safe_load import weights_only_torch_load
 
 CHECKPOINT_DIR = os.path.join("~", ".local", "mattersim", "pretrained_models")
 
@@ -72,7 +73,10 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
             if why:
                 raise weights_unavailable(info, cached_file(info), why, "FILE.pth")
         try:
-            calc = MatterSimCalculator(load_path=model_path or info.kwargs["load_path"], device=device)
+            # MatterSim's torch.load passes no weights_only: data-only under torch >= 2.6 unless
+            # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set (`import mace` sets it); forced here
+            with weights_only_torch_load():
+                calc = MatterSimCalculator(load_path=model_path or info.kwargs["load_path"], device=device)
         except Exception as exc:
             if model_path:
                 raise load_failed(info, model_path, exc, "a MatterSim checkpoint (.pth)") from None
