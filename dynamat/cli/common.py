@@ -21,6 +21,30 @@ driver_options = [
 ]
 
 
+#: the protocol a system runs under, where the catalogue's or the inferred one is not wanted
+#: (``dynamat run`` and ``dynamat inputs``); :func:`protocol_overrides` turns them into keywords
+protocol_options = [
+    click.option("--protocol", default=None,
+                 help="Run under another catalogue protocol, e.g. relaxed_nhc (paper Fig. S5: cell relaxation first)."),
+    click.option("--class", "system_class", default=None,
+                 help="Material class instead of the catalogue's or the inferred one (e.g. semiconductor, TMD)."),
+    click.option("--dims", type=click.Choice(["2", "3"]), default=None,
+                 help="3, or 2 for a slab (pressure from xx and yy) [default: catalogue, else a vacuum gap means 2]."),
+    click.option("--timestep-fs", type=float, default=None, help="The MLIP's MD time step in fs [default: the protocol's]."),
+    click.option("--tau-fs", type=float, default=None, help="Thermostat time constant in fs [default: the protocol's]."),
+    click.option("--thermostat", default=None, help="i-PI thermostat mode, e.g. svr or langevin [default: the protocol's]."),
+    click.option("--start-frame", type=click.IntRange(0), default=None,
+                 help="Reference frame the MLIP run starts from [default: 0, the first]."),
+]
+
+
+def protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame) -> dict:
+    """The options of :data:`protocol_options` that were given (run.json records each with its source)."""
+    ov = dict(protocol=protocol, system_class=system_class, dims=None if dims is None else int(dims),
+              timestep_fs=timestep_fs, tau_fs=tau_fs, thermostat=thermostat, start_frame=start_frame)
+    return {k: v for k, v in ov.items() if v is not None}
+
+
 def with_options(options):
     def deco(f):
         for opt in reversed(options):

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import reference_option, system_option
+from dynamat.cli.common import protocol_options, protocol_overrides, reference_option, system_option, with_options
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
 from dynamat.names import check_socket_name
 from dynamat.reference import initial_atoms, load_system
+from dynamat.runner import steps_for
 
 
 @click.command()
@@ -20,15 +21,23 @@ from dynamat.reference import initial_atoms, load_system
 @reference_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for input.xml and init.xyz.")
 @click.option("--steps", type=click.IntRange(1, 100_000_000), default=None, help="MD steps [default: the protocol's full length].")
+@click.option("--time-ps", type=float, default=None, help="Simulated time in ps instead of --steps.")
 @click.option("--seed", type=int, default=12345, show_default=True)
 @click.option("--unix", "unix_name", default=None,
               help="Unix socket name (i-PI adds /tmp/ipi_) [default: dynamat-<random>, printed].")
 @click.option("--inet", default=None, help="HOST:PORT for an inet socket instead of a unix one.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
 @click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True, help="Path-integral beads; 1 is classical MD.")
-def inputs(system, reference, out, steps, seed, unix_name, inet, batch_size, nbeads):
+@with_options(protocol_options)
+def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_size, nbeads,
+           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame):
     """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
-    reference, sys_entry, _ = load_system(reference, system)
+    overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
+    reference, sys_entry, _ = load_system(reference, system, **overrides)
+    if sys_entry.protocol.relax:
+        raise DynamatError(f"protocol {sys_entry.protocol.name} relaxes the cell with the model before MD; "
+                           "`dynamat run` does that, a hand-written input cannot")
+    steps = steps_for(sys_entry, steps, time_ps)
     unix_name = check_socket_name(unix_name) if unix_name else f"dynamat-{secrets.token_hex(4)}"
     kwargs = dict(mode="unix", address=unix_name)
     if inet:
@@ -37,7 +46,7 @@ def inputs(system, reference, out, steps, seed, unix_name, inet, batch_size, nbe
             raise DynamatError(f"--inet wants HOST:PORT, got {inet!r}")
         kwargs = dict(mode="inet", address=host, port=int(port))
     try:
-        xml = write_inputs(initial_atoms(reference, system), sys_entry.md_settings(steps, seed, nbeads), out,
+        xml = write_inputs(initial_atoms(reference, system, start_frame or 0), sys_entry.md_settings(steps, seed, nbeads), out,
                            batch_size=batch_size, **kwargs)
     except OSError as exc:
         raise DynamatError(f"cannot write to {out}: {exc.strerror or exc}") from None

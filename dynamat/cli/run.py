@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import driver_options, progress_printer, reference_option, system_option, with_options
+from dynamat.cli.common import (driver_options, progress_printer, protocol_options, protocol_overrides, reference_option,
+                                system_option, with_options)
 from dynamat.errors import DynamatError
 from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 
@@ -27,17 +28,7 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 @click.option("--socket", "socket_mode", type=click.Choice(["unix", "inet"]), default="unix", show_default=True,
               help="unix: a private socket file; inet: TCP on --host with a free port (published in socket.json).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface for an inet socket (localhost unless named).")
-@click.option("--protocol", default=None,
-              help="Run under another catalogue protocol, e.g. relaxed_nhc (paper Fig. S5: cell relaxation first).")
-@click.option("--class", "system_class", default=None,
-              help="Material class instead of the catalogue's or the inferred one (e.g. semiconductor, TMD).")
-@click.option("--dims", type=click.Choice(["2", "3"]), default=None,
-              help="3, or 2 for a slab (pressure from xx and yy) [default: catalogue, else a vacuum gap means 2].")
-@click.option("--timestep-fs", type=float, default=None, help="The MLIP's MD time step in fs [default: the protocol's].")
-@click.option("--tau-fs", type=float, default=None, help="Thermostat time constant in fs [default: the protocol's].")
-@click.option("--thermostat", default=None, help="i-PI thermostat mode, e.g. svr or langevin [default: the protocol's].")
-@click.option("--start-frame", type=click.IntRange(0), default=None,
-              help="Reference frame the MLIP run starts from [default: 0, the first].")
+@with_options(protocol_options)
 @click.option("--engine", type=click.Choice(["ipi", "ase"]), default="ipi", show_default=True,
               help="ase: ASE's Nose-Hoover chain as socket server, the paper's exact protocol for metals, alloys, TMDs, perovskites.")
 @click.option("--pack", "pack", type=click.IntRange(1, 256), default=None, metavar="K",
@@ -56,9 +47,7 @@ def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_si
     opts = RunOptions(steps=steps, seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
                       driver_args=tuple(driver_args), batch_size=batch_size, socket_mode=socket_mode, host=host,
                       engine=engine, nbeads=nbeads)
-    overrides = dict(protocol=protocol, system_class=system_class, dims=None if dims is None else int(dims),
-                     timestep_fs=timestep_fs, tau_fs=tau_fs, thermostat=thermostat, start_frame=start_frame)
-    overrides = {k: v for k, v in overrides.items() if v is not None}  # run.json records each with its source
+    overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
     names = [x.strip() for x in system.split(",") if x.strip()]
     if pack is not None or len(names) > 1:
         if pack is None:

@@ -59,3 +59,38 @@ def test_too_short_trajectory(tmp_path):
     write(tmp_path / "t.extxyz", [atoms] * 3)
     res = dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT", "--trajectory", str(tmp_path / "t.extxyz"), "--dt-fs", "2.5")
     _one_line_error(res, "cannot score")
+
+
+def test_inputs_take_the_protocol_overrides_of_run(tmp_path):
+    """`dynamat inputs` writes what `dynamat run` would run: time step, thermostat and its time
+    constant, length in ps at that time step, and the start frame, each as asked."""
+    import xml.etree.ElementTree as ET
+
+    import ase.io
+    import numpy as np
+
+    from dynamat.io import read_reference
+
+    system = "bulkCu3Au_500K-demo_EMT"
+    res = dynamat_cmd("inputs", "--system", system, "--reference", str(DEMO), "--out", str(tmp_path),
+                      "--time-ps", "0.1", "--timestep-fs", "2.0", "--tau-fs", "40", "--thermostat", "langevin",
+                      "--start-frame", "3")
+    assert res.returncode == 0, res.stderr
+    root = ET.parse(tmp_path / "input.xml").getroot()
+    assert int(root.find("total_steps").text) == 50  # 0.1 ps at 2 fs
+    dyn = root.find("system/motion/dynamics")
+    assert float(dyn.find("timestep").text) == 2.0 and dyn.find("timestep").get("units") == "femtosecond"
+    thermo = dyn.find("thermostat")
+    assert thermo.get("mode") == "langevin" and float(thermo.find("tau").text) == 40.0
+    start = ase.io.read(tmp_path / "init.xyz")
+    ref = read_reference(DEMO, system, frames=slice(3, 4))
+    np.testing.assert_allclose(start.positions, ref.positions[0], atol=1e-8)
+    assert "dt 2.0 fs, tau 40.0 fs" in res.stdout
+
+    refused = dynamat_cmd("inputs", "--system", system, "--reference", str(DEMO), "--out", str(tmp_path / "r"),
+                          "--protocol", "relaxed_nhc")
+    _one_line_error(refused, "relaxes the cell with the model")
+    assert not (tmp_path / "r").exists()
+    both = dynamat_cmd("inputs", "--system", system, "--reference", str(DEMO), "--out", str(tmp_path / "b"),
+                       "--steps", "10", "--time-ps", "1")
+    _one_line_error(both, "not both")
