@@ -127,14 +127,19 @@ class PackSession:
             except (OSError, ValueError):
                 status = "error"
             self.returncode = 0 if status in ("exit", "closed") else 1
-        elif self.proc.poll() is not None and (self.pack.dir / f"{self.name}{REQUEST}").exists():
+        elif self.proc.poll() == 0 and (self.pack.dir / f"{self.name}{REQUEST}").exists():
             # the driver left (idle) just as this request came: never taken, so hand it to a new one
             self.proc = self.pack.ensure_started()
         elif self.proc.poll() is not None:
-            # the pack driver itself died: its last words go to this run's driver log
+            # the pack driver itself died (or never loaded its model): its last words go to this
+            # run's driver log, and a request it never took is withdrawn, not retried in a loop
+            try:
+                (self.pack.dir / f"{self.name}{REQUEST}").unlink()
+            except OSError:
+                pass
             with open(self.log, "a") as fh:
-                fh.write(f"dynamat-driver: error: the pack driver exited (code {self.proc.returncode}): "
-                         f"{processes.last_line(self.pack.log, 'no message')}\n")
+                last = processes.last_line(self.pack.log, "no message").removeprefix("dynamat-driver: error: ")
+                fh.write(f"dynamat-driver: error: the pack driver exited (code {self.proc.returncode}): {last}\n")
             self.returncode = self.proc.returncode or 1
         return self.returncode
 
