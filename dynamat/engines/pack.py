@@ -197,7 +197,7 @@ def run_all(pack: PackDriver, items: Sequence, work: Callable, *, at_once: int |
         pack.close()
 
 
-_PACK_FILE = re.compile(r"^(s\d+(\.request|\.active|\.done)\.json|stop|pack\.json|\..*\.tmp\d+)$")
+_PACK_FILE = re.compile(r"^(s\d+(\.request|\.active|\.done)\.json|stop|pack\.json|\..*\.tmp\d*)$")
 
 
 def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0) -> None:

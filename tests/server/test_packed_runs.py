@@ -249,7 +249,7 @@ def test_stale_pack_folders_of_dead_drivers_are_removed_and_nothing_else(tmp_pat
         os.utime(d, (age, age))
         return d
 
-    gone = folder("dm-pack-gone", ["s00001.active.json", "s00002.done.json", ".pack.json.tmp12"], dead.pid)
+    gone = folder("dm-pack-gone", ["s00001.active.json", "s00002.done.json", ".pack.json.tmp12", ".s00003.tmp"], dead.pid)
     never = folder("dm-pack-never", ["s00001.request.json"], None)
     live = folder("dm-pack-live", ["s00001.active.json"], os.getpid())
     young = folder("dm-pack-young", [], dead.pid, age=time.time())

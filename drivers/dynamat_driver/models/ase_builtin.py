@@ -18,7 +18,6 @@ Pass options as ``--option epsilon=0.2 --option sigma=2.3``.
 
 from __future__ import annotations
 
-
 from . import CalculatorModel, DriverError, ModelInfo, parse_float_option, reject_unknown_options
 
 EMT_ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")

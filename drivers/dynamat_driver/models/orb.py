@@ -21,7 +21,6 @@ and calls ``model.predict`` once; the per-structure results are split by ``n_nod
 
 from __future__ import annotations
 
-
 from . import (
     CalculatorModel,
     ModelInfo,
