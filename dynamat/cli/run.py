@@ -49,6 +49,8 @@ def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_si
                       engine=engine, nbeads=nbeads)
     overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
     names = [x.strip() for x in system.split(",") if x.strip()]
+    if pack_wait_ms is not None and pack is None:
+        raise DynamatError("--pack-wait-ms is the pack driver's gather window: add --pack K")
     if pack is not None or len(names) > 1:
         if pack is None:
             raise DynamatError("several systems run together: add --pack K (K runs at a time, one shared driver)")

@@ -167,6 +167,9 @@ def test_several_systems_need_pack_and_distinct_names(tmp_path):
     res = dynamat_cmd("run", "--model", "emt", "--system", f"{SYSTEMS[0]},../x", "--pack", "2", "--steps", "20",
                       "--out", str(tmp_path))
     assert res.returncode == 2 and not (tmp_path / "emt").exists()
+    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEMS[0], "--pack-wait-ms", "5", "--steps", "20",
+                      "--out", str(tmp_path))
+    assert res.returncode == 2 and "add --pack" in res.stderr and not (tmp_path / "emt").exists()
 
 
 def test_a_pack_driver_that_cannot_load_its_model_fails_each_run_once(tmp_path):
