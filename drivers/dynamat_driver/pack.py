@@ -347,6 +347,9 @@ def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None
             sys.modules["torch"].set_num_threads(int(threads))
         return m
 
+    # who serves this folder, before a model load that can take minutes (a first download): the
+    # supervisor's stale-folder clean-up leaves a folder alone while its pid lives
+    write_json_atomic(d / STATUS_FILE, {"status": "loading", "pid": os.getpid()})
     pack = Pack(d, load, wait_s=wait_ms / 1e3, batched=batched, verbose=verbose, info=info)
     if verbose:
         info(f"pack: {model_name} loaded; {'one model call per gathered set' if pack.shared else 'one model per session'}")

@@ -435,7 +435,7 @@ def _pack_main(jobs: list[Job], log: Callable[[str], None]) -> int:
         log(f"pack of {len(jobs)} pairs: terminated ({exc}); rerun the campaign to resume")
         return 143
     summary = pack.close()
-    if summary:
+    if summary and summary.get("model_calls") is not None:
         log(f"pack: {summary.get('structures_evaluated')} structures in {summary.get('model_calls')} model calls "
             f"({summary.get('structures_per_call_mean') or 0:.2f} per call)")
     code = 0

@@ -200,9 +200,10 @@ def run_all(pack: PackDriver, items: Sequence, work: Callable, *, at_once: int |
 _PACK_FILE = re.compile(r"^(s\d+(\.request|\.active|\.done)\.json|stop|pack\.json|\..*\.tmp\d*)$")
 
 
-def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0) -> None:
+def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0, no_pid_age_s: float = 86400.0) -> None:
     """Removes our ``dm-pack-*`` folders left by a SIGKILLed supervisor: old, whose pack driver
-    (``pack.json``'s pid) is gone, holding nothing but the pack's own files. Another user's, a live
+    (``pack.json``'s pid, written before the model loads) is gone, holding nothing but the pack's own
+    files; one whose driver never started at all only after ``no_pid_age_s``. Another user's, a live
     pack's or one holding anything else is left alone."""
     now = time.time()
     try:
@@ -219,6 +220,8 @@ def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0) -> None:
                 continue
             pid = json.loads((d / STATUS_FILE).read_text()).get("pid") if STATUS_FILE in names else None
             if isinstance(pid, int) and _alive(pid):
+                continue
+            if not isinstance(pid, int) and now - st.st_mtime < no_pid_age_s:
                 continue
             for n in names:
                 (d / n).unlink()

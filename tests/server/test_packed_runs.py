@@ -253,12 +253,13 @@ def test_stale_pack_folders_of_dead_drivers_are_removed_and_nothing_else(tmp_pat
         return d
 
     gone = folder("dm-pack-gone", ["s00001.active.json", "s00002.done.json", ".pack.json.tmp12", ".s00003.tmp"], dead.pid)
-    never = folder("dm-pack-never", ["s00001.request.json"], None)
+    never = folder("dm-pack-never", ["s00001.request.json"], None, age=time.time() - 2 * 86400)
+    starting = folder("dm-pack-starting", ["s00001.request.json"], None)  # its driver may still be starting
     live = folder("dm-pack-live", ["s00001.active.json"], os.getpid())
     young = folder("dm-pack-young", [], dead.pid, age=time.time())
     foreign = folder("dm-pack-foreign", ["notes.txt"], dead.pid)
     other = folder("dm-other", [], None)
     _clean_stale_pack_dirs(tmp_path)
     assert not gone.exists() and not never.exists()
-    assert live.exists() and young.exists() and other.exists()
+    assert live.exists() and young.exists() and other.exists() and starting.exists()
     assert (foreign / "notes.txt").exists()
