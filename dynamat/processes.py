@@ -119,11 +119,64 @@ def _kill_group(proc: subprocess.Popen | None) -> None:
         pass
 
 
+#: set in the environment of a supervised i-PI: the pid of the supervisor that started it
+SUPERVISOR_ENV = "DYNAMAT_SUPERVISOR_PID"
+
+
+def supervised_env() -> dict:
+    """The environment for an i-PI that inherits a run's lock: it names its supervisor, so a rerun
+    can tell an orphan of a killed job from a run that is alive (see :class:`RunLock`)."""
+    return {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def orphans_in(run_dir: Path) -> list[int]:
+    """Processes working in ``run_dir`` whose supervisor (``SUPERVISOR_ENV`` in their environment) is
+    gone: an i-PI that outlived a SIGKILLed job because its parent-death signal never came (seen on
+    loaded CI machines). Linux /proc only; elsewhere none are found."""
+    target = os.path.realpath(run_dir)
+    key = SUPERVISOR_ENV.encode() + b"="
+    found = []
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return found
+    for entry in entries:
+        pid = int(entry)
+        try:
+            if pid == os.getpid() or os.readlink(f"/proc/{pid}/cwd") != target:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue
+        sup = next((e[len(key):] for e in env if e.startswith(key)), b"")
+        if sup.isdigit() and not pid_alive(int(sup)):
+            found.append(pid)
+    return found
+
+
 class RunLock:
     """An exclusive lock on a run folder, held by the supervisor and inherited by its i-PI.
 
     Two supervisors never write into one folder, and a rerun waits (bounded) until an i-PI left
-    over from a killed job has finished its soft exit.
+    over from a killed job has finished its soft exit. An i-PI whose supervisor is gone but which
+    never got its parent-death signal is sent SIGTERM here (its soft exit writes RESTART), so a
+    rerun resumes instead of finding the folder locked for good.
     """
 
     def __init__(self, run_dir: Path, wait_s: float = 60.0):
@@ -131,14 +184,25 @@ class RunLock:
 
         self.fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait_s
+        signalled: set[int] = set()
+        next_look = 0.0
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     os.close(self.fd)
                     raise DynamatError(f"another dynamat run is using {run_dir}") from None
+                if now >= next_look:
+                    for pid in set(orphans_in(run_dir)) - signalled:
+                        try:
+                            os.kill(pid, signal.SIGTERM)
+                        except OSError:
+                            pass
+                        signalled.add(pid)
+                    next_look = now + 2.0
                 time.sleep(0.2)
 
     def release(self) -> None:

@@ -133,7 +133,7 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
     tags = [""] if n_drivers == 1 else [f"_{i}" for i in range(n_drivers)]
     try:
         ipi = processes.start([processes.executable("i-pi"), "attempt.xml"], run_dir, run_dir / "ipi.log",
-                              pass_fds=() if lock_fd is None else (lock_fd,))
+                              env=processes.supervised_env(), pass_fds=() if lock_fd is None else (lock_fd,))
         if opts.socket_mode == "unix":
             sock = sock_dir / "s"
             while not sock.exists():

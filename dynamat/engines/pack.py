@@ -219,7 +219,7 @@ def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0, no_pid_age_s: f
             if not all(_PACK_FILE.match(n) for n in names):
                 continue
             pid = json.loads((d / STATUS_FILE).read_text()).get("pid") if STATUS_FILE in names else None
-            if isinstance(pid, int) and _alive(pid):
+            if isinstance(pid, int) and processes.pid_alive(pid):
                 continue
             if not isinstance(pid, int) and now - st.st_mtime < no_pid_age_s:
                 continue
@@ -228,16 +228,6 @@ def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0, no_pid_age_s: f
             d.rmdir()
         except (OSError, ValueError, AttributeError):
             continue
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["PackDriver", "PackSession", "run_all"]

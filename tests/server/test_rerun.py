@@ -128,3 +128,54 @@ def test_failed_before_first_step_does_not_block_the_rerun(tmp_path):
     res = _run(tmp_path, 20)
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "emt" / SYSTEM / "run.json").read_text())["status"] == "completed"
+
+
+def test_orphaned_ipi_of_a_killed_job_is_stopped_by_the_rerun(tmp_path, straight):
+    """An i-PI that outlives its SIGKILLed supervisor without the parent-death signal (seen twice on
+    loaded CI machines: the driver got its signal and went, i-PI waited for a client for good, holding
+    the folder's lock) is found by the rerun from the supervisor pid in its environment and sent
+    SIGTERM; its soft exit writes RESTART and the rerun resumes from it, frames equal to a straight run."""
+    from dynamat import processes
+
+    run_dir = tmp_path / "emt" / SYSTEM
+    no_pdeathsig = ("import sys, dynamat.processes as p; p._PRCTL = None; from dynamat.cli import main; "
+                    "sys.argv[0] = 'dynamat'; main()")
+    proc = subprocess.Popen([str(BIN / "python"), "-c", no_pdeathsig, "run", "--model", "emt", "--system", SYSTEM,
+                             "--steps", "600", "--out", str(tmp_path), "--seed", SEED], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    props = run_dir / "simulation.out"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rows = [ln for ln in props.read_text().splitlines() if ln and ln[0] != "#"] if props.exists() else []
+        if rows and float(rows[-1].split()[0]) >= 200:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    survivors = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cwd(p) == str(run_dir.resolve())]
+    drivers = [p for p in survivors if b"dynamat-driver" in _cmdline(p)]
+    assert drivers and len(survivors) == len(drivers) + 1  # the driver and i-PI both outlived it
+    for p in drivers:  # the driver goes, as on CI; i-PI stays, waiting for a client
+        os.kill(p, signal.SIGKILL)
+    (ipi,) = processes.orphans_in(run_dir)
+    assert b"i-pi" in _cmdline(ipi)
+    res = _run(tmp_path, 600)
+    assert res.returncode == 0, res.stderr
+    assert not processes.pid_alive(ipi) and processes.orphans_in(run_dir) == []
+    assert "SOFTEXIT" in (run_dir / "ipi.log").read_text()  # the orphan made its clean exit
+    _same_frames(straight, read_ipi_run(run_dir), 600)
+
+
+def _cwd(pid) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+def _cmdline(pid) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
