@@ -144,6 +144,25 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def own_stale_dirs(base: Path, pattern: str, min_age_s: float = 300.0) -> list[tuple[Path, os.stat_result]]:
+    """Our folders ``base/pattern`` untouched for ``min_age_s``: candidates for the clean-up of what a
+    SIGKILLed run left in ``$TMPDIR`` (a link, a file or another user's folder is never one)."""
+    now = time.time()
+    try:
+        candidates = list(base.glob(pattern))
+    except OSError:
+        return []
+    found = []
+    for d in candidates:
+        try:
+            st = d.lstat()
+        except OSError:
+            continue
+        if not d.is_symlink() and d.is_dir() and st.st_uid == os.getuid() and now - st.st_mtime >= min_age_s:
+            found.append((d, st))
+    return found
+
+
 def orphans_in(run_dir: Path) -> list[int]:
     """Processes working in ``run_dir`` whose supervisor (``SUPERVISOR_ENV`` in their environment) is
     gone: an i-PI that outlived a SIGKILLed job because its parent-death signal never came (seen on

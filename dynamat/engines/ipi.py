@@ -8,7 +8,6 @@ module only starts the processes, reports progress and raises :class:`Interrupte
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -84,16 +83,8 @@ def socket_dir() -> Path:
 def _clean_stale_socket_dirs(base: Path, min_age_s: float = 300.0) -> None:
     """Removes our empty ``dm-*`` socket folders left by a SIGKILLed run. A live run's folder holds its
     socket; a just-made one is younger than ``min_age_s``; another user's is not ours to touch."""
-    now = time.time()
-    try:
-        candidates = list(base.glob("dm-*"))
-    except OSError:
-        return
-    for d in candidates:
+    for d, _ in processes.own_stale_dirs(base, "dm-*", min_age_s):
         try:
-            st = d.lstat()
-            if d.is_symlink() or not d.is_dir() or st.st_uid != os.getuid() or now - st.st_mtime < min_age_s:
-                continue
             d.rmdir()  # only succeeds when empty
         except OSError:
             continue

@@ -206,15 +206,8 @@ def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0, no_pid_age_s: f
     files; one whose driver never started at all only after ``no_pid_age_s``. Another user's, a live
     pack's or one holding anything else is left alone."""
     now = time.time()
-    try:
-        candidates = list(base.glob("dm-pack-*"))
-    except OSError:
-        return
-    for d in candidates:
+    for d, st in processes.own_stale_dirs(base, "dm-pack-*", min_age_s):
         try:
-            st = d.lstat()
-            if d.is_symlink() or not d.is_dir() or st.st_uid != os.getuid() or now - st.st_mtime < min_age_s:
-                continue
             names = os.listdir(d)
             if not all(_PACK_FILE.match(n) for n in names):
                 continue

@@ -26,7 +26,7 @@ from dynamat.engines.pack import PackDriver
 from dynamat.io import read_ipi_run
 from dynamat.runner import RunOptions, supervise
 
-from conftest import dynamat_cmd
+from conftest import dynamat_cmd, wait_for_step
 
 SYSTEMS = ("bulkCu_300K-demo_EMT", "bulkCu3Au_500K-demo_EMT")
 
@@ -131,15 +131,9 @@ def test_pack_driver_killed_mid_run_is_recovered(tmp_path):
     killed = {}
 
     def killer():
-        props = tmp_path / "packed" / "cu4" / "simulation.out"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            rows = [ln for ln in props.read_text().splitlines() if ln and ln[0] != "#"] if props.exists() else []
-            if rows and float(rows[-1].split()[0]) >= 300:
-                killed["pid"] = pack.proc.pid
-                os.kill(pack.proc.pid, signal.SIGKILL)
-                return
-            time.sleep(0.05)
+        wait_for_step(tmp_path / "packed" / "cu4" / "simulation.out", 300)
+        killed["pid"] = pack.proc.pid
+        os.kill(pack.proc.pid, signal.SIGKILL)
 
     k = threading.Thread(target=killer)
     k.start()
@@ -263,3 +257,21 @@ def test_stale_pack_folders_of_dead_drivers_are_removed_and_nothing_else(tmp_pat
     assert not gone.exists() and not never.exists()
     assert live.exists() and young.exists() and other.exists() and starting.exists()
     assert (foreign / "notes.txt").exists()
+
+
+def test_stale_socket_folders_empty_and_old_are_removed_and_nothing_else(tmp_path):
+    from dynamat.engines.ipi import _clean_stale_socket_dirs
+
+    old = time.time() - 3600
+    empty_old, empty_young, busy = tmp_path / "dm-a", tmp_path / "dm-b", tmp_path / "dm-c"
+    for d in (empty_old, empty_young, busy):
+        d.mkdir()
+    (busy / "s").write_text("")
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "dm-link").symlink_to(target)
+    for d in (empty_old, busy, target):
+        os.utime(d, (old, old))
+    _clean_stale_socket_dirs(tmp_path)
+    assert not empty_old.exists()
+    assert empty_young.exists() and busy.exists() and target.exists() and (tmp_path / "dm-link").is_symlink()
