@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from dynamat.runner import RunOptions, run_md
 from dynamat.trajectory import Trajectory
 from dynamat.units import AMU_A2_PER_FS2_TO_EV, KB_EV_PER_K
 
-from conftest import BIN, dynamat_cmd
+from conftest import BIN, dynamat_cmd, wait_for_step
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 
@@ -73,13 +72,7 @@ def test_killed_job_resumes_on_rerun(tmp_path):
     proc = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", "1500",
                              "--out", str(out), "--seed", "5"], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    props = out / "emt" / SYSTEM / "simulation.out"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        rows = [ln for ln in props.read_text().splitlines() if ln and ln[0] != "#"] if props.exists() else []
-        if rows and float(rows[-1].split()[0]) >= 600:
-            break
-        time.sleep(0.1)
+    wait_for_step(out / "emt" / SYSTEM / "simulation.out", 600, timeout=60)
     os.killpg(proc.pid, signal.SIGKILL)  # the job, i-PI and the driver all die at once
     proc.wait()
     res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "1500", "--out", str(out), "--seed", "5")

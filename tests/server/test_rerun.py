@@ -14,7 +14,7 @@ import pytest
 
 from dynamat.io import read_ipi_run
 
-from conftest import BIN, dynamat_cmd
+from conftest import BIN, dynamat_cmd, wait_for_step
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 SEED = "7"
@@ -44,13 +44,7 @@ def _killed_at(out, steps, at_least):
     proc = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", str(steps),
                              "--out", str(out), "--seed", SEED], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    props = out / "emt" / SYSTEM / "simulation.out"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        rows = [ln for ln in props.read_text().splitlines() if ln and ln[0] != "#"] if props.exists() else []
-        if rows and float(rows[-1].split()[0]) >= at_least:
-            break
-        time.sleep(0.05)
+    wait_for_step(out / "emt" / SYSTEM / "simulation.out", at_least)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # i-PI got SIGTERM when its supervisor died; its soft exit writes RESTART (seconds on a loaded machine)
@@ -143,13 +137,7 @@ def test_orphaned_ipi_of_a_killed_job_is_stopped_by_the_rerun(tmp_path, straight
     proc = subprocess.Popen([str(BIN / "python"), "-c", no_pdeathsig, "run", "--model", "emt", "--system", SYSTEM,
                              "--steps", "600", "--out", str(tmp_path), "--seed", SEED], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    props = run_dir / "simulation.out"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        rows = [ln for ln in props.read_text().splitlines() if ln and ln[0] != "#"] if props.exists() else []
-        if rows and float(rows[-1].split()[0]) >= 200:
-            break
-        time.sleep(0.05)
+    wait_for_step(run_dir / "simulation.out", 200)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     survivors = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cwd(p) == str(run_dir.resolve())]

@@ -14,7 +14,7 @@ from ase.data import atomic_masses
 from dynamat.io import read_ipi_run, read_reference
 from dynamat.units import AMU_A2_PER_FS2_TO_EV, KB_EV_PER_K
 
-from conftest import BIN, DEMO, dynamat_cmd
+from conftest import BIN, DEMO, dynamat_cmd, wait_for_step
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 
@@ -116,17 +116,6 @@ def _pid_of(pattern: str, must_contain: str, timeout: float = 60.0) -> int:
     raise AssertionError(f"no process matching {pattern!r}")
 
 
-def _wait_for_step(props, step: int, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if props.exists():
-            rows = [ln for ln in props.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-            if rows and float(rows[-1].split()[0]) >= step:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"step {step} never reached")
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
@@ -145,7 +134,7 @@ def test_killed_process_is_recovered_without_lost_or_repeated_frames(victim, uni
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        _wait_for_step(run_dir / "simulation.out", 1200)  # past the first checkpoint (1000)
+        wait_for_step(run_dir / "simulation.out", 1200)  # past the first checkpoint (1000)
         if victim == "driver":
             pid = _pid_of("dynamat-driver --model emt", str(run_dir))
         else:
