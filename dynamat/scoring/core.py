@@ -70,7 +70,7 @@ from dynamat.metrics.vdos import (
 from dynamat.scoring.keys import ERROR_KEYS
 from dynamat.trajectory import Trajectory
 
-__all__ = ["ERROR_KEYS", "MD_KEYS", "aggregate", "score_md", "score_singlepoint"]
+__all__ = ["ERROR_KEYS", "MD_KEYS", "score_md", "score_singlepoint"]
 
 MD_KEYS = (
     *ERROR_KEYS,
@@ -517,48 +517,3 @@ def score_singlepoint(
             e_pred, e_ref, n_atoms
         ),
     }
-
-
-def aggregate(scores: list[dict]) -> dict:
-    """Model-level summary over systems (paper: mean of each error over systems, Eq. 8).
-
-    Each numeric key is averaged over the systems where it is not None (pressure is missing,
-    not zero, where a side lacks stress; ``n_systems_<key>`` says how many contributed).
-    ``<key>_unc`` entries combine as the standard error of that mean, sqrt(Σ σ²)/S.
-    ``E_RPV_pct`` and ``L_RPV_pct`` are recomputed from the averaged E_RDF, E_P and E_VDOS
-    (the paper combines model-level errors); their per-system means are kept as
-    ``E_RPV_pct_mean_over_systems`` / ``L_RPV_pct_mean_over_systems``.
-    """
-    if not scores:
-        raise ValueError("no scores to aggregate")
-    keys = []
-    for s in scores:
-        keys += [k for k in s if k not in keys]
-    out: dict = {"n_systems": len(scores)}
-    for key in keys:
-        vals = [s.get(key) for s in scores]
-        nums = [
-            float(v) for v in vals
-            if v is not None and not isinstance(v, (bool, str, np.bool_))
-            and isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v)
-        ]
-        if not nums:
-            if all(v is None or isinstance(v, (int, float, np.number)) for v in vals):
-                out[key] = None
-            continue
-        if key.endswith("_unc"):
-            out[key] = float(np.sqrt(np.sum(np.square(nums))) / len(nums))
-        else:
-            out[key] = float(np.mean(nums))
-        if key in ERROR_KEYS:
-            out[f"n_systems_{key}"] = len(nums)
-    for key in ("E_RPV_pct", "L_RPV_pct"):
-        if key in out:
-            out[f"{key}_mean_over_systems"] = out[key]
-    parts = [out.get(k) for k in ("rdf_error_pct", "pressure_hist_error_pct", "vdos_error_pct")]
-    if all(v is not None for v in parts):
-        out["E_RPV_pct"] = e_rpv(*parts)
-        out["L_RPV_pct"] = l_rpv(*parts)
-    elif "E_RPV_pct" in out:
-        out["E_RPV_pct"] = out["L_RPV_pct"] = None
-    return out
