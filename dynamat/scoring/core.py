@@ -52,7 +52,13 @@ from dynamat.metrics.pressure import (
     pressure_mae,
     pressure_wasserstein_GPa,
 )
-from dynamat.metrics.rdf import rdf_error, rdf_from_histogram, rdf_histogram, rdf_r_max
+from dynamat.metrics.rdf import (
+    all_bead_rdf_histogram,
+    rdf_error,
+    rdf_from_histogram,
+    rdf_histogram,
+    rdf_r_max,
+)
 from dynamat.metrics.uncertainty import (
     block_sizes,
     bootstrap_weights,
@@ -240,13 +246,17 @@ def rdf_step(pair: _Pair, n_bins: int = 500, backend: str = "numpy") -> tuple[di
     if pair.beads is not None:  # quantum g(r): all beads; the centroid one kept under its own name
         _, g_centroid = rdf_from_histogram(hist["mlip"])
         out["rdf_error_centroid_pct"] = rdf_error(g_ref, g_centroid, r)
-        b = pair.beads
-        hist["mlip"] = rdf_histogram(b.positions, b.cells, n_bins=n_bins, r_max=r_max, pbc=b.pbc,
-                                     block_length=pair.blen["mlip"] * pair.beads_per_frame, backend=backend)
+        b, p = pair.beads, pair.beads_per_frame
+        hist["mlip"] = all_bead_rdf_histogram(
+            b.positions.reshape(mlip.n_frames, p, b.n_atoms, 3), b.cells[::p], n_bins=n_bins, r_max=r_max,
+            pbc=b.pbc, block_length=pair.blen["mlip"], backend=backend)
         out["rdf_source"] = "all_beads"
     _, g_mlip = rdf_from_histogram(hist["mlip"])
     out["rdf_error_pct"] = rdf_error(g_ref, g_mlip, r)
-    return out, {"hist": hist, "r": r, "curves": dict(rdf_r=r, rdf_ref=g_ref, rdf_mlip=g_mlip)}
+    state = {"hist": hist, "r": r, "curves": dict(rdf_r=r, rdf_ref=g_ref, rdf_mlip=g_mlip)}
+    if pair.beads is not None:
+        state["g_centroid"] = g_centroid
+    return out, state
 
 
 def pressure_step(pair: _Pair) -> tuple[dict, dict]:
