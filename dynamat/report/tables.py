@@ -42,6 +42,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from dynamat.metrics.combined import combined_scores  # Eq. 11-12, the one implementation
+from dynamat.metrics.matbench import MATBENCH_TABLE
+from dynamat.report.external import EXTERNAL_METRICS
 from dynamat.scoring.keys import (  # the one metric table
     COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, OBSERVABLE_KEYS, Metric,
 )
@@ -70,9 +72,9 @@ __all__ = [
 ]
 
 #: Matbench-discovery's per-system keys a score.json carries under ``matbench`` (MD) and
-#: ``matbench_singlepoint`` (energy/force), computed with its definitions (dynamat.metrics.matbench)
-MATBENCH_RUN_KEYS = ("energy_rmse", "force_rmse", "rdf_error", "adf_error", "vdos_error", "pressure_mae",
-                     "pressure_wasserstein", "pressure_error")
+#: ``matbench_singlepoint`` (energy/force), computed with its definitions (the one table:
+#: :data:`dynamat.metrics.matbench.MATBENCH_TABLE`)
+MATBENCH_RUN_KEYS = tuple(MATBENCH_TABLE)
 
 SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
 STATUSES = ("completed", "failed", "exploded")
@@ -198,10 +200,9 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         row[key] = _num(raw.get(key))
         row[f"{key}_unc"] = _num(raw.get(f"{key}_unc"))
         row[f"{key}_floor"] = _num(raw.get(f"{key}_floor"))
-    mb = raw.get("matbench") if isinstance(raw.get("matbench"), dict) else {}
-    mb_sp = raw.get("matbench_singlepoint") if isinstance(raw.get("matbench_singlepoint"), dict) else {}
-    for key in MATBENCH_RUN_KEYS:
-        row[f"mb_{key}"] = _num({**mb, **mb_sp}.get(key))
+    for key, (where, _, _) in MATBENCH_TABLE.items():  # each key from the object the table names
+        obj = raw.get(where)
+        row[f"mb_{key}"] = _num(obj.get(key)) if isinstance(obj, dict) else None
     row["pressure_hist_error_pct_half_bins"] = _num(raw.get("pressure_hist_error_pct_half_bins"))
     row["pressure_hist_error_pct_double_bins"] = _num(raw.get("pressure_hist_error_pct_double_bins"))
     curves = path.parent / "curves.npz"
@@ -310,8 +311,7 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
             row[f"{key}_mean_over_systems_n"] = sysmean[f"{key}_n"]
         if external is not None:
             ext = external.get(model) or {}
-            row["f1"] = ext.get("f1")
-            row["kappa_srme"] = ext.get("kappa_srme")
+            row.update((k, ext.get(k)) for k in EXTERNAL_METRICS)
         rows_out.append(row)
     cols = ["model", "tier", "n_params", "n_systems", "n_completed", "n_failed", "failed_runs"]
     for k in METRIC_KEYS:
@@ -321,10 +321,10 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
     for key in MATBENCH_RUN_KEYS:
         cols += [f"mb_{key}", f"mb_{key}_n"]
     if external is not None:
-        cols += ["f1", "kappa_srme"]
+        cols += list(EXTERNAL_METRICS)
     disp = ["model", "tier", "n_params", "n_completed", "n_failed", *METRIC_KEYS]
     if external is not None:
-        disp += ["f1", "kappa_srme"]
+        disp += list(EXTERNAL_METRICS)
     notes = [
         "Means over completed systems only; null metrics are skipped (the *_n columns count "
         "the systems used). E_RPV/L_RPV: Eq. 11/12 applied to the model-mean E_RDF, E_P, "
@@ -467,7 +467,7 @@ def display_cell(row: dict[str, Any], col: str) -> str:
     return text
 
 
-EXTRA_HEADERS = {"f1": "F1 (Matbench-d.)", "kappa_srme": "κ_SRME (Matbench-d.)"}
+EXTRA_HEADERS = {key: header for key, (_, header) in EXTERNAL_METRICS.items()}
 
 
 def header_label(col: str) -> str:
