@@ -3,7 +3,11 @@
 ``score_md`` returns a flat dict with stable keys (see ``MD_KEYS``): the paper's observable
 errors (Eqs. 4, 7, 9, 10, 11, 12), each with a block-bootstrap standard error ``<key>_unc`` and
 a reference noise floor ``<key>_floor`` (see :mod:`dynamat.metrics.uncertainty`), plus
-diagnostics. Pressure entries are None — never 0 — when either side has no stress, and so are
+diagnostics. It is a short sequence of named steps — :func:`matched_pair`, :func:`rdf_step`,
+:func:`pressure_step`, :func:`vdos_step`, :func:`combined_step` (Eq. 11–12 from
+:mod:`dynamat.metrics.combined`), :func:`diagnostics_step` (the frame-interval check of
+:mod:`dynamat.metrics.frame_interval`), :func:`bootstrap_step` — which :mod:`dynamat.pimd` reuses
+for its quantum-classical differences; a new observable is a new step. Pressure entries are None — never 0 — when either side has no stress, and so are
 the combined scores that need them.
 
 Choices the paper leaves open, made here (each documented where it is implemented):
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import atomic_masses
 
-from dynamat.metrics.combined import combined_scores, e_rpv, l_rpv
+from dynamat.metrics.combined import combined_scores
 from dynamat.metrics.energy_force import (
     energy_fluctuation_rmse_per_atom,
     energy_rmse_per_atom,
@@ -78,7 +82,19 @@ from dynamat.metrics.vdos import (
 from dynamat.scoring.keys import COMPOSITE_KEYS, ERROR_KEYS, OBSERVABLE_KEYS
 from dynamat.trajectory import Trajectory
 
-__all__ = ["ERROR_KEYS", "MD_KEYS", "score_md", "score_singlepoint"]
+__all__ = [
+    "ERROR_KEYS",
+    "MD_KEYS",
+    "bootstrap_step",
+    "combined_step",
+    "diagnostics_step",
+    "matched_pair",
+    "pressure_step",
+    "rdf_step",
+    "score_md",
+    "score_singlepoint",
+    "vdos_step",
+]
 
 MD_KEYS = (
     *ERROR_KEYS,
@@ -458,11 +474,8 @@ def _reference_floor(ref, hist, r, vel, masses, lag, p_ref, stored) -> dict:
             for a in (0, h)
         ]
         out["vdos_error_pct_floor"] = vdos_error(*halves[0], *halves[1])
-    components = ("rdf_error_pct", "pressure_hist_error_pct", "vdos_error_pct")
-    parts = [out.get(f"{x}_floor") for x in components]
-    if all(v is not None for v in parts):
-        out["E_RPV_pct_floor"] = e_rpv(*parts)
-        out["L_RPV_pct_floor"] = l_rpv(*parts)
+    floors = {k: out.get(f"{k}_floor") for k in OBSERVABLE_KEYS}
+    out.update((f"{k}_floor", v) for k, v in combined_step(floors).items() if v is not None)
     return out
 
 
