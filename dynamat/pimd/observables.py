@@ -26,7 +26,6 @@ from dynamat.io.run_folder import (
     read_run_trajectory,
     species_counts,
 )
-from dynamat.metrics.pressure import pressure_GPa
 from dynamat.metrics.uncertainty import block_bootstrap_mean_se, integrated_autocorrelation_time
 from dynamat.scoring.core import matched_pair, pressure_step, rdf_step, vdos_step
 from dynamat.trajectory import Trajectory

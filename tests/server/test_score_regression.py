@@ -124,3 +124,19 @@ def test_a_perturbed_number_is_caught(tmp_path):
     arrays["rdf_mlip"][np.argmax(arrays["rdf_mlip"])] *= 1 + 1e-9
     np.savez(tmp_path / "c.npz", **arrays)
     assert file_diffs(tmp_path / "c.npz", GOLDEN / "scores" / "classical.curves.npz")
+
+
+def test_pimd_differences_are_score_md_with_the_classical_run_as_reference():
+    """quantum_classical_differences goes through the scoring pipeline: its errors are score_md's."""
+    from dynamat.io.run_folder import read_bead_trajectory, read_centroid_trajectory, read_run_trajectory
+    from dynamat.pimd import quantum_classical_differences
+    from dynamat.scoring import score_md
+
+    classical, quantum = GOLDEN / "runs" / "emt_classical", GOLDEN / "runs" / "emt_pimd2"
+    diff = quantum_classical_differences(classical, quantum, discard_fraction=0.0, n_bins=120)
+    score = score_md(read_run_trajectory(classical), read_centroid_trajectory(quantum), n_bins=120, n_boot=0,
+                     mlip_beads=read_bead_trajectory(quantum))
+    for key in ("rdf_error_pct", "rdf_error_centroid_pct", "pressure_mae_GPa", "pressure_hist_error_pct",
+                "vdos_error_pct", "matched_duration_fs", "rdf_r_max_A"):
+        assert diff[key] == score[key], key
+    assert abs(diff["pressure_difference_GPa"]) == pytest.approx(diff["pressure_mae_GPa"], rel=1e-12)
