@@ -45,6 +45,7 @@ import numpy as np
 
 from dynamat.errors import DynamatError
 from dynamat.io.reference_h5 import ReferenceGroupWriter
+from dynamat.metrics.frame_interval import EquipartitionCheck, check_frame_interval  # the one check
 
 __all__ = [
     "EquipartitionCheck",
@@ -55,87 +56,8 @@ __all__ = [
     "iter_frames",
 ]
 
-#: An interval is refused when the one equipartition implies differs from it by more than this
-#: fraction, or by more than three standard errors of the measurement if that is larger. 15 % in
-#: the interval is 32 % in temperature: room for an AIMD a little off its nominal temperature,
-#: none for a stride or unit mistake (2× in the interval is 4× in temperature).
-DT_TOLERANCE = 0.15
-#: frames of the window used for the check (mid-trajectory, as Matbench-discovery's converter does)
-CHECK_WINDOW = 2000
 _TEMP_KEYS = ("temperature_K", "temperature_kelvin", "temperature", "tempK", "temp")
 _T_IN_NAME = re.compile(r"(?:^|[_-])(\d+(?:\.\d+)?)K(?=$|[_-])")
-
-
-# ---------------------------------------------------------------------------------------------
-# the equipartition check
-@dataclass
-class EquipartitionCheck:
-    """Kinetic temperature of a window of frames from finite-difference velocities at ``dt_fs``."""
-
-    dt_fs: float  # the interval checked
-    target_K: float  # the temperature the run is said to be at
-    raw_K: float  # Σ m v² / (3N − 3) k_B with central differences at dt_fs
-    fd_correction: float  # ≥ 1: undoes the sinc² filter of the central difference
-    temperature_K: float  # raw_K × fd_correction
-    stderr_K: float  # block-average standard error of temperature_K
-    implied_dt_fs: float  # the interval at which temperature_K would equal target_K
-    tolerance: float  # allowed |implied/dt − 1|
-    frames_used: int
-    coarse_fraction: float  # kinetic energy where the filter is below 1/2 (too coarse to trust)
-
-    @property
-    def ok(self) -> bool:
-        return abs(self.implied_dt_fs / self.dt_fs - 1.0) <= self.tolerance
-
-
-def check_frame_interval(positions, cells, pbc, numbers, dt_fs: float, temperature_K: float,
-                         window: int = CHECK_WINDOW) -> EquipartitionCheck:
-    """Equipartition check of a frame interval on up to ``window`` frames from the middle.
-
-    ``positions`` (M, N, 3) Å (an h5py dataset works: only the window is read), ``cells`` (M, 3, 3)
-    or (3, 3) Å, ``dt_fs`` the claimed time between frames, ``temperature_K`` the run's temperature.
-    Velocities by central differences (minimum image) have the power spectrum of the true ones
-    times sinc²(2πν dt) (:func:`dynamat.metrics.vdos.fd_transfer`); the kinetic temperature is
-    corrected by Σ P(ν)/sinc² ÷ Σ P(ν) over the window's mass-weighted velocity periodogram (the
-    filter floored at 1/4 near the Nyquist frequency). Since T ∝ 1/dt², the interval that would
-    give ``temperature_K`` is dt·sqrt(T/T_target).
-    """
-    from ase.data import atomic_masses
-
-    from dynamat.metrics.vdos import (
-        FiniteDifferenceVelocities,
-        fd_transfer,
-        kinetic_temperature,
-    )
-
-    m = int(positions.shape[0])
-    if m < 4:
-        raise DynamatError(f"{m} frames are too few to check the frame interval by equipartition")
-    w = min(window, m)
-    t0 = (m - w) // 2
-    pos = np.asarray(positions[t0 : t0 + w], dtype=float)
-    cells = np.asarray(cells[t0 : t0 + w] if np.ndim(cells) == 3 else cells, dtype=float)
-    masses = atomic_masses[np.asarray(numbers, int)]
-    v = FiniteDifferenceVelocities(pos, dt_fs, cells, pbc)[:, :]
-    t_frames = kinetic_temperature(v, masses, remove_com=True)
-    raw = float(t_frames.mean())
-    # mass-weighted periodogram of the COM-free velocities
-    v = v - (np.einsum("n,fnk->fk", masses, v) / masses.sum())[:, None, :]
-    spec = np.einsum("n,fnk->f", masses, np.abs(np.fft.rfft(v, axis=0)) ** 2)
-    nu_THz = np.fft.rfftfreq(w, d=dt_fs) * 1e3
-    h = fd_transfer(nu_THz, dt_fs)
-    total = spec.sum()
-    corr = float((spec / np.maximum(h, 0.25)).sum() / total) if total > 0 else 1.0
-    coarse = float(spec[h < 0.5].sum() / total) if total > 0 else 0.0
-    temp = raw * corr
-    nb = max(2, min(10, w // 20))
-    blocks = np.array([b.mean() for b in np.array_split(t_frames, nb)]) * corr
-    stderr = float(blocks.std(ddof=1) / np.sqrt(nb))
-    implied = dt_fs * np.sqrt(temp / temperature_K) if temp > 0 else np.inf
-    # T ∝ 1/dt²: a relative error s in T is s/2 in dt
-    tol = max(DT_TOLERANCE, 3.0 * 0.5 * stderr / temp if temp > 0 else DT_TOLERANCE)
-    return EquipartitionCheck(float(dt_fs), float(temperature_K), raw, corr, temp, stderr, float(implied),
-                              float(tol), w, coarse)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Paper metrics: :func:`energy_rmse_per_atom` (Eq. 1), :func:`force_rmse` (Eq. 2), :func:`rdf` and
 :func:`rdf_error` (Eqs. 3–4), :func:`pressure_GPa`, :func:`pressure_mae`,
 :func:`pressure_hist_error` (Eqs. 5–9), :func:`vdos` and :func:`vdos_error` (Eq. 10),
-:func:`e_rpv` and :func:`l_rpv` (Eqs. 11–12). Extras that are *not* the paper's are named so:
+:func:`e_rpv`, :func:`l_rpv` and :func:`combined_scores` (Eqs. 11–12, with propagated
+uncertainties). The frame-interval check by equipartition is :func:`check_frame_interval`
+(:mod:`dynamat.metrics.frame_interval`). Extras that are *not* the paper's are named so:
 ``energy_fluctuation_rmse_per_atom``, ``force_component_rmse``, ``vdos_w1_error``,
 ``pressure_wasserstein_GPa``, ``bond_angle_distribution_error``. Matbench-discovery's own
 per-system metrics, under its key names, are in :mod:`dynamat.metrics.matbench`
@@ -12,7 +14,7 @@ per-system metrics, under its key names, are in :mod:`dynamat.metrics.matbench`
 """
 
 from dynamat.metrics.adf import bond_angle_distribution, bond_angle_distribution_error
-from dynamat.metrics.combined import e_rpv, l_rpv
+from dynamat.metrics.combined import combined_scores, e_rpv, l_rpv
 from dynamat.metrics.energy_force import (
     energy_fluctuation_rmse_per_atom,
     energy_rmse_per_atom,
@@ -20,6 +22,7 @@ from dynamat.metrics.energy_force import (
     force_rmse,
     reference_to_isolated_atoms,
 )
+from dynamat.metrics.frame_interval import check_frame_interval, equipartition_check, fd_correction
 from dynamat.metrics.matbench import (
     MATBENCH_KEYS,
     matbench_energy_rmse,
@@ -82,7 +85,11 @@ __all__ = [
     "bond_angle_distribution_error",
     "bootstrap_weights",
     "choose_block_length",
+    "check_frame_interval",
+    "combined_scores",
     "e_rpv",
+    "equipartition_check",
+    "fd_correction",
     "energy_fluctuation_rmse_per_atom",
     "energy_rmse_per_atom",
     "fd_transfer",

@@ -47,6 +47,7 @@ from dynamat.units import EV_PER_A3_TO_GPA
 
 __all__ = [
     "MATBENCH_KEYS",
+    "MATBENCH_TABLE",
     "matbench_adf_error",
     "matbench_energy_rmse",
     "matbench_force_rmse",
@@ -62,10 +63,21 @@ __all__ = [
     "matbench_velocities",
 ]
 
-MATBENCH_KEYS = (
-    "rdf_error", "adf_error", "vdos_error", "pressure_mae", "pressure_wasserstein",
-    "pressure_error",
-)
+#: The one table of Matbench-discovery's per-system keys: key -> (the score JSON object that carries
+#: it, the factor to the unit Matbench-discovery publishes, that unit). The score, the report's
+#: tables and its Matbench export all read it.
+MATBENCH_TABLE: dict[str, tuple[str, float, str]] = {
+    "energy_rmse": ("matbench_singlepoint", 1000.0, "meV/atom (mean-subtracted)"),
+    "force_rmse": ("matbench_singlepoint", 1000.0, "meV/Å (per component)"),
+    "rdf_error": ("matbench", 1.0, "%"),
+    "adf_error": ("matbench", 1.0, "%"),
+    "vdos_error": ("matbench", 1.0, "%"),
+    "pressure_mae": ("matbench", 1.0, "GPa"),
+    "pressure_wasserstein": ("matbench", 1.0, "GPa"),
+    "pressure_error": ("matbench", 1.0, "% (pressure-histogram error, 80 bins)"),
+}
+#: the MD keys (a score's ``matbench`` object, :func:`matbench_md_metrics`)
+MATBENCH_KEYS = tuple(k for k, (where, _, _) in MATBENCH_TABLE.items() if where == "matbench")
 
 
 # --- time matching -------------------------------------------------------------------------

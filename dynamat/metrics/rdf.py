@@ -344,8 +344,10 @@ def all_bead_rdf_histogram(
     pbc=True,
     block_length: int | None = None,
     n_threads: int | None = None,
+    backend: str = "numpy",
 ) -> RDFHistogram:
     """Pair counts of a path-integral trajectory over every bead, one block per ``block_length`` steps.
+    The one all-bead RDF: ``score_md`` (a PIMD run's E_RDF) and :mod:`dynamat.pimd` call it.
 
     ``bead_positions``: (M, P, N, 3) Å, M saved steps of P beads; ``cells``: (3, 3) or (M, 3, 3)
     Å (all beads of a step share the cell). In the path-integral isomorphism bead b of atom i
@@ -358,7 +360,7 @@ def all_bead_rdf_histogram(
     return rdf_histogram(
         frames, frame_cells, n_bins=n_bins, r_max=r_max, pbc=pbc,
         block_length=None if block_length is None else int(block_length) * p,
-        n_threads=n_threads,
+        n_threads=n_threads, backend=backend,
     )
 
 

@@ -10,7 +10,6 @@ from dynamat.io.run_folder import (
 from dynamat.pimd.convergence import BeadConvergence, bead_convergence
 from dynamat.pimd.observables import (
     KineticEnergy,
-    full_bead_rdf,
     quantum_classical_differences,
     quantum_kinetic_energy,
 )
@@ -20,7 +19,6 @@ __all__ = [
     "KineticEnergy",
     "bead_convergence",
     "bead_files",
-    "full_bead_rdf",
     "quantum_classical_differences",
     "quantum_kinetic_energy",
     "read_bead_positions",

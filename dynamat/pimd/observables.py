@@ -1,5 +1,6 @@
-"""Quantum observables of path-integral runs: ⟨K_cv⟩ per species, the all-bead RDF, and the
-nuclear quantum effects on a model's observables (a P = 1 run against a P > 1 run).
+"""Quantum observables of path-integral runs: ⟨K_cv⟩ per species and the nuclear quantum effects on
+a model's observables (a P = 1 run against a P > 1 run, through the scoring pipeline's steps). The
+all-bead (quantum) g(r) is :func:`dynamat.metrics.all_bead_rdf`.
 
 Runs come from the one supervisor (``dynamat run --beads P``, :func:`dynamat.runner.supervise`);
 folders are read by :mod:`dynamat.io.run_folder`. Nothing here reimplements a metric.
@@ -25,10 +26,8 @@ from dynamat.io.run_folder import (
     read_run_trajectory,
     species_counts,
 )
-from dynamat.metrics.pressure import pressure_GPa, pressure_hist_error, pressure_mae
-from dynamat.metrics.rdf import rdf_error, rdf_from_histogram, rdf_histogram, rdf_r_max
 from dynamat.metrics.uncertainty import block_bootstrap_mean_se, integrated_autocorrelation_time
-from dynamat.metrics.vdos import vdos, vdos_error
+from dynamat.scoring.core import matched_pair, pressure_step, rdf_step, vdos_step
 from dynamat.trajectory import Trajectory
 from dynamat.units import AMU_A2_PER_FS2_TO_EV, KB_EV_PER_K
 
@@ -137,12 +136,6 @@ def quantum_kinetic_energy(
     return out
 
 
-def full_bead_rdf(traj: Trajectory, *, n_bins: int = 200, r_max: float | None = None):
-    """(r, g) of a full-bead trajectory (:func:`read_bead_trajectory`), by :func:`dynamat.metrics.rdf_histogram`."""
-    hist = rdf_histogram(traj.positions, traj.cells, n_bins=n_bins, r_max=r_max, pbc=traj.pbc)
-    return rdf_from_histogram(hist)
-
-
 # ---------------------------------------------------------------------------------------------
 # Quantum vs classical
 
@@ -156,6 +149,67 @@ def _kinetic_classical_sampled(traj: Trajectory, symbol: str | None) -> tuple[fl
     k = 0.5 * np.einsum("n,fnk->f", m, traj.velocities[:, sel] ** 2) * AMU_A2_PER_FS2_TO_EV
     mean, se, _ = _mean_se(k)
     return mean, se
+
+
+def _kinetic_rows(kq: dict[str, KineticEnergy], cl: Trajectory) -> dict:
+    """Per species and ``all``: ⟨K_cv⟩ per atom ± error, the classical 3/2 k_B T, the sampled classical
+    ⟨½mv²⟩ where velocities exist, and the quantum excess in percent."""
+    kin = {}
+    for name, k in kq.items():
+        sampled = _kinetic_classical_sampled(cl, None if name == "all" else name)
+        row = {"n_atoms": k.n_atoms, "quantum_per_atom_eV": k.per_atom_eV, "quantum_per_atom_se_eV": k.per_atom_se_eV,
+               "classical_per_atom_eV": k.classical_per_atom_eV}
+        if sampled is not None:
+            row["classical_sampled_per_atom_eV"] = sampled[0] / k.n_atoms
+            row["classical_sampled_per_atom_se_eV"] = sampled[1] / k.n_atoms
+        if k.classical_per_atom_eV:
+            row["quantum_excess_pct"] = 100.0 * (k.per_atom_eV / k.classical_per_atom_eV - 1.0)
+        kin[name] = row
+    return kin
+
+
+def _observable_differences(cl: Trajectory, qc: Trajectory, qb: Trajectory, n_bins: int, dims: int,
+                            vdos_max_lag_fs: float | None) -> dict:
+    """E_RDF, pressure and VDOS errors of the quantum run against the classical one, through the scoring
+    pipeline's own steps (:mod:`dynamat.scoring.core`, matched durations, the classical run as reference),
+    and both runs' mean pressure and potential energy over the same frames."""
+    try:
+        pair = matched_pair(cl, qc, dims, qb)
+    except ValueError as exc:
+        raise DynamatError(f"cannot compare the classical and quantum runs: {exc}") from None
+    rdf, rdf_state = rdf_step(pair, n_bins)
+    press, _ = pressure_step(pair)
+    vd, _ = vdos_step(pair, vdos_max_lag_fs)
+    curves = rdf_state["curves"]
+    return {
+        "rdf_r_max_A": float(rdf["rdf_r_max_A"]),
+        "rdf_error_pct": rdf["rdf_error_pct"],
+        "rdf_error_centroid_pct": rdf["rdf_error_centroid_pct"],
+        "rdf": {"r_A": curves["rdf_r"], "g_classical": curves["rdf_ref"], "g_quantum_beads": curves["rdf_mlip"],
+                "g_quantum_centroid": rdf_state["g_centroid"]},
+        "pressure_mae_GPa": press.get("pressure_mae_GPa"),
+        "pressure_hist_error_pct": press.get("pressure_hist_error_pct"),
+        "vdos_error_pct": vd["vdos_error_pct"],
+        "velocity_source": "stored" if pair.stored else "finite_difference",
+        "matched_duration_fs": float(pair.ref.duration_fs),
+        **_means(pair.ref, pair.mlip, pair.p),
+    }
+
+
+def _means(cl: Trajectory, qc: Trajectory, p: dict) -> dict:
+    """Mean pressures (GPa) and potential energies per atom (eV) of both runs ± block-bootstrap errors."""
+    out: dict = dict.fromkeys(("pressure_classical_GPa", "pressure_quantum_GPa", "pressure_difference_GPa"))
+    if p:
+        m_cl, se_cl, _ = _mean_se(p["ref"])
+        m_q, se_q, _ = _mean_se(p["mlip"])
+        out.update(pressure_classical_GPa=m_cl, pressure_classical_se_GPa=se_cl,
+                   pressure_quantum_GPa=m_q, pressure_quantum_se_GPa=se_q, pressure_difference_GPa=m_q - m_cl)
+    for key, t in (("classical", cl), ("quantum", qc)):
+        if t.energies is not None:
+            m, se, _ = _mean_se(t.energies)
+            out[f"potential_{key}_eV_per_atom"] = m / t.n_atoms
+            out[f"potential_{key}_se_eV_per_atom"] = se / t.n_atoms
+    return out
 
 
 def quantum_classical_differences(
@@ -176,14 +230,17 @@ def quantum_classical_differences(
     * ``kinetic``: per species and ``all``, ⟨K_cv⟩ per atom of the quantum run ± error, the
       classical 3/2 k_B T, the sampled classical ⟨½mv²⟩ where velocities exist, and the quantum
       excess in percent;
-    * ``rdf_error_pct``: E_RDF (Eq. 4, :func:`~dynamat.metrics.rdf_error`) of the quantum
-      full-bead RDF against the classical RDF (classical as reference), and
-      ``rdf_error_centroid_pct`` for the centroid RDF; ``rdf`` holds r and both g(r);
-    * pressures (configurational, GPa; quantum from ``virial_cv``): the means ± error, their
-      signed difference, ``pressure_mae_GPa`` (Eq. 7) and ``pressure_hist_error_pct`` (Eq. 9);
-    * ``vdos_error_pct``: E_VDOS (Eq. 10) of the centroid VDOS against the classical one over
-      matched durations (meaningful for TRPMD; PILE-L's local centroid thermostat broadens it);
-    * potential energy per atom, both sides ± error.
+    * the observable errors of the quantum run with the classical one as the reference, computed by
+      the scoring pipeline's steps (``score_md``'s), so over matched durations:
+      ``rdf_error_pct`` (Eq. 4) of the all-bead RDF, ``rdf_error_centroid_pct`` of the centroid RDF
+      (``rdf`` holds r and the three g(r)); ``pressure_mae_GPa`` (Eq. 7) and
+      ``pressure_hist_error_pct`` (Eq. 9) of the centroid-virial pressure; ``vdos_error_pct``
+      (Eq. 10) of the centroid VDOS (meaningful for TRPMD; PILE-L's local centroid thermostat
+      broadens it), from stored velocities or central differences as in scoring;
+      ``matched_duration_fs``;
+    * pressures (configurational, GPa; quantum from ``virial_cv``): the means ± error and their
+      signed difference, and the potential energy per atom of both sides ± error, over the same
+      matched durations (so |pressure_difference_GPa| is pressure_mae_GPa).
     """
     classical_dir, quantum_dir = Path(classical_dir), Path(quantum_dir)
     cl = read_run_trajectory(classical_dir, prefix)
@@ -191,6 +248,8 @@ def quantum_classical_differences(
     qb = read_bead_trajectory(quantum_dir, prefix)
     if not np.array_equal(np.sort(cl.numbers), np.sort(qc.numbers)):
         raise DynamatError("the classical and quantum runs hold different compositions")
+    qb = qb[np.flatnonzero(np.isin(qb.steps, qc.steps))]  # the steps both the centroid and every bead have
+    qc = qc[np.flatnonzero(np.isin(qc.steps, qb.steps))]
     cl = cl[_discard(cl.n_frames, discard_fraction)]
     qc = qc[_discard(qc.n_frames, discard_fraction)]
     nb = len(bead_files(quantum_dir, "pos", prefix))
@@ -203,61 +262,7 @@ def quantum_classical_differences(
         "n_frames_classical": cl.n_frames,
         "n_frames_quantum": qc.n_frames,
     }
-    # kinetic energies
     kq = quantum_kinetic_energy(quantum_dir, prefix=prefix, discard_fraction=discard_fraction)
-    kin = {}
-    for name, k in kq.items():
-        sampled = _kinetic_classical_sampled(cl, None if name == "all" else name)
-        row = {"n_atoms": k.n_atoms, "quantum_per_atom_eV": k.per_atom_eV, "quantum_per_atom_se_eV": k.per_atom_se_eV,
-               "classical_per_atom_eV": k.classical_per_atom_eV}
-        if sampled is not None:
-            row["classical_sampled_per_atom_eV"] = sampled[0] / k.n_atoms
-            row["classical_sampled_per_atom_se_eV"] = sampled[1] / k.n_atoms
-        if k.classical_per_atom_eV:
-            row["quantum_excess_pct"] = 100.0 * (k.per_atom_eV / k.classical_per_atom_eV - 1.0)
-        kin[name] = row
-    out["kinetic"] = kin
-    # RDF: classical reference vs full-bead and centroid quantum RDFs on one grid
-    r_max = min(rdf_r_max(cl.cells, cl.pbc), rdf_r_max(qb.cells, qb.pbc))
-    hist = {key: rdf_histogram(t.positions, t.cells, n_bins=n_bins, r_max=r_max, pbc=t.pbc)
-            for key, t in (("classical", cl), ("beads", qb), ("centroid", qc))}
-    r, g_cl = rdf_from_histogram(hist["classical"])
-    _, g_q = rdf_from_histogram(hist["beads"])
-    _, g_c = rdf_from_histogram(hist["centroid"])
-    out["rdf_r_max_A"] = float(r_max)
-    out["rdf_error_pct"] = rdf_error(g_cl, g_q, r)
-    out["rdf_error_centroid_pct"] = rdf_error(g_cl, g_c, r)
-    out["rdf"] = {"r_A": r, "g_classical": g_cl, "g_quantum_beads": g_q, "g_quantum_centroid": g_c}
-    # pressure
-    for key in ("pressure_classical_GPa", "pressure_quantum_GPa", "pressure_difference_GPa",
-                "pressure_mae_GPa", "pressure_hist_error_pct"):
-        out[key] = None
-    if cl.stress is not None and qc.stress is not None:
-        p_cl, p_q = pressure_GPa(cl.stress, dims), pressure_GPa(qc.stress, dims)
-        m_cl, se_cl, _ = _mean_se(p_cl)
-        m_q, se_q, _ = _mean_se(p_q)
-        out.update(pressure_classical_GPa=m_cl, pressure_classical_se_GPa=se_cl,
-                   pressure_quantum_GPa=m_q, pressure_quantum_se_GPa=se_q,
-                   pressure_difference_GPa=m_q - m_cl,
-                   pressure_mae_GPa=pressure_mae(p_cl, p_q),
-                   pressure_hist_error_pct=pressure_hist_error(p_cl, p_q))
-    # potential energy per atom
-    for key, t in (("classical", cl), ("quantum", qc)):
-        if t.energies is not None:
-            m, se, _ = _mean_se(t.energies)
-            out[f"potential_{key}_eV_per_atom"] = m / t.n_atoms
-            out[f"potential_{key}_se_eV_per_atom"] = se / t.n_atoms
-    # VDOS of the centroid against the classical one, matched durations
-    out["vdos_error_pct"] = None
-    if cl.velocities is not None and qc.velocities is not None and cl.dt_fs and qc.dt_fs:
-        dur = min(cl.duration_fs, qc.duration_fs)
-        a, b = cl.truncated_to(dur), qc.truncated_to(dur)
-        if min(a.n_frames, b.n_frames) >= 8:
-            lag_fs = vdos_max_lag_fs or dur / 2
-            nu_a, f_a = vdos(a.velocities, atomic_masses[a.numbers], a.dt_fs, max_lag=max(1, int(lag_fs / a.dt_fs)))
-            nu_b, f_b = vdos(b.velocities, atomic_masses[b.numbers], b.dt_fs, max_lag=max(1, int(lag_fs / b.dt_fs)))
-            out["vdos_error_pct"] = vdos_error(nu_a, f_a, nu_b, f_b)
-            out["vdos_matched_duration_fs"] = float(dur)
+    out["kinetic"] = _kinetic_rows(kq, cl)
+    out.update(_observable_differences(cl, qc, qb, n_bins, dims, vdos_max_lag_fs))
     return out
-
-

@@ -21,9 +21,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["DEFAULT_CSV", "ExternalError", "load_external", "match_external", "normalise_name"]
+__all__ = ["DEFAULT_CSV", "EXTERNAL_METRICS", "ExternalError", "load_external", "match_external", "normalise_name"]
 
-REQUIRED_COLUMNS = ("model", "f1", "kappa_srme", "source", "date")
+#: The one table of external metrics: column -> (figure axis label, table header)
+EXTERNAL_METRICS = {
+    "f1": ("Matbench-discovery F1", "F1 (Matbench-d.)"),
+    "kappa_srme": (r"Matbench-discovery $\kappa_{SRME}$", "κ_SRME (Matbench-d.)"),
+}
+REQUIRED_COLUMNS = ("model", *EXTERNAL_METRICS, "source", "date")
 
 #: extra spellings -> canonical (normalised) name from the bundled CSV
 ALIASES = {

@@ -30,6 +30,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .external import EXTERNAL_METRICS
 from .pareto import as_float_array, pareto_front, pareto_staircase, pearson_r
 from .tables import METRIC_BY_KEY, OBSERVABLE_KEYS, Results, _class_order, tier_label
 
@@ -45,10 +46,7 @@ __all__ = [
 ]
 
 TIER_COLORS = {1: "#4C72B0", 2: "#DD8452", 3: "#55A868", 4: "#C44E52", None: "#8C8C8C"}
-EXTERNAL_LABELS = {
-    "f1": ("Matbench-discovery F1", ""),
-    "kappa_srme": (r"Matbench-discovery $\kappa_{SRME}$", ""),
-}
+EXTERNAL_LABELS = {key: (label, "") for key, (label, _) in EXTERNAL_METRICS.items()}  # the one table
 
 _RC = {
     "font.size": 9,

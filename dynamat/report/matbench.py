@@ -37,6 +37,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from dynamat.metrics.matbench import MATBENCH_TABLE
+
 __all__ = ["MD_KEYS", "md_block", "md_yaml", "write_matbench_export"]
 
 #: matbench key -> (per-model column, scale, unit comment). The columns are means over systems of the
@@ -45,14 +47,7 @@ __all__ = ["MD_KEYS", "md_block", "md_yaml", "write_matbench_export"]
 #: are other quantities under similar names (Eq. 2 is sqrt(3) x its per-component force RMSE, Eq. 1 is
 #: not mean-subtracted, Eq. 10 is not its Wasserstein VDOS error, Eq. 9 uses other bins).
 MD_KEYS: dict[str, tuple[str, float, str]] = {
-    "energy_rmse": ("mb_energy_rmse", 1000.0, "meV/atom (mean-subtracted)"),
-    "force_rmse": ("mb_force_rmse", 1000.0, "meV/Å (per component)"),
-    "rdf_error": ("mb_rdf_error", 1.0, "%"),
-    "adf_error": ("mb_adf_error", 1.0, "%"),
-    "vdos_error": ("mb_vdos_error", 1.0, "%"),
-    "pressure_mae": ("mb_pressure_mae", 1.0, "GPa"),
-    "pressure_wasserstein": ("mb_pressure_wasserstein", 1.0, "GPa"),
-    "pressure_error": ("mb_pressure_error", 1.0, "% (pressure-histogram error, 80 bins)"),
+    key: (f"mb_{key}", scale, unit) for key, (_, scale, unit) in MATBENCH_TABLE.items()  # the one table
 }
 _ALL_SYSTEMS_REQUIRED = ("energy_rmse", "force_rmse")
 

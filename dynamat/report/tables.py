@@ -16,8 +16,10 @@ Aggregation rules (all documented in the report notes as well):
   only.
 * ``<key>_unc`` of a mean is ``sqrt(sum unc_i**2) / n`` (independent per-system
   statistical uncertainties); it is given only when every contributing system has an
-  uncertainty, otherwise null. ``<key>_floor`` of a mean is the mean of the per-system
-  floors, again only when all are present.
+  uncertainty, otherwise null: the standard error of a mean over n systems needs all n
+  variances, and summing only the known ones (what a second, test-only aggregation once did)
+  understates it. ``<key>_floor`` of a mean is the mean of the per-system floors, again only
+  when all are present. This is the one aggregation over systems (:func:`mean_over_systems`).
 * Model-level ``E_RPV_pct`` / ``L_RPV_pct`` are the paper's Eq. 11 / Eq. 12 applied to
   the model's *mean* E_RDF, E_P (pressure-histogram error) and E_VDOS, i.e. each
   observable averaged over the systems where it exists, as in Fig. 7 / S13. The mean of
@@ -39,6 +41,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from dynamat.metrics.combined import combined_scores  # Eq. 11-12, the one implementation
+from dynamat.metrics.matbench import MATBENCH_TABLE
+from dynamat.report.external import EXTERNAL_METRICS
 from dynamat.scoring.keys import (  # the one metric table
     COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, OBSERVABLE_KEYS, Metric,
 )
@@ -57,6 +62,7 @@ __all__ = [
     "combined_scores",
     "fmt",
     "load_results",
+    "mean_over_systems",
     "model_order",
     "model_table",
     "system_table",
@@ -66,9 +72,9 @@ __all__ = [
 ]
 
 #: Matbench-discovery's per-system keys a score.json carries under ``matbench`` (MD) and
-#: ``matbench_singlepoint`` (energy/force), computed with its definitions (dynamat.metrics.matbench)
-MATBENCH_RUN_KEYS = ("energy_rmse", "force_rmse", "rdf_error", "adf_error", "vdos_error", "pressure_mae",
-                     "pressure_wasserstein", "pressure_error")
+#: ``matbench_singlepoint`` (energy/force), computed with its definitions (the one table:
+#: :data:`dynamat.metrics.matbench.MATBENCH_TABLE`)
+MATBENCH_RUN_KEYS = tuple(MATBENCH_TABLE)
 
 SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
 STATUSES = ("completed", "failed", "exploded")
@@ -194,10 +200,9 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         row[key] = _num(raw.get(key))
         row[f"{key}_unc"] = _num(raw.get(f"{key}_unc"))
         row[f"{key}_floor"] = _num(raw.get(f"{key}_floor"))
-    mb = raw.get("matbench") if isinstance(raw.get("matbench"), dict) else {}
-    mb_sp = raw.get("matbench_singlepoint") if isinstance(raw.get("matbench_singlepoint"), dict) else {}
-    for key in MATBENCH_RUN_KEYS:
-        row[f"mb_{key}"] = _num({**mb, **mb_sp}.get(key))
+    for key, (where, _, _) in MATBENCH_TABLE.items():  # each key from the object the table names
+        obj = raw.get(where)
+        row[f"mb_{key}"] = _num(obj.get(key)) if isinstance(obj, dict) else None
     row["pressure_hist_error_pct_half_bins"] = _num(raw.get("pressure_hist_error_pct_half_bins"))
     row["pressure_hist_error_pct_double_bins"] = _num(raw.get("pressure_hist_error_pct_double_bins"))
     curves = path.parent / "curves.npz"
@@ -223,7 +228,8 @@ def model_order(rows: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(info, key=key)
 
 
-def _mean_with_unc(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def mean_over_systems(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """``key``, ``<key>_unc``, ``<key>_floor`` and ``<key>_n`` of ``rows``' mean (rules: module docstring)."""
     vals = [r[key] for r in rows if r.get(key) is not None]
     out: dict[str, Any] = {key: None, f"{key}_unc": None, f"{key}_floor": None, f"{key}_n": len(vals)}
     if not vals:
@@ -236,31 +242,6 @@ def _mean_with_unc(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     floors = [r.get(f"{key}_floor") for r in used]
     if all(f is not None for f in floors):
         out[f"{key}_floor"] = float(np.mean(floors))
-    return out
-
-
-def combined_scores(
-    e_rdf: float | None, e_p: float | None, e_vdos: float | None,
-    u_rdf: float | None = None, u_p: float | None = None, u_vdos: float | None = None,
-) -> dict[str, float | None]:
-    """Eq. 11 (mean) and Eq. 12 (Lehmer mean) of the three observable errors, with
-    first-order propagated uncertainties when all three uncertainties are given."""
-    out: dict[str, float | None] = {"E_RPV_pct": None, "E_RPV_pct_unc": None,
-                                    "L_RPV_pct": None, "L_RPV_pct_unc": None}
-    xs = [e_rdf, e_p, e_vdos]
-    if any(x is None for x in xs):
-        return out
-    s1 = sum(xs)
-    s2 = sum(x * x for x in xs)
-    out["E_RPV_pct"] = s1 / 3.0
-    out["L_RPV_pct"] = s2 / s1 if s1 > 0 else 0.0
-    us = [u_rdf, u_p, u_vdos]
-    if all(u is not None for u in us):
-        out["E_RPV_pct_unc"] = math.sqrt(sum(u * u for u in us)) / 3.0
-        if s1 > 0:
-            # dL/dx_i = (2 x_i S1 - S2) / S1^2
-            grads = [(2 * x * s1 - s2) / (s1 * s1) for x in xs]
-            out["L_RPV_pct_unc"] = math.sqrt(sum((g * u) ** 2 for g, u in zip(grads, us)))
     return out
 
 
@@ -313,7 +294,7 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
         for key in METRIC_KEYS:
             if key in COMPOSITE_KEYS:
                 continue
-            row.update(_mean_with_unc(done, key))
+            row.update(mean_over_systems(done, key))
         for key in MATBENCH_RUN_KEYS:
             vals = [r[f"mb_{key}"] for r in done if r.get(f"mb_{key}") is not None]
             row[f"mb_{key}"] = float(np.mean(vals)) if vals else None
@@ -325,13 +306,12 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
             row[f"{key}_unc"] = comp[f"{key}_unc"]
             row[f"{key}_floor"] = None
             row[f"{key}_n"] = min(row[f"{k}_n"] for k in OBSERVABLE_KEYS)
-            sysmean = _mean_with_unc(done, key)
+            sysmean = mean_over_systems(done, key)
             row[f"{key}_mean_over_systems"] = sysmean[key]
             row[f"{key}_mean_over_systems_n"] = sysmean[f"{key}_n"]
         if external is not None:
             ext = external.get(model) or {}
-            row["f1"] = ext.get("f1")
-            row["kappa_srme"] = ext.get("kappa_srme")
+            row.update((k, ext.get(k)) for k in EXTERNAL_METRICS)
         rows_out.append(row)
     cols = ["model", "tier", "n_params", "n_systems", "n_completed", "n_failed", "failed_runs"]
     for k in METRIC_KEYS:
@@ -341,10 +321,10 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
     for key in MATBENCH_RUN_KEYS:
         cols += [f"mb_{key}", f"mb_{key}_n"]
     if external is not None:
-        cols += ["f1", "kappa_srme"]
+        cols += list(EXTERNAL_METRICS)
     disp = ["model", "tier", "n_params", "n_completed", "n_failed", *METRIC_KEYS]
     if external is not None:
-        disp += ["f1", "kappa_srme"]
+        disp += list(EXTERNAL_METRICS)
     notes = [
         "Means over completed systems only; null metrics are skipped (the *_n columns count "
         "the systems used). E_RPV/L_RPV: Eq. 11/12 applied to the model-mean E_RDF, E_P, "
@@ -412,7 +392,7 @@ def by_class_table(results: Results) -> Table:
             row: dict[str, Any] = {"system_class": cls, "model": model, "tier": mrows[0]["tier"],
                                    "n_systems": len(mrows), "n_failed": len(mrows) - len(done)}
             for key in METRIC_KEYS:
-                row.update(_mean_with_unc(done, key))
+                row.update(mean_over_systems(done, key))
             out.append(row)
     cols = ["system_class", "model", "tier", "n_systems", "n_failed"]
     for k in METRIC_KEYS:
@@ -487,7 +467,7 @@ def display_cell(row: dict[str, Any], col: str) -> str:
     return text
 
 
-EXTRA_HEADERS = {"f1": "F1 (Matbench-d.)", "kappa_srme": "κ_SRME (Matbench-d.)"}
+EXTRA_HEADERS = {key: header for key, (_, header) in EXTERNAL_METRICS.items()}
 
 
 def header_label(col: str) -> str:

@@ -3,7 +3,11 @@
 ``score_md`` returns a flat dict with stable keys (see ``MD_KEYS``): the paper's observable
 errors (Eqs. 4, 7, 9, 10, 11, 12), each with a block-bootstrap standard error ``<key>_unc`` and
 a reference noise floor ``<key>_floor`` (see :mod:`dynamat.metrics.uncertainty`), plus
-diagnostics. Pressure entries are None — never 0 — when either side has no stress, and so are
+diagnostics. It is a short sequence of named steps — :func:`matched_pair`, :func:`rdf_step`,
+:func:`pressure_step`, :func:`vdos_step`, :func:`combined_step` (Eq. 11–12 from
+:mod:`dynamat.metrics.combined`), :func:`diagnostics_step` (the frame-interval check of
+:mod:`dynamat.metrics.frame_interval`), :func:`bootstrap_step` — which :mod:`dynamat.pimd` reuses
+for its quantum-classical differences; a new observable is a new step. Pressure entries are None — never 0 — when either side has no stress, and so are
 the combined scores that need them.
 
 Choices the paper leaves open, made here (each documented where it is implemented):
@@ -31,17 +35,19 @@ The ``Trajectory`` arrays themselves are the caller's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from ase.data import atomic_masses
 
-from dynamat.metrics.combined import e_rpv, l_rpv
+from dynamat.metrics.combined import combined_scores
 from dynamat.metrics.energy_force import (
     energy_fluctuation_rmse_per_atom,
     energy_rmse_per_atom,
     force_rmse,
     reference_to_isolated_atoms,
 )
+from dynamat.metrics.frame_interval import equipartition_check, fd_correction
 from dynamat.metrics.pressure import (
     pressure_GPa,
     pressure_hist_edges,
@@ -50,7 +56,13 @@ from dynamat.metrics.pressure import (
     pressure_mae,
     pressure_wasserstein_GPa,
 )
-from dynamat.metrics.rdf import rdf_error, rdf_from_histogram, rdf_histogram, rdf_r_max
+from dynamat.metrics.rdf import (
+    all_bead_rdf_histogram,
+    rdf_error,
+    rdf_from_histogram,
+    rdf_histogram,
+    rdf_r_max,
+)
 from dynamat.metrics.uncertainty import (
     block_sizes,
     bootstrap_weights,
@@ -67,10 +79,22 @@ from dynamat.metrics.vdos import (
     vdos_error,
     vdos_w1_error,
 )
-from dynamat.scoring.keys import ERROR_KEYS
+from dynamat.scoring.keys import COMPOSITE_KEYS, ERROR_KEYS, OBSERVABLE_KEYS
 from dynamat.trajectory import Trajectory
 
-__all__ = ["ERROR_KEYS", "MD_KEYS", "aggregate", "score_md", "score_singlepoint"]
+__all__ = [
+    "ERROR_KEYS",
+    "MD_KEYS",
+    "bootstrap_step",
+    "combined_step",
+    "diagnostics_step",
+    "matched_pair",
+    "pressure_step",
+    "rdf_step",
+    "score_md",
+    "score_singlepoint",
+    "vdos_step",
+]
 
 MD_KEYS = (
     *ERROR_KEYS,
@@ -98,32 +122,6 @@ MD_KEYS = (
     "n_boot",
 )
 
-#: T_kinetic / T_target outside this range flags a suspect frame interval (T ∝ 1/dt²: a ×1.5
-#: error gives ×0.44 or ×2.25). Finite-difference temperatures are first corrected for the
-#: central difference's low-pass filter (:func:`fd_temperature_correction`), which otherwise
-#: costs ~30 % of the kinetic energy of copper at a 20 fs frame interval.
-SUSPECT_T_RATIO = (0.75, 1.33)
-#: below this filter transmission a mode is not restored (noise would be amplified)
-_FD_MIN_TRANSFER = 0.1
-
-
-def fd_temperature_correction(acf, dt_fs: float) -> float:
-    """Factor that undoes the central difference's filter in a finite-difference temperature.
-
-    Central differences see a mode of frequency ν with amplitude sinc(2ν·dt) (:func:`fd_transfer`),
-    so the kinetic energy they measure is ∫S(ν)·sinc²(2ν·dt)dν where S is the true VDOS. From the
-    measured (filtered) spectrum S_fd the true kinetic energy is ∫S_fd/sinc² dν (modes whose
-    transmission is below 10 % are taken as measured). The factor depends on ν·dt only, i.e. on
-    the frames themselves, not on the claimed interval, so it cannot hide a wrong ``dt_fs``.
-    """
-    nu, s_fd = spectrum_from_acf(acf, dt_fs)
-    h = fd_transfer(nu, dt_fs)
-    ok = h > _FD_MIN_TRANSFER
-    restored = np.where(ok, s_fd / np.where(ok, h, 1.0), s_fd)
-    den = np.trapezoid(s_fd, nu)
-    return float(np.trapezoid(restored, nu) / den) if den > 0 else 1.0
-
-
 class _FrameWindow:
     """Frames [t0, t1) of a (M, N, 3) array-like, itself sliceable as v[a:b, c:d]."""
 
@@ -135,25 +133,6 @@ class _FrameWindow:
         ts, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
         a, b, _ = ts.indices(self.shape[0])
         return self.arr[(slice(self.t0 + a, self.t0 + b), *rest)]
-
-
-def frame_interval_check(traj: Trajectory, target_K: float | None = None) -> dict:
-    """Equipartition check of a trajectory's frame interval: the kinetic temperature (K) from its
-    stored velocities, or from central differences corrected for their filter, against the target.
-
-    Returns ``temperature_K``, ``ratio`` (to the target) and ``suspect`` (outside
-    :data:`SUSPECT_T_RATIO`; None without a target)."""
-    masses = atomic_masses[traj.numbers]
-    if traj.velocities is not None:
-        t = float(kinetic_temperature(traj.velocities, masses).mean())
-    else:
-        vel = FiniteDifferenceVelocities(traj.positions, traj.dt_fs, traj.cells, traj.pbc)
-        t = float(kinetic_temperature(vel, masses).mean())
-        t *= fd_temperature_correction(vacf_blocks(vel, masses, traj.dt_fs).acf(), traj.dt_fs)
-    target = target_K or traj.temperature_K
-    ratio = t / target if target else None
-    lo, hi = SUSPECT_T_RATIO
-    return {"temperature_K": t, "ratio": ratio, "suspect": None if ratio is None else not (lo <= ratio <= hi)}
 
 
 def _structural_series(traj: Trajectory, atoms_per_chunk: int = 16) -> np.ndarray:
@@ -204,6 +183,204 @@ def _check_pair(ref: Trajectory, mlip: Trajectory) -> None:
         raise ValueError("ref and mlip trajectories have different compositions")
 
 
+@dataclass
+class _Pair:
+    """The matched-duration reference and MLIP trajectories and what every step shares."""
+
+    sides: dict  # "ref"/"mlip" -> Trajectory, truncated to the matched duration
+    beads: Trajectory | None  # all beads of a path-integral MLIP run (step-major), or None
+    beads_per_frame: int | None
+    stored: bool  # both sides have stored velocities (else central differences on both)
+    vel: dict  # side -> velocities (array or FiniteDifferenceVelocities)
+    masses: dict  # side -> (N,) amu
+    t_kin: dict  # side -> per-frame kinetic temperature (K) of ``vel``, uncorrected
+    p: dict  # side -> configurational pressure (GPa) per frame; empty when a side has no stress
+    tau: dict  # side -> integrated autocorrelation time (frames) that sized the blocks
+    blen: dict  # side -> bootstrap block length (frames)
+    sizes: dict  # side -> the blocks' lengths
+
+    @property
+    def ref(self) -> Trajectory:
+        return self.sides["ref"]
+
+    @property
+    def mlip(self) -> Trajectory:
+        return self.sides["mlip"]
+
+
+def matched_pair(ref: Trajectory, mlip: Trajectory, dims: int, mlip_beads: Trajectory | None = None) -> _Pair:
+    """Step 1: both trajectories over the shorter duration (paper: matched-duration segments), their
+    velocities (stored if both sides have them), kinetic temperatures, pressures and block lengths."""
+    _check_pair(ref, mlip)
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    duration = min(ref.duration_fs, mlip.duration_fs)
+    beads_per_frame = None
+    if mlip_beads is not None:
+        beads_per_frame, rest = divmod(mlip_beads.n_frames, mlip.n_frames)
+        if rest or beads_per_frame < 1:
+            raise ValueError(f"{mlip_beads.n_frames} bead frames are not a whole number per {mlip.n_frames} steps")
+    ref, mlip = ref.truncated_to(duration), mlip.truncated_to(duration)
+    if mlip_beads is not None:
+        mlip_beads = mlip_beads[: mlip.n_frames * beads_per_frame]
+    if min(ref.n_frames, mlip.n_frames) < 8:
+        raise ValueError(
+            f"matched duration {duration:g} fs leaves {ref.n_frames} ref and {mlip.n_frames} "
+            "MLIP frames; need at least 8 on each side"
+        )
+    sides = {"ref": ref, "mlip": mlip}
+    stored = ref.velocities is not None and mlip.velocities is not None
+    vel = {k: t.velocities if stored else FiniteDifferenceVelocities(t.positions, t.dt_fs, t.cells, t.pbc)
+           for k, t in sides.items()}
+    masses = {k: atomic_masses[t.numbers] for k, t in sides.items()}
+    t_kin = {k: kinetic_temperature(vel[k], masses[k]) for k in sides}
+    have_p = ref.stress is not None and mlip.stress is not None
+    p = {k: pressure_GPa(t.stress, dims) for k, t in sides.items()} if have_p else {}
+    tau = {k: _tau([t_kin[k], _structural_series(t), t.energies, p.get(k)]) for k, t in sides.items()}
+    blen = {k: choose_block_length(t.n_frames, tau[k]) for k, t in sides.items()}
+    sizes = {k: block_sizes(sides[k].n_frames, blen[k]) for k in sides}
+    return _Pair(sides, mlip_beads, beads_per_frame, stored, vel, masses, t_kin, p, tau, blen, sizes)
+
+
+def _block_diagnostics(pair: _Pair) -> dict:
+    return {f"{what}_frames_{k}": d[k] for k in pair.sides
+            for what, d in (("tau_int", pair.tau), ("block_length", pair.blen))}
+
+
+def rdf_step(pair: _Pair, n_bins: int = 500, backend: str = "numpy") -> tuple[dict, dict]:
+    """E_RDF (Eq. 4) on a shared 0…R_max grid; for a path-integral run the all-bead (quantum) g(r),
+    with the centroid's as ``rdf_error_centroid_pct``. Returns (score entries, state for later steps)."""
+    ref, mlip = pair.ref, pair.mlip
+    r_max = min(rdf_r_max(ref.cells, ref.pbc), rdf_r_max(mlip.cells, mlip.pbc))
+    out: dict = {"rdf_r_max_A": r_max}
+    hist = {
+        k: rdf_histogram(t.positions, t.cells, n_bins=n_bins, r_max=r_max, pbc=t.pbc,
+                         block_length=pair.blen[k], backend=backend)
+        for k, t in pair.sides.items()
+    }
+    r, g_ref = rdf_from_histogram(hist["ref"])
+    if pair.beads is not None:  # quantum g(r): all beads; the centroid one kept under its own name
+        _, g_centroid = rdf_from_histogram(hist["mlip"])
+        out["rdf_error_centroid_pct"] = rdf_error(g_ref, g_centroid, r)
+        b, p = pair.beads, pair.beads_per_frame
+        hist["mlip"] = all_bead_rdf_histogram(
+            b.positions.reshape(mlip.n_frames, p, b.n_atoms, 3), b.cells[::p], n_bins=n_bins, r_max=r_max,
+            pbc=b.pbc, block_length=pair.blen["mlip"], backend=backend)
+        out["rdf_source"] = "all_beads"
+    _, g_mlip = rdf_from_histogram(hist["mlip"])
+    out["rdf_error_pct"] = rdf_error(g_ref, g_mlip, r)
+    state = {"hist": hist, "r": r, "curves": dict(rdf_r=r, rdf_ref=g_ref, rdf_mlip=g_mlip)}
+    if pair.beads is not None:
+        state["g_centroid"] = g_centroid
+    return out, state
+
+
+def pressure_step(pair: _Pair) -> tuple[dict, dict]:
+    """Pressure MAE (Eq. 7, GPa) and E_P (Eq. 9) with its bin sensitivity and the Wasserstein distance;
+    nothing (the entries stay None) when a side has no stress."""
+    if not pair.p:
+        return {}, {"edges": None, "curves": {}}
+    p_ref, p_mlip = pair.p["ref"], pair.p["mlip"]
+    edges = pressure_hist_edges(p_ref, p_mlip)
+    sens = pressure_hist_error_sensitivity(p_ref, p_mlip)
+    out = {
+        "pressure_mae_GPa": pressure_mae(p_ref, p_mlip),
+        "pressure_hist_error_pct": pressure_hist_error(p_ref, p_mlip, bins=edges),
+        "pressure_hist_bins": sens["bins"],
+        "pressure_hist_error_pct_half_bins": sens["error_half_bins_pct"],
+        "pressure_hist_error_pct_double_bins": sens["error_double_bins_pct"],
+        "pressure_wasserstein_GPa": pressure_wasserstein_GPa(p_ref, p_mlip),
+    }
+    return out, {"edges": edges, "curves": dict(p_ref_GPa=p_ref, p_mlip_GPa=p_mlip)}
+
+
+class _Spectra:
+    """Both sides' VDOS from their VACF blocks, optionally reweighted (a bootstrap replicate), with the
+    finite-difference low-pass filters equalised: each side gets the other's too."""
+
+    def __init__(self, pair: _Pair, vac: dict):
+        self.pair, self.vac = pair, vac
+
+    def __call__(self, w_ref=None, w_mlip=None):
+        ref, mlip = self.pair.ref, self.pair.mlip
+        nu_r, s_r = spectrum_from_acf(self.vac["ref"].acf(w_ref), ref.dt_fs)
+        nu_m, s_m = spectrum_from_acf(self.vac["mlip"].acf(w_mlip), mlip.dt_fs)
+        if not (self.pair.stored or ref.dt_fs == mlip.dt_fs):
+            s_r, s_m = s_r * fd_transfer(nu_r, mlip.dt_fs), s_m * fd_transfer(nu_m, ref.dt_fs)
+        return nu_r, s_r, nu_m, s_m
+
+
+def _lag_frames(t: Trajectory, vdos_max_lag_fs: float | None) -> int:
+    if vdos_max_lag_fs is None:
+        return max(1, t.n_frames // 2)
+    lag = int(round(vdos_max_lag_fs / t.dt_fs))
+    if not 1 <= lag <= t.n_frames - 1:
+        raise ValueError(f"vdos_max_lag_fs = {vdos_max_lag_fs} fs is {lag} frames, outside 1…{t.n_frames - 1}")
+    return lag
+
+
+def vdos_step(pair: _Pair, vdos_max_lag_fs: float | None = None) -> tuple[dict, dict]:
+    """E_VDOS (Eq. 10) and the W1 variant from Hann-windowed VACF spectra, window half-width
+    ``vdos_max_lag_fs`` (default half the matched duration on each side)."""
+    lags = {k: _lag_frames(t, vdos_max_lag_fs) for k, t in pair.sides.items()}
+    vac = {k: vacf_blocks(pair.vel[k], pair.masses[k], t.dt_fs, max_lag=lags[k], block_length=pair.blen[k])
+           for k, t in pair.sides.items()}
+    spectra = _Spectra(pair, vac)
+    spec = spectra()
+    nu_r, s_r, nu_m, s_m = spec
+    keep = nu_r <= min(nu_r[-1], nu_m[-1])
+    nu = nu_r[keep]
+    v_r, v_m = s_r[keep], np.interp(nu, nu_m, s_m)
+    out = {"vdos_max_lag_fs": float(lags["ref"] * pair.ref.dt_fs), "vdos_error_pct": vdos_error(*spec),
+           "vdos_w1_error_pct": vdos_w1_error(*spec)}
+    curves = dict(vdos_nu_THz=nu, vdos_ref=v_r / np.trapezoid(v_r, nu), vdos_mlip=v_m / np.trapezoid(v_m, nu))
+    return out, {"vac": vac, "lags": lags, "spectra": spectra, "curves": curves}
+
+
+def combined_step(out: dict) -> dict:
+    """Ē_RPV and L_RPV (Eqs. 11–12, :mod:`dynamat.metrics.combined`) of this score's three errors."""
+    comp = combined_scores(*(out.get(k) for k in OBSERVABLE_KEYS))
+    return {k: comp[k] for k in COMPOSITE_KEYS}
+
+
+def diagnostics_step(pair: _Pair, vac: dict) -> dict:
+    """Each side's kinetic temperature and the frame-interval check (:mod:`dynamat.metrics.frame_interval`):
+    finite-difference temperatures corrected for their filter from the side's own VACF spectrum."""
+    out = {"velocity_source": "stored" if pair.stored else "finite_difference"}
+    for k, t in pair.sides.items():
+        corr = 1.0 if pair.stored else fd_correction(*spectrum_from_acf(vac[k].acf(), t.dt_fs), t.dt_fs)
+        check = equipartition_check(pair.t_kin[k], t.dt_fs, t.temperature_K or None, corr)
+        out[f"kinetic_temperature_{k}_K"] = check.temperature_K
+        out[f"frame_interval_suspect_{k}"] = None if check.ok is None else not check.ok
+    return out
+
+
+def bootstrap_step(pair: _Pair, rdf_state: dict, p_state: dict, spectra: _Spectra, n_boot: int,
+                   rng: np.random.Generator) -> dict:
+    """``<key>_unc``: block-bootstrap standard errors, both trajectories resampled independently
+    (:mod:`dynamat.metrics.uncertainty`); E_RPV/L_RPV from each replicate's three errors."""
+    if not n_boot or n_boot < 2:
+        return {}
+    hist, r, edges, sizes = rdf_state["hist"], rdf_state["r"], p_state["edges"], pair.sizes
+    w_all = {k: bootstrap_weights(len(sizes[k]), n_boot, rng) for k in pair.sides}
+    reps = {k: [] for k in ERROR_KEYS}
+    for i in range(n_boot):
+        w = {k: w_all[k][i] for k in pair.sides}
+        _, gr = rdf_from_histogram(hist["ref"], w["ref"])
+        _, gm = rdf_from_histogram(hist["mlip"], w["mlip"])
+        e = {"rdf_error_pct": rdf_error(gr, gm, r), "vdos_error_pct": vdos_error(*spectra(w["ref"], w["mlip"]))}
+        if pair.p:
+            fw = {k: np.repeat(w[k], sizes[k]) for k in pair.sides}
+            means = {k: np.average(pair.p[k], weights=fw[k]) for k in pair.sides}
+            e["pressure_mae_GPa"] = abs(means["ref"] - means["mlip"])
+            e["pressure_hist_error_pct"] = _weighted_hist_error(pair.p["ref"], fw["ref"], pair.p["mlip"],
+                                                                fw["mlip"], edges)
+        e.update((k, v) for k, v in combined_step(e).items() if v is not None)
+        for k, v in e.items():
+            reps[k].append(v)
+    return {f"{k}_unc": standard_error(v) for k, v in reps.items() if v}
+
+
 def score_md(
     ref: Trajectory,
     mlip: Trajectory,
@@ -220,11 +397,13 @@ def score_md(
     """Observable errors of ``mlip`` against ``ref`` over matched durations.
 
     Both trajectories are truncated to the shorter duration (paper: matched-duration segments).
-    Then: E_RDF (Eq. 4) on a shared 0…R_max grid with ``n_bins`` bins; pressure MAE (Eq. 7, GPa)
-    and E_P (Eq. 9) when both sides have stress, ``dims`` = 3 or 2 (slabs: xx, yy); E_VDOS
-    (Eq. 10) from stored velocities when both sides have them, otherwise from the
-    central-difference estimator on both sides (with the two sinc² filters equalised when the
-    frame intervals differ); Ē_RPV and L_RPV (Eqs. 11–12).
+    Then, one named step each: E_RDF (Eq. 4, :func:`rdf_step`) on a shared 0…R_max grid with
+    ``n_bins`` bins; pressure MAE (Eq. 7, GPa) and E_P (Eq. 9) when both sides have stress
+    (:func:`pressure_step`), ``dims`` = 3 or 2 (slabs: xx, yy); E_VDOS (Eq. 10, :func:`vdos_step`)
+    from stored velocities when both sides have them, otherwise from the central-difference
+    estimator on both sides (with the two sinc² filters equalised when the frame intervals differ);
+    Ē_RPV and L_RPV (Eqs. 11–12, :func:`combined_step`); the diagnostics (:func:`diagnostics_step`);
+    the bootstrap uncertainties (:func:`bootstrap_step`) and the reference noise floor.
 
     ``vdos_max_lag_fs``: VACF window half-width; default half the matched duration on each side.
     ``n_boot``: block-bootstrap replicates for the ``_unc`` entries (0 disables them).
@@ -236,197 +415,28 @@ def score_md(
     area over the common range, the MLIP's on the reference's grid); ``p_ref_GPa``, ``p_mlip_GPa``.
 
     Diagnostics: the kinetic temperature of each side (equipartition, 3N − 3 dof, from stored or
-    estimated velocities) and, when the trajectory names its target temperature, a flag if
-    T_kin / T_target falls outside :data:`SUSPECT_T_RATIO` — the signature of a wrong ``dt_fs``.
+    estimated velocities) and, when the trajectory names its target temperature, a flag when the
+    frame interval it implies is off (:mod:`dynamat.metrics.frame_interval`) — a wrong ``dt_fs``.
     """
-    _check_pair(ref, mlip)
-    if dims not in (2, 3):
-        raise ValueError(f"dims must be 2 or 3, got {dims}")
-    duration = min(ref.duration_fs, mlip.duration_fs)
-    beads_per_frame = None
-    if mlip_beads is not None:
-        beads_per_frame, rest = divmod(mlip_beads.n_frames, mlip.n_frames)
-        if rest or beads_per_frame < 1:
-            raise ValueError(f"{mlip_beads.n_frames} bead frames are not a whole number per {mlip.n_frames} steps")
-    ref = ref.truncated_to(duration)
-    mlip = mlip.truncated_to(duration)
-    if mlip_beads is not None:
-        mlip_beads = mlip_beads[: mlip.n_frames * beads_per_frame]
-    if min(ref.n_frames, mlip.n_frames) < 8:
-        raise ValueError(
-            f"matched duration {duration:g} fs leaves {ref.n_frames} ref and {mlip.n_frames} "
-            "MLIP frames; need at least 8 on each side"
-        )
+    pair = matched_pair(ref, mlip, dims, mlip_beads)
     out: dict = dict.fromkeys(MD_KEYS)
-    out.update(
-        matched_duration_fs=float(duration),
-        n_frames_ref=ref.n_frames,
-        n_frames_mlip=mlip.n_frames,
-        n_boot=int(n_boot),
-    )
+    out.update(matched_duration_fs=float(min(ref.duration_fs, mlip.duration_fs)), n_frames_ref=pair.ref.n_frames,
+               n_frames_mlip=pair.mlip.n_frames, n_boot=int(n_boot), **_block_diagnostics(pair))
     rng = np.random.default_rng(seed)
-
-    # --- velocities and temperatures -------------------------------------------------------
-    stored = ref.velocities is not None and mlip.velocities is not None
-    out["velocity_source"] = "stored" if stored else "finite_difference"
-
-    def velocity_source(t: Trajectory):
-        if stored:
-            return t.velocities
-        return FiniteDifferenceVelocities(t.positions, t.dt_fs, t.cells, t.pbc)
-
-    sides = {"ref": ref, "mlip": mlip}
-    vel = {k: velocity_source(t) for k, t in sides.items()}
-    masses = atomic_masses[ref.numbers]
-    masses_m = atomic_masses[mlip.numbers]
-    t_kin = {
-        "ref": kinetic_temperature(vel["ref"], masses),
-        "mlip": kinetic_temperature(vel["mlip"], masses_m),
-    }
-    for k, t in sides.items():
-        out[f"kinetic_temperature_{k}_K"] = float(t_kin[k].mean())
-
-    # --- pressures (needed early: they also inform the block length) ------------------------
-    have_p = ref.stress is not None and mlip.stress is not None
-    p = {k: pressure_GPa(t.stress, dims) for k, t in sides.items()} if have_p else {}
-
-    # --- block lengths ----------------------------------------------------------------------
-    blen = {}
-    for k, t in sides.items():
-        tau = _tau([t_kin[k], _structural_series(t), t.energies, p.get(k)])
-        blen[k] = choose_block_length(t.n_frames, tau)
-        out[f"tau_int_frames_{k}"] = tau
-        out[f"block_length_frames_{k}"] = blen[k]
-    sizes = {k: block_sizes(sides[k].n_frames, blen[k]) for k in sides}
-
-    # --- RDF --------------------------------------------------------------------------------
-    r_max = min(rdf_r_max(ref.cells, ref.pbc), rdf_r_max(mlip.cells, mlip.pbc))
-    out["rdf_r_max_A"] = r_max
-    hist = {
-        k: rdf_histogram(
-            t.positions, t.cells, n_bins=n_bins, r_max=r_max, pbc=t.pbc,
-            block_length=blen[k], backend=rdf_backend,
-        )
-        for k, t in sides.items()
-    }
-    r, g_ref = rdf_from_histogram(hist["ref"])
-    if mlip_beads is not None:  # quantum g(r): all beads; the centroid one kept under its own name
-        _, g_centroid = rdf_from_histogram(hist["mlip"])
-        out["rdf_error_centroid_pct"] = rdf_error(g_ref, g_centroid, r)
-        hist["mlip"] = rdf_histogram(
-            mlip_beads.positions, mlip_beads.cells, n_bins=n_bins, r_max=r_max, pbc=mlip_beads.pbc,
-            block_length=blen["mlip"] * beads_per_frame, backend=rdf_backend,
-        )
-        out["rdf_source"] = "all_beads"
-    _, g_mlip = rdf_from_histogram(hist["mlip"])
-    out["rdf_error_pct"] = rdf_error(g_ref, g_mlip, r)
+    res_rdf, rdf_state = rdf_step(pair, n_bins, rdf_backend)
+    res_p, p_state = pressure_step(pair)
+    res_vdos, vdos_state = vdos_step(pair, vdos_max_lag_fs)
+    for part in (res_rdf, res_p, res_vdos):
+        out.update(part)
+    out.update(combined_step(out))
+    out.update(diagnostics_step(pair, vdos_state["vac"]))
+    out.update(bootstrap_step(pair, rdf_state, p_state, vdos_state["spectra"], n_boot, rng))
+    out.update(_reference_floor(pair.ref, rdf_state["hist"]["ref"], rdf_state["r"], pair.vel["ref"], pair.masses["ref"],
+                                vdos_state["lags"]["ref"], pair.p.get("ref"), pair.stored))
     if curves is not None:
-        curves.update(rdf_r=r, rdf_ref=g_ref, rdf_mlip=g_mlip)
-        if have_p:
-            curves.update(p_ref_GPa=p["ref"], p_mlip_GPa=p["mlip"])
-
-    # --- pressure ---------------------------------------------------------------------------
-    if have_p:
-        out["pressure_mae_GPa"] = pressure_mae(p["ref"], p["mlip"])
-        edges = pressure_hist_edges(p["ref"], p["mlip"])
-        out["pressure_hist_error_pct"] = pressure_hist_error(p["ref"], p["mlip"], bins=edges)
-        sens = pressure_hist_error_sensitivity(p["ref"], p["mlip"])
-        out["pressure_hist_bins"] = sens["bins"]
-        out["pressure_hist_error_pct_half_bins"] = sens["error_half_bins_pct"]
-        out["pressure_hist_error_pct_double_bins"] = sens["error_double_bins_pct"]
-        out["pressure_wasserstein_GPa"] = pressure_wasserstein_GPa(p["ref"], p["mlip"])
-
-    # --- VDOS -------------------------------------------------------------------------------
-    def lag_frames(t: Trajectory, n_frames: int) -> int:
-        if vdos_max_lag_fs is None:
-            return max(1, n_frames // 2)
-        lag = int(round(vdos_max_lag_fs / t.dt_fs))
-        if not 1 <= lag <= n_frames - 1:
-            raise ValueError(
-                f"vdos_max_lag_fs = {vdos_max_lag_fs} fs is {lag} frames, outside 1…{n_frames - 1}"
-            )
-        return lag
-
-    lags = {k: lag_frames(t, t.n_frames) for k, t in sides.items()}
-    out["vdos_max_lag_fs"] = float(lags["ref"] * ref.dt_fs)
-    vac = {
-        k: vacf_blocks(vel[k], masses if k == "ref" else masses_m, t.dt_fs,
-                       max_lag=lags[k], block_length=blen[k])
-        for k, t in sides.items()
-    }
-
-    def filters(nu_ref, nu_mlip):
-        # Equalise the finite-difference low-pass filters: give each side the other's too.
-        if stored or ref.dt_fs == mlip.dt_fs:
-            return 1.0, 1.0
-        return fd_transfer(nu_ref, mlip.dt_fs), fd_transfer(nu_mlip, ref.dt_fs)
-
-    def spectra(w_ref=None, w_mlip=None):
-        nu_r, s_r = spectrum_from_acf(vac["ref"].acf(w_ref), ref.dt_fs)
-        nu_m, s_m = spectrum_from_acf(vac["mlip"].acf(w_mlip), mlip.dt_fs)
-        fr, fm = filters(nu_r, nu_m)
-        return nu_r, s_r * fr, nu_m, s_m * fm
-
-    for k, t in sides.items():  # the frame-interval check, on filter-corrected temperatures
-        if not stored:
-            out[f"kinetic_temperature_{k}_K"] *= fd_temperature_correction(vac[k].acf(), t.dt_fs)
-        if t.temperature_K:
-            ratio = out[f"kinetic_temperature_{k}_K"] / t.temperature_K
-            lo, hi = SUSPECT_T_RATIO
-            out[f"frame_interval_suspect_{k}"] = not (lo <= ratio <= hi)
-
-    spec = spectra()
-    out["vdos_error_pct"] = vdos_error(*spec)
-    if curves is not None:
-        nu_r, s_r, nu_m, s_m = spec
-        top = min(nu_r[-1], nu_m[-1])
-        keep = nu_r <= top
-        nu = nu_r[keep]
-        v_r, v_m = s_r[keep], np.interp(nu, nu_m, s_m)
-        curves.update(vdos_nu_THz=nu, vdos_ref=v_r / np.trapezoid(v_r, nu),
-                      vdos_mlip=v_m / np.trapezoid(v_m, nu))
-    out["vdos_w1_error_pct"] = vdos_w1_error(*spec)
-
-    # --- combined ---------------------------------------------------------------------------
-    def combine(e_r, e_p, e_v):
-        if e_p is None:
-            return None, None
-        return e_rpv(e_r, e_p, e_v), l_rpv(e_r, e_p, e_v)
-
-    out["E_RPV_pct"], out["L_RPV_pct"] = combine(
-        out["rdf_error_pct"], out["pressure_hist_error_pct"], out["vdos_error_pct"]
-    )
-
-    # --- block bootstrap --------------------------------------------------------------------
-    if n_boot and n_boot >= 2:
-        w_all = {k: bootstrap_weights(len(sizes[k]), n_boot, rng) for k in sides}
-        reps = {k: [] for k in ERROR_KEYS}
-        for i in range(n_boot):
-            w = {k: w_all[k][i] for k in sides}
-            _, gr = rdf_from_histogram(hist["ref"], w["ref"])
-            _, gm = rdf_from_histogram(hist["mlip"], w["mlip"])
-            e_r = rdf_error(gr, gm, r)
-            e_v = vdos_error(*spectra(w["ref"], w["mlip"]))
-            e_p = None
-            if have_p:
-                fw = {k: np.repeat(w[k], sizes[k]) for k in sides}
-                means = {k: np.average(p[k], weights=fw[k]) for k in sides}
-                reps["pressure_mae_GPa"].append(abs(means["ref"] - means["mlip"]))
-                e_p = _weighted_hist_error(p["ref"], fw["ref"], p["mlip"], fw["mlip"], edges)
-                reps["pressure_hist_error_pct"].append(e_p)
-            reps["rdf_error_pct"].append(e_r)
-            reps["vdos_error_pct"].append(e_v)
-            er, lr = combine(e_r, e_p, e_v)
-            if er is not None:
-                reps["E_RPV_pct"].append(er)
-                reps["L_RPV_pct"].append(lr)
-        for k, v in reps.items():
-            if v:
-                out[f"{k}_unc"] = standard_error(v)
-
-    # --- noise floor: first vs second half of the reference ---------------------------------
-    out.update(_reference_floor(ref, hist["ref"], r, vel["ref"], masses, lags["ref"],
-                                p.get("ref"), stored))
+        curves.update(rdf_state["curves"])
+        curves.update(p_state["curves"])
+        curves.update(vdos_state["curves"])
     return out
 
 
@@ -464,11 +474,8 @@ def _reference_floor(ref, hist, r, vel, masses, lag, p_ref, stored) -> dict:
             for a in (0, h)
         ]
         out["vdos_error_pct_floor"] = vdos_error(*halves[0], *halves[1])
-    components = ("rdf_error_pct", "pressure_hist_error_pct", "vdos_error_pct")
-    parts = [out.get(f"{x}_floor") for x in components]
-    if all(v is not None for v in parts):
-        out["E_RPV_pct_floor"] = e_rpv(*parts)
-        out["L_RPV_pct_floor"] = l_rpv(*parts)
+    floors = {k: out.get(f"{k}_floor") for k in OBSERVABLE_KEYS}
+    out.update((f"{k}_floor", v) for k, v in combined_step(floors).items() if v is not None)
     return out
 
 
@@ -517,48 +524,3 @@ def score_singlepoint(
             e_pred, e_ref, n_atoms
         ),
     }
-
-
-def aggregate(scores: list[dict]) -> dict:
-    """Model-level summary over systems (paper: mean of each error over systems, Eq. 8).
-
-    Each numeric key is averaged over the systems where it is not None (pressure is missing,
-    not zero, where a side lacks stress; ``n_systems_<key>`` says how many contributed).
-    ``<key>_unc`` entries combine as the standard error of that mean, sqrt(Σ σ²)/S.
-    ``E_RPV_pct`` and ``L_RPV_pct`` are recomputed from the averaged E_RDF, E_P and E_VDOS
-    (the paper combines model-level errors); their per-system means are kept as
-    ``E_RPV_pct_mean_over_systems`` / ``L_RPV_pct_mean_over_systems``.
-    """
-    if not scores:
-        raise ValueError("no scores to aggregate")
-    keys = []
-    for s in scores:
-        keys += [k for k in s if k not in keys]
-    out: dict = {"n_systems": len(scores)}
-    for key in keys:
-        vals = [s.get(key) for s in scores]
-        nums = [
-            float(v) for v in vals
-            if v is not None and not isinstance(v, (bool, str, np.bool_))
-            and isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v)
-        ]
-        if not nums:
-            if all(v is None or isinstance(v, (int, float, np.number)) for v in vals):
-                out[key] = None
-            continue
-        if key.endswith("_unc"):
-            out[key] = float(np.sqrt(np.sum(np.square(nums))) / len(nums))
-        else:
-            out[key] = float(np.mean(nums))
-        if key in ERROR_KEYS:
-            out[f"n_systems_{key}"] = len(nums)
-    for key in ("E_RPV_pct", "L_RPV_pct"):
-        if key in out:
-            out[f"{key}_mean_over_systems"] = out[key]
-    parts = [out.get(k) for k in ("rdf_error_pct", "pressure_hist_error_pct", "vdos_error_pct")]
-    if all(v is not None for v in parts):
-        out["E_RPV_pct"] = e_rpv(*parts)
-        out["L_RPV_pct"] = l_rpv(*parts)
-    elif "E_RPV_pct" in out:
-        out["E_RPV_pct"] = out["L_RPV_pct"] = None
-    return out

@@ -16,12 +16,13 @@ from ase.build import bulk
 from dynamat.catalogue import Protocol, System
 from dynamat.io.ipi_output import read_ipi_xyz, read_properties
 from dynamat.engines.ipi_input import MDSettings, render_input
+from dynamat.metrics.rdf import all_bead_rdf
 from dynamat.pimd import (
     bead_convergence,
     bead_files,
-    full_bead_rdf,
     quantum_classical_differences,
     quantum_kinetic_energy,
+    read_bead_positions,
     read_bead_trajectory,
     read_centroid_trajectory,
 )
@@ -146,7 +147,8 @@ def test_readers_and_quantum_classical_differences(convergence):
     # ring polymers spread: per-bead displacements exceed the centroid's
     spread = beads.positions.reshape(cen.n_frames, 16, 64, 3) - cen.positions[:, None]
     assert np.sqrt((spread**2).mean()) > 0.05
-    r, g = full_bead_rdf(beads, n_bins=100)
+    d = read_bead_positions(quantum)
+    r, g = all_bead_rdf(d["positions"], d["cells"], n_bins=100)
     assert len(r) == 100 and np.all(np.isfinite(g))
     diff = quantum_classical_differences(classical, quantum, n_bins=100)
     k = diff["kinetic"]["H"]

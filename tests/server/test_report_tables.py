@@ -52,6 +52,25 @@ def test_uncertainty_dropped_when_some_systems_lack_it(tmp_path):
     assert row["vdos_error_pct_floor"] == pytest.approx(3.0)
 
 
+def test_model_composites_are_eq11_12_of_the_observable_means(tmp_path):
+    """Moved from the deleted scoring.core.aggregate: model-level E_RPV/L_RPV combine each observable's
+    mean over the systems where it exists; the per-system composites' mean is kept beside them."""
+    _score(tmp_path, "m", "a", 1, rdf_error_pct=2.0, pressure_hist_error_pct=60.0, vdos_error_pct=20.0,
+           pressure_mae_GPa=1.0, rdf_error_pct_unc=0.3, pressure_hist_error_pct_unc=1.0,
+           vdos_error_pct_unc=2.0, E_RPV_pct=94 / 3, velocity_source="stored")
+    _score(tmp_path, "m", "b", 1, rdf_error_pct=4.0, pressure_hist_error_pct=None, vdos_error_pct=30.0,
+           pressure_mae_GPa=None, rdf_error_pct_unc=0.4, vdos_error_pct_unc=4.0, E_RPV_pct=None)
+    row = model_table(load_results(tmp_path)).rows[0]
+    assert row["rdf_error_pct"] == 3.0 and row["rdf_error_pct_n"] == 2
+    assert row["pressure_mae_GPa"] == 1.0 and row["pressure_mae_GPa_n"] == 1
+    assert row["rdf_error_pct_unc"] == pytest.approx(0.25)  # sqrt(0.09 + 0.16) / 2
+    assert row["E_RPV_pct"] == pytest.approx((3.0 + 60.0 + 25.0) / 3)
+    assert row["L_RPV_pct"] == pytest.approx((9.0 + 3600.0 + 625.0) / 88.0)
+    assert row["E_RPV_pct_unc"] == pytest.approx((0.25 ** 2 + 1.0 + 5.0) ** 0.5 / 3)
+    assert row["E_RPV_pct_mean_over_systems"] == pytest.approx(94 / 3)
+    assert row["E_RPV_pct_mean_over_systems_n"] == 1 and row["E_RPV_pct_n"] == 1
+
+
 def test_tier_medians_against_hand_computation(tmp_path):
     # model means of force RMSE: a=0.2, b=0.4, c=0.9 (tier 1); d=0.5, e=0.7 (tier 2)
     for model, tier, vals in [("a", 1, [0.1, 0.3]), ("b", 1, [0.4, 0.4]), ("c", 1, [0.8, 1.0]),

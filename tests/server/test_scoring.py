@@ -1,4 +1,4 @@
-"""score_md / score_singlepoint / aggregate on synthetic trajectories with known answers."""
+"""score_md / score_singlepoint on synthetic trajectories with known answers."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 from ase.build import bulk
 from scipy.signal import lfilter
 
-from dynamat.scoring import ERROR_KEYS, MD_KEYS, aggregate, score_md, score_singlepoint
+from dynamat.scoring import ERROR_KEYS, MD_KEYS, score_md, score_singlepoint
 from dynamat.trajectory import Trajectory
 from dynamat.units import AMU_A2_PER_FS2_TO_EV, KB_EV_PER_K
 
@@ -154,28 +154,6 @@ def test_score_singlepoint():
     assert summed["energy_rmse_eV_per_atom"] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="both sides"):
         score_singlepoint(e, f, e, f, 4, e_iso_ref=0.0)
-
-
-def test_aggregate_skips_missing_pressure_instead_of_counting_zero():
-    s1 = {"rdf_error_pct": 2.0, "pressure_hist_error_pct": 60.0, "vdos_error_pct": 20.0,
-          "pressure_mae_GPa": 1.0, "rdf_error_pct_unc": 0.3, "velocity_source": "stored",
-          "E_RPV_pct": 94 / 3, "frame_interval_suspect_ref": False}
-    s2 = {"rdf_error_pct": 4.0, "pressure_hist_error_pct": None, "vdos_error_pct": 30.0,
-          "pressure_mae_GPa": None, "rdf_error_pct_unc": 0.4, "velocity_source": "stored",
-          "E_RPV_pct": None, "frame_interval_suspect_ref": None}
-    agg = aggregate([s1, s2])
-    assert agg["n_systems"] == 2
-    assert agg["rdf_error_pct"] == 3.0
-    assert agg["pressure_mae_GPa"] == 1.0 and agg["n_systems_pressure_mae_GPa"] == 1
-    assert agg["pressure_hist_error_pct"] == 60.0
-    assert agg["rdf_error_pct_unc"] == pytest.approx(0.25)  # sqrt(0.09 + 0.16) / 2
-    assert agg["E_RPV_pct"] == pytest.approx((3.0 + 60.0 + 25.0) / 3)
-    assert agg["E_RPV_pct_mean_over_systems"] == pytest.approx(94 / 3)
-    assert "velocity_source" not in agg
-    only_none = aggregate([{"pressure_mae_GPa": None}])
-    assert only_none["pressure_mae_GPa"] is None
-    with pytest.raises(ValueError):
-        aggregate([])
 
 
 def test_input_validation():
