@@ -295,7 +295,7 @@ class Evaluator:
         if not (math.isfinite(energy) and np.isfinite(f).all()):
             raise DriverError(
                 f"model {self.model.name!r} returned non-finite energy or forces at request {self.n_requests}"
-                f"{'' if self.stress_schedule is None else f' (MD step {self.stress_schedule.step})'}"
+                f"{'' if self.stress_schedule is None else f' (MD step {self.stress_schedule.current_step})'}"
                 " (the structure may have exploded)"
             )
         if not want_stress:

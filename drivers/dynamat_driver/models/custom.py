@@ -11,7 +11,7 @@ returns an ASE ``Calculator`` (wrapped in :class:`CalculatorModel`, one structur
 :class:`Model` (used as is; it may batch).
 
 Options ``-o KEY=VALUE`` are typed by their text: ``true``/``false`` → bool, an integer → int, a
-number → float, ``path:TEXT`` → the absolute path of TEXT (``~`` expanded; it must exist), anything
+decimal number → float (``nan`` and ``inf`` stay text), ``path:TEXT`` → the absolute path of TEXT (``~`` expanded; it must exist), anything
 else → str. ``device`` and ``dtype`` go to the callable only when its signature names them (not
 through ``**kwargs``): ``--device cuda`` or ``--dtype`` for a callable without them is an error,
 never a silent CPU or float64 run.
@@ -38,6 +38,8 @@ from .registry import ANALYTIC_DTYPES, ModelInfo
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 SPEC = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
 _INT = re.compile(r"^[+-]?\d+$")
+#: decimal numbers only: "nan", "inf" or "1_000" stay text (float() would take them)
+_FLOAT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 
 
 def is_spec(name: str) -> bool:
@@ -62,10 +64,8 @@ def parse_option_value(text: str):
         return low == "true"
     if _INT.match(text.strip()):
         return int(text)
-    try:
+    if _FLOAT.match(text.strip()):
         return float(text)
-    except ValueError:
-        pass
     if text.startswith("path:"):
         path = os.path.abspath(os.path.expanduser(text[len("path:"):]))
         if not os.path.exists(path):
@@ -132,7 +132,10 @@ def load(spec: str, *, device: str = "cpu", dtype: str | None = None, model_path
     for key, text in (options or {}).items():
         if not key.isidentifier():
             raise DriverError(f"model {spec!r}: option name {key!r} is not a Python identifier")
-        typed[key] = parse_option_value(text)
+        try:
+            typed[key] = parse_option_value(text)
+        except DriverError as exc:
+            raise DriverError(f"model {spec!r}: -o {key}: {exc}") from None
     func = _resolve(spec)
     kwargs = _call_arguments(spec, func, typed, device, dtype, model_path)
     try:
