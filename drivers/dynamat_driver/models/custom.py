@@ -161,14 +161,15 @@ def check_result(spec: str, result, n_atoms: int, want_stress: bool):
     e = np.asarray(energy, dtype=np.float64) if _numeric(energy) else None
     if e is None or e.size != 1:
         raise DriverError(f"model {spec!r} returned energy {_what(energy)}, not one number (eV)")
-    f = np.asarray(forces, dtype=np.float64) if _numeric(forces) else None
+    # copies: a calculator may refill one array in place on its next call (EMT does)
+    f = np.array(forces, dtype=np.float64) if _numeric(forces) else None
     if f is None or f.shape != (n_atoms, 3):
         raise DriverError(f"model {spec!r} returned forces {_what(forces)} for {n_atoms} atoms, not ({n_atoms}, 3)")
     if want_stress:
         if stress is None:
             raise DriverError(f"model {spec!r} returned no stress where the protocol needs it (the written steps "
                               "of an NVT run): its calculator must compute 'stress' when asked")
-        s = np.asarray(stress, dtype=np.float64) if _numeric(stress) else None
+        s = np.array(stress, dtype=np.float64) if _numeric(stress) else None
         if s is None or s.shape not in ((6,), (3, 3)):
             raise DriverError(f"model {spec!r} returned stress {_what(stress)}, not Voigt (6,) or (3, 3)")
         stress = s
