@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -90,5 +91,8 @@ def model_option_args(pairs) -> tuple[str, ...]:
         key, sep, value = p.partition("=")
         if not sep or not key.strip().isidentifier() or any(not c.isprintable() for c in value):
             raise DynamatError(f"--model-option wants KEY=VALUE with a Python name as KEY, got {p!r}")
-        out.append(f"--option={key.strip()}={value.strip()}")
+        value = value.strip()
+        if value.startswith("path:"):  # the user's folder, not the run folder the driver works in
+            value = "path:" + os.path.abspath(os.path.expanduser(value[len("path:"):]))
+        out.append(f"--option={key.strip()}={value}")
     return tuple(out)

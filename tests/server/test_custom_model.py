@@ -70,3 +70,11 @@ def test_bad_spec_or_option_is_one_line_and_writes_nothing(tmp_path, args, expec
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and res.stderr.startswith("dynamat: error:")
     assert expected in res.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_model_option_paths_are_the_users(tmp_path, monkeypatch):
+    from dynamat.cli.common import model_option_args
+
+    monkeypatch.chdir(tmp_path)
+    assert model_option_args(("sigma=2.3", "f=path:w/best.pt", "flag=true")) == (
+        "--option=sigma=2.3", f"--option=f=path:{tmp_path / 'w' / 'best.pt'}", "--option=flag=true")
