@@ -14,7 +14,7 @@ Options ``-o KEY=VALUE`` are typed by their text: ``true``/``false`` → bool, a
 decimal number → float (``nan`` and ``inf`` stay text), ``path:TEXT`` → the absolute path of TEXT (``~`` expanded; it must exist), anything
 else → str. ``device`` and ``dtype`` go to the callable only when its signature names them (not
 through ``**kwargs``): ``--device cuda`` or ``--dtype`` for a callable without them is an error,
-never a silent CPU or float64 run.
+never a silent CPU or float64 run. ``--model-path FILE`` goes to a callable that names ``model_path``.
 
 Stress: the calculator is asked for ``stress`` only on the steps whose virial i-PI writes (ASE's
 ``properties`` argument); a calculator that then returns none is an error. Every failure (import,
