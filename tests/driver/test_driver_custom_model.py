@@ -60,6 +60,18 @@ class Spoiled(EMT):
             raise ValueError("graph has no edges")
 
 
+def short_model():
+    """A Model whose forces miss an atom: checked like a calculator's."""
+    from dynamat_driver.models import get_model_info, load_model
+
+    class Short(type(load_model("emt"))):
+        def calculate(self, atoms, first, stress=True):
+            e, f, s = super().calculate(atoms, first, stress)
+            return e, f[:-1], s
+
+    return Short(get_model_info("emt"))
+
+
 def lj_model(sigma=2.0):
     """A dynamat_driver Model (not a calculator): used as is."""
     from dynamat_driver.models import load_model
@@ -74,6 +86,7 @@ def user_modules(tmp_path):
     mods = tmp_path / "mods"
     mods.mkdir()
     (mods / "dm_bad_import.py").write_text("raise ImportError('needs libfoo.so')\n")
+    (mods / "dm_exits.py").write_text("raise SystemExit('no GPU here')\n")
     (mods / "dm_user_models.py").write_text(textwrap.dedent(BAD_MODELS))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(mods), os.environ.get("PYTHONPATH")])))
     return mods, env
@@ -152,9 +165,25 @@ def test_a_returned_model_is_used_as_is(user_modules):
         sys.modules.pop("dm_user_models", None)
 
 
+def test_a_returned_models_results_are_checked(user_modules):
+    mods, _ = user_modules
+    sys.path.insert(0, str(mods))
+    try:
+        from dynamat_driver.models import load_model
+
+        m = load_model("dm_user_models:short_model")
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        with pytest.raises(DriverError, match=r"'dm_user_models:short_model' returned forces of shape \(3, 3\) for 4"):
+            m.calculate(atoms, True)
+    finally:
+        sys.path.remove(str(mods))
+        sys.modules.pop("dm_user_models", None)
+
+
 # ------------------------------------------------------------------ bad models at load time
 LOAD_FAILURES = [
     (["--model", "dm_bad_import:make"], "cannot import dm_bad_import: ImportError: needs libfoo.so"),
+    (["--model", "dm_exits:make"], "cannot import dm_exits: SystemExit: no GPU here"),
     (["--model", "dm_no_such_module:make"], "cannot import dm_no_such_module: ModuleNotFoundError"),
     (["--model", "dm_user_models:missing"], "dm_user_models has no attribute missing"),
     (["--model", "dm_user_models:raises"], "the call raised RuntimeError: weights file not found"),

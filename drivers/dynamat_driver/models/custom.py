@@ -42,11 +42,6 @@ _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 
 
-def is_spec(name: str) -> bool:
-    """Whether ``name`` asks for a user's callable (``MODULE:CALLABLE``) rather than a registered model."""
-    return isinstance(name, str) and ":" in name
-
-
 def spec_info(spec: str) -> ModelInfo:
     """A registry-like entry for ``spec``; checks the syntax only (nothing is imported)."""
     if not SPEC.match(spec or ""):
@@ -78,7 +73,7 @@ def _resolve(spec: str):
     module_name, attr_path = SPEC.match(spec).groups()
     try:
         obj = importlib.import_module(module_name)
-    except Exception as exc:  # a user's module: any failure at import is reported, not raised
+    except (Exception, SystemExit) as exc:  # a user's module: any failure at import is one line
         raise DriverError(f"model {spec!r}: cannot import {module_name}: {type(exc).__name__}: {_short(exc)}") from None
     for part in attr_path.split("."):
         try:
@@ -140,7 +135,7 @@ def load(spec: str, *, device: str = "cpu", dtype: str | None = None, model_path
     kwargs = _call_arguments(spec, func, typed, device, dtype, model_path)
     try:
         made = func(**kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise DriverError(f"model {spec!r}: the call raised {type(exc).__name__}: {_short(exc)}") from None
     if isinstance(made, Model):
         return CheckedModel(made, spec, typed)
@@ -271,5 +266,5 @@ class CheckedModel(Model):
         return d
 
 
-__all__ = ["SPEC", "CheckedModel", "CustomCalculatorModel", "check_result", "is_spec", "load",
+__all__ = ["SPEC", "CheckedModel", "CustomCalculatorModel", "check_result", "load",
            "parse_option_value", "spec_info"]
