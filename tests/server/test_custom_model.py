@@ -4,9 +4,13 @@ never imports the user's module, and a malformed spec or option is one line with
 
 import json
 import os
+import shlex
 import subprocess
 
+import numpy as np
 import pytest
+from ase.calculators.lj import LennardJones
+from ase.io import read
 
 from conftest import BIN, dynamat_cmd
 
@@ -78,3 +82,30 @@ def test_model_option_paths_are_the_users(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert model_option_args(("sigma=2.3", "f=path:w/best.pt", "flag=true")) == (
         "--option=sigma=2.3", f"--option=f=path:{tmp_path / 'w' / 'best.pt'}", "--option=flag=true")
+
+
+@pytest.mark.slow
+def test_inputs_print_a_driver_command_for_the_spec_that_runs(tmp_path):
+    res = dynamat_cmd("inputs", "--system", SYSTEM, "--out", str(tmp_path), "--steps", "10",
+                      "--model", "ase.calculators.lj:LennardJones", "--model-option", "sigma=2.3",
+                      "--model-option", "epsilon=0.4")
+    assert res.returncode == 0, res.stderr
+    line = res.stdout.strip().splitlines()[-1]
+    driver = shlex.split(line.rsplit(" & ", 1)[-1])
+    assert driver[:6] == ["dynamat-driver", "--model", "ase.calculators.lj:LennardJones", "-o", "sigma=2.3", "-o"]
+    ipi = subprocess.Popen([str(BIN / "i-pi"), "input.xml"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        drv = subprocess.run([str(BIN / "dynamat-driver"), *driver[1:], "--connect-timeout", "60"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert drv.returncode == 0, drv.stderr
+        assert ipi.wait(timeout=120) == 0
+    finally:
+        if ipi.poll() is None:
+            ipi.kill()
+            ipi.wait()
+    # i-PI's step-0 potential is ASE's LennardJones with those parameters on the initial structure
+    atoms = read(tmp_path / "init.xyz")
+    atoms.calc = LennardJones(sigma=2.3, epsilon=0.4)
+    rows = np.loadtxt(tmp_path / "simulation.out", ndmin=2)
+    assert rows[0, 0] == 0 and rows[0, 4] == pytest.approx(atoms.get_potential_energy(), rel=1e-6)
