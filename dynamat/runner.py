@@ -33,7 +33,7 @@ from dynamat.engines.ipi_input import MDSettings, write_inputs
 from dynamat.engines.relax import relax_cell
 from dynamat.errors import DynamatError
 from dynamat.io.results import ensure_writable_dir
-from dynamat.names import run_dir_in
+from dynamat.names import model_folder, run_dir_in
 
 MAX_STEPS = 100_000_000  # 25 ns at 0.25 fs: beyond any benchmark, and i-PI's int stays sane
 
@@ -455,7 +455,7 @@ def run_packed(model: str, systems: list[str], reference, out: Path, opts: RunOp
         raise DynamatError("packed runs need the i-PI engine")
     for name in systems:
         run_dir_in(out, ("model", model), ("system", name))  # every name checked before anything runs
-    pack = PackDriver(model, Path(out) / f"pack-{model}.log", driver_cmd=opts.driver_cmd,
+    pack = PackDriver(model, Path(out) / f"pack-{model_folder(model)}.log", driver_cmd=opts.driver_cmd,
                       driver_args=opts.driver_args, threads=opts.driver_threads, wait_ms=wait_ms)
 
     def one(name: str):

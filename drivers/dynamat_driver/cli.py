@@ -6,6 +6,7 @@
     dynamat-driver --model sevennet-0 --inet node12:31415 --device cuda --timing-file t.json
     dynamat-driver --model chgnet --stress-stride 10 --first-step 0   # NVT: stress only where written
     dynamat-driver --model chgnet --pack-dir /tmp/pack   # one model for every run that asks (packed runs)
+    dynamat-driver --model ase.calculators.lj:LennardJones -o sigma=2.3   # any ASE calculator
     dynamat-driver --list
 
 Every failure the user can fix is reported as one line, ``dynamat-driver: error: ...``, with a
@@ -209,7 +210,8 @@ def serve(
 
 
 @click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model_name", metavar="NAME", help="Model to serve (see --list).")
+@click.option("--model", "model_name", metavar="NAME", help="Model to serve (see --list), or MODULE:CALLABLE returning an "
+              "ASE calculator or a Model (dynamat_driver.models.custom; -o KEY=VALUE are its typed arguments).")
 @click.option("--unix", metavar="NAME_OR_PATH", help="Unix socket: a name under /tmp/ipi_ (i-PI's default prefix), or a path containing '/'. Default: dynamat.")
 @click.option("--inet", metavar="HOST:PORT", help="TCP socket of the i-PI server.")
 @click.option("--template", type=click.Path(dir_okay=False), help="ASE-readable structure giving species (and pbc) when i-PI sends no 'species' parameter.")

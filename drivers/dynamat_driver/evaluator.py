@@ -294,8 +294,9 @@ class Evaluator:
         f = np.asarray(forces, dtype=np.float64).reshape(-1, 3)
         if not (math.isfinite(energy) and np.isfinite(f).all()):
             raise DriverError(
-                f"model {self.model.name!r} returned non-finite energy or forces at request "
-                f"{self.n_requests} (the structure may have exploded)"
+                f"model {self.model.name!r} returned non-finite energy or forces at request {self.n_requests}"
+                f"{'' if self.stress_schedule is None else f' (MD step {self.stress_schedule.current_step})'}"
+                " (the structure may have exploded)"
             )
         if not want_stress:
             # the same marker whether or not the model computed a stress anyway (see stress.py)

@@ -74,6 +74,7 @@ class StressSchedule:
         if self.beads < 1:
             raise DriverError(f"--beads must be >= 1, got {self.beads}")
         self.step = self.first_step  # the step of the request being served
+        self.current_step = self.first_step  # the step of the last request needs_stress saw (error messages)
         self._seen = 0  # real structures of this step received so far
         self._only = None  # (cell, positions) while every structure of this step is this one
         self.desynchronised = False
@@ -98,7 +99,7 @@ class StressSchedule:
             if any(not _same(c, p, c0, p0) for c, p in zip(cells, positions)):
                 # a degenerate step (all beads one structure, a fresh start) ends when new positions come
                 self._next_step()
-        step = self.step
+        step = self.current_step = self.step
         real = self._real_count(cells, positions)
         if step == 0:
             # only a fresh start can have identical beads (all P at the initial structure); later,

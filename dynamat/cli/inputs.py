@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import protocol_options, protocol_overrides, reference_option, system_option, with_options
+from dynamat.cli.common import model_option, model_option_args, protocol_options, protocol_overrides, reference_option, system_option, with_options
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
-from dynamat.names import check_socket_name
+from dynamat.names import check_socket_name, model_folder
 from dynamat.reference import initial_atoms, load_system
 from dynamat.runner import steps_for
 
@@ -29,10 +29,17 @@ from dynamat.runner import steps_for
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
 @click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True, help="Path-integral beads; 1 is classical MD.")
 @with_options(protocol_options)
+@click.option("--model", default=None, help="Model for the printed driver command: a name or MODULE:CALLABLE.")
+@model_option
 def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_size, nbeads,
-           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame):
+           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, model, model_options):
     """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
     overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
+    if model:
+        model_folder(model)  # a name or MODULE:CALLABLE, checked before anything is written
+    model_args = [model or "MODEL"]
+    for arg in model_option_args(model_options):
+        model_args += ["-o", arg.removeprefix("--option=")]
     reference, sys_entry, _ = load_system(reference, system, **overrides)
     if sys_entry.protocol.relax:
         raise DynamatError(f"protocol {sys_entry.protocol.name} relaxes the cell with the model before MD; "
@@ -55,4 +62,4 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     click.echo(f"protocol {p.name}: i-PI {p.ipi_thermostat} (paper: {p.paper_thermostat}), dt {p.timestep_fs} fs, "
                f"tau {p.tau_fs} fs, frame every {p.stride} steps, {sys_entry.temperature_K} K")
     where = f"--inet {shlex.quote(inet)}" if inet else f"--unix {shlex.quote(unix_name)}"
-    click.echo(f"run it:  cd {shlex.quote(str(out))} && i-pi input.xml & dynamat-driver --model MODEL {where}")
+    click.echo(f"run it:  cd {shlex.quote(str(out))} && i-pi input.xml & dynamat-driver --model {shlex.join(model_args)} {where}")

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (driver_options, progress_printer, protocol_options, protocol_overrides, reference_option,
-                                system_option, with_options)
+from dynamat.cli.common import (driver_options, model_option, model_option_args, progress_printer, protocol_options,
+                                protocol_overrides, reference_option, system_option, with_options)
 from dynamat.errors import DynamatError
 from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 
 
 @click.command()
-@click.option("--model", required=True, help="Model name as dynamat-driver knows it (see `dynamat models`).")
+@click.option("--model", required=True, help="Model name as dynamat-driver knows it (see `dynamat models`), or "
+              "MODULE:CALLABLE returning an ASE calculator (run folder: MODULE@CALLABLE).")
+@model_option
 @system_option
 @reference_option
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=None, help="MD steps [default: the protocol's full length, 20 ps].")
@@ -37,16 +39,16 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 @click.option("--pack-wait-ms", type=click.FloatRange(0, 1000), default=None,
               help="With --pack: how long the driver waits for the other runs' positions before a model call [5].")
 @with_options(driver_options)
-def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode, host,
-        protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, engine, pack, pack_wait_ms,
+def run(model, model_options, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode,
+        host, protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, engine, pack, pack_wait_ms,
         driver_cmd, driver_args):
     """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
 
     An unfinished run in the same folder is resumed from i-PI's RESTART or checkpoint; a rerun with
     a larger --steps continues it."""
     opts = RunOptions(steps=steps, seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
-                      driver_args=tuple(driver_args), batch_size=batch_size, socket_mode=socket_mode, host=host,
-                      engine=engine, nbeads=nbeads)
+                      driver_args=tuple(driver_args) + model_option_args(model_options), batch_size=batch_size,
+                      socket_mode=socket_mode, host=host, engine=engine, nbeads=nbeads)
     overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
     names = [x.strip() for x in system.split(",") if x.strip()]
     if pack_wait_ms is not None and pack is None:
@@ -81,4 +83,4 @@ def run(model, system, reference, steps, time_ps, out, seed, overwrite, batch_si
     for note in rec.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{rec.status}: {rec.steps_requested} steps (last saved frame: step {rec.steps_done}), "
-               f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {out / model / system}")
+               f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {rec.folder}")

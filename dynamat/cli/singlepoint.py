@@ -6,12 +6,15 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import driver_options, emit, reference_option, system_option, with_options
+from dynamat.cli.common import (driver_options, emit, model_option, model_option_args, reference_option, system_option,
+                                with_options)
+from dynamat.names import model_folder
 from dynamat.singlepoint import ENERGY_REFERENCES, run_singlepoint
 
 
 @click.command()
-@click.option("--model", required=True)
+@click.option("--model", required=True, help="Model name (see `dynamat models`), or MODULE:CALLABLE returning an ASE calculator.")
+@model_option
 @system_option
 @reference_option
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Use every K-th reference frame.")
@@ -23,9 +26,11 @@ from dynamat.singlepoint import ENERGY_REFERENCES, run_singlepoint
                    "(raw, same code only), fluctuation (mean-subtracted); auto: isolated when the file has "
                    "isolated-atom energies, else fluctuation.")
 @with_options(driver_options)
-def singlepoint(model, system, reference, every, max_frames, batch_size, json_out, energy_reference, driver_cmd,
-                driver_args):
+def singlepoint(model, model_options, system, reference, every, max_frames, batch_size, json_out, energy_reference,
+                driver_cmd, driver_args):
     """Energy and force RMSE (paper Eq. 1-2) of MODEL on the labelled reference frames of SYSTEM."""
+    model_folder(model)  # a name or MODULE:CALLABLE, never an option to the driver
+    driver_args = tuple(driver_args) + model_option_args(model_options)
     res = run_singlepoint(model, reference, system, every, max_frames, batch_size, driver_cmd, driver_args,
                           progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True),
                           energy_reference=energy_reference)

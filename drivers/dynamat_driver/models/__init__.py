@@ -93,11 +93,21 @@ from .registry import (
     REGISTRY,
     ModelInfo,
     canonical_name,
-    get_model_info,
     list_models,
 )
+from .registry import get_model_info as _registered_info
 
 _import_family = import_family  # the name the adapters knew
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The registry entry of ``name``, or for ``MODULE:CALLABLE`` (a user's calculator, see
+    :mod:`.custom`) an entry made from the spec, its syntax checked and nothing imported."""
+    if ":" in (name or ""):
+        from .custom import spec_info
+
+        return spec_info(name)
+    return _registered_info(name)
 
 
 def model_info_dict(name: str) -> dict:
@@ -153,8 +163,13 @@ def load_model(
     options: Mapping[str, str] | None = None,
 ) -> Model:
     """Loads a registered model. Errors (missing package, weights, bad options, unsupported
-    dtype or device) are raised as one-line DriverError messages."""
+    dtype or device) are raised as one-line DriverError messages. ``MODULE:CALLABLE`` loads a
+    user's ASE calculator or Model (:mod:`.custom`)."""
     info = get_model_info(name)
+    if info.family == "custom":
+        from .custom import load as load_custom
+
+        return load_custom(info.name, device=device, dtype=dtype, model_path=model_path, options=options)
     if dtype is not None and dtype not in info.dtypes:
         raise DriverError(f"model {info.name!r} supports dtype {' or '.join(info.dtypes)}, not {dtype}")
     missing = missing_requirements(info)
