@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .pareto import as_float_array, pareto_front, pareto_staircase, pearson_r
-from .tables import METRIC_BY_KEY, OBSERVABLE_KEYS, Results, _class_order, tier_label
+from .tables import METRIC_BY_KEY, OBSERVABLE_KEYS, Results, _class_order, tier_key, tier_label
 
 __all__ = [
     "FIGURE_SPECS",
@@ -44,7 +44,7 @@ __all__ = [
     "save_figure",
 ]
 
-TIER_COLORS = {1: "#4C72B0", 2: "#DD8452", 3: "#55A868", 4: "#C44E52", None: "#8C8C8C"}
+TIER_COLORS = {1: "#4C72B0", 2: "#DD8452", 3: "#55A868", 4: "#C44E52", "test": "#937860", None: "#8C8C8C"}
 EXTERNAL_LABELS = {
     "f1": ("Matbench-discovery F1", ""),
     "kappa_srme": (r"Matbench-discovery $\kappa_{SRME}$", ""),
@@ -242,7 +242,7 @@ def _select_curve_runs(results: Results, kind: str):
         system = max(by_sys, key=lambda s: (np.mean([r[metric] for r in by_sys[s]]), s))
         sel = []
         srows = by_sys[system]
-        for t in sorted({r["tier"] for r in srows}, key=lambda t: (t is None, t or 0)):
+        for t in sorted({r["tier"] for r in srows}, key=tier_key):
             trows = sorted((r for r in srows if r["tier"] == t), key=lambda r: (r[metric], r["model"]))
             picks = [(trows[0], "best")] + ([(trows[-1], "worst")] if len(trows) > 1 else [])
             for r, role in picks:
@@ -256,7 +256,7 @@ def _select_curve_runs(results: Results, kind: str):
 
 def _curve_label(r: dict[str, Any], spec: dict[str, Any]) -> str:
     t = r.get("tier")
-    tier = "untiered" if t is None else f"T{t}"
+    tier = f"T{t}" if isinstance(t, int) else tier_label(t)
     return f"{r['model']} ({tier}): {spec['fmt'].format(r[spec['metric']])}"
 
 
