@@ -63,6 +63,31 @@ def list_systems(path: str | Path) -> list[str]:
         return names
 
 
+def check_reference_file(path: str | Path) -> list[str]:
+    """The systems of a file that is a reference in the published layout: an HDF5 file whose
+    top-level groups each pass every reader's checks (schema, required datasets, own data).
+    Raises ReferenceFormatError, naming what is wrong, otherwise."""
+    path = Path(path)
+    try:
+        hdf5 = h5py.is_hdf5(path)
+    except OSError:
+        hdf5 = False
+    if not hdf5:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+        raise ReferenceFormatError(f"{path} is not an HDF5 file ({path.stat().st_size} bytes starting {head!r})")
+    with _open(path) as f:
+        names = [k for k in sorted(f.keys()) if isinstance(f.get(k, getlink=True), h5py.HardLink)
+                 and isinstance(f[k], h5py.Group)]
+        for k in f.keys():
+            _check_own_data(f, k)
+        for k in names:
+            _group(f, k)
+    if not names:
+        raise ReferenceFormatError(f"{path} holds no system group")
+    return names
+
+
 def _borrowed(f: h5py.File, system: str) -> str:
     """``"f: system s dataset d <how it borrows>"`` for the first dataset (or the group itself) of
     ``system`` whose data lives in another file or belongs to another system, else ``""``.
