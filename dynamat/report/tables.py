@@ -102,6 +102,7 @@ class Results:
     root: Path
     rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "<path>: <why>" of each unreadable score file
 
     @property
     def completed(self) -> list[dict[str, Any]]:
@@ -125,17 +126,20 @@ def load_results(root: str | Path) -> Results:
     paths, root = score_files(root)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
+    skipped: list[str] = []
     for path in paths:
         try:
             raw = json.loads(path.read_text())
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
-            notes.append(f"skipped unreadable {path}: {exc}")
+            skipped.append(" ".join(f"{path}: {exc}".split()))
+            notes.append(f"skipped unreadable {skipped[-1]}")
             continue
         rows.append(_normalise_row(raw, path))
     if not rows:
-        raise ResultsError(f"no readable score.json under {root}")
+        unreadable = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
+        raise ResultsError(f"no readable score.json under {root}{unreadable}")
     seen: set[tuple[str, str]] = set()
     for r in rows:
         key = (r["model"], r["system"])
@@ -151,7 +155,7 @@ def load_results(root: str | Path) -> Results:
             + ", ".join(f"{r['model']}/{r['system']} ({r['status']})" for r in rows
                         if r["status"] != "completed"),
         )
-    return Results(root=root, rows=rows, notes=notes)
+    return Results(root=root, rows=rows, notes=notes, skipped=skipped)
 
 
 def score_files(sources) -> tuple[list[Path], Path]:
