@@ -23,6 +23,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -555,6 +556,39 @@ def save_figure(fig: Figure, outdir: Path, stem: str, formats: Sequence[str] = (
     return paths
 
 
+def _overflow_px(text, renderer, width: float, pad: float) -> float:
+    """How much narrower ``text`` must get to lie inside a canvas ``width`` px wide: a centred text
+    shrinks on both sides, so it needs twice its larger overflow."""
+    bb = text.get_window_extent(renderer)
+    left, right = max(0.0, pad - bb.x0), max(0.0, bb.x1 - (width - pad))
+    ha = text.get_horizontalalignment()
+    return {"left": right, "right": left}.get(ha, 2 * max(left, right)) if left or right else 0.0
+
+
+def fit_to_canvas(fig: Figure, pad_px: float = 3.0, rounds: int = 3) -> None:
+    """Re-wraps the figure's titles and notes that the layout left sticking out of the canvas, then
+    lays it out again. A one-panel figure is narrower than its suptitle, which constrained layout
+    cannot shrink; wrapping is measured rather than counted in characters, since widths depend on
+    the font."""
+    for _ in range(rounds):
+        fig.draw_without_rendering()
+        renderer = fig._get_renderer()
+        texts = [t for t in (fig._suptitle, fig._supxlabel, fig._supylabel, *fig.texts,
+                             *(ax.title for ax in fig.axes if ax.get_visible())) if t is not None]
+        changed = False
+        for t in texts:
+            excess = _overflow_px(t, renderer, fig.bbox.width, pad_px) if t.get_text() else 0.0
+            if excess <= 0:
+                continue
+            lines = t.get_text().split("\n")
+            share = 1.0 - excess / t.get_window_extent(renderer).width
+            chars = max(8, int(max(map(len, lines)) * share * 0.95))
+            t.set_text("\n".join(textwrap.fill(line, chars) for line in lines))
+            changed = True
+        if not changed:
+            return
+
+
 def make_figures(results: Results, model_rows: Sequence[dict[str, Any]]) -> dict[str, Figure]:
     """All figures that have data, keyed by FIGURE_SPECS stem."""
     rows = list(model_rows)
@@ -579,6 +613,8 @@ def make_figures(results: Results, model_rows: Sequence[dict[str, Any]]) -> dict
     for stem, _ in FIGURE_SPECS:
         fig = builders[stem]()
         if fig is not None:
+            with _rc():
+                fit_to_canvas(fig)
             figs[stem] = fig
     return figs
 
