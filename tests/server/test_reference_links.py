@@ -52,6 +52,16 @@ def _virtual(path, other):
     return f"virtual dataset mapping {other}:/{CUAU}/positions"
 
 
+def _virtual_in_file(path, other):
+    with h5py.File(path, "a") as f:
+        shape, dtype = f[CUAU]["positions"].shape, f[CUAU]["positions"].dtype
+        del f[CU]["positions"]
+        layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+        layout[:] = h5py.VirtualSource(".", f"/{CUAU}/positions", shape=shape)
+        f[CU].create_virtual_dataset("positions", layout)
+    return f"virtual dataset mapping /{CUAU}/positions"
+
+
 def _raw_file(path, other):
     """HDF5 external storage: the dataset's bytes live in a plain file beside the reference."""
     with h5py.File(other, "r") as src:
@@ -71,7 +81,8 @@ def _group_soft(path, other):
     return f"is a soft link to /{CUAU}"
 
 
-BORROWS = {"external": _external, "soft": _soft, "hard": _hard, "virtual": _virtual, "raw-file": _raw_file,
+BORROWS = {"external": _external, "soft": _soft, "hard": _hard, "virtual": _virtual, "virtual-in-file": _virtual_in_file,
+           "raw-file": _raw_file,
            "group-soft": _group_soft}
 
 
