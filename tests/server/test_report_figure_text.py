@@ -8,7 +8,7 @@ from matplotlib.text import Text
 
 from dynamat.report import write_synthetic_results
 from dynamat.report.external import load_external, match_external
-from dynamat.report.figures import FIGURE_SPECS, _rc, make_figures
+from dynamat.report.figures import _rc, make_figures
 from dynamat.report.tables import load_results, model_table
 
 SETS = {
