@@ -2,8 +2,9 @@
 
 The file is published on figshare (file 66309926) and listed with its md5 in Matbench-discovery's
 ``data-files.yml``. :func:`download` streams it into ``<dest>.part`` (resuming a broken transfer with
-an HTTP Range request), checks the md5, and only then renames it onto ``dest`` atomically, so the
-final path either holds a verified file or nothing. Standard library only (urllib).
+an HTTP Range request), checks the md5 and that it is an HDF5 reference in the published layout, and
+only then renames it onto ``dest`` atomically, so the final path either holds a verified file or what
+it held before. The transfer is standard library only (urllib); the layout check reads with h5py.
 
 Command line: ``dynamat data download [--url URL] [--md5 HEX|none] [--dest PATH] [--force]`` and
 ``dynamat data path``.
@@ -210,6 +211,8 @@ def download(url: str, dest: Path, md5: str | None = REFERENCE_MD5, *, progress:
       answers 200 (ignores Range) or 416, or a 206 starting elsewhere, restarts from byte 0.
     * The md5 is checked on the complete ``.part`` before ``os.replace`` onto ``dest``; on a mismatch
       the ``.part`` is deleted and nothing is left at ``dest``.
+    * So is the layout (an HDF5 file whose systems pass the reference readers' checks): a mirror's
+      error page that arrives with ``md5=None`` is deleted, and an earlier file at ``dest`` stays.
     * An interrupted transfer keeps the ``.part`` so that a rerun resumes.
 
     Raises DynamatError (one line) for network and HTTP errors, short transfers, checksum mismatch
@@ -227,8 +230,11 @@ def download(url: str, dest: Path, md5: str | None = REFERENCE_MD5, *, progress:
 
     if dest.is_file() and not force:
         if md5 is None:
-            say(f"{dest} already present (checksum not checked); use --force to fetch again")
-            return dest
+            problem = _not_a_reference(dest)
+            if not problem:
+                say(f"{dest} already present (checksum not checked); use --force to fetch again")
+                return dest
+            say(f"{dest} is no reference file ({problem}); fetching again")
         if file_md5(dest) == md5:
             say(f"{dest} already present, md5 ok")
             return dest
@@ -275,12 +281,28 @@ def download(url: str, dest: Path, md5: str | None = REFERENCE_MD5, *, progress:
         _unlink(part)
         raise DynamatError(f"checksum mismatch for {url}: expected md5 {md5}, got {got}; "
                            "the download was deleted (check --url/--md5)")
+    problem = _not_a_reference(part)
+    if problem:
+        _unlink(part)
+        kept = f"; {dest} is unchanged" if dest.is_file() else ""
+        raise DynamatError(f"{url} sent no DynaMat reference file: {problem}; the download was deleted{kept}")
     try:
         os.replace(part, dest)
     except OSError as exc:
         raise _write_error(dest, exc) from None
     say(f"md5 {got} ok" if md5 is not None else f"md5 {got} (not checked)")
     return dest
+
+
+def _not_a_reference(path: Path) -> str:
+    """Why ``path`` is not a reference file in the published layout, or "" when it is one."""
+    from dynamat.io.reference_h5 import check_reference_file
+
+    try:
+        check_reference_file(path)
+    except DynamatError as exc:
+        return _one_line(str(exc).replace(f"{path}: ", "").replace(str(path), "it"))
+    return ""
 
 
 def _fetch(resp, part: Path, offset: int, total: int | None, url: str, timeout: float,

@@ -69,6 +69,11 @@ class RunRecord:
     system: str
     reference: str
     status: str = "running"  # running | completed | failed | exploded
+    # the model's registry facts, as the driver that served it reports them in its timing file
+    tier: int | str | None = None  # paper tier 1-4, "test" for analytic potentials, None = not in the paper
+    n_params: int | None = None
+    model_label: str | None = None  # as in the paper, e.g. "CHGNet 0.3.0"
+    model_family: str | None = None
     error: str | None = None
     steps_requested: int = 0
     steps_done: int = 0  # the last MD step with a saved frame
@@ -372,6 +377,9 @@ def _merge_driver_timing(record: RunRecord, run_dir: Path) -> None:
     if not timings:
         return
     t = timings[0]
+    facts = t.get("model") if isinstance(t.get("model"), dict) else {}
+    record.tier, record.n_params = facts.get("tier"), facts.get("n_params")
+    record.model_label, record.model_family = facts.get("human_name"), facts.get("family")
     per_eval = t.get("model_seconds_per_evaluation") or {}
     record.model_seconds_per_eval_mean = per_eval.get("mean")
     record.model_seconds_per_eval_median = per_eval.get("median")

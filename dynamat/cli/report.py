@@ -29,7 +29,8 @@ def report_command(results: tuple[str, ...], out: str, external: str | None, tit
 
     try:
         summary = run_report([Path(r) for r in results], out, external, title,
-                             formats=("png",) if no_pdf else ("png", "pdf"))
+                             formats=("png",) if no_pdf else ("png", "pdf"),
+                             warn=lambda line: click.echo(f"dynamat: warning: {line}", err=True))
     except (ResultsError, ExternalError) as exc:
         raise DynamatError(str(exc)) from None
     click.echo(summary)

@@ -11,10 +11,15 @@ cells and, for most systems, stress, but no ``energy`` or ``forces``. :func:`ref
 says which labels a system holds without reading frames, and :func:`require_labels` turns a missing
 label into one clear error. :class:`ReferenceGroupWriter` streams frames into a group in exactly
 the published layout (per-frame cells, gzip, frame-major chunks of at most 512 frames).
+
+Every reader refuses a system that reads data it does not own: an external or soft link out of its
+group, a hard link shared with another system, a virtual dataset mapping another file or system, raw
+data kept in another file (:func:`_borrowed`). HDF5 would follow each silently.
 """
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 import h5py
@@ -47,13 +52,117 @@ def _open(path: str | Path) -> h5py.File:
 
 
 def list_systems(path: str | Path) -> list[str]:
-    """Names of the systems (top-level groups) in a reference file."""
+    """Names of the systems (top-level groups) in a reference file; a file in which any system reads
+    data it does not own (see :func:`_check_own_data`) is refused as a whole."""
     with _open(path) as f:
-        return sorted(k for k, v in f.items() if isinstance(v, h5py.Group))
+        names = []
+        for k in sorted(f.keys()):
+            _check_own_data(f, k)
+            if isinstance(f[k], h5py.Group):
+                names.append(k)
+        return names
+
+
+def check_reference_file(path: str | Path) -> list[str]:
+    """The systems of a file that is a reference in the published layout: an HDF5 file whose
+    top-level groups each pass every reader's checks (schema, required datasets, own data).
+    Raises ReferenceFormatError, naming what is wrong, otherwise."""
+    path = Path(path)
+    try:
+        hdf5 = h5py.is_hdf5(path)
+    except OSError:
+        hdf5 = False
+    if not hdf5:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+        raise ReferenceFormatError(f"{path} is not an HDF5 file ({path.stat().st_size} bytes starting {head!r})")
+    with _open(path) as f:
+        names = [k for k in sorted(f.keys()) if isinstance(f.get(k, getlink=True), h5py.HardLink)
+                 and isinstance(f[k], h5py.Group)]
+        for k in f.keys():
+            _check_own_data(f, k)
+        for k in names:
+            _group(f, k)
+    if not names:
+        raise ReferenceFormatError(f"{path} holds no system group")
+    return names
+
+
+def _borrowed(f: h5py.File, system: str) -> str:
+    """``"f: system s dataset d <how it borrows>"`` for the first dataset (or the group itself) of
+    ``system`` whose data lives in another file or belongs to another system, else ``""``.
+
+    HDF5 lets a group hold external links (another file), soft links (any path), hard links (one
+    object named from two groups), virtual datasets (slices of other datasets, other files too) and
+    external raw storage. All read silently as if the data were the system's own, so a copper group
+    could hand out Cu3Au's positions. Nothing is followed here: links are inspected, not resolved."""
+    where = f"{f.filename}: system {system!r}"
+    root = f.get(system, getlink=True)
+    if isinstance(root, h5py.ExternalLink):
+        return f"{where} is an external link to {root.filename}:{root.path}"
+    if isinstance(root, h5py.SoftLink):
+        return f"{where} is a soft link to {root.path}"
+    group = f[system]
+    if not isinstance(group, h5py.Group):
+        return ""
+    if h5py.h5o.get_info(group.id).rc > 1:
+        return f"{where} is one group under several names ({', '.join(_names_of(f, group))})"
+    own = group.name.rstrip("/") + "/"
+    for name in group:
+        link = group.get(name, getlink=True)
+        at = f"{where} dataset {name!r}"
+        if isinstance(link, h5py.ExternalLink):
+            return f"{at} is an external link to {link.filename}:{link.path}"
+        if isinstance(link, h5py.SoftLink):
+            target = posixpath.normpath(posixpath.join(own, link.path))
+            if not target.startswith(own):
+                return f"{at} is a soft link to {target}, outside the system's group"
+            continue
+        obj = group[name]
+        n_links = h5py.h5o.get_info(obj.id).rc
+        if n_links > 1:
+            found = _names_of(f, obj)
+            others = [n for n in found if not n.startswith(own)]
+            if others or len(found) < n_links:
+                return f"{at} is a hard link shared with {', '.join(others) or 'a path deeper in the file'}"
+        if isinstance(obj, h5py.Dataset):
+            if obj.external:
+                return f"{at} keeps its data in the external file {obj.external[0][0]}"
+            if obj.is_virtual:
+                for src in obj.virtual_sources():
+                    if src.file_name != "." or not posixpath.normpath(src.dset_name).startswith(own):
+                        other = "" if src.file_name == "." else f"{src.file_name}:"
+                        return f"{at} is a virtual dataset mapping {other}{src.dset_name}"
+    return ""
+
+
+def _names_of(f: h5py.File, obj) -> list[str]:
+    """The paths in ``f``, top-level groups and their members, that are hard links to ``obj``."""
+    names: list[str] = []
+    for top in f:
+        if not isinstance(f.get(top, getlink=True), h5py.HardLink):
+            continue
+        item = f[top]
+        if item.id == obj.id:
+            names.append(f"/{top}")
+        if isinstance(item, h5py.Group):
+            names += [f"/{top}/{m}" for m in item
+                      if isinstance(item.get(m, getlink=True), h5py.HardLink) and item[m].id == obj.id]
+    return names
+
+
+def _check_own_data(f: h5py.File, system: str) -> None:
+    problem = _borrowed(f, system)
+    if problem:
+        raise ReferenceFormatError(
+            f"{problem}; a reference system must hold its own data (copy it into the group)"
+        )
 
 
 def _group(f: h5py.File, system: str) -> h5py.Group:
-    if system not in f or not isinstance(f[system], h5py.Group):
+    if system in set(f):  # the link names, none resolved
+        _check_own_data(f, system)
+    if system not in set(f) or not isinstance(f[system], h5py.Group):
         known = ", ".join(sorted(f.keys())) or "none"
         raise DynamatError(f"system {system!r} is not in {f.filename} (it holds: {known})")
     g = f[system]

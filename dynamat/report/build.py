@@ -8,10 +8,12 @@ from dynamat.io.results import ensure_writable_dir
 
 
 def run_report(results, out: str | Path, external: str | Path | None = None,
-               title: str = "dynamat report", formats=("png", "pdf")) -> str:
+               title: str = "dynamat report", formats=("png", "pdf"), warn=None) -> str:
     """Do the work of ``dynamat report``; returns a one-paragraph summary.
 
-    ``results``: a results folder, run folders or score JSON files (one or a list)."""
+    ``results``: a results folder, run folders or score JSON files (one or a list).
+    ``warn``: called with one line per score file that could not be read (the page and the
+    tables say it too)."""
     from . import external as ext
     from .figures import FIGURE_SPECS, build_figures
     from .html import write_html
@@ -19,6 +21,9 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     from .tables import build_tables, load_results, write_table
 
     res = load_results(results)
+    for skipped in res.skipped:
+        if warn:
+            warn(f"skipped unreadable score file {skipped}")
     ext_rows = ext.load_external(external)
     ext_map = ext.match_external(res.models, ext_rows)
     out = ensure_writable_dir(out, "the report to")

@@ -23,6 +23,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -32,7 +33,7 @@ from matplotlib.lines import Line2D
 
 from .external import EXTERNAL_METRICS
 from .pareto import as_float_array, pareto_front, pareto_staircase, pearson_r
-from .tables import METRIC_BY_KEY, OBSERVABLE_KEYS, Results, _class_order, tier_label
+from .tables import METRIC_BY_KEY, OBSERVABLE_KEYS, Results, _class_order, tier_key, tier_label
 
 __all__ = [
     "FIGURE_SPECS",
@@ -45,7 +46,7 @@ __all__ = [
     "save_figure",
 ]
 
-TIER_COLORS = {1: "#4C72B0", 2: "#DD8452", 3: "#55A868", 4: "#C44E52", None: "#8C8C8C"}
+TIER_COLORS = {1: "#4C72B0", 2: "#DD8452", 3: "#55A868", 4: "#C44E52", "test": "#937860", None: "#8C8C8C"}
 EXTERNAL_LABELS = {key: (label, "") for key, (label, _) in EXTERNAL_METRICS.items()}  # the one table
 
 _RC = {
@@ -240,7 +241,7 @@ def _select_curve_runs(results: Results, kind: str):
         system = max(by_sys, key=lambda s: (np.mean([r[metric] for r in by_sys[s]]), s))
         sel = []
         srows = by_sys[system]
-        for t in sorted({r["tier"] for r in srows}, key=lambda t: (t is None, t or 0)):
+        for t in sorted({r["tier"] for r in srows}, key=tier_key):
             trows = sorted((r for r in srows if r["tier"] == t), key=lambda r: (r[metric], r["model"]))
             picks = [(trows[0], "best")] + ([(trows[-1], "worst")] if len(trows) > 1 else [])
             for r, role in picks:
@@ -254,7 +255,7 @@ def _select_curve_runs(results: Results, kind: str):
 
 def _curve_label(r: dict[str, Any], spec: dict[str, Any]) -> str:
     t = r.get("tier")
-    tier = "untiered" if t is None else f"T{t}"
+    tier = f"T{t}" if isinstance(t, int) else tier_label(t)
     return f"{r['model']} ({tier}): {spec['fmt'].format(r[spec['metric']])}"
 
 
@@ -553,6 +554,39 @@ def save_figure(fig: Figure, outdir: Path, stem: str, formats: Sequence[str] = (
     return paths
 
 
+def _overflow_px(text, renderer, width: float, pad: float) -> float:
+    """How much narrower ``text`` must get to lie inside a canvas ``width`` px wide: a centred text
+    shrinks on both sides, so it needs twice its larger overflow."""
+    bb = text.get_window_extent(renderer)
+    left, right = max(0.0, pad - bb.x0), max(0.0, bb.x1 - (width - pad))
+    ha = text.get_horizontalalignment()
+    return {"left": right, "right": left}.get(ha, 2 * max(left, right)) if left or right else 0.0
+
+
+def fit_to_canvas(fig: Figure, pad_px: float = 3.0, rounds: int = 3) -> None:
+    """Re-wraps the figure's titles and notes that the layout left sticking out of the canvas, then
+    lays it out again. A one-panel figure is narrower than its suptitle, which constrained layout
+    cannot shrink; wrapping is measured rather than counted in characters, since widths depend on
+    the font."""
+    for _ in range(rounds):
+        fig.draw_without_rendering()
+        renderer = fig._get_renderer()
+        texts = [t for t in (fig._suptitle, fig._supxlabel, fig._supylabel, *fig.texts,
+                             *(ax.title for ax in fig.axes if ax.get_visible())) if t is not None]
+        changed = False
+        for t in texts:
+            excess = _overflow_px(t, renderer, fig.bbox.width, pad_px) if t.get_text() else 0.0
+            if excess <= 0:
+                continue
+            lines = t.get_text().split("\n")
+            share = 1.0 - excess / t.get_window_extent(renderer).width
+            chars = max(8, int(max(map(len, lines)) * share * 0.95))
+            t.set_text("\n".join(textwrap.fill(line, chars) for line in lines))
+            changed = True
+        if not changed:
+            return
+
+
 def make_figures(results: Results, model_rows: Sequence[dict[str, Any]]) -> dict[str, Figure]:
     """All figures that have data, keyed by FIGURE_SPECS stem."""
     rows = list(model_rows)
@@ -577,6 +611,8 @@ def make_figures(results: Results, model_rows: Sequence[dict[str, Any]]) -> dict
     for stem, _ in FIGURE_SPECS:
         fig = builders[stem]()
         if fig is not None:
+            with _rc():
+                fit_to_canvas(fig)
             figs[stem] = fig
     return figs
 

@@ -108,6 +108,7 @@ class Results:
     root: Path
     rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "<path>: <why>" of each unreadable score file
 
     @property
     def completed(self) -> list[dict[str, Any]]:
@@ -131,17 +132,20 @@ def load_results(root: str | Path) -> Results:
     paths, root = score_files(root)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
+    skipped: list[str] = []
     for path in paths:
         try:
             raw = json.loads(path.read_text())
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
-            notes.append(f"skipped unreadable {path}: {exc}")
+            skipped.append(" ".join(f"{path}: {exc}".split()))
+            notes.append(f"skipped unreadable {skipped[-1]}")
             continue
         rows.append(_normalise_row(raw, path))
     if not rows:
-        raise ResultsError(f"no readable score.json under {root}")
+        unreadable = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
+        raise ResultsError(f"no readable score.json under {root}{unreadable}")
     seen: set[tuple[str, str]] = set()
     for r in rows:
         key = (r["model"], r["system"])
@@ -157,7 +161,7 @@ def load_results(root: str | Path) -> Results:
             + ", ".join(f"{r['model']}/{r['system']} ({r['status']})" for r in rows
                         if r["status"] != "completed"),
         )
-    return Results(root=root, rows=rows, notes=notes)
+    return Results(root=root, rows=rows, notes=notes, skipped=skipped)
 
 
 def score_files(sources) -> tuple[list[Path], Path]:
@@ -192,7 +196,7 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         "model": str(raw.get("model") or path.parent.parent.name),
         "system": str(raw.get("system") or path.parent.name),
         "system_class": raw.get("system_class") or "unknown",
-        "tier": _int(raw.get("tier")),
+        "tier": _tier(raw.get("tier")),
         "n_params": _int(raw.get("n_params")),
         "status": str(raw.get("status") or "unknown"),
     }
@@ -212,8 +216,22 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def tier_label(tier: int | None) -> str:
-    return "untiered" if tier is None else f"Tier {tier}"
+def _tier(value: Any) -> int | str | None:
+    """A paper tier 1-4; the registry's ``"test"`` for analytic test potentials (EMT, LJ); else None."""
+    if isinstance(value, str) and value.strip().lower() == "test":
+        return "test"
+    return _int(value)
+
+
+def tier_key(tier: int | str | None) -> tuple:
+    """Sort key: paper tiers in order, then test potentials, then untiered models."""
+    return (tier is None, isinstance(tier, str), tier if isinstance(tier, int) else 0)
+
+
+def tier_label(tier: int | str | None) -> str:
+    if tier is None:
+        return "untiered"
+    return "test potential" if tier == "test" else f"Tier {tier}"
 
 
 def model_order(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -224,7 +242,7 @@ def model_order(rows: Iterable[dict[str, Any]]) -> list[str]:
         info.setdefault(r["model"], (r.get("tier"), r.get("n_params")))
     def key(m: str):
         tier, n = info[m]
-        return (tier is None, tier or 0, n is None, n or 0, m.lower())
+        return (*tier_key(tier), n is None, n or 0, m.lower())
     return sorted(info, key=key)
 
 
@@ -360,7 +378,7 @@ def noise_notes(model_rows: list[dict[str, Any]], keys=("pressure_hist_error_pct
 
 def tier_median_table(models: Table) -> Table:
     """Median over the models of each tier of their model means (paper's dashed lines)."""
-    tiers = sorted({r["tier"] for r in models.rows}, key=lambda t: (t is None, t or 0))
+    tiers = sorted({r["tier"] for r in models.rows}, key=tier_key)
     out = []
     for t in tiers:
         trows = [r for r in models.rows if r["tier"] == t]
@@ -409,7 +427,7 @@ def class_tier_table(by_class: Table) -> Table:
     out = []
     for cls in classes:
         crows = [r for r in by_class.rows if r["system_class"] == cls]
-        tiers = sorted({r["tier"] for r in crows}, key=lambda t: (t is None, t or 0))
+        tiers = sorted({r["tier"] for r in crows}, key=tier_key)
         for t in tiers:
             trows = [r for r in crows if r["tier"] == t]
             row: dict[str, Any] = {"system_class": cls, "tier": t, "n_models": len(trows)}

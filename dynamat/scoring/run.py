@@ -76,6 +76,22 @@ def matbench_object(ref, mlip) -> dict:
     return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in vals.items()}
 
 
+MODEL_FACTS = ("tier", "n_params", "model_label", "model_family")
+
+
+def model_facts(meta: dict) -> dict:
+    """The model's registry facts from run.json: its own fields, else (a run.json written before
+    it had them) the driver's timing file that it keeps in ``driver_timings``."""
+    facts = {k: meta.get(k) for k in MODEL_FACTS}
+    timings = meta.get("driver_timings")
+    served = timings[0].get("model") if timings and isinstance(timings[0], dict) else None
+    if isinstance(served, dict):
+        from_driver = {"tier": served.get("tier"), "n_params": served.get("n_params"),
+                       "model_label": served.get("human_name"), "model_family": served.get("family")}
+        facts = {k: from_driver[k] if v is None else v for k, v in facts.items()}
+    return facts
+
+
 def score_run(reference: Path | None, system: str, run_dir: Path | None = None, trajectory: Path | None = None,
               dt_fs: float | None = None, model: str | None = None, curves: dict | None = None) -> dict:
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
@@ -114,6 +130,7 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         status=meta.get("status", "completed"),
         seconds_per_step=meta.get("seconds_per_step_median"),
         model_seconds_per_eval=meta.get("model_seconds_per_eval_median"),
+        **model_facts(meta),
     )
     return res
 

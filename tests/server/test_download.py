@@ -4,23 +4,61 @@ from __future__ import annotations
 
 import hashlib
 import io
-import random
 import socket
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from published_layout import write_published_file
 
 from dynamat import download as dl
 from dynamat.cli.data import data_group
 from dynamat.download import REFERENCE_FILENAME, default_reference_path, part_path
 from dynamat.errors import DynamatError
 
-PAYLOAD = random.Random(20260629).randbytes(3 * 1024 * 1024 + 12345)
+
+
+def _h5_bytes(fill) -> bytes:
+    """The bytes of an HDF5 file written by ``fill(path)``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.h5"
+        fill(path)
+        return path.read_bytes()
+
+
+#: a reference in the published layout, 1.3 MB (the broken transfer below cuts it at 1 MB)
+PAYLOAD = _h5_bytes(lambda p: write_published_file(p, n_frames=300))
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
+HTML = b"<html><body>Access denied</body></html>"  # 39 bytes: a mirror's error page, served as 200
+
+
+def _without_positions(path):
+    write_published_file(path, names=["bulkCu_300K-Artrith_VASP"], n_frames=20)
+    with h5py.File(path, "a") as f:
+        del f["bulkCu_300K-Artrith_VASP"]["positions"]
+
+
+def _external_positions(path):
+    write_published_file(path, names=["bulkCu_300K-Artrith_VASP"], n_frames=20)
+    with h5py.File(path, "a") as f:
+        del f["bulkCu_300K-Artrith_VASP"]["positions"]
+        f["bulkCu_300K-Artrith_VASP"]["positions"] = h5py.ExternalLink("/elsewhere/other.h5", "/x")
+
+
+#: what else the server hands out as 200, and what the refusal must say
+NOT_REFERENCES = {
+    "/page.html": (HTML, "not an HDF5 file (39 bytes starting b'<html>"),
+    "/plain.h5": (_h5_bytes(lambda p: h5py.File(p, "w").create_dataset("x", data=np.arange(3)).file.close()),
+                  "holds no system group"),
+    "/nopositions.h5": (_h5_bytes(_without_positions), "lacks dataset(s) positions"),
+    "/linked.h5": (_h5_bytes(_external_positions), "external link to /elsewhere/other.h5:/x"),
+}
 TIMEOUT = 5.0  # seconds, for every client socket operation
 MAX_REQUESTS = 20  # a guard against request loops
 
@@ -45,6 +83,8 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             first = not state.requests
             n = len(state.requests)
+        if n < MAX_REQUESTS and self.path in NOT_REFERENCES:
+            return self._answer(200, rng, NOT_REFERENCES[self.path][0])
         if n >= MAX_REQUESTS or self.path != "/file.h5":
             return self._answer(404, rng, b"not found")
         start = 0
@@ -243,6 +283,31 @@ def test_md5_none_skips_check_with_warning(server, tmp_path):
                   "--timeout", str(TIMEOUT))
     assert res.exit_code == 0, res.output
     assert "warning" in res.stderr and "not be checked" in res.stderr
+    assert dest.read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("path", sorted(NOT_REFERENCES))
+def test_what_is_no_reference_file_is_not_kept(server, tmp_path, path):
+    """`--md5 none` still checks that an HDF5 reference in the published layout arrived; what is not
+    one is deleted and never replaces an earlier good file, even with --force."""
+    dest = tmp_path / "ref.h5"
+    get = lambda *extra: run_cli("download", "--url", url_of(server, path), "--md5", "none", "--dest", str(dest),  # noqa: E731
+                                 "--timeout", str(TIMEOUT), *extra)
+    assert_one_line_error(get(), path, "no DynaMat reference file", NOT_REFERENCES[path][1], "deleted")
+    assert not dest.exists() and not part_path(dest).exists()
+    good = run_cli("download", "--url", url_of(server), "--md5", "none", "--dest", str(dest), "--timeout", str(TIMEOUT))
+    assert good.exit_code == 0, good.output
+    assert_one_line_error(get("--force"), NOT_REFERENCES[path][1], f"{dest} is unchanged")
+    assert dest.read_bytes() == PAYLOAD and not part_path(dest).exists()
+
+
+def test_a_kept_file_that_is_no_reference_is_fetched_again(server, tmp_path):
+    """A page kept by an earlier version under `--md5 none` is not taken as the reference."""
+    dest = tmp_path / "ref.h5"
+    dest.write_bytes(HTML)
+    res = run_cli("download", "--url", url_of(server), "--md5", "none", "--dest", str(dest), "--timeout", str(TIMEOUT))
+    assert res.exit_code == 0, res.output
+    assert "no reference file" in res.stderr and "fetching again" in res.stderr
     assert dest.read_bytes() == PAYLOAD
 
 

@@ -76,3 +76,27 @@ def test_bad_external_csv_is_one_line_error(tmp_path):
     r = CliRunner().invoke(cli, ["report", str(results), "--out", str(tmp_path / "o"),
                                             "--external", str(tmp_path / "none.csv")])
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1
+
+
+def test_unreadable_score_files_are_named_on_the_console(tmp_path):
+    """One stderr line per unreadable score file, the report still made from the rest (exit 0); an
+    error only when no file at all is readable."""
+    results = write_synthetic_results(tmp_path / "results", curves=False)
+    bad = {results / "broken" / "sysA" / "score.json": "{not json",
+           results / "broken" / "sysB" / "score.json": "[1, 2]"}
+    for path, text in bad.items():
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    r = CliRunner().invoke(cli, ["report", str(results), "--out", str(tmp_path / "out"), "--no-pdf"])
+    assert r.exit_code == 0, r.output
+    warnings = r.stderr.strip().splitlines()
+    assert len(warnings) == 2, r.stderr
+    for line, path in zip(warnings, sorted(bad)):
+        assert line.startswith(f"dynamat: warning: skipped unreadable score file {path}: "), line
+    assert "not a JSON object" in warnings[1]
+    assert "6 models" in r.stdout
+    only_bad = [str(p) for p in bad]
+    r = CliRunner().invoke(cli, ["report", *only_bad, "--out", str(tmp_path / "out2")])
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert r.stderr.startswith("dynamat: error: no readable score.json") and "2 unreadable" in r.stderr
