@@ -12,10 +12,11 @@ Public API (stable for the server wing):
 """
 
 __version__ = "0.1.0"
+PROG = "dynamat-driver"
 
 
 class DriverError(Exception):
     """An error the driver reports as one line (``dynamat-driver: error: ...``), no traceback."""
 
 
-__all__ = ["DriverError", "__version__"]
+__all__ = ["DriverError", "PROG", "__version__"]

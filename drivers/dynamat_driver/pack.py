@@ -114,8 +114,8 @@ class Pack:
             self.open(name, request)
 
     def open(self, name: str, request: dict) -> None:
-        from .cli import TimingWriter
         from .stress import StressSchedule
+        from .timing import TimingWriter
 
         ps = PackSession(name, request)
         self.sessions[name] = ps
@@ -144,6 +144,7 @@ class Pack:
             ps.timing.update(evaluator=ps.evaluator, stats=ps.stats, status="running", init_parameters=params)
             if self.verbose:
                 self.info(f"pack: session {name}: {len(system.numbers)} atoms ({system.formula})")
+            return len(system.numbers), system.source
 
         ps.session = ClientSession(sock, on_init, stats=ps.stats)
         self.sel.register(sock, selectors.EVENT_READ, ps)
