@@ -229,7 +229,7 @@ class _Conn:
         self.lo = 0  # first unread byte
         self.hi = 0  # end of the bytes received
 
-    def _silent(self) -> DriverError:
+    def silent(self) -> DriverError:
         return DriverError(
             f"the server sent nothing for {self.timeout_s:g} s (--server-timeout); is i-PI still running?"
         )
@@ -250,7 +250,7 @@ class _Conn:
             except (ConnectionResetError, BrokenPipeError):
                 n = 0
             except socket.timeout:
-                raise self._silent() from None
+                raise self.silent() from None
             finally:
                 view.release()
             if n == 0:
