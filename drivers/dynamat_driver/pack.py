@@ -3,11 +3,13 @@
 A small cell leaves a GPU mostly idle, and every solo run pays its own model load. In pack mode the
 driver loads the model once and serves every simulation that asks for it:
 
-* **Sessions come as files.** A run that wants the pack writes ``DIR/<name>.request.json``
-  (``socket`` or ``inet``, ``timing_file``, ``log_file``, optional ``stress_stride``/``first_step``/
-  ``beads``, ``template``). The driver connects to that i-PI, renames the file ``<name>.active.json``
+* **Sessions come as files** (names and fields in :mod:`dynamat_driver.contract`, shared with the
+  supervisor). A run that wants the pack writes ``DIR/<name>.request.json`` (``socket`` or ``inet``,
+  ``timing_file``, ``log_file``, optional ``stress_stride``/``first_step``/``beads``, ``template``,
+  ``server_timeout``). The driver connects to that i-PI, renames the file ``<name>.active.json``
   and, when the session ends, writes ``<name>.done.json`` (``status`` exit | closed | error, and
-  ``error``) and the session's own timing file. Sessions come and go independently: a run that is
+  ``error``) and the session's own timing file. A request off the schema is answered with an error
+  record and removed; a session whose server is silent for ``server_timeout`` seconds is ended. Sessions come and go independently: a run that is
   restarted from its RESTART just writes a new request.
 * **Structures are gathered and evaluated in one model call.** When one simulation's positions
   arrive, the driver waits (at most ``--pack-wait-ms``) until every other connected simulation has

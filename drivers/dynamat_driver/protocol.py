@@ -374,7 +374,6 @@ class ClientSession:
 
     def step(self) -> None:
         """Reads and handles one message; blocks until it is complete. Sets :attr:`done` at the end."""
-        st = self.stats
         try:
             header = self.conn.recv_bytes(HDRLEN, at_message_start=True)
             if header == STATUS:
@@ -383,30 +382,7 @@ class ClientSession:
                 else:
                     self.conn.send(self._status())
             elif header == POSDATA:
-                if not self.initialised:
-                    raise DriverError("i-PI sent POSDATA before INIT")
-                if self.pending is not None or self.results is not None:
-                    raise DriverError("i-PI sent new positions before collecting the forces")
-                self._t_pos = time.perf_counter()
-                st.seconds_waiting += self._t_pos - self._t_wait0
-                conn, batch_n = self.conn, self.batch_n
-                if batch_n > 1:
-                    n = self._atom_count(conn.recv_int())
-                    cellbuf = conn.recv_array(_F64, 18 * batch_n).reshape(batch_n, 2, 3, 3)
-                    posbuf = conn.recv_array(_F64, 3 * n * batch_n).reshape(batch_n, n, 3)
-                    cells = [cellbuf[i, 0] for i in range(batch_n)]
-                    positions = [posbuf[i] for i in range(batch_n)]
-                else:
-                    hh = conn.recv_array(_F64, 18).reshape(2, 3, 3)
-                    n = self._atom_count(conn.recv_int())
-                    cells = [hh[0]]
-                    positions = [conn.recv_array(_F64, 3 * n).reshape(n, 3)]
-                if self.nat < 0:
-                    self.nat = n
-                    st.n_atoms = n
-                elif n != self.nat:
-                    raise DriverError(f"the number of atoms changed during the run ({self.nat} → {n})")
-                self.pending = (cells, positions)
+                self._read_positions()
             elif header == GETFORCE:
                 if self.results is not None:
                     self._send_forces()
@@ -415,32 +391,62 @@ class ClientSession:
                 else:
                     raise DriverError("i-PI asked for forces before sending positions")
             elif header == INIT:
-                rid = self.conn.recv_int()
-                length = self.conn.recv_int()
-                if not 0 <= length <= MAX_INIT_BYTES:
-                    raise DriverError(f"i-PI announced {length} bytes of INIT parameters; at most {MAX_INIT_BYTES} are accepted")
-                text = self.conn.recv_bytes(length) if length > 0 else b""
-                params = parse_init_string(text)
-                self.batch_n = batch_size_from(params)
-                st.batch_size = self.batch_n
-                st.replica_id = rid
-                st.init_params = params
-                if self.say:
-                    self.say(f"INIT replica {rid}: {text!r} → batch_size {self.batch_n}")
-                if self.on_init is not None:
-                    self.expected_atoms = self.on_init(params, rid, self.batch_n) or self.expected_atoms
-                self.initialised = True
-                self._t_wait0 = time.perf_counter()
+                self._read_init()
             elif header == EXIT:
-                self.done = st.reason = "exit"
+                self.done = self.stats.reason = "exit"
                 if self.say:
                     self.say("EXIT received from i-PI")
             else:
                 raise DriverError(f"unexpected message from the server: {header!r}")
         except ServerClosed as exc:
-            self.done = st.reason = "closed"
+            self.done = self.stats.reason = "closed"
             if self.say:
                 self.say(f"the server closed the connection ({exc})")
+
+    def _read_init(self) -> None:
+        st = self.stats
+        rid = self.conn.recv_int()
+        length = self.conn.recv_int()
+        if not 0 <= length <= MAX_INIT_BYTES:
+            raise DriverError(f"i-PI announced {length} bytes of INIT parameters; at most {MAX_INIT_BYTES} are accepted")
+        text = self.conn.recv_bytes(length) if length > 0 else b""
+        params = parse_init_string(text)
+        self.batch_n = batch_size_from(params)
+        st.batch_size = self.batch_n
+        st.replica_id = rid
+        st.init_params = params
+        if self.say:
+            self.say(f"INIT replica {rid}: {text!r} → batch_size {self.batch_n}")
+        if self.on_init is not None:
+            self.expected_atoms = self.on_init(params, rid, self.batch_n) or self.expected_atoms
+        self.initialised = True
+        self._t_wait0 = time.perf_counter()
+
+    def _read_positions(self) -> None:
+        if not self.initialised:
+            raise DriverError("i-PI sent POSDATA before INIT")
+        if self.pending is not None or self.results is not None:
+            raise DriverError("i-PI sent new positions before collecting the forces")
+        self._t_pos = time.perf_counter()
+        self.stats.seconds_waiting += self._t_pos - self._t_wait0
+        conn, batch_n = self.conn, self.batch_n
+        if batch_n > 1:
+            n = self._atom_count(conn.recv_int())
+            cellbuf = conn.recv_array(_F64, 18 * batch_n).reshape(batch_n, 2, 3, 3)
+            posbuf = conn.recv_array(_F64, 3 * n * batch_n).reshape(batch_n, n, 3)
+            cells = [cellbuf[i, 0] for i in range(batch_n)]
+            positions = [posbuf[i] for i in range(batch_n)]
+        else:
+            hh = conn.recv_array(_F64, 18).reshape(2, 3, 3)
+            n = self._atom_count(conn.recv_int())
+            cells = [hh[0]]
+            positions = [conn.recv_array(_F64, 3 * n).reshape(n, 3)]
+        if self.nat < 0:
+            self.nat = n
+            self.stats.n_atoms = n
+        elif n != self.nat:
+            raise DriverError(f"the number of atoms changed during the run ({self.nat} → {n})")
+        self.pending = (cells, positions)
 
     def _atom_count(self, n: int) -> int:
         """The atom count POSDATA announces, refused before anything is allocated for it unless it

@@ -115,3 +115,40 @@ def test_hostile_server_costs_one_line_and_a_nonzero_exit(case, tmp_path):
     assert "Traceback" not in stderr and "unexpected" not in stderr, stderr
     assert len(errors) == 1 and needle in errors[0], stderr
     assert rss_mb < MAX_RSS_MB, f"peak RSS {rss_mb:.0f} MB"
+
+
+def test_pack_ends_a_silent_session(tmp_path):
+    """Pack mode: a session whose server never speaks ends after its server_timeout with an error
+    record saying so; the pack itself goes on and exits normally when idle."""
+    import json
+
+    from dynamat_driver.contract import DONE, REQUEST
+
+    sock_path = str(tmp_path / "s")
+    if len(sock_path) > 100:
+        pytest.skip("tmp_path too long for a unix socket")
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    (pack / f"s1{REQUEST}").write_text(json.dumps({
+        "socket": sock_path, "connect_timeout": 10, "server_timeout": 1.5,
+        "log_file": str(tmp_path / "s1.log"), "timing_file": str(tmp_path / "s1_timing.json")}))
+    exe = BIN / "dynamat-driver"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dynamat_driver.cli"]
+    proc = subprocess.Popen(cmd + ["--model", "emt", "--pack-dir", str(pack), "--pack-idle-exit", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        listener.settimeout(30)
+        conn, _ = listener.accept()  # and say nothing
+        _, err = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        listener.close()
+    assert proc.returncode == 0, err
+    done = json.loads((pack / f"s1{DONE}").read_text())
+    assert done["status"] == "error" and "sent nothing for 1.5 s" in done["error"], done
+    conn.close()
