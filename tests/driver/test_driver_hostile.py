@@ -3,18 +3,18 @@ bounded time (issue 24, hole 4).
 
 The test process is the server: a plain Python unix socket in tmp_path that sends one hostile
 message to a real ``dynamat-driver`` subprocess. The driver's peak memory is read from the kernel's
-accounting for that one child (``os.wait4``'s ``ru_maxrss``), so an allocation the server merely
+accounting for that one process (``os.wait4``'s ``ru_maxrss``), so an allocation the server merely
 announced shows even when the driver fails afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -56,23 +56,30 @@ CASES = {
 }
 
 
-def _wait_rusage(proc: subprocess.Popen, deadline_s: float):
-    """(exit status, peak RSS in MB) of ``proc``; kills it and fails the test after ``deadline_s``."""
-    t_end = time.monotonic() + deadline_s
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_maxrss / 1024.0
-        if time.monotonic() > t_end:
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            pytest.fail(f"the driver still ran after {deadline_s} s: it waits on a hostile server for ever")
-        time.sleep(0.05)
+#: starts the driver and reports its exit status and peak RSS (kB) from the kernel's accounting for
+#: that one child. A small process in between: a child forked from pytest itself would count the
+#: pytest process's own memory (which it shares until exec) in its peak.
+MEASURE = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=open(sys.argv[1], 'w'))\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)\n"
+)
 
 
-def _serve_hostile(sock_path: str, messages: list[bytes], proc: subprocess.Popen) -> socket.socket:
+def _finish(measured: subprocess.Popen, deadline_s: float) -> tuple[int, float]:
+    """(exit status, peak RSS in MB) of the measured driver; kills it and fails the test after ``deadline_s``."""
+    try:
+        out, _ = measured.communicate(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(measured.pid, signal.SIGKILL)
+        measured.wait()
+        pytest.fail(f"the driver still ran after {deadline_s} s: it waits on a hostile server for ever")
+    code, rss_kb = out.split()
+    return int(code), int(rss_kb) / 1024.0
+
+
+def _serve_hostile(sock_path: str, messages: list[bytes]) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(sock_path)
     listener.listen(1)
@@ -96,16 +103,15 @@ def test_hostile_server_costs_one_line_and_a_nonzero_exit(case, tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dynamat_driver.cli"]
     cmd += ["--model", "emt", "--unix", sock_path, "--connect-timeout", "30", "--server-timeout", "1.5"]
     err_path = tmp_path / "stderr"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", MEASURE, str(err_path), *cmd], stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True)
     conn = None
     try:
-        # the driver binds nothing: wait for its connection on our socket
-        conn = _serve_hostile(sock_path, messages, proc)
-        code, rss_mb = _wait_rusage(proc, DEADLINE_S)
+        conn = _serve_hostile(sock_path, messages)
+        code, rss_mb = _finish(proc, DEADLINE_S)
     finally:
-        if proc.returncode is None:
-            proc.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if conn is not None:
             conn.close()
