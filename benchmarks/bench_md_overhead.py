@@ -42,6 +42,8 @@ import numpy as np
 from ase import io, units
 from ase.build import bulk
 
+from dynamat_driver.protocol import EXIT, FORCEREADY, GETFORCE, HAVEDATA, HDRLEN, INIT, NEEDINIT, POSDATA, READY, STATUS
+
 BIN = Path(sys.executable).parent
 STRIDE = 10
 
@@ -81,7 +83,6 @@ def lean_client(path: str, stop: threading.Event):
             break
         except OSError:
             time.sleep(0.05)
-    hdr = lambda m: m.ljust(12).encode()  # noqa: E731
     have, init, reply = False, False, None
     buf = bytearray(1 << 20)
 
@@ -97,26 +98,26 @@ def lean_client(path: str, stop: threading.Event):
 
     try:
         while not stop.is_set():
-            h = bytes(recv(12)).strip()
-            if h == b"STATUS":
-                s.sendall(hdr("HAVEDATA") if have else hdr("READY") if init else hdr("NEEDINIT"))
-            elif h == b"INIT":
+            h = bytes(recv(HDRLEN))
+            if h == STATUS:
+                s.sendall(HAVEDATA if have else READY if init else NEEDINIT)
+            elif h == INIT:
                 recv(4)
                 n = int(np.frombuffer(recv(4), np.int32)[0])
                 recv(n)
                 init = True
-            elif h == b"POSDATA":
+            elif h == POSDATA:
                 recv(144)
                 nat = int(np.frombuffer(recv(4), np.int32)[0])
                 recv(24 * nat)
                 if reply is None:
-                    reply = (hdr("FORCEREADY") + np.float64(0).tobytes() + np.int32(nat).tobytes()
+                    reply = (FORCEREADY + np.float64(0).tobytes() + np.int32(nat).tobytes()
                              + np.zeros(3 * nat).tobytes() + np.zeros(9).tobytes() + np.int32(0).tobytes())
                 have = True
-            elif h == b"GETFORCE":
+            elif h == GETFORCE:
                 s.sendall(reply)
                 have = False
-            elif h == b"EXIT":
+            elif h == EXIT:
                 break
     except (EOFError, OSError):
         pass

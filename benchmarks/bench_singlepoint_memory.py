@@ -29,14 +29,10 @@ from pathlib import Path
 import numpy as np
 from ase.build import bulk
 
+from dynamat_driver.protocol import EXIT, FORCEREADY, GETFORCE, HDRLEN, INIT, NEEDINIT, POSDATA, STATUS
+from dynamat_driver.units import BOHR_PER_ANGSTROM, HARTREE_PER_EV
+
 BIN = Path(sys.executable).parent
-HDR = 12
-BOHR_PER_A = 1.8897261
-HARTREE_PER_EV = 0.036749326
-
-
-def msg(text: str) -> bytes:
-    return text.upper().ljust(HDR).encode()
 
 
 def structures(system: str, n: int):
@@ -83,30 +79,30 @@ def serve(driver_cmd, model: str, atoms_list, batch: int, extra=()) -> dict:
     try:
         lst.settimeout(300)
         sock, _ = lst.accept()
-        sock.sendall(msg("STATUS"))
-        assert recvall(sock, HDR) == msg("NEEDINIT")
+        sock.sendall(STATUS)
+        assert recvall(sock, HDRLEN) == NEEDINIT
         par = f"species: {atoms_list[0].get_chemical_formula(mode='reduce')}"
         if batch > 1:
             par += f", batch_size:{batch}"
         par_b = par.encode()
-        sock.sendall(msg("INIT") + np.int32(0).tobytes() + np.int32(len(par_b)).tobytes() + par_b)
+        sock.sendall(INIT + np.int32(0).tobytes() + np.int32(len(par_b)).tobytes() + par_b)
         nat = len(atoms_list[0])
         forces = []
         t0 = time.perf_counter()
         for i in range(0, len(atoms_list), batch):
             chunk = atoms_list[i: i + batch]
             chunk = chunk + [chunk[-1]] * (batch - len(chunk))  # padded, as i-PI does
-            hs = [np.ascontiguousarray(np.array(a.cell).T * BOHR_PER_A) for a in chunk]
-            pos = [np.ascontiguousarray(a.positions * BOHR_PER_A) for a in chunk]
-            sock.sendall(msg("STATUS"))
-            recvall(sock, HDR)
+            hs = [np.ascontiguousarray(np.array(a.cell).T * BOHR_PER_ANGSTROM) for a in chunk]
+            pos = [np.ascontiguousarray(a.positions * BOHR_PER_ANGSTROM) for a in chunk]
+            sock.sendall(STATUS)
+            recvall(sock, HDRLEN)
             if batch == 1:
                 body = hs[0].tobytes() + np.linalg.inv(hs[0]).tobytes() + np.int32(nat).tobytes() + pos[0].tobytes()
             else:
                 body = np.int32(nat).tobytes() + b"".join(h.tobytes() + np.linalg.inv(h).tobytes() for h in hs) \
                     + b"".join(p.tobytes() for p in pos)
-            sock.sendall(msg("POSDATA") + body + msg("GETFORCE"))
-            assert recvall(sock, HDR) == msg("FORCEREADY")
+            sock.sendall(POSDATA + body + GETFORCE)
+            assert recvall(sock, HDRLEN) == FORCEREADY
             if batch == 1:
                 recvall(sock, 8 + 4)
                 f = np.frombuffer(recvall(sock, 24 * nat), np.float64).reshape(1, nat, 3)
@@ -120,10 +116,10 @@ def serve(driver_cmd, model: str, atoms_list, batch: int, extra=()) -> dict:
                 for _ in range(batch):
                     n = int(np.frombuffer(recvall(sock, 4), np.int32)[0])
                     recvall(sock, n)
-            forces.extend(f[: len(atoms_list[i: i + batch])] / (HARTREE_PER_EV * BOHR_PER_A))
+            forces.extend(f[: len(atoms_list[i: i + batch])] / (HARTREE_PER_EV * BOHR_PER_ANGSTROM))
         wall = time.perf_counter() - t0
         peak = peak_rss_mb(proc.pid)
-        sock.sendall(msg("EXIT"))
+        sock.sendall(EXIT)
         proc.wait(timeout=60)
         t = json.loads(timing.read_text())
         return {"forces": np.array(forces), "peak_mb": peak, "wall_per_structure": wall / len(atoms_list),

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any, Sequence
 
+from dynamat import processes
 from dynamat.errors import DynamatError
 
 #: weights statuses the driver reports (adapter-level weights_status(), nothing loaded)
@@ -34,20 +32,10 @@ WEIGHTS_TEXT = {
 }
 
 
-def default_driver_cmd() -> list[str]:
-    """This environment's dynamat-driver (next to the running Python), else the module."""
-    exe = Path(sys.executable).parent / "dynamat-driver"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("dynamat-driver")
-    return [found] if found else [sys.executable, "-m", "dynamat_driver.cli"]
-
-
 def _as_argv(driver_cmd: str | Sequence[str] | None) -> list[str]:
-    if driver_cmd is None or driver_cmd == "":
-        return default_driver_cmd()
-    if isinstance(driver_cmd, str):
-        return shlex.split(driver_cmd)
+    """The driver command, resolved as every other command resolves it (:func:`dynamat.processes.driver_command`)."""
+    if driver_cmd is None or isinstance(driver_cmd, str):
+        return processes.driver_command(driver_cmd)
     return list(driver_cmd)
 
 
@@ -119,4 +107,4 @@ def format_rows(rows: list[dict[str, Any]], paths: bool = False) -> str:
     return "\n".join("  ".join(str(c).ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in table)
 
 
-__all__ = ["default_driver_cmd", "format_rows", "model_rows", "query_driver"]
+__all__ = ["format_rows", "model_rows", "query_driver"]

@@ -17,15 +17,10 @@ import numpy as np
 from dynamat import processes
 from dynamat.engines.ipi import socket_dir
 from dynamat.errors import DynamatError
-
-HDRLEN = 12
-# i-PI's conversion factors (ipi/utils/units.py), so results match what i-PI itself would see.
-BOHR_PER_A = 1.8897261
-HARTREE_PER_EV = 0.036749326
-
-
-def _msg(text: str) -> bytes:
-    return text.upper().ljust(HDRLEN).encode()
+# the wire format and i-PI's unit factors, from the driver that answers (numpy-only modules, so that
+# both ends of the socket agree by construction and results match what i-PI itself would see)
+from dynamat_driver.protocol import EXIT, FORCEREADY, GETFORCE, HAVEDATA, HDRLEN, INIT, NEEDINIT, POSDATA, READY, STATUS
+from dynamat_driver.units import BOHR_PER_ANGSTROM, HARTREE_PER_EV
 
 
 class DriverServer:
@@ -68,9 +63,9 @@ class DriverServer:
                     if time.monotonic() - t0 > timeout_s:
                         raise DynamatError(f"the driver for {model!r} did not connect in {timeout_s:.0f} s") from None
             self.sock.settimeout(None)
-            self._status(b"NEEDINIT")
+            self._status(NEEDINIT)
             pars = f"species: {species}" + (f", batch_size:{self.batch}" if self.batch > 1 else "")
-            self.sock.sendall(_msg("INIT") + np.int32(0).tobytes() + np.int32(len(pars)).tobytes() + pars.encode())
+            self.sock.sendall(INIT + np.int32(0).tobytes() + np.int32(len(pars)).tobytes() + pars.encode())
         except BaseException:
             self.close()
             raise
@@ -85,10 +80,10 @@ class DriverServer:
         return bytes(buf)
 
     def _status(self, expect: bytes) -> None:
-        self.sock.sendall(_msg("STATUS"))
-        reply = self._recv(HDRLEN).strip()
+        self.sock.sendall(STATUS)
+        reply = self._recv(HDRLEN)
         if reply != expect:
-            raise DynamatError(f"driver answered {reply!r} where {expect!r} was expected")
+            raise DynamatError(f"driver answered {reply.strip()!r} where {expect.strip()!r} was expected")
 
     def evaluate(self, cells: np.ndarray, positions: np.ndarray):
         """Energies (eV), forces (eV/Å) and stress (eV/Å³, ASE Voigt) for (M,3,3) cells and (M,N,3) positions."""
@@ -107,19 +102,19 @@ class DriverServer:
 
     def _evaluate_batch(self, cells: np.ndarray, positions: np.ndarray):
         n = self.n_atoms
-        h = np.ascontiguousarray(np.transpose(cells, (0, 2, 1)) * BOHR_PER_A)  # i-PI sends column vectors
+        h = np.ascontiguousarray(np.transpose(cells, (0, 2, 1)) * BOHR_PER_ANGSTROM)  # i-PI sends column vectors
         ih = np.linalg.inv(h)
-        pos = np.ascontiguousarray(positions.reshape(len(positions), -1) * BOHR_PER_A)
-        self._status(b"READY")
+        pos = np.ascontiguousarray(positions.reshape(len(positions), -1) * BOHR_PER_ANGSTROM)
+        self._status(READY)
         if self.batch == 1:
-            payload = _msg("POSDATA") + h[0].tobytes() + ih[0].tobytes() + np.int32(n).tobytes() + pos[0].tobytes()
+            payload = POSDATA + h[0].tobytes() + ih[0].tobytes() + np.int32(n).tobytes() + pos[0].tobytes()
         else:
             cellblock = b"".join(h[i].tobytes() + ih[i].tobytes() for i in range(self.batch))
-            payload = _msg("POSDATA") + np.int32(n).tobytes() + cellblock + pos.tobytes()
+            payload = POSDATA + np.int32(n).tobytes() + cellblock + pos.tobytes()
         self.sock.sendall(payload)
-        self._status(b"HAVEDATA")
-        self.sock.sendall(_msg("GETFORCE"))
-        if self._recv(HDRLEN).strip() != b"FORCEREADY":
+        self._status(HAVEDATA)
+        self.sock.sendall(GETFORCE)
+        if self._recv(HDRLEN) != FORCEREADY:
             raise DynamatError("driver did not answer GETFORCE with FORCEREADY")
         b = self.batch
         pots = np.frombuffer(self._recv(8 * b), np.float64)
@@ -135,12 +130,12 @@ class DriverServer:
         ev = 1.0 / HARTREE_PER_EV
         # i-PI's virial is the transpose of the ASE-side −σV; symmetric for conservative models
         vir_ev = np.transpose(vir, (0, 2, 1)) * ev
-        return pots * ev, frc * ev * BOHR_PER_A, vir_ev
+        return pots * ev, frc * ev * BOHR_PER_ANGSTROM, vir_ev
 
     def close(self) -> None:
         if self.sock is not None:
             try:
-                self.sock.sendall(_msg("EXIT"))
+                self.sock.sendall(EXIT)
             except OSError:
                 pass
             self.sock.close()

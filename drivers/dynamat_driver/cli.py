@@ -1,7 +1,7 @@
 """``dynamat-driver``: serve a model's forces to i-PI over its socket protocol.
 
     i-pi input.xml &
-    dynamat-driver --model chgnet                 # unix socket /tmp/ipi_dynamat
+    dynamat-driver --model chgnet                 # the socket of ./input.xml, else /tmp/ipi_dynamat
     dynamat-driver --model emt --unix /tmp/dm/sock --template init.xyz
     dynamat-driver --model sevennet-0 --inet node12:31415 --device cuda --timing-file t.json
     dynamat-driver --model chgnet --stress-stride 10 --first-step 0   # NVT: stress only where written
@@ -23,9 +23,8 @@ import traceback
 
 import click
 
-from . import DriverError, __version__
-
-PROG = "dynamat-driver"
+from . import PROG, DriverError, __version__
+from .timing import TimingWriter
 
 
 def _err(msg: str) -> None:
@@ -54,66 +53,62 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised via subprocess
     raise _Terminated()
 
 
-class TimingWriter:
-    """Collects what the timing file records and writes it atomically (JSON)."""
+def _where(unix: str | None, inet: str | None, template: str | None):
+    """(address, template file) of the i-PI to serve: from --unix/--inet, else from the ``input.xml``
+    of the working folder (what ``i-pi input.xml`` listens on), else the default unix socket."""
+    from .ipi_input import input_in, read_ipi_input
+    from .protocol import DEFAULT_UNIX_NAME, inet_address, unix_address
 
-    def __init__(self, path: str | None, every: int):
-        self.path = path
-        self.every = max(1, int(every))
-        self.last_written_at = 0
-        self.last_written_t = -float("inf")
-        self.data: dict = {"driver": PROG, "version": __version__, "status": "starting", "error": None}
-        self.t_start = time.perf_counter()
+    if unix and inet:
+        raise DriverError("give either --unix or --inet, not both")
+    if unix or inet:
+        return (inet_address(inet) if inet else unix_address(unix)), template
+    found = input_in(".")
+    if found is None:
+        return unix_address(DEFAULT_UNIX_NAME), template
+    ipi = read_ipi_input(found)
+    return ipi.address, template or ipi.template
 
-    def update(self, evaluator=None, stats=None, model=None, **extra) -> None:
-        d = self.data
-        d.update(extra)
-        if model is not None:
-            d["model"] = model.describe()
-            d["device"] = model.device
-            d["dtype"] = model.dtype
-            d["versions"] = model.versions()
-            if "torch" in sys.modules:
-                try:
-                    d["torch_threads"] = int(sys.modules["torch"].get_num_threads())
-                except Exception:
-                    pass
-        if evaluator is not None:
-            d["stress"] = evaluator.stress_summary()
-            d["system"] = {k: v for k, v in evaluator.describe().items() if k in ("n_atoms", "species", "species_source", "pbc", "batched")}
-            d.update(evaluator.timing.summary())
-        if stats is not None:
-            d["batch_size"] = stats.batch_size
-            d["n_requests"] = stats.n_requests
-            d["n_structures_received"] = stats.n_structures
-            d["seconds_waiting_for_server"] = stats.seconds_waiting
-            d["driver_seconds_per_request"] = (stats.seconds_serving / stats.n_requests) if stats.n_requests else None
-        d["wall_seconds"] = time.perf_counter() - self.t_start
 
-    #: seconds between mid-run updates at least: an update summarises every evaluation so far
-    #: (medians over a list that grows by one per MD step), which every 50 steps cost ~0.1 ms per
-    #: step late in an 80,000-step run
-    min_interval_s = 5.0
+def _check_serve_options(model_name: str, device: str, dtype: str | None, stress_stride, first_step, beads) -> None:
+    """Bad options: one line before anything is loaded."""
+    from .models import get_model_info
+    from .stress import StressSchedule
 
-    def maybe_write(self, n_evaluations: int, **kw) -> None:
-        if self.path and n_evaluations - self.last_written_at >= self.every:
-            now = time.perf_counter()
-            if self.every > 1 and now - self.last_written_t < self.min_interval_s:
-                return
-            self.last_written_at = n_evaluations
-            self.last_written_t = now
-            self.update(**kw)
-            self.write()
+    get_model_info(model_name)  # unknown model: fail before anything else
+    if dtype is not None and dtype not in ("float32", "float64"):
+        raise DriverError(f"--dtype must be float32 or float64, got {dtype!r}")
+    if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
+        raise DriverError(f"--device must be cpu or cuda, got {device!r}")
+    if stress_stride is None and (first_step or beads != 1):
+        raise DriverError("--first-step and --beads only matter with --stress-stride N")
+    if stress_stride is not None:
+        StressSchedule(stress_stride, first_step, beads)
 
-    def write(self) -> None:
-        if not self.path:
-            return
-        from .files import write_json_atomic
 
-        try:
-            write_json_atomic(self.path, self.data)
-        except OSError as exc:
-            raise DriverError(f"cannot write the timing file {self.path!r}: {exc.strerror}") from None
+def _load(model_name: str, *, device: str, dtype: str | None, model_path: str | None, options: dict,
+          threads: int | None, verbose: bool):
+    from .models import load_model
+
+    t0 = time.perf_counter()
+    model = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options)
+    if threads and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+    if verbose:
+        _info(f"loaded {model.info.human_name} on {model.device} ({model.dtype}) in {time.perf_counter() - t0:.1f} s")
+    return model
+
+
+def _said_done(ev, stats, verbose: bool) -> None:
+    if ev is not None and ev.timing.per_evaluation:
+        med = ev.timing.summary()["model_seconds_per_evaluation"]["median"]
+        _info(
+            f"done ({'EXIT from i-PI' if stats.reason == 'exit' else 'server closed the socket'}): "
+            f"{stats.n_requests} requests, {len(ev.timing.per_evaluation)} model evaluations, "
+            f"median {1e3 * med:.2f} ms per evaluation"
+        )
+    elif verbose:
+        _info(f"done ({stats.reason}); no structure was evaluated")
 
 
 def serve(
@@ -134,40 +129,23 @@ def serve(
     stress_stride: int | None = None,
     first_step: int = 0,
     beads: int = 1,
+    server_timeout: float | None = None,
 ) -> None:
+    """One i-PI connection served by one loaded model, until EXIT or the server closes."""
     from .evaluator import Evaluator, read_template, resolve_system
-    from .models import get_model_info, load_model, set_verbose
-    from .protocol import SessionStats, connect, inet_address, run_client, stderr_log, unix_address
-
-    get_model_info(model_name)  # unknown model: fail before anything else
-    if unix and inet:
-        raise DriverError("give either --unix or --inet, not both")
-    address = inet_address(inet) if inet else unix_address(unix or "dynamat")
-    if dtype is not None and dtype not in ("float32", "float64"):
-        raise DriverError(f"--dtype must be float32 or float64, got {dtype!r}")
-    if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
-        raise DriverError(f"--device must be cpu or cuda, got {device!r}")
-
+    from .models import set_verbose
+    from .protocol import DEFAULT_SERVER_TIMEOUT_S, SessionStats, connect, run_client, stderr_log
     from .stress import StressSchedule
 
-    if stress_stride is None and (first_step or beads != 1):
-        raise DriverError("--first-step and --beads only matter with --stress-stride N")
-    if stress_stride is not None:
-        StressSchedule(stress_stride, first_step, beads)  # bad values: one line before loading anything
+    _check_serve_options(model_name, device, dtype, stress_stride, first_step, beads)
+    address, template = _where(unix, inet, template)
     template_atoms = read_template(template, "--template") if template else None
     set_verbose(verbose)
-
-    t0 = time.perf_counter()
-    model = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options)
-    if threads and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(threads))
-    if verbose:
-        _info(f"loaded {model.info.human_name} on {model.device} ({model.dtype}) in {time.perf_counter() - t0:.1f} s")
+    model = _load(model_name, device=device, dtype=dtype, model_path=model_path, options=options, threads=threads,
+                  verbose=verbose)
     if template_atoms is not None:
-        # species known now: refuse uncovered elements before connecting
-        model.check_species(template_atoms.numbers)
+        model.check_species(template_atoms.numbers)  # species known now: refuse uncovered elements before connecting
     timing.update(model=model, address=str(address), status="connecting")
-
     sock = connect(address, connect_timeout, log=_info if verbose else None)
     stats = SessionStats()
     state: dict = {}
@@ -176,15 +154,13 @@ def serve(
         system = resolve_system(params, template=template_atoms)
         # a new schedule per connection: i-PI re-sends INIT to every client it serves
         schedule = StressSchedule(stress_stride, first_step, beads) if stress_stride else None
-        ev = Evaluator(model, system, batched=batched, stress_schedule=schedule)
-        state["evaluator"] = ev
+        ev = state["evaluator"] = Evaluator(model, system, batched=batched, stress_schedule=schedule)
         if verbose:
-            _info(
-                f"serving {len(system.numbers)} atoms ({system.formula}, from {system.source}), pbc "
-                f"{''.join('T' if p else 'F' for p in system.pbc)}, batch_size {batch_size}"
-                f"{' (batched model calls)' if ev.batched and batch_size > 1 else ''}"
-            )
+            _info(f"serving {len(system.numbers)} atoms ({system.formula}, from {system.source}), pbc "
+                  f"{''.join('T' if p else 'F' for p in system.pbc)}, batch_size {batch_size}"
+                  f"{' (batched model calls)' if ev.batched and batch_size > 1 else ''}")
         timing.update(evaluator=ev, stats=stats, status="running", init_parameters=params)
+        return len(system.numbers), system.source
 
     def evaluate(cells, positions):
         ev = state["evaluator"]
@@ -193,26 +169,19 @@ def serve(
         return out
 
     try:
-        run_client(sock, evaluate, on_init, stats=stats, log=stderr_log, verbose=verbose)
+        run_client(sock, evaluate, on_init, stats=stats, log=stderr_log, verbose=verbose,
+                   timeout_s=DEFAULT_SERVER_TIMEOUT_S if server_timeout is None else server_timeout)
     finally:
         timing.update(evaluator=state.get("evaluator"), stats=stats)
-    ev = state.get("evaluator")
     timing.update(status="finished", end_reason=stats.reason)
-    if ev is not None and ev.timing.per_evaluation:
-        med = ev.timing.summary()["model_seconds_per_evaluation"]["median"]
-        _info(
-            f"done ({'EXIT from i-PI' if stats.reason == 'exit' else 'server closed the socket'}): "
-            f"{stats.n_requests} requests, {len(ev.timing.per_evaluation)} model evaluations, "
-            f"median {1e3 * med:.2f} ms per evaluation"
-        )
-    elif verbose:
-        _info(f"done ({stats.reason}); no structure was evaluated")
+    _said_done(state.get("evaluator"), stats, verbose)
 
 
 @click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_name", metavar="NAME", help="Model to serve (see --list), or MODULE:CALLABLE returning an "
               "ASE calculator or a Model (dynamat_driver.models.custom; -o KEY=VALUE are its typed arguments).")
-@click.option("--unix", metavar="NAME_OR_PATH", help="Unix socket: a name under /tmp/ipi_ (i-PI's default prefix), or a path containing '/'. Default: dynamat.")
+@click.option("--unix", metavar="NAME_OR_PATH", help="Unix socket: a name under /tmp/ipi_ (i-PI's default prefix), or a path containing '/'. Default: the "
+              "<ffsocket> of input.xml in the working folder (and its template), else dynamat.")
 @click.option("--inet", metavar="HOST:PORT", help="TCP socket of the i-PI server.")
 @click.option("--template", type=click.Path(dir_okay=False), help="ASE-readable structure giving species (and pbc) when i-PI sends no 'species' parameter.")
 @click.option("--model-path", type=click.Path(), help=(
@@ -245,58 +214,57 @@ def serve(
 @click.option("--list", "list_models_flag", is_flag=True, help="List the registered models and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --list: print the registry as JSON.")
 @click.option("--verbose", "-v", is_flag=True, help="Log the session to stderr; tracebacks on unexpected errors.")
+@click.option("--server-timeout", type=float, default=None, metavar="SECONDS",
+              help="Give up, with an error, when the server sends nothing for this long (i-PI is silent while it "
+              "writes or between slow steps). Default: 600.")
 @click.version_option(__version__, prog_name=PROG)
-def main(
-    model_name, unix, inet, template, model_path, device, dtype, option_pairs, timing_file, timing_every,
-    connect_timeout, no_batch, threads, stress_stride, first_step, beads, pack_dir, pack_wait_ms, pack_idle_exit,
-    list_models_flag, as_json, verbose,
-):
+def main(**opts):
     """Serve a machine-learning interatomic potential to i-PI (socket client)."""
-    if list_models_flag:
+    if opts["list_models_flag"]:
         from .models import list_models, model_info_dict, registry_table
 
-        if as_json:
+        if opts["as_json"]:
             click.echo(json.dumps([model_info_dict(m.name) for m in list_models()], indent=1))
         else:
             click.echo(registry_table())
         return
-    timing = TimingWriter(timing_file, timing_every)
+    sys.exit(_run_reporting(opts))
+
+
+def _run(o: dict, timing: TimingWriter) -> None:
+    if not o["model_name"]:
+        raise DriverError("--model NAME is required (see --list)")
+    if o["server_timeout"] is not None and not o["server_timeout"] > 0:
+        raise DriverError(f"--server-timeout must be > 0 seconds, got {o['server_timeout']:g}")
+    options = _parse_options(o["option_pairs"])
+    if o["pack_dir"] is None:
+        serve(o["model_name"], unix=o["unix"], inet=o["inet"], template=o["template"], model_path=o["model_path"],
+              device=o["device"], dtype=o["dtype"], options=options, timing=timing,
+              connect_timeout=o["connect_timeout"], batched=not o["no_batch"], threads=o["threads"],
+              verbose=o["verbose"], stress_stride=o["stress_stride"], first_step=o["first_step"], beads=o["beads"],
+              server_timeout=o["server_timeout"])
+        return
+    if o["unix"] or o["inet"] or o["template"] or o["stress_stride"] is not None:
+        raise DriverError("--pack-dir takes sockets, templates and stress strides from its session requests; "
+                          "drop --unix/--inet/--template/--stress-stride")
+    from .pack import serve_pack
+
+    summary = serve_pack(o["model_name"], o["pack_dir"], device=o["device"], dtype=o["dtype"],
+                         model_path=o["model_path"], options=options, threads=o["threads"],
+                         batched=not o["no_batch"], wait_ms=o["pack_wait_ms"], idle_exit_s=o["pack_idle_exit"],
+                         verbose=o["verbose"], info=_info)
+    timing.update(status="finished", pack=summary)
+    _info(f"pack done: {summary['sessions_served']} session(s), {summary['model_calls']} model calls, "
+          f"{summary['structures_evaluated']} structures")
+
+
+def _run_reporting(o: dict) -> int:
+    """Runs the driver; every failure becomes one line and an exit status (0: the session ended normally)."""
+    timing = TimingWriter(o["timing_file"], o["timing_every"])
     code = 0
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if not model_name:
-            raise DriverError("--model NAME is required (see --list)")
-        if pack_dir is not None:
-            if unix or inet or template or stress_stride is not None:
-                raise DriverError("--pack-dir takes sockets, templates and stress strides from its session requests; "
-                                  "drop --unix/--inet/--template/--stress-stride")
-            from .pack import serve_pack
-
-            summary = serve_pack(model_name, pack_dir, device=device, dtype=dtype, model_path=model_path,
-                                 options=_parse_options(option_pairs), threads=threads, batched=not no_batch,
-                                 wait_ms=pack_wait_ms, idle_exit_s=pack_idle_exit, verbose=verbose, info=_info)
-            timing.update(status="finished", pack=summary)
-            _info(f"pack done: {summary['sessions_served']} session(s), {summary['model_calls']} model calls, "
-                  f"{summary['structures_evaluated']} structures")
-        else:
-            serve(
-                model_name,
-                unix=unix,
-                inet=inet,
-                template=template,
-                model_path=model_path,
-                device=device,
-                dtype=dtype,
-                options=_parse_options(option_pairs),
-                timing=timing,
-                connect_timeout=connect_timeout,
-                batched=not no_batch,
-                threads=threads,
-                verbose=verbose,
-                stress_stride=stress_stride,
-                first_step=first_step,
-                beads=beads,
-            )
+        _run(o, timing)
     except DriverError as exc:
         _err(str(exc))
         timing.update(status="error", error=str(exc))
@@ -307,9 +275,9 @@ def main(
         code = 143 if isinstance(exc, _Terminated) else 130
     except Exception as exc:  # an unexpected failure: still one line, traceback only on request
         msg = f"unexpected {type(exc).__name__}: {exc}".replace("\n", " ")
-        if verbose:
+        if o["verbose"]:
             traceback.print_exc()
-        _err(msg + ("" if verbose else " (rerun with --verbose for the traceback)"))
+        _err(msg + ("" if o["verbose"] else " (rerun with --verbose for the traceback)"))
         timing.update(status="error", error=msg)
         code = 1
     finally:
@@ -319,7 +287,7 @@ def main(
         except DriverError as exc:
             _err(str(exc))
             code = code or 1
-    sys.exit(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from . import DriverError
+from .protocol import MAX_ATOMS
 from .units import (
     ANGSTROM_PER_BOHR,
     HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM,
@@ -52,6 +53,8 @@ def parse_species(formula: str) -> list[str]:
         n = int(count) if count else 1
         if n < 1:
             raise DriverError(f"species formula {formula!r}: count 0 for {sym}")
+        if len(out) + n > MAX_ATOMS:  # a list of that many symbols is the server's word on our memory
+            raise DriverError(f"species formula {formula!r} has more than {MAX_ATOMS} atoms")
         out.extend([sym] * n)
     return out
 

@@ -3,11 +3,13 @@
 A small cell leaves a GPU mostly idle, and every solo run pays its own model load. In pack mode the
 driver loads the model once and serves every simulation that asks for it:
 
-* **Sessions come as files.** A run that wants the pack writes ``DIR/<name>.request.json``
-  (``socket`` or ``inet``, ``timing_file``, ``log_file``, optional ``stress_stride``/``first_step``/
-  ``beads``, ``template``). The driver connects to that i-PI, renames the file ``<name>.active.json``
+* **Sessions come as files** (names and fields in :mod:`dynamat_driver.contract`, shared with the
+  supervisor). A run that wants the pack writes ``DIR/<name>.request.json`` (``socket`` or ``inet``,
+  ``timing_file``, ``log_file``, optional ``stress_stride``/``first_step``/``beads``, ``template``,
+  ``server_timeout``). The driver connects to that i-PI, renames the file ``<name>.active.json``
   and, when the session ends, writes ``<name>.done.json`` (``status`` exit | closed | error, and
-  ``error``) and the session's own timing file. Sessions come and go independently: a run that is
+  ``error``) and the session's own timing file. A request off the schema is answered with an error
+  record and removed; a session whose server is silent for ``server_timeout`` seconds is ended. Sessions come and go independently: a run that is
   restarted from its RESTART just writes a new request.
 * **Structures are gathered and evaluated in one model call.** When one simulation's positions
   arrive, the driver waits (at most ``--pack-wait-ms``) until every other connected simulation has
@@ -26,7 +28,6 @@ driver loads the model once and serves every simulation that asks for it:
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import time
@@ -34,14 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import DriverError
+from .contract import (ACTIVE, DONE, REQUEST, STATUS_FILE, STOP, ContractError, check_done, check_pack_status,
+                       check_request, read_json)
 from .files import write_json_atomic
-from .protocol import ClientSession, SessionStats, connect, inet_address, unix_address
-
-REQUEST = ".request.json"
-ACTIVE = ".active.json"
-DONE = ".done.json"
-STOP = "stop"
-STATUS_FILE = "pack.json"
+from .protocol import DEFAULT_SERVER_TIMEOUT_S, ClientSession, SessionStats, connect, inet_address, unix_address
 
 
 def shares_calls(model) -> bool:
@@ -62,6 +59,7 @@ class PackSession:
     timing: object | None = None  # a TimingWriter for the session's own timing file
     stats: SessionStats = field(default_factory=SessionStats)
     error: str | None = None
+    last_heard: float = 0.0  # time.monotonic() of the server's last message
 
     def log(self, msg: str) -> None:
         path = self.request.get("log_file")
@@ -106,16 +104,20 @@ class Pack:
             name = fname[: -len(REQUEST)]
             path = self.dir / fname
             try:
-                request = json.loads(path.read_text())
+                request = read_json(path, check_request)
                 os.replace(path, self.dir / f"{name}{ACTIVE}")
-            except (OSError, ValueError) as exc:
-                write_json_atomic(self.dir / f"{name}{DONE}", {"status": "error", "error": f"unreadable request: {exc}"})
+            except (OSError, ContractError) as exc:
+                self._write_done(name, "error", f"unreadable request: {exc}")
+                try:
+                    path.unlink()  # answered: never read again
+                except OSError:
+                    pass
                 continue
             self.open(name, request)
 
     def open(self, name: str, request: dict) -> None:
-        from .cli import TimingWriter
         from .stress import StressSchedule
+        from .timing import TimingWriter
 
         ps = PackSession(name, request)
         self.sessions[name] = ps
@@ -144,13 +146,22 @@ class Pack:
             ps.timing.update(evaluator=ps.evaluator, stats=ps.stats, status="running", init_parameters=params)
             if self.verbose:
                 self.info(f"pack: session {name}: {len(system.numbers)} atoms ({system.formula})")
+            return len(system.numbers), system.source
 
-        ps.session = ClientSession(sock, on_init, stats=ps.stats)
+        timeout = request.get("server_timeout", DEFAULT_SERVER_TIMEOUT_S)
+        ps.session = ClientSession(sock, on_init, stats=ps.stats, timeout_s=timeout)
+        ps.last_heard = time.monotonic()
         self.sel.register(sock, selectors.EVENT_READ, ps)
         self.n_sessions_served += 1
         how = (f"one model shared by {self.n_sessions_served} session(s) so far, structures batched across them"
                if self.shared else "this session's own model instance, in the pack's process")
         ps.log(f"serving from the pack in {self.dir}: {how}")
+
+    def _write_done(self, name: str, status: str, error: str | None) -> None:
+        write_json_atomic(self.dir / f"{name}{DONE}", check_done({"status": status, "error": error}))
+
+    def write_status(self, status: str, **extra) -> None:
+        write_status(self.dir, status, **extra, **self.summary())
 
     def sessions_using_shared_model(self) -> bool:
         return any(s.model is self.model for s in self.sessions.values())
@@ -175,7 +186,7 @@ class Pack:
                 ps.timing.write()
             except DriverError as exc:
                 ps.log(f"error: {exc}")
-        write_json_atomic(self.dir / f"{ps.name}{DONE}", {"status": status, "error": ps.error})
+        self._write_done(ps.name, status, ps.error)
         try:
             (self.dir / f"{ps.name}{ACTIVE}").unlink()
         except OSError:
@@ -243,6 +254,7 @@ class Pack:
         return False
 
     def _answered(self, ps: PackSession) -> None:
+        ps.last_heard = time.monotonic()  # the server's silence counts from our answer
         ps.timing.maybe_write(len(ps.evaluator.timing.per_evaluation), evaluator=ps.evaluator, stats=ps.stats)
         if ps.session.done:
             self.close(ps)
@@ -264,7 +276,16 @@ class Pack:
         }
 
     # -- the loop ---------------------------------------------------------------------------
+    def end_silent(self, now: float) -> None:
+        """Ends the sessions whose server sent nothing for their timeout while nothing was asked of us."""
+        for ps in list(self.sessions.values()):
+            s = ps.session
+            if s is not None and s.pending is None and now - ps.last_heard > s.conn.timeout_s:
+                self.fail(ps, s.conn.silent().args[0])
+
     def read(self, ps: PackSession) -> None:
+        ps.last_heard = time.monotonic()
+
         def messages(s=ps.session):
             s.step()
             while s.buffered() and not s.done and s.pending is None:
@@ -286,7 +307,8 @@ class Pack:
                 self.scan()
                 next_scan = now + scan_every_s
             if now >= next_status:
-                write_json_atomic(self.dir / STATUS_FILE, {"status": "serving", "pid": os.getpid(), **self.summary()})
+                self.write_status("serving")
+                self.end_silent(now)
                 next_status = now + 5.0
             for ps in [ps for ps in self.sessions.values() if ps.session is not None]:
                 # messages already read from the socket (i-PI's GETFORCE comes with its POSDATA)
@@ -322,7 +344,12 @@ class Pack:
         for ps in list(self.sessions.values()):
             ps.error = ps.error or why
             self.close(ps, graceful=True)
-        write_json_atomic(self.dir / STATUS_FILE, {"status": "stopped", "pid": os.getpid(), "why": why, **self.summary()})
+        self.write_status("stopped", why=why)
+
+
+def write_status(pack_dir: Path, status: str, **extra) -> None:
+    """``pack.json``: who serves the folder (the supervisor's stale-folder clean-up reads the pid) and counters."""
+    write_json_atomic(pack_dir / STATUS_FILE, check_pack_status({"status": status, "pid": os.getpid(), **extra}))
 
 
 def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None, model_path: str | None,
@@ -349,7 +376,7 @@ def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None
 
     # who serves this folder, before a model load that can take minutes (a first download): the
     # supervisor's stale-folder clean-up leaves a folder alone while its pid lives
-    write_json_atomic(d / STATUS_FILE, {"status": "loading", "pid": os.getpid()})
+    write_status(d, "loading")
     pack = Pack(d, load, wait_s=wait_ms / 1e3, batched=batched, verbose=verbose, info=info)
     if verbose:
         info(f"pack: {model_name} loaded; {'one model call per gathered set' if pack.shared else 'one model per session'}")
@@ -361,8 +388,8 @@ def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None
         if why or pack.sessions:
             pack.shutdown(why or "the pack driver stopped")
         else:
-            write_json_atomic(d / STATUS_FILE, {"status": "finished", "pid": os.getpid(), **pack.summary()})
+            pack.write_status("finished")
     return pack.summary()
 
 
-__all__ = ["Pack", "serve_pack", "shares_calls", "REQUEST", "ACTIVE", "DONE", "STOP", "STATUS_FILE"]
+__all__ = ["Pack", "serve_pack", "shares_calls"]

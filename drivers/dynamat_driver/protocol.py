@@ -18,6 +18,14 @@ Messages are 12-byte upper-case headers, followed by raw native-endian binary da
 
 In i-PI's default consolidated mode, POSDATA and GETFORCE arrive in one packet; the client
 computes on POSDATA and answers on GETFORCE, so it works with and without consolidation.
+
+The server's word is not trusted with the driver's memory or time: every announced size is bounded
+before anything is allocated (the atom count by the structure the driver serves once INIT told it,
+:data:`MAX_ATOMS` before that; the INIT text by :data:`MAX_INIT_BYTES`; the batch by
+:data:`MAX_BATCH`), the receive buffer grows only as bytes actually arrive, a server silent for
+longer than the session's ``timeout_s`` (:data:`DEFAULT_SERVER_TIMEOUT_S`) ends it, and so does a
+connection closed in the middle of a message. Each of these is a :class:`DriverError` (one line,
+non-zero exit); a connection closed between messages, or EXIT, is the normal end.
 """
 
 from __future__ import annotations
@@ -35,6 +43,16 @@ import numpy as np
 from . import DriverError
 
 HDRLEN = 12
+#: atoms per structure accepted before INIT said which structure is served (24 bytes per atom per
+#: structure for positions); after INIT the served structure's own count is the bound
+MAX_ATOMS = 1_000_000
+#: structures per batched request (i-PI batches beads or replicas: tens, not thousands)
+MAX_BATCH = 4096
+#: bytes of INIT parameter text (i-PI sends its short ``<parameters>`` text)
+MAX_INIT_BYTES = 1 << 20
+#: seconds the driver waits for the server's next message before it gives up. Generous: i-PI is
+#: legitimately silent while it writes a checkpoint or between steps of a slow run
+DEFAULT_SERVER_TIMEOUT_S = 600.0
 DEFAULT_SOCKETS_PREFIX = "/tmp/ipi_"
 DEFAULT_UNIX_NAME = "dynamat"
 
@@ -93,8 +111,8 @@ def batch_size_from(params: dict[str, str]) -> int:
         n = int(raw)
     except ValueError:
         raise DriverError(f"i-PI sent a batch_size that is not an integer: {raw!r}") from None
-    if n < 1:
-        raise DriverError(f"i-PI sent batch_size {n}; it must be >= 1")
+    if not 1 <= n <= MAX_BATCH:
+        raise DriverError(f"i-PI sent batch_size {n}; it must be between 1 and {MAX_BATCH}")
     return n
 
 
@@ -189,8 +207,9 @@ def connect(address: Address, timeout_s: float = 10.0, log: Callable[[str], None
 #: evaluate(cells, positions) -> [(energy, forces (nat,3), virial (3,3), extra str), ...]; all
 #: in i-PI atomic units; cells are i-PI's h (columns, bohr), positions (nat, 3) in bohr.
 EvaluateFn = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], list]
-#: on_init(params, replica_id, batch_size) is called once, on INIT.
-InitFn = Callable[[dict, int, int], None]
+#: on_init(params, replica_id, batch_size) is called on INIT; it may return ``(n_atoms, what)``, the
+#: atom count of the structure served and where it comes from, which then bounds every POSDATA.
+InitFn = Callable[[dict, int, int], "tuple[int, str] | None"]
 
 
 class _Conn:
@@ -199,37 +218,46 @@ class _Conn:
     One ``recv_into`` takes whatever the server has sent so far into a reusable buffer, and the
     fields are parsed from there: i-PI's consolidated STATUS + POSDATA + GETFORCE usually arrive
     in one read instead of one system call per field (six per MD step before; measured in
-    benchmarks/bench_md_overhead.py)."""
+    benchmarks/bench_md_overhead.py). The buffer grows with the bytes that arrive, never to a size
+    the server only announced, and a read waits at most ``timeout_s`` (None: for ever)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, timeout_s: float | None = None):
         self.sock = sock
+        self.timeout_s = timeout_s
+        sock.settimeout(timeout_s)
         self.buf = bytearray(1 << 16)
         self.lo = 0  # first unread byte
         self.hi = 0  # end of the bytes received
 
+    def silent(self) -> DriverError:
+        return DriverError(
+            f"the server sent nothing for {self.timeout_s:g} s (--server-timeout); is i-PI still running?"
+        )
+
     def _need(self, nbytes: int, at_message_start: bool = False) -> None:
         if self.hi - self.lo >= nbytes:
             return
-        if self.lo + nbytes > len(self.buf):
-            # move the unread bytes to the front; grow for a message larger than the buffer
+        if self.lo + nbytes > len(self.buf):  # move the unread bytes to the front
             pending = bytes(self.buf[self.lo : self.hi])
-            if nbytes > len(self.buf):
-                self.buf = bytearray(max(nbytes, 2 * len(self.buf)))
             self.buf[: len(pending)] = pending
             self.lo, self.hi = 0, len(pending)
-        view = memoryview(self.buf)
-        try:
-            while self.hi - self.lo < nbytes:
-                try:
-                    n = self.sock.recv_into(view[self.hi :], len(self.buf) - self.hi)
-                except (ConnectionResetError, BrokenPipeError):
-                    n = 0
-                if n == 0:
-                    start = at_message_start and self.hi == self.lo
-                    raise ServerClosed("at message start" if start else "mid-message")
-                self.hi += n
-        finally:
-            view.release()
+        while self.hi - self.lo < nbytes:
+            if self.hi == len(self.buf):  # full: at most double, for bytes that are arriving
+                self.buf.extend(bytes(min(len(self.buf), self.lo + nbytes - len(self.buf))))
+            view = memoryview(self.buf)[self.hi :]
+            try:
+                n = self.sock.recv_into(view)
+            except (ConnectionResetError, BrokenPipeError):
+                n = 0
+            except socket.timeout:
+                raise self.silent() from None
+            finally:
+                view.release()
+            if n == 0:
+                if at_message_start and self.hi == self.lo:
+                    raise ServerClosed("at message start")
+                raise DriverError("the server closed the connection in the middle of a message")
+            self.hi += n
 
     def recv_bytes(self, nbytes: int, *, at_message_start: bool = False) -> bytes:
         self._need(nbytes, at_message_start)
@@ -255,6 +283,8 @@ class _Conn:
             self.sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             raise ServerClosed("while sending") from None
+        except socket.timeout:
+            raise DriverError(f"the server took nothing for {self.timeout_s:g} s (--server-timeout)") from None
 
 
 def _extra_bytes(extra) -> bytes:
@@ -316,9 +346,11 @@ class ClientSession:
     """
 
     def __init__(self, sock: socket.socket, on_init: InitFn | None = None, *, stats: SessionStats | None = None,
-                 say: Callable[[str], None] | None = None):
+                 say: Callable[[str], None] | None = None, timeout_s: float | None = DEFAULT_SERVER_TIMEOUT_S):
         self.sock = sock
-        self.conn = _Conn(sock)
+        self.conn = _Conn(sock, timeout_s)
+        #: (atom count, where it comes from) of the structure served, once INIT told it
+        self.expected_atoms: tuple[int, str] | None = None
         self.on_init = on_init
         self.stats = stats if stats is not None else SessionStats()
         self.say = say
@@ -342,7 +374,6 @@ class ClientSession:
 
     def step(self) -> None:
         """Reads and handles one message; blocks until it is complete. Sets :attr:`done` at the end."""
-        st = self.stats
         try:
             header = self.conn.recv_bytes(HDRLEN, at_message_start=True)
             if header == STATUS:
@@ -351,30 +382,7 @@ class ClientSession:
                 else:
                     self.conn.send(self._status())
             elif header == POSDATA:
-                if not self.initialised:
-                    raise DriverError("i-PI sent POSDATA before INIT")
-                if self.pending is not None or self.results is not None:
-                    raise DriverError("i-PI sent new positions before collecting the forces")
-                self._t_pos = time.perf_counter()
-                st.seconds_waiting += self._t_pos - self._t_wait0
-                conn, batch_n = self.conn, self.batch_n
-                if batch_n > 1:
-                    n = conn.recv_int()
-                    cellbuf = conn.recv_array(_F64, 18 * batch_n).reshape(batch_n, 2, 3, 3)
-                    posbuf = conn.recv_array(_F64, 3 * n * batch_n).reshape(batch_n, n, 3)
-                    cells = [cellbuf[i, 0] for i in range(batch_n)]
-                    positions = [posbuf[i] for i in range(batch_n)]
-                else:
-                    hh = conn.recv_array(_F64, 18).reshape(2, 3, 3)
-                    n = conn.recv_int()
-                    cells = [hh[0]]
-                    positions = [conn.recv_array(_F64, 3 * n).reshape(n, 3)]
-                if self.nat < 0:
-                    self.nat = n
-                    st.n_atoms = n
-                elif n != self.nat:
-                    raise DriverError(f"the number of atoms changed during the run ({self.nat} → {n})")
-                self.pending = (cells, positions)
+                self._read_positions()
             elif header == GETFORCE:
                 if self.results is not None:
                     self._send_forces()
@@ -383,30 +391,73 @@ class ClientSession:
                 else:
                     raise DriverError("i-PI asked for forces before sending positions")
             elif header == INIT:
-                rid = self.conn.recv_int()
-                length = self.conn.recv_int()
-                text = self.conn.recv_bytes(length) if length > 0 else b""
-                params = parse_init_string(text)
-                self.batch_n = batch_size_from(params)
-                st.batch_size = self.batch_n
-                st.replica_id = rid
-                st.init_params = params
-                if self.say:
-                    self.say(f"INIT replica {rid}: {text!r} → batch_size {self.batch_n}")
-                if self.on_init is not None:
-                    self.on_init(params, rid, self.batch_n)
-                self.initialised = True
-                self._t_wait0 = time.perf_counter()
+                self._read_init()
             elif header == EXIT:
-                self.done = st.reason = "exit"
+                self.done = self.stats.reason = "exit"
                 if self.say:
                     self.say("EXIT received from i-PI")
             else:
                 raise DriverError(f"unexpected message from the server: {header!r}")
         except ServerClosed as exc:
-            self.done = st.reason = "closed"
+            self.done = self.stats.reason = "closed"
             if self.say:
                 self.say(f"the server closed the connection ({exc})")
+
+    def _read_init(self) -> None:
+        st = self.stats
+        rid = self.conn.recv_int()
+        length = self.conn.recv_int()
+        if not 0 <= length <= MAX_INIT_BYTES:
+            raise DriverError(f"i-PI announced {length} bytes of INIT parameters; at most {MAX_INIT_BYTES} are accepted")
+        text = self.conn.recv_bytes(length) if length > 0 else b""
+        params = parse_init_string(text)
+        self.batch_n = batch_size_from(params)
+        st.batch_size = self.batch_n
+        st.replica_id = rid
+        st.init_params = params
+        if self.say:
+            self.say(f"INIT replica {rid}: {text!r} → batch_size {self.batch_n}")
+        if self.on_init is not None:
+            self.expected_atoms = self.on_init(params, rid, self.batch_n) or self.expected_atoms
+        self.initialised = True
+        self._t_wait0 = time.perf_counter()
+
+    def _read_positions(self) -> None:
+        if not self.initialised:
+            raise DriverError("i-PI sent POSDATA before INIT")
+        if self.pending is not None or self.results is not None:
+            raise DriverError("i-PI sent new positions before collecting the forces")
+        self._t_pos = time.perf_counter()
+        self.stats.seconds_waiting += self._t_pos - self._t_wait0
+        conn, batch_n = self.conn, self.batch_n
+        if batch_n > 1:
+            n = self._atom_count(conn.recv_int())
+            cellbuf = conn.recv_array(_F64, 18 * batch_n).reshape(batch_n, 2, 3, 3)
+            posbuf = conn.recv_array(_F64, 3 * n * batch_n).reshape(batch_n, n, 3)
+            cells = [cellbuf[i, 0] for i in range(batch_n)]
+            positions = [posbuf[i] for i in range(batch_n)]
+        else:
+            hh = conn.recv_array(_F64, 18).reshape(2, 3, 3)
+            n = self._atom_count(conn.recv_int())
+            cells = [hh[0]]
+            positions = [conn.recv_array(_F64, 3 * n).reshape(n, 3)]
+        if self.nat < 0:
+            self.nat = n
+            self.stats.n_atoms = n
+        elif n != self.nat:
+            raise DriverError(f"the number of atoms changed during the run ({self.nat} → {n})")
+        self.pending = (cells, positions)
+
+    def _atom_count(self, n: int) -> int:
+        """The atom count POSDATA announces, refused before anything is allocated for it unless it
+        is the served structure's (or, before that is known, within :data:`MAX_ATOMS`)."""
+        if self.expected_atoms is not None:
+            want, what = self.expected_atoms
+            if n != want:
+                raise DriverError(f"i-PI sent {n} atoms but the structure ({what}) has {want}")
+        elif not 1 <= n <= MAX_ATOMS:
+            raise DriverError(f"i-PI announced {n} atoms; a structure must have 1 to {MAX_ATOMS}")
+        return n
 
     def set_results(self, results: list) -> None:
         """The (energy, forces, virial, extra) of each pending structure, in atomic units."""
@@ -453,15 +504,18 @@ def run_client(
     stats: SessionStats | None = None,
     log: Callable[[str], None] | None = None,
     verbose: bool = False,
+    timeout_s: float | None = DEFAULT_SERVER_TIMEOUT_S,
 ) -> SessionStats:
     """Serves i-PI on a connected socket until EXIT or until the server closes the socket.
 
     ``evaluate`` gets lists of cells (i-PI's h, bohr) and positions ((nat, 3), bohr) — one item,
     or batch_size items in batched mode — and returns one (energy, forces, virial, extra) per
     item, in atomic units. Errors from ``evaluate``/``on_init`` propagate (the caller reports
-    them); a server that closes the connection ends the loop normally.
+    them); a server that closes the connection between messages ends the loop normally, one
+    that closes it mid-message, sends an impossible size or stays silent for ``timeout_s``
+    seconds raises :class:`DriverError`.
     """
-    session = ClientSession(sock, on_init, stats=stats, say=log if (log and verbose) else None)
+    session = ClientSession(sock, on_init, stats=stats, say=log if (log and verbose) else None, timeout_s=timeout_s)
     try:
         while not session.done:
             session.step()

@@ -24,7 +24,6 @@ accepted; the port is open to the cluster network while the bridge waits for it.
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import shlex
@@ -34,6 +33,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from dynamat_driver.contract import write_socket_file
 
 ACCEPT_TIMEOUT_S = float(os.environ.get("DYNAMAT_INET_ACCEPT_TIMEOUT", "600"))
 
@@ -120,11 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     lsock.listen(1)
     port = lsock.getsockname()[1]
     full = launcher + cmd + ["--inet", f"{host}:{port}"]
-    info = {"host": host, "port": port, "unix": unix, "driver_command": full, "time": time.time(),
-            "server_host": socket.gethostname()}
-    tmp = run_dir / ".socket.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    tmp.replace(run_dir / "socket.json")
+    write_socket_file(run_dir, host, port, unix=unix, driver_command=full, time=time.time(),
+                      server_host=socket.gethostname())
     _info(f"listening on {host}:{port} for the driver; i-PI at unix:{unix}")
     proc = subprocess.Popen(full, start_new_session=True)
     conn = upstream = None

@@ -384,14 +384,10 @@ def _slurm_task_id() -> str | None:
 
 def bridge_command(job: Job) -> str:
     """The driver command that puts the real driver behind a TCP socket (see campaign_bridge)."""
-    real = job.driver_cmd or shlex.join([_executable("dynamat-driver")])
+    from dynamat.processes import driver_command
+
+    real = shlex.join(driver_command(job.driver_cmd))
     return shlex.join([sys.executable, "-m", "dynamat.campaign.bridge", "--run-dir", str(job.run_dir), "--"]) + " " + real
-
-
-def _executable(name: str) -> str:
-    from dynamat.processes import executable
-
-    return executable(name)
 
 
 def task_main(manifest: Path, index: int, log: Callable[[str], None]) -> int:

@@ -7,7 +7,6 @@ module only starts the processes, reports progress and raises :class:`Interrupte
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -22,6 +21,7 @@ from dynamat import processes
 from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import last_properties_row
+from dynamat_driver.contract import write_socket_file
 
 PREFIX = "simulation"
 
@@ -112,7 +112,7 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
         text = _FFSOCKET.sub(r"\g<1>'inet'", text, count=1)
         text = _ADDRESS.sub(f"<address> {opts.host} </address>", text, count=1)
         text = _PORT.sub(f"<port> {port} </port>", text, count=1)
-        (run_dir / "socket.json").write_text(json.dumps({"mode": "inet", "host": opts.host, "port": port}) + "\n")
+        write_socket_file(run_dir, opts.host, port)
         where = ["--inet", f"{opts.host}:{port}", "--connect-timeout", str(opts.start_timeout_s)]
     (run_dir / "attempt.xml").write_text(text)
     ipi = None

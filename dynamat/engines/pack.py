@@ -10,7 +10,6 @@ to resume starts a new pack driver.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,8 +22,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dynamat import processes
+from dynamat_driver.contract import (ACTIVE, DONE, REQUEST, STATUS_FILE, STOP, ContractError, check_done,
+                                     check_pack_status, check_request, read_json)
+from dynamat_driver.files import write_json_atomic
 
-REQUEST, ACTIVE, DONE, STOP, STATUS_FILE = ".request.json", ".active.json", ".done.json", "stop", "pack.json"
+
+def session_request(run_dir: Path, where: list[str], *, tag: str = "", stress: dict | None = None,
+                    connect_timeout: float = 120.0) -> dict:
+    """The session request (:data:`dynamat_driver.contract.REQUEST_FIELDS`) for the i-PI at ``where``."""
+    return check_request({
+        "run_dir": str(run_dir),
+        "timing_file": str(run_dir / f"driver_timing{tag}.json"),
+        "log_file": str(run_dir / f"driver{tag}.log"),
+        "connect_timeout": connect_timeout,
+        **({"socket": where[1]} if where[0] == "--unix" else {"inet": where[1]}),
+        **(stress or {}),
+    })
 
 
 class PackDriver:
@@ -73,25 +86,16 @@ class PackDriver:
         with self._lock:
             self._n += 1
             name = f"s{self._n:05d}"
-        request = {
-            "run_dir": str(run_dir),
-            "timing_file": str(run_dir / f"driver_timing{tag}.json"),
-            "log_file": str(run_dir / f"driver{tag}.log"),
-            "connect_timeout": connect_timeout,
-            **({"socket": where[1]} if where[0] == "--unix" else {"inet": where[1]}),
-            **(stress or {}),
-        }
-        tmp = self.dir / f".{name}.tmp"
-        tmp.write_text(json.dumps(request) + "\n")
-        os.replace(tmp, self.dir / f"{name}{REQUEST}")  # the driver only sees whole requests
+        request = session_request(run_dir, where, tag=tag, stress=stress, connect_timeout=connect_timeout)
+        write_json_atomic(self.dir / f"{name}{REQUEST}", request)  # the driver only sees whole requests
         with open(run_dir / f"driver{tag}.log", "a") as fh:
             fh.write(f"dynamat: served by the pack driver in {self.dir} (pid {proc.pid}, log {self.log})\n")
         return PackSession(self, name, proc, run_dir / f"driver{tag}.log")
 
     def summary(self) -> dict | None:
         try:
-            return json.loads((self.dir / STATUS_FILE).read_text())
-        except (OSError, ValueError):
+            return read_json(self.dir / STATUS_FILE, check_pack_status)
+        except (OSError, ContractError):
             return None
 
     def close(self, grace_s: float = 30.0) -> dict | None:
@@ -123,8 +127,8 @@ class PackSession:
         done = self.pack.dir / f"{self.name}{DONE}"
         if done.exists():
             try:
-                status = json.loads(done.read_text()).get("status")
-            except (OSError, ValueError):
+                status = read_json(done, check_done)["status"]
+            except (OSError, ContractError):
                 status = "error"
             self.returncode = 0 if status in ("exit", "closed") else 1
         elif self.proc.poll() == 0 and (self.pack.dir / f"{self.name}{REQUEST}").exists():
@@ -197,7 +201,8 @@ def run_all(pack: PackDriver, items: Sequence, work: Callable, *, at_once: int |
         pack.close()
 
 
-_PACK_FILE = re.compile(r"^(s\d+(\.request|\.active|\.done)\.json|stop|pack\.json|\..*\.tmp\d*)$")
+_PACK_FILE = re.compile(rf"^(s\d+({'|'.join(map(re.escape, (REQUEST, ACTIVE, DONE)))})|{re.escape(STOP)}|"
+                        rf"{re.escape(STATUS_FILE)}|\..*\.tmp\d*)$")
 
 
 def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0, no_pid_age_s: float = 86400.0) -> None:
@@ -211,7 +216,7 @@ def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0, no_pid_age_s: f
             names = os.listdir(d)
             if not all(_PACK_FILE.match(n) for n in names):
                 continue
-            pid = json.loads((d / STATUS_FILE).read_text()).get("pid") if STATUS_FILE in names else None
+            pid = read_json(d / STATUS_FILE, check_pack_status)["pid"] if STATUS_FILE in names else None
             if isinstance(pid, int) and processes.pid_alive(pid):
                 continue
             if not isinstance(pid, int) and now - st.st_mtime < no_pid_age_s:
@@ -223,4 +228,4 @@ def _clean_stale_pack_dirs(base: Path, min_age_s: float = 300.0, no_pid_age_s: f
             continue
 
 
-__all__ = ["PackDriver", "PackSession", "run_all"]
+__all__ = ["PackDriver", "PackSession", "run_all", "session_request"]

@@ -254,3 +254,56 @@ def test_sigterm_hands_over_to_a_new_driver(tmp_path, procs, sockdir):
     assert ipi.returncode == 0 and d2.returncode == 0, err2
     rows = np.loadtxt(tmp_path / "simulation.out", ndmin=2)
     assert rows[:, 0].tolist() == list(range(0, steps + 1, 10))
+
+
+def test_readme_usage_as_written(tmp_path, procs):
+    """The README's two-line usage, run by bash as written (with the test model and a 20-step run):
+    ``dynamat inputs`` writes a unique socket name, and the plain driver started in that folder finds
+    it in ``input.xml``."""
+    pytest.importorskip("ipi")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [ln.split("#", 1)[0].strip() for ln in block.splitlines() if ln.strip()]
+    assert lines[0].startswith("dynamat inputs ") and "dynamat-driver --model chgnet" in lines[1], block
+    script = "\n".join([
+        lines[0] + " --time-ps 0.005",  # 20 steps of 0.25 fs
+        lines[1].replace("--model chgnet", "--model emt"),
+        "wait",
+    ])
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(["bash", "-e", "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    procs.append(proc)
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert "dynamat-driver: error" not in out and "done (EXIT from i-PI)" in out, out[-3000:]
+    rows = np.loadtxt(tmp_path / "my_run" / "simulation.out", ndmin=2)
+    assert rows[-1, 0] == 20, out[-3000:]
+
+
+def test_address_from_input_xml(tmp_path):
+    """What a plain driver takes from ./input.xml: i-PI's own socket path (sockets_prefix + address),
+    or host and port, and the template its parameters name."""
+    from dynamat_driver.ipi_input import read_ipi_input
+
+    (tmp_path / "init.xyz").write_text("1\n\nCu 0 0 0\n")
+    xml = tmp_path / "input.xml"
+    xml.write_text("<simulation sockets_prefix='/tmp/dm-x/'><ffsocket name='f' mode='unix'>"
+                   "<address> run-1 </address><parameters>{species: Cu, template: init.xyz}</parameters>"
+                   "</ffsocket></simulation>")
+    got = read_ipi_input(str(xml))
+    assert str(got.address) == "unix:/tmp/dm-x/run-1" and got.template == str(tmp_path / "init.xyz")
+    xml.write_text("<simulation><ffsocket mode='inet'><address>node3</address><port>31500</port></ffsocket>"
+                   "<system><initialize><file mode='ase'> gone.xyz </file></initialize></system></simulation>")
+    got = read_ipi_input(str(xml))
+    assert str(got.address) == "inet:node3:31500" and got.template is None  # named, but not there
+    xml.write_text("<simulation><ffsocket mode='unix'><address>a</address></ffsocket>"
+                   "<ffsocket mode='unix'><address>b</address></ffsocket></simulation>")
+    res = run_driver("--model", "emt", "--connect-timeout", "0.1", cwd=tmp_path)
+    assert_one_line_error(res, "2 <ffsocket> elements", "--unix")
+    res = run_driver("--model", "emt", "--unix", str(tmp_path / "nobody"), "--connect-timeout", "0.1", cwd=tmp_path)
+    assert_one_line_error(res, "cannot reach", str(tmp_path / "nobody"))  # --unix wins over input.xml

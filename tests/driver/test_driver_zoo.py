@@ -160,8 +160,9 @@ def test_models_table_rows_from_a_driver_command():
     names = [ln.split()[0] for ln in out.output.splitlines()[1:]]
     assert names == ["mace-mpa-0", "orb-v2"]
     bad = CliRunner().invoke(models_command, ["--driver-cmd", "/nonexistent/dynamat-driver"])
-    # the message reaches the output or, with the server wing's newer error handling, the exception
-    assert bad.exit_code != 0 and "not found" in bad.output + str(bad.exception)
+    # resolved as every driver command is (dynamat.processes.driver_command); the message reaches the
+    # output or, with the server wing's newer error handling, the exception
+    assert bad.exit_code != 0 and "is not an executable program" in bad.output + str(bad.exception)
 
 
 def test_make_driver_env_refuses_unknown_models_and_mixed_groups(tmp_path):
