@@ -62,4 +62,5 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     click.echo(f"protocol {p.name}: i-PI {p.ipi_thermostat} (paper: {p.paper_thermostat}), dt {p.timestep_fs} fs, "
                f"tau {p.tau_fs} fs, frame every {p.stride} steps, {sys_entry.temperature_K} K")
     where = f"--inet {shlex.quote(inet)}" if inet else f"--unix {shlex.quote(unix_name)}"
-    click.echo(f"run it:  cd {shlex.quote(str(out))} && i-pi input.xml & dynamat-driver --model {shlex.join(model_args)} {where}")
+    # ';' not '&&': with '&&' the cd happens only in the backgrounded subshell and the driver starts elsewhere
+    click.echo(f"run it:  cd {shlex.quote(str(out))}; i-pi input.xml & dynamat-driver --model {shlex.join(model_args)} {where}")
