@@ -29,6 +29,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from dynamat import processes
 from dynamat.errors import DynamatError
 from dynamat.engines.ipi_input import MDSettings
+from dynamat.trajectory import stress_to_ipi_virial
 
 PROPS_HEADER = [
     "# column   1     --> step : written by dynamat.engines.ase_nhc (ASE Nose-Hoover chain)",
@@ -55,8 +56,7 @@ class _Writer:
         n = len(atoms)
         ke = atoms.get_kinetic_energy()
         temp = 2 * ke / ((3 * n - 3) * units.kB)
-        s = atoms.get_stress(voigt=True)  # ASE order xx yy zz yz xz xy
-        vir = -s[[0, 1, 2, 5, 4, 3]]
+        vir = stress_to_ipi_virial(atoms.get_stress(voigt=True))
         row = [step, time_fs, temp, ke, atoms.get_potential_energy(), conserved, *vir, atoms.get_volume()]
         self.props.write(" ".join(f"{x:.10e}" for x in row) + "\n")
         lattice = " ".join(f"{x:.10f}" for x in atoms.cell.array.reshape(-1))
