@@ -35,6 +35,9 @@ import sys
 import time
 from pathlib import Path
 
+from dynamat.files import write_text_atomic
+from dynamat.layout import RunFolder
+
 ACCEPT_TIMEOUT_S = float(os.environ.get("DYNAMAT_INET_ACCEPT_TIMEOUT", "600"))
 
 
@@ -122,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     full = launcher + cmd + ["--inet", f"{host}:{port}"]
     info = {"host": host, "port": port, "unix": unix, "driver_command": full, "time": time.time(),
             "server_host": socket.gethostname()}
-    tmp = run_dir / ".socket.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    tmp.replace(run_dir / "socket.json")
+    write_text_atomic(RunFolder(run_dir).socket_json, json.dumps(info, indent=1) + "\n")
     _info(f"listening on {host}:{port} for the driver; i-PI at unix:{unix}")
     proc = subprocess.Popen(full, start_new_session=True)
     conn = upstream = None

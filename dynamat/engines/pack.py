@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dynamat import processes
+from dynamat.layout import RunFolder
 
 REQUEST, ACTIVE, DONE, STOP, STATUS_FILE = ".request.json", ".active.json", ".done.json", "stop", "pack.json"
 
@@ -75,8 +76,8 @@ class PackDriver:
             name = f"s{self._n:05d}"
         request = {
             "run_dir": str(run_dir),
-            "timing_file": str(run_dir / f"driver_timing{tag}.json"),
-            "log_file": str(run_dir / f"driver{tag}.log"),
+            "timing_file": str(RunFolder(run_dir).driver_timing_json(tag)),
+            "log_file": str(RunFolder(run_dir).driver_log(tag)),
             "connect_timeout": connect_timeout,
             **({"socket": where[1]} if where[0] == "--unix" else {"inet": where[1]}),
             **(stress or {}),
@@ -84,9 +85,9 @@ class PackDriver:
         tmp = self.dir / f".{name}.tmp"
         tmp.write_text(json.dumps(request) + "\n")
         os.replace(tmp, self.dir / f"{name}{REQUEST}")  # the driver only sees whole requests
-        with open(run_dir / f"driver{tag}.log", "a") as fh:
+        with open(RunFolder(run_dir).driver_log(tag), "a") as fh:
             fh.write(f"dynamat: served by the pack driver in {self.dir} (pid {proc.pid}, log {self.log})\n")
-        return PackSession(self, name, proc, run_dir / f"driver{tag}.log")
+        return PackSession(self, name, proc, RunFolder(run_dir).driver_log(tag))
 
     def summary(self) -> dict | None:
         try:

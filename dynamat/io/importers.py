@@ -47,6 +47,7 @@ from dynamat.catalogue import temperature_from_name
 from dynamat.errors import DynamatError
 from dynamat.io.extxyz import frame_fields, iread_extxyz
 from dynamat.io.reference_h5 import ReferenceGroupWriter
+from dynamat.layout import RunFolder
 
 __all__ = [
     "EquipartitionCheck",
@@ -296,7 +297,7 @@ def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
     meta.numbers, meta.pbc = t.numbers, np.ones(3, bool)
     if t.dt_fs is not None:
         meta.dt_fs, meta.dt_from = t.dt_fs, "i-PI properties (time column)"
-    inp = path / "input.xml"
+    inp = RunFolder(path).input_xml
     if inp.exists():
         m = re.search(r"<ensemble>.*?<temperature[^>]*>\s*([-+0-9.eE]+)", inp.read_text(), re.DOTALL)
         if m:

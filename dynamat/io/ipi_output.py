@@ -17,6 +17,7 @@ from ase.data import atomic_numbers
 
 from dynamat.errors import DynamatError
 from dynamat.io.extxyz import dropped_frame_note, warn
+from dynamat.layout import PREFIX, RunFolder
 from dynamat.trajectory import Trajectory, ipi_virial_to_stress
 
 _COL = re.compile(r"#\s*(?:column|cols\.)\s+(\d+)(?:-(\d+))?\s+-->\s+([^\s:]+)")
@@ -201,7 +202,7 @@ def _props_at(props: dict, steps: np.ndarray, path: Path, notes: list[str]) -> t
     return {k: v[j] for k, v in props.items()}, steps
 
 
-def read_ipi_run(run_dir: str | Path, prefix: str = "simulation", name: str = "") -> Trajectory:
+def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> Trajectory:
     """Positions, velocities (Å/fs), configurational stress and potential energy of an i-PI run.
 
     The stress is minus i-PI's ``virial_md`` (the configurational part only; ``pressure_md`` would
@@ -209,17 +210,17 @@ def read_ipi_run(run_dir: str | Path, prefix: str = "simulation", name: str = ""
     (:func:`read_aligned_frames`).
     """
     run_dir = Path(run_dir)
-    fr = read_aligned_frames({"pos": run_dir / f"{prefix}.pos_0.extxyz", "vel": run_dir / f"{prefix}.vel_0.extxyz"},
-                             run_dir / f"{prefix}.out")
+    rf = RunFolder(run_dir, prefix)
+    fr = read_aligned_frames({"position": rf.positions(0), "velocity": rf.velocities(0)}, rf.properties)
     vir = fr.props.get("virial_md{ev/ang3}")
     energies = fr.props.get("potential{electronvolt}")
     return Trajectory(
         numbers=fr.numbers,
-        positions=fr.data["pos"][:, :, :3],
+        positions=fr.data["position"][:, :, :3],
         cells=fr.cells,
         dt_fs=fr.frame_interval_fs(),
         # columns after species: pos(3) then velocities(3) in ASE units
-        velocities=fr.data["vel"][:, :, -3:] * units.fs if "vel" in fr.data else None,
+        velocities=fr.data["velocity"][:, :, -3:] * units.fs if "velocity" in fr.data else None,
         energies=energies,
         stress=None if vir is None else ipi_virial_to_stress(vir),
         steps=fr.steps,

@@ -21,9 +21,9 @@ from ase.data import atomic_numbers
 
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import read_aligned_frames, read_ipi_run
+from dynamat.layout import PREFIX, RunFolder
 from dynamat.trajectory import Trajectory, ipi_virial_to_stress
 
-PREFIX = "simulation"
 
 __all__ = ["bead_files", "input_info", "read_bead_positions", "read_bead_trajectory", "read_centroid_trajectory",
            "read_run_trajectory", "species_counts"]
@@ -43,7 +43,7 @@ def input_info(run_dir: Path) -> dict:
     """nbeads, temperature (K) and time step (fs) from the run's input.xml, where present."""
     out: dict = {}
     try:
-        root = ET.parse(run_dir / "input.xml").getroot()
+        root = ET.parse(RunFolder(run_dir).input_xml).getroot()
     except (OSError, ET.ParseError):
         return out
     init = root.find("system/initialize")
@@ -57,7 +57,8 @@ def input_info(run_dir: Path) -> dict:
 
 def species_counts(run_dir: Path, prefix: str) -> dict[str, int]:
     """Atoms per element, from init.xyz or else the first frame of a trajectory."""
-    for cand in [run_dir / "init.xyz", run_dir / f"{prefix}.xc.extxyz", *bead_files(run_dir, "pos", prefix)[:1]]:
+    rf = RunFolder(run_dir, prefix)
+    for cand in [rf.init_xyz, rf.centroid_positions, *bead_files(run_dir, "pos", prefix)[:1]]:
         if cand.exists():
             try:
                 symbols = ase.io.read(cand, index=0).get_chemical_symbols()
@@ -76,11 +77,11 @@ def read_centroid_trajectory(run_dir: str | Path, prefix: str = PREFIX, name: st
     (:func:`dynamat.io.ipi_output.read_aligned_frames`).
     """
     run_dir = Path(run_dir)
-    xc_file = run_dir / f"{prefix}.xc.extxyz"
+    rf = RunFolder(run_dir, prefix)
+    xc_file = rf.centroid_positions
     if not xc_file.exists():
         raise DynamatError(f"no centroid trajectory in {run_dir} (expected {xc_file.name})")
-    fr = read_aligned_frames({"centroid": xc_file, "centroid velocity": run_dir / f"{prefix}.vc.extxyz"},
-                             run_dir / f"{prefix}.out")
+    fr = read_aligned_frames({"centroid": xc_file, "centroid velocity": rf.centroid_velocities}, rf.properties)
     info = input_info(run_dir)
     if "virial_cv{ev/ang3}" in fr.props:
         vir = fr.props["virial_cv{ev/ang3}"]
@@ -132,7 +133,7 @@ def read_run_trajectory(run_dir: str | Path, prefix: str = PREFIX) -> Trajectory
     """The physical trajectory of a run: the centroids of a PIMD-template run (any P, P = 1
     included), else the classical NVT outputs (:func:`dynamat.io.ipi_output.read_ipi_run`)."""
     run_dir = Path(run_dir)
-    if (run_dir / f"{prefix}.xc.extxyz").exists():
+    if RunFolder(run_dir, prefix).centroid_positions.exists():
         return read_centroid_trajectory(run_dir, prefix)
     traj = read_ipi_run(run_dir, prefix)
     traj.temperature_K = input_info(run_dir).get("temperature_K")

@@ -25,6 +25,7 @@ from dynamat.io.run_folder import (
     read_run_trajectory,
     species_counts,
 )
+from dynamat.layout import RunFolder
 from dynamat.metrics.pressure import pressure_GPa, pressure_hist_error, pressure_mae
 from dynamat.metrics.rdf import rdf_error, rdf_from_histogram, rdf_histogram, rdf_r_max
 from dynamat.metrics.uncertainty import block_bootstrap_mean_se, integrated_autocorrelation_time
@@ -105,7 +106,7 @@ def quantum_kinetic_energy(
     3/2 N k_B T, exact at P = 1, with zero error.
     """
     run_dir = Path(run_dir)
-    props = read_properties(run_dir / f"{prefix}.out")
+    props = read_properties(RunFolder(run_dir, prefix).properties)
     info = input_info(run_dir)
     counts = species_counts(run_dir, prefix)
     n_all = sum(counts.values())

@@ -39,6 +39,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from dynamat.layout import SCORE_JSON, RunFolder
 from dynamat.scoring.keys import (  # the one metric table
     COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, OBSERVABLE_KEYS, Metric,
 )
@@ -167,10 +168,10 @@ def score_files(sources) -> tuple[list[Path], Path]:
     for src in sources:
         if src.is_file():
             paths.append(src)
-        elif (src / "score.json").is_file():
-            paths.append(src / "score.json")
+        elif RunFolder(src).score_json.is_file():
+            paths.append(RunFolder(src).score_json)
         elif src.is_dir():
-            found = sorted(src.glob("*/*/score.json")) or sorted(src.rglob("score.json"))
+            found = sorted(src.glob(f"*/*/{SCORE_JSON}")) or sorted(src.rglob(SCORE_JSON))
             if not found:
                 raise ResultsError(f"no score.json files under {src} (run `dynamat score --run DIR` first)")
             paths.extend(found)
@@ -200,7 +201,7 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         row[f"mb_{key}"] = _num({**mb, **mb_sp}.get(key))
     row["pressure_hist_error_pct_half_bins"] = _num(raw.get("pressure_hist_error_pct_half_bins"))
     row["pressure_hist_error_pct_double_bins"] = _num(raw.get("pressure_hist_error_pct_double_bins"))
-    curves = path.parent / "curves.npz"
+    curves = RunFolder(path.parent).curves_npz
     row["curves_path"] = str(curves) if curves.is_file() else None
     row["error"] = raw.get("error")
     return row

@@ -18,12 +18,13 @@ from dynamat.errors import DynamatError
 from dynamat.io import read_extxyz, read_reference
 from dynamat.io.results import write_json_atomic
 from dynamat.io.run_folder import bead_files, read_bead_trajectory, read_run_trajectory
+from dynamat.layout import CURVES_NPZ, SCORE_JSON, RunFolder
 from dynamat.metrics.matbench import MATBENCH_KEYS, matbench_md_metrics
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 
-SCORE_FILE = "score.json"
-CURVES_FILE = "curves.npz"
+SCORE_FILE = SCORE_JSON  # the names stay importable from here
+CURVES_FILE = CURVES_NPZ
 
 
 def check_dt_fs(dt_fs, what: str = "--dt-fs") -> float:
@@ -39,7 +40,7 @@ def check_dt_fs(dt_fs, what: str = "--dt-fs") -> float:
 
 def _run_trajectory(run_dir: Path):
     meta = {}
-    rj = run_dir / "run.json"
+    rj = RunFolder(run_dir).run_json
     if rj.exists():
         try:
             meta = json.loads(rj.read_text())
