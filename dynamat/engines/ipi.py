@@ -21,6 +21,7 @@ import numpy as np
 from dynamat import processes
 from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
+from dynamat.files import write_text_atomic
 from dynamat.io.ipi_output import last_properties_row
 from dynamat.layout import PREFIX, RunFolder
 
@@ -112,7 +113,7 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
         text = _FFSOCKET.sub(r"\g<1>'inet'", text, count=1)
         text = _ADDRESS.sub(f"<address> {opts.host} </address>", text, count=1)
         text = _PORT.sub(f"<port> {port} </port>", text, count=1)
-        rf.socket_json.write_text(json.dumps({"mode": "inet", "host": opts.host, "port": port}) + "\n")
+        write_text_atomic(rf.socket_json, json.dumps({"mode": "inet", "host": opts.host, "port": port}) + "\n")
         where = ["--inet", f"{opts.host}:{port}", "--connect-timeout", str(opts.start_timeout_s)]
     rf.attempt_xml.write_text(text)
     ipi = None

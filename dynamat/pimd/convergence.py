@@ -11,6 +11,7 @@ import ase
 import numpy as np
 
 from dynamat.errors import DynamatError
+from dynamat.files import write_text_atomic
 from dynamat.layout import RunFolder
 from dynamat.pimd.observables import quantum_kinetic_energy
 from dynamat.runner import RunOptions, supervise
@@ -112,7 +113,7 @@ def bead_convergence(
                            for s, k in kin.items() if s != "all"}}
         conv.rows.append(row)
         _agreement(conv.rows, z)
-        (base / "bead_convergence.json").write_text(json.dumps(conv.as_dict(), indent=2) + "\n")
+        write_text_atomic(base / "bead_convergence.json", json.dumps(conv.as_dict(), indent=2) + "\n")
     return conv
 
 
