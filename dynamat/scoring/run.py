@@ -116,6 +116,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         seconds_per_step=meta.get("seconds_per_step_median"),
         model_seconds_per_eval=meta.get("model_seconds_per_eval_median"),
     )
+    if mlip.notes:  # what the reader dropped (an incomplete last frame of a killed run), said in the result too
+        res["reader_notes"] = list(mlip.notes)
     return res
 
 

@@ -11,6 +11,7 @@ from dynamat import layout
 from dynamat.errors import DynamatError
 from dynamat.files import write_text_atomic
 from dynamat.layout import CampaignTree, RunFolder
+from dynamat.names import RESERVED
 
 PACKAGE = Path(dynamat.__file__).parent
 
@@ -23,6 +24,10 @@ def test_run_folder_is_out_model_system_checked(tmp_path):
     for model, system in (("..", "x"), ("emt", "../../etc"), ("emt", "report"), ("_campaign", "x"), ("-rf", "x")):
         with pytest.raises(DynamatError, match="cannot be used as a folder name"):
             RunFolder.of(tmp_path, model, system)
+
+
+def test_campaign_folders_are_the_reserved_names():
+    assert {layout.CAMPAIGN_DIR, layout.REPORT_DIR} == RESERVED
 
 
 def test_no_module_names_a_run_folder_file_itself():

@@ -2,6 +2,7 @@
 fallbacks; a file cut anywhere in its last frame (ASE's extxyz, i-PI's outputs) keeps its complete frames and
 says that the last one was dropped; a run resumed twice reads back one frame per step, in step order."""
 
+import json
 import shutil
 
 import numpy as np
@@ -181,3 +182,27 @@ def test_run_resumed_twice_reads_one_frame_per_step_in_order(tmp_path, ipi_run):
     np.testing.assert_array_equal(got.steps, whole.steps)
     for key in ("positions", "velocities", "energies", "stress"):
         np.testing.assert_array_equal(getattr(got, key), getattr(whole, key), err_msg=key)
+
+
+def test_score_of_a_cut_run_and_trajectory_says_what_it_dropped(tmp_path, ipi_run):
+    """Issue 24: a trajectory cut in its last frame scores the frames before it and says so, through the CLI,
+    whether given as a run folder or as an extxyz written by ASE."""
+    whole = read_ipi_run(ipi_run)
+    run = tmp_path / "emt" / SYSTEM
+    shutil.copytree(ipi_run, run)
+    text = (run / "simulation.pos_0.extxyz").read_text()
+    (run / "simulation.pos_0.extxyz").write_text(text[: _cuts(text, whole.n_atoms)["mid last atom line"]])
+    res = dynamat_cmd("score", "--system", SYSTEM, "--run", str(run))
+    assert res.returncode == 0, res.stderr
+    assert "dynamat: warning:" in res.stderr and "dropped" in res.stderr
+    assert "dropped" in json.loads((run / "score.json").read_text())["reader_notes"][0]
+
+    frames = [Atoms(numbers=whole.numbers, positions=p, cell=c, pbc=True) for p, c in zip(whole.positions, whole.cells)]
+    traj = tmp_path / "md.extxyz"
+    write(traj, frames, format="extxyz")
+    text = traj.read_text()
+    traj.write_text(text[: _cuts(text, whole.n_atoms)["mid comment line"]])
+    res = dynamat_cmd("score", "--system", SYSTEM, "--trajectory", str(traj), "--dt-fs", str(whole.dt_fs),
+                      "--json", str(tmp_path / "traj_score.json"))
+    assert res.returncode == 0, res.stderr
+    assert "dropped" in res.stderr and "kept the" in res.stderr
