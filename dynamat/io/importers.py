@@ -47,7 +47,6 @@ from dynamat.catalogue import temperature_from_name
 from dynamat.errors import DynamatError
 from dynamat.io.extxyz import frame_fields, iread_extxyz
 from dynamat.io.reference_h5 import ReferenceGroupWriter
-from dynamat.layout import RunFolder
 
 __all__ = [
     "EquipartitionCheck",
@@ -290,6 +289,7 @@ def _xdatcar_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
 
 def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
     from dynamat.io.ipi_output import read_ipi_run
+    from dynamat.io.run_folder import input_info
 
     prefix = next(iter(sorted(path.glob("*.pos_0.extxyz")) or sorted(path.glob("*.pos_0.xyz")))).name.split(".pos_0")[0]
     t = read_ipi_run(path, prefix=prefix)
@@ -297,11 +297,9 @@ def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
     meta.numbers, meta.pbc = t.numbers, np.ones(3, bool)
     if t.dt_fs is not None:
         meta.dt_fs, meta.dt_from = t.dt_fs, "i-PI properties (time column)"
-    inp = RunFolder(path).input_xml
-    if inp.exists():
-        m = re.search(r"<ensemble>.*?<temperature[^>]*>\s*([-+0-9.eE]+)", inp.read_text(), re.DOTALL)
-        if m:
-            meta.temperature_K, meta.t_from = float(m.group(1)), "i-PI input.xml (ensemble temperature)"
+    temp = input_info(path).get("temperature_K")  # the run readers' rule: the ensemble's, in kelvin
+    if temp is not None:
+        meta.temperature_K, meta.t_from = temp, "i-PI input.xml (ensemble temperature)"
     for i in range(t.n_frames):
         fr = {"positions": t.positions[i], "cell": t.cells[i]}
         if t.energies is not None:
