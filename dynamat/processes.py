@@ -201,7 +201,9 @@ class RunLock:
     def __init__(self, run_dir: Path, wait_s: float = 60.0):
         import fcntl
 
-        self.fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        from dynamat.layout import RunFolder
+
+        self.fd = os.open(RunFolder(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait_s
         signalled: set[int] = set()
         next_look = 0.0

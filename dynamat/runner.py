@@ -32,8 +32,10 @@ from dynamat.engines.ipi import PREFIX, Exploded, Interrupted, last_step
 from dynamat.engines.ipi_input import MDSettings, write_inputs
 from dynamat.engines.relax import relax_cell
 from dynamat.errors import DynamatError
+from dynamat.layout import LOCK, RunFolder
+from dynamat.files import write_text_atomic
 from dynamat.io.results import ensure_writable_dir
-from dynamat.names import model_folder, run_dir_in
+from dynamat.names import model_folder
 
 MAX_STEPS = 100_000_000  # 25 ns at 0.25 fs: beyond any benchmark, and i-PI's int stays sane
 
@@ -127,7 +129,7 @@ _STEP_TAG = re.compile(r"<step>\s*(\d+)\s*</step>")
 def restart_point(run_dir: Path) -> tuple[Path | None, int | None]:
     """The newest i-PI restart point in ``run_dir`` and its step: RESTART (soft exit) or the checkpoint."""
     best, best_step = None, None
-    for cand in (run_dir / "RESTART", run_dir / f"{PREFIX}.chk"):
+    for cand in (RunFolder(run_dir, PREFIX).restart, RunFolder(run_dir, PREFIX).checkpoint):
         step = restart_step(cand)
         if step is not None and (best_step is None or step > best_step):
             best, best_step = cand, step
@@ -151,14 +153,15 @@ def restart_step(path: Path | None) -> int | None:
 
 def _read_run_json(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / "run.json").read_text())
+        return json.loads(RunFolder(run_dir).run_json.read_text())
     except (OSError, ValueError):
         return None
 
 
 def _is_run_folder(run_dir: Path) -> bool:
     """Holds a dynamat run (run.json, or i-PI's input written by us): the only kind --overwrite removes."""
-    return (run_dir / "run.json").is_file() or (run_dir / "input.xml").is_file() and (run_dir / "init.xyz").is_file()
+    rf = RunFolder(run_dir)
+    return rf.run_json.is_file() or rf.input_xml.is_file() and rf.init_xyz.is_file()
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) -> Path | None:
@@ -170,7 +173,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
       unless it is already past the new count.
     - A run that failed before its first MD step (nothing to resume) is started again.
     """
-    if not run_dir.exists() or not any(p.name != ".lock" for p in run_dir.iterdir()):
+    if not run_dir.exists() or not any(p.name != LOCK for p in run_dir.iterdir()):
         _check_writable(run_dir)
         return None
     is_run = _is_run_folder(run_dir)
@@ -232,7 +235,7 @@ def run_md(
 ) -> RunRecord:
     """Runs one (model, system) MD in ``<out>/<model>/<system>`` and writes run.json; raises
     DynamatError on failure (the record is written first)."""
-    run_dir = run_dir_in(out, ("model", model), ("system", system.name))
+    run_dir = RunFolder.of(out, model, system.name).path
     settings = system.md_settings(steps=opts.steps, seed=opts.seed, nbeads=opts.nbeads)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
@@ -306,7 +309,7 @@ def supervise(
     if old:
         record.restarts = old.get("restarts") or []
         record.relaxation = old.get("relaxation")
-    props = run_dir / f"{PREFIX}.out"
+    props = RunFolder(run_dir, PREFIX).properties
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
     try:
@@ -359,16 +362,14 @@ def supervise(
         _merge_driver_timing(record, run_dir)
         if opts.pack is not None and record.pack is not None:
             record.pack["at_end"] = opts.pack.summary()  # the pack's counters when this run ended
-        tmp = run_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
-        tmp.replace(run_dir / "run.json")
+        write_text_atomic(RunFolder(run_dir).run_json, json.dumps(asdict(record), indent=2) + "\n")
         lock.release()
     return record
 
 
 def _merge_driver_timing(record: RunRecord, run_dir: Path) -> None:
     timings = []
-    for f in sorted(run_dir.glob("driver_timing*.json")):
+    for f in sorted(run_dir.glob(RunFolder(run_dir).driver_timing_json("*").name)):
         try:
             timings.append(json.loads(f.read_text()))
         except (OSError, ValueError):
@@ -415,7 +416,7 @@ def run_system(model: str, system: str, reference, out: Path, opts: RunOptions, 
     from dynamat.catalogue import with_protocol
     from dynamat.reference import initial_atoms, load_system
 
-    run_dir_in(out, ("model", model), ("system", system))  # names are checked before anything is read
+    RunFolder.of(out, model, system)  # names are checked before anything is read
     reference, sys_entry, attrs = load_system(reference, system, **(overrides or {}))
     sys_entry = with_protocol(sys_entry, protocol)
     opts.steps = steps_for(sys_entry, opts.steps, time_ps)
@@ -432,7 +433,7 @@ def _store_isolated_atom_energies(model, run_dir: Path, atoms: ase.Atoms, opts, 
     from dynamat.io.results import write_json_atomic
     from dynamat.singlepoint import isolated_atom_energies
 
-    target = run_dir / "isolated_atom_energies.json"
+    target = RunFolder(run_dir).isolated_atom_energies_json
     if target.exists():
         return
     data = {"model": model, "box_A": 20.0, "energies_eV": known}
@@ -462,7 +463,7 @@ def run_packed(model: str, systems: list[str], reference, out: Path, opts: RunOp
     if opts.engine != "ipi":
         raise DynamatError("packed runs need the i-PI engine")
     for name in systems:
-        run_dir_in(out, ("model", model), ("system", name))  # every name checked before anything runs
+        RunFolder.of(out, model, name)  # every name checked before anything runs
     pack = PackDriver(model, Path(out) / f"pack-{model_folder(model)}.log", driver_cmd=opts.driver_cmd,
                       driver_args=opts.driver_args, threads=opts.driver_threads, wait_ms=wait_ms)
 

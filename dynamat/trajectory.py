@@ -27,6 +27,7 @@ class Trajectory:
     steps: np.ndarray | None = None  # (M,) MD step index of each frame
     temperature_K: float | None = None  # target temperature of the run, K
     name: str = ""
+    notes: list[str] = field(default_factory=list)  # what the reader dropped or assumed, one line each
 
     def check(self, source: str = "") -> "Trajectory":
         """Refuses what no model or metric can use, naming the file, frame and field: atomic numbers
@@ -139,6 +140,33 @@ class Trajectory:
             raise ValueError("trajectory has no frame interval (dt_fs)")
         n = int(np.floor(duration_fs / self.dt_fs + 1e-9)) + 1
         return self[: max(1, min(n, self.n_frames))]
+
+
+#: i-PI writes symmetric tensors (virial_md, virial_cv, stress_md) as xx yy zz xy xz yz; ASE's Voigt
+#: order is xx yy zz yz xz xy. Indexing i-PI's six columns with this gives ASE's order.
+IPI_TO_VOIGT = [0, 1, 2, 5, 4, 3]
+
+
+def ipi_virial_to_stress(virial_ipi: np.ndarray) -> np.ndarray:
+    """(..., 6) i-PI virial per volume (eV/Å³, order xx yy zz xy xz yz) → (..., 6) stress in eV/Å³,
+    ASE Voigt order and sign: the configurational stress is minus the virial per volume."""
+    return -np.asarray(virial_ipi, dtype=float)[..., IPI_TO_VOIGT]
+
+
+def stress_to_ipi_virial(stress: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`ipi_virial_to_stress` (the permutation is its own inverse)."""
+    return -np.asarray(stress, dtype=float)[..., IPI_TO_VOIGT]
+
+
+def stress_from_virial(virial_eV: np.ndarray, volume_A3: float) -> np.ndarray:
+    """An extxyz ``virial`` (eV; 3×3 or 9 numbers) → stress = −virial / V (eV/Å³), ASE Voigt."""
+    return -full_to_voigt(np.asarray(virial_eV, dtype=float).reshape(3, 3)) / float(volume_A3)
+
+
+def to_voigt(stress: np.ndarray) -> np.ndarray:
+    """A stress given as Voigt (6,) or as a 3×3 matrix → (6,) ASE Voigt, float."""
+    s = np.asarray(stress, dtype=float)
+    return full_to_voigt(s) if s.shape == (3, 3) else s.reshape(6)
 
 
 def full_to_voigt(tensor: np.ndarray) -> np.ndarray:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Callable
 
 from dynamat.errors import DynamatError
+from dynamat.files import write_text_atomic
+from dynamat.layout import CampaignTree, RunFolder
 
-CAMPAIGN_DIR = "_campaign"
-REPORT_DIR = "report"
 FINAL_RUN_STATUSES = ("completed", "exploded")  # results: never re-run by a campaign
 JOB_COLUMNS = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries",
                "socket", "driver_cmd", "driver_args", "task")
@@ -55,7 +55,7 @@ class Job:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out) / self.model / self.system
+        return RunFolder.of(self.out, self.model, self.system).path
 
     @property
     def label(self) -> str:
@@ -63,7 +63,7 @@ class Job:
 
 
 def campaign_dir(out: Path | str) -> Path:
-    return Path(out) / CAMPAIGN_DIR
+    return CampaignTree(out).dir
 
 
 # ---------------------------------------------------------------------------------- job list
@@ -80,11 +80,7 @@ def write_job_list(path: Path, jobs: list[Job]) -> Path:
             if "\t" in v or "\n" in v:
                 raise DynamatError(f"a tab or newline in {v!r} cannot go into the job list")
         lines.append("\t".join(vals))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_job(path: Path, index: int) -> Job:
@@ -140,7 +136,7 @@ def assign_tasks(jobs: list[Job], pack: int) -> int:
 
 # ---------------------------------------------------------------------------------- per-pair state
 def state_path(out: Path | str, model: str, system: str) -> Path:
-    return campaign_dir(out) / "state" / model / f"{system}.json"
+    return CampaignTree(out).state_json(model, system)
 
 
 def read_json(path: Path) -> dict | None:
@@ -152,10 +148,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_jsonable) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, default=_jsonable) + "\n")
 
 
 from dynamat.io.results import jsonable as _jsonable  # noqa: E402
@@ -171,10 +164,10 @@ def pair_status(run_dir: Path) -> tuple[str, str | None]:
     """
     from dynamat.runner import restart_file
 
-    rec = read_json(run_dir / "run.json") or {}
+    rec = read_json(RunFolder(run_dir).run_json) or {}
     status = rec.get("status")
     if status in FINAL_RUN_STATUSES:
-        sc = read_json(run_dir / "score.json") or {}
+        sc = read_json(RunFolder(run_dir).score_json) or {}
         return ("skip" if sc.get("status") == status else "score"), status
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return "run", status
@@ -190,7 +183,7 @@ def score_pair(job: Job) -> dict:
     """
     from dynamat.scoring.run import score_run, write_score
 
-    rec = read_json(job.run_dir / "run.json") or {}
+    rec = read_json(RunFolder(job.run_dir).run_json) or {}
     status = rec.get("status") or "failed"
     curves: dict = {}
     if status == "completed":
@@ -204,9 +197,9 @@ def score_pair(job: Job) -> dict:
     res["steps_done"] = rec.get("steps_done")
     res["steps_requested"] = rec.get("steps_requested")
     if curves and res.get("status") == "completed":
-        write_score(res, job.run_dir / "score.json", curves)
+        write_score(res, RunFolder(job.run_dir).score_json, curves)
     else:
-        write_json(job.run_dir / "score.json", res)
+        write_json(RunFolder(job.run_dir).score_json, res)
     return res
 
 
@@ -272,7 +265,7 @@ class _StateWriter:
 
 
 def _lock(out: str, job: Job):
-    path = campaign_dir(out) / "locks" / f"{job.model}__{job.system}.lock"
+    path = CampaignTree(out).pair_lock(job.model, job.system)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+")
     try:
@@ -341,7 +334,7 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
                     rec = run_md(job.model, sys_entry, initial, str(reference), Path(job.out), opts, progress)
                     status, err = rec.status, None
                 except DynamatError as exc:
-                    status = (read_json(job.run_dir / "run.json") or {}).get("status") or "failed"
+                    status = (read_json(RunFolder(job.run_dir).run_json) or {}).get("status") or "failed"
                     err = str(exc)
                 state.attempts[-1].update(end=time.time(), status=status, error=err)
                 state.times["md_end"] = time.time()
@@ -349,13 +342,13 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
                     break
                 log(f"{job.label}: attempt {attempt + 1} failed: {err}")
         if action == "skip":  # already final and scored: nothing to do
-            res = read_json(job.run_dir / "score.json") or {}
+            res = read_json(RunFolder(job.run_dir).score_json) or {}
         else:
             state.times["score_start"] = time.time()
             save(phase="scoring")
             res = score_pair(job)
             state.times["score_end"] = time.time()
-        rec = read_json(job.run_dir / "run.json") or {}
+        rec = read_json(RunFolder(job.run_dir).run_json) or {}
         state.result = res.get("status") if res.get("status") != "completed" else rec.get("status")
         state.error = res.get("error")
         state.step = rec.get("steps_done", state.step)
@@ -422,7 +415,7 @@ def _pack_main(jobs: list[Job], log: Callable[[str], None]) -> int:
     first = jobs[0]
     if first.socket != "unix":
         raise DynamatError("packed campaign tasks use unix sockets (i-PI and the shared driver on one node)")
-    log_path = campaign_dir(first.out) / "logs" / f"pack-{first.model}-task{first.task}.log"
+    log_path = CampaignTree(first.out).pack_log(first.model, first.task)
     pack = PackDriver(first.model, log_path, driver_cmd=first.driver_cmd, driver_args=first.driver_args)
     log(f"pack of {len(jobs)} pairs, one {first.model} driver (log {log_path})")
     try:

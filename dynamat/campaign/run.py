@@ -37,7 +37,6 @@ from pathlib import Path
 
 from dynamat.campaign.jobs import (
     FINAL_RUN_STATUSES,
-    REPORT_DIR,
     Job,
     assign_tasks,
     campaign_dir,
@@ -48,6 +47,7 @@ from dynamat.campaign.jobs import (
     write_json,
 )
 from dynamat.errors import DynamatError
+from dynamat.layout import SCORE_JSON, CampaignTree, RunFolder
 from dynamat.names import check_name
 
 __all__ = ["CampaignResult", "per_model", "run_campaign", "split_names"]
@@ -150,12 +150,12 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
         for s in systems:
             p = PairView(m, s)
             pairs.append(p)
-            action, status = pair_status(out / m / s)
+            action, status = pair_status(RunFolder.of(out, m, s).path)
             action_of[p.label] = action
             if action == "skip":
                 p.status, p.skipped = status, True
                 asked = system_steps[s] or protocol_steps[s]
-                done_len = (read_json(out / m / s / "run.json") or {}).get("steps_requested")
+                done_len = (read_json(RunFolder.of(out, m, s).run_json) or {}).get("steps_requested")
                 if status == "completed" and done_len is not None and done_len != asked:
                     mismatched.append(f"{p.label} ({done_len} steps)")
                 continue
@@ -210,12 +210,12 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
     summary.show(force=summary.tty)
     summary.close()
 
-    if report and any((out / p.model / p.system / "score.json").exists() for p in pairs):
+    if report and any(RunFolder.of(out, p.model, p.system).score_json.exists() for p in pairs):
         t_rep = time.monotonic()
         result.report = _report(out, stream)
         result.report_s = time.monotonic() - t_rep
     result.wall_s = time.monotonic() - t_start
-    write_json(cdir / "last_campaign.json", {
+    write_json(CampaignTree(out).last_campaign_json, {
         "wall_s": result.wall_s, "report_s": result.report_s, "executor": executor, "job_ids": result.job_ids,
         "pairs": {p.label: {"status": p.status, "skipped": p.skipped, "error": p.error,
                             **({} if p.skipped else pair_timings(out, p.model, p.system))} for p in pairs},
@@ -224,7 +224,7 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
     if bad:
         raise DynamatError(f"{len(bad)} of {len(pairs)} pairs did not complete: "
                            + "; ".join(f"{p.label} ({p.error or p.status})" for p in bad[:5])
-                           + (" ..." if len(bad) > 5 else "") + f"; logs in {cdir / 'logs'}; rerun to retry")
+                           + (" ..." if len(bad) > 5 else "") + f"; logs in {CampaignTree(out).logs}; rerun to retry")
     return result
 
 
@@ -254,21 +254,21 @@ def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream,
     manifest = None
     if todo:
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        manifest = write_job_list(cdir / f"jobs-{stamp}.tsv", todo)
+        manifest = write_job_list(CampaignTree(out).job_list(stamp), todo)
     if executor == "local":
         _run_local(todo, manifest, pairs, summary, jobs or 1, poll_s or 0.5)
     elif executor == "slurm":
         from dynamat.campaign import slurm as campaign_slurm
 
         if todo:
-            script = cdir / f"array-{manifest.stem.removeprefix('jobs-')}.sbatch"
+            script = CampaignTree(out).array_script(manifest.stem.removeprefix("jobs-"))
             values = campaign_slurm.script_values(
-                n_jobs=len({j.task for j in todo}), jobs_at_once=jobs, manifest=manifest, log_dir=cdir / "logs", workdir=out,
+                n_jobs=len({j.task for j in todo}), jobs_at_once=jobs, manifest=manifest, log_dir=CampaignTree(out).logs, workdir=out,
                 job_name=f"dynamat-{out.name}"[:64], cpus_per_task=cpus_per_task, partition=partition,
                 gpus_per_task=gpus_per_task, time_limit=time_limit, sbatch_args=sbatch_args, inet_nodes=inet_nodes)
             tpl = campaign_slurm.template_path(socket_mode, template)
             script.write_text(campaign_slurm.render(tpl.read_text(), values))
-            (cdir / "logs").mkdir(exist_ok=True)
+            CampaignTree(out).logs.mkdir(exist_ok=True)
             t_submit = time.time()
             job_id = campaign_slurm.submit(script)
             result.job_ids.append(job_id)
@@ -280,10 +280,10 @@ def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream,
                 write_json(state_path(out, j.model, j.system),
                            {"model": j.model, "system": j.system, "phase": "queued", "slurm_job": p.slurm_job,
                             "times": {"submit": t_submit}})
-            subs = read_json(cdir / "submissions.json") or {"submissions": []}
+            subs = read_json(CampaignTree(out).submissions_json) or {"submissions": []}
             subs["submissions"].append({"job_id": job_id, "script": str(script), "manifest": str(manifest),
                                         "time": t_submit, "pairs": [j.label for j in todo]})
-            write_json(cdir / "submissions.json", subs)
+            write_json(CampaignTree(out).submissions_json, subs)
             n_tasks = len({j.task for j in todo})
             print(f"campaign: submitted {n_tasks} array task(s) for {len(todo)} pair(s) as SLURM job {job_id} ({script})"
                   f"{campaign_slurm.env_note()}", file=stream, flush=True)
@@ -309,7 +309,7 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
         tasks.setdefault(j.task if j.task >= 0 else j.index, []).append(j)
     queue = deque(tasks.items())
     running: dict[int, tuple[list[Job], subprocess.Popen, Path]] = {}
-    log_dir = campaign_dir(summary.out) / "logs"
+    log_dir = CampaignTree(summary.out).logs
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
@@ -327,8 +327,9 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
                                          "model": job.model, "system": job.system, "phase": "queued",
                                          "slurm_job": None, "times": {"submit": t0}})
                 first = jobs[0]
-                log = log_dir / (f"{first.model}__{first.system}.log" if len(jobs) == 1 else
-                                 f"{first.model}__pack{task}.log")
+                tree = CampaignTree(summary.out)
+                log = (tree.pair_log(first.model, first.system) if len(jobs) == 1 else
+                       tree.pack_task_log(first.model, task))
                 with open(log, "ab") as fh:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "dynamat", "campaign-task", "--manifest", str(manifest), "--index",
@@ -414,9 +415,9 @@ def _wait_slurm(out: Path, tracked: list[PairView], pairs: list[PairView], summa
 
 def _report(out: Path, stream) -> Path | None:
     """Writes ``<out>/report/`` with ``dynamat report``'s code unless it is newer than every score.json."""
-    rep = out / REPORT_DIR
+    rep = CampaignTree(out).report
     page = rep / "report.html"
-    scores = list(out.glob("*/*/score.json"))
+    scores = list(out.glob(f"*/*/{SCORE_JSON}"))
     if page.exists() and all(s.stat().st_mtime <= page.stat().st_mtime for s in scores):
         print(f"campaign: report up to date: {page}", file=stream, flush=True)
         return page

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynamat.campaign.jobs import read_json, state_path
+from dynamat.layout import RunFolder
 
 ACTIVE_PHASES = ("queued", "starting", "running", "scoring")
 
@@ -121,7 +122,7 @@ def pair_timings(out: Path, model: str, system: str) -> dict:
     step), MD (first step->MD end), scoring; plus steps advanced and run.json's seconds per step."""
     st = read_json(state_path(out, model, system)) or {}
     t = st.get("times") or {}
-    rec = read_json(Path(out) / model / system / "run.json") or {}
+    rec = read_json(RunFolder.of(out, model, system).run_json) or {}
 
     def d(a, b):
         return t[b] - t[a] if a in t and b in t else None
@@ -143,7 +144,7 @@ def pair_timings(out: Path, model: str, system: str) -> dict:
 
 def _finished_message(out: Path, p: PairView) -> str:
     t = pair_timings(out, p.model, p.system)
-    rec = read_json(Path(out) / p.model / p.system / "run.json") or {}
+    rec = read_json(RunFolder.of(out, p.model, p.system).run_json) or {}
     parts = [f"{p.label}: {p.status}"]
     if rec.get("steps_done") is not None:
         sps = rec.get("seconds_per_step_median")

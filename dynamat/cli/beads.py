@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from dynamat.io.results import write_json_atomic
 from dynamat.pimd import bead_convergence
 from dynamat.reference import initial_atoms, load_system
 
@@ -49,4 +49,4 @@ def beads_convergence_command(model, system, reference, beads_text, steps, out, 
     )
     click.echo(conv.table())
     if json_out:
-        Path(json_out).write_text(json.dumps(conv.as_dict(), indent=2) + "\n")
+        write_json_atomic(json_out, conv.as_dict())

@@ -11,7 +11,8 @@ from dynamat.io.reference_h5 import reference_n_frames
 from dynamat.reference import resolve_reference
 from dynamat.runner import RunOptions, run_system
 from dynamat.scoring.card import scorecard
-from dynamat.scoring.run import SCORE_FILE, score_run, write_score
+from dynamat.layout import RunFolder
+from dynamat.scoring.run import score_run, write_score
 from dynamat.singlepoint import run_singlepoint
 
 
@@ -34,8 +35,9 @@ def demo(model, system, reference, steps, singlepoint_frames, out, driver_cmd, d
                isolated_energies_eV=sp.get("isolated_atom_energies_model_eV"),
                announce=lambda m: click.echo(m, err=True))
     curves: dict = {}
-    res = score_run(reference, system, out / model / system, model=model, curves=curves)
+    rf = RunFolder.of(out, model, system)
+    res = score_run(reference, system, rf.path, model=model, curves=curves)
     res.update(sp)
-    write_score(res, out / model / system / SCORE_FILE, curves)
-    click.echo(f"wrote {out / model / system / SCORE_FILE}", err=True)
+    write_score(res, rf.score_json, curves)
+    click.echo(f"wrote {rf.score_json}", err=True)
     click.echo(scorecard(res))

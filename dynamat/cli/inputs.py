@@ -11,6 +11,7 @@ import click
 from dynamat.cli.common import model_option, model_option_args, protocol_options, protocol_overrides, reference_option, system_option, with_options
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
+from dynamat.layout import RunFolder
 from dynamat.names import check_socket_name, model_folder
 from dynamat.reference import initial_atoms, load_system
 from dynamat.runner import steps_for
@@ -58,7 +59,7 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     except OSError as exc:
         raise DynamatError(f"cannot write to {out}: {exc.strerror or exc}") from None
     p = sys_entry.protocol
-    click.echo(f"wrote {xml} and {xml.parent / 'init.xyz'}")
+    click.echo(f"wrote {xml} and {RunFolder(xml.parent).init_xyz}")
     click.echo(f"protocol {p.name}: i-PI {p.ipi_thermostat} (paper: {p.paper_thermostat}), dt {p.timestep_fs} fs, "
                f"tau {p.tau_fs} fs, frame every {p.stride} steps, {sys_entry.temperature_K} K")
     where = f"--inet {shlex.quote(inet)}" if inet else f"--unix {shlex.quote(unix_name)}"

@@ -9,7 +9,8 @@ import click
 from dynamat.cli.common import reference_option, system_option
 from dynamat.errors import DynamatError
 from dynamat.scoring.card import scorecard
-from dynamat.scoring.run import SCORE_FILE, score_run, write_score
+from dynamat.layout import RunFolder
+from dynamat.scoring.run import score_run, write_score
 
 
 @click.command()
@@ -29,7 +30,7 @@ def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
         raise DynamatError("give --run DIR or --trajectory FILE, not both")
     curves: dict = {}
     res = score_run(reference, system, run_dir, trajectory, dt_fs, model, curves=curves)
-    target = json_out or (run_dir / SCORE_FILE if run_dir else None)
+    target = json_out or (RunFolder(run_dir).score_json if run_dir else None)
     if target:
         write_score(res, target, curves)
         click.echo(f"wrote {target}", err=True)

@@ -29,6 +29,8 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from dynamat import processes
 from dynamat.errors import DynamatError
 from dynamat.engines.ipi_input import MDSettings
+from dynamat.layout import PREFIX, RunFolder
+from dynamat.trajectory import stress_to_ipi_virial
 
 PROPS_HEADER = [
     "# column   1     --> step : written by dynamat.engines.ase_nhc (ASE Nose-Hoover chain)",
@@ -46,17 +48,17 @@ class _Writer:
     """Appends frames in the i-PI output formats that dynamat.io.ipi_output reads."""
 
     def __init__(self, run_dir: Path, prefix: str):
-        self.props = open(run_dir / f"{prefix}.out", "w")
-        self.pos = open(run_dir / f"{prefix}.pos_0.extxyz", "w")
-        self.vel = open(run_dir / f"{prefix}.vel_0.extxyz", "w")
+        rf = RunFolder(run_dir, prefix)
+        self.props = open(rf.properties, "w")
+        self.pos = open(rf.positions(0), "w")
+        self.vel = open(rf.velocities(0), "w")
         self.props.write("\n".join(PROPS_HEADER) + "\n")
 
     def frame(self, step: int, time_fs: float, atoms: ase.Atoms, conserved: float) -> None:
         n = len(atoms)
         ke = atoms.get_kinetic_energy()
         temp = 2 * ke / ((3 * n - 3) * units.kB)
-        s = atoms.get_stress(voigt=True)  # ASE order xx yy zz yz xz xy
-        vir = -s[[0, 1, 2, 5, 4, 3]]
+        vir = stress_to_ipi_virial(atoms.get_stress(voigt=True))
         row = [step, time_fs, temp, ke, atoms.get_potential_energy(), conserved, *vir, atoms.get_volume()]
         self.props.write(" ".join(f"{x:.10e}" for x in row) + "\n")
         lattice = " ".join(f"{x:.10f}" for x in atoms.cell.array.reshape(-1))
@@ -83,7 +85,7 @@ def run_ase_nhc(
     samples: list[tuple[float, int]],
     progress: Callable[[int, int], None] | None = None,
     timeout_s: float = 600.0,
-    prefix: str = "simulation",
+    prefix: str = PREFIX,
     max_temperature_K: float = np.inf,
 ) -> None:
     """MD with ASE's NoseHooverChainNVT (tchain 3), forces from a dynamat-driver over ASE's socket."""
@@ -93,10 +95,11 @@ def run_ase_nhc(
     MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_K, rng=rng)
     Stationary(atoms)
     calc = SocketIOCalculator(unixsocket=name, timeout=timeout_s)
+    rf = RunFolder(run_dir, prefix)
     driver = processes.start(
-        driver_cmd + ["--model", model, "--unix", f"/tmp/ipi_{name}", "--template", "init.xyz",
-                      "--timing-file", str(run_dir / "driver_timing.json")],
-        run_dir, run_dir / "driver.log",
+        driver_cmd + ["--model", model, "--unix", f"/tmp/ipi_{name}", "--template", rf.init_xyz.name,
+                      "--timing-file", str(rf.driver_timing_json())],
+        run_dir, rf.driver_log(),
     )
     calc.server.proc = driver  # ASE then notices a driver that dies before connecting
     atoms.calc = calc
@@ -118,7 +121,7 @@ def run_ase_nhc(
             if progress:
                 progress(step, settings.steps)
     except (OSError, EOFError) as exc:
-        msg = processes.last_line(run_dir / "driver.log", str(exc))
+        msg = processes.last_line(rf.driver_log(), str(exc))
         raise DynamatError(f"the driver failed under the ASE engine: {msg}") from None
     finally:
         writer.close()

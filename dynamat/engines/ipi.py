@@ -20,10 +20,10 @@ import numpy as np
 from dynamat import processes
 from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
+from dynamat.files import write_text_atomic
 from dynamat.io.ipi_output import last_properties_row
+from dynamat.layout import PREFIX, RunFolder
 from dynamat_driver.contract import write_socket_file
-
-PREFIX = "simulation"
 
 _PREFIX_ATTR = re.compile(r"sockets_prefix=(['\"])[^'\"]*\1")
 _FFSOCKET = re.compile(r"(<ffsocket\b[^>]*?\bmode=)(['\"])\w+\2")
@@ -105,7 +105,8 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
                 lock_fd: int | None = None) -> None:
     """One i-PI process and ``opts.n_drivers`` drivers, from input.xml or a restart file."""
     sock_dir = socket_dir()
-    text = (run_dir / "input.xml" if resume_from is None else resume_from).read_text()
+    rf = RunFolder(run_dir, PREFIX)
+    text = (rf.input_xml if resume_from is None else resume_from).read_text()
     text = attempt_xml(text, sock_dir, settings.steps)
     if opts.socket_mode == "inet":
         port = _free_port(opts.host)
@@ -114,22 +115,22 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
         text = _PORT.sub(f"<port> {port} </port>", text, count=1)
         write_socket_file(run_dir, opts.host, port)
         where = ["--inet", f"{opts.host}:{port}", "--connect-timeout", str(opts.start_timeout_s)]
-    (run_dir / "attempt.xml").write_text(text)
+    rf.attempt_xml.write_text(text)
     ipi = None
     drivers: list = []
-    props = run_dir / f"{PREFIX}.out"
+    props = rf.properties
     t_start = time.monotonic()
     clean_exit = False
     n_drivers = max(1, int(opts.n_drivers))
     tags = [""] if n_drivers == 1 else [f"_{i}" for i in range(n_drivers)]
     try:
-        ipi = processes.start([processes.executable("i-pi"), "attempt.xml"], run_dir, run_dir / "ipi.log",
+        ipi = processes.start([processes.executable("i-pi"), rf.attempt_xml.name], run_dir, rf.ipi_log,
                               env=processes.supervised_env(), pass_fds=() if lock_fd is None else (lock_fd,))
         if opts.socket_mode == "unix":
             sock = sock_dir / "s"
             while not sock.exists():
                 if ipi.poll() is not None:
-                    raise DynamatError(f"i-PI stopped before opening its socket: {processes.last_line(run_dir / 'ipi.log')}")
+                    raise DynamatError(f"i-PI stopped before opening its socket: {processes.last_line(rf.ipi_log)}")
                 if time.monotonic() - t_start > opts.start_timeout_s:
                     raise DynamatError("i-PI did not open its socket within the start timeout")
                 time.sleep(0.02)
@@ -149,14 +150,14 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
                 continue
             cmd = processes.driver_command(opts.driver_cmd) + [
                 "--model", model, *where,
-                "--timing-file", str(run_dir / f"driver_timing{tag}.json"), *opts.driver_args,
+                "--timing-file", str(rf.driver_timing_json(tag)), *opts.driver_args,
             ]
             if opts.driver_threads:
                 cmd += ["--threads", str(int(opts.driver_threads))]
             if stress:
                 cmd += ["--stress-stride", str(stress["stress_stride"]), "--first-step", str(stress["first_step"]),
                         "--beads", str(stress["beads"])]
-            drivers.append(processes.start(cmd, run_dir, run_dir / f"driver{tag}.log"))
+            drivers.append(processes.start(cmd, run_dir, rf.driver_log(tag)))
         first_step = last_step(props)
         last_progress = time.monotonic()
         poll = 0.05 if settings.steps < 2000 else 0.2
@@ -185,7 +186,7 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
                     time.sleep(0.1)
                 if ipi.poll() is not None:
                     break
-                msg = processes.last_line(run_dir / f"driver{tag}.log", "no message")
+                msg = processes.last_line(rf.driver_log(tag), "no message")
                 if _explosion_in_driver(msg):
                     raise Exploded(msg)
                 if step is None or step == first_step:  # died before any MD: a setup error
@@ -194,7 +195,7 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
             if now - last_progress > opts.stall_timeout_s:
                 raise Interrupted(f"no MD progress for {opts.stall_timeout_s:.0f} s: i-PI or the driver hung")
         if ipi.returncode != 0:
-            raise Interrupted(f"i-PI stopped (code {ipi.returncode}): {processes.last_line(run_dir / 'ipi.log')}")
+            raise Interrupted(f"i-PI stopped (code {ipi.returncode}): {processes.last_line(rf.ipi_log)}")
         if (last_step(props) or 0) < settings.last_saved_step:
             raise Interrupted(f"i-PI ended at step {last_step(props)} of {settings.steps}")
         clean_exit = True

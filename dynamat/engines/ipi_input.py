@@ -16,6 +16,8 @@ from string import Template
 import ase
 import ase.io
 
+from dynamat.layout import PREFIX, RunFolder
+
 DEFAULT_SOCKET = "dynamat"
 DEFAULT_PORT = 31415
 
@@ -72,7 +74,7 @@ def render_input(
     address: str = DEFAULT_SOCKET,
     port: int = DEFAULT_PORT,
     sockets_prefix: str | None = None,
-    prefix: str = "simulation",
+    prefix: str = PREFIX,
     batch_size: int | None = None,
     safe_stride: int | None = None,
     checkpoint_stride: int | None = None,
@@ -135,9 +137,9 @@ def write_inputs(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    init = out / "init.xyz"
+    init = RunFolder(out).init_xyz
     ase.io.write(init, atoms, format="extxyz")
-    xml = out / "input.xml"
+    xml = RunFolder(out).input_xml
     xml.write_text(
         render_input(settings, init_file=init.name, species=species_formula(atoms), **kwargs)
     )

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dynamat import processes
+from dynamat.layout import RunFolder
 from dynamat_driver.contract import (ACTIVE, DONE, REQUEST, STATUS_FILE, STOP, ContractError, check_done,
                                      check_pack_status, check_request, read_json)
 from dynamat_driver.files import write_json_atomic
@@ -32,8 +33,8 @@ def session_request(run_dir: Path, where: list[str], *, tag: str = "", stress: d
     """The session request (:data:`dynamat_driver.contract.REQUEST_FIELDS`) for the i-PI at ``where``."""
     return check_request({
         "run_dir": str(run_dir),
-        "timing_file": str(run_dir / f"driver_timing{tag}.json"),
-        "log_file": str(run_dir / f"driver{tag}.log"),
+        "timing_file": str(RunFolder(run_dir).driver_timing_json(tag)),
+        "log_file": str(RunFolder(run_dir).driver_log(tag)),
         "connect_timeout": connect_timeout,
         **({"socket": where[1]} if where[0] == "--unix" else {"inet": where[1]}),
         **(stress or {}),
@@ -88,9 +89,9 @@ class PackDriver:
             name = f"s{self._n:05d}"
         request = session_request(run_dir, where, tag=tag, stress=stress, connect_timeout=connect_timeout)
         write_json_atomic(self.dir / f"{name}{REQUEST}", request)  # the driver only sees whole requests
-        with open(run_dir / f"driver{tag}.log", "a") as fh:
+        with open(RunFolder(run_dir).driver_log(tag), "a") as fh:
             fh.write(f"dynamat: served by the pack driver in {self.dir} (pid {proc.pid}, log {self.log})\n")
-        return PackSession(self, name, proc, run_dir / f"driver{tag}.log")
+        return PackSession(self, name, proc, RunFolder(run_dir).driver_log(tag))
 
     def summary(self) -> dict | None:
         try:

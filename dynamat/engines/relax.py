@@ -17,6 +17,7 @@ from ase.calculators.socketio import SocketIOCalculator
 from dynamat import processes
 from dynamat.engines.ase_nhc import close_socket_calculator
 from dynamat.errors import DynamatError
+from dynamat.layout import RunFolder
 
 
 def relax_cell(
@@ -39,16 +40,17 @@ def relax_cell(
 
     name = f"dynamat-{secrets.token_hex(6)}"
     work = atoms.copy()
-    ase.io.write(run_dir / "relax_template.xyz", work, format="extxyz")
+    rf = RunFolder(run_dir)
+    ase.io.write(rf.relax_template_xyz, work, format="extxyz")
     calc = SocketIOCalculator(unixsocket=name, timeout=timeout_s)
     driver = processes.start(
-        driver_cmd + ["--model", model, "--unix", f"/tmp/ipi_{name}", "--template", "relax_template.xyz"],
-        run_dir, run_dir / "relax_driver.log",
+        driver_cmd + ["--model", model, "--unix", f"/tmp/ipi_{name}", "--template", rf.relax_template_xyz.name],
+        run_dir, rf.relax_driver_log,
     )
     calc.server.proc = driver
     work.calc = calc
     try:
-        opt = FIRE(FrechetCellFilter(work, scalar_pressure=0.0), logfile=str(run_dir / "relax.log"))
+        opt = FIRE(FrechetCellFilter(work, scalar_pressure=0.0), logfile=str(rf.relax_log))
         converged = bool(opt.run(fmax=fmax, steps=max_steps))
         forces = work.get_forces()
         summary = {
@@ -60,7 +62,7 @@ def relax_cell(
             "max_steps": max_steps,
         }
     except (OSError, EOFError) as exc:
-        msg = processes.last_line(run_dir / "relax_driver.log", str(exc))
+        msg = processes.last_line(rf.relax_driver_log, str(exc))
         raise DynamatError(f"relaxation failed: {msg}") from None
     finally:
         close_socket_calculator(calc, driver)

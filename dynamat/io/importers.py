@@ -43,7 +43,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dynamat.catalogue import temperature_from_name
 from dynamat.errors import DynamatError
+from dynamat.io.extxyz import frame_fields, iread_extxyz
 from dynamat.io.reference_h5 import ReferenceGroupWriter
 from dynamat.metrics.frame_interval import EquipartitionCheck, check_frame_interval  # the one check
 
@@ -57,7 +59,6 @@ __all__ = [
 ]
 
 _TEMP_KEYS = ("temperature_K", "temperature_kelvin", "temperature", "tempK", "temp")
-_T_IN_NAME = re.compile(r"(?:^|[_-])(\d+(?:\.\d+)?)K(?=$|[_-])")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,6 +72,7 @@ class _Meta:
     dt_from: str = ""
     temperature_K: float | None = None
     t_from: str = ""
+    notes: list[str] = field(default_factory=list)  # what a reader dropped (an incomplete last frame)
 
 
 def detect_format(path: str | Path) -> str:
@@ -103,38 +105,19 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def _frame_from_atoms(atoms) -> dict:
-    out = {"positions": atoms.get_positions(), "cell": np.array(atoms.cell.array)}
-    res = atoms.calc.results if atoms.calc is not None else {}
-    e = res.get("energy", res.get("free_energy"))
-    if e is not None:
-        out["energy"] = float(e)
-    if res.get("forces") is not None:
-        out["forces"] = np.asarray(res["forces"], float)
-    s = res.get("stress")
-    if s is None and "virial" in atoms.info and atoms.cell.volume > 0:  # extxyz virial in eV
-        vir = np.asarray(atoms.info["virial"], float).reshape(3, 3)
-        s = -vir / atoms.cell.volume
-    if s is not None:
-        s = np.asarray(s, float)
-        out["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] if s.shape == (3, 3) else s.reshape(6)
-    step = atoms.info.get("md_step", atoms.info.get("step"))
-    if step is not None:
-        out["md_step"] = int(step)
-    for key in ("time_fs",):
-        if key in atoms.info:
-            out["time_fs"] = float(atoms.info[key])
-    return out
-
-
 def _ase_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
+    """Frames of any format ASE reads, by the one set of fallbacks (:func:`dynamat.io.extxyz.frame_fields`);
+    an extxyz through :func:`dynamat.io.extxyz.iread_extxyz`, which keeps the complete frames of a cut file."""
     import ase.io
 
     try:
-        for i, atoms in enumerate(ase.io.iread(path, index=":", format=fmt)):
+        frames = iread_extxyz(path, meta.notes) if fmt == "extxyz" else ase.io.iread(path, index=":", format=fmt)
+        for i, atoms in enumerate(frames):
             if i == 0:
                 _header_from_atoms(atoms, meta)
-            yield _frame_from_atoms(atoms)
+            fr = frame_fields(atoms)
+            fr.pop("velocities", None)  # a reference stores no velocities
+            yield fr
     except DynamatError:
         raise
     except Exception as exc:  # noqa: BLE001 - ASE raises many kinds on malformed files
@@ -228,17 +211,17 @@ def _xdatcar_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
 
 def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
     from dynamat.io.ipi_output import read_ipi_run
+    from dynamat.io.run_folder import input_info
 
     prefix = next(iter(sorted(path.glob("*.pos_0.extxyz")) or sorted(path.glob("*.pos_0.xyz")))).name.split(".pos_0")[0]
     t = read_ipi_run(path, prefix=prefix)
+    meta.notes.extend(t.notes)
     meta.numbers, meta.pbc = t.numbers, np.ones(3, bool)
     if t.dt_fs is not None:
         meta.dt_fs, meta.dt_from = t.dt_fs, "i-PI properties (time column)"
-    inp = path / "input.xml"
-    if inp.exists():
-        m = re.search(r"<ensemble>.*?<temperature[^>]*>\s*([-+0-9.eE]+)", inp.read_text(), re.DOTALL)
-        if m:
-            meta.temperature_K, meta.t_from = float(m.group(1)), "i-PI input.xml (ensemble temperature)"
+    temp = input_info(path).get("temperature_K")  # the run readers' rule: the ensemble's, in kelvin
+    if temp is not None:
+        meta.temperature_K, meta.t_from = temp, "i-PI input.xml (ensemble temperature)"
     for i in range(t.n_frames):
         fr = {"positions": t.positions[i], "cell": t.cells[i]}
         if t.energies is not None:
@@ -399,71 +382,22 @@ def import_reference(
 
 
 def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, chemical_symbols) -> ImportedSystem:
+    """One system: stream its frames into ``tmp``, settle and check the frame interval and temperature,
+    then write the group's attributes."""
     meta = _Meta()
-    formats = []
-    steps_seen: list[int] = []
-    times: list[float] = []
     with h5py.File(tmp, "w") as f:
-        writer = None
-        for path in paths:
-            fmt = detect_format(path)
-            formats.append(fmt)
-            for fr in iter_frames(path, meta):
-                if writer is None:
-                    writer = ReferenceGroupWriter(f.create_group(sys_name), meta.numbers, meta.pbc)
-                elif len(fr["positions"]) != writer.n_atoms:
-                    raise DynamatError(f"{path}: {len(fr['positions'])} atoms where the first frame has {writer.n_atoms}")
-                if "time_fs" in fr and len(times) < 3:
-                    times.append(fr["time_fs"])
-                if "md_step" in fr and len(steps_seen) < 3:
-                    steps_seen.append(fr["md_step"])
-                writer.add(**{k: v for k, v in fr.items() if k != "time_fs"})
-                if progress and writer.n_frames % 512 == 0:
-                    progress(sys_name, writer.n_frames)
-        if writer is None:
-            raise DynamatError(f"{', '.join(map(str, paths))} holds no frames")
-        writer._flush()
+        writer, formats, first_steps = _stream_frames(f, sys_name, paths, meta, progress)
         g = f[sys_name]
-        if progress:
-            progress(sys_name, writer.n_frames)
-        notes = []
-        if meta.dt_fs is None and len(times) >= 2:
-            meta.dt_fs, meta.dt_from = times[1] - times[0], "file metadata (time_fs)"
-        # the frame interval and the temperature
-        if dt_arg is not None:
-            dt, dt_src = float(dt_arg), "argument (--dt-fs)"
-            if meta.dt_fs is not None and abs(meta.dt_fs - dt) > 1e-6 * dt:
-                notes.append(f"--dt-fs {dt:g} overrides {meta.dt_from}: {meta.dt_fs:g} fs")
-        else:
-            dt, dt_src = meta.dt_fs, meta.dt_from
-        if t_arg is not None:
-            temp, t_src = float(t_arg), "argument (--temperature)"
-        elif meta.temperature_K is not None:
-            temp, t_src = meta.temperature_K, meta.t_from
-        else:
-            m = _T_IN_NAME.search(sys_name)
-            temp, t_src = (float(m.group(1)), "the name") if m else (None, "")
-        if temp is None:
-            raise DynamatError(f"{sys_name}: the source does not say its temperature; give --temperature K")
+        notes = list(meta.notes)
+        dt, dt_src = _frame_interval(dt_arg, meta, notes)
+        temp, t_src = _temperature(sys_name, t_arg, meta)
         if dt is None:
             probe = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, 1.0, temp)
             raise DynamatError(
                 f"{sys_name}: the source does not say the time between its frames; give --dt-fs "
                 f"(equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs)"
             )
-        check = None
-        if g["positions"].shape[0] >= 4:
-            check = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, dt, temp)
-            if not check.ok and not force:
-                coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
-                          if check.coarse_fraction > 0.2 else "")
-                raise DynamatError(
-                    f"{sys_name}: frames {dt:g} fs apart ({dt_src}) give {check.temperature_K:.0f} K by "
-                    f"equipartition, not {temp:g} K: they look {check.implied_dt_fs:.3g} fs apart; "
-                    f"give --dt-fs {check.implied_dt_fs:.3g} or pass --force{coarse}"
-                )
-        else:
-            notes.append("fewer than 4 frames: frame interval not checked")
+        check = _checked_interval(sys_name, g, meta, dt, dt_src, temp, force, notes)
         attrs = {
             "source_files": json.dumps([str(p) for p in paths]),
             "source_formats": json.dumps(formats),
@@ -473,22 +407,96 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
         if check is not None:
             attrs["equipartition_temperature_K"] = check.temperature_K
         if isolated:
-            e_iso = {}
-            for k, v in isolated.items():
-                sym = chemical_symbols[int(k)] if str(k).isdigit() else str(k)
-                if sym not in chemical_symbols[1:]:
-                    raise DynamatError(f"isolated-atom energy for unknown element {k!r}")
-                e_iso[sym] = float(v)
-            missing = sorted({chemical_symbols[z] for z in meta.numbers} - set(e_iso))
-            if missing:
-                raise DynamatError(f"isolated-atom energies lack {', '.join(missing)}")
-            attrs["isolated_atom_energies_eV"] = json.dumps(e_iso)
+            attrs["isolated_atom_energies_eV"] = json.dumps(_isolated_by_symbol(isolated, meta.numbers,
+                                                                                chemical_symbols))
         n = writer.finish(dt, temp, attrs)
         labels = {k: k in g for k in ("energy", "forces", "stress")}
-        if len(steps_seen) >= 2 and steps_seen[1] <= steps_seen[0]:
+        if len(first_steps) >= 2 and first_steps[1] <= first_steps[0]:
             notes.append("md_step does not increase between the first frames")
     return ImportedSystem(
         name=sys_name, out="", sources=[str(p) for p in paths], formats=formats, n_frames=n,
         n_atoms=len(meta.numbers), dt_fs=dt, dt_source=dt_src, temperature_K=temp, temperature_source=t_src,
         labels=labels, check=check, forced=bool(check is not None and not check.ok and force), notes=notes,
     )
+
+
+def _stream_frames(f, sys_name, paths, meta: _Meta, progress):
+    """Every frame of ``paths`` into a new group of ``f``: (writer, formats, the first md_steps); the
+    first frames' ``time_fs`` give ``meta`` an interval where nothing else did."""
+    formats, steps_seen, times = [], [], []
+    writer = None
+    for path in paths:
+        formats.append(detect_format(path))
+        for fr in iter_frames(path, meta):
+            if writer is None:
+                writer = ReferenceGroupWriter(f.create_group(sys_name), meta.numbers, meta.pbc)
+            elif len(fr["positions"]) != writer.n_atoms:
+                raise DynamatError(f"{path}: {len(fr['positions'])} atoms where the first frame has {writer.n_atoms}")
+            if "time_fs" in fr and len(times) < 3:
+                times.append(fr["time_fs"])
+            if "md_step" in fr and len(steps_seen) < 3:
+                steps_seen.append(fr["md_step"])
+            writer.add(**{k: v for k, v in fr.items() if k != "time_fs"})
+            if progress and writer.n_frames % 512 == 0:
+                progress(sys_name, writer.n_frames)
+    if writer is None:
+        raise DynamatError(f"{', '.join(map(str, paths))} holds no frames")
+    writer._flush()
+    if progress:
+        progress(sys_name, writer.n_frames)
+    if meta.dt_fs is None and len(times) >= 2:
+        meta.dt_fs, meta.dt_from = times[1] - times[0], "file metadata (time_fs)"
+    return writer, formats, steps_seen
+
+
+def _frame_interval(dt_arg, meta: _Meta, notes: list[str]) -> tuple[float | None, str]:
+    """(fs, where from): the argument, else the files' metadata."""
+    if dt_arg is None:
+        return meta.dt_fs, meta.dt_from
+    dt = float(dt_arg)
+    if meta.dt_fs is not None and abs(meta.dt_fs - dt) > 1e-6 * dt:
+        notes.append(f"--dt-fs {dt:g} overrides {meta.dt_from}: {meta.dt_fs:g} fs")
+    return dt, "argument (--dt-fs)"
+
+
+def _temperature(sys_name: str, t_arg, meta: _Meta) -> tuple[float, str]:
+    """(K, where from): the argument, else the files' metadata, else the name's ``_<T>K``."""
+    if t_arg is not None:
+        return float(t_arg), "argument (--temperature)"
+    if meta.temperature_K is not None:
+        return meta.temperature_K, meta.t_from
+    temp = temperature_from_name(sys_name)
+    if temp is None:
+        raise DynamatError(f"{sys_name}: the source does not say its temperature; give --temperature K")
+    return temp, "the name"
+
+
+def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes) -> EquipartitionCheck | None:
+    """The equipartition check of ``dt`` (None under 4 frames); a refused interval raises unless ``force``."""
+    if g["positions"].shape[0] < 4:
+        notes.append("fewer than 4 frames: frame interval not checked")
+        return None
+    check = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, dt, temp)
+    if not check.ok and not force:
+        coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
+                  if check.coarse_fraction > 0.2 else "")
+        raise DynamatError(
+            f"{sys_name}: frames {dt:g} fs apart ({dt_src}) give {check.temperature_K:.0f} K by "
+            f"equipartition, not {temp:g} K: they look {check.implied_dt_fs:.3g} fs apart; "
+            f"give --dt-fs {check.implied_dt_fs:.3g} or pass --force{coarse}"
+        )
+    return check
+
+
+def _isolated_by_symbol(isolated: dict, numbers, chemical_symbols) -> dict[str, float]:
+    """{symbol or Z: eV} → {symbol: eV}, covering every element of the system, else one line."""
+    e_iso = {}
+    for k, v in isolated.items():
+        sym = chemical_symbols[int(k)] if str(k).isdigit() else str(k)
+        if sym not in chemical_symbols[1:]:
+            raise DynamatError(f"isolated-atom energy for unknown element {k!r}")
+        e_iso[sym] = float(v)
+    missing = sorted({chemical_symbols[z] for z in numbers} - set(e_iso))
+    if missing:
+        raise DynamatError(f"isolated-atom energies lack {', '.join(missing)}")
+    return e_iso

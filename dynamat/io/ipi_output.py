@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +16,19 @@ from ase import units
 from ase.data import atomic_numbers
 
 from dynamat.errors import DynamatError
-from dynamat.trajectory import Trajectory
+from dynamat.io.extxyz import dropped_frame_note, warn
+from dynamat.layout import PREFIX, RunFolder
+from dynamat.trajectory import Trajectory, ipi_virial_to_stress
 
 _COL = re.compile(r"#\s*(?:column|cols\.)\s+(\d+)(?:-(\d+))?\s+-->\s+([^\s:]+)")
 _STEP = re.compile(r"Step:\s*(\d+)")
 _LATTICE = re.compile(r'Lattice="([^"]+)"')
 
 
-def read_properties(path: str | Path) -> dict[str, np.ndarray]:
-    """i-PI properties file → {name with units: column(s)}, deduplicated by step (last wins)."""
+def read_properties(path: str | Path, notes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """i-PI properties file → {name with units: column(s)}, one row per step in increasing step order
+    (the last copy of a step wins). A last row cut mid-line (a killed job) is dropped and said
+    (stderr, and ``notes`` when given)."""
     path = Path(path)
     names: dict[str, tuple[int, int]] = {}
     rows = []
@@ -37,6 +42,9 @@ def read_properties(path: str | Path) -> dict[str, np.ndarray]:
                     names[m.group(3)] = (lo, hi)
             elif line.strip():
                 rows.append(line)
+    if rows and not rows[-1].endswith("\n"):
+        rows.pop()
+        _note(notes, f"{path}: the last row is incomplete (the file was cut mid-line): dropped it")
     if not rows:
         return {k: np.empty((0,) if b - a == 1 else (0, b - a)) for k, (a, b) in names.items()}
     data = np.loadtxt(io.StringIO("".join(rows)), ndmin=2)
@@ -45,6 +53,12 @@ def read_properties(path: str | Path) -> dict[str, np.ndarray]:
         keep = _last_unique(out["step"].astype(int))
         out = {k: v[keep] for k, v in out.items()}
     return out
+
+
+def _note(notes: list[str] | None, note: str) -> None:
+    warn(note)
+    if notes is not None:
+        notes.append(note)
 
 
 def last_properties_row(path: str | Path) -> list[float] | None:
@@ -68,27 +82,37 @@ def last_properties_row(path: str | Path) -> list[float] | None:
 
 
 def _last_unique(steps: np.ndarray) -> np.ndarray:
-    """Indices of the last occurrence of each step, in increasing step order."""
+    """Indices of the last occurrence of each step, in increasing step order.
+
+    i-PI appends after a restart, so a run resumed from step 100 after a kill at 300, and killed again
+    at 200, holds 0…300 then 100…200: the last copies, by step, are 0…99, 100…200 (second pass), 201…300.
+    """
     rev = steps[::-1]
-    _, first_in_rev = np.unique(rev, return_index=True)
-    return np.sort(len(steps) - 1 - first_in_rev)
+    _, first_in_rev = np.unique(rev, return_index=True)  # np.unique sorts by step
+    return len(steps) - 1 - first_in_rev
 
 
-def read_ipi_xyz(path: str | Path) -> dict[str, np.ndarray]:
-    """An i-PI ``format='ase'`` trajectory → steps (M,), symbols (N,), cells (M,3,3) Å, data (M,N,k).
+def read_ipi_xyz(path: str | Path, notes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """An i-PI ``format='ase'`` trajectory → steps (M,), symbols (N,), cells (M,3,3) Å, data (M,N,k),
+    one frame per step in increasing step order (the last copy of a step wins).
 
-    Parsed with numpy in one pass; the atom count must not change.
+    Parsed with numpy in one pass; the atom count must not change. A last frame cut anywhere (a killed
+    job) is dropped and said (stderr, and ``notes`` when given); the complete frames before it are kept.
     """
     path = Path(path)
     with open(path) as fh:
-        lines = fh.read().splitlines()
+        text = fh.read()
+    lines = text.splitlines()
     if not lines:
         return {"steps": np.empty(0, int), "cells": np.empty((0, 3, 3)), "data": None}
+    whole = lines if text.endswith("\n") else lines[:-1]  # a line without its newline was cut
     n = int(lines[0])
     block = n + 2
-    m = len(lines) // block
+    m = len(whole) // block
+    if m * block < len(lines):
+        _note(notes, dropped_frame_note(path, m))
     if m == 0:
-        raise DynamatError(f"{path}: truncated trajectory")
+        raise DynamatError(f"{path}: truncated trajectory (no complete frame)")
     comments = lines[1 : m * block : block]
     steps = np.array([int(_STEP.search(c).group(1)) for c in comments])
     cells = np.array([np.array(_LATTICE.search(c).group(1).split(), float).reshape(3, 3) for c in comments])
@@ -101,57 +125,105 @@ def read_ipi_xyz(path: str | Path) -> dict[str, np.ndarray]:
     return {"steps": steps[keep], "symbols": symbols, "cells": cells[keep], "data": data[keep]}
 
 
-def read_ipi_run(run_dir: str | Path, prefix: str = "simulation", name: str = "") -> Trajectory:
+@dataclass
+class AlignedFrames:
+    """The frames of an i-PI run that every file holds, aligned by MD step once.
+
+    ``data[role]`` is (M, N, k) for each trajectory file given (k = columns after the species);
+    ``props`` the properties columns at the same steps (empty when the file is absent or does not
+    cover the steps); ``notes`` what was dropped.
+    """
+
+    steps: np.ndarray  # (M,) MD steps, strictly increasing
+    symbols: list[str]
+    cells: np.ndarray  # (M, 3, 3) Å, from the first file
+    data: dict[str, np.ndarray]
+    props: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def numbers(self) -> np.ndarray:
+        return np.array([atomic_numbers[s] for s in self.symbols])
+
+    def frame_interval_fs(self) -> float | None:
+        """The median spacing of the ``time`` column at these steps (fs), None without it."""
+        t = self.props.get("time{femtosecond}")
+        return float(np.median(np.diff(t))) if t is not None and len(self.steps) > 1 else None
+
+
+def read_aligned_frames(files: dict[str, Path], props_file: Path | None = None) -> AlignedFrames:
+    """The steps every trajectory in ``files`` (role → path; the first is required, an absent or empty
+    other is left out) holds, with the properties at those steps.
+
+    Properties that stop short of the trajectories (i-PI killed between its writes) cut the frames to
+    the steps they cover; properties that miss steps elsewhere (another stride) are left out, as they
+    cannot be aligned.
+    """
+    notes: list[str] = []
+    (first_role, first), *others = files.items()
+    if not first.exists():
+        raise DynamatError(f"no i-PI trajectory in {first.parent} (expected {first.name})")
+    read = {first_role: read_ipi_xyz(first, notes)}
+    if read[first_role]["data"] is None or not len(read[first_role]["steps"]):
+        raise DynamatError(f"{first} holds no frames")
+    for role, path in others:
+        if path is not None and path.exists():
+            got = read_ipi_xyz(path, notes)
+            if got["data"] is not None:
+                read[role] = got
+    steps = read[first_role]["steps"]
+    for got in read.values():
+        steps = np.intersect1d(steps, got["steps"])
+    props = {}
+    if props_file is not None and props_file.exists():
+        props, steps = _props_at(read_properties(props_file, notes), steps, props_file, notes)
+    if not len(steps):
+        raise DynamatError(f"the trajectories of {first.parent} share no step")
+    at = {role: np.searchsorted(got["steps"], steps) for role, got in read.items()}
+    return AlignedFrames(
+        steps=steps, symbols=read[first_role]["symbols"], cells=read[first_role]["cells"][at[first_role]],
+        data={role: got["data"][at[role]] for role, got in read.items()}, props=props, notes=notes,
+    )
+
+
+def _props_at(props: dict, steps: np.ndarray, path: Path, notes: list[str]) -> tuple[dict, np.ndarray]:
+    if "step" not in props or not len(props["step"]):
+        return {}, steps
+    p_steps = props["step"].astype(int)
+    covered = np.isin(steps, p_steps)
+    if not covered.all():
+        behind = steps > p_steps[-1]
+        if behind.all() or not covered[~behind].all():
+            return {}, steps
+        _note(notes, f"{path} stops at step {int(p_steps[-1])}: dropped the {int(behind.sum())} trajectory "
+                     "frame(s) after it")
+        steps = steps[~behind]
+    j = np.searchsorted(p_steps, steps)
+    return {k: v[j] for k, v in props.items()}, steps
+
+
+def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> Trajectory:
     """Positions, velocities (Å/fs), configurational stress and potential energy of an i-PI run.
 
     The stress is minus i-PI's ``virial_md`` (the configurational part only; ``pressure_md`` would
-    add the kinetic term). Frames are those steps present in both trajectory files.
+    add the kinetic term). Frames are those steps present in both trajectory files
+    (:func:`read_aligned_frames`).
     """
     run_dir = Path(run_dir)
-    pos_file = run_dir / f"{prefix}.pos_0.extxyz"
-    if not pos_file.exists():
-        raise DynamatError(f"no i-PI position trajectory in {run_dir} (expected {pos_file.name})")
-    pos = read_ipi_xyz(pos_file)
-    if pos["data"] is None or len(pos["steps"]) == 0:
-        raise DynamatError(f"{pos_file} holds no frames")
-    steps = pos["steps"]
-    velocities = None
-    vel_file = run_dir / f"{prefix}.vel_0.extxyz"
-    if vel_file.exists():
-        vel = read_ipi_xyz(vel_file)
-        if vel["data"] is not None:
-            steps = np.intersect1d(steps, vel["steps"])
-            # columns after species: pos(3) then velocities(3) in ASE units
-            v = vel["data"][np.searchsorted(vel["steps"], steps), :, -3:]
-            velocities = v * units.fs
-    idx = np.searchsorted(pos["steps"], steps)
-    props_file = run_dir / f"{prefix}.out"
-    stress = energies = None
-    dt_fs = None
-    if props_file.exists():
-        props = read_properties(props_file)
-        if "step" in props and len(props["step"]):
-            p_steps = props["step"].astype(int)
-            common = np.intersect1d(steps, p_steps)
-            if len(common) == len(steps):
-                j = np.searchsorted(p_steps, steps)
-                if "virial_md{ev/ang3}" in props:
-                    vir = props["virial_md{ev/ang3}"][j]  # i-PI order xx yy zz xy xz yz
-                    stress = -vir[:, [0, 1, 2, 5, 4, 3]]
-                if "potential{electronvolt}" in props:
-                    energies = props["potential{electronvolt}"][j]
-                if "time{femtosecond}" in props and len(steps) > 1:
-                    t = props["time{femtosecond}"][j]
-                    dt_fs = float(np.median(np.diff(t)))
-    numbers = np.array([atomic_numbers[s] for s in pos["symbols"]])
+    rf = RunFolder(run_dir, prefix)
+    fr = read_aligned_frames({"position": rf.positions(0), "velocity": rf.velocities(0)}, rf.properties)
+    vir = fr.props.get("virial_md{ev/ang3}")
+    energies = fr.props.get("potential{electronvolt}")
     return Trajectory(
-        numbers=numbers,
-        positions=pos["data"][idx, :, :3],
-        cells=pos["cells"][idx],
-        dt_fs=dt_fs,
-        velocities=velocities,
+        numbers=fr.numbers,
+        positions=fr.data["position"][:, :, :3],
+        cells=fr.cells,
+        dt_fs=fr.frame_interval_fs(),
+        # columns after species: pos(3) then velocities(3) in ASE units
+        velocities=fr.data["velocity"][:, :, -3:] * units.fs if "velocity" in fr.data else None,
         energies=energies,
-        stress=stress,
-        steps=steps,
+        stress=None if vir is None else ipi_virial_to_stress(vir),
+        steps=fr.steps,
         name=name or run_dir.name,
+        notes=fr.notes,
     )

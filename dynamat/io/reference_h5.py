@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from dynamat.errors import DynamatError, ReferenceFormatError
-from dynamat.trajectory import Trajectory
+from dynamat.trajectory import Trajectory, full_to_voigt
 from dynamat.units import EV_PER_A3_TO_GPA
 
 REQUIRED = ("atomic_numbers", "positions", "cell")
@@ -353,7 +353,7 @@ class ReferenceGroupWriter:
         for k in have:
             v = np.asarray(frame[k], dtype=np.int64 if k == "md_step" else np.float64)
             if k == "stress" and v.shape == (3, 3):
-                v = v[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+                v = full_to_voigt(v)
             if v.shape != self._shape(k):
                 raise DynamatError(f"frame {self.n_frames}: {k} has shape {v.shape}, expected {self._shape(k)}")
             self.buf[k].append(v)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dynamat.errors import DynamatError
+from dynamat.files import write_text_atomic
 
 
 def jsonable(x):
@@ -19,18 +20,17 @@ def jsonable(x):
     raise TypeError(type(x))
 
 
-def write_json_atomic(path: str | Path, obj) -> Path:
-    """Writes ``obj`` as indented JSON through a temporary file, so a reader never sees half a file."""
-    path = Path(path)
-    text = json.dumps(obj, indent=2, default=jsonable) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
+def json_text(obj, indent: int = 2) -> str:
+    """``obj`` as indented JSON with numpy values made plain, ending in a newline."""
+    return json.dumps(obj, indent=indent, default=jsonable) + "\n"
+
+
+def write_json_atomic(path: str | Path, obj, indent: int = 2) -> Path:
+    """Writes ``obj`` as indented JSON through :func:`dynamat.files.write_text_atomic`; a failure is one line."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(path)
+        return write_text_atomic(path, json_text(obj, indent))
     except OSError as exc:
         raise DynamatError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def ensure_writable_dir(path: str | Path, what: str = "") -> Path:

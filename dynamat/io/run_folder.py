@@ -20,10 +20,10 @@ from ase import units
 from ase.data import atomic_numbers
 
 from dynamat.errors import DynamatError
-from dynamat.io.ipi_output import read_ipi_run, read_ipi_xyz, read_properties
-from dynamat.trajectory import Trajectory
+from dynamat.io.ipi_output import read_aligned_frames, read_ipi_run
+from dynamat.layout import PREFIX, RunFolder
+from dynamat.trajectory import Trajectory, ipi_virial_to_stress
 
-PREFIX = "simulation"
 
 __all__ = ["bead_files", "input_info", "read_bead_positions", "read_bead_trajectory", "read_centroid_trajectory",
            "read_run_trajectory", "species_counts"]
@@ -43,7 +43,7 @@ def input_info(run_dir: Path) -> dict:
     """nbeads, temperature (K) and time step (fs) from the run's input.xml, where present."""
     out: dict = {}
     try:
-        root = ET.parse(run_dir / "input.xml").getroot()
+        root = ET.parse(RunFolder(run_dir).input_xml).getroot()
     except (OSError, ET.ParseError):
         return out
     init = root.find("system/initialize")
@@ -57,7 +57,8 @@ def input_info(run_dir: Path) -> dict:
 
 def species_counts(run_dir: Path, prefix: str) -> dict[str, int]:
     """Atoms per element, from init.xyz or else the first frame of a trajectory."""
-    for cand in [run_dir / "init.xyz", run_dir / f"{prefix}.xc.extxyz", *bead_files(run_dir, "pos", prefix)[:1]]:
+    rf = RunFolder(run_dir, prefix)
+    for cand in [rf.init_xyz, rf.centroid_positions, *bead_files(run_dir, "pos", prefix)[:1]]:
         if cand.exists():
             try:
                 symbols = ase.io.read(cand, index=0).get_chemical_symbols()
@@ -67,81 +68,46 @@ def species_counts(run_dir: Path, prefix: str) -> dict[str, int]:
     raise DynamatError(f"cannot tell the species of the run in {run_dir} (no init.xyz or trajectory)")
 
 
-def _props_at(run_dir: Path, prefix: str, steps: np.ndarray) -> tuple[dict, np.ndarray | None]:
-    props_file = run_dir / f"{prefix}.out"
-    if not props_file.exists():
-        return {}, None
-    props = read_properties(props_file)
-    if "step" not in props or not len(props["step"]):
-        return {}, None
-    p_steps = props["step"].astype(int)
-    if len(np.intersect1d(steps, p_steps)) != len(steps):
-        return {}, None
-    return props, np.searchsorted(p_steps, steps)
-
-
 def read_centroid_trajectory(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> Trajectory:
     """The ring-polymer centroids of a PIMD run as a Trajectory.
 
     Positions from ``x_centroid`` (Å), velocities from ``v_centroid`` (Å/fs), energies the
     bead-averaged potential (eV), stress minus ``virial_cv`` (bead-averaged configurational
-    virial, ASE sign and Voigt order); frames are the steps present in both files.
+    virial, ASE sign and Voigt order); frames are the steps present in both files
+    (:func:`dynamat.io.ipi_output.read_aligned_frames`).
     """
     run_dir = Path(run_dir)
-    xc_file = run_dir / f"{prefix}.xc.extxyz"
+    rf = RunFolder(run_dir, prefix)
+    xc_file = rf.centroid_positions
     if not xc_file.exists():
         raise DynamatError(f"no centroid trajectory in {run_dir} (expected {xc_file.name})")
-    xc = read_ipi_xyz(xc_file)
-    if xc["data"] is None or not len(xc["steps"]):
-        raise DynamatError(f"{xc_file} holds no frames")
-    steps = xc["steps"]
-    velocities = None
-    vc_file = run_dir / f"{prefix}.vc.extxyz"
-    if vc_file.exists():
-        vc = read_ipi_xyz(vc_file)
-        if vc["data"] is not None:
-            steps = np.intersect1d(steps, vc["steps"])
-            # i-PI's ase format writes pos (zeros here) then the quantity: take the last 3 columns
-            velocities = vc["data"][np.searchsorted(vc["steps"], steps), :, -3:] * units.fs
-    idx = np.searchsorted(xc["steps"], steps)
-    props, j = _props_at(run_dir, prefix, steps)
-    stress = energies = dt_fs = None
-    if j is not None:
-        nb = input_info(run_dir).get("nbeads", 1)
-        if "virial_cv{ev/ang3}" in props:
-            vir = props["virial_cv{ev/ang3}"][j]
-        elif "virial_md{ev/ang3}" in props:
-            vir = props["virial_md{ev/ang3}"][j] / nb  # virial_md sums the beads
-        else:
-            vir = None
-        if vir is not None:
-            stress = -vir[:, [0, 1, 2, 5, 4, 3]]  # i-PI xx yy zz xy xz yz -> ASE Voigt
-        if "potential{electronvolt}" in props:
-            energies = props["potential{electronvolt}"][j]
-        if "time{femtosecond}" in props and len(steps) > 1:
-            dt_fs = float(np.median(np.diff(props["time{femtosecond}"][j])))
-    numbers = np.array([atomic_numbers[s] for s in xc["symbols"]])
+    fr = read_aligned_frames({"centroid": xc_file, "centroid velocity": rf.centroid_velocities}, rf.properties)
+    info = input_info(run_dir)
+    if "virial_cv{ev/ang3}" in fr.props:
+        vir = fr.props["virial_cv{ev/ang3}"]
+    elif "virial_md{ev/ang3}" in fr.props:
+        vir = fr.props["virial_md{ev/ang3}"] / info.get("nbeads", 1)  # virial_md sums the beads
+    else:
+        vir = None
+    vc = fr.data.get("centroid velocity")
     return Trajectory(
-        numbers=numbers, positions=xc["data"][idx, :, -3:], cells=xc["cells"][idx], dt_fs=dt_fs,
-        velocities=velocities, energies=energies, stress=stress, steps=steps,
-        temperature_K=input_info(run_dir).get("temperature_K"), name=name or f"{run_dir.name}:centroid",
+        numbers=fr.numbers, positions=fr.data["centroid"][:, :, -3:], cells=fr.cells, dt_fs=fr.frame_interval_fs(),
+        # i-PI's ase format writes pos (zeros here) then the quantity: take the last 3 columns
+        velocities=None if vc is None else vc[:, :, -3:] * units.fs,
+        energies=fr.props.get("potential{electronvolt}"),
+        stress=None if vir is None else ipi_virial_to_stress(vir), steps=fr.steps,
+        temperature_K=info.get("temperature_K"), name=name or f"{run_dir.name}:centroid", notes=fr.notes,
     )
 
 
 def read_bead_positions(run_dir: str | Path, prefix: str = PREFIX) -> dict:
-    """All beads: steps (M,), symbols, cells (M, 3, 3) and positions (M, P, N, 3) Å."""
+    """All beads: steps (M,), symbols, cells (M, 3, 3) and positions (M, P, N, 3) Å, at the steps every bead holds."""
     files = bead_files(run_dir, "pos", prefix)
     if not files:
         raise DynamatError(f"no per-bead position files {prefix}.pos_<b>.extxyz in {run_dir}")
-    beads = [read_ipi_xyz(f) for f in files]
-    steps = beads[0]["steps"]
-    for b in beads[1:]:
-        steps = np.intersect1d(steps, b["steps"])
-    if not len(steps):
-        raise DynamatError(f"the bead trajectories in {run_dir} share no step")
-    pos = np.stack([b["data"][np.searchsorted(b["steps"], steps), :, :3] for b in beads], axis=1)
-    cells = beads[0]["cells"][np.searchsorted(beads[0]["steps"], steps)]
-    return {"steps": steps, "symbols": beads[0]["symbols"], "cells": cells, "positions": pos}
+    fr = read_aligned_frames({f"bead {b}": f for b, f in enumerate(files)})
+    pos = np.stack([fr.data[f"bead {b}"][:, :, :3] for b in range(len(files))], axis=1)
+    return {"steps": fr.steps, "symbols": fr.symbols, "cells": fr.cells, "positions": pos, "notes": fr.notes}
 
 
 def read_bead_trajectory(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> Trajectory:
@@ -159,7 +125,7 @@ def read_bead_trajectory(run_dir: str | Path, prefix: str = PREFIX, name: str = 
         numbers=numbers, positions=d["positions"].reshape(m * p, n, 3),
         cells=np.repeat(d["cells"], p, axis=0), steps=np.repeat(d["steps"], p),
         temperature_K=input_info(Path(run_dir)).get("temperature_K"),
-        name=name or f"{Path(run_dir).name}:beads",
+        name=name or f"{Path(run_dir).name}:beads", notes=d["notes"],
     )
 
 
@@ -167,7 +133,7 @@ def read_run_trajectory(run_dir: str | Path, prefix: str = PREFIX) -> Trajectory
     """The physical trajectory of a run: the centroids of a PIMD-template run (any P, P = 1
     included), else the classical NVT outputs (:func:`dynamat.io.ipi_output.read_ipi_run`)."""
     run_dir = Path(run_dir)
-    if (run_dir / f"{prefix}.xc.extxyz").exists():
+    if RunFolder(run_dir, prefix).centroid_positions.exists():
         return read_centroid_trajectory(run_dir, prefix)
     traj = read_ipi_run(run_dir, prefix)
     traj.temperature_K = input_info(run_dir).get("temperature_K")

@@ -11,7 +11,8 @@ import ase
 import numpy as np
 
 from dynamat.errors import DynamatError
-from dynamat.names import run_dir_in
+from dynamat.files import write_text_atomic
+from dynamat.layout import RunFolder
 from dynamat.pimd.observables import quantum_kinetic_energy
 from dynamat.runner import RunOptions, supervise
 from dynamat.units import KB_EV_PER_K
@@ -90,7 +91,7 @@ def bead_convergence(
     ``<out>/<model>/<system>/beads_<P>/``; the summary to ``bead_convergence.json`` beside them.
     Successive P agree when |ΔK| ≤ z·sqrt(σ₁² + σ₂²).
     """
-    base = run_dir_in(out, ("model", model), ("system", system.name))
+    base = RunFolder.of(out, model, system.name).path
     beads = sorted({int(p) for p in beads})
     if not beads or beads[0] < 1:
         raise DynamatError(f"bead counts must be positive integers, got {beads}")
@@ -112,7 +113,7 @@ def bead_convergence(
                            for s, k in kin.items() if s != "all"}}
         conv.rows.append(row)
         _agreement(conv.rows, z)
-        (base / "bead_convergence.json").write_text(json.dumps(conv.as_dict(), indent=2) + "\n")
+        write_text_atomic(base / "bead_convergence.json", json.dumps(conv.as_dict(), indent=2) + "\n")
     return conv
 
 

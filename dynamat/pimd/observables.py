@@ -26,6 +26,7 @@ from dynamat.io.run_folder import (
     read_run_trajectory,
     species_counts,
 )
+from dynamat.layout import RunFolder
 from dynamat.metrics.uncertainty import block_bootstrap_mean_se, integrated_autocorrelation_time
 from dynamat.scoring.core import matched_pair, pressure_step, rdf_step, vdos_step
 from dynamat.trajectory import Trajectory
@@ -104,7 +105,7 @@ def quantum_kinetic_energy(
     3/2 N k_B T, exact at P = 1, with zero error.
     """
     run_dir = Path(run_dir)
-    props = read_properties(run_dir / f"{prefix}.out")
+    props = read_properties(RunFolder(run_dir, prefix).properties)
     info = input_info(run_dir)
     counts = species_counts(run_dir, prefix)
     n_all = sum(counts.values())

@@ -21,6 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
+from dynamat.files import write_text_atomic
+from dynamat.layout import RunFolder
+
 from .pareto import pareto_front, pearson_r
 from .tables import (METRICS, Results, ResultsError, Table, build_tables, load_results,
                      model_table, tier_median_table)
@@ -88,7 +91,7 @@ def write_synthetic_results(root: str | Path, models: Sequence[tuple] = _SYNTH_M
     v_ref /= np.trapezoid(v_ref, nu)
     for model, tier, n_params, skill in models:
         for si, (system, cls) in enumerate(systems):
-            d = root / model / system
+            d = RunFolder.of(root, model, system).path
             d.mkdir(parents=True, exist_ok=True)
             status = "exploded" if (model, system) in exploded else "completed"
             scale = skill * (1.0 + 0.3 * si) * (1 + 0.1 * rng.standard_normal())
@@ -125,7 +128,7 @@ def write_synthetic_results(root: str | Path, models: Sequence[tuple] = _SYNTH_M
                              "pressure_wasserstein": None if not has_p else 1.1 * s["pressure_mae_GPa"],
                              "pressure_error": None if not has_p else min(100.0, 45.0 * scale)}
             s["matbench_singlepoint"] = {"energy_rmse": 0.1 * scale, "force_rmse": s["force_rmse_eV_per_A"] / 3**0.5}
-            (d / "score.json").write_text(json.dumps(s, indent=1))
+            write_text_atomic(RunFolder(d).score_json, json.dumps(s, indent=1))
             if curves and status == "completed":
                 shift = 0.05 * scale
                 g = np.interp(r, r * (1 + shift), g_ref) * (1 - 0.2 * scale) + 0.2 * scale
@@ -137,5 +140,5 @@ def write_synthetic_results(root: str | Path, models: Sequence[tuple] = _SYNTH_M
                 if has_p:
                     arrays["p_ref_GPa"] = rng.normal(0.3, 0.4, 800)
                     arrays["p_mlip_GPa"] = rng.normal(0.3 + 1.5 * scale, 0.4 * (1 + scale), 800)
-                np.savez(d / "curves.npz", **arrays)
+                np.savez(RunFolder(d).curves_npz, **arrays)
     return root

@@ -44,6 +44,7 @@ import numpy as np
 from dynamat.metrics.combined import combined_scores  # Eq. 11-12, the one implementation
 from dynamat.metrics.matbench import MATBENCH_TABLE
 from dynamat.report.external import EXTERNAL_METRICS
+from dynamat.layout import SCORE_JSON, RunFolder
 from dynamat.scoring.keys import (  # the one metric table
     COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, OBSERVABLE_KEYS, Metric,
 )
@@ -177,10 +178,10 @@ def score_files(sources) -> tuple[list[Path], Path]:
     for src in sources:
         if src.is_file():
             paths.append(src)
-        elif (src / "score.json").is_file():
-            paths.append(src / "score.json")
+        elif RunFolder(src).score_json.is_file():
+            paths.append(RunFolder(src).score_json)
         elif src.is_dir():
-            found = sorted(src.glob("*/*/score.json")) or sorted(src.rglob("score.json"))
+            found = sorted(src.glob(f"*/*/{SCORE_JSON}")) or sorted(src.rglob(SCORE_JSON))
             if not found:
                 raise ResultsError(f"no score.json files under {src} (run `dynamat score --run DIR` first)")
             paths.extend(found)
@@ -209,7 +210,7 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         row[f"mb_{key}"] = _num(obj.get(key)) if isinstance(obj, dict) else None
     row["pressure_hist_error_pct_half_bins"] = _num(raw.get("pressure_hist_error_pct_half_bins"))
     row["pressure_hist_error_pct_double_bins"] = _num(raw.get("pressure_hist_error_pct_double_bins"))
-    curves = path.parent / "curves.npz"
+    curves = RunFolder(path.parent).curves_npz
     row["curves_path"] = str(curves) if curves.is_file() else None
     row["error"] = raw.get("error")
     return row

@@ -18,12 +18,13 @@ from dynamat.errors import DynamatError
 from dynamat.io import read_extxyz, read_reference
 from dynamat.io.results import write_json_atomic
 from dynamat.io.run_folder import bead_files, read_bead_trajectory, read_run_trajectory
+from dynamat.layout import CURVES_NPZ, SCORE_JSON, RunFolder
 from dynamat.metrics.matbench import MATBENCH_KEYS, matbench_md_metrics
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 
-SCORE_FILE = "score.json"
-CURVES_FILE = "curves.npz"
+SCORE_FILE = SCORE_JSON  # the names stay importable from here
+CURVES_FILE = CURVES_NPZ
 
 
 def check_dt_fs(dt_fs, what: str = "--dt-fs") -> float:
@@ -39,7 +40,7 @@ def check_dt_fs(dt_fs, what: str = "--dt-fs") -> float:
 
 def _run_trajectory(run_dir: Path):
     meta = {}
-    rj = run_dir / "run.json"
+    rj = RunFolder(run_dir).run_json
     if rj.exists():
         try:
             meta = json.loads(rj.read_text())
@@ -132,6 +133,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         model_seconds_per_eval=meta.get("model_seconds_per_eval_median"),
         **model_facts(meta),
     )
+    if mlip.notes:  # what the reader dropped (an incomplete last frame of a killed run), said in the result too
+        res["reader_notes"] = list(mlip.notes)
     return res
 
 

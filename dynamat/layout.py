@@ -1,0 +1,145 @@
+"""The one place that names the files of a run folder and of a campaign tree.
+
+A run folder is ``<out>/<model>/<system>`` (each name checked by :mod:`dynamat.names`, the folder proven
+to lie inside ``--out``). It holds::
+
+    input.xml  init.xyz             the i-PI input and start structure dynamat wrote
+    attempt.xml                     the input of the current attempt (socket folder filled in)
+    simulation.out                  i-PI's properties, one row per saved step
+    simulation.pos_<b>.extxyz       positions (bead b; b zero-padded to the digits of P), vel_<b> velocities
+    simulation.xc.extxyz / vc       centroid positions and velocities (path-integral templates)
+    RESTART  simulation.chk         i-PI's soft-exit restart file and its periodic checkpoint
+    ipi.log  driver.log             the two processes' output (driver<tag>.log for further drivers)
+    driver_timing.json              the driver's per-call timing (driver_timing<tag>.json)
+    relax_template.xyz relax.log relax_driver.log   the relaxed-cell protocol's relaxation
+    socket.json                     where a campaign's TCP bridge listens (inet jobs)
+    isolated_atom_energies.json     the model's isolated-atom energies (Eq. 1 referencing)
+    run.json                        what was run, with every setting and its source, and the status
+    score.json  curves.npz          the score and the curves it compared
+    .lock                           held while a process works in the folder
+
+A campaign keeps its own files under ``<out>/_campaign`` (:class:`CampaignTree`) and its report under
+``<out>/report``; both names are reserved (:data:`dynamat.names.RESERVED`), so no model or system shadows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynamat.names import run_dir_in
+
+PREFIX = "simulation"  # i-PI's output prefix in every template
+
+RUN_JSON = "run.json"
+SCORE_JSON = "score.json"
+CURVES_NPZ = "curves.npz"
+SOCKET_JSON = "socket.json"
+INPUT_XML = "input.xml"
+ATTEMPT_XML = "attempt.xml"
+INIT_XYZ = "init.xyz"
+IPI_LOG = "ipi.log"
+ISOLATED_ATOM_ENERGIES_JSON = "isolated_atom_energies.json"
+RESTART = "RESTART"
+LOCK = ".lock"
+
+CAMPAIGN_DIR = "_campaign"
+REPORT_DIR = "report"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run folder. ``RunFolder(path)`` for a folder given as such (``--run DIR``);
+    :meth:`of` for ``<out>/<model>/<system>``."""
+
+    path: Path
+    prefix: str = PREFIX
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def of(cls, out: str | Path, model: str, system: str) -> "RunFolder":
+        """``<out>/<model>/<system>``, resolved, both names checked, proven inside ``out``."""
+        return cls(run_dir_in(out, ("model", model), ("system", system)))
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # dynamat's own files
+    run_json = property(lambda self: self.path / RUN_JSON)
+    score_json = property(lambda self: self.path / SCORE_JSON)
+    curves_npz = property(lambda self: self.path / CURVES_NPZ)
+    socket_json = property(lambda self: self.path / SOCKET_JSON)
+    input_xml = property(lambda self: self.path / INPUT_XML)
+    attempt_xml = property(lambda self: self.path / ATTEMPT_XML)
+    init_xyz = property(lambda self: self.path / INIT_XYZ)
+    ipi_log = property(lambda self: self.path / IPI_LOG)
+    relax_template_xyz = property(lambda self: self.path / "relax_template.xyz")
+    relax_driver_log = property(lambda self: self.path / "relax_driver.log")
+    relax_log = property(lambda self: self.path / "relax.log")
+    isolated_atom_energies_json = property(lambda self: self.path / ISOLATED_ATOM_ENERGIES_JSON)
+    lock = property(lambda self: self.path / LOCK)
+
+    # i-PI's files
+    restart = property(lambda self: self.path / RESTART)
+    checkpoint = property(lambda self: self.path / f"{self.prefix}.chk")
+    properties = property(lambda self: self.path / f"{self.prefix}.out")
+    centroid_positions = property(lambda self: self.path / f"{self.prefix}.xc.extxyz")
+    centroid_velocities = property(lambda self: self.path / f"{self.prefix}.vc.extxyz")
+
+    def driver_log(self, tag: str = "") -> Path:
+        """``driver.log``; ``driver<tag>.log`` for the second and further drivers of one run."""
+        return self.path / f"driver{tag}.log"
+
+    def driver_timing_json(self, tag: str = "") -> Path:
+        return self.path / f"driver_timing{tag}.json"
+
+    def positions(self, bead: str | int = 0) -> Path:
+        """``<prefix>.pos_<bead>.extxyz``; ``bead`` as i-PI writes it (zero-padded for P > 9: pass the string)."""
+        return self.path / f"{self.prefix}.pos_{bead}.extxyz"
+
+    def velocities(self, bead: str | int = 0) -> Path:
+        return self.path / f"{self.prefix}.vel_{bead}.extxyz"
+
+
+@dataclass(frozen=True)
+class CampaignTree:
+    """A campaign's ``--out``: a run folder per pair, the campaign's own files under ``_campaign``, the report."""
+
+    out: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+
+    def run(self, model: str, system: str) -> RunFolder:
+        return RunFolder.of(self.out, model, system)
+
+    dir = property(lambda self: self.out / CAMPAIGN_DIR)
+    logs = property(lambda self: self.dir / "logs")
+    report = property(lambda self: self.out / REPORT_DIR)
+    submissions_json = property(lambda self: self.dir / "submissions.json")
+    last_campaign_json = property(lambda self: self.dir / "last_campaign.json")
+
+    def state_json(self, model: str, system: str) -> Path:
+        return self.dir / "state" / model / f"{system}.json"
+
+    def pair_lock(self, model: str, system: str) -> Path:
+        return self.dir / "locks" / f"{model}__{system}.lock"
+
+    def pair_log(self, model: str, system: str) -> Path:
+        return self.logs / f"{model}__{system}.log"
+
+    def pack_log(self, model: str, task: int) -> Path:
+        """The shared driver's log of a packed task."""
+        return self.logs / f"pack-{model}-task{task}.log"
+
+    def pack_task_log(self, model: str, task: int) -> Path:
+        """The campaign-task process's own output for a packed task (local executor)."""
+        return self.logs / f"{model}__pack{task}.log"
+
+    def job_list(self, stamp: str) -> Path:
+        return self.dir / f"jobs-{stamp}.tsv"
+
+    def array_script(self, stamp: str) -> Path:
+        return self.dir / f"array-{stamp}.sbatch"
