@@ -6,6 +6,7 @@ stop it afterwards. They are marked ``slurm`` and skip when slurm-wlm is not ins
 """
 
 from importlib import resources
+import dataclasses
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import pytest
 
 from dynamat.campaign.jobs import Job, assign_tasks, pair_status, read_job, read_task, write_job_list
 from dynamat.campaign.slurm import render
+from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
 
 from conftest import BIN, DEMO
@@ -102,6 +104,37 @@ def test_pack_tasks_group_pairs_of_one_model_and_driver():
     for members in tasks.values():
         assert len({(j.model, j.driver_args) for j in members}) == 1
     assert assign_tasks(jobs, 1) == 6 and [j.task for j in jobs] == list(range(6))
+
+
+def test_spec_is_checked_once_and_builds_every_job(tmp_path, monkeypatch):
+    """CampaignSpec: the command's text parsed and checked where it is built; jobs come from it alone."""
+    monkeypatch.chdir(tmp_path)
+    spec = CampaignSpec.from_options("emt, lj,emt", A, driver_env=("lj=/envs/lj/bin/dynamat-driver",),
+                                     driver_args=("lj=--option 'sigma=2.3' -o epsilon=1",), out=Path("rel"),
+                                     steps=100, seed=7, max_retries=1)
+    assert spec.models == ("emt", "lj") and spec.systems == (A,)
+    assert spec.out == tmp_path / "rel" and spec.reference == DEMO.resolve()  # absolute: tasks run elsewhere
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.steps = 5
+    assert spec.job("lj", A, 100) == Job(0, "lj", A, str(DEMO.resolve()), str(tmp_path / "rel"), 100, seed=7,
+                                         max_retries=1, driver_cmd="/envs/lj/bin/dynamat-driver",
+                                         driver_args=("--option", "sigma=2.3", "-o", "epsilon=1"))
+    assert spec.job("emt", A, None).driver_cmd is None and spec.job("emt", A, None).driver_args == ()
+    assert spec.slurm_only_options() == []
+    assert CampaignSpec(("emt",), (A,), tmp_path, partition="p", wait=False).slurm_only_options() == \
+        ["--partition", "--no-wait"]
+    for kw, msg in [(dict(steps=5, time_ps=1.0), "not both"), (dict(steps=0), "positive"),
+                    (dict(time_ps=-1.0), "positive"), (dict(max_retries=-1), "--max-retries"),
+                    (dict(jobs=0), "--jobs"), (dict(pack=0), "--pack"),
+                    (dict(pack=2, socket_mode="inet"), "--socket unix"), (dict(executor="pbs"), "executor")]:
+        with pytest.raises(DynamatError, match=msg):
+            CampaignSpec(("emt",), (A,), tmp_path, **kw)
+    for args, msg in [(dict(driver_args=("emt=--option 'x",)), "No closing quotation"),
+                      (dict(driver_env=("mace=/x",)), "not in --models"), (dict(driver_env=("emt",)), "MODEL=VALUE")]:
+        with pytest.raises(DynamatError, match=msg):
+            CampaignSpec.from_options("emt", A, out=tmp_path, **args)
+    with pytest.raises(DynamatError, match="no systems"):
+        CampaignSpec.from_options("emt", " , ", out=tmp_path)
 
 
 def test_template_renders_and_rejects_unknown_names():
