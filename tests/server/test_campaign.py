@@ -23,7 +23,7 @@ from dynamat.campaign.slurm import render
 from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
 
-from conftest import BIN, DEMO
+from conftest import BIN, DEMO, assert_no_leftovers, assert_one_line_error, wait_until
 
 A, B = "bulkCu_300K-demo_EMT", "bulkCu3Au_500K-demo_EMT"
 SYSTEMS = f"{A},{B}"
@@ -60,20 +60,6 @@ def _check_scored(out: Path, model: str, system: str, steps: int) -> dict:
     assert sc["seconds_per_step"] == rec["seconds_per_step_median"] and sc["seconds_per_step"] > 0
     assert np.isfinite(sc["rdf_error_pct"]) and np.isfinite(sc["vdos_error_pct"])  # the `dynamat score` metrics
     return sc
-
-
-def _no_leftovers(tag: str) -> bool:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if ("i-pi" in cmd or "dynamat-driver" in cmd) and (tag in cmd or tag in cwd):
-            return False
-    return True
 
 
 # ------------------------------------------------------------------------------ pieces
@@ -223,7 +209,7 @@ def test_local_packed_campaign_shares_one_driver(tmp_path):
     assert res.returncode == 0 and "2 pairs (2 skip)" in res.stderr
     res = campaign("--models", "emt", "--systems", SYSTEMS, "--pack", "2", "--socket", "inet", "--steps", "100",
                    "--out", str(tmp_path / "x"), timeout=60)
-    assert res.returncode != 0 and "--socket unix" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert_one_line_error(res, "--socket unix")
 
 
 def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
@@ -271,16 +257,6 @@ def slurm_cluster(tmp_path_factory):
         cm.__exit__(None, None, None)
 
 
-def _wait(pred, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 @pytest.mark.slurm
 def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
     from dynamat.io import read_ipi_run
@@ -312,18 +288,19 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
                    "--steps", str(steps), "--out", str(out2), "--no-wait", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "not waiting" in res.stderr
-    _wait(lambda: (_state(out2, "emt", A).get("step") or 0) >= 400, 120, "the MD to pass step 400")
+    wait_until(lambda: (_state(out2, "emt", A).get("step") or 0) >= 400, 120, "the MD to pass step 400", poll=0.5)
     task = _state(out2, "emt", A)["slurm_job"]
     subprocess.run(["scancel", task], check=True, timeout=30)
-    _wait(lambda: _state(out2, "emt", A)["phase"] == "cancelled", 60, "the task to record its cancellation")
-    _wait(lambda: subprocess.run(["squeue", "-h", "-j", task.split("_")[0]], capture_output=True,
-                                 text=True).stdout.strip() == "", 60, "the cancelled task to leave the queue")
+    wait_until(lambda: _state(out2, "emt", A)["phase"] == "cancelled", 60, "the task to record its cancellation",
+               poll=0.5)
+    wait_until(lambda: subprocess.run(["squeue", "-h", "-j", task.split("_")[0]], capture_output=True,
+                                      text=True).stdout.strip() == "", 60, "the cancelled task to leave the queue",
+               poll=0.5)
     run_dir = out2 / "emt" / A
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["status"] != "completed" and 400 <= rec["steps_done"] < steps
     assert pair_status(run_dir)[0] == "resume"
-    time.sleep(1)
-    assert _no_leftovers(str(out2)), "i-PI or the driver outlived the cancelled task"
+    assert_no_leftovers(str(out2))  # i-PI and the driver must not outlive the cancelled task
 
     res = campaign("--models", "emt", "--systems", A, "--executor", "slurm", "--cpus-per-task", "1",
                    "--steps", str(steps), "--out", str(out2), "--poll-s", "0.5", timeout=150)
