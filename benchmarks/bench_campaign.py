@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dynamat.campaign import pair_timings, run_campaign
+from dynamat.campaign import CampaignSpec, pair_timings, run_campaign
 from dynamat.errors import DynamatError
 
 MODELS = ["emt", "lj"]
@@ -75,12 +75,13 @@ def _print_rows(label: str, rows: list[dict], wall_s: float, report_s: float | N
 
 def _campaign(executor: str, root: Path, steps: int, jobs: int, **kw) -> dict:
     out = root / executor
-    res = run_campaign(MODELS, SYSTEMS, out, executor=executor, jobs=jobs, steps=steps, cpus_per_task=1,
-                       poll_s=0.5, **kw)
+    spec = CampaignSpec(tuple(MODELS), tuple(SYSTEMS), out, executor=executor, jobs=jobs, steps=steps,
+                        cpus_per_task=1, poll_s=0.5, **kw)
+    res = run_campaign(spec)
     med = _print_rows(f"{executor} executor, {len(MODELS) * len(SYSTEMS)} jobs x {steps} steps, "
                       f"{jobs} at a time", _timings(out), res.wall_s, res.report_s)
     t0 = time.monotonic()
-    run_campaign(MODELS, SYSTEMS, out, executor=executor, jobs=jobs, steps=steps, cpus_per_task=1, poll_s=0.5, **kw)
+    run_campaign(spec)
     med["rerun_skip_s"] = time.monotonic() - t0
     med["report_s"] = res.report_s or 0.0
     print(f"rerun (all {len(MODELS) * len(SYSTEMS)} skipped): {med['rerun_skip_s']:.2f} s")

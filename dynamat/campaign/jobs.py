@@ -280,9 +280,35 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
     """Brings one pair to a final, scored state: runs (fresh, resumed or from scratch), retries a
     failed run up to ``job.max_retries`` times, and writes score.json. Never raises DynamatError;
     raises :class:`Terminated` when signalled (the state then says ``cancelled``)."""
-    from dynamat.reference import initial_atoms as _initial_atoms, load_system as _load_system
-    from dynamat.runner import RunOptions, restart_file, run_md
+    state, save = _task_state(job)
+    lock = _lock(job.out, job)
+    if lock is None:
+        log(f"{job.label}: another campaign task is working on this pair; leaving it alone")
+        state.phase, state.error = "busy", "another task holds the pair's lock"
+        return state
+    try:
+        action, _ = pair_status(job.run_dir)
+        state.action = action
+        save(phase="starting")
+        if action in ("run", "resume", "overwrite"):
+            _run_with_retries(job, action, state, save, log, pack)
+        _score(job, action, state, save)
+        return state
+    except (Terminated, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a pack's runs told to stop
+        state.error = f"terminated by {exc or 'the pack task'}"
+        save(phase="cancelled")
+        raise
+    except Exception as exc:  # an unexpected error still leaves a readable state
+        state.result, state.error = "failed", f"{type(exc).__name__}: {exc}"
+        save(phase="done")
+        raise
+    finally:
+        lock.close()
 
+
+def _task_state(job: Job) -> tuple[TaskState, _StateWriter]:
+    """A fresh state for this task, keeping the submit time the campaign wrote and the time the
+    task's shell started (``$DYNAMAT_TASK_T0``), and its writer."""
     t_task = time.time()
     st_path = state_path(job.out, job.model, job.system)
     old = read_json(st_path) or {}
@@ -296,75 +322,93 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
         except ValueError:
             pass
     state.times["task"] = t_task
-    save = _StateWriter(st_path, state)
-    lock = _lock(job.out, job)
-    if lock is None:
-        log(f"{job.label}: another campaign task is working on this pair; leaving it alone")
-        state.phase, state.error = "busy", "another task holds the pair's lock"
-        return state
+    return state, _StateWriter(st_path, state)
+
+
+def _run_with_retries(job: Job, action: str, state: TaskState, save: _StateWriter, log: Callable[[str], None],
+                      pack) -> None:
+    """Runs the pair's MD until its run is final (completed or exploded) or ``job.max_retries``
+    retries have failed; each retry resumes from the restart point the last attempt left, if any."""
+    from dynamat.reference import initial_atoms as _initial_atoms, load_system as _load_system
+    from dynamat.runner import restart_file
+
+    reference, sys_entry, _ = _load_system(Path(job.reference), job.system)
+    inputs = _RunInputs(sys_entry, _initial_atoms(reference, job.system), str(reference),
+                        bridge_command(job) if job.socket == "inet" else job.driver_cmd, pack)
+    progress = _ProgressRecorder(state, save)
+    for attempt in range(job.max_retries + 1):
+        if attempt:
+            action = "resume" if restart_file(job.run_dir) is not None else "overwrite"
+        log(f"{job.label}: {action} (attempt {attempt + 1} of {job.max_retries + 1})")
+        status, err = _attempt(job, action, inputs, state, save, progress)
+        if status in FINAL_RUN_STATUSES:
+            return
+        log(f"{job.label}: attempt {attempt + 1} failed: {err}")
+
+
+@dataclass(frozen=True)
+class _RunInputs:
+    """What every attempt of one pair passes to run_md besides the job."""
+
+    system: object  # the catalogue System (protocol, temperature, ...)
+    initial: object  # ase.Atoms: the reference's starting frame
+    reference: str  # the reference file, as run.json records it
+    driver_cmd: str | None  # the job's, or the inet relay in front of it
+    pack: object  # the pack's shared driver, or None
+
+
+class _ProgressRecorder:
+    """run_md's progress callback: the attempt's first step and time, and the step in the state file
+    (throttled by the writer, forced at the last step)."""
+
+    def __init__(self, state: TaskState, save: _StateWriter):
+        self.state, self.save = state, save
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.state.step0 is None:
+            self.state.step0 = step
+            self.state.times.setdefault("first_step", time.time())
+        self.save(force=step >= total, step=step, total=total)
+
+
+def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: _StateWriter,
+             progress: _ProgressRecorder) -> tuple[str, str | None]:
+    """One run_md call; records the attempt in the state. Returns (run status, error or None)."""
+    from dynamat.runner import RunOptions, run_md
+
+    opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=(action == "overwrite"),
+                      driver_cmd=inputs.driver_cmd, driver_args=job.driver_args, pack=inputs.pack)
+    t_md = time.time()
+    state.attempts.append({"action": action, "start": t_md})
+    state.times.setdefault("md_start", t_md)
+    state.step0 = None
+    save(phase="running")
     try:
-        action, status = pair_status(job.run_dir)
-        state.action = action
-        save(phase="starting")
-        if action in ("run", "resume", "overwrite"):
-            reference, sys_entry, _ = _load_system(Path(job.reference), job.system)
-            initial = _initial_atoms(reference, job.system)
-            driver_cmd = job.driver_cmd
-            if job.socket == "inet":
-                driver_cmd = bridge_command(job)
-            for attempt in range(job.max_retries + 1):
-                if attempt:
-                    action = "resume" if restart_file(job.run_dir) is not None else "overwrite"
-                opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=(action == "overwrite"),
-                                  driver_cmd=driver_cmd, driver_args=job.driver_args, pack=pack)
-                t_md = time.time()
-                state.attempts.append({"action": action, "start": t_md})
-                state.times.setdefault("md_start", t_md)
-                state.step0 = None
-                save(phase="running")
-                log(f"{job.label}: {action} (attempt {attempt + 1} of {job.max_retries + 1})")
+        rec = run_md(job.model, inputs.system, inputs.initial, inputs.reference, Path(job.out), opts, progress)
+        status, err = rec.status, None
+    except DynamatError as exc:
+        status = (read_json(RunFolder(job.run_dir).run_json) or {}).get("status") or "failed"
+        err = str(exc)
+    state.attempts[-1].update(end=time.time(), status=status, error=err)
+    state.times["md_end"] = time.time()
+    return status, err
 
-                def progress(step: int, total: int) -> None:
-                    if state.step0 is None:
-                        state.step0 = step
-                        state.times.setdefault("first_step", time.time())
-                    save(force=step >= total, step=step, total=total)
 
-                try:
-                    rec = run_md(job.model, sys_entry, initial, str(reference), Path(job.out), opts, progress)
-                    status, err = rec.status, None
-                except DynamatError as exc:
-                    status = (read_json(RunFolder(job.run_dir).run_json) or {}).get("status") or "failed"
-                    err = str(exc)
-                state.attempts[-1].update(end=time.time(), status=status, error=err)
-                state.times["md_end"] = time.time()
-                if status in FINAL_RUN_STATUSES:
-                    break
-                log(f"{job.label}: attempt {attempt + 1} failed: {err}")
-        if action == "skip":  # already final and scored: nothing to do
-            res = read_json(RunFolder(job.run_dir).score_json) or {}
-        else:
-            state.times["score_start"] = time.time()
-            save(phase="scoring")
-            res = score_pair(job)
-            state.times["score_end"] = time.time()
-        rec = read_json(RunFolder(job.run_dir).run_json) or {}
-        state.result = res.get("status") if res.get("status") != "completed" else rec.get("status")
-        state.error = res.get("error")
-        state.step = rec.get("steps_done", state.step)
-        state.total = rec.get("steps_requested", state.total)
-        save(phase="done")
-        return state
-    except (Terminated, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a pack's runs told to stop
-        state.error = f"terminated by {exc or 'the pack task'}"
-        save(phase="cancelled")
-        raise
-    except Exception as exc:  # an unexpected error still leaves a readable state
-        state.result, state.error = "failed", f"{type(exc).__name__}: {exc}"
-        save(phase="done")
-        raise
-    finally:
-        lock.close()
+def _score(job: Job, action: str, state: TaskState, save: _StateWriter) -> None:
+    """Writes score.json (unless the pair was already final and scored) and the final state."""
+    if action == "skip":  # already final and scored: nothing to do
+        res = read_json(RunFolder(job.run_dir).score_json) or {}
+    else:
+        state.times["score_start"] = time.time()
+        save(phase="scoring")
+        res = score_pair(job)
+        state.times["score_end"] = time.time()
+    rec = read_json(RunFolder(job.run_dir).run_json) or {}
+    state.result = res.get("status") if res.get("status") != "completed" else rec.get("status")
+    state.error = res.get("error")
+    state.step = rec.get("steps_done", state.step)
+    state.total = rec.get("steps_requested", state.total)
+    save(phase="done")
 
 
 def _slurm_task_id() -> str | None:

@@ -46,11 +46,11 @@ from dynamat.campaign.jobs import (
     write_job_list,
     write_json,
 )
+from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
-from dynamat.layout import SCORE_JSON, CampaignTree, RunFolder
-from dynamat.names import check_name
+from dynamat.layout import CampaignTree, RunFolder
 
-__all__ = ["CampaignResult", "per_model", "run_campaign", "split_names"]
+__all__ = ["CampaignResult", "CampaignSpec", "run_campaign"]
 
 from dynamat.campaign.summary import (  # noqa: E402
     ACTIVE_PHASES,
@@ -75,157 +75,127 @@ class CampaignResult:
     wall_s: float = 0.0
 
 
-def split_names(csv: str, kind: str) -> list[str]:
-    seen: list[str] = []
-    for x in csv.split(","):
-        x = x.strip()
-        if x and x not in seen:
-            seen.append(check_name(kind, x))
-    if not seen:
-        raise DynamatError(f"no {kind}s given")
-    return seen
+@dataclass
+class _Plan:
+    """What the campaign does with each pair: skip it (final and scored), run it (``todo``: a job
+    each), or wait for the SLURM task of an earlier submission that still has it (``adopted``)."""
+
+    pairs: list[PairView] = field(default_factory=list)
+    todo: list[Job] = field(default_factory=list)
+    adopted: list[PairView] = field(default_factory=list)
+    action_of: dict[str, str] = field(default_factory=dict)  # pair label -> pair_status's action
+    mismatched: list[str] = field(default_factory=list)  # completed runs of another length than asked
 
 
-def per_model(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for it in items:
-        m, sep, val = it.partition("=")
-        if not sep or not m.strip() or not val.strip():
-            raise DynamatError(f"{flag} wants MODEL=VALUE, got {it!r}")
-        if m.strip() not in models:
-            raise DynamatError(f"{flag} names model {m.strip()!r}, which is not in --models")
-        out[m.strip()] = val.strip()
-    return out
-
-
-def run_campaign(models: list[str], systems: list[str], out: Path, *, reference: Path | None = None,
-                 executor: str = "local", jobs: int | None = None, steps: int | None = None,
-                 time_ps: float | None = None, seed: int = 12345, max_retries: int = 2,
-                 driver_env: dict[str, str] | None = None, driver_args: dict[str, str] | None = None,
-                 socket_mode: str = "unix", partition: str | None = None, gpus_per_task: int | None = None,
-                 cpus_per_task: int = 2, time_limit: str | None = None, sbatch_args: tuple[str, ...] = (),
-                 template: Path | None = None, inet_nodes: int = 2, wait: bool = True, report: bool = True,
-                 poll_s: float | None = None, stream=None, pack: int = 1) -> CampaignResult:
+def run_campaign(spec: CampaignSpec, stream=None) -> CampaignResult:
     """The work of ``dynamat campaign``; see the module docstring."""
-    import shlex
-
-    from dynamat.reference import default_reference, load_system as _load_system
-
     t_start = time.monotonic()
-    if executor == "local":
-        ignored = [name for name, v in (("--partition", partition), ("--gpus-per-task", gpus_per_task),
-                                        ("--time-limit", time_limit), ("--sbatch-arg", sbatch_args),
-                                        ("--template", template), ("--no-wait", not wait)) if v]
-        if ignored:
-            print(f"campaign: {', '.join(ignored)} only apply to --executor slurm; ignored", file=stream or sys.stderr)
-    if steps is not None and time_ps is not None:
-        raise DynamatError("give --steps or --time-ps, not both")
-    if steps is not None and steps <= 0 or time_ps is not None and time_ps <= 0:
-        raise DynamatError("--steps and --time-ps must be positive")
-    if max_retries < 0:
-        raise DynamatError("--max-retries must be >= 0")
-    if jobs is not None and jobs < 1:
-        raise DynamatError("--jobs must be >= 1")
-    if pack < 1:
-        raise DynamatError("--pack must be >= 1")
-    if pack > 1 and socket_mode != "unix":
-        raise DynamatError("--pack shares one driver between runs on one node: use it with --socket unix")
-    driver_env, driver_args = driver_env or {}, driver_args or {}
-    out = Path(out).resolve()
-    reference = Path(reference or default_reference()).resolve()
     stream = stream or sys.stderr
-    system_steps, protocol_steps = {}, {}
-    mismatched: list[str] = []
-    for s in systems:
-        _, entry, _ = _load_system(reference, s)  # an unknown system fails here, before any job
-        protocol_steps[s] = entry.protocol.steps
-        system_steps[s] = (int(round(time_ps * 1000.0 / entry.protocol.timestep_fs)) if time_ps is not None else steps)
-
-    pairs: list[PairView] = []
-    todo: list[Job] = []
-    adopted: list[PairView] = []
-    action_of: dict[str, str] = {}
-    old_jobs: dict[str, PairView] = {}
-    for m in models:
-        for s in systems:
-            p = PairView(m, s)
-            pairs.append(p)
-            action, status = pair_status(RunFolder.of(out, m, s).path)
-            action_of[p.label] = action
-            if action == "skip":
-                p.status, p.skipped = status, True
-                asked = system_steps[s] or protocol_steps[s]
-                done_len = (read_json(RunFolder.of(out, m, s).run_json) or {}).get("steps_requested")
-                if status == "completed" and done_len is not None and done_len != asked:
-                    mismatched.append(f"{p.label} ({done_len} steps)")
-                continue
-            st = read_json(state_path(out, m, s)) or {}
-            if executor == "slurm" and st.get("phase") in ACTIVE_PHASES and st.get("slurm_job"):
-                p.slurm_job = st["slurm_job"]
-                old_jobs[p.label] = p
-                continue
-            todo.append(Job(index=0, model=m, system=s, reference=str(reference), out=str(out),
-                            steps=system_steps[s], seed=seed, max_retries=max_retries, socket=socket_mode,
-                            driver_cmd=driver_env.get(m), driver_args=tuple(shlex.split(driver_args.get(m, "")))))
-    if old_jobs:  # tasks of an earlier submission still queued or running: wait for them, do not resubmit
-        from dynamat.campaign import slurm as campaign_slurm
-
-        alive = campaign_slurm.queue_states(sorted({p.slurm_job.split("_")[0] for p in old_jobs.values()}))
-        for label, p in old_jobs.items():
-            state = alive.get(p.slurm_job, ("", ""))[0]
-            if state in campaign_slurm.PENDING_STATES | campaign_slurm.RUNNING_STATES:
-                adopted.append(p)
-            else:
-                p.slurm_job = None
-                todo.append(Job(index=0, model=p.model, system=p.system, reference=str(reference), out=str(out),
-                                steps=system_steps[p.system], seed=seed, max_retries=max_retries,
-                                socket=socket_mode, driver_cmd=driver_env.get(p.model),
-                                driver_args=tuple(shlex.split(driver_args.get(p.model, "")))))
-    for i, j in enumerate(todo):
-        j.index = i
-    assign_tasks(todo, pack)
-    result = CampaignResult(out=out, pairs=pairs)
-    cdir = campaign_dir(out)
+    ignored = spec.slurm_only_options()
+    if ignored:
+        print(f"campaign: {', '.join(ignored)} only apply to --executor slurm; ignored", file=stream)
+    plan = _plan(spec, *_steps_per_system(spec))
+    result = CampaignResult(out=spec.out, pairs=plan.pairs)
+    cdir = campaign_dir(spec.out)
     cdir.mkdir(parents=True, exist_ok=True)
-    actions: dict[str, int] = {}
-    for lab in [p.label for p in pairs if p.skipped] + [j.label for j in todo]:
-        actions[action_of[lab]] = actions.get(action_of[lab], 0) + 1
-    plan = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
-    print(f"campaign: {len(models)} models x {len(systems)} systems = {len(pairs)} pairs ({plan}"
-          + (", " if actions and adopted else "") + (f"{len(adopted)} already in SLURM's queue" if adopted else "") + f") -> {out}", file=stream, flush=True)
-
-    if mismatched:
-        print(f"campaign: kept {len(mismatched)} completed run(s) of another length than asked: "
-              + ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else "")
-              + "; use another --out (or `dynamat run --overwrite`) to redo them", file=stream, flush=True)
-    summary = Summary(out, pairs, stream)
+    _print_plan(spec, plan, stream)
+    summary = Summary(spec.out, plan.pairs, stream)
     with _sigterm_as_interrupt():
-        _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream, jobs=jobs, wait=wait,
-                 poll_s=poll_s, socket_mode=socket_mode, partition=partition, gpus_per_task=gpus_per_task,
-                 cpus_per_task=cpus_per_task, time_limit=time_limit, sbatch_args=sbatch_args, template=template,
-                 inet_nodes=inet_nodes)
+        _execute(spec, plan, summary, result, stream)
     if not result.waited:
         result.wall_s = time.monotonic() - t_start
         return result
     summary.show(force=summary.tty)
     summary.close()
 
-    if report and any(RunFolder.of(out, p.model, p.system).score_json.exists() for p in pairs):
+    if spec.report and any(RunFolder.of(spec.out, p.model, p.system).score_json.exists() for p in plan.pairs):
         t_rep = time.monotonic()
-        result.report = _report(out, stream)
+        result.report = _report(spec.out, stream)
         result.report_s = time.monotonic() - t_rep
     result.wall_s = time.monotonic() - t_start
-    write_json(CampaignTree(out).last_campaign_json, {
-        "wall_s": result.wall_s, "report_s": result.report_s, "executor": executor, "job_ids": result.job_ids,
+    _record(spec, result)
+    return result
+
+
+def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[str, int]]:
+    """({system: MD steps asked, None for the protocol's}, {system: the protocol's steps}); an
+    unknown system fails here, before any job."""
+    from dynamat.reference import load_system as _load_system
+
+    asked, protocol = {}, {}
+    for s in spec.systems:
+        _, entry, _ = _load_system(spec.reference, s)
+        protocol[s] = entry.protocol.steps
+        asked[s] = (int(round(spec.time_ps * 1000.0 / entry.protocol.timestep_fs)) if spec.time_ps is not None
+                    else spec.steps)
+    return asked, protocol
+
+
+def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: dict[str, int]) -> _Plan:
+    """Sorts the pairs into skipped, to run and adopted, and numbers the jobs and their tasks."""
+    plan = _Plan()
+    waiting: list[PairView] = []  # an earlier submission's SLURM task had them
+    for m in spec.models:
+        for s in spec.systems:
+            p = PairView(m, s)
+            plan.pairs.append(p)
+            action, status = pair_status(RunFolder.of(spec.out, m, s).path)
+            plan.action_of[p.label] = action
+            if action == "skip":
+                p.status, p.skipped = status, True
+                done_len = (read_json(RunFolder.of(spec.out, m, s).run_json) or {}).get("steps_requested")
+                if status == "completed" and done_len is not None and done_len != (steps_of[s] or protocol_steps[s]):
+                    plan.mismatched.append(f"{p.label} ({done_len} steps)")
+                continue
+            st = read_json(state_path(spec.out, m, s)) or {}
+            if spec.executor == "slurm" and st.get("phase") in ACTIVE_PHASES and st.get("slurm_job"):
+                p.slurm_job = st["slurm_job"]
+                waiting.append(p)
+                continue
+            plan.todo.append(spec.job(m, s, steps_of[s]))
+    if waiting:  # tasks of an earlier submission still queued or running: wait for them, do not resubmit
+        from dynamat.campaign import slurm as campaign_slurm
+
+        alive = campaign_slurm.queue_states(sorted({p.slurm_job.split("_")[0] for p in waiting}))
+        for p in waiting:
+            if alive.get(p.slurm_job, ("", ""))[0] in campaign_slurm.PENDING_STATES | campaign_slurm.RUNNING_STATES:
+                plan.adopted.append(p)
+            else:
+                p.slurm_job = None
+                plan.todo.append(spec.job(p.model, p.system, steps_of[p.system]))
+    for i, j in enumerate(plan.todo):
+        j.index = i
+    assign_tasks(plan.todo, spec.pack)
+    return plan
+
+
+def _print_plan(spec: CampaignSpec, plan: _Plan, stream) -> None:
+    actions: dict[str, int] = {}
+    for lab in [p.label for p in plan.pairs if p.skipped] + [j.label for j in plan.todo]:
+        actions[plan.action_of[lab]] = actions.get(plan.action_of[lab], 0) + 1
+    what = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
+    queued = f"{len(plan.adopted)} already in SLURM's queue" if plan.adopted else ""
+    print(f"campaign: {len(spec.models)} models x {len(spec.systems)} systems = {len(plan.pairs)} pairs ({what}"
+          + (", " if actions and queued else "") + f"{queued}) -> {spec.out}", file=stream, flush=True)
+    if plan.mismatched:
+        print(f"campaign: kept {len(plan.mismatched)} completed run(s) of another length than asked: "
+              + ", ".join(plan.mismatched[:5]) + (" ..." if len(plan.mismatched) > 5 else "")
+              + "; use another --out (or `dynamat run --overwrite`) to redo them", file=stream, flush=True)
+
+
+def _record(spec: CampaignSpec, result: CampaignResult) -> None:
+    """Writes ``last_campaign.json``; raises one DynamatError line if any pair is not final."""
+    pairs = result.pairs
+    write_json(CampaignTree(spec.out).last_campaign_json, {
+        "wall_s": result.wall_s, "report_s": result.report_s, "executor": spec.executor, "job_ids": result.job_ids,
         "pairs": {p.label: {"status": p.status, "skipped": p.skipped, "error": p.error,
-                            **({} if p.skipped else pair_timings(out, p.model, p.system))} for p in pairs},
+                            **({} if p.skipped else pair_timings(spec.out, p.model, p.system))} for p in pairs},
     })
     bad = [p for p in pairs if p.status not in FINAL_RUN_STATUSES]
     if bad:
         raise DynamatError(f"{len(bad)} of {len(pairs)} pairs did not complete: "
                            + "; ".join(f"{p.label} ({p.error or p.status})" for p in bad[:5])
-                           + (" ..." if len(bad) > 5 else "") + f"; logs in {CampaignTree(out).logs}; rerun to retry")
-    return result
+                           + (" ..." if len(bad) > 5 else "") + f"; logs in {CampaignTree(spec.out).logs}; rerun to retry")
 
 
 @contextlib.contextmanager
@@ -249,55 +219,59 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def _execute(executor, todo, adopted, pairs, summary, result, out, cdir, stream, *, jobs, wait, poll_s, socket_mode,
-             partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args, template, inet_nodes) -> None:
+def _execute(spec: CampaignSpec, plan: _Plan, summary: Summary, result: CampaignResult, stream) -> None:
     manifest = None
-    if todo:
+    if plan.todo:
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        manifest = write_job_list(CampaignTree(out).job_list(stamp), todo)
-    if executor == "local":
-        _run_local(todo, manifest, pairs, summary, jobs or 1, poll_s or 0.5)
-    elif executor == "slurm":
-        from dynamat.campaign import slurm as campaign_slurm
+        manifest = write_job_list(CampaignTree(spec.out).job_list(stamp), plan.todo)
+    if spec.executor == "local":
+        _run_local(plan.todo, manifest, plan.pairs, summary, spec.jobs or 1, spec.poll_s or 0.5)
+        return
+    if plan.todo:
+        _submit_slurm(spec, plan, manifest, result, stream)
+    result.job_ids += sorted({p.slurm_job.split("_")[0] for p in plan.adopted})
+    if not spec.wait:
+        result.waited = False
+        if result.job_ids:
+            print(f"campaign: not waiting; follow with `squeue -j {','.join(result.job_ids)}`, rerun this "
+                  f"command to wait for the tasks and write the report", file=stream, flush=True)
+        return
+    _wait_slurm(spec.out, [p for p in plan.pairs if p.slurm_job and not p.skipped], plan.pairs, summary,
+                result.job_ids, spec.poll_s or 2.0)
 
-        if todo:
-            script = CampaignTree(out).array_script(manifest.stem.removeprefix("jobs-"))
-            values = campaign_slurm.script_values(
-                n_jobs=len({j.task for j in todo}), jobs_at_once=jobs, manifest=manifest, log_dir=CampaignTree(out).logs, workdir=out,
-                job_name=f"dynamat-{out.name}"[:64], cpus_per_task=cpus_per_task, partition=partition,
-                gpus_per_task=gpus_per_task, time_limit=time_limit, sbatch_args=sbatch_args, inet_nodes=inet_nodes)
-            tpl = campaign_slurm.template_path(socket_mode, template)
-            script.write_text(campaign_slurm.render(tpl.read_text(), values))
-            CampaignTree(out).logs.mkdir(exist_ok=True)
-            t_submit = time.time()
-            job_id = campaign_slurm.submit(script)
-            result.job_ids.append(job_id)
-            result.submitted = len(todo)
-            by_label = {p.label: p for p in pairs}
-            for j in todo:
-                p = by_label[j.label]
-                p.slurm_job = f"{job_id}_{j.task}"
-                write_json(state_path(out, j.model, j.system),
-                           {"model": j.model, "system": j.system, "phase": "queued", "slurm_job": p.slurm_job,
-                            "times": {"submit": t_submit}})
-            subs = read_json(CampaignTree(out).submissions_json) or {"submissions": []}
-            subs["submissions"].append({"job_id": job_id, "script": str(script), "manifest": str(manifest),
-                                        "time": t_submit, "pairs": [j.label for j in todo]})
-            write_json(CampaignTree(out).submissions_json, subs)
-            n_tasks = len({j.task for j in todo})
-            print(f"campaign: submitted {n_tasks} array task(s) for {len(todo)} pair(s) as SLURM job {job_id} ({script})"
-                  f"{campaign_slurm.env_note()}", file=stream, flush=True)
-        result.job_ids += sorted({p.slurm_job.split("_")[0] for p in adopted})
-        if not wait:
-            result.waited = False
-            if result.job_ids:
-                print(f"campaign: not waiting; follow with `squeue -j {','.join(result.job_ids)}`, rerun this "
-                      f"command to wait for the tasks and write the report", file=stream, flush=True)
-            return
-        _wait_slurm(out, [p for p in pairs if p.slurm_job and not p.skipped], pairs, summary, result.job_ids,
-                    poll_s or 2.0)
-    else:
-        raise DynamatError(f"unknown executor {executor!r}")
+
+def _submit_slurm(spec: CampaignSpec, plan: _Plan, manifest: Path, result: CampaignResult, stream) -> None:
+    """Renders the array script for the job list ``manifest``, submits it and records each pair as queued."""
+    from dynamat.campaign import slurm as campaign_slurm
+
+    todo = plan.todo
+    n_tasks = len({j.task for j in todo})
+    script = CampaignTree(spec.out).array_script(manifest.stem.removeprefix("jobs-"))
+    values = campaign_slurm.script_values(
+        n_jobs=n_tasks, jobs_at_once=spec.jobs, manifest=manifest, log_dir=CampaignTree(spec.out).logs, workdir=spec.out,
+        job_name=f"dynamat-{spec.out.name}"[:64], cpus_per_task=spec.cpus_per_task, partition=spec.partition,
+        gpus_per_task=spec.gpus_per_task, time_limit=spec.time_limit, sbatch_args=spec.sbatch_args,
+        inet_nodes=spec.inet_nodes)
+    tpl = campaign_slurm.template_path(spec.socket_mode, spec.template)
+    script.write_text(campaign_slurm.render(tpl.read_text(), values))
+    CampaignTree(spec.out).logs.mkdir(exist_ok=True)
+    t_submit = time.time()
+    job_id = campaign_slurm.submit(script)
+    result.job_ids.append(job_id)
+    result.submitted = len(todo)
+    by_label = {p.label: p for p in plan.pairs}
+    for j in todo:
+        p = by_label[j.label]
+        p.slurm_job = f"{job_id}_{j.task}"
+        write_json(state_path(spec.out, j.model, j.system),
+                   {"model": j.model, "system": j.system, "phase": "queued", "slurm_job": p.slurm_job,
+                    "times": {"submit": t_submit}})
+    subs = read_json(CampaignTree(spec.out).submissions_json) or {"submissions": []}
+    subs["submissions"].append({"job_id": job_id, "script": str(script), "manifest": str(manifest),
+                                "time": t_submit, "pairs": [j.label for j in todo]})
+    write_json(CampaignTree(spec.out).submissions_json, subs)
+    print(f"campaign: submitted {n_tasks} array task(s) for {len(todo)} pair(s) as SLURM job {job_id} ({script})"
+          f"{campaign_slurm.env_note()}", file=stream, flush=True)
 
 
 def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], summary: Summary, k: int,

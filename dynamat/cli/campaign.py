@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 
 from dynamat.campaign.jobs import task_main
-from dynamat.campaign.run import per_model as _per_model
 from dynamat.campaign.run import run_campaign
-from dynamat.campaign.run import split_names as _split
+from dynamat.campaign.spec import CampaignSpec
 
 @click.command("campaign")
 @click.option("--models", required=True, help="Comma-separated model names, as dynamat-driver knows them.")
@@ -54,15 +53,13 @@ def campaign_command(models, systems, reference, executor, jobs, steps, time_ps,
                      driver_args, socket_mode, partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args,
                      template, inet_nodes, no_wait, pack, no_report, poll_s):
     """Run and score every (model, system) pair, locally or as a SLURM job array, then report."""
-    model_list = _split(models, "model")
-    res = run_campaign(
-        model_list, _split(systems, "system"), out, reference=reference, executor=executor, jobs=jobs, steps=steps,
-        time_ps=time_ps, seed=seed, max_retries=max_retries,
-        driver_env=_per_model(driver_env, model_list, "--driver-env"),
-        driver_args=_per_model(driver_args, model_list, "--driver-args"), socket_mode=socket_mode,
-        partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, time_limit=time_limit,
-        sbatch_args=sbatch_args, template=template, inet_nodes=inet_nodes, wait=not no_wait, report=not no_report,
-        poll_s=poll_s, pack=pack)
+    spec = CampaignSpec.from_options(
+        models, systems, driver_env=driver_env, driver_args=driver_args, out=out, reference=reference,
+        executor=executor, jobs=jobs, steps=steps, time_ps=time_ps, seed=seed, max_retries=max_retries,
+        socket_mode=socket_mode, partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
+        time_limit=time_limit, sbatch_args=sbatch_args, template=template, inet_nodes=inet_nodes,
+        wait=not no_wait, report=not no_report, poll_s=poll_s, pack=pack)
+    res = run_campaign(spec)
     if res.waited:
         counts = {}
         for p in res.pairs:

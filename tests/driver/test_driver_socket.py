@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,16 +28,13 @@ ipi_units = pytest.importorskip("ipi.utils.units")
 from ipi.engine.forcefields import FFSocket  # noqa: E402
 from ipi.interfaces.sockets import InterfaceSocket  # noqa: E402
 
+from conftest import driver_cmd  # noqa: E402
+
 BOHR = ipi_units.unit_to_internal("length", "angstrom", 1.0)  # bohr per Å
 HARTREE = ipi_units.unit_to_internal("energy", "electronvolt", 1.0)  # hartree per eV
 FORCE = HARTREE / BOHR  # hartree/bohr per eV/Å: the ratio, see dynamat_driver.units
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def driver_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "dynamat-driver"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dynamat_driver.cli"]
 
 
 def free_port() -> int:

@@ -26,6 +26,8 @@ from ase.build import bulk
 
 from dynamat_driver.stress import StressSchedule
 
+from conftest import driver_cmd
+
 BIN = Path(sys.executable).parent
 
 XML = """<simulation verbosity='low' safe_stride='{safe_stride}' sockets_prefix='{prefix}'>
@@ -59,11 +61,6 @@ XML = """<simulation verbosity='low' safe_stride='{safe_stride}' sockets_prefix=
   </system>
 </simulation>
 """
-
-
-def driver_cmd() -> list[str]:
-    exe = BIN / "dynamat-driver"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dynamat_driver.cli"]
 
 
 def alloy(rep=(2, 2, 2)):

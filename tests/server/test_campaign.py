@@ -6,6 +6,7 @@ stop it afterwards. They are marked ``slurm`` and skip when slurm-wlm is not ins
 """
 
 from importlib import resources
+import dataclasses
 import json
 import os
 import re
@@ -19,9 +20,10 @@ import pytest
 
 from dynamat.campaign.jobs import Job, assign_tasks, pair_status, read_job, read_task, write_job_list
 from dynamat.campaign.slurm import render
+from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
 
-from conftest import BIN, DEMO
+from conftest import BIN, DEMO, assert_no_leftovers, assert_one_line_error, wait_until
 
 A, B = "bulkCu_300K-demo_EMT", "bulkCu3Au_500K-demo_EMT"
 SYSTEMS = f"{A},{B}"
@@ -60,20 +62,6 @@ def _check_scored(out: Path, model: str, system: str, steps: int) -> dict:
     return sc
 
 
-def _no_leftovers(tag: str) -> bool:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if ("i-pi" in cmd or "dynamat-driver" in cmd) and (tag in cmd or tag in cwd):
-            return False
-    return True
-
-
 # ------------------------------------------------------------------------------ pieces
 def test_job_list_round_trip(tmp_path):
     jobs = [Job(0, "emt", A, str(DEMO), str(tmp_path), 100, driver_args=("--option", "k=2 3"), task=0),
@@ -102,6 +90,37 @@ def test_pack_tasks_group_pairs_of_one_model_and_driver():
     for members in tasks.values():
         assert len({(j.model, j.driver_args) for j in members}) == 1
     assert assign_tasks(jobs, 1) == 6 and [j.task for j in jobs] == list(range(6))
+
+
+def test_spec_is_checked_once_and_builds_every_job(tmp_path, monkeypatch):
+    """CampaignSpec: the command's text parsed and checked where it is built; jobs come from it alone."""
+    monkeypatch.chdir(tmp_path)
+    spec = CampaignSpec.from_options("emt, lj,emt", A, driver_env=("lj=/envs/lj/bin/dynamat-driver",),
+                                     driver_args=("lj=--option 'sigma=2.3' -o epsilon=1",), out=Path("rel"),
+                                     steps=100, seed=7, max_retries=1)
+    assert spec.models == ("emt", "lj") and spec.systems == (A,)
+    assert spec.out == tmp_path / "rel" and spec.reference == DEMO.resolve()  # absolute: tasks run elsewhere
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.steps = 5
+    assert spec.job("lj", A, 100) == Job(0, "lj", A, str(DEMO.resolve()), str(tmp_path / "rel"), 100, seed=7,
+                                         max_retries=1, driver_cmd="/envs/lj/bin/dynamat-driver",
+                                         driver_args=("--option", "sigma=2.3", "-o", "epsilon=1"))
+    assert spec.job("emt", A, None).driver_cmd is None and spec.job("emt", A, None).driver_args == ()
+    assert spec.slurm_only_options() == []
+    assert CampaignSpec(("emt",), (A,), tmp_path, partition="p", wait=False).slurm_only_options() == \
+        ["--partition", "--no-wait"]
+    for kw, msg in [(dict(steps=5, time_ps=1.0), "not both"), (dict(steps=0), "positive"),
+                    (dict(time_ps=-1.0), "positive"), (dict(max_retries=-1), "--max-retries"),
+                    (dict(jobs=0), "--jobs"), (dict(pack=0), "--pack"),
+                    (dict(pack=2, socket_mode="inet"), "--socket unix"), (dict(executor="pbs"), "executor")]:
+        with pytest.raises(DynamatError, match=msg):
+            CampaignSpec(("emt",), (A,), tmp_path, **kw)
+    for args, msg in [(dict(driver_args=("emt=--option 'x",)), "No closing quotation"),
+                      (dict(driver_env=("mace=/x",)), "not in --models"), (dict(driver_env=("emt",)), "MODEL=VALUE")]:
+        with pytest.raises(DynamatError, match=msg):
+            CampaignSpec.from_options("emt", A, out=tmp_path, **args)
+    with pytest.raises(DynamatError, match="no systems"):
+        CampaignSpec.from_options("emt", " , ", out=tmp_path)
 
 
 def test_template_renders_and_rejects_unknown_names():
@@ -190,7 +209,7 @@ def test_local_packed_campaign_shares_one_driver(tmp_path):
     assert res.returncode == 0 and "2 pairs (2 skip)" in res.stderr
     res = campaign("--models", "emt", "--systems", SYSTEMS, "--pack", "2", "--socket", "inet", "--steps", "100",
                    "--out", str(tmp_path / "x"), timeout=60)
-    assert res.returncode != 0 and "--socket unix" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert_one_line_error(res, "--socket unix")
 
 
 def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
@@ -238,16 +257,6 @@ def slurm_cluster(tmp_path_factory):
         cm.__exit__(None, None, None)
 
 
-def _wait(pred, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 @pytest.mark.slurm
 def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
     from dynamat.io import read_ipi_run
@@ -279,18 +288,19 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
                    "--steps", str(steps), "--out", str(out2), "--no-wait", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "not waiting" in res.stderr
-    _wait(lambda: (_state(out2, "emt", A).get("step") or 0) >= 400, 120, "the MD to pass step 400")
+    wait_until(lambda: (_state(out2, "emt", A).get("step") or 0) >= 400, 120, "the MD to pass step 400", poll=0.5)
     task = _state(out2, "emt", A)["slurm_job"]
     subprocess.run(["scancel", task], check=True, timeout=30)
-    _wait(lambda: _state(out2, "emt", A)["phase"] == "cancelled", 60, "the task to record its cancellation")
-    _wait(lambda: subprocess.run(["squeue", "-h", "-j", task.split("_")[0]], capture_output=True,
-                                 text=True).stdout.strip() == "", 60, "the cancelled task to leave the queue")
+    wait_until(lambda: _state(out2, "emt", A)["phase"] == "cancelled", 60, "the task to record its cancellation",
+               poll=0.5)
+    wait_until(lambda: subprocess.run(["squeue", "-h", "-j", task.split("_")[0]], capture_output=True,
+                                      text=True).stdout.strip() == "", 60, "the cancelled task to leave the queue",
+               poll=0.5)
     run_dir = out2 / "emt" / A
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["status"] != "completed" and 400 <= rec["steps_done"] < steps
     assert pair_status(run_dir)[0] == "resume"
-    time.sleep(1)
-    assert _no_leftovers(str(out2)), "i-PI or the driver outlived the cancelled task"
+    assert_no_leftovers(str(out2))  # i-PI and the driver must not outlive the cancelled task
 
     res = campaign("--models", "emt", "--systems", A, "--executor", "slurm", "--cpus-per-task", "1",
                    "--steps", str(steps), "--out", str(out2), "--poll-s", "0.5", timeout=150)

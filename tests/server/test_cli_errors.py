@@ -2,27 +2,17 @@
 
 import pytest
 
-from conftest import DEMO, dynamat_cmd
-
-
-def _one_line_error(res, *needles):
-    assert res.returncode != 0
-    err = res.stderr.strip()
-    assert "Traceback" not in err, err
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("dynamat: error:"), err
-    for needle in needles:
-        assert needle in err, (needle, err)
+from conftest import DEMO, assert_one_line_error, dynamat_cmd
 
 
 def test_unknown_system(tmp_path):
-    _one_line_error(dynamat_cmd("inputs", "--system", "bulkXx_1K", "--out", str(tmp_path)), "bulkXx_1K")
+    assert_one_line_error(dynamat_cmd("inputs", "--system", "bulkXx_1K", "--out", str(tmp_path)), "bulkXx_1K")
 
 
 def test_missing_reference(tmp_path):
     res = dynamat_cmd("run", "--model", "emt", "--system", "bulkCu_300K-demo_EMT",
                       "--reference", str(tmp_path / "missing.h5"), "--out", str(tmp_path))
-    _one_line_error(res, "not found")
+    assert_one_line_error(res, "not found")
 
 
 def test_malformed_hdf5(tmp_path):
@@ -30,11 +20,11 @@ def test_malformed_hdf5(tmp_path):
     bad.write_bytes(b"\x89HDF\r\n garbage" * 50)
     res = dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT", "--reference", str(bad),
                       "--trajectory", str(bad), "--dt-fs", "1")
-    _one_line_error(res, "HDF5")
+    assert_one_line_error(res, "HDF5")
 
 
 def test_score_needs_a_trajectory():
-    _one_line_error(dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT"), "--run")
+    assert_one_line_error(dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT"), "--run")
 
 
 @pytest.mark.parametrize("cmd", [["inputs", "--out", "x"], ["run", "--model", "emt"]])
@@ -58,7 +48,7 @@ def test_too_short_trajectory(tmp_path):
     atoms = bulk("Cu", "fcc", a=3.5898, cubic=True).repeat(2)
     write(tmp_path / "t.extxyz", [atoms] * 3)
     res = dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT", "--trajectory", str(tmp_path / "t.extxyz"), "--dt-fs", "2.5")
-    _one_line_error(res, "cannot score")
+    assert_one_line_error(res, "cannot score")
 
 
 def test_inputs_take_the_protocol_overrides_of_run(tmp_path):
@@ -89,8 +79,8 @@ def test_inputs_take_the_protocol_overrides_of_run(tmp_path):
 
     refused = dynamat_cmd("inputs", "--system", system, "--reference", str(DEMO), "--out", str(tmp_path / "r"),
                           "--protocol", "relaxed_nhc")
-    _one_line_error(refused, "relaxes the cell with the model")
+    assert_one_line_error(refused, "relaxes the cell with the model")
     assert not (tmp_path / "r").exists()
     both = dynamat_cmd("inputs", "--system", system, "--reference", str(DEMO), "--out", str(tmp_path / "b"),
                        "--steps", "10", "--time-ps", "1")
-    _one_line_error(both, "not both")
+    assert_one_line_error(both, "not both")

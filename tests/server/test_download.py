@@ -22,6 +22,7 @@ from dynamat.cli.data import data_group
 from dynamat.download import REFERENCE_FILENAME, default_reference_path, part_path
 from dynamat.errors import DynamatError
 
+from conftest import assert_one_line_error
 
 
 def _h5_bytes(fill) -> bytes:
@@ -151,16 +152,6 @@ def fetch(httpd, *extra: str):
     return run_cli("download", "--url", url_of(httpd), "--md5", PAYLOAD_MD5, "--timeout", str(TIMEOUT), *extra)
 
 
-def assert_one_line_error(res, *needles):
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    err = res.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in res.stderr
-    assert err.startswith("dynamat: error:"), res.stderr
-    assert [line for line in res.stderr.splitlines() if line.startswith("dynamat: error:")] == [err]
-    for needle in needles:
-        assert needle in err, (needle, err)
-
-
 # ------------------------------------------------------------------------------------------ CLI tests
 
 
@@ -184,7 +175,7 @@ def test_broken_transfer_resumes_from_part(server, cache):
     server.state.break_after = cut
     final = cache / REFERENCE_FILENAME
     first = fetch(server)
-    assert_one_line_error(first, "interrupted", "rerun")
+    assert_one_line_error(first, "interrupted", "rerun", after_progress=True)
     assert not final.exists()
     assert part_path(final).stat().st_size == cut
     assert default_reference_path() is None
@@ -223,7 +214,7 @@ def test_part_past_the_end_gets_416_then_fresh(server, cache):
 
 def test_wrong_checksum_leaves_nothing(server, cache):
     res = run_cli("download", "--url", url_of(server), "--md5", "0" * 32, "--timeout", str(TIMEOUT))
-    assert_one_line_error(res, "checksum mismatch", "0" * 32, PAYLOAD_MD5)
+    assert_one_line_error(res, "checksum mismatch", "0" * 32, PAYLOAD_MD5, after_progress=True)
     final = cache / REFERENCE_FILENAME
     assert not final.exists()
     assert not part_path(final).exists()
@@ -256,7 +247,7 @@ def test_existing_bad_file_is_replaced(server, cache):
 
 def test_http_404_is_one_line(server, cache):
     res = run_cli("download", "--url", url_of(server, "/nope.h5"), "--timeout", str(TIMEOUT))
-    assert_one_line_error(res, "HTTP 404", "/nope.h5")
+    assert_one_line_error(res, "HTTP 404", "/nope.h5", after_progress=True)
     assert list(cache.iterdir()) == []  # no .part, no final file
 
 
@@ -265,7 +256,7 @@ def test_unreachable_host_is_one_line(cache):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     res = run_cli("download", "--url", f"http://127.0.0.1:{port}/file.h5", "--timeout", str(TIMEOUT))
-    assert_one_line_error(res, "cannot reach")
+    assert_one_line_error(res, "cannot reach", after_progress=True)
 
 
 def test_unwritable_cache_is_one_line(server, tmp_path, monkeypatch):
@@ -273,7 +264,7 @@ def test_unwritable_cache_is_one_line(server, tmp_path, monkeypatch):
     blocker.write_text("not a folder")
     monkeypatch.setenv("DYNAMAT_CACHE", str(blocker / "cache"))
     res = fetch(server)
-    assert_one_line_error(res, "cannot write", "DYNAMAT_CACHE")
+    assert_one_line_error(res, "cannot write", "DYNAMAT_CACHE", after_progress=True)
     assert server.state.requests == []
 
 

@@ -15,7 +15,7 @@ from dynamat.metrics.vdos import (
     vdos_w1_error,
     velocities_from_positions,
 )
-from dynamat.units import AMU_A2_PER_FS2_TO_EV, KB_EV_PER_K
+from conftest import einstein_oscillations
 
 
 def oscillator(nu_thz, dt_fs, n_frames, amplitude=0.1, phase=0.3):
@@ -30,16 +30,11 @@ def oscillator(nu_thz, dt_fs, n_frames, amplitude=0.1, phase=0.3):
 
 
 def einstein_crystal(n_atoms, n_frames, dt_fs, temperature_k, seed=0, mass=63.546):
-    """Independent 3D oscillators, each holding exactly k_B T of energy (so T_kin is exact)."""
+    """Independent 3D oscillators at random sites, each holding exactly k_B T of energy (so T_kin is exact)."""
     rng = np.random.default_rng(seed)
-    w = 2 * np.pi * rng.uniform(3.0, 7.0, size=(n_atoms, 3)) * 1e-3  # rad/fs
-    phase = rng.uniform(0, 2 * np.pi, size=(n_atoms, 3))
-    amp = np.sqrt(2 * KB_EV_PER_K * temperature_k / (mass * w**2 * AMU_A2_PER_FS2_TO_EV))
-    t = np.arange(n_frames)[:, None, None] * dt_fs
+    disp, vel = einstein_oscillations(rng, n_atoms, mass, n_frames, dt_fs, temperature_k)
     sites = rng.uniform(0, 10, size=(n_atoms, 3))
-    pos = sites + amp * np.cos(w * t + phase)
-    vel = -amp * w * np.sin(w * t + phase)
-    return pos, vel, np.full(n_atoms, mass)
+    return sites + disp, vel, np.full(n_atoms, mass)
 
 
 def test_single_harmonic_oscillator_peaks_at_its_frequency():

@@ -26,7 +26,7 @@ from dynamat.engines.pack import PackDriver
 from dynamat.io import read_ipi_run
 from dynamat.runner import RunOptions, supervise
 
-from conftest import dynamat_cmd, wait_for_step
+from conftest import dynamat_cmd, wait_for_step, wait_until
 
 SYSTEMS = ("bulkCu_300K-demo_EMT", "bulkCu3Au_500K-demo_EMT")
 
@@ -185,13 +185,17 @@ def test_run_all_runs_at_most_at_once_and_reports_each_failure(tmp_path):
     from dynamat.engines.pack import run_all
 
     pack = PackDriver("emt", tmp_path / "pack.log")
-    lock, live, peak = threading.Lock(), [0], [0]
+    lock, live, peak, started = threading.Lock(), [0], [0], [0]
 
     def work(i):
         with lock:
             live[0] += 1
+            order = started[0]
+            started[0] += 1
             peak[0] = max(peak[0], live[0])
-        time.sleep(0.05)
+        # each run stays until the next one has started beside it (the last: at once), so two runs
+        # overlap for certain; a third that at_once let in would be counted while they wait
+        wait_until(lambda: started[0] > order + 1 or started[0] == 5, 30, "the next run to start", poll=0.01)
         with lock:
             live[0] -= 1
         if i == 2:

@@ -7,14 +7,13 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 
 from dynamat.io import read_ipi_run
 
-from conftest import BIN, dynamat_cmd, wait_for_step
+from conftest import BIN, dynamat_cmd, wait_for_step, wait_until
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 SEED = "7"
@@ -50,9 +49,8 @@ def _killed_at(out, steps, at_least):
     # i-PI got SIGTERM when its supervisor died; its soft exit writes RESTART (seconds on a loaded machine)
     run_dir = out / "emt" / SYSTEM
     rj = run_dir / "RESTART"
-    deadline = time.time() + 90
-    while time.time() < deadline and not (rj.exists() and "</simulation>" in rj.read_text()):
-        time.sleep(0.2)
+    wait_until(lambda: rj.exists() and "</simulation>" in rj.read_text(), 90, f"i-PI's complete RESTART in {run_dir}",
+               poll=0.2)
     from dynamat import processes
 
     processes.RunLock(run_dir).release()  # i-PI holds the folder lock until it has gone

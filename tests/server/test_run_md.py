@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from ase.data import atomic_masses
 from dynamat.io import read_ipi_run, read_reference
 from dynamat.units import AMU_A2_PER_FS2_TO_EV, KB_EV_PER_K
 
-from conftest import BIN, DEMO, dynamat_cmd, wait_for_step
+from conftest import BIN, DEMO, assert_no_leftovers, dynamat_cmd, wait_for_step, wait_until
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 
@@ -84,11 +83,6 @@ def test_existing_run_is_not_clobbered(emt_run):
     assert (run_dir / "simulation.out").read_bytes() == before
 
 
-def _no_leftovers(tag: str) -> bool:
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return not any(tag in line and ("i-pi" in line or "dynamat-driver" in line) for line in ps.splitlines())
-
-
 def test_driver_failure_ends_run_cleanly(tmp_path):
     # the driver refuses an unknown model at start: the run must fail fast and leave nothing running
     res = dynamat_cmd("run", "--model", "no-such-model", "--system", SYSTEM, "--steps", "50", "--out", str(tmp_path))
@@ -96,13 +90,11 @@ def test_driver_failure_ends_run_cleanly(tmp_path):
     assert "no-such-model" in res.stderr and "Traceback" not in res.stderr
     rec = json.loads((tmp_path / "no-such-model" / SYSTEM / "run.json").read_text())
     assert rec["status"] == "failed" and rec["error"]
-    time.sleep(0.5)
-    assert _no_leftovers(str(tmp_path))
+    assert_no_leftovers(str(tmp_path))
 
 
 def _pid_of(pattern: str, must_contain: str, timeout: float = 60.0) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def find() -> int | None:
         ps = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
         for cand in ps.stdout.split():
             try:
@@ -112,8 +104,9 @@ def _pid_of(pattern: str, must_contain: str, timeout: float = 60.0) -> int:
                 continue
             if must_contain in cmdline + " cwd=" + cwd:
                 return int(cand)
-        time.sleep(0.2)
-    raise AssertionError(f"no process matching {pattern!r}")
+        return None
+
+    return wait_until(find, timeout, f"a process matching {pattern!r} with {must_contain!r}", poll=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +143,7 @@ def test_killed_process_is_recovered_without_lost_or_repeated_frames(victim, uni
     np.testing.assert_array_equal(traj.steps, uninterrupted.steps)
     np.testing.assert_allclose(traj.positions, uninterrupted.positions, atol=1e-6)
     np.testing.assert_allclose(traj.velocities, uninterrupted.velocities, atol=1e-6)
-    assert _no_leftovers(str(tmp_path))
+    assert_no_leftovers(str(tmp_path))
 
 
 def test_path_integral_run_through_cli(tmp_path):

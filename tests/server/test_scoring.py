@@ -9,7 +9,7 @@ from scipy.signal import lfilter
 
 from dynamat.scoring import ERROR_KEYS, MD_KEYS, score_md, score_singlepoint
 from dynamat.trajectory import Trajectory
-from dynamat.units import AMU_A2_PER_FS2_TO_EV, KB_EV_PER_K
+from conftest import einstein_oscillations
 
 
 def einstein_md(n_frames, dt_fs, temperature_k=300.0, seed=0, p_mean_gpa=0.0, stress=True,
@@ -20,14 +20,9 @@ def einstein_md(n_frames, dt_fs, temperature_k=300.0, seed=0, p_mean_gpa=0.0, st
     """
     rng = np.random.default_rng(seed)
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    n = len(atoms)
-    mass = atoms.get_masses()[:, None]
-    w = 2 * np.pi * rng.uniform(*freq, size=(n, 3)) * 1e-3  # rad/fs
-    phase = rng.uniform(0, 2 * np.pi, size=(n, 3))
-    amp = np.sqrt(2 * KB_EV_PER_K * temperature_k / (mass * w**2 * AMU_A2_PER_FS2_TO_EV))
-    t = np.arange(n_frames)[:, None, None] * dt_fs
-    pos = atoms.positions + amp * np.cos(w * t + phase)
-    vel = -amp * w * np.sin(w * t + phase)
+    disp, vel = einstein_oscillations(rng, len(atoms), atoms.get_masses()[:, None], n_frames, dt_fs, temperature_k,
+                                      freq)
+    pos = atoms.positions + disp
     s = None
     if stress:
         p = lfilter([1.0], [1.0, -0.9], rng.normal(scale=0.05, size=n_frames)) + p_mean_gpa

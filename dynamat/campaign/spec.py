@@ -1,0 +1,131 @@
+"""What one ``dynamat campaign`` asks for: :class:`CampaignSpec`, built once from the command's
+options (:meth:`CampaignSpec.from_options`) and checked in one place (its ``__post_init__``), so
+the campaign itself never meets an invalid combination and builds every :class:`Job` from it."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from dynamat.campaign.jobs import Job
+from dynamat.errors import DynamatError
+from dynamat.names import check_name
+
+EXECUTORS = ("local", "slurm")
+SOCKET_MODES = ("unix", "inet")
+
+
+def split_names(csv: str, kind: str) -> list[str]:
+    """``"a, b,a"`` -> ``["a", "b"]``: each name checked as one safe path component (dynamat/names.py)."""
+    seen: list[str] = []
+    for x in csv.split(","):
+        x = x.strip()
+        if x and x not in seen:
+            seen.append(check_name(kind, x))
+    if not seen:
+        raise DynamatError(f"no {kind}s given")
+    return seen
+
+
+def per_model(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, str]:
+    """``("m=value", ...)`` -> ``{m: value}``; every ``m`` must be one of ``models``."""
+    out = {}
+    for it in items:
+        m, sep, val = it.partition("=")
+        if not sep or not m.strip() or not val.strip():
+            raise DynamatError(f"{flag} wants MODEL=VALUE, got {it!r}")
+        if m.strip() not in models:
+            raise DynamatError(f"{flag} names model {m.strip()!r}, which is not in --models")
+        out[m.strip()] = val.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """The model x system matrix and how to run it. ``out`` and ``reference`` are made absolute
+    (tasks run in other folders, possibly on other nodes); ``reference=None`` is the bundled demo file."""
+
+    models: tuple[str, ...]
+    systems: tuple[str, ...]
+    out: Path
+    reference: Path | None = None
+    executor: str = "local"  # local | slurm
+    jobs: int | None = None  # local: tasks at a time [1]; slurm: array tasks running at once [no limit]
+    steps: int | None = None  # MD steps per pair; None with time_ps None: the protocol's full length
+    time_ps: float | None = None  # MD length in ps, converted with each system's time step
+    seed: int = 12345
+    max_retries: int = 2
+    driver_env: Mapping[str, str] = field(default_factory=dict)  # model -> its driver command
+    driver_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # model -> extra driver arguments
+    socket_mode: str = "unix"  # unix | inet
+    partition: str | None = None  # slurm only, like the five below
+    gpus_per_task: int | None = None
+    cpus_per_task: int = 2
+    time_limit: str | None = None
+    sbatch_args: tuple[str, ...] = ()
+    template: Path | None = None
+    inet_nodes: int = 2
+    wait: bool = True  # slurm: False returns after submission
+    report: bool = True
+    poll_s: float | None = None  # None: 0.5 s locally, 2 s for squeue
+    pack: int = 1  # pairs of one model per task, sharing one driver
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise DynamatError(f"unknown executor {self.executor!r}")
+        if self.socket_mode not in SOCKET_MODES:
+            raise DynamatError(f"unknown socket mode {self.socket_mode!r}")
+        if self.steps is not None and self.time_ps is not None:
+            raise DynamatError("give --steps or --time-ps, not both")
+        if self.steps is not None and self.steps <= 0 or self.time_ps is not None and self.time_ps <= 0:
+            raise DynamatError("--steps and --time-ps must be positive")
+        if self.max_retries < 0:
+            raise DynamatError("--max-retries must be >= 0")
+        if self.jobs is not None and self.jobs < 1:
+            raise DynamatError("--jobs must be >= 1")
+        if self.pack < 1:
+            raise DynamatError("--pack must be >= 1")
+        if self.pack > 1 and self.socket_mode != "unix":
+            raise DynamatError("--pack shares one driver between runs on one node: use it with --socket unix")
+        from dynamat.reference import default_reference
+
+        # frozen: the normalised values are set once, here
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "systems", tuple(self.systems))
+        object.__setattr__(self, "out", Path(self.out).resolve())
+        object.__setattr__(self, "reference", Path(self.reference or default_reference()).resolve())
+        object.__setattr__(self, "driver_env", MappingProxyType(dict(self.driver_env)))
+        object.__setattr__(self, "driver_args", MappingProxyType({m: tuple(a) for m, a in self.driver_args.items()}))
+        object.__setattr__(self, "sbatch_args", tuple(self.sbatch_args))
+
+    @classmethod
+    def from_options(cls, models: str, systems: str, driver_env: tuple[str, ...] = (),
+                     driver_args: tuple[str, ...] = (), **options) -> CampaignSpec:
+        """From the command line's text: comma-separated names and ``MODEL=VALUE`` items."""
+        model_list = split_names(models, "model")
+        system_list = split_names(systems, "system")
+        env = per_model(driver_env, model_list, "--driver-env")
+        args = {}
+        for m, text in per_model(driver_args, model_list, "--driver-args").items():
+            try:
+                args[m] = tuple(shlex.split(text))
+            except ValueError as exc:  # an unbalanced quote
+                raise DynamatError(f"--driver-args for {m}: {exc} in {text!r}") from None
+        return cls(models=tuple(model_list), systems=tuple(system_list), driver_env=env, driver_args=args, **options)
+
+    def slurm_only_options(self) -> list[str]:
+        """The options given that only ``--executor slurm`` uses (empty for slurm)."""
+        if self.executor == "slurm":
+            return []
+        return [name for name, v in (("--partition", self.partition), ("--gpus-per-task", self.gpus_per_task),
+                                     ("--time-limit", self.time_limit), ("--sbatch-arg", self.sbatch_args),
+                                     ("--template", self.template), ("--no-wait", not self.wait)) if v]
+
+    def job(self, model: str, system: str, steps: int | None) -> Job:
+        """The job of one pair (index and task are numbered once the job list is complete)."""
+        return Job(index=0, model=model, system=system, reference=str(self.reference), out=str(self.out),
+                   steps=steps, seed=self.seed, max_retries=self.max_retries, socket=self.socket_mode,
+                   driver_cmd=self.driver_env.get(model), driver_args=self.driver_args.get(model, ()))
