@@ -284,11 +284,11 @@ def test_what_is_no_reference_file_is_not_kept(server, tmp_path, path):
     dest = tmp_path / "ref.h5"
     get = lambda *extra: run_cli("download", "--url", url_of(server, path), "--md5", "none", "--dest", str(dest),  # noqa: E731
                                  "--timeout", str(TIMEOUT), *extra)
-    assert_one_line_error(get(), path, "no DynaMat reference file", NOT_REFERENCES[path][1], "deleted")
+    assert_one_line_error(get(), path, "no DynaMat reference file", NOT_REFERENCES[path][1], "deleted", after_progress=True)
     assert not dest.exists() and not part_path(dest).exists()
     good = run_cli("download", "--url", url_of(server), "--md5", "none", "--dest", str(dest), "--timeout", str(TIMEOUT))
     assert good.exit_code == 0, good.output
-    assert_one_line_error(get("--force"), NOT_REFERENCES[path][1], f"{dest} is unchanged")
+    assert_one_line_error(get("--force"), NOT_REFERENCES[path][1], f"{dest} is unchanged", after_progress=True)
     assert dest.read_bytes() == PAYLOAD and not part_path(dest).exists()
 
 
