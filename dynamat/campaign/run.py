@@ -136,10 +136,12 @@ def run_campaign(models: list[str], systems: list[str], out: Path, *, reference:
     stream = stream or sys.stderr
     system_steps, protocol_steps = {}, {}
     mismatched: list[str] = []
+    from dynamat.runner import steps_for_time  # the one --time-ps conversion
+
     for s in systems:
         _, entry, _ = _load_system(reference, s)  # an unknown system fails here, before any job
         protocol_steps[s] = entry.protocol.steps
-        system_steps[s] = (int(round(time_ps * 1000.0 / entry.protocol.timestep_fs)) if time_ps is not None else steps)
+        system_steps[s] = steps_for_time(time_ps, entry.protocol.timestep_fs) if time_ps is not None else steps
 
     pairs: list[PairView] = []
     todo: list[Job] = []
