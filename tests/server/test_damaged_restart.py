@@ -73,6 +73,12 @@ def test_damaged_restart_without_another_is_refused_and_nothing_removed(tmp_path
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and "RESTART" in err[0] and "--overwrite" in err[0], res.stderr
     assert _hashes(run_dir) == before
+    if not keep_step_tag:  # the way out the message gives that keeps the folder: remove the file, rerun
+        (run_dir / "RESTART").unlink()
+        res = _run(tmp_path, 400)
+        assert res.returncode == 0, res.stderr
+        assert (run_dir / "notes.txt").read_text() == "the user's own notes\n"
+        assert read_ipi_run(run_dir).steps[-1] == 400
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +111,43 @@ def test_damaged_restart_resumes_from_the_checkpoint(tmp_path, straight, keep_st
                                    [x.positions for x in ase.io.read(straight / name, ":")], atol=1e-6)
     rows = [ln.split()[0] for ln in (run_dir / "simulation.out").read_text().splitlines() if not ln.startswith("#")]
     assert len(rows) == len(set(rows)) == len(a.steps)
+
+
+def _xyz_frame(step: int, x: float) -> str:
+    return ('2\nLattice="5.0 0.0 0.0 0.0 5.0 0.0 0.0 0.0 5.0" Properties=species:S:1:pos:R:3 '
+            f'ipi_comment="Step:  {step:10d}  Bead:       0 positions{{ase}}  cell{{ase}}" pbc="T T T"\n'
+            f"Cu {x:.8f} 0.0 0.0\nCu 2.5 2.5 {x:.8f}\n")
+
+
+def test_trim_keeps_every_complete_frame_up_to_the_restart_step(tmp_path):
+    from dynamat.engines.ipi_restart import trim_outputs
+
+    frames = [_xyz_frame(s, 0.01 * s) for s in range(0, 60, 10)]
+    pos = tmp_path / "simulation.pos_0.extxyz"
+    pos.write_text("".join(frames) + frames[-1][:40])  # a frame cut short by a kill at the end
+    head = "# column   1     --> step : The current simulation time step.\n# column   2     --> time{femtosecond}\n"
+    rows = "".join(f"  {s:.8e}  {s * 0.25:.8e}\n" for s in range(0, 60, 10))
+    props = tmp_path / "simulation.out"
+    props.write_text(head + rows + "  6.0000e+01  1.5")  # a row cut short
+    other = tmp_path / "simulation.notes"
+    other.write_text("not an i-PI output\n")
+    assert sorted(trim_outputs(tmp_path, "simulation", 30)) == ["simulation.out", "simulation.pos_0.extxyz"]
+    assert pos.read_text() == "".join(frames[:4])
+    assert [int(a.info["ipi_comment"].split()[1]) for a in ase.io.read(pos, ":")] == [0, 10, 20, 30]
+    assert props.read_text() == head + "".join(rows.splitlines(keepends=True)[:4])
+    assert other.read_text() == "not an i-PI output\n"
+    assert trim_outputs(tmp_path, "simulation", 30) == []  # nothing past the step: files left as they are
+    assert not list(tmp_path.glob("*.trim"))
+
+
+def test_only_a_complete_restart_file_counts(tmp_path):
+    from dynamat.engines.ipi_restart import checkpoint_step, is_damaged
+
+    full = "<!-- i-PI -->\n<simulation verbosity='low'>\n  <step>200</step>\n  <total_steps>400</total_steps>\n</simulation>\n"
+    (tmp_path / "a").write_text(full)
+    (tmp_path / "b").write_text(full[: full.index("<total_steps>")])  # cut after its <step>
+    (tmp_path / "c").write_text(full.replace("  <step>200</step>\n", ""))  # i-PI's checkpoint before any step
+    assert checkpoint_step(tmp_path / "a") == 200 and not is_damaged(tmp_path / "a")
+    assert checkpoint_step(tmp_path / "b") is None and is_damaged(tmp_path / "b")
+    assert checkpoint_step(tmp_path / "c") is None and not is_damaged(tmp_path / "c")
+    assert checkpoint_step(tmp_path / "missing") is None and not is_damaged(tmp_path / "missing")
