@@ -322,7 +322,9 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
             for attempt in range(job.max_retries + 1):
                 if attempt:
                     action = "resume" if restart_file(job.run_dir) is not None else "overwrite"
-                opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=(action == "overwrite"),
+                # never --overwrite: the runner starts a folder with no restart point again in place, and
+                # refuses (keeping every file) when a restart file is damaged
+                opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=False,
                                   driver_cmd=driver_cmd, driver_args=job.driver_args, pack=pack)
                 t_md = time.time()
                 state.attempts.append({"action": action, "start": t_md})

@@ -151,3 +151,17 @@ def test_only_a_complete_restart_file_counts(tmp_path):
     assert checkpoint_step(tmp_path / "b") is None and is_damaged(tmp_path / "b")
     assert checkpoint_step(tmp_path / "c") is None and not is_damaged(tmp_path / "c")
     assert checkpoint_step(tmp_path / "missing") is None and not is_damaged(tmp_path / "missing")
+
+
+def test_campaign_keeps_a_folder_whose_restart_is_damaged(tmp_path):
+    """The campaign's retry of an unresumable pair used to pass --overwrite: the same folder loss."""
+    run_dir = _supervisor_killed_at(tmp_path, 400, 200)
+    (run_dir / "notes.txt").write_text("the user's own notes\n")
+    _cut(run_dir / "RESTART", keep_step_tag=False)
+    before = _hashes(run_dir)
+    res = dynamat_cmd("campaign", "--models", "emt", "--systems", SYSTEM, "--out", str(tmp_path), "--steps", "400",
+                      "--seed", SEED, "--max-retries", "0")
+    assert "Traceback" not in res.stderr
+    after = _hashes(run_dir)
+    assert {k: after.get(k) for k in before} == before, res.stderr  # the campaign adds its score.json only
+    assert "RESTART is damaged" in res.stderr + "".join(p.read_text() for p in (tmp_path / "_campaign").rglob("*.json"))
