@@ -92,14 +92,19 @@ def _ase_steps(path):
     return [int(re.search(r"Step:\s*(\d+)", a.info["ipi_comment"]).group(1)) for a in ase.io.read(path, ":")]
 
 
-@pytest.mark.parametrize("keep_step_tag", [False, True])
-def test_damaged_restart_resumes_from_the_checkpoint(tmp_path, straight, keep_step_tag):
+@pytest.mark.parametrize("damaged, keep_step_tag, used", [
+    (["RESTART"], False, "simulation.chk"),
+    (["RESTART"], True, "simulation.chk"),
+    (["RESTART", "simulation.chk"], False, "last_good.chk"),  # the supervisor's atomic copy of the checkpoint
+])
+def test_damaged_restart_resumes_from_the_checkpoint(tmp_path, straight, damaged, keep_step_tag, used):
     run_dir = _supervisor_killed_at(tmp_path, 1500, 1200)  # past the checkpoint at step 1000
     (run_dir / "notes.txt").write_text("the user's own notes\n")
-    _cut(run_dir / "RESTART", keep_step_tag)
+    for name in damaged:
+        _cut(run_dir / name, keep_step_tag)
     res = _run(tmp_path, 1500)
     assert res.returncode == 0, res.stderr
-    assert "step 1000" in res.stderr
+    assert f"resuming from {used} (step 1000" in res.stderr, res.stderr
     assert (run_dir / "notes.txt").read_text() == "the user's own notes\n"
     a, b = read_ipi_run(straight), read_ipi_run(run_dir)
     np.testing.assert_array_equal(a.steps, b.steps)
