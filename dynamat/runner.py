@@ -181,8 +181,8 @@ def _no_restart_message(run_dir: Path, damaged: list[str]) -> str:
     files = " and ".join(damaged)
     return (f"{run_dir} cannot be resumed: {files} {'is' if len(damaged) == 1 else 'are'} damaged (not a complete "
             "i-PI restart file, e.g. cut short by a kill) and no other restart point is complete; nothing was changed. "
-            f"Put a good copy back to resume, remove {'it' if len(damaged) == 1 else 'them'} to start again from step 0 "
-            "in this folder, or pass --overwrite to replace the folder")
+            f"Put a good copy back to resume, remove {'it' if len(damaged) == 1 else 'them'} to start again from "
+            "step 0 in this folder, or pass --overwrite to replace the folder")
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) -> Path | None:

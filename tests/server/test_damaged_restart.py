@@ -148,7 +148,8 @@ def test_trim_keeps_every_complete_frame_up_to_the_restart_step(tmp_path):
 def test_only_a_complete_restart_file_counts(tmp_path):
     from dynamat.engines.ipi_restart import checkpoint_step, is_damaged
 
-    full = "<!-- i-PI -->\n<simulation verbosity='low'>\n  <step>200</step>\n  <total_steps>400</total_steps>\n</simulation>\n"
+    full = ("<!-- i-PI -->\n<simulation verbosity='low'>\n  <step>200</step>\n  <total_steps>400</total_steps>\n"
+            "</simulation>\n")
     (tmp_path / "a").write_text(full)
     (tmp_path / "b").write_text(full[: full.index("<total_steps>")])  # cut after its <step>
     (tmp_path / "c").write_text(full.replace("  <step>200</step>\n", ""))  # i-PI's checkpoint before any step

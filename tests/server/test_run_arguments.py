@@ -54,7 +54,8 @@ def test_time_ps_too_short_names_time_ps(tmp_path):
 def test_second_run_on_a_folder_in_use_says_at_once_for_whom_it_waits(tmp_path):
     run_dir = tmp_path / "emt" / SYSTEM
     first = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", "100000",
-                              "--out", str(tmp_path), "--seed", "3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              "--out", str(tmp_path), "--seed", "3"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = None
     try:
         wait_for_step(run_dir / "simulation.out", 50)
