@@ -9,6 +9,7 @@ to lie inside ``--out``). It holds::
     simulation.pos_<b>.extxyz       positions (bead b; b zero-padded to the digits of P), vel_<b> velocities
     simulation.xc.extxyz / vc       centroid positions and velocities (path-integral templates)
     RESTART  simulation.chk         i-PI's soft-exit restart file and its periodic checkpoint
+    last_good.chk                   a whole copy of the newest complete one (a kill mid-write cannot cost both)
     ipi.log  driver.log             the two processes' output (driver<tag>.log for further drivers)
     driver_timing.json              the driver's per-call timing (driver_timing<tag>.json)
     relax_template.xyz relax.log relax_driver.log   the relaxed-cell protocol's relaxation
@@ -41,6 +42,7 @@ INIT_XYZ = "init.xyz"
 IPI_LOG = "ipi.log"
 ISOLATED_ATOM_ENERGIES_JSON = "isolated_atom_energies.json"
 RESTART = "RESTART"
+LAST_GOOD = "last_good.chk"  # our whole copy of the newest complete restart point (i-PI rewrites its own in place)
 LOCK = ".lock"
 
 CAMPAIGN_DIR = "_campaign"
@@ -84,6 +86,7 @@ class RunFolder:
     # i-PI's files
     restart = property(lambda self: self.path / RESTART)
     checkpoint = property(lambda self: self.path / f"{self.prefix}.chk")
+    last_good = property(lambda self: self.path / LAST_GOOD)
     properties = property(lambda self: self.path / f"{self.prefix}.out")
     centroid_positions = property(lambda self: self.path / f"{self.prefix}.xc.extxyz")
     centroid_velocities = property(lambda self: self.path / f"{self.prefix}.vc.extxyz")
@@ -101,6 +104,21 @@ class RunFolder:
 
     def velocities(self, bead: str | int = 0) -> Path:
         return self.path / f"{self.prefix}.vel_{bead}.extxyz"
+
+    def restart_candidates(self) -> list[Path]:
+        """Where a restart point may be: RESTART, the checkpoint, our last-good copy, then the copies i-PI
+        keeps when a new process rewrites them (``#RESTART#0#``)."""
+        return ([self.restart, self.checkpoint, self.last_good] + sorted(self.path.glob(f"#{RESTART}#*#"))
+                + sorted(self.path.glob(f"#{self.prefix}.chk#*#")))
+
+    def own_files(self) -> list[Path]:
+        """What a run writes into its folder (dynamat, i-PI under our prefix, the driver): the only files a
+        start again in place removes; anything else there (a user's notes) is left alone."""
+        patterns = (RUN_JSON, f"{RUN_JSON}.tmp", INPUT_XML, INIT_XYZ, ATTEMPT_XML, SOCKET_JSON, IPI_LOG, "driver*.log",
+                    "driver_timing*.json", "relax_template.xyz", "relax_driver.log", "relax.log",
+                    ISOLATED_ATOM_ENERGIES_JSON, RESTART, LAST_GOOD, f"{LAST_GOOD}.tmp", f"{self.prefix}.*",
+                    f"#{RESTART}#*#", f"#{self.prefix}.*#*#")
+        return [p for pattern in patterns for p in self.path.glob(pattern) if p.is_file() and not p.is_symlink()]
 
 
 @dataclass(frozen=True)

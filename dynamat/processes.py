@@ -198,7 +198,8 @@ class RunLock:
     rerun resumes instead of finding the folder locked for good.
     """
 
-    def __init__(self, run_dir: Path, wait_s: float = 60.0):
+    def __init__(self, run_dir: Path, wait_s: float = 60.0, notify=None):
+        """``notify`` (default: print to stderr) hears at once when the folder is busy and for whom it waits."""
         import fcntl
 
         from dynamat.layout import RunFolder
@@ -207,15 +208,21 @@ class RunLock:
         deadline = time.monotonic() + wait_s
         signalled: set[int] = set()
         next_look = 0.0
+        told = False
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 now = time.monotonic()
+                if not told:
+                    told = True
+                    (notify or _to_stderr)(f"{run_dir} is in use by {lock_holders(run_dir / '.lock')}; "
+                                           f"waiting up to {wait_s:.0f} s for it to finish")
                 if now > deadline:
                     os.close(self.fd)
-                    raise DynamatError(f"another dynamat run is using {run_dir}") from None
+                    raise DynamatError(f"another dynamat run is using {run_dir} "
+                                       f"({lock_holders(run_dir / '.lock')})") from None
                 if now >= next_look:
                     for pid in set(orphans_in(run_dir)) - signalled:
                         try:
@@ -230,6 +237,31 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def lock_holders(lock: Path) -> str:
+    """Who holds the flock on ``lock``, as 'pid N (command)', from /proc/locks (Linux; else 'another process')."""
+    try:
+        ino = os.stat(lock).st_ino
+        with open("/proc/locks") as fh:
+            rows = [ln.split() for ln in fh]
+    except OSError:
+        return "another process"
+    pids = sorted({int(r[4]) for r in rows if len(r) > 5 and r[1] == "FLOCK" and r[4].isdigit()
+                   and r[5].rsplit(":", 1)[-1] == str(ino)})
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = " ".join(a.decode(errors="replace") for a in fh.read().split(b"\0") if a)
+        except OSError:
+            cmd = "gone; its i-PI still holds the folder"
+        found.append(f"pid {pid} ({cmd[:200]})")
+    return ", ".join(found) or "another process"
 
 
 def last_line(log: Path, default: str = "") -> str:

@@ -3,8 +3,8 @@
 A run folder ``<out>/<model>/<system>/`` receives the i-PI input, the initial structure, i-PI's
 outputs and RESTART, ``ipi.log``, ``driver.log``, ``driver_timing.json`` and ``run.json``.
 A driver that dies mid-run, or an i-PI that dies or hangs, is recovered from i-PI's restart point
-with fresh processes, up to ``RunOptions.max_restarts`` times; i-PI appends to its outputs and the
-readers keep one copy per step, so no frame is lost or repeated. MD that blows up stops with status
+with fresh processes, up to ``RunOptions.max_restarts`` times; i-PI's outputs are first trimmed back
+to the restart point, so no frame is lost or repeated. MD that blows up stops with status
 ``exploded`` and keeps its outputs. No process is left behind.
 
 Engines (:data:`dynamat.engines.ENGINES`): ``ipi`` (any thermostat, any bead count; resumable) and
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
-import re
+import secrets
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +29,7 @@ from dynamat import processes
 from dynamat.catalogue import System
 from dynamat.engines import ENGINES
 from dynamat.engines.ipi import PREFIX, Exploded, Interrupted, last_step
+from dynamat.engines.ipi_restart import checkpoint_step, is_damaged
 from dynamat.engines.ipi_input import MDSettings, write_inputs
 from dynamat.engines.relax import relax_cell
 from dynamat.errors import DynamatError
@@ -38,12 +39,13 @@ from dynamat.io.results import ensure_writable_dir
 from dynamat.names import model_folder
 
 MAX_STEPS = 100_000_000  # 25 ns at 0.25 fs: beyond any benchmark, and i-PI's int stays sane
+MAX_SEED = 2**32 - 1  # i-PI's -1 would seed from the clock: every seed is a recorded non-negative integer
 
 
 @dataclass
 class RunOptions:
     steps: int | None = None  # None: the protocol's full length
-    seed: int = 12345
+    seed: int | None = None  # None: the seed the folder's run.json records, else one drawn and recorded
     driver_cmd: str | None = None  # another environment's dynamat-driver, for conflicting MLIPs
     driver_args: tuple[str, ...] = ()  # e.g. ("--device", "cuda", "--model-path", "x.pt")
     batch_size: int | None = None  # structures per i-PI request; None: the bead count
@@ -123,13 +125,10 @@ def _check_writable(run_dir: Path) -> None:
     ensure_writable_dir(run_dir)
 
 
-_STEP_TAG = re.compile(r"<step>\s*(\d+)\s*</step>")
-
-
 def restart_point(run_dir: Path) -> tuple[Path | None, int | None]:
-    """The newest i-PI restart point in ``run_dir`` and its step: RESTART (soft exit) or the checkpoint."""
+    """The newest complete i-PI restart point in ``run_dir`` and its step (a file cut short is none)."""
     best, best_step = None, None
-    for cand in (RunFolder(run_dir, PREFIX).restart, RunFolder(run_dir, PREFIX).checkpoint):
+    for cand in RunFolder(run_dir, PREFIX).restart_candidates():
         step = restart_step(cand)
         if step is not None and (best_step is None or step > best_step):
             best, best_step = cand, step
@@ -137,18 +136,23 @@ def restart_point(run_dir: Path) -> tuple[Path | None, int | None]:
 
 
 def restart_file(run_dir: Path) -> Path | None:
-    """The newest i-PI restart point in ``run_dir``: RESTART (soft exit) or the checkpoint, by step."""
+    """The newest complete i-PI restart point in ``run_dir``: RESTART (soft exit) or a checkpoint, by step."""
     return restart_point(run_dir)[0]
 
 
 def restart_step(path: Path | None) -> int | None:
-    if path is None:
-        return None
-    try:
-        m = _STEP_TAG.search(path.read_text())
-    except OSError:
-        return None
-    return int(m.group(1)) if m else None
+    """The step ``path`` resumes from; None unless it is a complete i-PI restart file."""
+    return checkpoint_step(path)
+
+
+def damaged_restarts(run_dir: Path) -> list[str]:
+    """The names of restart files in ``run_dir`` that are not complete i-PI XML (cut short by a kill)."""
+    return [p.name for p in RunFolder(run_dir, PREFIX).restart_candidates()[:3] if is_damaged(p)]
+
+
+def _clear_own_files(run_dir: Path) -> None:
+    for p in RunFolder(run_dir, PREFIX).own_files():
+        p.unlink()
 
 
 def _read_run_json(run_dir: Path) -> dict | None:
@@ -164,14 +168,24 @@ def _is_run_folder(run_dir: Path) -> bool:
     return rf.run_json.is_file() or rf.input_xml.is_file() and rf.init_xyz.is_file()
 
 
+def _no_restart_message(run_dir: Path, damaged: list[str]) -> str:
+    files = " and ".join(damaged)
+    return (f"{run_dir} cannot be resumed: {files} {'is' if len(damaged) == 1 else 'are'} damaged (not a complete "
+            "i-PI restart file, e.g. cut short by a kill) and no other restart point is complete; nothing was changed. "
+            f"Put a good copy back to resume, remove {'it' if len(damaged) == 1 else 'them'} to start again from "
+            "step 0 in this folder, or pass --overwrite to replace the folder")
+
+
 def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) -> Path | None:
     """Decides between a fresh start and a resume; returns the restart file to resume from, if any.
 
     - ``overwrite`` removes the folder only if it holds a dynamat run; anything else is refused.
     - A completed run is resumed to a larger ``steps``; the same or a smaller count is refused.
-    - An interrupted run is resumed from its RESTART or checkpoint (to the new ``steps`` if changed),
-      unless it is already past the new count.
-    - A run that failed before its first MD step (nothing to resume) is started again.
+    - An interrupted run is resumed from its newest complete restart point (to the new ``steps`` if
+      changed), unless it is already past the new count.
+    - A run with no restart point is started again in place (only the files a run writes are
+      replaced; a user's own files stay), unless a restart file is damaged: then nothing is
+      touched and the error names the file. Nothing else is removed without ``overwrite``.
     """
     if not run_dir.exists() or not any(p.name != LOCK for p in run_dir.iterdir()):
         _check_writable(run_dir)
@@ -188,10 +202,13 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
     rec = _read_run_json(run_dir) or {}
     status = rec.get("status")
     restart, at = restart_point(run_dir)
+    damaged = damaged_restarts(run_dir)
     if status == "exploded":
         raise DynamatError(f"{run_dir} holds a run that exploded (a result, kept); pass --overwrite to run again")
     if status == "completed":
         done = int(rec.get("steps_requested") or 0)
+        if restart is None and damaged and steps and steps > done:
+            raise DynamatError(_no_restart_message(run_dir, damaged))
         if steps is None or steps <= done or restart is None:
             why = "no restart point to extend it from" if restart is None and steps and steps > done else \
                 f"--steps {steps if steps is not None else 'default'} asks for no more"
@@ -200,9 +217,11 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
         _check_writable(run_dir)
         return restart
     if restart is None:
-        # failed or killed before i-PI wrote any restart point: nothing of value to keep
-        shutil.rmtree(run_dir)
+        if damaged:
+            raise DynamatError(_no_restart_message(run_dir, damaged))
+        # failed or killed before i-PI wrote any restart point: start again, in place
         _check_writable(run_dir)
+        _clear_own_files(run_dir)
         return None
     if steps is not None and at is not None and at > steps:
         raise DynamatError(f"{run_dir} holds an unfinished run already at step {at}, beyond --steps {steps}; "
@@ -236,7 +255,8 @@ def run_md(
     """Runs one (model, system) MD in ``<out>/<model>/<system>`` and writes run.json; raises
     DynamatError on failure (the record is written first)."""
     run_dir = RunFolder.of(out, model, system.name).path
-    settings = system.md_settings(steps=opts.steps, seed=opts.seed, nbeads=opts.nbeads)
+    seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
+    settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
                      reference=str(reference), system_info=info, announce=announce)
@@ -258,10 +278,51 @@ def supervise(
     """Runs ``settings`` from ``initial`` with ``model`` in ``run_dir`` under ``opts.engine``.
 
     ``announce`` receives one line once the inputs are checked and the folder is settled."""
+    _check_request(settings, opts)
+    run_dir = Path(run_dir).resolve()  # children run inside it: no relative paths
+    if run_dir.is_dir():
+        processes.RunLock(run_dir, notify=announce).release()  # wait for a leftover i-PI before judging the folder
+    resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
+    old = _read_run_json(run_dir) if resume_from is not None else None
+    _check_resume_seed(run_dir, old, settings.seed)
+    lock = processes.RunLock(run_dir, notify=announce)
+    if announce:
+        announce(_start_line(model, run_dir, settings, resume_from))
+    record = _new_record(model, settings, run_dir, opts, system, reference, system_info, old)
+    samples: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    try:
+        if resume_from is None:
+            initial = _fresh_inputs(model, initial, settings, run_dir, opts, system, record, progress)
+        _attempts(model, run_dir, resume_from, settings, opts, samples, progress, lock, initial, record)
+        record.status = "completed"
+    except Exploded as exc:
+        record.status = "exploded"
+        record.error = f"MD exploded: {str(exc).removeprefix('MD exploded: ')}"
+        record.time_to_failure_fs = (last_step(RunFolder(run_dir, PREFIX).properties) or 0) * settings.timestep_fs
+        raise DynamatError(record.error) from None
+    except DynamatError as exc:
+        record.status = "failed"
+        record.error = str(exc)
+        raise
+    except KeyboardInterrupt:
+        record.status = "failed"
+        record.error = "interrupted; rerun the same command to resume"
+        raise
+    finally:
+        _finish_record(record, run_dir, settings, opts, samples, t0)
+        lock.release()
+    return record
+
+
+def _check_request(settings: MDSettings, opts: RunOptions) -> None:
+    """Refuses what cannot run, before any folder is touched."""
     if opts.engine not in ENGINES:
         raise DynamatError(f"unknown engine {opts.engine!r}: use {' or '.join(ENGINES)}")
     if not 1 <= settings.steps <= MAX_STEPS:
         raise DynamatError(f"--steps must be between 1 and {MAX_STEPS}, got {settings.steps}")
+    if not 0 <= settings.seed <= MAX_SEED:
+        raise DynamatError(f"--seed must be an integer between 0 and {MAX_SEED}, got {settings.seed}")
     if opts.nbeads < 1 or settings.nbeads < 1:
         raise DynamatError("--beads must be at least 1")
     if opts.batch_size is not None and opts.batch_size < 1:
@@ -274,14 +335,28 @@ def supervise(
     processes.driver_command(opts.driver_cmd)  # a missing or non-executable driver: say so before any folder change
     if opts.engine == "ipi":
         processes.executable("i-pi")
-    run_dir = Path(run_dir).resolve()  # children run inside it: no relative paths
-    if run_dir.is_dir():
-        processes.RunLock(run_dir).release()  # wait for a leftover i-PI before judging the folder
-    resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
-    lock = processes.RunLock(run_dir)
-    if announce:
-        how = f"resuming from {resume_from.name} (step {restart_step(resume_from)})" if resume_from else "running"
-        announce(f"{how}: {model} on {run_dir.name}, {settings.steps} steps -> {run_dir}")
+
+
+def _check_resume_seed(run_dir: Path, old: dict | None, seed: int) -> None:
+    """A resume continues the recorded run, whose random state is in its restart file: another --seed
+    would be recorded but not used."""
+    recorded = (old or {}).get("seed")
+    if isinstance(recorded, int) and recorded != seed:
+        raise DynamatError(f"{run_dir} holds a run with --seed {recorded}, which a resume continues; pass --seed "
+                           f"{recorded} (or no --seed), or --overwrite to start again with --seed {seed}")
+
+
+def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Path | None) -> str:
+    how = "running"
+    if resume_from is not None:
+        damaged = damaged_restarts(run_dir)
+        hurt = f"; {' and '.join(damaged)} damaged, not used" if damaged else ""
+        how = f"resuming from {resume_from.name} (step {restart_step(resume_from)}{hurt})"
+    return f"{how}: {model} on {run_dir.name}, {settings.steps} steps, seed {settings.seed} -> {run_dir}"
+
+
+def _new_record(model, settings: MDSettings, run_dir: Path, opts: RunOptions, system: System | None,
+                reference: str, system_info: dict | None, old: dict | None) -> RunRecord:
     protocol = asdict(system.protocol) if system is not None else {}
     protocol.update(asdict(settings), engine=opts.engine)
     if system is not None:
@@ -305,66 +380,60 @@ def supervise(
     if settings.last_saved_step != settings.steps:
         record.notes.append(f"{settings.steps} steps is not a multiple of the save stride {settings.stride}: "
                             f"the last saved frame is step {settings.last_saved_step}")
-    old = _read_run_json(run_dir) if resume_from is not None else None
     if old:
         record.restarts = old.get("restarts") or []
         record.relaxation = old.get("relaxation")
-    props = RunFolder(run_dir, PREFIX).properties
-    samples: list[tuple[float, int]] = []
-    t0 = time.monotonic()
-    try:
-        if resume_from is None and system is not None and system.protocol.relax:
-            p = system.protocol
-            if progress:
-                progress(0, settings.steps)
-            initial, record.relaxation = relax_cell(
-                model, initial, run_dir, processes.driver_command(opts.driver_cmd) + list(opts.driver_args),
-                fmax=p.relax_fmax_eV_per_A, max_steps=p.relax_max_steps, timeout_s=opts.stall_timeout_s,
-            )
-        if resume_from is None:
-            xml = write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
-                               prefix=PREFIX, batch_size=opts.batch_size)
-            if opts.extra_outputs:
-                text = xml.read_text()
-                xml.write_text(text.replace("</output>", f"  {opts.extra_outputs.strip()}\n  </output>", 1))
-        restarts = 0
-        engine = ENGINES[opts.engine]
-        while True:
-            try:
-                engine(model, run_dir, resume_from, settings, opts, samples, progress, lock.fd, initial=initial)
-                break
-            except Interrupted as exc:
-                restarts += 1
-                resume_from = restart_file(run_dir)
-                if restarts > opts.max_restarts or resume_from is None:
-                    raise DynamatError(f"{exc} (after {restarts - 1} restart(s); rerun to resume)") from None
-                record.restarts.append({"reason": str(exc), "from": resume_from.name, "step": last_step(props)})
-        record.status = "completed"
-    except Exploded as exc:
-        record.status = "exploded"
-        record.error = f"MD exploded: {str(exc).removeprefix('MD exploded: ')}"
-        record.time_to_failure_fs = (last_step(props) or 0) * settings.timestep_fs
-        raise DynamatError(record.error) from None
-    except DynamatError as exc:
-        record.status = "failed"
-        record.error = str(exc)
-        raise
-    except KeyboardInterrupt:
-        record.status = "failed"
-        record.error = "interrupted; rerun the same command to resume"
-        raise
-    finally:
-        record.steps_done = last_step(props) or 0
-        warm = max(settings.stride, settings.steps // 10) if opts.warmup_steps is None else opts.warmup_steps
-        record.seconds_per_step_mean, record.seconds_per_step_median = step_timing(samples, warmup_steps=warm)
-        record.wall_seconds = time.monotonic() - t0
-        record.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _merge_driver_timing(record, run_dir)
-        if opts.pack is not None and record.pack is not None:
-            record.pack["at_end"] = opts.pack.summary()  # the pack's counters when this run ended
-        write_text_atomic(RunFolder(run_dir).run_json, json.dumps(asdict(record), indent=2) + "\n")
-        lock.release()
     return record
+
+
+def _fresh_inputs(model, initial: ase.Atoms, settings: MDSettings, run_dir: Path, opts: RunOptions,
+                  system: System | None, record: RunRecord, progress) -> ase.Atoms:
+    """A fresh start: the relaxed-cell protocol's relaxation, then i-PI's input.xml and init.xyz."""
+    if system is not None and system.protocol.relax:
+        p = system.protocol
+        if progress:
+            progress(0, settings.steps)
+        initial, record.relaxation = relax_cell(
+            model, initial, run_dir, processes.driver_command(opts.driver_cmd) + list(opts.driver_args),
+            fmax=p.relax_fmax_eV_per_A, max_steps=p.relax_max_steps, timeout_s=opts.stall_timeout_s,
+        )
+    xml = write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
+                       prefix=PREFIX, batch_size=opts.batch_size)
+    if opts.extra_outputs:
+        text = xml.read_text()
+        xml.write_text(text.replace("</output>", f"  {opts.extra_outputs.strip()}\n  </output>", 1))
+    return initial
+
+
+def _attempts(model, run_dir: Path, resume_from: Path | None, settings: MDSettings, opts: RunOptions, samples,
+              progress, lock, initial: ase.Atoms, record: RunRecord) -> None:
+    """Engine attempts until one ends the run, each recovery from the newest complete restart point."""
+    restarts = 0
+    engine = ENGINES[opts.engine]
+    while True:
+        try:
+            engine(model, run_dir, resume_from, settings, opts, samples, progress, lock.fd, initial=initial)
+            return
+        except Interrupted as exc:
+            restarts += 1
+            resume_from = restart_file(run_dir)
+            if restarts > opts.max_restarts or resume_from is None:
+                raise DynamatError(f"{exc} (after {restarts - 1} restart(s); rerun to resume)") from None
+            record.restarts.append({"reason": str(exc), "from": resume_from.name,
+                                    "step": last_step(RunFolder(run_dir, PREFIX).properties)})
+
+
+def _finish_record(record: RunRecord, run_dir: Path, settings: MDSettings, opts: RunOptions, samples, t0: float):
+    """Steps done, timings and the pack's counters into run.json (written atomically)."""
+    record.steps_done = last_step(RunFolder(run_dir, PREFIX).properties) or 0
+    warm = max(settings.stride, settings.steps // 10) if opts.warmup_steps is None else opts.warmup_steps
+    record.seconds_per_step_mean, record.seconds_per_step_median = step_timing(samples, warmup_steps=warm)
+    record.wall_seconds = time.monotonic() - t0
+    record.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _merge_driver_timing(record, run_dir)
+    if opts.pack is not None and record.pack is not None:
+        record.pack["at_end"] = opts.pack.summary()  # the pack's counters when this run ended
+    write_text_atomic(RunFolder(run_dir).run_json, json.dumps(asdict(record), indent=2) + "\n")
 
 
 def _merge_driver_timing(record: RunRecord, run_dir: Path) -> None:
@@ -391,17 +460,39 @@ def _merge_driver_timing(record: RunRecord, run_dir: Path) -> None:
         record.versions.update({f"driver:{k}": v for k, v in t["versions"].items()})
 
 
+def steps_for_time(time_ps: float, timestep_fs: float) -> int:
+    """MD steps for ``time_ps`` of simulated time at ``timestep_fs``; the error names ``--time-ps``."""
+    if not 0 < time_ps < float("inf"):
+        raise DynamatError(f"--time-ps must be positive and finite, got {time_ps}")
+    steps = int(round(time_ps * 1000.0 / timestep_fs))
+    if not 1 <= steps <= MAX_STEPS:
+        raise DynamatError(f"--time-ps {time_ps:g} is {steps} steps of {timestep_fs:g} fs; it must give between 1 "
+                           f"and {MAX_STEPS} steps")
+    return steps
+
+
 def steps_for(system: System, steps: int | None, time_ps: float | None) -> int | None:
     """MD steps from ``--steps`` or ``--time-ps`` (simulated time at the protocol's time step)."""
     if steps is not None and time_ps is not None:
         raise DynamatError("give --steps or --time-ps, not both")
     if time_ps is not None:
-        if not 0 < time_ps < float("inf"):
-            raise DynamatError(f"--time-ps must be positive and finite, got {time_ps}")
-        steps = int(round(time_ps * 1000.0 / system.protocol.timestep_fs))
+        return steps_for_time(time_ps, system.protocol.timestep_fs)
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise DynamatError(f"--steps must be between 1 and {MAX_STEPS}, got {steps}")
     return steps
+
+
+def run_seed(run_dir: Path, seed: int | None, overwrite: bool = False) -> int:
+    """The seed a run in ``run_dir`` uses: ``seed`` when given, else the one its run.json records (a rerun
+    or resume reproduces it), else one drawn now (recorded in run.json, so it reproduces too)."""
+    if seed is not None:
+        if not 0 <= int(seed) <= MAX_SEED:
+            raise DynamatError(f"--seed must be an integer between 0 and {MAX_SEED}, got {seed}")
+        return int(seed)
+    recorded = None if overwrite else (_read_run_json(run_dir) or {}).get("seed")
+    if isinstance(recorded, int) and 0 <= recorded <= MAX_SEED:
+        return recorded
+    return secrets.randbelow(2**31)
 
 
 def run_system(model: str, system: str, reference, out: Path, opts: RunOptions, *, time_ps: float | None = None,

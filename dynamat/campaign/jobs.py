@@ -376,7 +376,9 @@ def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: 
     """One run_md call; records the attempt in the state. Returns (run status, error or None)."""
     from dynamat.runner import RunOptions, run_md
 
-    opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=(action == "overwrite"),
+    # never --overwrite: the runner starts a folder with no restart point again in place, and refuses
+    # (keeping every file) when a restart file is damaged
+    opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=False,
                       driver_cmd=inputs.driver_cmd, driver_args=job.driver_args, pack=inputs.pack)
     t_md = time.time()
     state.attempts.append({"action": action, "start": t_md})

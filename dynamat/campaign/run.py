@@ -121,13 +121,13 @@ def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[s
     """({system: MD steps asked, None for the protocol's}, {system: the protocol's steps}); an
     unknown system fails here, before any job."""
     from dynamat.reference import load_system as _load_system
+    from dynamat.runner import steps_for_time  # the one --time-ps conversion
 
     asked, protocol = {}, {}
     for s in spec.systems:
         _, entry, _ = _load_system(spec.reference, s)
         protocol[s] = entry.protocol.steps
-        asked[s] = (int(round(spec.time_ps * 1000.0 / entry.protocol.timestep_fs)) if spec.time_ps is not None
-                    else spec.steps)
+        asked[s] = steps_for_time(spec.time_ps, entry.protocol.timestep_fs) if spec.time_ps is not None else spec.steps
     return asked, protocol
 
 

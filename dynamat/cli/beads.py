@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dynamat.io.results import write_json_atomic
+from dynamat.cli.common import seed_option
 from dynamat.pimd import bead_convergence
 from dynamat.reference import initial_atoms, load_system
 
@@ -29,7 +30,7 @@ def _parse_beads(text: str) -> list[int]:
 @click.option("--beads", "beads_text", default="1,2,4,8", show_default=True, help="Bead counts P to run.")
 @click.option("--steps", type=int, default=None, help="MD steps per P [default: the protocol's full length].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@click.option("--seed", type=int, default=12345, show_default=True)
+@seed_option(12345)
 @click.option("--discard", "discard_fraction", type=float, default=0.1, show_default=True,
               help="Fraction of each run dropped as equilibration.")
 @click.option("--z", type=float, default=2.0, show_default=True, help="Agreement threshold in standard errors.")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from dynamat.campaign.jobs import task_main
+from dynamat.cli.common import seed_option
 from dynamat.campaign.run import run_campaign
 from dynamat.campaign.spec import CampaignSpec
 
@@ -24,7 +25,7 @@ from dynamat.campaign.spec import CampaignSpec
 @click.option("--time-ps", type=float, default=None, help="MD length in ps (steps from each system's time step) "
               "[default, without --steps: the protocol's full 20 ps].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("campaign"), show_default=True)
-@click.option("--seed", type=int, default=12345, show_default=True)
+@seed_option(12345)
 @click.option("--max-retries", type=int, default=2, show_default=True,
               help="Retries of a failed run (resumed from its restart point where it can be). Exploded runs are final.")
 @click.option("--driver-env", multiple=True, metavar="MODEL=CMD",

@@ -9,6 +9,7 @@ import click
 
 from dynamat.errors import DynamatError
 from dynamat.io.results import write_json_atomic
+from dynamat.runner import MAX_SEED
 from dynamat.scoring.card import scorecard
 
 reference_option = click.option(
@@ -16,6 +17,18 @@ reference_option = click.option(
     help="DynaMat v1.0 reference HDF5 [default: the bundled demo file for its systems, else the file from `dynamat data download`].",
 )
 system_option = click.option("--system", "system", required=True, help="System name (group in the reference file).")
+
+
+
+def seed_option(default: int | None = None):
+    """``--seed``: a non-negative integer (i-PI reads -1 as 'seed from the clock', which no record could
+    reproduce). Without a default, a run draws one and records it in run.json; a rerun reuses it."""
+    helps = "Random seed of the thermostat and initial velocities" + (
+        " [default: the one the run folder's run.json records, else drawn and recorded there]." if default is None
+        else ".")
+    return click.option("--seed", type=click.IntRange(0, MAX_SEED), default=default, show_default=default is not None,
+                        help=helps)
+
 
 driver_options = [
     click.option("--driver-cmd", default=None, help="Driver command line from another environment, e.g. ~/envs/mace/bin/dynamat-driver."),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import model_option, model_option_args, protocol_options, protocol_overrides, reference_option, system_option, with_options
+from dynamat.cli.common import (model_option, model_option_args, protocol_options, protocol_overrides, reference_option,
+                                seed_option, system_option, with_options)
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
 from dynamat.layout import RunFolder
@@ -23,7 +24,7 @@ from dynamat.runner import steps_for
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for input.xml and init.xyz.")
 @click.option("--steps", type=click.IntRange(1, 100_000_000), default=None, help="MD steps [default: the protocol's full length].")
 @click.option("--time-ps", type=float, default=None, help="Simulated time in ps instead of --steps.")
-@click.option("--seed", type=int, default=12345, show_default=True)
+@seed_option(12345)
 @click.option("--unix", "unix_name", default=None,
               help="Unix socket name (i-PI adds /tmp/ipi_) [default: dynamat-<random>, printed].")
 @click.option("--inet", default=None, help="HOST:PORT for an inet socket instead of a unix one.")

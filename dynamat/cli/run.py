@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dynamat.cli.common import (driver_options, model_option, model_option_args, progress_printer, protocol_options,
-                                protocol_overrides, reference_option, system_option, with_options)
+                                protocol_overrides, reference_option, seed_option, system_option, with_options)
 from dynamat.errors import DynamatError
 from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 
@@ -22,7 +22,7 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=None, help="MD steps [default: the protocol's full length, 20 ps].")
 @click.option("--time-ps", type=float, default=None, help="Simulated time in ps instead of --steps.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@click.option("--seed", type=int, default=12345, show_default=True)
+@seed_option()
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder (an unfinished one is resumed without it).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
 @click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True,

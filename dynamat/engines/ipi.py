@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dynamat import processes
+from dynamat.engines.ipi_restart import LastGoodKeeper, checkpoint_step, trim_outputs
 from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
 from dynamat.files import write_text_atomic
@@ -104,96 +105,25 @@ def attempt_xml(text: str, sock_dir: Path, total_steps: int) -> str:
 def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, samples, progress,
                 lock_fd: int | None = None) -> None:
     """One i-PI process and ``opts.n_drivers`` drivers, from input.xml or a restart file."""
+    if resume_from is not None and (at := checkpoint_step(resume_from)) is not None:
+        trim_outputs(run_dir, PREFIX, at)  # i-PI appends from the step after the restart point
     sock_dir = socket_dir()
-    rf = RunFolder(run_dir, PREFIX)
-    text = (rf.input_xml if resume_from is None else resume_from).read_text()
-    text = attempt_xml(text, sock_dir, settings.steps)
-    if opts.socket_mode == "inet":
-        port = _free_port(opts.host)
-        text = _FFSOCKET.sub(r"\g<1>'inet'", text, count=1)
-        text = _ADDRESS.sub(f"<address> {opts.host} </address>", text, count=1)
-        text = _PORT.sub(f"<port> {port} </port>", text, count=1)
-        write_socket_file(run_dir, opts.host, port)
-        where = ["--inet", f"{opts.host}:{port}", "--connect-timeout", str(opts.start_timeout_s)]
-    rf.attempt_xml.write_text(text)
+    text, where = _attempt_input(run_dir, resume_from, sock_dir, settings, opts)
     ipi = None
     drivers: list = []
-    props = rf.properties
-    t_start = time.monotonic()
     clean_exit = False
     n_drivers = max(1, int(opts.n_drivers))
     tags = [""] if n_drivers == 1 else [f"_{i}" for i in range(n_drivers)]
+    rf = RunFolder(run_dir, PREFIX)
+    keeper = LastGoodKeeper(run_dir, (rf.restart.name, rf.checkpoint.name))
     try:
         ipi = processes.start([processes.executable("i-pi"), rf.attempt_xml.name], run_dir, rf.ipi_log,
                               env=processes.supervised_env(), pass_fds=() if lock_fd is None else (lock_fd,))
         if opts.socket_mode == "unix":
-            sock = sock_dir / "s"
-            while not sock.exists():
-                if ipi.poll() is not None:
-                    raise DynamatError(f"i-PI stopped before opening its socket: {processes.last_line(rf.ipi_log)}")
-                if time.monotonic() - t_start > opts.start_timeout_s:
-                    raise DynamatError("i-PI did not open its socket within the start timeout")
-                time.sleep(0.02)
-            where = ["--unix", str(sock)]
-        stress = {}
-        if n_drivers == 1 and "--stress-stride" not in opts.driver_args:
-            # every i-PI template is NVT: the virial is only written, every stride steps, so the
-            # driver computes the model's stress for those steps only (one driver sees every
-            # request; the first is the restart file's <step>, or 0)
-            start = re.search(r"<step>\s*(\d+)\s*</step>", text)
-            stress = {"stress_stride": int(settings.stride), "first_step": int(start.group(1)) if start else 0,
-                      "beads": max(1, int(settings.nbeads))}
-        for tag in tags:
-            if opts.pack is not None:  # a session of the shared pack driver (dynamat.engines.pack)
-                drivers.append(opts.pack.attach(run_dir, where, tag=tag, stress=stress,
-                                                connect_timeout=opts.start_timeout_s))
-                continue
-            cmd = processes.driver_command(opts.driver_cmd) + [
-                "--model", model, *where,
-                "--timing-file", str(rf.driver_timing_json(tag)), *opts.driver_args,
-            ]
-            if opts.driver_threads:
-                cmd += ["--threads", str(int(opts.driver_threads))]
-            if stress:
-                cmd += ["--stress-stride", str(stress["stress_stride"]), "--first-step", str(stress["first_step"]),
-                        "--beads", str(stress["beads"])]
-            drivers.append(processes.start(cmd, run_dir, rf.driver_log(tag)))
-        first_step = last_step(props)
-        last_progress = time.monotonic()
-        poll = 0.05 if settings.steps < 2000 else 0.2
-        while ipi.poll() is None:
-            time.sleep(poll)
-            if opts.pack is not None and opts.pack.cancelled.is_set():
-                raise KeyboardInterrupt
-            now = time.monotonic()
-            row = last_properties_row(props)
-            step = None if row is None else int(row[0])
-            if step is not None and step != first_step and (not samples or step > samples[-1][1]):
-                samples.append((now, step))
-                last_progress = now
-                if progress:
-                    progress(step, settings.steps)
-            why = explosion(row, settings.temperature_K, opts.max_temperature_factor)
-            if why:
-                raise Exploded(f"{why} at step {step}")
-            for tag, driver in zip(tags, drivers):
-                if driver.poll() is None or ipi.poll() is not None:
-                    continue
-                # a client that ended cleanly got EXIT and leaves just before i-PI does (a pack session ends
-                # at once, while i-PI may still be writing its last files on a loaded machine)
-                deadline = time.monotonic() + (30.0 if driver.returncode == 0 else 1.0)
-                while ipi.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if ipi.poll() is not None:
-                    break
-                msg = processes.last_line(rf.driver_log(tag), "no message")
-                if _explosion_in_driver(msg):
-                    raise Exploded(msg)
-                if step is None or step == first_step:  # died before any MD: a setup error
-                    raise DynamatError(f"the driver exited (code {driver.returncode}) before the first MD step: {msg}")
-                raise Interrupted(f"the driver exited (code {driver.returncode}) during the run: {msg}")
-            if now - last_progress > opts.stall_timeout_s:
-                raise Interrupted(f"no MD progress for {opts.stall_timeout_s:.0f} s: i-PI or the driver hung")
+            where = _wait_for_socket(ipi, sock_dir / "s", run_dir, opts.start_timeout_s)
+        _start_drivers(drivers, tags, model, run_dir, where, _stress_plan(text, settings, opts, n_drivers), opts)
+        _watch(ipi, drivers, tags, run_dir, settings, opts, samples, progress, keeper)
+        props = rf.properties
         if ipi.returncode != 0:
             raise Interrupted(f"i-PI stopped (code {ipi.returncode}): {processes.last_line(rf.ipi_log)}")
         if (last_step(props) or 0) < settings.last_saved_step:
@@ -213,4 +143,112 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
                 d.stop()
             else:
                 processes.stop(d, signal.SIGTERM, grace_s=5)
+        keeper.check()  # the RESTART of i-PI's exit
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def _attempt_input(run_dir: Path, resume_from: Path | None, sock_dir: Path, settings, opts) -> tuple[str, list]:
+    """Writes attempt.xml (input.xml or the restart file, on this attempt's socket); returns its text and,
+    for an inet socket, the driver's address arguments (a unix socket's come once i-PI has made it)."""
+    rf = RunFolder(run_dir, PREFIX)
+    text = (rf.input_xml if resume_from is None else resume_from).read_text()
+    text = attempt_xml(text, sock_dir, settings.steps)
+    where: list = []
+    if opts.socket_mode == "inet":
+        port = _free_port(opts.host)
+        text = _FFSOCKET.sub(r"\g<1>'inet'", text, count=1)
+        text = _ADDRESS.sub(f"<address> {opts.host} </address>", text, count=1)
+        text = _PORT.sub(f"<port> {port} </port>", text, count=1)
+        write_socket_file(run_dir, opts.host, port)
+        where = ["--inet", f"{opts.host}:{port}", "--connect-timeout", str(opts.start_timeout_s)]
+    rf.attempt_xml.write_text(text)
+    return text, where
+
+
+def _wait_for_socket(ipi, sock: Path, run_dir: Path, timeout_s: float) -> list:
+    t_start = time.monotonic()
+    while not sock.exists():
+        if ipi.poll() is not None:
+            raise DynamatError(f"i-PI stopped before opening its socket: {processes.last_line(RunFolder(run_dir).ipi_log)}")
+        if time.monotonic() - t_start > timeout_s:
+            raise DynamatError("i-PI did not open its socket within the start timeout")
+        time.sleep(0.02)
+    return ["--unix", str(sock)]
+
+
+def _stress_plan(text: str, settings, opts, n_drivers: int) -> dict:
+    """Every i-PI template is NVT: the virial is only written, every stride steps, so the driver computes
+    the model's stress for those steps only (one driver sees every request; the first is the restart
+    file's <step>, or 0). Empty when the driver must compute it always."""
+    if n_drivers != 1 or "--stress-stride" in opts.driver_args:
+        return {}
+    start = re.search(r"<step>\s*(\d+)\s*</step>", text)
+    return {"stress_stride": int(settings.stride), "first_step": int(start.group(1)) if start else 0,
+            "beads": max(1, int(settings.nbeads))}
+
+
+def _start_drivers(drivers: list, tags: list, model, run_dir: Path, where: list, stress: dict, opts) -> None:
+    """Starts one driver (or pack session) per tag into ``drivers``, so the caller stops what was started."""
+    for tag in tags:
+        if opts.pack is not None:  # a session of the shared pack driver (dynamat.engines.pack)
+            drivers.append(opts.pack.attach(run_dir, where, tag=tag, stress=stress,
+                                            connect_timeout=opts.start_timeout_s))
+            continue
+        cmd = processes.driver_command(opts.driver_cmd) + [
+            "--model", model, *where,
+            "--timing-file", str(RunFolder(run_dir).driver_timing_json(tag)), *opts.driver_args,
+        ]
+        if opts.driver_threads:
+            cmd += ["--threads", str(int(opts.driver_threads))]
+        if stress:
+            cmd += ["--stress-stride", str(stress["stress_stride"]), "--first-step", str(stress["first_step"]),
+                    "--beads", str(stress["beads"])]
+        drivers.append(processes.start(cmd, run_dir, RunFolder(run_dir).driver_log(tag)))
+
+
+def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, samples, progress, keeper) -> None:
+    """Polls until i-PI exits: records progress, keeps the last good restart point, and raises on an
+    explosion, a dead driver or a stall."""
+    props = RunFolder(run_dir, PREFIX).properties
+    first_step = last_step(props)
+    last_progress = time.monotonic()
+    poll = 0.05 if settings.steps < 2000 else 0.2
+    while ipi.poll() is None:
+        time.sleep(poll)
+        if opts.pack is not None and opts.pack.cancelled.is_set():
+            raise KeyboardInterrupt
+        keeper.check()
+        now = time.monotonic()
+        row = last_properties_row(props)
+        step = None if row is None else int(row[0])
+        if step is not None and step != first_step and (not samples or step > samples[-1][1]):
+            samples.append((now, step))
+            last_progress = now
+            if progress:
+                progress(step, settings.steps)
+        why = explosion(row, settings.temperature_K, opts.max_temperature_factor)
+        if why:
+            raise Exploded(f"{why} at step {step}")
+        _check_drivers(ipi, drivers, tags, run_dir, step, first_step)
+        if now - last_progress > opts.stall_timeout_s:
+            raise Interrupted(f"no MD progress for {opts.stall_timeout_s:.0f} s: i-PI or the driver hung")
+
+
+def _check_drivers(ipi, drivers: list, tags: list, run_dir: Path, step, first_step) -> None:
+    """Raises when a driver has ended while i-PI runs on: an explosion, a setup error or an interruption."""
+    for tag, driver in zip(tags, drivers):
+        if driver.poll() is None or ipi.poll() is not None:
+            continue
+        # a client that ended cleanly got EXIT and leaves just before i-PI does (a pack session ends
+        # at once, while i-PI may still be writing its last files on a loaded machine)
+        deadline = time.monotonic() + (30.0 if driver.returncode == 0 else 1.0)
+        while ipi.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if ipi.poll() is not None:
+            return
+        msg = processes.last_line(RunFolder(run_dir).driver_log(tag), "no message")
+        if _explosion_in_driver(msg):
+            raise Exploded(msg)
+        if step is None or step == first_step:  # died before any MD: a setup error
+            raise DynamatError(f"the driver exited (code {driver.returncode}) before the first MD step: {msg}")
+        raise Interrupted(f"the driver exited (code {driver.returncode}) during the run: {msg}")

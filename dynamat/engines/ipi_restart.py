@@ -1,0 +1,178 @@
+"""i-PI restart points and outputs in a run folder: which restart file can be trusted, a last-good
+copy that a kill cannot leave half-written, and outputs trimmed back to the restart step.
+
+i-PI rewrites its checkpoint (``<prefix>.chk``) and its soft-exit ``RESTART`` in place (after its
+first write in a process it truncates the file and writes it again), so a kill at the wrong moment
+leaves the only restart point half-written. The supervisor therefore copies every complete one it
+sees to :data:`LAST_GOOD` (temporary file, then ``os.replace``: the copy is always whole).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from dynamat.layout import LAST_GOOD  # our atomic copy of the newest complete restart point i-PI wrote
+
+_STEP = re.compile(rb"Step:\s*(\d+)")
+
+
+def checkpoint_step(path: Path | None) -> int | None:
+    """The MD step an i-PI restart file resumes from, or None when it is not a complete one (a file cut
+    short by a kill does not parse; the checkpoint i-PI writes before its first step has no ``<step>``)."""
+    if path is None:
+        return None
+    try:
+        return _step_of(path.read_bytes())
+    except OSError:
+        return None
+
+
+class LastGoodKeeper:
+    """Watches ``sources`` (RESTART, the checkpoint) and copies each new complete one to ``LAST_GOOD``."""
+
+    def __init__(self, run_dir: Path, sources: tuple[str, ...]):
+        self.run_dir = run_dir
+        self.sources = sources
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.best = checkpoint_step(run_dir / LAST_GOOD)
+
+    def check(self) -> None:
+        for name in self.sources:
+            path = self.run_dir / name
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            sig = (st.st_mtime_ns, st.st_size)
+            if self.seen.get(name) == sig:
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            step = _step_of(data)
+            if step is None:
+                continue  # being written: looked at again on the next poll
+            self.seen[name] = sig
+            if self.best is None or step >= self.best:
+                _write_atomic(self.run_dir / LAST_GOOD, data)
+                self.best = step
+
+
+def _step_of(data: bytes) -> int | None:
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError:
+        return None
+    node = root.find("step") if root.tag == "simulation" else None
+    try:
+        return int(node.text.strip())  # type: ignore[union-attr]
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def trim_outputs(run_dir: Path, prefix: str, step: int) -> list[str]:
+    """Cuts every i-PI output (``<prefix>.*``: properties and trajectories, every bead) back to its frames
+    at or before ``step``, the restart point i-PI is about to resume from: i-PI appends from the next
+    frame on, so any reader (ASE, OVITO, MDAnalysis) then sees each step once. A trimmed copy replaces
+    the file atomically; a frame at or before ``step`` is never dropped, a file of unknown form never
+    touched. Returns the names of the files trimmed."""
+    trimmed = []
+    for path in sorted(run_dir.glob(f"{prefix}.*")):
+        if not path.is_file() or path.suffix in (".chk", ".trim"):
+            continue
+        keep = _keep_bytes(path, step)
+        if keep is not None and keep < path.stat().st_size:
+            _copy_head(path, keep)
+            trimmed.append(path.name)
+    return trimmed
+
+
+def _keep_bytes(path: Path, step: int) -> int | None:
+    """How many leading bytes of ``path`` hold its frames at or before ``step``; None: not a file we read."""
+    with open(path, "rb") as fh:
+        first = fh.readline()
+        fh.seek(0)
+        if first.startswith(b"#"):
+            return _keep_properties(fh, step) if b"--> step" in first else None
+        if first.strip().isdigit():
+            return _keep_xyz(fh, step)
+    return None
+
+
+def _keep_properties(fh, step: int) -> int:
+    """Header lines and complete rows whose first column (the MD step) is at most ``step``."""
+    keep = 0
+    for line in iter(fh.readline, b""):
+        if not line.endswith(b"\n"):
+            break  # a row cut short by a kill
+        if not line.startswith(b"#") and line.strip():
+            try:
+                if float(line.split()[0]) > step:
+                    break
+            except ValueError:
+                break
+        keep = fh.tell()
+    return keep
+
+
+def _keep_xyz(fh, step: int) -> int | None:
+    """Complete (ext)xyz frames whose comment line says ``Step: n`` with n at most ``step``."""
+    keep = 0
+    while True:
+        count = fh.readline()
+        if not count.strip():
+            return keep
+        try:
+            n = int(count)
+        except ValueError:
+            return keep if keep else None
+        comment = fh.readline()
+        m = _STEP.search(comment)
+        if m is None:
+            return keep if keep else None
+        lines = [fh.readline() for _ in range(n)]
+        if int(m.group(1)) > step or not (lines and lines[-1].endswith(b"\n")) and n:
+            return keep
+        keep = fh.tell()
+
+
+def _copy_head(path: Path, nbytes: int) -> None:
+    tmp = path.with_name(path.name + ".trim")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        left = nbytes
+        while left:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+
+
+def is_damaged(path: Path) -> bool:
+    """``path`` exists but is not a complete i-PI XML file (cut short, or not i-PI's)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        return ET.fromstring(data).tag != "simulation"
+    except ET.ParseError:
+        return True

@@ -1,0 +1,73 @@
+"""What a run's arguments mean (issue 24): every run has a recorded non-negative seed that reproduces it,
+--time-ps errors name --time-ps, and a second run on a folder in use says at once for whom it waits."""
+
+import json
+import re
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from dynamat.io import read_ipi_run
+
+from conftest import BIN, dynamat_cmd, wait_for_step
+
+SYSTEM = "bulkCu_300K-demo_EMT"
+
+
+def _run(out, *args):
+    return dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--out", str(out), *args)
+
+
+@pytest.mark.parametrize("seed", ["-1", "-2", str(2**32)])
+def test_seed_outside_the_reproducible_range_is_one_line(tmp_path, seed):
+    res = _run(tmp_path, "--steps", "10", f"--seed={seed}")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "--seed" in res.stderr
+    assert not (tmp_path / "emt").exists()
+
+
+def test_drawn_seed_is_recorded_and_reproduces_the_run(tmp_path):
+    assert _run(tmp_path / "a", "--steps", "100").returncode == 0
+    rec = json.loads((tmp_path / "a" / "emt" / SYSTEM / "run.json").read_text())
+    seed = rec["seed"]
+    assert isinstance(seed, int) and seed >= 0
+    assert re.search(rf"<seed>\s*{seed}\s*</seed>", (tmp_path / "a" / "emt" / SYSTEM / "input.xml").read_text())
+    assert _run(tmp_path / "b", "--steps", "100", "--seed", str(seed)).returncode == 0
+    a, b = read_ipi_run(tmp_path / "a" / "emt" / SYSTEM), read_ipi_run(tmp_path / "b" / "emt" / SYSTEM)
+    np.testing.assert_array_equal(a.steps, b.steps)
+    np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
+    # extended without --seed: the recorded seed goes on; another --seed is refused in one line
+    other = _run(tmp_path / "a", "--steps", "200", "--seed", str(seed + 1))
+    assert other.returncode != 0 and len(other.stderr.strip().splitlines()) == 1 and str(seed) in other.stderr
+    assert _run(tmp_path / "a", "--steps", "200").returncode == 0
+    assert json.loads((tmp_path / "a" / "emt" / SYSTEM / "run.json").read_text())["seed"] == seed
+
+
+def test_time_ps_too_short_names_time_ps(tmp_path):
+    res = _run(tmp_path, "--time-ps", "1e-9")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "--time-ps" in res.stderr and "--steps" not in res.stderr
+
+
+def test_second_run_on_a_folder_in_use_says_at_once_for_whom_it_waits(tmp_path):
+    run_dir = tmp_path / "emt" / SYSTEM
+    first = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", "100000",
+                              "--out", str(tmp_path), "--seed", "3"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        wait_for_step(run_dir / "simulation.out", 50)
+        second = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps",
+                                   "100000", "--out", str(tmp_path), "--seed", "3"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        line = second.stderr.readline()
+        assert time.monotonic() - t0 < 20, "no word before the wait"
+        assert f"pid {first.pid}" in line and "dynamat run" in line and "wait" in line, line
+    finally:
+        for p in (second, first):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=60)
