@@ -204,7 +204,8 @@ class RunLock:
 
         from dynamat.layout import RunFolder
 
-        self.fd = os.open(RunFolder(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o600)
+        lock = RunFolder(run_dir).lock
+        self.fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait_s
         signalled: set[int] = set()
         next_look = 0.0
@@ -217,12 +218,12 @@ class RunLock:
                 now = time.monotonic()
                 if not told:
                     told = True
-                    (notify or _to_stderr)(f"{run_dir} is in use by {lock_holders(run_dir / '.lock')}; "
+                    (notify or _to_stderr)(f"{run_dir} is in use by {lock_holders(lock)}; "
                                            f"waiting up to {wait_s:.0f} s for it to finish")
                 if now > deadline:
                     os.close(self.fd)
                     raise DynamatError(f"another dynamat run is using {run_dir} "
-                                       f"({lock_holders(run_dir / '.lock')})") from None
+                                       f"({lock_holders(lock)})") from None
                 if now >= next_look:
                     for pid in set(orphans_in(run_dir)) - signalled:
                         try:

@@ -48,7 +48,7 @@ from dynamat.campaign.jobs import (
 )
 from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
-from dynamat.layout import CampaignTree, RunFolder
+from dynamat.layout import SCORE_JSON, CampaignTree, RunFolder
 
 __all__ = ["CampaignResult", "CampaignSpec", "run_campaign"]
 

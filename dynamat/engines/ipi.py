@@ -21,7 +21,6 @@ from dynamat import processes
 from dynamat.engines.ipi_restart import LastGoodKeeper, checkpoint_step, trim_outputs
 from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
-from dynamat.files import write_text_atomic
 from dynamat.io.ipi_output import last_properties_row
 from dynamat.layout import PREFIX, RunFolder
 from dynamat_driver.contract import write_socket_file
