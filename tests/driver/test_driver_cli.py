@@ -294,6 +294,6 @@ def test_address_from_input_xml(tmp_path):
     xml.write_text("<simulation><ffsocket mode='unix'><address>a</address></ffsocket>"
                    "<ffsocket mode='unix'><address>b</address></ffsocket></simulation>")
     res = run_driver("--model", "emt", "--connect-timeout", "0.1", cwd=tmp_path)
-    assert_one_line_error(res, "2 <ffsocket> elements", "--unix")
+    assert_one_line_error(res, "2 <ffsocket> elements", "--unix", prog="dynamat-driver", code=None)
     res = run_driver("--model", "emt", "--unix", str(tmp_path / "nobody"), "--connect-timeout", "0.1", cwd=tmp_path)
-    assert_one_line_error(res, "cannot reach", str(tmp_path / "nobody"))  # --unix wins over input.xml
+    assert_one_line_error(res, "cannot reach", str(tmp_path / "nobody"), prog="dynamat-driver", code=None)  # --unix wins over input.xml
