@@ -161,10 +161,22 @@ def load_model(
     dtype: str | None = None,
     model_path: str | None = None,
     options: Mapping[str, str] | None = None,
+    dispersion: str | None = None,
+    dispersion_functional: str | None = None,
 ) -> Model:
     """Loads a registered model. Errors (missing package, weights, bad options, unsupported
     dtype or device) are raised as one-line DriverError messages. ``MODULE:CALLABLE`` loads a
-    user's ASE calculator or Model (:mod:`.custom`)."""
+    user's ASE calculator or Model (:mod:`.custom`). ``dispersion="d3-bj"`` adds a D3(BJ)
+    correction for ``dispersion_functional`` (default pbe) to either (:mod:`.dispersion`)."""
+    from .dispersion import check_dispersion, with_dispersion
+
+    check_dispersion(dispersion, dispersion_functional)  # before a model load that can take minutes
+    model = _load_model(name, device=device, dtype=dtype, model_path=model_path, options=options)
+    return with_dispersion(model, dispersion, dispersion_functional)
+
+
+def _load_model(name: str, *, device: str, dtype: str | None, model_path: str | None,
+                options: Mapping[str, str] | None) -> Model:
     info = get_model_info(name)
     if info.family == "custom":
         from .custom import load as load_custom
