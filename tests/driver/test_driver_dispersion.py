@@ -278,14 +278,27 @@ def test_report_labels_the_model_plus_d3(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_run_records_the_correction(tmp_path):
+@pytest.mark.parametrize("pack", [(), ("--pack", "1")], ids=["driver", "pack_driver"])
+def test_real_run_serves_and_records_the_correction(tmp_path, pack):
+    """A real i-PI run: the potential energy i-PI reports at step 0 is EMT + D3 of the start structure
+    (the package's own calculators), and run.json records the correction."""
+    from ase.io import read
+
     out = tmp_path / "runs"
     res = subprocess.run([str(BIN / "dynamat"), "run", "--model", "emt", "--dispersion", "d3-bj", "--system", SYSTEM,
-                          "--steps", "20", "--seed", "3", "--out", str(out)],
+                          "--steps", "20", "--seed", "3", "--out", str(out), *pack],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    rec = json.loads((out / "emt" / SYSTEM / "run.json").read_text())
+    folder = out / "emt" / SYSTEM
+    rec = json.loads((folder / "run.json").read_text())
     assert rec["status"] == "completed" and rec["steps_done"] == 20
     assert rec["dispersion"] == "d3-bj(pbe)" and rec["model_label"].endswith("+D3")
     assert rec["versions"].get("driver:dftd3")
     assert rec["driver_timings"][0]["model"]["dispersion"] == "d3-bj(pbe)"
+    start = read(folder / "init.xyz")
+    e_d3 = reference(start)[0]
+    start.calc = EMT()
+    assert "# column   5     --> potential{electronvolt}" in (folder / "simulation.out").read_text()
+    step0 = np.loadtxt(folder / "simulation.out", ndmin=2)[0]
+    assert step0[0] == 0 and abs(e_d3) > 1.0
+    assert step0[4] == pytest.approx(start.get_potential_energy() + e_d3, abs=1e-5)  # column 5: potential, eV
