@@ -209,6 +209,27 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
     return restart
 
 
+def _requested_dispersion(driver_args) -> str | None:
+    """The label the driver records for ``--dispersion[=-functional]`` in ``driver_args``, e.g. d3-bj(pbe)."""
+    method = functional = None
+    for a in driver_args:
+        if a.startswith("--dispersion="):
+            method = a.partition("=")[2]
+        elif a.startswith("--dispersion-functional="):
+            functional = a.partition("=")[2]
+    return f"{method}({(functional or 'pbe').strip().lower()})" if method else None
+
+
+def _check_same_dispersion(run_dir: Path, driver_args) -> None:
+    """A run is continued only with the correction it started with: the folder is named by the model alone."""
+    had = (_read_run_json(run_dir) or {}).get("dispersion")
+    want = _requested_dispersion(driver_args)
+    if had != want:
+        raise DynamatError(f"{run_dir} holds a run {'with --dispersion ' + had if had else 'without --dispersion'}; "
+                           f"continuing it {'with ' + want if want else 'without'} would mix two models: "
+                           "give another --out, or --overwrite")
+
+
 def step_timing(samples: list[tuple[float, int]], warmup_steps: int) -> tuple[float | None, float | None]:
     """Mean and median wall seconds per MD step from (time, step) samples, warm-up excluded."""
     pts = [(t, s) for t, s in samples if s >= warmup_steps]
@@ -276,6 +297,8 @@ def supervise(
     if run_dir.is_dir():
         processes.RunLock(run_dir).release()  # wait for a leftover i-PI before judging the folder
     resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
+    if resume_from is not None:
+        _check_same_dispersion(run_dir, opts.driver_args)
     lock = processes.RunLock(run_dir)
     if announce:
         how = f"resuming from {resume_from.name} (step {restart_step(resume_from)})" if resume_from else "running"

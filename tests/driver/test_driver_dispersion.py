@@ -302,3 +302,20 @@ def test_real_run_serves_and_records_the_correction(tmp_path, pack):
     step0 = np.loadtxt(folder / "simulation.out", ndmin=2)[0]
     assert step0[0] == 0 and abs(e_d3) > 1.0
     assert step0[4] == pytest.approx(start.get_potential_energy() + e_d3, abs=1e-5)  # column 5: potential, eV
+
+
+@pytest.mark.slow
+def test_a_run_is_not_continued_with_another_correction(tmp_path):
+    """The run folder is named by the model alone: extending an EMT run with --dispersion is refused in
+    one line and leaves the run as it was."""
+    out = tmp_path / "runs"
+    base = [str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--seed", "3", "--out", str(out)]
+    first = subprocess.run([*base, "--steps", "10"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run_json = out / "emt" / SYSTEM / "run.json"
+    before = run_json.read_text()
+    res = subprocess.run([*base, "--steps", "20", "--dispersion", "d3-bj"], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "without --dispersion" in res.stderr and "mix two models" in res.stderr
+    assert run_json.read_text() == before
