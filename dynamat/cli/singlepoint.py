@@ -36,4 +36,6 @@ def singlepoint(model, model_options, system, reference, every, max_frames, batc
                           progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True),
                           energy_reference=energy_reference)
     res.update(model=model, system=system)
+    if dispersion:  # as run.json records it (the driver lower-cases the functional)
+        res["dispersion"] = f"{dispersion}({(dispersion_functional or 'pbe').strip().lower()})"
     emit(res, json_out)

@@ -319,3 +319,25 @@ def test_a_run_is_not_continued_with_another_correction(tmp_path):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "without --dispersion" in res.stderr and "mix two models" in res.stderr
     assert run_json.read_text() == before
+
+
+@pytest.mark.slow
+def test_singlepoint_error_is_the_correction_on_an_emt_reference(tmp_path):
+    """The demo reference is EMT-labelled, so EMT + D3 misses it (Eq. 1, isolated-atom referenced) by
+    exactly the D3 energy per atom of the frame less the isolated atom's D3 energy, which dynamat
+    computes in a periodic 20 Å cube: -1.2e-5 eV for Cu, from its images."""
+    from ase.io import read
+
+    subprocess.run([str(BIN / "dynamat"), "inputs", "--system", SYSTEM, "--out", str(tmp_path / "in"), "--steps", "10"],
+                   check=True, capture_output=True, timeout=120)
+    frame0 = read(tmp_path / "in" / "init.xyz")
+    res = subprocess.run([str(BIN / "dynamat"), "singlepoint", "--model", "emt", "--dispersion", "d3-bj",
+                          "--system", SYSTEM, "--max-frames", "1", "--json", str(tmp_path / "sp.json")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    sp = json.loads((tmp_path / "sp.json").read_text())
+    assert sp["dispersion"] == "d3-bj(pbe)"
+    e_iso = reference(Atoms("Cu", positions=[[10.0, 10.0, 10.0]], cell=[20.0, 20.0, 20.0], pbc=True))[0]
+    assert -2e-5 < e_iso < -1e-6
+    expected = abs(reference(frame0)[0] / len(frame0) - e_iso)
+    assert sp["energy_rmse_eV_per_atom"] == pytest.approx(expected, abs=1e-7)

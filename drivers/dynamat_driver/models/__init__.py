@@ -7,6 +7,8 @@
   ``can_batch``, ``skips_stress``) and :class:`CalculatorModel` (a model behind an ASE calculator).
 * :mod:`.helpers` — installation checks, where weights are, output suppression while a package
   loads, one-line messages, option parsing.
+* :mod:`.dispersion` — ``--dispersion d3-bj``: a D3(BJ) correction (simple-dftd3) added to any
+  loaded model by a wrapping :class:`Model`.
 * one module per model family (like i-PI's ``ipi/pes/*.py``), each defining
   ``load(info, *, device, dtype, model_path, options) -> Model`` and, unless its weights ship in
   a wheel (registry ``wheel_weights``) or it has none (analytic), ``weights_status(info) -> dict``:
