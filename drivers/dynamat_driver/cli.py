@@ -7,6 +7,7 @@
     dynamat-driver --model chgnet --stress-stride 10 --first-step 0   # NVT: stress only where written
     dynamat-driver --model chgnet --pack-dir /tmp/pack   # one model for every run that asks (packed runs)
     dynamat-driver --model ase.calculators.lj:LennardJones -o sigma=2.3   # any ASE calculator
+    dynamat-driver --model chgnet --dispersion d3-bj     # + DFT-D3(BJ) with PBE parameters (simple-dftd3)
     dynamat-driver --list
 
 Every failure the user can fix is reported as one line, ``dynamat-driver: error: ...``, with a

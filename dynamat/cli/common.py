@@ -115,6 +115,7 @@ def dispersion_args(dispersion: str | None, functional: str | None) -> tuple[str
         raise DynamatError("--dispersion-functional only matters with --dispersion d3-bj")
     if not dispersion:
         return ()
-    if functional is not None and not (0 < len(functional) <= 40 and all(c.isalnum() or c in "-_+()" for c in functional)):
+    name_ok = functional is None or 0 < len(functional) <= 40 and all(c.isalnum() or c in "-_+()" for c in functional)
+    if not name_ok:
         raise DynamatError(f"--dispersion-functional wants a functional's name like pbe or r2scan, got {functional!r}")
     return (f"--dispersion={dispersion}",) + (() if functional is None else (f"--dispersion-functional={functional}",))

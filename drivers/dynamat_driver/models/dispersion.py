@@ -23,8 +23,8 @@ from typing import Sequence
 from .. import DriverError
 from .base import Model
 
-#: ``--dispersion`` values; the damping name simple-dftd3's ASE calculator uses for each
-METHODS = {"d3-bj": "d3bj"}
+#: ``--dispersion`` values (simple-dftd3's ASE calculator calls D3(BJ) ``damping="d3bj"``)
+METHODS = ("d3-bj",)
 DEFAULT_FUNCTIONAL = "pbe"
 #: simple-dftd3 has reference C6 up to lawrencium; heavier atoms give 0 or crash the library
 D3_MAX_Z = 103
@@ -40,7 +40,8 @@ def _damping(functional: str):
     try:
         from dftd3.interface import RationalDampingParam
     except ImportError as exc:
-        raise DriverError(f"--dispersion d3-bj needs simple-dftd3, not importable here ({exc}): {PACKAGE_HINT}") from None
+        raise DriverError(f"--dispersion d3-bj needs simple-dftd3, not importable here ({exc}): "
+                          f"{PACKAGE_HINT}") from None
     try:
         return RationalDampingParam(method=functional)  # two-body only (atm=False), as DFTD3(damping="d3bj")
     except RuntimeError:
@@ -54,9 +55,9 @@ class D3Correction:
 
     ``realspace_cutoff``: simple-dftd3's ``set_realspace_cutoff`` keywords in Bohr (disp2, disp3, cn,
     width2, width3); None keeps its defaults (hard cutoffs at 60/40/40 Bohr), as its ASE calculator.
-    The analytic stress of a hard cutoff leaves out the pairs that cross it under strain: it differs
-    from the strain derivative of the truncated energy by ~3e-7 eV/Å³ (5e-5 GPa) in a 370 Å³
-    molecular cell; a smooth one (``width2`` > 0) removes that.
+    With a hard cutoff the energy steps (< 1e-6 eV in the tests' cells) where a pair crosses it, and
+    the analytic forces and stress leave the steps out, so finite differences of the energy across
+    a crossing disagree with them; a smooth cutoff (``width2`` > 0) has no steps.
     """
 
     def __init__(self, functional: str = DEFAULT_FUNCTIONAL, realspace_cutoff: dict | None = None):
@@ -141,11 +142,11 @@ class D3Model(Model):
         self.base.prepare(atoms)
 
     def _add(self, result, atoms, stress: bool):
+        import numpy as np
+
         energy, forces, sigma = result
         e3, f3, s3 = self.d3(atoms, stress=stress and sigma is not None)
         total = None if sigma is None or s3 is None else _full_stress(sigma) + s3
-        import numpy as np
-
         return float(energy) + e3, np.asarray(forces, dtype=np.float64).reshape(-1, 3) + f3, total
 
     def calculate(self, atoms, first: bool, **kw):
