@@ -271,7 +271,15 @@ def test_server_options_become_driver_arguments(tmp_path):
 
 
 def test_report_labels_the_model_plus_d3(tmp_path):
+    """run.json's dispersion (or, for an older run.json, its driver timing's) reaches score.json's
+    model facts only when set, and the report names that model <name>+D3."""
     from dynamat.report.tables import _normalise_row
+    from dynamat.scoring.run import model_facts
+
+    assert model_facts({"dispersion": "d3-bj(pbe)"})["dispersion"] == "d3-bj(pbe)"
+    timing = {"driver_timings": [{"model": {"dispersion": "d3-bj(r2scan)", "human_name": "ASE EMT+D3"}}]}
+    assert model_facts(timing)["dispersion"] == "d3-bj(r2scan)"
+    assert "dispersion" not in model_facts({"dispersion": None, "model_label": "ASE EMT"})
 
     path = tmp_path / "emt" / SYSTEM / "score.json"
     assert _normalise_row({"model": "emt", "dispersion": "d3-bj(pbe)"}, path)["model"] == "emt+D3"
@@ -342,3 +350,28 @@ def test_singlepoint_error_is_the_correction_on_an_emt_reference(tmp_path):
     assert -2e-5 < e_iso < -1e-6
     expected = abs(reference(frame0)[0] / len(frame0) - e_iso)
     assert sp["energy_rmse_eV_per_atom"] == pytest.approx(expected, abs=1e-7)
+
+
+def test_scored_and_reported_as_its_own_model(tmp_path):
+    """The golden EMT run, once as recorded and once as if served with --dispersion: score.json
+    carries the correction only for the second, and the report's tables list emt and emt+D3."""
+    import shutil
+
+    golden = Path(__file__).resolve().parents[1] / "data" / "golden" / "runs" / "emt_classical"
+    for out, dispersion in (("plain", None), ("d3", "d3-bj(pbe)")):
+        folder = tmp_path / out / "emt" / SYSTEM
+        shutil.copytree(golden, folder)
+        rec = json.loads((folder / "run.json").read_text())
+        rec["dispersion"] = dispersion
+        (folder / "run.json").write_text(json.dumps(rec))
+        res = subprocess.run([str(BIN / "dynamat"), "score", "--system", SYSTEM, "--run", str(folder)],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        score = json.loads((folder / "score.json").read_text())
+        assert score.get("dispersion") == dispersion
+    res = subprocess.run([str(BIN / "dynamat"), "report", str(tmp_path / "plain"), str(tmp_path / "d3"),
+                          "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    table = json.loads((tmp_path / "report" / "tables" / "per_model.json").read_text())
+    models = {row["model"] for row in table["rows"]}
+    assert models == {"emt", "emt+D3"}
