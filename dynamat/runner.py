@@ -78,6 +78,7 @@ class RunRecord:
     n_params: int | None = None
     model_label: str | None = None  # as in the paper, e.g. "CHGNet 0.3.0"
     model_family: str | None = None
+    dispersion: str | None = None  # a correction the driver adds to the model, e.g. "d3-bj(pbe)" (--dispersion)
     error: str | None = None
     steps_requested: int = 0
     steps_done: int = 0  # the last MD step with a saved frame
@@ -230,6 +231,27 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
     return restart
 
 
+def _requested_dispersion(driver_args) -> str | None:
+    """The label the driver records for ``--dispersion[=-functional]`` in ``driver_args``, e.g. d3-bj(pbe)."""
+    method = functional = None
+    for a in driver_args:
+        if a.startswith("--dispersion="):
+            method = a.partition("=")[2]
+        elif a.startswith("--dispersion-functional="):
+            functional = a.partition("=")[2]
+    return f"{method}({(functional or 'pbe').strip().lower()})" if method else None
+
+
+def _check_same_dispersion(run_dir: Path, driver_args) -> None:
+    """A run is continued only with the correction it started with: the folder is named by the model alone."""
+    had = (_read_run_json(run_dir) or {}).get("dispersion")
+    want = _requested_dispersion(driver_args)
+    if had != want:
+        raise DynamatError(f"{run_dir} holds a run {'with --dispersion ' + had if had else 'without --dispersion'}; "
+                           f"continuing it {'with ' + want if want else 'without'} would mix two models: "
+                           "give another --out, or --overwrite")
+
+
 def step_timing(samples: list[tuple[float, int]], warmup_steps: int) -> tuple[float | None, float | None]:
     """Mean and median wall seconds per MD step from (time, step) samples, warm-up excluded."""
     pts = [(t, s) for t, s in samples if s >= warmup_steps]
@@ -285,6 +307,8 @@ def supervise(
     resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
     old = _read_run_json(run_dir) if resume_from is not None else None
     _check_resume_seed(run_dir, old, settings.seed)
+    if resume_from is not None:
+        _check_same_dispersion(run_dir, opts.driver_args)
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
         announce(_start_line(model, run_dir, settings, resume_from))
@@ -450,6 +474,7 @@ def _merge_driver_timing(record: RunRecord, run_dir: Path) -> None:
     facts = t.get("model") if isinstance(t.get("model"), dict) else {}
     record.tier, record.n_params = facts.get("tier"), facts.get("n_params")
     record.model_label, record.model_family = facts.get("human_name"), facts.get("family")
+    record.dispersion = facts.get("dispersion")
     per_eval = t.get("model_seconds_per_evaluation") or {}
     record.model_seconds_per_eval_mean = per_eval.get("mean")
     record.model_seconds_per_eval_median = per_eval.get("median")

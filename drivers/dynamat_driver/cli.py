@@ -7,6 +7,7 @@
     dynamat-driver --model chgnet --stress-stride 10 --first-step 0   # NVT: stress only where written
     dynamat-driver --model chgnet --pack-dir /tmp/pack   # one model for every run that asks (packed runs)
     dynamat-driver --model ase.calculators.lj:LennardJones -o sigma=2.3   # any ASE calculator
+    dynamat-driver --model chgnet --dispersion d3-bj     # + DFT-D3(BJ) with PBE parameters (simple-dftd3)
     dynamat-driver --list
 
 Every failure the user can fix is reported as one line, ``dynamat-driver: error: ...``, with a
@@ -87,11 +88,12 @@ def _check_serve_options(model_name: str, device: str, dtype: str | None, stress
 
 
 def _load(model_name: str, *, device: str, dtype: str | None, model_path: str | None, options: dict,
-          threads: int | None, verbose: bool):
+          threads: int | None, verbose: bool, dispersion: dict | None = None):
     from .models import load_model
 
     t0 = time.perf_counter()
-    model = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options)
+    model = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options,
+                       **(dispersion or {}))
     if threads and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
     if verbose:
@@ -130,8 +132,10 @@ def serve(
     first_step: int = 0,
     beads: int = 1,
     server_timeout: float | None = None,
+    dispersion: dict | None = None,
 ) -> None:
-    """One i-PI connection served by one loaded model, until EXIT or the server closes."""
+    """One i-PI connection served by one loaded model, until EXIT or the server closes.
+    ``dispersion``: ``load_model``'s dispersion keywords (``--dispersion``)."""
     from .evaluator import Evaluator, read_template, resolve_system
     from .models import set_verbose
     from .protocol import DEFAULT_SERVER_TIMEOUT_S, SessionStats, connect, run_client, stderr_log
@@ -142,7 +146,7 @@ def serve(
     template_atoms = read_template(template, "--template") if template else None
     set_verbose(verbose)
     model = _load(model_name, device=device, dtype=dtype, model_path=model_path, options=options, threads=threads,
-                  verbose=verbose)
+                  verbose=verbose, dispersion=dispersion)
     if template_atoms is not None:
         model.check_species(template_atoms.numbers)  # species known now: refuse uncovered elements before connecting
     timing.update(model=model, address=str(address), status="connecting")
@@ -211,6 +215,11 @@ def serve(
               help="Pack mode: how long to wait for the other simulations' positions before a model call.")
 @click.option("--pack-idle-exit", type=float, default=600.0, show_default=True,
               help="Pack mode: seconds without any session before the driver exits.")
+@click.option("--dispersion", type=click.Choice(["d3-bj"]), default=None,
+              help="Add a DFT-D3(BJ) dispersion correction (simple-dftd3, float64) to the model's energy, forces and "
+              "stress, e.g. for PBE+D3 references (see dynamat_driver.models.dispersion).")
+@click.option("--dispersion-functional", default=None, metavar="NAME",
+              help="With --dispersion: the functional whose D3(BJ) parameters are used. Default: pbe.")
 @click.option("--list", "list_models_flag", is_flag=True, help="List the registered models and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --list: print the registry as JSON.")
 @click.option("--verbose", "-v", is_flag=True, help="Log the session to stderr; tracebacks on unexpected errors.")
@@ -237,12 +246,13 @@ def _run(o: dict, timing: TimingWriter) -> None:
     if o["server_timeout"] is not None and not o["server_timeout"] > 0:
         raise DriverError(f"--server-timeout must be > 0 seconds, got {o['server_timeout']:g}")
     options = _parse_options(o["option_pairs"])
+    dispersion = dict(dispersion=o["dispersion"], dispersion_functional=o["dispersion_functional"])
     if o["pack_dir"] is None:
         serve(o["model_name"], unix=o["unix"], inet=o["inet"], template=o["template"], model_path=o["model_path"],
               device=o["device"], dtype=o["dtype"], options=options, timing=timing,
               connect_timeout=o["connect_timeout"], batched=not o["no_batch"], threads=o["threads"],
               verbose=o["verbose"], stress_stride=o["stress_stride"], first_step=o["first_step"], beads=o["beads"],
-              server_timeout=o["server_timeout"])
+              server_timeout=o["server_timeout"], dispersion=dispersion)
         return
     if o["unix"] or o["inet"] or o["template"] or o["stress_stride"] is not None:
         raise DriverError("--pack-dir takes sockets, templates and stress strides from its session requests; "
@@ -252,7 +262,7 @@ def _run(o: dict, timing: TimingWriter) -> None:
     summary = serve_pack(o["model_name"], o["pack_dir"], device=o["device"], dtype=o["dtype"],
                          model_path=o["model_path"], options=options, threads=o["threads"],
                          batched=not o["no_batch"], wait_ms=o["pack_wait_ms"], idle_exit_s=o["pack_idle_exit"],
-                         verbose=o["verbose"], info=_info)
+                         verbose=o["verbose"], info=_info, dispersion=dispersion)
     timing.update(status="finished", pack=summary)
     _info(f"pack done: {summary['sessions_served']} session(s), {summary['model_calls']} model calls, "
           f"{summary['structures_evaluated']} structures")

@@ -354,8 +354,9 @@ def write_status(pack_dir: Path, status: str, **extra) -> None:
 
 def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None, model_path: str | None,
                options: dict, threads: int | None, batched: bool, wait_ms: float, idle_exit_s: float,
-               verbose: bool, info) -> dict:
-    """Serves every session requested in ``pack_dir`` with one loaded model; returns the summary."""
+               verbose: bool, info, dispersion: dict | None = None) -> dict:
+    """Serves every session requested in ``pack_dir`` with one loaded model; returns the summary.
+    ``dispersion``: ``load_model``'s dispersion keywords (``--dispersion``)."""
     import sys
 
     from .models import get_model_info, load_model, set_verbose
@@ -369,7 +370,8 @@ def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None
     set_verbose(verbose)
 
     def load():
-        m = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options)
+        m = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options,
+                       **(dispersion or {}))
         if threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(int(threads))
         return m

@@ -109,3 +109,26 @@ def model_option_args(pairs) -> tuple[str, ...]:
             value = "path:" + os.path.abspath(os.path.expanduser(value[len("path:"):]))
         out.append(f"--option={key.strip()}={value}")
     return tuple(out)
+
+
+#: ``--dispersion d3-bj`` (and the functional): the driver adds the D3(BJ) correction to the model
+#: (dynamat_driver.models.dispersion) and reports it in its timing file, whence run.json
+dispersion_options = [
+    click.option("--dispersion", type=click.Choice(["d3-bj"]), default=None,
+                 help="Add a DFT-D3(BJ) correction to the model in the driver (needs simple-dftd3 there: "
+                      "pip install dftd3), e.g. to compare with PBE+D3 references."),
+    click.option("--dispersion-functional", default=None, metavar="NAME",
+                 help="With --dispersion: the functional whose D3(BJ) parameters are used [default: pbe]."),
+]
+
+
+def dispersion_args(dispersion: str | None, functional: str | None) -> tuple[str, ...]:
+    """:data:`dispersion_options` as driver arguments; the driver checks the functional's name."""
+    if functional is not None and not dispersion:
+        raise DynamatError("--dispersion-functional only matters with --dispersion d3-bj")
+    if not dispersion:
+        return ()
+    name_ok = functional is None or 0 < len(functional) <= 40 and all(c.isalnum() or c in "-_+()" for c in functional)
+    if not name_ok:
+        raise DynamatError(f"--dispersion-functional wants a functional's name like pbe or r2scan, got {functional!r}")
+    return (f"--dispersion={dispersion}",) + (() if functional is None else (f"--dispersion-functional={functional}",))

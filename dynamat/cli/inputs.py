@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (model_option, model_option_args, protocol_options, protocol_overrides, reference_option,
-                                seed_option, system_option, with_options)
+from dynamat.cli.common import (dispersion_args, dispersion_options, model_option, model_option_args, protocol_options,
+                                protocol_overrides, reference_option, seed_option, system_option, with_options)
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
 from dynamat.layout import RunFolder
@@ -33,8 +33,10 @@ from dynamat.runner import steps_for
 @with_options(protocol_options)
 @click.option("--model", default=None, help="Model for the printed driver command: a name or MODULE:CALLABLE.")
 @model_option
+@with_options(dispersion_options)
 def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_size, nbeads,
-           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, model, model_options):
+           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, model, model_options,
+           dispersion, dispersion_functional):
     """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
     overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
     if model:
@@ -42,6 +44,7 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     model_args = [model or "MODEL"]
     for arg in model_option_args(model_options):
         model_args += ["-o", arg.removeprefix("--option=")]
+    model_args += dispersion_args(dispersion, dispersion_functional)
     reference, sys_entry, _ = load_system(reference, system, **overrides)
     if sys_entry.protocol.relax:
         raise DynamatError(f"protocol {sys_entry.protocol.name} relaxes the cell with the model before MD; "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (driver_options, emit, model_option, model_option_args, reference_option, system_option,
+from dynamat.cli.common import (dispersion_args, dispersion_options, driver_options, emit, model_option, model_option_args, reference_option, system_option,
                                 with_options)
 from dynamat.names import model_folder
 from dynamat.singlepoint import ENERGY_REFERENCES, run_singlepoint
@@ -26,13 +26,16 @@ from dynamat.singlepoint import ENERGY_REFERENCES, run_singlepoint
                    "(raw, same code only), fluctuation (mean-subtracted); auto: isolated when the file has "
                    "isolated-atom energies, else fluctuation.")
 @with_options(driver_options)
+@with_options(dispersion_options)
 def singlepoint(model, model_options, system, reference, every, max_frames, batch_size, json_out, energy_reference,
-                driver_cmd, driver_args):
+                driver_cmd, driver_args, dispersion, dispersion_functional):
     """Energy and force RMSE (paper Eq. 1-2) of MODEL on the labelled reference frames of SYSTEM."""
     model_folder(model)  # a name or MODULE:CALLABLE, never an option to the driver
-    driver_args = tuple(driver_args) + model_option_args(model_options)
+    driver_args = tuple(driver_args) + model_option_args(model_options) + dispersion_args(dispersion, dispersion_functional)
     res = run_singlepoint(model, reference, system, every, max_frames, batch_size, driver_cmd, driver_args,
                           progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True),
                           energy_reference=energy_reference)
     res.update(model=model, system=system)
+    if dispersion:  # as run.json records it (the driver lower-cases the functional)
+        res["dispersion"] = f"{dispersion}({(dispersion_functional or 'pbe').strip().lower()})"
     emit(res, json_out)

@@ -194,7 +194,8 @@ def score_files(sources) -> tuple[list[Path], Path]:
 
 def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "model": str(raw.get("model") or path.parent.parent.name),
+        # a model with a driver-side dispersion correction (score.json "dispersion") is another model
+        "model": str(raw.get("model") or path.parent.parent.name) + ("+D3" if raw.get("dispersion") else ""),
         "system": str(raw.get("system") or path.parent.name),
         "system_class": raw.get("system_class") or "unknown",
         "tier": _tier(raw.get("tier")),

@@ -90,6 +90,9 @@ def model_facts(meta: dict) -> dict:
         from_driver = {"tier": served.get("tier"), "n_params": served.get("n_params"),
                        "model_label": served.get("human_name"), "model_family": served.get("family")}
         facts = {k: from_driver[k] if v is None else v for k, v in facts.items()}
+    dispersion = meta.get("dispersion") or (served.get("dispersion") if isinstance(served, dict) else None)
+    if dispersion:  # only then: a score.json without a correction keeps its keys
+        facts["dispersion"] = dispersion
     return facts
 
 

@@ -7,6 +7,8 @@
   ``can_batch``, ``skips_stress``) and :class:`CalculatorModel` (a model behind an ASE calculator).
 * :mod:`.helpers` — installation checks, where weights are, output suppression while a package
   loads, one-line messages, option parsing.
+* :mod:`.dispersion` — ``--dispersion d3-bj``: a D3(BJ) correction (simple-dftd3) added to any
+  loaded model by a wrapping :class:`Model`.
 * one module per model family (like i-PI's ``ipi/pes/*.py``), each defining
   ``load(info, *, device, dtype, model_path, options) -> Model`` and, unless its weights ship in
   a wheel (registry ``wheel_weights``) or it has none (analytic), ``weights_status(info) -> dict``:
@@ -161,10 +163,22 @@ def load_model(
     dtype: str | None = None,
     model_path: str | None = None,
     options: Mapping[str, str] | None = None,
+    dispersion: str | None = None,
+    dispersion_functional: str | None = None,
 ) -> Model:
     """Loads a registered model. Errors (missing package, weights, bad options, unsupported
     dtype or device) are raised as one-line DriverError messages. ``MODULE:CALLABLE`` loads a
-    user's ASE calculator or Model (:mod:`.custom`)."""
+    user's ASE calculator or Model (:mod:`.custom`). ``dispersion="d3-bj"`` adds a D3(BJ)
+    correction for ``dispersion_functional`` (default pbe) to either (:mod:`.dispersion`)."""
+    from .dispersion import check_dispersion, with_dispersion
+
+    check_dispersion(dispersion, dispersion_functional)  # before a model load that can take minutes
+    model = _load_model(name, device=device, dtype=dtype, model_path=model_path, options=options)
+    return with_dispersion(model, dispersion, dispersion_functional)
+
+
+def _load_model(name: str, *, device: str, dtype: str | None, model_path: str | None,
+                options: Mapping[str, str] | None) -> Model:
     info = get_model_info(name)
     if info.family == "custom":
         from .custom import load as load_custom
