@@ -1,13 +1,17 @@
-"""Benchmark the streaming scorer against a straightforward per-frame implementation.
+"""Benchmark the scorer: its two parts side by side, its RDF against a per-frame loop, its memory.
 
-Synthetic 108-atom fcc trajectory (thermal AR(1) displacements, σ ≈ 0.1 Å), 20,000 frames by
-default. Times the RDF of ``dynamat.metrics.rdf`` (the dominant cost of scoring) against a
-per-frame numpy loop (all-pairs minimum-image distance matrix, then ``np.histogram``), checks
-they agree, then times a full ``score_md`` and reports its peak traced memory.
+Synthetic 108-atom fcc trajectories (thermal AR(1) displacements, σ ≈ 0.1 Å, stress). By default,
+in one process on the same two ``--parts-frames`` (2,000) frame trajectories: dynamat's own
+observables (``score_md``: RDF, pressure, VDOS with bootstrap) against the ``matbench`` object
+(Matbench-discovery's six keys, ``dynamat.scoring.run.matbench_object``), and their ratio.
+``--full`` then scores two ``--frames`` (20,000) frame trajectories completely (both parts) and
+reports the peak memory; ``--rdf-baseline`` times our RDF against a per-frame numpy loop
+(all-pairs minimum-image distance matrix, then ``np.histogram``) on them and checks they agree.
 
-    .venv/bin/python benchmarks/bench_scoring.py                 # cubic cell, 20k frames
-    .venv/bin/python benchmarks/bench_scoring.py --cell triclinic
-    .venv/bin/python benchmarks/bench_scoring.py --frames 80000 --skip-baseline
+    .venv/bin/python benchmarks/bench_scoring.py                   # the two parts, 2k frames
+    .venv/bin/python benchmarks/bench_scoring.py --full            # + full score of 20k frames
+    .venv/bin/python benchmarks/bench_scoring.py --rdf-baseline --cell triclinic
+    .venv/bin/python benchmarks/bench_scoring.py --full --frames 80000 --parts-frames 0
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 
 from dynamat.metrics.rdf import rdf, rdf_r_max
 from dynamat.scoring import score_md
+from dynamat.scoring.run import matbench_object
 from dynamat.trajectory import Trajectory
 
 CELLS = {
@@ -74,64 +79,101 @@ def rdf_per_frame(positions, cell, n_bins, r_max, orthorhombic):
     return 0.5 * (edges[1:] + edges[:-1]), counts / (n * (n - 1) / 2 * len(positions) / vol * shell)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--frames", type=int, default=20_000)
-    ap.add_argument("--cell", choices=sorted(CELLS), default="cubic")
-    ap.add_argument("--bins", type=int, default=500)
-    ap.add_argument("--n-boot", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=1, help="RDF threads for our code")
-    ap.add_argument("--repeat", type=int, default=2, help="timings are the best of this many")
-    ap.add_argument("--skip-baseline", action="store_true")
-    args = ap.parse_args()
+def timed(fn, repeat: int):
+    """(wall s, CPU s, result) of the fastest of ``repeat`` calls; CPU time sums all threads and
+    is the stable measure on a shared machine."""
+    best = (np.inf, np.inf, None)
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = fn()
+        best = min(best, (time.perf_counter() - t0, time.process_time() - c0, res),
+                   key=lambda x: x[1])
+    return best
 
-    cell = CELLS[args.cell]
-    t0 = time.perf_counter()
-    ref = synthetic(args.frames, cell, seed=0)
-    mlip = synthetic(args.frames, cell, seed=1, sigma=0.11)
-    print(f"synthetic {args.frames} frames × {ref.n_atoms} atoms ({args.cell}) built in "
-          f"{time.perf_counter() - t0:.1f} s")
-    r_max = rdf_r_max(cell)
 
-    def timed(fn):
-        # best of --repeat; CPU time beside wall time, the stable measure on a shared machine
-        best = (np.inf, np.inf, None)
-        for _ in range(args.repeat):
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = fn()
-            best = min(best, (time.perf_counter() - t0, time.process_time() - c0, res),
-                       key=lambda x: x[0])
-        return best
+def compare_parts(n_frames: int, cell, n_boot: int, repeat: int) -> None:
+    """dynamat's own observables and the matbench object on the same trajectories, interleaved."""
+    ref = synthetic(n_frames, cell, seed=0)
+    mlip = synthetic(n_frames, cell, seed=1, sigma=0.11)
+    own, mb = (np.inf, np.inf), (np.inf, np.inf)
+    for _ in range(repeat):  # interleaved, so a burst of load elsewhere hits both alike
+        w, c, _ = timed(lambda: score_md(ref, mlip, n_boot=n_boot), 1)
+        own = min(own, (w, c), key=lambda x: x[1])
+        w, c, keys = timed(lambda: matbench_object(ref, mlip), 1)
+        mb = min(mb, (w, c), key=lambda x: x[1])
+    print(f"{n_frames} frames × {ref.n_atoms} atoms, best of {repeat}:")
+    print(f"  dynamat's own observables (score_md, n_boot={n_boot}): {own[1]:7.2f} s CPU "
+          f"{own[0]:7.2f} s wall")
+    print(f"  matbench object (six keys):                     {mb[1]:7.2f} s CPU {mb[0]:7.2f} s wall")
+    print(f"  matbench / own: {mb[1] / own[1]:.2f}x CPU, {mb[0] / own[0]:.2f}x wall")
+    print("  " + ", ".join(f"{k} {v:.6g}" for k, v in keys.items()))
 
-    t_ours, c_ours, (r, g) = timed(lambda: rdf(ref.positions, ref.cells, n_bins=args.bins,
-                                               n_threads=args.threads))
-    print(f"ours ({args.threads} thread{'s' * (args.threads > 1)}): RDF {t_ours:7.2f} s wall "
-          f"{c_ours:7.2f} s CPU")
-    if not args.skip_baseline:
-        t_base, c_base, (_, g_base) = timed(
-            lambda: rdf_per_frame(ref.positions, cell, args.bins, r_max, args.cell == "cubic")
-        )
-        print(f"per-frame:          RDF {t_base:7.2f} s wall {c_base:7.2f} s CPU")
-        print(f"speed-up {t_base / t_ours:.1f}x wall, {c_base / c_ours:.1f}x CPU; "
-              f"max |Δg(r)| = {np.abs(g - g_base).max():.3g}")
 
+def full_score(ref, mlip, n_boot: int) -> None:
+    """Both parts of a score, as ``dynamat score`` computes them, with the peak memory."""
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     t0, c0 = time.perf_counter(), time.process_time()
-    scores = score_md(ref, mlip, n_boot=args.n_boot)
+    scores = score_md(ref, mlip, n_boot=n_boot)
     t_score, c_score = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
+    keys = matbench_object(ref, mlip)
+    t_mb, c_mb = time.perf_counter() - t0, time.process_time() - c0
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     traj_mb = sum(a.nbytes for t in (ref, mlip) for a in (t.positions, t.cells, t.stress)) / 2**20
-    print(f"score_md (n_boot={args.n_boot}): {t_score:.2f} s wall, {c_score:.2f} s CPU; "
-          f"peak working memory "
-          f"{peak / 2**20:.0f} MiB (tracemalloc, beyond the {traj_mb:.0f} MiB of input arrays); "
-          f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"full score of {ref.n_frames} frames: score_md (n_boot={n_boot}) {t_score:.2f} s wall, "
+          f"{c_score:.2f} s CPU; matbench object {t_mb:.2f} s wall, {c_mb:.2f} s CPU; "
+          f"peak working memory {peak / 2**20:.0f} MiB (tracemalloc, beyond the {traj_mb:.0f} MiB "
+          f"of input arrays); process max RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     for key in ("rdf_error_pct", "pressure_mae_GPa", "pressure_hist_error_pct", "vdos_error_pct",
                 "E_RPV_pct", "L_RPV_pct"):
         unc = scores[key + "_unc"]
         print(f"  {key:26s} {scores[key]:9.4f} ± {'n/a' if unc is None else f'{unc:.4f}'} "
               f"(floor {scores[key + '_floor']:.4f})")
+    print("  matbench: " + ", ".join(f"{k} {v:.6g}" for k, v in keys.items()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts-frames", type=int, default=2_000,
+                    help="frames for the own-observables vs matbench comparison (0: skip it)")
+    ap.add_argument("--frames", type=int, default=20_000, help="frames for --full and --rdf-baseline")
+    ap.add_argument("--full", action="store_true", help="score --frames frames fully, with peak memory")
+    ap.add_argument("--rdf-baseline", action="store_true",
+                    help="time our RDF of --frames frames against a per-frame loop")
+    ap.add_argument("--cell", choices=sorted(CELLS), default="cubic")
+    ap.add_argument("--bins", type=int, default=500)
+    ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1, help="RDF threads for our code (--rdf-baseline)")
+    ap.add_argument("--repeat", type=int, default=2, help="timings are the best of this many")
+    args = ap.parse_args()
+
+    cell = CELLS[args.cell]
+    if args.parts_frames:
+        compare_parts(args.parts_frames, cell, args.n_boot, args.repeat)
+    if not (args.full or args.rdf_baseline):
+        return
+    t0 = time.perf_counter()
+    ref = synthetic(args.frames, cell, seed=0)
+    mlip = synthetic(args.frames, cell, seed=1, sigma=0.11)
+    print(f"synthetic {args.frames} frames × {ref.n_atoms} atoms ({args.cell}) built in "
+          f"{time.perf_counter() - t0:.1f} s")
+    if args.rdf_baseline:
+        r_max = rdf_r_max(cell)
+        t_ours, c_ours, (r, g) = timed(lambda: rdf(ref.positions, ref.cells, n_bins=args.bins,
+                                                   n_threads=args.threads), args.repeat)
+        print(f"ours ({args.threads} thread{'s' * (args.threads > 1)}): RDF {t_ours:7.2f} s wall "
+              f"{c_ours:7.2f} s CPU")
+        t_base, c_base, (_, g_base) = timed(
+            lambda: rdf_per_frame(ref.positions, cell, args.bins, r_max, args.cell == "cubic"),
+            args.repeat)
+        print(f"per-frame:          RDF {t_base:7.2f} s wall {c_base:7.2f} s CPU")
+        print(f"speed-up {t_base / t_ours:.1f}x wall, {c_base / c_ours:.1f}x CPU; "
+              f"max |Δg(r)| = {np.abs(g - g_base).max():.3g}")
+    if args.full:
+        full_score(ref, mlip, args.n_boot)
 
 
 if __name__ == "__main__":

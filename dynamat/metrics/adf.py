@@ -10,9 +10,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from dynamat.metrics.neighbours import as_cells, min_image_radius, pair_vectors
+from dynamat.metrics.neighbours import as_cells, min_image_radius, minimum_image
 
-__all__ = ["bond_angle_distribution", "bond_angle_distribution_error"]
+__all__ = ["AngleCounter", "bond_angle_distribution", "bond_angle_distribution_error"]
 
 
 def bond_cutoffs(numbers, cells, pbc, bond_tolerance: float = 1.25) -> np.ndarray:
@@ -38,25 +38,114 @@ def _triu(k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(k, 1)
 
 
-def _bond_pairs(bonded: np.ndarray, vec: np.ndarray, dist: np.ndarray):
-    """Index pairs (into the bond list) of every two bonds sharing a centre, and unit bond vectors.
+#: angles evaluated per numpy call: bounds the memory of a chunk's angle pairs (~8 MiB each)
+_ANGLES_PER_BLOCK = 1 << 20
 
-    Bonds are listed centre by centre (row-major ``nonzero``), so centre c's bonds are one
-    contiguous run; centres of equal coordination k are handled together with one k×k triangle.
+
+def _angle_counts(key: np.ndarray, u: np.ndarray, n_groups: int, edges: np.ndarray) -> np.ndarray:
+    """Histogram of the angles between every two unit bond vectors ``u`` of equal ``key``.
+
+    ``key`` (sorted) names each bond's centre (frame × N + atom), so a centre's bonds are one
+    contiguous run; centres of equal coordination k are handled together: one batched k×k Gram
+    matrix of their bond vectors, of which the upper triangle holds the cosines.
     """
-    cen, nbr = np.nonzero(bonded)
-    u = vec[cen, nbr] / dist[cen, nbr, None]
-    coord = np.bincount(cen, minlength=len(bonded))
+    coord = np.bincount(key, minlength=n_groups)
     start = np.concatenate([[0], np.cumsum(coord)[:-1]])
-    left, right = [], []
+    counts = np.zeros(len(edges) - 1, dtype=np.int64)
     for k in np.unique(coord[coord >= 2]):
         a, b = _triu(int(k))
-        s = start[coord == k][:, None]
-        left.append((s + a).ravel())
-        right.append((s + b).ravel())
-    if not left:
-        return np.zeros(0, int), np.zeros(0, int), u
-    return np.concatenate(left), np.concatenate(right), u
+        first = start[coord == k]
+        step = max(1, _ANGLES_PER_BLOCK // int(k) ** 2)
+        for c0 in range(0, len(first), step):
+            bonds = u[first[c0 : c0 + step, None] + np.arange(k)]  # (centres, k, 3)
+            cos = np.matmul(bonds, bonds.transpose(0, 2, 1))[:, a, b].ravel()
+            np.minimum(cos, 1.0, out=cos)  # np.clip's values, at a fraction of its cost
+            np.maximum(cos, -1.0, out=cos)
+            ang = np.degrees(np.arccos(cos, out=cos), out=cos)
+            # equal bins given by count and range: numpy's direct binning, with the same edges
+            # and the same edge rule as bins=edges, without sorting
+            counts += np.histogram(ang, bins=len(edges) - 1, range=(edges[0], edges[-1]))[0]
+    return counts
+
+
+class AngleCounter:
+    """Bond-angle counts accumulated from candidate neighbour pairs, chunk by chunk of frames.
+
+    The pair visitor of :func:`dynamat.metrics.rdf.rdf_histogram`: its ``visit`` receives the
+    pairs (i < j) that the RDF's pass found within ``r_near`` (a superset of the bonds), keeps
+    the bonds by their exact minimum-image length, and histograms the angles at each centre.
+    """
+
+    def __init__(self, numbers, cells, pbc, *, n_bins: int = 180, bond_tolerance: float = 1.25):
+        self.numbers = np.asarray(numbers, dtype=int)
+        self.pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+        self.cutoff = bond_cutoffs(self.numbers, cells, self.pbc, bond_tolerance)
+        self.r_near = float(self.cutoff.max())
+        self.edges = np.linspace(0.0, 180.0, n_bins + 1)
+        self.counts = np.zeros(n_bins, dtype=np.int64)
+
+    #: candidate pairs handled per step: the step's arrays stay cache-sized (~1 MiB)
+    PAIRS_PER_STEP = 1 << 15
+
+    def visit(self, positions, cells, i, j, frame) -> np.ndarray:
+        """Angle counts of the bonds among candidate pairs (i, j) of ``positions[frame]``."""
+        n = positions.shape[1]
+        fixed = bool(np.all(cells == cells[0]))
+        # frames in order (a 16-bit radix sort when they fit), then a few frames per step
+        if len(frame) and frame.max() < 1 << 16:
+            order = np.argsort(frame.astype(np.uint16), kind="stable")
+        else:
+            order = np.argsort(frame, kind="stable")
+        i, j, frame = i[order], j[order], frame[order]
+        bounds = np.searchsorted(frame, np.arange(len(positions) + 1))
+        per_frame = max(1, len(frame) // max(1, len(positions)))
+        step = max(1, min(self.PAIRS_PER_STEP // per_frame, 0xFFFF // n))
+        counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
+        for f0 in range(0, len(positions), step):
+            f1 = min(f0 + step, len(positions))
+            rows = slice(bounds[f0], bounds[f1])
+            if fixed or f1 - f0 == 1:
+                counts += self._frames(positions, cells[f0], i[rows], j[rows], frame[rows], f0, n)
+            else:
+                for f in range(f0, f1):
+                    rows = slice(bounds[f], bounds[f + 1])
+                    counts += self._frames(positions, cells[f], i[rows], j[rows], frame[rows], f, n)
+        return counts
+
+    def _frames(self, positions, cell, i, j, frame, f0: int, n: int) -> np.ndarray:
+        """Angle counts of candidate pairs of frames f0… that share ``cell``."""
+        vec = minimum_image(positions[frame, j] - positions[frame, i], cell, self.pbc,
+                            cutoff=self.r_near)
+        dist = np.linalg.norm(vec, axis=-1)
+        bond = (dist > 1e-12) & (dist <= self.cutoff[i, j])
+        u = vec[bond] / dist[bond, None]
+        # each bond serves both ends: r_i − r_j is exactly −(r_j − r_i), and so is its image
+        local = (frame[bond] - f0) * n
+        key = np.concatenate([local + i[bond], local + j[bond]])
+        order = np.argsort(key.astype(np.uint16), kind="stable")  # < 2¹⁶ by the step size
+        span = (int(frame[-1]) - f0 + 1) * n if len(frame) else 0
+        return _angle_counts(key[order], np.concatenate([u, -u])[order], span, self.edges)
+
+    def add(self, counts: np.ndarray) -> None:
+        self.counts += counts
+
+    def distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        """(angles in degrees, unit-area density per degree) of everything visited."""
+        if self.counts.sum() == 0:
+            raise ValueError("no bonded pairs of neighbours found: no bond angles to histogram")
+        width = np.diff(self.edges)
+        return 0.5 * (self.edges[1:] + self.edges[:-1]), self.counts / (self.counts.sum() * width)
+
+
+def _all_pairs(positions, cells, counter: AngleCounter, pairs_per_chunk: int = 1 << 18) -> None:
+    """Every unique pair as a candidate: for cells not periodic in all three directions."""
+    n = positions.shape[1]
+    iu = np.triu_indices(n, 1)
+    step = max(1, pairs_per_chunk // max(1, len(iu[0])))
+    for a in range(0, len(positions), step):
+        pos, cell = positions[a : a + step], cells[a : a + step]
+        f = np.repeat(np.arange(len(pos)), len(iu[0]))
+        counter.add(counter.visit(pos, cell, np.tile(iu[0], len(pos)), np.tile(iu[1], len(pos)), f))
 
 
 def bond_angle_distribution(
@@ -75,8 +164,11 @@ def bond_angle_distribution(
     of the two ASE covalent radii (capped by :func:`bond_cutoffs`); each unordered pair of bonds
     sharing a centre contributes one angle, histogrammed on ``n_bins`` equal bins over
     [0°, 180°]. This is Matbench-discovery's ``calc_adf`` (``metrics/md.py``). ``frame_stride``
-    subsamples frames (angles decorrelate slowly, and this is O(frames · N²)).
+    subsamples frames. Candidate neighbours come from the RDF's chunked pair kernel
+    (:class:`AngleCounter`), so no per-frame N × N matrix is built.
     """
+    from dynamat.metrics.rdf import rdf_histogram  # rdf re-exports this module
+
     positions = np.asarray(positions, dtype=float)
     if positions.ndim == 2:
         positions = positions[None]
@@ -87,21 +179,14 @@ def bond_angle_distribution(
         raise ValueError("numbers must have one entry per atom")
     cells = np.broadcast_to(as_cells(cells, len(positions)), (len(positions), 3, 3))
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-    cutoff = bond_cutoffs(numbers, cells, pbc, bond_tolerance)
-    r_cut = float(cutoff.max())
-    edges = np.linspace(0.0, 180.0, n_bins + 1)
-    counts = np.zeros(n_bins)
-    for f in range(0, len(positions), frame_stride):
-        vec, dist = pair_vectors(positions[f], cells[f], pbc, cutoff=r_cut)
-        bonded = (dist > 1e-12) & (dist <= cutoff)
-        left, right, u = _bond_pairs(bonded, vec, dist)
-        if len(left):
-            cos = np.clip(np.einsum("pk,pk->p", u[left], u[right]), -1.0, 1.0)
-            counts += np.histogram(np.degrees(np.arccos(cos)), bins=edges)[0]
-    if counts.sum() == 0:
-        raise ValueError("no bonded pairs of neighbours found: no bond angles to histogram")
-    width = np.diff(edges)
-    return 0.5 * (edges[1:] + edges[:-1]), counts / (counts.sum() * width)
+    positions, cells = positions[::frame_stride], cells[::frame_stride]
+    counter = AngleCounter(numbers, cells, pbc, n_bins=n_bins, bond_tolerance=bond_tolerance)
+    if pbc.all() and len(numbers) >= 2:
+        r_max = min_image_radius(cells, pbc)
+        rdf_histogram(positions, cells, n_bins=500, r_max=r_max, pbc=pbc, pair_visitor=counter)
+    else:
+        _all_pairs(positions, cells, counter)
+    return counter.distribution()
 
 
 def bond_angle_distribution_error(angles, adf_ref, adf_mlip) -> float:

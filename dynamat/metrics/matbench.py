@@ -33,7 +33,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from dynamat.metrics.adf import adf_w1_terms, bond_angle_distribution
+from dynamat.metrics.adf import AngleCounter, adf_w1_terms, bond_angle_distribution
 from dynamat.metrics.energy_force import (
     energy_fluctuation_rmse_per_atom as matbench_energy_rmse,
 )
@@ -129,20 +129,41 @@ def _matbench_r_max(cells: np.ndarray, pbc: np.ndarray) -> float:
 
 
 def matbench_rdf(
-    positions, cells, pbc=True, *, n_bins: int = 500, r_max: float | None = None
+    positions, cells, pbc=True, *, n_bins: int = 500, r_max: float | None = None, pair_visitor=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(r in Å, g(r)) as Matbench's ``calc_rdf``: all unique pairs, exact minimum image.
 
     g_k = counts_k / (N²/2 · Σ_frames 1/V · 4π/3 (r_{k+1}³ − r_k³)) on ``n_bins`` equal bins over
     [0, r_max]; default r_max :func:`_matbench_r_max`. The N² (not N(N−1)) makes the
-    large-r limit (N − 1)/N: our ``normalization="eq3"``.
+    large-r limit (N − 1)/N: our ``normalization="eq3"``. ``pair_visitor``: see
+    :func:`~dynamat.metrics.rdf.rdf_histogram` (the ADF's neighbours from the same pass).
     """
     cells = as_cells(cells)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     if r_max is None:
         r_max = _matbench_r_max(cells, pbc)
-    hist = rdf_histogram(positions, cells, n_bins=n_bins, r_max=r_max, pbc=pbc)
+    hist = rdf_histogram(positions, cells, n_bins=n_bins, r_max=r_max, pbc=pbc,
+                         pair_visitor=pair_visitor)
     return rdf_from_histogram(hist, normalization="eq3")
+
+
+def _rdf_and_angles(side: dict, n_bins: int, r_max: float | None = None):
+    """Matbench's RDF of one side, and its bond-angle counter filled by the same neighbour pass
+    when the bonds lie inside the RDF's range (else None: the ADF then makes its own pass)."""
+    counter = AngleCounter(side["numbers"], side["cells"], side["pbc"])
+    if r_max is None:
+        r_max = _matbench_r_max(as_cells(side["cells"]), side["pbc"])
+    if not (side["pbc"].all() and counter.r_near <= r_max):
+        counter = None
+    rdf = matbench_rdf(side["positions"], side["cells"], side["pbc"], n_bins=n_bins, r_max=r_max,
+                       pair_visitor=counter)
+    return rdf, counter
+
+
+def _angles(side: dict, counter) -> tuple[np.ndarray, np.ndarray]:
+    if counter is not None:
+        return counter.distribution()
+    return bond_angle_distribution(side["positions"], side["cells"], side["numbers"], pbc=side["pbc"])
 
 
 def matbench_rdf_error(r, g_ref, g_pred) -> float:
@@ -367,14 +388,15 @@ def matbench_md_metrics(
             if side[key] is not None:
                 side[key] = side[key][:n]
 
-    r, g_ref = matbench_rdf(a["positions"], a["cells"], a["pbc"], n_bins=n_rdf_bins)
+    # one neighbour pass per side feeds both the RDF and the ADF
+    (r, g_ref), angles_ref = _rdf_and_angles(a, n_rdf_bins)
     # the prediction is histogrammed out to the reference's R_max, rebuilt from its grid
     r_max = float(r[-1] + (r[1] - r[0]) / 2)
-    _, g_pred = matbench_rdf(b["positions"], b["cells"], b["pbc"], n_bins=n_rdf_bins, r_max=r_max)
+    (_, g_pred), angles_pred = _rdf_and_angles(b, n_rdf_bins, r_max)
     out = {"rdf_error": matbench_rdf_error(r, g_ref, g_pred)}
 
-    theta, adf_ref = bond_angle_distribution(a["positions"], a["cells"], a["numbers"], pbc=a["pbc"])
-    _, adf_pred = bond_angle_distribution(b["positions"], b["cells"], b["numbers"], pbc=b["pbc"])
+    theta, adf_ref = _angles(a, angles_ref)
+    _, adf_pred = _angles(b, angles_pred)
     out["adf_error"] = matbench_adf_error(theta, adf_ref, adf_pred)
 
     spectra = [

@@ -131,6 +131,7 @@ def rdf_histogram(
     chunk_frames: int = 512,
     backend: Literal["numpy", "mdtraj"] = "numpy",
     n_threads: int | None = None,
+    pair_visitor=None,
 ) -> RDFHistogram:
     """Stream a trajectory into unique-pair distance counts, one row per block of frames.
 
@@ -138,6 +139,12 @@ def rdf_histogram(
     the resampling units of the block bootstrap. ``n_threads``: chunks processed concurrently
     (default: the CPUs this process may use, at most 4); counts are integers, so the result
     does not depend on it. See :func:`rdf` for the other arguments.
+
+    ``pair_visitor`` (numpy backend): an object with ``r_near`` (Å, at most ``r_max``) and
+    ``visit(positions, cells, i, j, frame)``, called on each chunk with the unique pairs
+    (i < j, frame within the chunk) this pass found within ``r_near`` plus at most one bin of
+    slack; each call's result goes to ``pair_visitor.add`` in this thread. This shares one
+    neighbour search between the RDF and the bond-angle distribution.
     """
     shape = getattr(positions, "shape", None)
     if shape is None:
@@ -180,6 +187,12 @@ def rdf_histogram(
     cells_full = np.broadcast_to(cells, (n_frames, 3, 3)) if len(cells) == 1 else cells
     geo = _FrameGeometry(cells, pbc, r_max)
     counts = np.zeros((n_blocks, n_bins + 1), dtype=np.int64)
+    near_bin = None
+    if pair_visitor is not None:
+        if backend != "numpy" or not pair_visitor.r_near <= r_max:
+            raise ValueError("a pair visitor needs the numpy backend and r_near ≤ r_max")
+        # one bin of slack: pairs exactly at r_near must not be lost to rounding
+        near_bin = int(np.floor(pair_visitor.r_near * n_bins / r_max)) + 1
     if backend == "numpy":
         step = int(chunk_frames)
     elif backend == "mdtraj":
@@ -211,14 +224,19 @@ def rdf_histogram(
         blocks = frame_block[a:b]
         if backend == "numpy":
             n_blk = int(blocks[-1] - blocks[0]) + 1
-            part = _numpy_chunk_counts(pos, cell_chunk, geo, n_bins, r_max, blocks, n_blk)
-            return int(blocks[0]), part[:, : n_bins + 1]
+            part = _numpy_chunk_counts(pos, cell_chunk, geo, n_bins, r_max, blocks, n_blk, near_bin)
+            if near_bin is None:
+                return int(blocks[0]), part[:, : n_bins + 1], None
+            part, near = part
+            return int(blocks[0]), part[:, : n_bins + 1], pair_visitor.visit(pos, cell_chunk, *near)
         part = _mdtraj_chunk_counts(pos, cell_chunk, geo, n_bins, r_max, pairs, topology)
-        return int(blocks[0]), np.pad(part, (0, 1))[None]
+        return int(blocks[0]), np.pad(part, (0, 1))[None], None
 
     def accumulate(results):
-        for b0, part in results:
+        for b0, part, visited in results:
             counts[b0 : b0 + len(part)] += part
+            if pair_visitor is not None:
+                pair_visitor.add(visited)
 
     if n_threads is None:
         n_threads = _default_threads()

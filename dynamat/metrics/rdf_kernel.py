@@ -36,8 +36,14 @@ def _quad(ds, kind, g, out, tmp):
     return out
 
 
-def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_block, n_blk):
-    """Histogram one chunk of frames into (n_blk, width) counts; columns ≥ n_bins are r ≥ r_max."""
+def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_block, n_blk,
+                        near_bin: int | None = None):
+    """Histogram one chunk of frames into (n_blk, width) counts; columns ≥ n_bins are r ≥ r_max.
+
+    With ``near_bin``, also returns the pairs it found in bins ≤ ``near_bin`` as (i, j, frame)
+    index arrays (i < j, frame within the chunk): the neighbour list of the same pass, which the
+    bond-angle distribution consumes instead of measuring every pair again.
+    """
     fc, n, _ = pos.shape
     red = geo.reduced(cells)
     frac = np.einsum("fnk,fkl->fnl", pos, np.linalg.inv(red))
@@ -90,6 +96,7 @@ def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_bl
     best = np.empty((n - 1, fc)) if n_off else None
     cand = np.empty((n - 1, fc)) if n_off and not geo.fixed else None
     idx = np.empty((n - 1, fc), dtype=np.intp)
+    near = []
     for i in range(n - 1):
         m = n - 1 - i
         if use_int:
@@ -139,10 +146,16 @@ def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_bl
             np.sqrt(qq, out=qq)
             np.minimum(qq, width - 1, out=qq)
             np.copyto(ii, qq, casting="unsafe")
+        if near_bin is not None:
+            j_rel, f = np.nonzero(ii <= near_bin)
+            near.append((np.full(len(f), i, dtype=np.intp), j_rel + (i + 1), f))
         if block_off is not None:
             ii += block_off
         counts += np.bincount(ii.ravel(), minlength=n_blk * width)
-    return counts.reshape(n_blk, width)
+    counts = counts.reshape(n_blk, width)
+    if near_bin is None:
+        return counts
+    return counts, tuple(np.concatenate(x) for x in zip(*near))
 
 
 def _mdtraj_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, pairs, topology):
