@@ -1,11 +1,12 @@
 """A user's own ab-initio MD → a reference file in the DynaMat v1.0 schema, streamed through ASE's readers.
 
-Formats (detected from the path):
+Formats (detected from the path, else from the first 4 KB: VASP outputs are often renamed):
 
 * extxyz (``*.extxyz``, ``*.xyz``), and Matbench-discovery's raw layout: a folder per system holding
   ``traj.extxyz`` (one folder, or a folder of such folders: one system each, named after the folder);
 * VASP: ``vasprun.xml``, ``OUTCAR`` (every ionic step; frame interval = POTIM, temperature = TEBEG
-  from the file), ``XDATCAR`` (positions and cells only; streamed by our own reader, checked against
+  from the file, else from an ``INCAR`` beside it; a TEBEG under 1 K is none, and the import asks for
+  ``--temperature``), ``XDATCAR`` (positions and cells only; streamed by our own reader, checked against
   ASE's; interval = POTIM from an ``INCAR`` beside it times the configuration-number step);
 * i-PI outputs: a run folder (``*.pos_0.extxyz`` + properties ``*.out``): positions, cells, potential
   energy and configurational stress (minus ``virial_md``), interval from the ``time`` column,
@@ -596,6 +597,8 @@ def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes) 
         notes.append("fewer than 4 frames: frame interval not checked")
         return None
     check = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, dt, temp)
+    if not check.has_target:  # _temperature lets none through: never suggest an interval against ~0 K
+        raise DynamatError(f"{sys_name}: {temp:g} K is no MD temperature; give --temperature K")
     if not check.ok and not force:
         coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
                   if check.coarse_fraction > 0.2 else "")

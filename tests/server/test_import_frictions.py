@@ -2,7 +2,6 @@
 renamed VASP outputs, TEBEG = 0 or only in the INCAR, NaN labels, an unequilibrated (ideal-lattice) start."""
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from conftest import assert_one_line_error, dynamat_cmd
 from dynamat.errors import DynamatError
 from dynamat.io.importers import detect_format, import_reference
 from dynamat.io.reference_h5 import read_reference, reference_attrs
+from dynamat.metrics.frame_interval import MIN_TEMPERATURE_K, equipartition_check
 
 ASE_VASP_DATA = __import__("pathlib").Path(__import__("ase").__file__).parent / "test" / "testdata" / "vasp"
 needs_ase_data = pytest.mark.skipif(not ASE_VASP_DATA.is_dir(), reason="ASE's test data is not installed")
@@ -170,6 +170,16 @@ def test_vasprun_with_tebeg_zero_asks_for_the_temperature(short_md, tmp_path):
     (run / "vasprun.xml").write_text(_vasprun(short_md, 4.0, 320.0))
     [res] = import_reference([run / "vasprun.xml"], tmp_path / "w.h5")
     assert res.temperature_K == 320.0 and res.temperature_source == "vasprun.xml (TEBEG)"
+
+
+def test_no_interval_is_implied_against_a_temperature_under_1_K():
+    """The check itself: against ~0 K any motion 'implies' an absurd interval, so it implies none."""
+    t_frames = np.full(40, 300.0)
+    for target in (None, 0.0, 0.0001):
+        chk = equipartition_check(t_frames, 4.0, target)
+        assert chk.implied_dt_fs is None and chk.ok is None and not chk.has_target
+    chk = equipartition_check(t_frames, 4.0, MIN_TEMPERATURE_K)
+    assert chk.has_target and chk.implied_dt_fs == pytest.approx(4.0 * np.sqrt(300.0 / MIN_TEMPERATURE_K))
 
 
 def test_tebeg_zero_cli_is_one_line(short_md, tmp_path):
