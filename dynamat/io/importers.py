@@ -261,7 +261,7 @@ def _xdatcar_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
             if len(steps) == 2 and meta.dt_fs is None and "POTIM" in par:
                 meta.dt_fs = par["POTIM"] * (steps[1] - steps[0])
                 meta.dt_from = f"INCAR POTIM × {steps[1] - steps[0]} configurations per frame"
-            if len(steps) == 1:
+            if len(steps) == 1 and par:  # an INCAR beside it
                 _vasp_temperature(meta, par, "INCAR (TEBEG)", None)
             yield {"positions": block @ cell, "cell": cell.copy(), "md_step": step}
 

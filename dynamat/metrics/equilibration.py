@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_ATOMS", "MIN_REFERENCE_PS", "ORDER_FRACTION", "REACHED_FRACTION", "WINDOW_PS",
+__all__ = ["MAX_FRAME_ATOMS", "MIN_ATOMS", "MIN_REFERENCE_PS", "ORDER_FRACTION", "REACHED_FRACTION", "WINDOW_PS",
            "disorder_per_frame", "unequilibrated_start"]
 
 #: time read from the start, ps (its second half is the reference for "equilibrated")
 WINDOW_PS = 4.0
-#: frames read at most, whatever the interval (bounded memory)
-MAX_FRAMES = 4000
+#: frames × atoms read at most (24 MB of positions): a longer window is read at a stride of frames
+MAX_FRAME_ATOMS = 1_000_000
 #: no verdict on a shorter reference (second half of the window), ps
 MIN_REFERENCE_PS = 1.0
 #: no verdict under this many atoms (too few terms for d_t to be steady)
@@ -67,15 +67,18 @@ def unequilibrated_start(positions, cells, pbc, dt_fs: float) -> int | None:
     """The index of the first equilibrated frame (0: the start is fine), or None (no verdict: under
     MIN_ATOMS atoms or MIN_REFERENCE_PS of reference frames).
 
-    ``positions`` (M, N, 3) Å may be an h5py dataset: only the window is read. ``dt_fs``: time
-    between frames, fs."""
+    ``positions`` (M, N, 3) Å may be an h5py dataset: only the window is read, at a stride of frames
+    when it holds more than MAX_FRAME_ATOMS frame-atoms (the first equilibrated frame is then a
+    multiple of the stride). ``dt_fs``: time between frames, fs."""
     m_all, n_atoms = int(positions.shape[0]), int(positions.shape[1])
-    m = min(m_all, MAX_FRAMES, int(WINDOW_PS * 1000.0 / dt_fs) + 1)
-    if n_atoms < MIN_ATOMS or (m - m // 2) * dt_fs < MIN_REFERENCE_PS * 1000.0:
+    span = min(m_all, int(WINDOW_PS * 1000.0 / dt_fs) + 1)  # frames in the window
+    stride = max(1, -(-span * n_atoms // MAX_FRAME_ATOMS))
+    m = len(range(0, span, stride))
+    if n_atoms < MIN_ATOMS or m < 4 or (m - m // 2) * stride * dt_fs < MIN_REFERENCE_PS * 1000.0:
         return None
-    cells = cells[:m] if np.ndim(cells) == 3 else cells
-    d = disorder_per_frame(positions[:m], cells, pbc)
+    cells = cells[0:span:stride] if np.ndim(cells) == 3 else cells
+    d = disorder_per_frame(positions[0:span:stride], cells, pbc)
     d_eq = float(np.median(d[m // 2 :]))
     if not (d_eq > 0 and d[0] < ORDER_FRACTION * d_eq):
         return 0
-    return int(np.argmax(d >= REACHED_FRACTION * d_eq))
+    return int(np.argmax(d >= REACHED_FRACTION * d_eq)) * stride

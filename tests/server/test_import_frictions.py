@@ -271,3 +271,17 @@ def test_equilibrated_start_gives_no_warning(long_md, tmp_path):
         import_reference([src], tmp_path / "g.h5", dt_fs=20.0, temperature_K=T_K, start_frame=1, drop_ps=0.1)
     with pytest.raises(DynamatError, match="holds no frames after the first 100"):
         import_reference([src], tmp_path / "g.h5", dt_fs=20.0, temperature_K=T_K, start_frame=100)
+
+
+def test_a_long_window_is_read_at_a_stride_and_still_finds_the_start(long_md, monkeypatch):
+    """Bounded memory: past MAX_FRAME_ATOMS the window is read every k-th frame; the cut it names is
+    then the first equilibrated multiple of k, never earlier than the true one."""
+    from dynamat.metrics import equilibration
+
+    frames = _ideal_start(long_md)
+    pos, cells = np.array([a.positions for a in frames]), np.array([a.cell.array for a in frames])
+    assert equilibration.unequilibrated_start(pos, cells, [True] * 3, 20.0) == 1
+    monkeypatch.setattr(equilibration, "MAX_FRAME_ATOMS", 32 * 25)  # 100 frames → every 4th
+    assert equilibration.unequilibrated_start(pos, cells, [True] * 3, 20.0) == 4
+    assert equilibration.unequilibrated_start(pos[1:], cells[1:], [True] * 3, 20.0) == 0
+    assert equilibration.unequilibrated_start(pos[:40], cells[:40], [True] * 3, 20.0) is None  # 0.4 ps reference
