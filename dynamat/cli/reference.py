@@ -42,12 +42,18 @@ def _isolated(text: str | None) -> dict | None:
               help="Keep a frame interval the equipartition check refuses; replace an existing system.")
 @click.option("--isolated-energies", default=None,
               help="Isolated-atom energies in eV for Eq. 1's referencing: Cu=-0.25,Au=-0.1, a JSON object or a JSON file.")
-def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_energies):
+@click.option("--start-frame", type=click.IntRange(0), default=0,
+              help="Drop the frames before this one (an unequilibrated start; counted over all SOURCEs from 0).")
+@click.option("--drop-ps", type=click.FloatRange(0), default=None,
+              help="Drop the first T ps of frames (an unequilibrated start); needs the frame interval.")
+def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_energies, start_frame, drop_ps):
     """Import SOURCE... (extxyz, a folder holding traj.extxyz or such folders, vasprun.xml, OUTCAR,
     XDATCAR, an i-PI run folder, a LAMMPS dump, an ASE .traj) into OUT in the DynaMat v1.0 schema.
 
     Several SOURCEs are one system's consecutive segments. The frame interval is checked by
-    equipartition on finite-difference velocities; an interval it contradicts is refused."""
+    equipartition on finite-difference velocities; an interval it contradicts is refused. A start far
+    more ordered than the rest (the ideal lattice) is named in a warning with the --start-frame or
+    --drop-ps that drops it; a NaN energy, force or position is refused."""
     from dynamat.io.importers import import_reference
 
     def progress(system: str, n: int) -> None:
@@ -55,7 +61,8 @@ def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_ene
             click.echo(f"  {system}: {n} frames", err=True)
 
     results = import_reference(sources, out, name=name, dt_fs=dt_fs, temperature_K=temperature_K, force=force,
-                               isolated_energies=_isolated(isolated_energies), progress=progress)
+                               isolated_energies=_isolated(isolated_energies), progress=progress,
+                               start_frame=start_frame, drop_ps=drop_ps)
     for r in results:
         have = [k for k in ("energy", "forces", "stress") if r.labels[k]]
         lab = " ".join(have) if have else "none"
@@ -70,3 +77,5 @@ def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_ene
             click.echo(f"  warning: kept {r.dt_fs:g} fs against the equipartition check (--force)", err=True)
         for note in r.notes:
             click.echo(f"  note: {note}", err=True)
+        for line in r.warnings:
+            click.echo(f"dynamat: warning: {line}", err=True)

@@ -1,11 +1,12 @@
 """A user's own ab-initio MD → a reference file in the DynaMat v1.0 schema, streamed through ASE's readers.
 
-Formats (detected from the path):
+Formats (detected from the path, else from the first 4 KB: VASP outputs are often renamed):
 
 * extxyz (``*.extxyz``, ``*.xyz``), and Matbench-discovery's raw layout: a folder per system holding
   ``traj.extxyz`` (one folder, or a folder of such folders: one system each, named after the folder);
 * VASP: ``vasprun.xml``, ``OUTCAR`` (every ionic step; frame interval = POTIM, temperature = TEBEG
-  from the file), ``XDATCAR`` (positions and cells only; streamed by our own reader, checked against
+  from the file, else from an ``INCAR`` beside it; a TEBEG under 1 K is none, and the import asks for
+  ``--temperature``), ``XDATCAR`` (positions and cells only; streamed by our own reader, checked against
   ASE's; interval = POTIM from an ``INCAR`` beside it times the configuration-number step);
 * i-PI outputs: a run folder (``*.pos_0.extxyz`` + properties ``*.out``): positions, cells, potential
   energy and configurational stress (minus ``virial_md``), interval from the ``time`` column,
@@ -47,7 +48,12 @@ from dynamat.catalogue import temperature_from_name
 from dynamat.errors import DynamatError
 from dynamat.io.extxyz import frame_fields, iread_extxyz
 from dynamat.io.reference_h5 import ReferenceGroupWriter
-from dynamat.metrics.frame_interval import EquipartitionCheck, check_frame_interval  # the one check
+from dynamat.metrics.equilibration import unequilibrated_start
+from dynamat.metrics.frame_interval import (  # the one check
+    MIN_TEMPERATURE_K,
+    EquipartitionCheck,
+    check_frame_interval,
+)
 
 __all__ = [
     "EquipartitionCheck",
@@ -72,6 +78,7 @@ class _Meta:
     dt_from: str = ""
     temperature_K: float | None = None
     t_from: str = ""
+    t_missing: str = ""  # why the files give no temperature (TEBEG = 0 in a vasprun): for the error
     notes: list[str] = field(default_factory=list)  # what a reader dropped (an incomplete last frame)
 
 
@@ -99,10 +106,40 @@ def detect_format(path: str | Path) -> str:
         return "traj"
     if name.endswith((".lammpstrj", ".dump")) or name.startswith("dump"):
         return "lammps-dump-text"
+    sniffed = _sniff_vasp(p)  # VASP outputs are often renamed (Ti_vasprun.xml, OUTCAR.1, run3.xml)
+    if sniffed:
+        return sniffed
     raise DynamatError(
-        f"cannot tell the format of {p.name}: use .extxyz/.xyz, vasprun.xml, OUTCAR, XDATCAR, "
-        "an i-PI run folder, a LAMMPS dump (.lammpstrj, .dump) or an ASE .traj"
+        f"cannot tell the format of {p.name}: use .extxyz/.xyz, vasprun.xml, OUTCAR, XDATCAR (by name or "
+        "content), an i-PI run folder, a LAMMPS dump (.lammpstrj, .dump) or an ASE .traj"
     )
+
+
+def _sniff_vasp(p: Path, n_bytes: int = 4096) -> str | None:
+    """vasp-xml | vasp-out | vasp-xdatcar from the first ``n_bytes`` of ``p``, else None.
+
+    A vasprun.xml opens with ``<modeling>`` and a ``<generator>`` naming the program ``vasp``; an
+    OUTCAR's first line is the version (`` vasp.6.3.0 ...``); an XDATCAR is a POSCAR-like header
+    (comment, scale, three cell rows, symbols, counts) followed by ``Direct configuration=``."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(n_bytes).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    if "<modeling>" in head and re.search(r'<i name="program"[^>]*>\s*vasp', head):
+        return "vasp-xml"
+    if re.match(r"\s*vasp\.\d", head):
+        return "vasp-out"
+    lines = head.splitlines()
+    if len(lines) >= 8 and "configuration=" in lines[7].replace(" ", ""):
+        try:
+            float(lines[1])
+            [float(x) for row in lines[2:5] for x in row.split()]
+            [int(c) for c in lines[6].split()]
+        except ValueError:
+            return None
+        return "vasp-xdatcar"
+    return None
 
 
 def _ase_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
@@ -139,21 +176,24 @@ def _header_from_atoms(atoms, meta: _Meta) -> None:
 
 
 def _scan_vasp_params(path: Path, names=("POTIM", "TEBEG", "NBLOCK"), max_lines: int = 20000) -> dict:
-    """POTIM/TEBEG/NBLOCK from the head of a vasprun.xml, OUTCAR or INCAR (first value wins)."""
+    """POTIM/TEBEG/NBLOCK from the head of a vasprun.xml, OUTCAR or INCAR (first value wins).
+
+    INCAR syntax: tags in any case, ``!`` and ``#`` start a comment (an INCAR, or an OUTCAR's echo of
+    it, may hold a commented-out ``!TEBEG = 0`` above the run's own TEBEG)."""
     found: dict[str, float] = {}
     xml = re.compile(r'<i name="(\w+)"[^>]*>\s*([-+0-9.eE]+)')
-    txt = re.compile(r"\b(" + "|".join(names) + r")\s*=\s*([-+0-9.eE]+)")
+    txt = re.compile(r"\b(" + "|".join(names) + r")\s*=\s*([-+0-9.eE]+)", re.IGNORECASE)
     with open(path, errors="replace") as fh:
         for i, line in enumerate(fh):
             if i > max_lines or "<calculation>" in line:
                 break
-            for rx in (xml, txt):
-                for k, v in rx.findall(line):
-                    if k in names and k not in found:
-                        try:
-                            found[k] = float(v.rstrip(";"))
-                        except ValueError:
-                            pass
+            for k, v in xml.findall(line) + txt.findall(re.split(r"[!#]", line, maxsplit=1)[0]):
+                k = k.upper()
+                if k in names and k not in found:
+                    try:
+                        found[k] = float(v.rstrip(";"))
+                    except ValueError:
+                        pass
             if len(found) == len(names):
                 break
     return found
@@ -164,9 +204,26 @@ def _vasp_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
     what = "vasprun.xml" if fmt == "vasp-xml" else "OUTCAR"
     if "POTIM" in par and par["POTIM"] > 0:  # both files hold every ionic step
         meta.dt_fs, meta.dt_from = par["POTIM"], f"{what} (POTIM, every ionic step stored)"
-    if "TEBEG" in par and par["TEBEG"] > 0:
-        meta.temperature_K, meta.t_from = par["TEBEG"], f"{what} (TEBEG)"
+    _vasp_temperature(meta, par, f"{path.name} (TEBEG)", path.parent / "INCAR")
     yield from _ase_frames(path, fmt, meta)
+
+
+def _vasp_temperature(meta: _Meta, par: dict, where: str, incar: Path | None) -> None:
+    """TEBEG (K) of the file, else of the ``INCAR`` beside it; a TEBEG under MIN_TEMPERATURE_K (VASP
+    writes 0.0001 for a relaxation) or none at all is no temperature, and ``meta.t_missing`` says so."""
+    if meta.temperature_K is not None:
+        return
+    tebeg = par.get("TEBEG")
+    if (tebeg is None or tebeg < MIN_TEMPERATURE_K) and incar is not None and incar.is_file():
+        beside = _scan_vasp_params(incar).get("TEBEG")
+        if beside is not None and beside >= MIN_TEMPERATURE_K:
+            tebeg, where = beside, "INCAR beside it (TEBEG)"
+    if tebeg is not None and tebeg >= MIN_TEMPERATURE_K:
+        meta.temperature_K, meta.t_from = tebeg, where
+    else:
+        name = where.split(" (", 1)[0]
+        meta.t_missing = (f"{name} has no TEBEG" if tebeg is None
+                          else f"{name} sets TEBEG = {tebeg:g} K, which is no MD temperature")
 
 
 def _xdatcar_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
@@ -204,8 +261,8 @@ def _xdatcar_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
             if len(steps) == 2 and meta.dt_fs is None and "POTIM" in par:
                 meta.dt_fs = par["POTIM"] * (steps[1] - steps[0])
                 meta.dt_from = f"INCAR POTIM × {steps[1] - steps[0]} configurations per frame"
-            if meta.temperature_K is None and "TEBEG" in par:
-                meta.temperature_K, meta.t_from = par["TEBEG"], "INCAR (TEBEG)"
+            if len(steps) == 1 and par:  # an INCAR beside it
+                _vasp_temperature(meta, par, "INCAR (TEBEG)", None)
             yield {"positions": block @ cell, "cell": cell.copy(), "md_step": step}
 
 
@@ -291,6 +348,8 @@ class ImportedSystem:
     check: EquipartitionCheck | None
     forced: bool = False
     notes: list[str] = field(default_factory=list)
+    first_frame: int = 0  # frames of the sources dropped before the first one kept (--start-frame, --drop-ps)
+    warnings: list[str] = field(default_factory=list)  # kept, but probably not what the user wants
 
     @property
     def label_free(self) -> bool:
@@ -341,6 +400,8 @@ def import_reference(
     force: bool = False,
     isolated_energies: dict | None = None,
     progress: Callable[[str, int], None] | None = None,
+    start_frame: int = 0,
+    drop_ps: float | None = None,
 ) -> list[ImportedSystem]:
     """Imports ab-initio MD into ``out_h5`` (created, or a group added) in the DynaMat v1.0 schema.
 
@@ -351,15 +412,24 @@ def import_reference(
     ``force``: keep an interval the equipartition check refuses, and replace an existing group.
     ``isolated_energies``: {element symbol or Z: eV}, stored as the group attribute
     ``isolated_atom_energies_eV`` (JSON, by symbol) for Eq. 1's isolated-atom referencing.
-    ``progress(name, frames_written)`` is called every 512 frames.
+    ``progress(name, frames_written)`` is called every 512 frames. ``start_frame`` (a frame index of
+    the concatenated sources) or ``drop_ps`` (ps from the first frame) drop an unequilibrated start;
+    one is detected (:func:`dynamat.metrics.equilibration.unequilibrated_start`) and named in
+    ``warnings`` with the ``--start-frame``/``--drop-ps`` that removes it. A frame with a NaN or
+    infinite position, cell, energy, force or stress is refused (one line: file, frame, field).
     """
     from ase.data import chemical_symbols
 
     out_h5 = Path(out_h5)
     if dt_fs is not None and not (np.isfinite(dt_fs) and dt_fs > 0):
         raise DynamatError(f"--dt-fs must be a positive number of fs, got {dt_fs}")
-    if temperature_K is not None and not (np.isfinite(temperature_K) and temperature_K > 0):
-        raise DynamatError(f"--temperature must be a positive number of K, got {temperature_K}")
+    if temperature_K is not None and not (np.isfinite(temperature_K) and temperature_K >= MIN_TEMPERATURE_K):
+        raise DynamatError(f"--temperature must be a number of K, at least {MIN_TEMPERATURE_K:g}, got {temperature_K}")
+    if start_frame and drop_ps is not None:
+        raise DynamatError("give --start-frame or --drop-ps, not both")
+    if start_frame < 0 or (drop_ps is not None and not (np.isfinite(drop_ps) and drop_ps >= 0)):
+        raise DynamatError(f"--start-frame and --drop-ps drop frames from the start: got {start_frame}, {drop_ps}")
+    drop = (int(start_frame), drop_ps)
     results = []
     for sys_name, paths in _system_groups(sources, name):
         if out_h5.exists() and not force:
@@ -369,7 +439,7 @@ def import_reference(
         tmp = out_h5.with_name(f".{out_h5.name}.{sys_name}.{os.getpid()}.tmp")
         try:
             res = _import_one(sys_name, paths, tmp, dt_fs, temperature_K, force, isolated_energies, progress,
-                              chemical_symbols)
+                              chemical_symbols, drop)
             with h5py.File(tmp, "r") as src, h5py.File(out_h5, "a") as dst:
                 if sys_name in dst:
                     del dst[sys_name]
@@ -381,12 +451,13 @@ def import_reference(
     return results
 
 
-def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, chemical_symbols) -> ImportedSystem:
+def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, chemical_symbols,
+                drop=(0, None)) -> ImportedSystem:
     """One system: stream its frames into ``tmp``, settle and check the frame interval and temperature,
     then write the group's attributes."""
     meta = _Meta()
     with h5py.File(tmp, "w") as f:
-        writer, formats, first_steps = _stream_frames(f, sys_name, paths, meta, progress)
+        writer, formats, first_steps, dropped = _stream_frames(f, sys_name, paths, meta, progress, dt_arg, drop)
         g = f[sys_name]
         notes = list(meta.notes)
         dt, dt_src = _frame_interval(dt_arg, meta, notes)
@@ -398,6 +469,7 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
                 f"(equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs)"
             )
         check = _checked_interval(sys_name, g, meta, dt, dt_src, temp, force, notes)
+        warnings = _start_warnings(sys_name, g, meta, dt, dropped)
         attrs = {
             "source_files": json.dumps([str(p) for p in paths]),
             "source_formats": json.dumps(formats),
@@ -406,6 +478,8 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
         }
         if check is not None:
             attrs["equipartition_temperature_K"] = check.temperature_K
+        if dropped:
+            attrs["source_first_frame"] = dropped
         if isolated:
             attrs["isolated_atom_energies_eV"] = json.dumps(_isolated_by_symbol(isolated, meta.numbers,
                                                                                 chemical_symbols))
@@ -417,17 +491,37 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
         name=sys_name, out="", sources=[str(p) for p in paths], formats=formats, n_frames=n,
         n_atoms=len(meta.numbers), dt_fs=dt, dt_source=dt_src, temperature_K=temp, temperature_source=t_src,
         labels=labels, check=check, forced=bool(check is not None and not check.ok and force), notes=notes,
+        first_frame=dropped, warnings=warnings,
     )
 
 
-def _stream_frames(f, sys_name, paths, meta: _Meta, progress):
-    """Every frame of ``paths`` into a new group of ``f``: (writer, formats, the first md_steps); the
-    first frames' ``time_fs`` give ``meta`` an interval where nothing else did."""
+def _start_warnings(sys_name, g, meta: _Meta, dt: float, dropped: int) -> list[str]:
+    """A warning naming the --start-frame / --drop-ps that removes an unequilibrated start, if any."""
+    k = unequilibrated_start(g["positions"], g["cell"], meta.pbc, dt)
+    if not k:
+        return []
+    first = dropped + k
+    return [f"{sys_name}: frames {dropped}-{first - 1} of the source are far more ordered than the rest (an "
+            f"unequilibrated start, e.g. the ideal lattice: spikes in the reference g(r)); frame {first} is the "
+            f"first equilibrated one: import again with --start-frame {first} or --drop-ps {first * dt / 1000:.6g}"]
+
+
+def _stream_frames(f, sys_name, paths, meta: _Meta, progress, dt_arg=None, drop=(0, None)):
+    """Every frame of ``paths`` from the first kept one (``drop``: start frame, or ps) into a new group
+    of ``f``: (writer, formats, the first md_steps, frames dropped); the first frames' ``time_fs`` give
+    ``meta`` an interval where nothing else did."""
     formats, steps_seen, times = [], [], []
-    writer = None
+    writer = skip = None
+    seen = 0
     for path in paths:
         formats.append(detect_format(path))
-        for fr in iter_frames(path, meta):
+        for i, fr in enumerate(iter_frames(path, meta)):
+            if skip is None:  # the reader has read its header: the files' interval is known if they say it
+                skip = _frames_to_drop(drop, dt_arg if dt_arg is not None else meta.dt_fs)
+            seen += 1
+            if seen <= skip:
+                continue
+            _refuse_non_finite(path, i, fr)
             if writer is None:
                 writer = ReferenceGroupWriter(f.create_group(sys_name), meta.numbers, meta.pbc)
             elif len(fr["positions"]) != writer.n_atoms:
@@ -440,13 +534,35 @@ def _stream_frames(f, sys_name, paths, meta: _Meta, progress):
             if progress and writer.n_frames % 512 == 0:
                 progress(sys_name, writer.n_frames)
     if writer is None:
-        raise DynamatError(f"{', '.join(map(str, paths))} holds no frames")
+        after = f" after the first {skip} (--start-frame/--drop-ps)" if skip else ""
+        raise DynamatError(f"{', '.join(map(str, paths))} holds no frames{after}")
     writer._flush()
     if progress:
         progress(sys_name, writer.n_frames)
     if meta.dt_fs is None and len(times) >= 2:
         meta.dt_fs, meta.dt_from = times[1] - times[0], "file metadata (time_fs)"
-    return writer, formats, steps_seen
+    return writer, formats, steps_seen, skip
+
+
+def _frames_to_drop(drop, dt_fs: float | None) -> int:
+    """Frames before the first kept one: ``drop`` = (start frame, ps or None)."""
+    start_frame, drop_ps = drop
+    if drop_ps is None:
+        return start_frame
+    if dt_fs is None:
+        raise DynamatError("--drop-ps needs the time between frames, which the source does not say: "
+                           "give --dt-fs, or --start-frame instead")
+    return int(np.ceil(drop_ps * 1000.0 / dt_fs - 1e-6))
+
+
+def _refuse_non_finite(path: Path, i: int, fr: dict) -> None:
+    """A NaN or infinite number (a failed SCF step, a crashed writer) is refused, never stored: it
+    would poison every error average of a reference silently."""
+    for key in ("positions", "cell", "energy", "forces", "stress"):
+        v = fr.get(key)
+        if v is not None and not np.all(np.isfinite(v)):
+            raise DynamatError(f"{path}: frame {i} has a non-finite {key} (NaN or inf); cut that frame out "
+                               "of the file, or start the import after it (--start-frame)")
 
 
 def _frame_interval(dt_arg, meta: _Meta, notes: list[str]) -> tuple[float | None, str]:
@@ -464,10 +580,14 @@ def _temperature(sys_name: str, t_arg, meta: _Meta) -> tuple[float, str]:
     if t_arg is not None:
         return float(t_arg), "argument (--temperature)"
     if meta.temperature_K is not None:
+        if not meta.temperature_K >= MIN_TEMPERATURE_K:  # never an interval "suggested" against ~0 K
+            raise DynamatError(f"{sys_name}: {meta.t_from} says {meta.temperature_K:g} K, which is no MD "
+                               "temperature; give --temperature K (the run's temperature)")
         return meta.temperature_K, meta.t_from
     temp = temperature_from_name(sys_name)
     if temp is None:
-        raise DynamatError(f"{sys_name}: the source does not say its temperature; give --temperature K")
+        why = meta.t_missing or "the source does not say its temperature"
+        raise DynamatError(f"{sys_name}: {why}; give --temperature K (the run's temperature)")
     return temp, "the name"
 
 
@@ -477,6 +597,8 @@ def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes) 
         notes.append("fewer than 4 frames: frame interval not checked")
         return None
     check = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, dt, temp)
+    if not check.has_target:  # _temperature lets none through: never suggest an interval against ~0 K
+        raise DynamatError(f"{sys_name}: {temp:g} K is no MD temperature; give --temperature K")
     if not check.ok and not force:
         coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
                   if check.coarse_fraction > 0.2 else "")

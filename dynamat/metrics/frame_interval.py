@@ -25,6 +25,7 @@ __all__ = [
     "CHECK_WINDOW",
     "DT_TOLERANCE",
     "FD_FILTER_FLOOR",
+    "MIN_TEMPERATURE_K",
     "EquipartitionCheck",
     "check_frame_interval",
     "equipartition_check",
@@ -45,6 +46,10 @@ DT_TOLERANCE = 0.15
 #: bounds that and is continuous in h, so a small change of dt cannot switch a mode between restored
 #: and not. (Scoring used to restore fully above h = 0.1 and not at all below: a jump at 0.1.)
 FD_FILTER_FLOOR = 0.25
+#: A target below this is no MD temperature (VASP writes TEBEG = 0.0001 for a relaxation): against it
+#: any motion implies an absurd interval (0.0001 K made 0.5 fs frames "look 910 fs apart"), so the
+#: check has no target then and suggests no interval; the temperature is what is missing.
+MIN_TEMPERATURE_K = 1.0
 #: frames of the window the import check uses (mid-trajectory, as Matbench-discovery's converter does)
 CHECK_WINDOW = 2000
 
@@ -59,7 +64,7 @@ class EquipartitionCheck:
     fd_correction: float  # ≥ 1: undoes the sinc² filter of central differences (1 for stored velocities)
     temperature_K: float  # raw_K × fd_correction
     stderr_K: float  # block-average standard error of temperature_K
-    implied_dt_fs: float | None  # the interval at which temperature_K would equal target_K
+    implied_dt_fs: float | None  # the interval at which temperature_K would equal target_K (None: no target)
     tolerance: float  # allowed max(implied/dt, dt/implied) − 1
     frames_used: int
     coarse_fraction: float = 0.0  # kinetic energy where the filter is below 1/2 (too coarse to trust)
@@ -68,6 +73,11 @@ class EquipartitionCheck:
     def ratio(self) -> float | None:
         """T_kin / T_target (None without a target)."""
         return self.temperature_K / self.target_K if self.target_K else None
+
+    @property
+    def has_target(self) -> bool:
+        """A target temperature to check against (none, or one under MIN_TEMPERATURE_K, is none)."""
+        return self.implied_dt_fs is not None
 
     @property
     def ok(self) -> bool | None:
@@ -114,7 +124,7 @@ def equipartition_check(t_frames, dt_fs: float, target_K: float | None, correcti
     blocks = np.array([b.mean() for b in np.array_split(t_frames, nb)]) * correction
     stderr = float(blocks.std(ddof=1) / np.sqrt(nb))
     implied = None
-    if target_K:
+    if target_K is not None and target_K >= MIN_TEMPERATURE_K:
         implied = float(dt_fs * np.sqrt(temp / target_K)) if temp > 0 else float("inf")
     tol = max(DT_TOLERANCE, 3.0 * 0.5 * stderr / temp if temp > 0 else DT_TOLERANCE)
     return EquipartitionCheck(float(dt_fs), None if target_K is None else float(target_K), raw,
