@@ -114,9 +114,9 @@ class RunFolder:
     def own_files(self) -> list[Path]:
         """What a run writes into its folder (dynamat, i-PI under our prefix, the driver): the only files a
         start again in place removes; anything else there (a user's notes) is left alone."""
-        patterns = (RUN_JSON, f"{RUN_JSON}.tmp", INPUT_XML, INIT_XYZ, ATTEMPT_XML, SOCKET_JSON, IPI_LOG, "driver*.log",
+        patterns = (RUN_JSON, f".{RUN_JSON}.*.tmp", INPUT_XML, INIT_XYZ, ATTEMPT_XML, SOCKET_JSON, IPI_LOG, "driver*.log",
                     "driver_timing*.json", "relax_template.xyz", "relax_driver.log", "relax.log",
-                    ISOLATED_ATOM_ENERGIES_JSON, RESTART, LAST_GOOD, f"{LAST_GOOD}.tmp", f"{self.prefix}.*",
+                    ISOLATED_ATOM_ENERGIES_JSON, RESTART, LAST_GOOD, f".{LAST_GOOD}.*.tmp", f"{self.prefix}.*",
                     f"#{RESTART}#*#", f"#{self.prefix}.*#*#")
         return [p for pattern in patterns for p in self.path.glob(pattern) if p.is_file() and not p.is_symlink()]
 

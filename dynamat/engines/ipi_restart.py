@@ -14,6 +14,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from dynamat.files import write_bytes_atomic
 from dynamat.layout import LAST_GOOD  # our atomic copy of the newest complete restart point i-PI wrote
 
 _STEP = re.compile(rb"Step:\s*(\d+)")
@@ -58,7 +59,7 @@ class LastGoodKeeper:
                 continue  # being written: looked at again on the next poll
             self.seen[name] = sig
             if self.best is None or step >= self.best:
-                _write_atomic(self.run_dir / LAST_GOOD, data)
+                write_bytes_atomic(self.run_dir / LAST_GOOD, data, fsync=True)
                 self.best = step
 
 
@@ -72,15 +73,6 @@ def _step_of(data: bytes) -> int | None:
         return int(node.text.strip())  # type: ignore[union-attr]
     except (AttributeError, TypeError, ValueError):
         return None
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
 
 
 def trim_outputs(run_dir: Path, prefix: str, step: int) -> list[str]:
