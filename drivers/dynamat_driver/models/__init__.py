@@ -165,15 +165,22 @@ def load_model(
     options: Mapping[str, str] | None = None,
     dispersion: str | None = None,
     dispersion_functional: str | None = None,
+    facts: Mapping[str, object] | None = None,
 ) -> Model:
     """Loads a registered model. Errors (missing package, weights, bad options, unsupported
     dtype or device) are raised as one-line DriverError messages. ``MODULE:CALLABLE`` loads a
     user's ASE calculator or Model (:mod:`.custom`). ``dispersion="d3-bj"`` adds a D3(BJ)
-    correction for ``dispersion_functional`` (default pbe) to either (:mod:`.dispersion`)."""
+    correction for ``dispersion_functional`` (default pbe) to either (:mod:`.dispersion`). ``facts``
+    (``--label``, ``--tier``, ``--n-params``, ``--training-set``: a models file's table) describe a
+    ``MODULE:CALLABLE`` model in the timing file, whence run.json and reports."""
+    from .custom import check_facts
     from .dispersion import check_dispersion, with_dispersion
 
     check_dispersion(dispersion, dispersion_functional)  # before a model load that can take minutes
+    described = check_facts(get_model_info(name), facts)
     model = _load_model(name, device=device, dtype=dtype, model_path=model_path, options=options)
+    if described:
+        model.described = described
     return with_dispersion(model, dispersion, dispersion_functional)
 
 

@@ -24,6 +24,9 @@ class Model:
     skips_stress = False
     #: atomic numbers the model covers; None = all
     covered_numbers: frozenset[int] | None = None
+    #: facts a user gives a model of their own (a models file's label, tier, n_params,
+    #: training_set), shown by :meth:`describe` over the loaded model's
+    described: dict = {}
 
     def __init__(self, info: ModelInfo, device: str = "cpu", dtype: str | None = None):
         self.info = info
@@ -74,6 +77,7 @@ class Model:
             "n_params": self.n_params,
             "batched": self.can_batch,
             "weights": self.weights,
+            **self.described,
         }
 
 
