@@ -235,10 +235,10 @@ def serve(
 def main(**opts):
     """Serve a machine-learning interatomic potential to i-PI (socket client)."""
     if opts["list_models_flag"]:
-        from .models import list_models, model_info_dict, registry_table
+        from .models import listing, registry_table
 
         if opts["as_json"]:
-            click.echo(json.dumps([model_info_dict(m.name) for m in list_models()], indent=1))
+            click.echo(json.dumps(listing(), indent=1))
         else:
             click.echo(registry_table())
         return

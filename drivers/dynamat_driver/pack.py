@@ -44,9 +44,7 @@ from .protocol import DEFAULT_SERVER_TIMEOUT_S, ClientSession, SessionStats, con
 def shares_calls(model) -> bool:
     """Whether structures of different simulations may share one call of this model: it batches,
     and its result depends on the structure alone (no reference structure kept by ``prepare``)."""
-    from .models.base import Model
-
-    return bool(getattr(model, "can_batch", False)) and type(model).prepare is Model.prepare
+    return bool(getattr(model, "can_batch", False)) and not getattr(model, "keeps_reference", True)
 
 
 @dataclass

@@ -37,6 +37,12 @@ class Model:
         self.version_packages: tuple[str, ...] = ()
         self.weights: str | None = None  # where the weights were loaded from
 
+    @property
+    def keeps_reference(self) -> bool:
+        """Whether results depend on a reference structure that :meth:`prepare` keeps: then the
+        structures of different simulations never share a model call (packed runs)."""
+        return type(self).prepare is not Model.prepare
+
     # hooks -------------------------------------------------------------------------------
     def check_species(self, numbers: Sequence[int]) -> None:
         """Raises DriverError naming the elements the model does not cover."""

@@ -249,12 +249,12 @@ class CustomCalculatorModel(CalculatorModel):
 
 
 class CheckedModel(Model):
-    """A user's :class:`Model`, its results checked like a calculator's."""
+    """A user's :class:`Model` (or a plugin family's), its results checked like a calculator's."""
 
-    def __init__(self, inner: Model, spec: str, options: dict):
+    def __init__(self, inner: Model, spec: str, options: dict, is_spec: bool = True):
         self.__dict__.update(info=inner.info, name=spec, device=inner.device, dtype=inner.dtype,
                              n_params=inner.n_params, version_packages=inner.version_packages, weights=inner.weights)
-        self.inner, self.options = inner, options
+        self.inner, self.options, self.is_spec = inner, options, is_spec  # is_spec: named MODULE:CALLABLE
         self.can_batch, self.skips_stress = inner.can_batch, inner.skips_stress
         self.covered_numbers = inner.covered_numbers
 
@@ -263,6 +263,10 @@ class CheckedModel(Model):
 
     def prepare(self, atoms) -> None:
         self.inner.prepare(atoms)
+
+    @property
+    def keeps_reference(self) -> bool:
+        return self.inner.keeps_reference
 
     def _guard(self, call, *args, **kw):
         try:
@@ -288,7 +292,9 @@ class CheckedModel(Model):
 
     def describe(self) -> dict:
         d = self.inner.describe()
-        d.update(model=self.name, spec=self.name, options=self.options, **self.described)
+        d.update(model=self.name, options=self.options, **self.described)
+        if self.is_spec:
+            d["spec"] = self.name
         return d
 
 
