@@ -132,3 +132,16 @@ def test_report_tables_and_pareto_figure_name_and_label_it(campaign_out):
     assert "my-lj: LJ (fitted)" in texts and "emt: ASE EMT" in texts
     legend = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
     assert "Tier 5" in legend and "test potential" in legend
+
+
+def test_inputs_prints_the_tables_driver_command(tmp_path):
+    import shlex
+
+    (tmp_path / "m.toml").write_text(MODELS + 'driver_cmd = "/envs/lj/bin/dynamat-driver"\n')
+    res = dynamat_cmd("inputs", "--system", SYSTEM, "--out", str(tmp_path / "in"), "--steps", "10",
+                      "--model", "my-lj", "--models-file", str(tmp_path / "m.toml"))
+    assert res.returncode == 0, res.stderr
+    driver = shlex.split(res.stdout.strip().splitlines()[-1].rsplit(" & ", 1)[-1])
+    assert driver[:9] == ["/envs/lj/bin/dynamat-driver", "--model", "ase.calculators.lj:LennardJones",
+                          "-o", "sigma=2.3", "-o", "epsilon=0.4", "-o", "rc=6.0"]
+    assert "--label=LJ (fitted)" in driver and "--tier=5" in driver and "--n-params=2" in driver
