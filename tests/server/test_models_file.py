@@ -104,6 +104,12 @@ def test_models_file_model_runs_in_a_campaign_beside_emt(campaign_out):
     # the options reached the calculator: i-PI's step-0 potential is ASE's LJ with them on init.xyz
     atoms = read(run_dir / "init.xyz")
     atoms.calc = LennardJones(**LJ)
+    # what a SLURM array task reads: the job list names the driver's spec and passes options and facts
+    from dynamat.campaign.jobs import read_job
+
+    manifest = next((campaign_out / "_campaign").glob("jobs-*.tsv"))
+    job = next(j for j in (read_job(manifest, i) for i in range(2)) if j.model == "my-lj")
+    assert job.driver_model == "ase.calculators.lj:LennardJones" and "--label=LJ (fitted)" in job.driver_args
     e0 = {m: _step0_potential_eV(campaign_out / m / SYSTEM) for m in ("my-lj", "emt")}
     assert e0["my-lj"] == pytest.approx(atoms.get_potential_energy(), rel=1e-7)
     assert abs(e0["my-lj"] - e0["emt"]) > 1.0  # the same start, another potential
@@ -145,3 +151,18 @@ def test_inputs_prints_the_tables_driver_command(tmp_path):
     assert driver[:9] == ["/envs/lj/bin/dynamat-driver", "--model", "ase.calculators.lj:LennardJones",
                           "-o", "sigma=2.3", "-o", "epsilon=0.4", "-o", "rc=6.0"]
     assert "--label=LJ (fitted)" in driver and "--tier=5" in driver and "--n-params=2" in driver
+
+
+def test_singlepoint_by_table_name_equals_the_spec_with_its_options(tmp_path):
+    (tmp_path / "m.toml").write_text(MODELS)
+    out = {}
+    for name, args in (("table", ["--model", "my-lj", "--models-file", str(tmp_path / "m.toml")]),
+                       ("spec", ["--model", "ase.calculators.lj:LennardJones", "--model-option", "sigma=2.3",
+                                 "--model-option", "epsilon=0.4", "--model-option", "rc=6.0"])):
+        res = dynamat_cmd("singlepoint", *args, "--system", SYSTEM, "--max-frames", "3",
+                          "--energy-reference", "fluctuation", "--json", str(tmp_path / f"{name}.json"))
+        assert res.returncode == 0, res.stderr
+        out[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    for key in ("energy_rmse_eV_per_atom", "force_rmse_eV_per_A"):
+        assert out["table"][key] == out["spec"][key], key
+    assert (out["table"]["model"], out["table"]["model_label"], out["table"]["tier"]) == ("my-lj", "LJ (fitted)", 5)
