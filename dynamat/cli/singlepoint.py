@@ -46,5 +46,5 @@ def singlepoint(model, model_options, models_file, system, reference, every, max
         e = served.entry
         res.update(model_label=e.label or e.name, tier=e.tier, n_params=e.n_params, calculator=e.calculator)
         if e.dispersion:
-            res["dispersion"] = e.dispersion if "(" in e.dispersion else f"{e.dispersion}(pbe)"
+            res["dispersion"] = e.dispersion.lower() if "(" in e.dispersion else f"{e.dispersion}(pbe)"
     emit(res, json_out)
