@@ -21,6 +21,7 @@ demo: venv
 setup-test: venv
 	$(PIP) "$(TORCH)"
 	$(PIP) -e ".[test]"
+	$(PIP) --no-deps -e examples/dynamat-example-plugin  # a plugin model family the tests serve
 
 # Debian packages some tests need (headless Chromium for the report page, SLURM for campaigns);
 # root only, skipped otherwise.

@@ -4,8 +4,10 @@ The server wing never imports a model package. It runs the driver command of an 
 (default: this environment's ``dynamat-driver``; or ``--driver-cmd`` of a model's own
 environment, e.g. ``.venvs/mace/bin/dynamat-driver``) with ``--list --json`` as a subprocess, and
 turns the answer into rows: name, paper tier, family, parameter count, package (pip extra),
-installed (in that environment) and weights (reachable without a download: in the wheel, in a
-cache at PATH, a download needed, or a local path given).
+installed (in that environment), weights (reachable without a download: in the wheel, in a
+cache at PATH, a download needed, or a local path given) and source (dynamat-driver, or the
+plugin package and version that registers the family; a plugin that cannot be used is a row
+that says why).
 
 Register the command with ``cli.add_command(models_command, "models")``.
 """
@@ -82,9 +84,20 @@ def model_rows(driver_cmd: str | Sequence[str] | None = None, timeout: float = 1
                 "weights_path": w.get("path"),
                 "weights_source": w.get("source") or d.get("weights_source"),
                 "make_env": d.get("make_env") or "",
+                "source": _source(d.get("source")),
+                "plugin": bool((d.get("source") or {}).get("plugin")),
             }
         )
     return rows
+
+
+def _source(src) -> str:
+    """Where a model comes from: ``dynamat-driver 0.1.0``, or ``plugin PKG VERSION`` (a package that
+    registers a family under the entry-point group ``dynamat.models``)."""
+    if not isinstance(src, dict):
+        return "dynamat-driver"
+    text = f"{src.get('package') or '?'} {src.get('version') or ''}".strip()
+    return f"plugin {text}" if src.get("plugin") else text
 
 
 def _tier(t) -> str:
@@ -92,7 +105,7 @@ def _tier(t) -> str:
 
 
 def format_rows(rows: list[dict[str, Any]], paths: bool = False) -> str:
-    head = ["name", "tier", "family", "params", "package", "installed", "weights"]
+    head = ["name", "tier", "family", "params", "package", "installed", "weights", "source"]
     table = [head]
     for r in rows:
         w = WEIGHTS_TEXT.get(r["weights"], r["weights"])
@@ -101,7 +114,7 @@ def format_rows(rows: list[dict[str, Any]], paths: bool = False) -> str:
         table.append([
             r["name"], _tier(r["tier"]), r["family"] or "-",
             f"{r['n_params']:,}" if r.get("n_params") else "-",
-            r["package"] or "-", "yes" if r["installed"] else "no", w,
+            r["package"] or "-", "yes" if r["installed"] else "no", w, r.get("source") or "-",
         ])
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in table)

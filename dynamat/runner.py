@@ -63,6 +63,13 @@ class RunOptions:
     engine: str = "ipi"  # a key of dynamat.engines.ENGINES
     warmup_steps: int | None = None  # steps left out of the timing [default: max(stride, steps/10)]
     pack: object | None = None  # a dynamat.engines.pack.PackDriver: share its driver instead of starting one
+    #: what the driver's --model gets when it is not the model's name: a models file's MODULE:CALLABLE
+    #: (dynamat.models_file; its options and facts are in driver_args)
+    driver_model: str | None = None
+
+    def served(self, model: str) -> str:
+        """The driver's ``--model`` for the run of ``model``."""
+        return self.driver_model or model
 
 
 @dataclass
@@ -418,7 +425,7 @@ def _fresh_inputs(model, initial: ase.Atoms, settings: MDSettings, run_dir: Path
         if progress:
             progress(0, settings.steps)
         initial, record.relaxation = relax_cell(
-            model, initial, run_dir, processes.driver_command(opts.driver_cmd) + list(opts.driver_args),
+            opts.served(model), initial, run_dir, processes.driver_command(opts.driver_cmd) + list(opts.driver_args),
             fmax=p.relax_fmax_eV_per_A, max_steps=p.relax_max_steps, timeout_s=opts.stall_timeout_s,
         )
     xml = write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
@@ -436,7 +443,7 @@ def _attempts(model, run_dir: Path, resume_from: Path | None, settings: MDSettin
     engine = ENGINES[opts.engine]
     while True:
         try:
-            engine(model, run_dir, resume_from, settings, opts, samples, progress, lock.fd, initial=initial)
+            engine(opts.served(model), run_dir, resume_from, settings, opts, samples, progress, lock.fd, initial=initial)
             return
         except Interrupted as exc:
             restarts += 1
@@ -555,7 +562,7 @@ def _store_isolated_atom_energies(model, run_dir: Path, atoms: ase.Atoms, opts, 
     data = {"model": model, "box_A": 20.0, "energies_eV": known}
     if known is None:
         try:
-            e = isolated_atom_energies(model, sorted(set(atoms.numbers.tolist())), driver_cmd=opts.driver_cmd,
+            e = isolated_atom_energies(opts.served(model), sorted(set(atoms.numbers.tolist())), driver_cmd=opts.driver_cmd,
                                        driver_args=tuple(opts.driver_args))
             data["energies_eV"] = {ase.Atoms(numbers=[z]).get_chemical_symbols()[0]: v for z, v in e.items()}
         except DynamatError as exc:
@@ -580,7 +587,7 @@ def run_packed(model: str, systems: list[str], reference, out: Path, opts: RunOp
         raise DynamatError("packed runs need the i-PI engine")
     for name in systems:
         RunFolder.of(out, model, name)  # every name checked before anything runs
-    pack = PackDriver(model, Path(out) / f"pack-{model_folder(model)}.log", driver_cmd=opts.driver_cmd,
+    pack = PackDriver(opts.served(model), Path(out) / f"pack-{model_folder(model)}.log", driver_cmd=opts.driver_cmd,
                       driver_args=opts.driver_args, threads=opts.driver_threads, wait_ms=wait_ms)
 
     def one(name: str):

@@ -88,12 +88,12 @@ def _check_serve_options(model_name: str, device: str, dtype: str | None, stress
 
 
 def _load(model_name: str, *, device: str, dtype: str | None, model_path: str | None, options: dict,
-          threads: int | None, verbose: bool, dispersion: dict | None = None):
+          threads: int | None, verbose: bool, load_kw: dict | None = None):
     from .models import load_model
 
     t0 = time.perf_counter()
     model = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options,
-                       **(dispersion or {}))
+                       **(load_kw or {}))
     if threads and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
     if verbose:
@@ -132,10 +132,10 @@ def serve(
     first_step: int = 0,
     beads: int = 1,
     server_timeout: float | None = None,
-    dispersion: dict | None = None,
+    load_kw: dict | None = None,
 ) -> None:
     """One i-PI connection served by one loaded model, until EXIT or the server closes.
-    ``dispersion``: ``load_model``'s dispersion keywords (``--dispersion``)."""
+    ``load_kw``: ``load_model``'s keywords for ``--dispersion`` and the facts ``--label`` etc."""
     from .evaluator import Evaluator, read_template, resolve_system
     from .models import set_verbose
     from .protocol import DEFAULT_SERVER_TIMEOUT_S, SessionStats, connect, run_client, stderr_log
@@ -146,7 +146,7 @@ def serve(
     template_atoms = read_template(template, "--template") if template else None
     set_verbose(verbose)
     model = _load(model_name, device=device, dtype=dtype, model_path=model_path, options=options, threads=threads,
-                  verbose=verbose, dispersion=dispersion)
+                  verbose=verbose, load_kw=load_kw)
     if template_atoms is not None:
         model.check_species(template_atoms.numbers)  # species known now: refuse uncovered elements before connecting
     timing.update(model=model, address=str(address), status="connecting")
@@ -220,6 +220,11 @@ def serve(
               "stress, e.g. for PBE+D3 references (see dynamat_driver.models.dispersion).")
 @click.option("--dispersion-functional", default=None, metavar="NAME",
               help="With --dispersion: the functional whose D3(BJ) parameters are used. Default: pbe.")
+@click.option("--label", default=None, metavar="TEXT",
+              help="A MODULE:CALLABLE model's name in reports (a models file's label); default: the spec.")
+@click.option("--tier", default=None, metavar="T", help="A MODULE:CALLABLE model's tier in reports (an integer or a word).")
+@click.option("--n-params", type=click.IntRange(0), default=None, help="A MODULE:CALLABLE model's parameter count.")
+@click.option("--training-set", default=None, metavar="TEXT", help="A MODULE:CALLABLE model's training set, recorded.")
 @click.option("--list", "list_models_flag", is_flag=True, help="List the registered models and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --list: print the registry as JSON.")
 @click.option("--verbose", "-v", is_flag=True, help="Log the session to stderr; tracebacks on unexpected errors.")
@@ -230,14 +235,22 @@ def serve(
 def main(**opts):
     """Serve a machine-learning interatomic potential to i-PI (socket client)."""
     if opts["list_models_flag"]:
-        from .models import list_models, model_info_dict, registry_table
+        from .models import listing, registry_table
 
         if opts["as_json"]:
-            click.echo(json.dumps([model_info_dict(m.name) for m in list_models()], indent=1))
+            click.echo(json.dumps(listing(), indent=1))
         else:
             click.echo(registry_table())
         return
     sys.exit(_run_reporting(opts))
+
+
+def _facts(o: dict) -> dict:
+    """``--label/--tier/--n-params/--training-set``: a tier of digits is a number, as the registry's."""
+    tier = o["tier"]
+    if tier is not None and tier.strip().isdigit():
+        tier = int(tier)
+    return {"label": o["label"], "tier": tier, "n_params": o["n_params"], "training_set": o["training_set"]}
 
 
 def _run(o: dict, timing: TimingWriter) -> None:
@@ -246,13 +259,13 @@ def _run(o: dict, timing: TimingWriter) -> None:
     if o["server_timeout"] is not None and not o["server_timeout"] > 0:
         raise DriverError(f"--server-timeout must be > 0 seconds, got {o['server_timeout']:g}")
     options = _parse_options(o["option_pairs"])
-    dispersion = dict(dispersion=o["dispersion"], dispersion_functional=o["dispersion_functional"])
+    load_kw = dict(dispersion=o["dispersion"], dispersion_functional=o["dispersion_functional"], facts=_facts(o))
     if o["pack_dir"] is None:
         serve(o["model_name"], unix=o["unix"], inet=o["inet"], template=o["template"], model_path=o["model_path"],
               device=o["device"], dtype=o["dtype"], options=options, timing=timing,
               connect_timeout=o["connect_timeout"], batched=not o["no_batch"], threads=o["threads"],
               verbose=o["verbose"], stress_stride=o["stress_stride"], first_step=o["first_step"], beads=o["beads"],
-              server_timeout=o["server_timeout"], dispersion=dispersion)
+              server_timeout=o["server_timeout"], load_kw=load_kw)
         return
     if o["unix"] or o["inet"] or o["template"] or o["stress_stride"] is not None:
         raise DriverError("--pack-dir takes sockets, templates and stress strides from its session requests; "
@@ -262,7 +275,7 @@ def _run(o: dict, timing: TimingWriter) -> None:
     summary = serve_pack(o["model_name"], o["pack_dir"], device=o["device"], dtype=o["dtype"],
                          model_path=o["model_path"], options=options, threads=o["threads"],
                          batched=not o["no_batch"], wait_ms=o["pack_wait_ms"], idle_exit_s=o["pack_idle_exit"],
-                         verbose=o["verbose"], info=_info, dispersion=dispersion)
+                         verbose=o["verbose"], info=_info, load_kw=load_kw)
     timing.update(status="finished", pack=summary)
     _info(f"pack done: {summary['sessions_served']} session(s), {summary['model_calls']} model calls, "
           f"{summary['structures_evaluated']} structures")

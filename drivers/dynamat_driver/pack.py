@@ -44,9 +44,7 @@ from .protocol import DEFAULT_SERVER_TIMEOUT_S, ClientSession, SessionStats, con
 def shares_calls(model) -> bool:
     """Whether structures of different simulations may share one call of this model: it batches,
     and its result depends on the structure alone (no reference structure kept by ``prepare``)."""
-    from .models.base import Model
-
-    return bool(getattr(model, "can_batch", False)) and type(model).prepare is Model.prepare
+    return bool(getattr(model, "can_batch", False)) and not getattr(model, "keeps_reference", True)
 
 
 @dataclass
@@ -354,9 +352,9 @@ def write_status(pack_dir: Path, status: str, **extra) -> None:
 
 def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None, model_path: str | None,
                options: dict, threads: int | None, batched: bool, wait_ms: float, idle_exit_s: float,
-               verbose: bool, info, dispersion: dict | None = None) -> dict:
+               verbose: bool, info, load_kw: dict | None = None) -> dict:
     """Serves every session requested in ``pack_dir`` with one loaded model; returns the summary.
-    ``dispersion``: ``load_model``'s dispersion keywords (``--dispersion``)."""
+    ``load_kw``: ``load_model``'s keywords for ``--dispersion`` and the facts ``--label`` etc."""
     import sys
 
     from .models import get_model_info, load_model, set_verbose
@@ -371,7 +369,7 @@ def serve_pack(model_name: str, pack_dir: str, *, device: str, dtype: str | None
 
     def load():
         m = load_model(model_name, device=device, dtype=dtype, model_path=model_path, options=options,
-                       **(dispersion or {}))
+                       **(load_kw or {}))
         if threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(int(threads))
         return m

@@ -31,7 +31,7 @@ from dynamat.layout import CampaignTree, RunFolder
 
 FINAL_RUN_STATUSES = ("completed", "exploded")  # results: never re-run by a campaign
 JOB_COLUMNS = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries",
-               "socket", "driver_cmd", "driver_args", "task")
+               "socket", "driver_cmd", "driver_args", "driver_model", "task")
 
 
 @dataclass
@@ -49,6 +49,8 @@ class Job:
     socket: str = "unix"  # unix | inet (driver over TCP through dynamat.campaign.bridge)
     driver_cmd: str | None = None
     driver_args: tuple[str, ...] = ()
+    #: the driver's --model when it is not ``model``: a models file's MODULE:CALLABLE (dynamat.models_file)
+    driver_model: str | None = None
     #: the task (array index) that runs this pair: its own index, or a pack's number when K pairs of
     #: one model share one task and one driver (``dynamat campaign --pack K``)
     task: int = -1
@@ -75,7 +77,7 @@ def write_job_list(path: Path, jobs: list[Job]) -> Path:
             raise ValueError("job indices must be 0..n-1 in order")
         vals = [str(j.index), j.model, j.system, j.reference, j.out, "" if j.steps is None else str(j.steps),
                 str(j.seed), str(j.max_retries), j.socket, j.driver_cmd or "", shlex.join(j.driver_args),
-                str(j.index if j.task < 0 else j.task)]
+                j.driver_model or "", str(j.index if j.task < 0 else j.task)]
         for v in vals:
             if "\t" in v or "\n" in v:
                 raise DynamatError(f"a tab or newline in {v!r} cannot go into the job list")
@@ -100,7 +102,8 @@ def read_job(path: Path, index: int) -> Job:
     return Job(index=index, model=v["model"], system=v["system"], reference=v["reference"], out=v["out"],
                steps=int(v["steps"]) if v["steps"] else None, seed=int(v["seed"]),
                max_retries=int(v["max_retries"]), socket=v["socket"], driver_cmd=v["driver_cmd"] or None,
-               driver_args=tuple(shlex.split(v["driver_args"])), task=int(v["task"]))
+               driver_args=tuple(shlex.split(v["driver_args"])), driver_model=v["driver_model"] or None,
+               task=int(v["task"]))
 
 
 def read_task(path: Path, task: int) -> list[Job]:
@@ -124,7 +127,7 @@ def assign_tasks(jobs: list[Job], pack: int) -> int:
         return len(jobs)
     groups: dict[tuple, list[Job]] = {}
     for j in jobs:
-        groups.setdefault((j.model, j.driver_cmd, j.driver_args), []).append(j)
+        groups.setdefault((j.model, j.driver_cmd, j.driver_args, j.driver_model), []).append(j)
     n = 0
     for members in groups.values():
         for start in range(0, len(members), pack):
@@ -379,7 +382,8 @@ def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: 
     # never --overwrite: the runner starts a folder with no restart point again in place, and refuses
     # (keeping every file) when a restart file is damaged
     opts = RunOptions(steps=job.steps, seed=job.seed, overwrite=False,
-                      driver_cmd=inputs.driver_cmd, driver_args=job.driver_args, pack=inputs.pack)
+                      driver_cmd=inputs.driver_cmd, driver_args=job.driver_args, pack=inputs.pack,
+                      driver_model=job.driver_model)
     t_md = time.time()
     state.attempts.append({"action": action, "start": t_md})
     state.times.setdefault("md_start", t_md)
@@ -462,7 +466,7 @@ def _pack_main(jobs: list[Job], log: Callable[[str], None]) -> int:
     if first.socket != "unix":
         raise DynamatError("packed campaign tasks use unix sockets (i-PI and the shared driver on one node)")
     log_path = CampaignTree(first.out).pack_log(first.model, first.task)
-    pack = PackDriver(first.model, log_path, driver_cmd=first.driver_cmd, driver_args=first.driver_args)
+    pack = PackDriver(first.driver_model or first.model, log_path, driver_cmd=first.driver_cmd, driver_args=first.driver_args)
     log(f"pack of {len(jobs)} pairs, one {first.model} driver (log {log_path})")
     try:
         states = dict(zip([j.label for j in jobs], run_all(pack, jobs, lambda job: run_task(job, log, pack=pack))))

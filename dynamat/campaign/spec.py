@@ -60,6 +60,7 @@ class CampaignSpec:
     max_retries: int = 2
     driver_env: Mapping[str, str] = field(default_factory=dict)  # model -> its driver command
     driver_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # model -> extra driver arguments
+    driver_model: Mapping[str, str] = field(default_factory=dict)  # model -> the driver's --model (a models file's)
     socket_mode: str = "unix"  # unix | inet
     partition: str | None = None  # slurm only, like the five below
     gpus_per_task: int | None = None
@@ -99,22 +100,42 @@ class CampaignSpec:
         object.__setattr__(self, "reference", Path(self.reference or default_reference()).resolve())
         object.__setattr__(self, "driver_env", MappingProxyType(dict(self.driver_env)))
         object.__setattr__(self, "driver_args", MappingProxyType({m: tuple(a) for m, a in self.driver_args.items()}))
+        object.__setattr__(self, "driver_model", MappingProxyType(dict(self.driver_model)))
         object.__setattr__(self, "sbatch_args", tuple(self.sbatch_args))
 
     @classmethod
     def from_options(cls, models: str, systems: str, driver_env: tuple[str, ...] = (),
-                     driver_args: tuple[str, ...] = (), **options) -> CampaignSpec:
-        """From the command line's text: comma-separated names and ``MODEL=VALUE`` items."""
+                     driver_args: tuple[str, ...] = (), models_file: Path | None = None,
+                     dispersion: tuple[str, ...] = (), **options) -> CampaignSpec:
+        """From the command line's text: comma-separated names and ``MODEL=VALUE`` items.
+        ``models_file``: a user's models (:mod:`dynamat.models_file`); ``dispersion``: driver
+        arguments every model gets (``--dispersion``), except one whose table names its own."""
+        from dynamat.models_file import read_models_file
+
         model_list = split_names(models, "model")
         system_list = split_names(systems, "system")
         env = per_model(driver_env, model_list, "--driver-env")
+        entries = read_models_file(models_file) if models_file else {}
         args = {}
         for m, text in per_model(driver_args, model_list, "--driver-args").items():
             try:
                 args[m] = tuple(shlex.split(text))
             except ValueError as exc:  # an unbalanced quote
                 raise DynamatError(f"--driver-args for {m}: {exc} in {text!r}") from None
-        return cls(models=tuple(model_list), systems=tuple(system_list), driver_env=env, driver_args=args, **options)
+        served = {}
+        for m in model_list:
+            e = entries.get(m)
+            if e is not None and e.dispersion and dispersion:
+                raise DynamatError(f"model {m!r} has dispersion = {e.dispersion!r} in {models_file}; drop --dispersion")
+            if e is not None:
+                served[m] = e.calculator
+                if e.driver_cmd and m not in env:
+                    env[m] = e.driver_cmd
+            extra = (e.driver_args() if e else ()) + tuple(dispersion)
+            if extra:
+                args[m] = extra + args.get(m, ())
+        return cls(models=tuple(model_list), systems=tuple(system_list), driver_env=env, driver_args=args,
+                   driver_model=served, **options)
 
     def slurm_only_options(self) -> list[str]:
         """The options given that only ``--executor slurm`` uses (empty for slurm)."""
@@ -128,4 +149,5 @@ class CampaignSpec:
         """The job of one pair (index and task are numbered once the job list is complete)."""
         return Job(index=0, model=model, system=system, reference=str(self.reference), out=str(self.out),
                    steps=steps, seed=self.seed, max_retries=self.max_retries, socket=self.socket_mode,
-                   driver_cmd=self.driver_env.get(model), driver_args=self.driver_args.get(model, ()))
+                   driver_cmd=self.driver_env.get(model), driver_args=self.driver_args.get(model, ()),
+                   driver_model=self.driver_model.get(model))

@@ -9,12 +9,14 @@ from pathlib import Path
 import click
 
 from dynamat.campaign.jobs import task_main
-from dynamat.cli.common import seed_option
+from dynamat.cli.common import dispersion_args, dispersion_options, models_file_option, seed_option, with_options
 from dynamat.campaign.run import run_campaign
 from dynamat.campaign.spec import CampaignSpec
 
 @click.command("campaign")
-@click.option("--models", required=True, help="Comma-separated model names, as dynamat-driver knows them.")
+@click.option("--models", required=True, help="Comma-separated model names, as dynamat-driver knows them or as "
+              "--models-file names them.")
+@models_file_option
 @click.option("--systems", required=True, help="Comma-separated system names.")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="DynaMat v1.0 reference HDF5 [default: the bundled demo file].")
@@ -49,13 +51,16 @@ from dynamat.campaign.spec import CampaignSpec
               help="Run up to K pairs of one model as one task whose i-PI runs share one driver process (one model "
               "load, structures batched into shared model calls where the model can; unix sockets).")
 @click.option("--no-report", is_flag=True, help="Do not write <out>/report/ at the end.")
+@with_options(dispersion_options)
 @click.option("--poll-s", type=float, default=None, hidden=True)
-def campaign_command(models, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
+def campaign_command(models, models_file, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
                      driver_args, socket_mode, partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args,
-                     template, inet_nodes, no_wait, pack, no_report, poll_s):
+                     template, inet_nodes, no_wait, pack, no_report, dispersion, dispersion_functional,
+                     poll_s):
     """Run and score every (model, system) pair, locally or as a SLURM job array, then report."""
     spec = CampaignSpec.from_options(
-        models, systems, driver_env=driver_env, driver_args=driver_args, out=out, reference=reference,
+        models, systems, driver_env=driver_env, driver_args=driver_args, models_file=models_file,
+        dispersion=dispersion_args(dispersion, dispersion_functional), out=out, reference=reference,
         executor=executor, jobs=jobs, steps=steps, time_ps=time_ps, seed=seed, max_retries=max_retries,
         socket_mode=socket_mode, partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
         time_limit=time_limit, sbatch_args=sbatch_args, template=template, inet_nodes=inet_nodes,

@@ -132,3 +132,22 @@ def dispersion_args(dispersion: str | None, functional: str | None) -> tuple[str
     if not name_ok:
         raise DynamatError(f"--dispersion-functional wants a functional's name like pbe or r2scan, got {functional!r}")
     return (f"--dispersion={dispersion}",) + (() if functional is None else (f"--dispersion-functional={functional}",))
+
+
+#: ``--models-file models.toml``: a user's models by name, one table each (dynamat.models_file)
+models_file_option = click.option(
+    "--models-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help="TOML file with one [name] table per model of your own (calculator = \"MODULE:CALLABLE\", options, label, "
+         "tier, n_params, dispersion, driver_cmd, training_set); its names then work as --model.")
+
+
+def served_model(model: str, models_file: Path | None, driver_cmd: str | None, dispersion: str | None = None):
+    """How ``model`` is served (:class:`dynamat.models_file.Served`): a models file's table, else the name
+    itself. A table's own dispersion and ``--dispersion`` together are refused (one would silently win)."""
+    from dynamat.models_file import read_models_file, serve
+
+    served = serve(model, read_models_file(models_file) if models_file else None, driver_cmd)
+    if served.entry is not None and served.entry.dispersion and dispersion:
+        raise DynamatError(f"model {model!r} has dispersion = {served.entry.dispersion!r} in {models_file}; "
+                           "drop --dispersion")
+    return served

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, model_option, model_option_args, protocol_options,
-                                protocol_overrides, reference_option, seed_option, system_option, with_options)
+from dynamat.cli.common import (dispersion_args, dispersion_options, model_option, model_option_args,
+                                models_file_option, protocol_options, protocol_overrides, reference_option,
+                                seed_option, served_model, system_option, with_options)
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
 from dynamat.layout import RunFolder
@@ -31,19 +32,24 @@ from dynamat.runner import steps_for
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
 @click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True, help="Path-integral beads; 1 is classical MD.")
 @with_options(protocol_options)
-@click.option("--model", default=None, help="Model for the printed driver command: a name or MODULE:CALLABLE.")
+@click.option("--model", default=None, help="Model for the printed driver command: a name, MODULE:CALLABLE or a "
+              "--models-file name.")
 @model_option
+@models_file_option
 @with_options(dispersion_options)
 def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_size, nbeads,
            protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, model, model_options,
-           dispersion, dispersion_functional):
+           models_file, dispersion, dispersion_functional):
     """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
     overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
     if model:
         model_folder(model)  # a name or MODULE:CALLABLE, checked before anything is written
-    model_args = [model or "MODEL"]
-    for arg in model_option_args(model_options):
-        model_args += ["-o", arg.removeprefix("--option=")]
+    elif models_file:
+        raise DynamatError("--models-file names models for --model: add --model NAME")
+    served = served_model(model, models_file, None, dispersion) if model else None
+    model_args = [served.driver_model if served else "MODEL"]
+    for arg in (served.driver_args if served else ()) + model_option_args(model_options):
+        model_args += ["-o", arg.removeprefix("--option=")] if arg.startswith("--option=") else [arg]
     model_args += dispersion_args(dispersion, dispersion_functional)
     reference, sys_entry, _ = load_system(reference, system, **overrides)
     if sys_entry.protocol.relax:
@@ -68,4 +74,5 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
                f"tau {p.tau_fs} fs, frame every {p.stride} steps, {sys_entry.temperature_K} K")
     where = f"--inet {shlex.quote(inet)}" if inet else f"--unix {shlex.quote(unix_name)}"
     # ';' not '&&': with '&&' the cd happens only in the backgrounded subshell and the driver starts elsewhere
-    click.echo(f"run it:  cd {shlex.quote(str(out))}; i-pi input.xml & dynamat-driver --model {shlex.join(model_args)} {where}")
+    driver = shlex.quote(served.driver_cmd) if served and served.driver_cmd else "dynamat-driver"
+    click.echo(f"run it:  cd {shlex.quote(str(out))}; i-pi input.xml & {driver} --model {shlex.join(model_args)} {where}")

@@ -8,16 +8,17 @@ from pathlib import Path
 import click
 
 from dynamat.cli.common import (dispersion_args, dispersion_options, driver_options, model_option, model_option_args,
-                                progress_printer, protocol_options, protocol_overrides, reference_option, seed_option,
-                                system_option, with_options)
+                                models_file_option, progress_printer, protocol_options, protocol_overrides,
+                                reference_option, seed_option, served_model, system_option, with_options)
 from dynamat.errors import DynamatError
 from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 
 
 @click.command()
 @click.option("--model", required=True, help="Model name as dynamat-driver knows it (see `dynamat models`), or "
-              "MODULE:CALLABLE returning an ASE calculator (run folder: MODULE@CALLABLE).")
+              "MODULE:CALLABLE returning an ASE calculator (run folder: MODULE@CALLABLE), or a --models-file name.")
 @model_option
+@models_file_option
 @system_option
 @reference_option
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=None, help="MD steps [default: the protocol's full length, 20 ps].")
@@ -41,16 +42,18 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
               help="With --pack: how long the driver waits for the other runs' positions before a model call [5].")
 @with_options(driver_options)
 @with_options(dispersion_options)
-def run(model, model_options, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode,
+def run(model, model_options, models_file, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode,
         host, protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, engine, pack, pack_wait_ms,
         driver_cmd, driver_args, dispersion, dispersion_functional):
     """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
 
     An unfinished run in the same folder is resumed from i-PI's RESTART or checkpoint; a rerun with
     a larger --steps continues it."""
-    opts = RunOptions(steps=steps, seed=seed, overwrite=overwrite, driver_cmd=driver_cmd,
-                      driver_args=tuple(driver_args) + model_option_args(model_options)
-                      + dispersion_args(dispersion, dispersion_functional), batch_size=batch_size,
+    served = served_model(model, models_file, driver_cmd, dispersion)
+    opts = RunOptions(steps=steps, seed=seed, overwrite=overwrite, driver_cmd=served.driver_cmd,
+                      driver_model=served.driver_model, driver_args=tuple(driver_args) + served.driver_args
+                      + model_option_args(model_options) + dispersion_args(dispersion, dispersion_functional),
+                      batch_size=batch_size,
                       socket_mode=socket_mode, host=host, engine=engine, nbeads=nbeads)
     overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
     names = [x.strip() for x in system.split(",") if x.strip()]

@@ -2,6 +2,8 @@
 
 ``engine(model, run_dir, resume_from, settings, opts, samples, progress, lock_fd, *, initial)``
 
+(``model`` is what the driver's ``--model`` gets: ``RunOptions.served``.)
+
 - ``ipi``: i-PI as socket server (:mod:`dynamat.engines.ipi`), any thermostat and bead count,
   resumable from RESTART; inputs from :mod:`dynamat.engines.ipi_input`.
 - ``ase``: ASE's Nosé–Hoover chain as socket server (:mod:`dynamat.engines.ase_nhc`), the paper's

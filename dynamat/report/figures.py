@@ -111,6 +111,14 @@ def _name(row: dict[str, Any]) -> str:
     return f"{row['model']} †{n}" if n else row["model"]
 
 
+def _named(row: dict[str, Any]) -> str:
+    """:func:`_name` with the model's label when it says more than the name, e.g. "my-lj: LJ (fitted)"."""
+    label = row.get("model_label")
+    if not label or label.lower().replace("-", " ") == str(row["model"]).lower().replace("-", " "):
+        return _name(row)
+    return f"{_name(row)}: {label}"
+
+
 def _failure_note(model_rows: Sequence[dict[str, Any]]) -> str:
     n = sum(int(r.get("n_failed") or 0) for r in model_rows)
     return (f"† {n} run(s) failed or exploded: excluded from the values shown (see tables)."
@@ -494,7 +502,7 @@ def fig_pareto(model_rows: Sequence[dict[str, Any]], error_key: str = "E_RPV_pct
             span = (yhi - ylo) or max(abs(yhi), 1.0)
             ax.set_ylim(ylo - 0.08 * span, yhi + 0.12 * span)
             idx = np.flatnonzero(ok)
-            _place_labels(fig, ax, c[idx], e[idx], [_name(rows[k]) for k in idx],
+            _place_labels(fig, ax, c[idx], e[idx], [_named(rows[k]) for k in idx],
                           [bool(front[k]) for k in idx])
         else:
             ax.text(0.5, 0.5, "no models with both cost and error", transform=ax.transAxes,

@@ -198,6 +198,7 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         "model": str(raw.get("model") or path.parent.parent.name) + ("+D3" if raw.get("dispersion") else ""),
         "system": str(raw.get("system") or path.parent.name),
         "system_class": raw.get("system_class") or "unknown",
+        "model_label": _label(raw.get("model_label")),
         "tier": _tier(raw.get("tier")),
         "n_params": _int(raw.get("n_params")),
         "status": str(raw.get("status") or "unknown"),
@@ -218,6 +219,11 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _label(value: Any) -> str | None:
+    """A model's label (registry or models file, e.g. "CHGNet 0.3.0"), one line of text, or None."""
+    return " ".join(value.split())[:120] or None if isinstance(value, str) else None
+
+
 def _tier(value: Any) -> int | str | None:
     """A paper tier 1-4; the registry's ``"test"`` for analytic test potentials (EMT, LJ); else None."""
     if isinstance(value, str) and value.strip().lower() == "test":
@@ -287,11 +293,11 @@ def system_table(results: Results) -> Table:
     """One row per (model, system), in model order."""
     order = {m: i for i, m in enumerate(results.models)}
     rows = sorted(results.rows, key=lambda r: (order[r["model"]], r["system_class"], r["system"]))
-    cols = ["model", "system", "system_class", "tier", "n_params", "status"]
+    cols = ["model", "system", "system_class", "tier", "n_params", "status", "model_label"]
     for k in METRIC_KEYS:
         cols += [k, f"{k}_unc", f"{k}_floor"]
     out = [{c: r.get(c) for c in cols} for r in rows]
-    disp = ["model", "system", "system_class", "tier", "status", *METRIC_KEYS]
+    disp = ["model", "model_label", "system", "system_class", "tier", "status", *METRIC_KEYS]
     return Table("per_model_system", "Per model and system", cols, out,
                  notes=list(results.notes), display=disp)
 
@@ -304,6 +310,7 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
         done = [r for r in mrows if r["status"] == "completed"]
         row: dict[str, Any] = {
             "model": model,
+            "model_label": next((r["model_label"] for r in mrows if r.get("model_label")), None),
             "tier": mrows[0]["tier"],
             "n_params": mrows[0]["n_params"],
             "n_systems": len(mrows),
@@ -333,7 +340,7 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
             ext = external.get(model) or {}
             row.update((k, ext.get(k)) for k in EXTERNAL_METRICS)
         rows_out.append(row)
-    cols = ["model", "tier", "n_params", "n_systems", "n_completed", "n_failed", "failed_runs"]
+    cols = ["model", "tier", "n_params", "n_systems", "n_completed", "n_failed", "failed_runs", "model_label"]
     for k in METRIC_KEYS:
         cols += [k, f"{k}_unc", f"{k}_floor", f"{k}_n"]
         if k in COMPOSITE_KEYS:
@@ -342,7 +349,7 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
         cols += [f"mb_{key}", f"mb_{key}_n"]
     if external is not None:
         cols += list(EXTERNAL_METRICS)
-    disp = ["model", "tier", "n_params", "n_completed", "n_failed", *METRIC_KEYS]
+    disp = ["model", "model_label", "tier", "n_params", "n_completed", "n_failed", *METRIC_KEYS]
     if external is not None:
         disp += list(EXTERNAL_METRICS)
     notes = [
@@ -409,17 +416,18 @@ def by_class_table(results: Results) -> Table:
             if not mrows:
                 continue
             done = [r for r in mrows if r["status"] == "completed"]
-            row: dict[str, Any] = {"system_class": cls, "model": model, "tier": mrows[0]["tier"],
+            row: dict[str, Any] = {"system_class": cls, "model": model, "model_label": mrows[0]["model_label"],
+                                   "tier": mrows[0]["tier"], "n_params": mrows[0]["n_params"],
                                    "n_systems": len(mrows), "n_failed": len(mrows) - len(done)}
             for key in METRIC_KEYS:
                 row.update(mean_over_systems(done, key))
             out.append(row)
-    cols = ["system_class", "model", "tier", "n_systems", "n_failed"]
+    cols = ["system_class", "model", "tier", "n_systems", "n_failed", "model_label", "n_params"]
     for k in METRIC_KEYS:
         cols += [k, f"{k}_unc", f"{k}_floor", f"{k}_n"]
     return Table("per_class_model", "Per material class and model (means over the class's systems)",
                  cols, out, notes=["Per-system E_RPV/L_RPV values averaged within the class."],
-                 display=["system_class", "model", "tier", "n_failed", *METRIC_KEYS])
+                 display=["system_class", "model", "model_label", "tier", "n_failed", *METRIC_KEYS])
 
 
 def class_tier_table(by_class: Table) -> Table:
@@ -487,7 +495,7 @@ def display_cell(row: dict[str, Any], col: str) -> str:
     return text
 
 
-EXTRA_HEADERS = {key: header for key, (_, header) in EXTERNAL_METRICS.items()}
+EXTRA_HEADERS = {"model_label": "label", **{key: header for key, (_, header) in EXTERNAL_METRICS.items()}}
 
 
 def header_label(col: str) -> str:

@@ -180,6 +180,19 @@ def test_a_returned_models_results_are_checked(user_modules):
         sys.modules.pop("dm_user_models", None)
 
 
+def test_facts_describe_a_users_model_only():
+    """--label/--tier/--n-params (a models file's table) show in describe(); a registered model keeps its own."""
+    from dynamat_driver.models import load_model
+
+    m = load_model("ase.calculators.emt:EMT", facts={"label": "Mine", "tier": 5, "n_params": 7, "training_set": "x"})
+    d = m.describe()
+    assert (d["human_name"], d["tier"], d["n_params"], d["training_set"]) == ("Mine", 5, 7, "x")
+    with pytest.raises(DriverError, match="'emt' is registered with its own"):
+        load_model("emt", facts={"label": "Mine"})
+    with pytest.raises(DriverError, match="--n-params must be a non-negative integer"):
+        load_model("ase.calculators.emt:EMT", facts={"n_params": -1})
+
+
 # ------------------------------------------------------------------ bad models at load time
 LOAD_FAILURES = [
     (["--model", "dm_bad_import:make"], "cannot import dm_bad_import: ImportError: needs libfoo.so"),

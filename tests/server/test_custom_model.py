@@ -109,3 +109,47 @@ def test_inputs_print_a_driver_command_for_the_spec_that_runs(tmp_path):
     atoms.calc = LennardJones(sigma=2.3, epsilon=0.4)
     rows = np.loadtxt(tmp_path / "simulation.out", ndmin=2)
     assert rows[0, 0] == 0 and rows[0, 4] == pytest.approx(atoms.get_potential_energy(), rel=1e-6)
+
+
+COUNTING = '''
+from ase.calculators.emt import EMT
+
+
+class Counting(EMT):
+    """EMT that writes, per call, 1 when ASE's `properties` ask for stress, else 0."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        with open(self.record, "a") as fh:
+            fh.write("1" if "stress" in properties else "0")
+        super().calculate(atoms, properties, system_changes)
+'''
+
+
+def test_users_calculator_is_asked_for_stress_only_on_written_steps_and_timed_like_emt(tmp_path):
+    """§5: a calculator that computes stress only on request is asked for it on the steps whose
+    virial i-PI writes (every 10th of the metal protocol) and nowhere else; its timing reaches
+    run.json under the same keys as a registered model's."""
+    (tmp_path / "dm_counting.py").write_text(COUNTING)
+    record = tmp_path / "stress_asked.txt"
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    runs = {}
+    for model, opts in (("dm_counting:Counting", ["--model-option", f"record={record}"]), ("emt", [])):
+        res = subprocess.run([str(BIN / "dynamat"), "run", "--model", model, *opts, "--system", SYSTEM,
+                              "--steps", "40", "--seed", "5", "--out", str(tmp_path / "runs")],
+                             capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        runs[model] = json.loads((tmp_path / "runs" / model.replace(":", "@") / SYSTEM / "run.json").read_text())
+    asked = record.read_text()
+    # MD steps 0..40, then the isolated Cu atom the demo reference asks for (a single point, its own driver)
+    assert asked == "".join("1" if step % 10 == 0 else "0" for step in range(41)) + "1"
+    mine, emt = runs["dm_counting:Counting"], runs["emt"]
+    for key in ("seconds_per_step_median", "model_seconds_per_eval_median", "model_seconds_per_eval_mean"):
+        assert mine[key] > 0 and emt[key] > 0, key
+    assert mine["n_model_evals"] == emt["n_model_evals"] == 41
+    t_mine, t_emt = mine["driver_timings"][0], emt["driver_timings"][0]
+    assert set(t_emt) <= set(t_mine)  # every timing record of the zoo's, for the user's model too
+    assert t_mine["n_evaluations_with_stress"] == t_emt["n_evaluations_with_stress"] == 5

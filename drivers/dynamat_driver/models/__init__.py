@@ -15,7 +15,9 @@
   ``in-wheel``, ``cached`` (path), ``download`` (where from, and the cache path the package would
   fill), found without importing numpy or the model package.
 
-Adding a family: its module, its registry line(s), its extra in ``drivers/pyproject.toml``. This
+Adding a family: its module, its registry line(s), its extra in ``drivers/pyproject.toml``; or,
+from another package, a plugin family (:mod:`.plugins`: entry-point group ``dynamat.models``, the
+same adapter interface, versioned by ``ADAPTER_API_VERSION``). This
 package re-exports what the adapters and the server wing import (``from . import Model, ...``).
 Importing it imports no model package, no torch and not even numpy.
 
@@ -57,7 +59,7 @@ import sys
 from dataclasses import asdict
 from typing import Mapping
 
-from .. import DriverError
+from .. import DriverError, __version__
 from .base import CalculatorModel, Model, torch_n_params
 from .helpers import (
     _in_wheel,
@@ -104,12 +106,54 @@ _import_family = import_family  # the name the adapters knew
 
 def get_model_info(name: str) -> ModelInfo:
     """The registry entry of ``name``, or for ``MODULE:CALLABLE`` (a user's calculator, see
-    :mod:`.custom`) an entry made from the spec, its syntax checked and nothing imported."""
+    :mod:`.custom`) an entry made from the spec, its syntax checked and nothing imported, or a
+    plugin family's entry (:mod:`.plugins`; looked for only when the registry has no ``name``)."""
     if ":" in (name or ""):
         from .custom import spec_info
 
         return spec_info(name)
-    return _registered_info(name)
+    try:
+        return _registered_info(name)
+    except DriverError as exc:
+        from .plugins import broken_plugins_note, plugin_model_info
+
+        info = plugin_model_info((name or "").strip())
+        if info is None:
+            raise DriverError(f"{exc}{broken_plugins_note()}") from None
+        return info
+
+
+def all_model_infos() -> list[ModelInfo]:
+    """The registry's models, then every usable plugin family's (:mod:`.plugins`)."""
+    from .plugins import plugin_families
+
+    return list_models() + [i for f in plugin_families().values() for i in f.models.values()]
+
+
+def model_source(info: ModelInfo) -> dict:
+    """Where a model comes from: ``{"package": ..., "version": ..., "plugin": bool}``."""
+    from .plugins import BUILTIN_FAMILIES, plugin_family
+
+    fam = None if info.family in BUILTIN_FAMILIES else plugin_family(info.family)
+    if fam is None:
+        return {"package": "dynamat-driver", "version": __version__, "plugin": False}
+    return {"package": fam.distribution, "version": fam.version, "plugin": True, "entry_point": fam.entry_point}
+
+
+def listing() -> list[dict]:
+    """``--list --json``: every model (:func:`model_info_dict`), then one entry per plugin family that
+    cannot be used, with its error (a broken plugin never hides the others)."""
+    from .plugins import plugin_families
+
+    rows = [model_info_dict(m.name) for m in all_model_infos()]
+    for fam in plugin_families().values():
+        if fam.error:
+            rows.append({"name": fam.name, "family": fam.name, "human_name": "", "tier": None, "n_params": None,
+                         "extra": None, "env": None, "installed": False, "missing": [fam.error],
+                         "weights": {"status": "unknown"}, "aliases": [],
+                         "source": {"package": fam.distribution, "version": fam.version, "plugin": True,
+                                    "entry_point": fam.entry_point, "error": fam.error}})
+    return rows
 
 
 def model_info_dict(name: str) -> dict:
@@ -124,7 +168,8 @@ def model_info_dict(name: str) -> dict:
     d["missing"] = missing
     d["pip"] = info.pip_hint
     d["make_env"] = info.env_hint if info.extra else ""
-    d["weights"] = weights_status(info.name)
+    d["weights"] = weights_status(info)
+    d["source"] = model_source(info)
     return d
 
 
@@ -135,9 +180,9 @@ def tier_label(tier) -> str:
 
 
 def registry_table() -> str:
-    rows = [("name", "model", "tier", "family", "params", "dtype", "extra", "env", "installed", "weights")]
-    for m in list_models():
-        w = weights_status(m.name)
+    rows = [("name", "model", "tier", "family", "params", "dtype", "extra", "env", "installed", "weights", "source")]
+    for m in all_model_infos():
+        w = weights_status(m)
         rows.append(
             (
                 m.name + (f" ({', '.join(m.aliases)})" if m.aliases else ""),
@@ -150,10 +195,22 @@ def registry_table() -> str:
                 m.env,
                 "yes" if is_installed(m) else "no",
                 w["status"],
+                _source_text(model_source(m)),
             )
         )
+    from .plugins import plugin_families
+
+    for fam in plugin_families().values():
+        if fam.error:
+            rows.append((fam.name, "(plugin unusable)", "-", fam.name, "-", "-", "-", "-", "no", "-",
+                         _source_text({"package": fam.distribution, "version": fam.version, "plugin": True})))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _source_text(src: dict) -> str:
+    text = f"{src.get('package') or '?'} {src.get('version') or ''}".strip()
+    return f"plugin {text}" if src.get("plugin") else text
 
 
 def load_model(
@@ -165,15 +222,22 @@ def load_model(
     options: Mapping[str, str] | None = None,
     dispersion: str | None = None,
     dispersion_functional: str | None = None,
+    facts: Mapping[str, object] | None = None,
 ) -> Model:
     """Loads a registered model. Errors (missing package, weights, bad options, unsupported
     dtype or device) are raised as one-line DriverError messages. ``MODULE:CALLABLE`` loads a
     user's ASE calculator or Model (:mod:`.custom`). ``dispersion="d3-bj"`` adds a D3(BJ)
-    correction for ``dispersion_functional`` (default pbe) to either (:mod:`.dispersion`)."""
+    correction for ``dispersion_functional`` (default pbe) to either (:mod:`.dispersion`). ``facts``
+    (``--label``, ``--tier``, ``--n-params``, ``--training-set``: a models file's table) describe a
+    ``MODULE:CALLABLE`` model in the timing file, whence run.json and reports."""
+    from .custom import check_facts
     from .dispersion import check_dispersion, with_dispersion
 
     check_dispersion(dispersion, dispersion_functional)  # before a model load that can take minutes
+    described = check_facts(get_model_info(name), facts)
     model = _load_model(name, device=device, dtype=dtype, model_path=model_path, options=options)
+    if described:
+        model.described = described
     return with_dispersion(model, dispersion, dispersion_functional)
 
 
@@ -186,7 +250,13 @@ def _load_model(name: str, *, device: str, dtype: str | None, model_path: str | 
         return load_custom(info.name, device=device, dtype=dtype, model_path=model_path, options=options)
     if dtype is not None and dtype not in info.dtypes:
         raise DriverError(f"model {info.name!r} supports dtype {' or '.join(info.dtypes)}, not {dtype}")
+    from .plugins import BUILTIN_FAMILIES
+
+    plugin = info.family not in BUILTIN_FAMILIES
     missing = missing_requirements(info)
+    if missing and plugin:
+        raise DriverError(f"model {info.name!r} (plugin family {info.family!r}) needs {', '.join(missing)}, "
+                          f"not available in this environment ({sys.executable})")
     if missing:
         raise DriverError(
             f"model {info.name!r} needs {', '.join(missing)}, not available in this environment "
@@ -202,13 +272,31 @@ def _load_model(name: str, *, device: str, dtype: str | None, model_path: str | 
         info, device=device, dtype=dtype,
         model_path=os.path.expanduser(model_path) if model_path else None, options=dict(options or {}),
     )
+    if plugin:
+        model = _checked_plugin_model(info, model, options)
     if device != "cpu" and getattr(model, "device", device) == "cpu":  # never fall back silently
         raise DriverError(f"model {info.name!r} runs on the CPU only; --device {device} cannot be honoured")
     return model
 
 
+def _checked_plugin_model(info: ModelInfo, model, options) -> Model:
+    """A plugin family's model: a :class:`Model`, its results checked, its package in its versions."""
+    from .custom import CheckedModel
+
+    if not isinstance(model, Model):
+        raise DriverError(f"plugin family {info.family!r}: load() returned a {type(model).__name__} for "
+                          f"{info.name!r}, not a dynamat_driver Model")
+    dist = model_source(info).get("package")
+    if dist and dist not in model.version_packages:
+        model.version_packages = (*model.version_packages, dist)
+    return CheckedModel(model, info.name, dict(options or {}), is_spec=False)
+
+
 __all__ = [
     "ALIASES",
+    "all_model_infos",
+    "listing",
+    "model_source",
     "ENVIRONMENTS",
     "PAPER_TIERS",
     "REGISTRY",

@@ -24,6 +24,9 @@ class Model:
     skips_stress = False
     #: atomic numbers the model covers; None = all
     covered_numbers: frozenset[int] | None = None
+    #: facts a user gives a model of their own (a models file's label, tier, n_params,
+    #: training_set), shown by :meth:`describe` over the loaded model's
+    described: dict = {}
 
     def __init__(self, info: ModelInfo, device: str = "cpu", dtype: str | None = None):
         self.info = info
@@ -33,6 +36,12 @@ class Model:
         self.n_params: int | None = info.n_params
         self.version_packages: tuple[str, ...] = ()
         self.weights: str | None = None  # where the weights were loaded from
+
+    @property
+    def keeps_reference(self) -> bool:
+        """Whether results depend on a reference structure that :meth:`prepare` keeps: then the
+        structures of different simulations never share a model call (packed runs)."""
+        return type(self).prepare is not Model.prepare
 
     # hooks -------------------------------------------------------------------------------
     def check_species(self, numbers: Sequence[int]) -> None:
@@ -74,6 +83,7 @@ class Model:
             "n_params": self.n_params,
             "batched": self.can_batch,
             "weights": self.weights,
+            **self.described,
         }
 
 

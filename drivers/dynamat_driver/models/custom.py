@@ -52,6 +52,32 @@ def spec_info(spec: str) -> ModelInfo:
                      description="a user's ASE calculator or Model, MODULE:CALLABLE")
 
 
+#: facts a user may give a model of their own (``--label`` ... : a models file's table), by the
+#: key :meth:`Model.describe` shows them under
+FACTS = {"label": "human_name", "tier": "tier", "n_params": "n_params", "training_set": "training_set"}
+
+
+def check_facts(info: ModelInfo, facts: Mapping | None) -> dict:
+    """``facts`` as :meth:`Model.describe` keys; only a ``MODULE:CALLABLE`` model takes them (a
+    registered model's tier and size are the registry's)."""
+    given = {k: v for k, v in (facts or {}).items() if v is not None}
+    if not given:
+        return {}
+    if info.family != "custom":
+        raise DriverError(f"--{'/--'.join(k.replace('_', '-') for k in given)} describe(s) a model of your own "
+                          f"(MODULE:CALLABLE); {info.name!r} is registered with its own")
+    out = {}
+    for key, value in given.items():
+        if key not in FACTS:
+            raise DriverError(f"unknown model fact {key!r} (known: {', '.join(FACTS)})")
+        if key == "n_params" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise DriverError(f"--n-params must be a non-negative integer, got {value!r}")
+        if key != "n_params" and not (isinstance(value, (int, str)) and str(value).isprintable()):
+            raise DriverError(f"--{key.replace('_', '-')} must be printable text, got {value!r}")
+        out[FACTS[key]] = value
+    return out
+
+
 def parse_option_value(text: str):
     """``-o`` text → bool, int, float, absolute path (``path:`` prefix) or str (see the module doc)."""
     low = text.strip().lower()
@@ -223,12 +249,12 @@ class CustomCalculatorModel(CalculatorModel):
 
 
 class CheckedModel(Model):
-    """A user's :class:`Model`, its results checked like a calculator's."""
+    """A user's :class:`Model` (or a plugin family's), its results checked like a calculator's."""
 
-    def __init__(self, inner: Model, spec: str, options: dict):
+    def __init__(self, inner: Model, spec: str, options: dict, is_spec: bool = True):
         self.__dict__.update(info=inner.info, name=spec, device=inner.device, dtype=inner.dtype,
                              n_params=inner.n_params, version_packages=inner.version_packages, weights=inner.weights)
-        self.inner, self.options = inner, options
+        self.inner, self.options, self.is_spec = inner, options, is_spec  # is_spec: named MODULE:CALLABLE
         self.can_batch, self.skips_stress = inner.can_batch, inner.skips_stress
         self.covered_numbers = inner.covered_numbers
 
@@ -237,6 +263,10 @@ class CheckedModel(Model):
 
     def prepare(self, atoms) -> None:
         self.inner.prepare(atoms)
+
+    @property
+    def keeps_reference(self) -> bool:
+        return self.inner.keeps_reference
 
     def _guard(self, call, *args, **kw):
         try:
@@ -262,9 +292,11 @@ class CheckedModel(Model):
 
     def describe(self) -> dict:
         d = self.inner.describe()
-        d.update(model=self.name, spec=self.name, options=self.options)
+        d.update(model=self.name, options=self.options, **self.described)
+        if self.is_spec:
+            d["spec"] = self.name
         return d
 
 
-__all__ = ["SPEC", "CheckedModel", "CustomCalculatorModel", "check_result", "load",
+__all__ = ["FACTS", "SPEC", "CheckedModel", "check_facts", "CustomCalculatorModel", "check_result", "load",
            "parse_option_value", "spec_info"]

@@ -141,6 +141,10 @@ class D3Model(Model):
     def prepare(self, atoms) -> None:
         self.base.prepare(atoms)
 
+    @property
+    def keeps_reference(self) -> bool:
+        return self.base.keeps_reference
+
     def _add(self, result, atoms, stress: bool):
         import numpy as np
 

@@ -139,15 +139,20 @@ def _in_wheel(package: str, pattern: str, source: str) -> dict:
 
 
 def import_family(family: str):
-    """The family's adapter module, ``dynamat_driver.models.<family>``."""
+    """The family's adapter module, ``dynamat_driver.models.<family>``, or a plugin's (:mod:`.plugins`)."""
+    from .plugins import BUILTIN_FAMILIES, family_module
+
+    if family not in BUILTIN_FAMILIES:
+        return family_module(family)
     return importlib.import_module(f"dynamat_driver.models.{family}")
 
 
-def weights_status(name: str, model_path: str | None = None) -> dict:
+def weights_status(name: str | ModelInfo, model_path: str | None = None) -> dict:
     """Whether the model's weights are reachable, without loading the model or its package:
     ``--model-path``, else none (analytic models), else in the package's wheel (the registry's
-    ``wheel_weights``), else the family module's own ``weights_status``."""
-    info = get_model_info(name)
+    ``wheel_weights``), else the family module's own ``weights_status``. ``name``: a registered
+    model's or a plugin's (:mod:`.plugins`), or its ModelInfo."""
+    info = name if isinstance(name, ModelInfo) else _registered_or_plugin(name)
     if model_path:
         p = os.path.expanduser(model_path)
         return weights_dict("local" if os.path.exists(p) else "missing", p, "--model-path")
@@ -163,6 +168,18 @@ def weights_status(name: str, model_path: str | None = None) -> dict:
         return fn(info)
     except Exception as exc:  # a status check must never break --list
         return weights_dict("unknown", None, info.weights_source, f"{type(exc).__name__}: {exc}")
+
+
+def _registered_or_plugin(name: str) -> ModelInfo:
+    from .plugins import plugin_model_info
+
+    try:
+        return get_model_info(name)
+    except DriverError:
+        info = plugin_model_info(name)
+        if info is None:
+            raise
+        return info
 
 
 def package_versions(names: Sequence[str] = ()) -> dict[str, str]:

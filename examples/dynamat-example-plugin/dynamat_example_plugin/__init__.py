@@ -1,0 +1,1 @@
+"""A worked example of a dynamat model-family plugin (see dynamat_driver.models.plugins)."""
