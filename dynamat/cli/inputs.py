@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, model_option, model_option_args, protocol_options,
+from dynamat.cli.common import (dispersion_args, dispersion_options, ensemble_options, model_option, model_option_args, protocol_options,
                                 protocol_overrides, reference_option, seed_option, system_option, with_options)
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
@@ -31,14 +31,17 @@ from dynamat.runner import steps_for
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
 @click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True, help="Path-integral beads; 1 is classical MD.")
 @with_options(protocol_options)
+@with_options(ensemble_options)
 @click.option("--model", default=None, help="Model for the printed driver command: a name or MODULE:CALLABLE.")
 @model_option
 @with_options(dispersion_options)
 def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_size, nbeads,
-           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, model, model_options,
-           dispersion, dispersion_functional):
+           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, ensemble, pressure_GPa, barostat,
+           tau_barostat_fs, model, model_options, dispersion, dispersion_functional):
     """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
-    overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
+    overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame,
+                                   ensemble=ensemble, pressure_GPa=pressure_GPa, barostat=barostat,
+                                   tau_barostat_fs=tau_barostat_fs)
     if model:
         model_folder(model)  # a name or MODULE:CALLABLE, checked before anything is written
     model_args = [model or "MODEL"]
