@@ -92,6 +92,9 @@ PROTOCOL_KNOBS = {"timestep_fs": "timestep_fs", "tau_fs": "tau_fs", "thermostat"
 #: the isothermal-isobaric knobs (``--ensemble npt --pressure-GPa P [--barostat B] [--tau-barostat-fs T]``)
 ENSEMBLE_KNOBS = ("ensemble", "pressure_GPa", "barostat", "tau_barostat_fs")
 DEFAULT_TAU_BAROSTAT_FS = 1000.0  # a piston slower than the phonons (~100 fs) and the thermostat
+#: an NPT run starts from the reference's cell; scoring drops this many barostat time constants of it
+#: (the cell's relaxation to the model's own volume), unless the protocol's burn-in is longer
+NPT_BURN_IN_TAUS = 5.0
 OVERRIDE_KEYS = ("protocol", "system_class", "dims", "timestep_fs", "tau_fs", "thermostat", "start_frame",
                  *ENSEMBLE_KNOBS)
 _CLI_FLAG = {"protocol": "--protocol", "system_class": "--class", "dims": "--dims",
@@ -228,12 +231,21 @@ def protocol(name: str) -> Protocol:
     return Protocol(name=name, **p)
 
 
+def as_npt(p: Protocol, pressure_GPa: float, barostat: str, tau_barostat_fs: float) -> Protocol:
+    """``p`` with i-PI's barostat at ``pressure_GPa``; its burn-in at least :data:`NPT_BURN_IN_TAUS` barostat
+    time constants, since the cell starts at the reference's volume, not the model's."""
+    return replace(p, ensemble="npt", pressure_GPa=pressure_GPa, barostat=barostat, tau_barostat_fs=tau_barostat_fs,
+                   burn_in_ps=max(p.burn_in_ps, NPT_BURN_IN_TAUS * tau_barostat_fs / 1000.0))
+
+
 def with_protocol(system: System, name: str | None) -> System:
     """``system`` run under another catalogue protocol (e.g. the relaxed-cell one), or unchanged."""
     if not name:
         return system
     old = system.protocol
-    p = replace(protocol(name), **{k: getattr(old, k) for k in ENSEMBLE_KNOBS})  # NPT stays NPT
+    p = protocol(name)
+    if old.ensemble == "npt":  # NPT stays NPT
+        p = as_npt(p, old.pressure_GPa, old.barostat, old.tau_barostat_fs)
     src = dict(system.sources)
     for k in ("protocol", "timestep_fs", "tau_fs", "thermostat", "stride"):
         src[k] = "command line (--protocol)" if k == "protocol" else f"protocol {name} (command line --protocol)"
@@ -571,9 +583,8 @@ def get_system(
     if ov.get("ensemble") == "npt":
         if dims != 3:
             raise DynamatError(f"system {name!r} is a 2D slab: a barostat would squeeze its vacuum; NPT needs a 3D system")
-        p = replace(p, ensemble="npt", pressure_GPa=float(ov["pressure_GPa"]),
-                    barostat=str(ov.get("barostat", "isotropic")),
-                    tau_barostat_fs=float(ov.get("tau_barostat_fs", DEFAULT_TAU_BAROSTAT_FS)))
+        p = as_npt(p, float(ov["pressure_GPa"]), str(ov.get("barostat", "isotropic")),
+                   float(ov.get("tau_barostat_fs", DEFAULT_TAU_BAROSTAT_FS)))
         for k in ENSEMBLE_KNOBS:
             src[k] = f"command line ({_CLI_FLAG[k]})" if k in ov else "default (--ensemble npt)"
 
