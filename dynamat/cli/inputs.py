@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, ensemble_options, model_option, model_option_args, protocol_options,
-                                protocol_overrides, reference_option, seed_option, system_option, with_options)
+from dynamat.cli.common import (dispersion_args, dispersion_options, ensemble_options, model_option, model_option_args,
+                                protocol_options, protocol_overrides, reference_option, seed_option, system_option,
+                                with_options)
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
 from dynamat.layout import RunFolder
@@ -69,6 +70,9 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     click.echo(f"wrote {xml} and {RunFolder(xml.parent).init_xyz}")
     click.echo(f"protocol {p.name}: i-PI {p.ipi_thermostat} (paper: {p.paper_thermostat}), dt {p.timestep_fs} fs, "
                f"tau {p.tau_fs} fs, frame every {p.stride} steps, {sys_entry.temperature_K} K")
+    if p.ensemble == "npt":
+        click.echo(f"ensemble npt: {p.pressure_GPa:g} GPa, {p.barostat} barostat, tau {p.tau_barostat_fs:g} fs "
+                   "(the barostat reads the virial every step: run the driver without --stress-stride)")
     where = f"--inet {shlex.quote(inet)}" if inet else f"--unix {shlex.quote(unix_name)}"
     # ';' not '&&': with '&&' the cd happens only in the backgrounded subshell and the driver starts elsewhere
     click.echo(f"run it:  cd {shlex.quote(str(out))}; i-pi input.xml & dynamat-driver --model {shlex.join(model_args)} {where}")

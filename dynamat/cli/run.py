@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, driver_options, ensemble_options, model_option, model_option_args,
-                                progress_printer, protocol_options, protocol_overrides, reference_option, seed_option,
-                                system_option, with_options)
+from dynamat.cli.common import (dispersion_args, dispersion_options, driver_options, ensemble_options, model_option,
+                                model_option_args, progress_printer, protocol_options, protocol_overrides,
+                                reference_option, seed_option, system_option, with_options)
 from dynamat.errors import DynamatError
 from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 
