@@ -35,6 +35,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -475,8 +476,33 @@ def npt_table(results: Results) -> Table | None:
                  [{c: r.get(c) for c in cols} for r in rows],
                  notes=["NPT runs only (not the paper's fixed-cell protocol): mean-volume and lattice errors against "
                         "the reference's mean cell, Eq. 9 on the volume histogram; ± the block-bootstrap "
-                        "uncertainty, *_floor the same error between the reference's two halves."],
+                        "uncertainty, *_floor the same error between the reference's two halves.",
+                        *thermal_expansion_notes(rows)],
                  display=["model", "system", "status", *NPT_METRIC_KEYS, *NPT_EXTRA_KEYS[:2]])
+
+
+def thermal_expansion_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """α_V = d ln⟨V⟩/dT (:func:`dynamat.metrics.volume.thermal_expansion_coefficient`) of each model and of its
+    reference, for every system whose completed NPT runs span two or more temperatures; systems are the same
+    material when their names differ only in the ``_<T>K`` part, which gives the temperature."""
+    from dynamat.catalogue import temperature_from_name
+    from dynamat.metrics.volume import thermal_expansion_coefficient
+
+    groups: dict[tuple[str, str], list] = {}
+    for r in rows:
+        t = temperature_from_name(r["system"])
+        if r["status"] == "completed" and t is not None and r.get("volume_mean_mlip_A3") and r.get("volume_mean_ref_A3"):
+            material = re.sub(r"(^|[_-])\d+(?:\.\d+)?K(?=$|[_-])", r"\1", r["system"])
+            groups.setdefault((r["model"], material), []).append((t, r["volume_mean_mlip_A3"], r["volume_mean_ref_A3"]))
+    notes = []
+    for (model, material), pts in groups.items():
+        t, v_mlip, v_ref = (np.array(x, dtype=float) for x in zip(*pts))
+        if len(np.unique(t)) < 2:
+            continue
+        a_m, a_r = thermal_expansion_coefficient(t, v_mlip), thermal_expansion_coefficient(t, v_ref)
+        notes.append(f"thermal expansion of {material} ({model}, {t.min():g}-{t.max():g} K): alpha_V = {a_m:.3g} /K, "
+                     f"reference {a_r:.3g} /K ({100 * abs(a_m - a_r) / abs(a_r) if a_r else float('nan'):.3g} % off)")
+    return notes
 
 
 def build_tables(results: Results, external: dict[str, dict[str, Any]] | None = None) -> dict[str, Table]:

@@ -68,3 +68,27 @@ def test_thermal_expansion_coefficient_recovers_an_exponential_law():
     assert thermal_expansion_coefficient(t[:2], 370.0 * np.exp(4.9e-5 * t[:2])) == pytest.approx(4.9e-5, rel=1e-9)
     with pytest.raises(ValueError, match="two or more"):
         thermal_expansion_coefficient([300.0, 300.0], [370.0, 371.0])
+
+
+def test_report_gives_thermal_expansion_where_npt_runs_span_temperatures(tmp_path):
+    """Scores of one material at 100, 300 and 500 K (names differing in _<T>K): the NPT table's note gives the
+    model's and the reference's α_V, each the slope of ln⟨V⟩ the scores hold; a lone temperature gives none."""
+    import json
+
+    from dynamat.report.tables import build_tables, load_results
+
+    alpha_m, alpha_r = 6.0e-5, 5.0e-5
+    for t in (100.0, 300.0, 500.0):
+        d = tmp_path / "m" / f"bulkCu_{t:g}K"
+        d.mkdir(parents=True)
+        score = {"model": "m", "system": d.name, "status": "completed", "volume_error_pct": 1.0,
+                 "volume_mean_mlip_A3": 370.0 * np.exp(alpha_m * t), "volume_mean_ref_A3": 371.0 * np.exp(alpha_r * t)}
+        (d / "score.json").write_text(json.dumps(score))
+    lone = tmp_path / "m" / "bulkAg_300K"
+    lone.mkdir()
+    (lone / "score.json").write_text(json.dumps({"model": "m", "system": lone.name, "status": "completed",
+                                                 "volume_error_pct": 1.0, "volume_mean_mlip_A3": 400.0,
+                                                 "volume_mean_ref_A3": 401.0}))
+    notes = [n for n in build_tables(load_results(tmp_path))["npt_cell"].notes if n.startswith("thermal expansion")]
+    assert len(notes) == 1 and "bulkCu" in notes[0] and "100-500 K" in notes[0]
+    assert f"alpha_V = {alpha_m:.3g} /K" in notes[0] and f"reference {alpha_r:.3g} /K" in notes[0]
