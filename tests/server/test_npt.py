@@ -195,3 +195,21 @@ def test_emt_npt_reference_scores_lj_far_off_and_another_emt_seed_within_the_noi
     npt = tables["npt_cell"]
     assert [r["model"] for r in npt.rows] == ["emt", "lj"]
     assert "Variable-cell (NPT)" in render_html([npt], [], [])
+
+
+def test_npt_protocol_knobs_and_their_burn_in():
+    """The burn-in is 5 barostat time constants unless the protocol's own is longer (relaxed_nhc: 10 ps); the
+    barostat survives --protocol; a slab is refused (the barostat would squeeze its vacuum)."""
+    from dynamat.catalogue import get_system, with_protocol
+    from dynamat.errors import DynamatError
+
+    npt = dict(ensemble="npt", pressure_GPa=2.0, tau_barostat_fs=400.0)
+    s = get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}, **npt)
+    assert (s.protocol.burn_in_ps, s.protocol.barostat, s.md_settings().pressure_GPa) == (2.0, "isotropic", 2.0)
+    relaxed = with_protocol(s, "relaxed_nhc")
+    assert relaxed.protocol.relax and relaxed.protocol.ensemble == "npt" and relaxed.protocol.burn_in_ps == 10.0
+    assert get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}).protocol.ensemble == "nvt"
+    with pytest.raises(DynamatError, match="2D slab"):
+        get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}, dims=2, **npt)
+    with pytest.raises(DynamatError, match="--barostat"):
+        get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}, barostat="berendsen", **npt)
