@@ -4,7 +4,8 @@ Every value a run uses (class, dimensionality, temperature, protocol and its kno
 comes from one of four places, in this order of precedence:
 
 1. the command line (an override: ``--protocol``, ``--class``, ``--dims``, ``--timestep-fs``,
-   ``--tau-fs``, ``--thermostat``, ``--start-frame``);
+   ``--tau-fs``, ``--thermostat``, ``--start-frame``; and the ensemble: ``--ensemble npt --pressure-GPa P
+   [--barostat isotropic|flexible] [--tau-barostat-fs T]``, which also sets a burn-in of 5 τ_barostat);
 2. the catalogue entry for the system's name (it wins over everything inferred);
 3. the reference file's group attributes (``temperature_kelvin``, and ``system_class``/``dims``
    where a file such as the bundled demo states them);

@@ -100,7 +100,8 @@ def render_input(
     i-PI), and a restart that rolls back to them only repeats frames, which the readers drop by step.
     With ``settings.nbeads > 1`` a classical thermostat ("svr", "langevin") is replaced by the
     PIMD template ("pile_l"; "trpmd" is kept), and ``batch_size`` defaults to the bead count
-    (1 otherwise).
+    (1 otherwise). ``settings.ensemble == "npt"`` renders ``npt.xml`` instead: the same particle thermostat,
+    i-PI's barostat at ``settings.pressure_GPa`` (classical only).
     """
     if mode not in ("unix", "inet"):
         raise ValueError(f"socket mode must be 'unix' or 'inet', got {mode!r}")
