@@ -92,3 +92,17 @@ def test_report_gives_thermal_expansion_where_npt_runs_span_temperatures(tmp_pat
     notes = [n for n in build_tables(load_results(tmp_path))["npt_cell"].notes if n.startswith("thermal expansion")]
     assert len(notes) == 1 and "bulkCu" in notes[0] and "100-500 K" in notes[0]
     assert f"alpha_V = {alpha_m:.3g} /K" in notes[0] and f"reference {alpha_r:.3g} /K" in notes[0]
+
+
+def test_scoring_treats_a_run_as_npt_from_run_json_or_a_changing_cell():
+    """run.json's ensemble decides for a run folder; a trajectory made elsewhere is NPT when its cell changes
+    beyond the written digits (so an NVT extxyz keeps its fixed-cell score)."""
+    from types import SimpleNamespace
+
+    from dynamat.scoring.run import is_npt
+
+    fixed = SimpleNamespace(cells=np.tile(np.eye(3) * 7.18, (4, 1, 1)))
+    moving = SimpleNamespace(cells=fixed.cells * np.array([1.0, 1.001, 1.002, 1.0])[:, None, None])
+    assert not is_npt({}, fixed) and is_npt({}, moving)
+    assert is_npt({"protocol": {"ensemble": "npt"}}, fixed)
+    assert not is_npt({"protocol": {"ensemble": "nvt"}}, moving)
