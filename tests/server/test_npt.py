@@ -116,6 +116,7 @@ def test_npt_run_moves_the_cell_with_stress_every_step(runs):
     # the driver was given no stress schedule: the model's stress on every request (the barostat reads it)
     timing = json.loads(RunFolder(run).driver_timing_json("").read_text())
     assert timing["stress"] == {"policy": "model stress on every request"}
+    assert timing["n_evaluations_with_stress"] == timing["n_evaluations"] == STEPS + 1  # step 0, then one a step
     npt = MDSettings("svr", 2.0, 100.0, 10, 100, 300.0, ensemble="npt", pressure_GPa=0.0, tau_barostat_fs=100.0)
     nvt = MDSettings("svr", 2.0, 100.0, 10, 100, 300.0)
     assert _stress_plan("", npt, RunOptions(), 1) == {}
