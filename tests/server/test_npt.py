@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,17 @@ def test_emt_npt_reference_scores_lj_far_off_and_another_emt_seed_within_the_noi
     npt = tables["npt_cell"]
     assert [r["model"] for r in npt.rows] == ["emt", "lj"]
     assert "Variable-cell (NPT)" in render_html([npt], [], [])
+
+
+def test_npt_refuses_the_ase_engine_and_beads_before_touching_a_folder(tmp_path):
+    from dynamat.errors import DynamatError
+
+    npt = MDSettings("svr", 2.0, 100.0, 10, 100, 300.0, ensemble="npt", pressure_GPa=0.0, tau_barostat_fs=100.0)
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    for opts, settings in ((RunOptions(engine="ase"), npt), (RunOptions(nbeads=4), replace(npt, nbeads=4))):
+        with pytest.raises(DynamatError, match="i-PI's barostats"):
+            supervise("emt", cu, settings, tmp_path / "run", opts)
+    assert not (tmp_path / "run").exists()
 
 
 def test_npt_protocol_knobs_and_their_burn_in():
