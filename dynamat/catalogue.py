@@ -4,7 +4,8 @@ Every value a run uses (class, dimensionality, temperature, protocol and its kno
 comes from one of four places, in this order of precedence:
 
 1. the command line (an override: ``--protocol``, ``--class``, ``--dims``, ``--timestep-fs``,
-   ``--tau-fs``, ``--thermostat``, ``--start-frame``);
+   ``--tau-fs``, ``--thermostat``, ``--start-frame``; and the ensemble: ``--ensemble npt --pressure-GPa P
+   [--barostat isotropic|flexible] [--tau-barostat-fs T]``, which also sets a burn-in of 5 τ_barostat);
 2. the catalogue entry for the system's name (it wins over everything inferred);
 3. the reference file's group attributes (``temperature_kelvin``, and ``system_class``/``dims``
    where a file such as the bundled demo states them);
@@ -89,10 +90,18 @@ _FORMULA_IN_NAME = re.compile(r"^(?:bulk|slab|mono|ML)?((?:[A-Z][a-z]?\d*)+)(?=$
 
 #: The protocol knobs an override may set, and the Protocol field each one sets.
 PROTOCOL_KNOBS = {"timestep_fs": "timestep_fs", "tau_fs": "tau_fs", "thermostat": "ipi_thermostat"}
-OVERRIDE_KEYS = ("protocol", "system_class", "dims", "timestep_fs", "tau_fs", "thermostat", "start_frame")
+#: the isothermal-isobaric knobs (``--ensemble npt --pressure-GPa P [--barostat B] [--tau-barostat-fs T]``)
+ENSEMBLE_KNOBS = ("ensemble", "pressure_GPa", "barostat", "tau_barostat_fs")
+DEFAULT_TAU_BAROSTAT_FS = 1000.0  # a piston slower than the phonons (~100 fs) and the thermostat
+#: an NPT run starts from the reference's cell; scoring drops this many barostat time constants of it
+#: (the cell's relaxation to the model's own volume), unless the protocol's burn-in is longer
+NPT_BURN_IN_TAUS = 5.0
+OVERRIDE_KEYS = ("protocol", "system_class", "dims", "timestep_fs", "tau_fs", "thermostat", "start_frame",
+                 *ENSEMBLE_KNOBS)
 _CLI_FLAG = {"protocol": "--protocol", "system_class": "--class", "dims": "--dims",
              "timestep_fs": "--timestep-fs", "tau_fs": "--tau-fs", "thermostat": "--thermostat",
-             "start_frame": "--start-frame"}
+             "start_frame": "--start-frame", "ensemble": "--ensemble", "pressure_GPa": "--pressure-GPa",
+             "barostat": "--barostat", "tau_barostat_fs": "--tau-barostat-fs"}
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,10 @@ class Protocol:
     relax: bool = False  # relax positions and cell with the model first (paper Fig. S5)
     relax_fmax_eV_per_A: float = 0.01
     relax_max_steps: int = 500
+    ensemble: str = "nvt"  # "npt": i-PI's barostat moves the cell (the stress is then computed every step)
+    pressure_GPa: float | None = None  # NPT only: the external pressure
+    barostat: str | None = None  # NPT only: "isotropic" or "flexible"
+    tau_barostat_fs: float | None = None  # NPT only: the piston's time constant
 
     @property
     def steps(self) -> int:
@@ -144,6 +157,10 @@ class System:
             temperature_K=self.temperature_K,
             seed=seed,
             nbeads=nbeads,
+            ensemble=p.ensemble,
+            pressure_GPa=p.pressure_GPa,
+            barostat=p.barostat or "isotropic",
+            tau_barostat_fs=p.tau_barostat_fs,
         )
 
     def source(self, key: str) -> str:
@@ -154,7 +171,7 @@ class System:
         """Source of every value: class, dims, temperature_K, protocol, timestep_fs, tau_fs,
         thermostat, stride, start_frame."""
         keys = ("class", "dims", "temperature_K", "protocol", "timestep_fs", "tau_fs", "thermostat",
-                "stride", "start_frame")
+                "stride", "start_frame") + (ENSEMBLE_KNOBS if self.protocol.ensemble == "npt" else ())
         return {k: self.source(k) for k in keys}
 
     def as_dict(self) -> dict:
@@ -215,11 +232,21 @@ def protocol(name: str) -> Protocol:
     return Protocol(name=name, **p)
 
 
+def as_npt(p: Protocol, pressure_GPa: float, barostat: str, tau_barostat_fs: float) -> Protocol:
+    """``p`` with i-PI's barostat at ``pressure_GPa``; its burn-in at least :data:`NPT_BURN_IN_TAUS` barostat
+    time constants, since the cell starts at the reference's volume, not the model's."""
+    return replace(p, ensemble="npt", pressure_GPa=pressure_GPa, barostat=barostat, tau_barostat_fs=tau_barostat_fs,
+                   burn_in_ps=max(p.burn_in_ps, NPT_BURN_IN_TAUS * tau_barostat_fs / 1000.0))
+
+
 def with_protocol(system: System, name: str | None) -> System:
     """``system`` run under another catalogue protocol (e.g. the relaxed-cell one), or unchanged."""
     if not name:
         return system
+    old = system.protocol
     p = protocol(name)
+    if old.ensemble == "npt":  # NPT stays NPT
+        p = as_npt(p, old.pressure_GPa, old.barostat, old.tau_barostat_fs)
     src = dict(system.sources)
     for k in ("protocol", "timestep_fs", "tau_fs", "thermostat", "stride"):
         src[k] = "command line (--protocol)" if k == "protocol" else f"protocol {name} (command line --protocol)"
@@ -432,7 +459,31 @@ def _check_overrides(overrides: Mapping) -> dict:
         raise DynamatError(f"unknown thermostat {out['thermostat']!r}; i-PI modes: {', '.join(_thermostats())}")
     if "start_frame" in out and int(out["start_frame"]) < 0:
         raise DynamatError(f"--start-frame must be >= 0, got {out['start_frame']}")
+    _check_ensemble(out)
     return out
+
+
+def _check_ensemble(ov: dict) -> None:
+    """``--ensemble npt`` needs ``--pressure-GPa``; the barostat's knobs mean nothing without it."""
+    from dynamat.engines.ipi_input import BAROSTATS, ENSEMBLES
+
+    ens = ov.get("ensemble", "nvt")
+    if ens not in ENSEMBLES:
+        raise DynamatError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ens!r}")
+    if ens != "npt":
+        extra = [_CLI_FLAG[k] for k in ENSEMBLE_KNOBS[1:] if k in ov]
+        if extra:
+            raise DynamatError(f"{', '.join(extra)} only matter with --ensemble npt")
+        return
+    if "pressure_GPa" not in ov:
+        raise DynamatError("--ensemble npt needs --pressure-GPa P (the external pressure in GPa, e.g. 0)")
+    if not np.isfinite(float(ov["pressure_GPa"])):
+        raise DynamatError(f"--pressure-GPa must be a finite number, got {ov['pressure_GPa']}")
+    if ov.get("barostat", "isotropic") not in BAROSTATS:
+        raise DynamatError(f"--barostat must be one of {', '.join(BAROSTATS)}, got {ov['barostat']!r}")
+    tau = ov.get("tau_barostat_fs", DEFAULT_TAU_BAROSTAT_FS)
+    if not (np.isfinite(float(tau)) and float(tau) > 0):
+        raise DynamatError(f"--tau-barostat-fs must be a positive number of fs, got {tau}")
 
 
 def get_system(
@@ -529,6 +580,14 @@ def get_system(
         for k in PROTOCOL_KNOBS:
             if k in ov:
                 src[k] = f"command line ({_CLI_FLAG[k]})"
+
+    if ov.get("ensemble") == "npt":
+        if dims != 3:
+            raise DynamatError(f"system {name!r} is a 2D slab: a barostat would squeeze its vacuum; NPT needs a 3D system")
+        p = as_npt(p, float(ov["pressure_GPa"]), str(ov.get("barostat", "isotropic")),
+                   float(ov.get("tau_barostat_fs", DEFAULT_TAU_BAROSTAT_FS)))
+        for k in ENSEMBLE_KNOBS:
+            src[k] = f"command line ({_CLI_FLAG[k]})" if k in ov else "default (--ensemble npt)"
 
     start = int(ov.get("start_frame", 0))
     src["start_frame"] = "command line (--start-frame)" if "start_frame" in ov else "default (first frame)"

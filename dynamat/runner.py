@@ -314,6 +314,7 @@ def supervise(
     resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
     old = _read_run_json(run_dir) if resume_from is not None else None
     _check_resume_seed(run_dir, old, settings.seed)
+    _check_resume_ensemble(run_dir, old, settings)
     if resume_from is not None:
         _check_same_dispersion(run_dir, opts.driver_args)
     lock = processes.RunLock(run_dir, notify=announce)
@@ -363,6 +364,8 @@ def _check_request(settings: MDSettings, opts: RunOptions) -> None:
                            f"this system's protocol uses {settings.thermostat}")
     if opts.engine == "ase" and settings.nbeads > 1:
         raise DynamatError("path integrals (--beads) need the i-PI engine")
+    if settings.is_npt and (opts.engine != "ipi" or settings.nbeads > 1):
+        raise DynamatError("--ensemble npt runs classical MD through i-PI's barostats: drop --engine ase and --beads")
     processes.driver_command(opts.driver_cmd)  # a missing or non-executable driver: say so before any folder change
     if opts.engine == "ipi":
         processes.executable("i-pi")
@@ -375,6 +378,28 @@ def _check_resume_seed(run_dir: Path, old: dict | None, seed: int) -> None:
     if isinstance(recorded, int) and recorded != seed:
         raise DynamatError(f"{run_dir} holds a run with --seed {recorded}, which a resume continues; pass --seed "
                            f"{recorded} (or no --seed), or --overwrite to start again with --seed {seed}")
+
+
+def _ensemble_of(protocol: dict) -> dict:
+    """The ensemble a run.json protocol (or MDSettings as a dict) records; one written before NPT existed is NVT."""
+    if protocol.get("ensemble", "nvt") != "npt":
+        return {"ensemble": "nvt"}
+    return {k: protocol.get(k) for k in ("ensemble", "pressure_GPa", "barostat", "tau_barostat_fs")}
+
+
+def _check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings) -> None:
+    """A resume continues the recorded ensemble (the restart file holds its barostat): other ensemble
+    arguments are refused, as another --seed is."""
+    if not old:
+        return
+    had, want = _ensemble_of(old.get("protocol") or {}), _ensemble_of(asdict(settings))
+    if had != want:
+        def say(e: dict) -> str:
+            return ("--ensemble nvt" if e["ensemble"] == "nvt" else
+                    f"--ensemble npt --pressure-GPa {e['pressure_GPa']:g} --barostat {e['barostat']} "
+                    f"--tau-barostat-fs {e['tau_barostat_fs']:g}")
+        raise DynamatError(f"{run_dir} holds a run with {say(had)}, which a resume continues; it was asked for "
+                           f"{say(want)}: give the same ensemble arguments, another --out, or --overwrite")
 
 
 def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Path | None) -> str:

@@ -53,10 +53,25 @@ protocol_options = [
 ]
 
 
-def protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame) -> dict:
-    """The options of :data:`protocol_options` that were given (run.json records each with its source)."""
+#: the isothermal-isobaric protocol (i-PI's barostats); catalogue.get_system checks them together
+ensemble_options = [
+    click.option("--ensemble", type=click.Choice(["nvt", "npt"]), default=None,
+                 help="nvt: fixed cell (the paper's); npt: i-PI's barostat moves the cell [default: nvt]."),
+    click.option("--pressure-GPa", "pressure_GPa", type=float, default=None,
+                 help="With --ensemble npt: the external pressure in GPa."),
+    click.option("--barostat", type=click.Choice(["isotropic", "flexible"]), default=None,
+                 help="With --ensemble npt: isotropic (volume only) or flexible (the whole cell) [default: isotropic]."),
+    click.option("--tau-barostat-fs", "tau_barostat_fs", type=float, default=None,
+                 help="With --ensemble npt: the barostat's time constant in fs [default: 1000]."),
+]
+
+
+def protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame,
+                       **ensemble) -> dict:
+    """The options of :data:`protocol_options` (and :data:`ensemble_options`, as keywords) that were given
+    (run.json records each with its source)."""
     ov = dict(protocol=protocol, system_class=system_class, dims=None if dims is None else int(dims),
-              timestep_fs=timestep_fs, tau_fs=tau_fs, thermostat=thermostat, start_frame=start_frame)
+              timestep_fs=timestep_fs, tau_fs=tau_fs, thermostat=thermostat, start_frame=start_frame, **ensemble)
     return {k: v for k, v in ov.items() if v is not None}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, model_option, model_option_args,
+from dynamat.cli.common import (dispersion_args, dispersion_options, ensemble_options, model_option, model_option_args,
                                 models_file_option, protocol_options, protocol_overrides, reference_option,
                                 seed_option, served_model, system_option, with_options)
 from dynamat.engines.ipi_input import write_inputs
@@ -32,16 +32,19 @@ from dynamat.runner import steps_for
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
 @click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True, help="Path-integral beads; 1 is classical MD.")
 @with_options(protocol_options)
+@with_options(ensemble_options)
 @click.option("--model", default=None, help="Model for the printed driver command: a name, MODULE:CALLABLE or a "
               "--models-file name.")
 @model_option
 @models_file_option
 @with_options(dispersion_options)
 def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_size, nbeads,
-           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, model, model_options,
-           models_file, dispersion, dispersion_functional):
+           protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, ensemble, pressure_GPa, barostat,
+           tau_barostat_fs, model, model_options, models_file, dispersion, dispersion_functional):
     """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
-    overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
+    overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame,
+                                   ensemble=ensemble, pressure_GPa=pressure_GPa, barostat=barostat,
+                                   tau_barostat_fs=tau_barostat_fs)
     if model:
         model_folder(model)  # a name or MODULE:CALLABLE, checked before anything is written
     elif models_file:
@@ -72,6 +75,9 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     click.echo(f"wrote {xml} and {RunFolder(xml.parent).init_xyz}")
     click.echo(f"protocol {p.name}: i-PI {p.ipi_thermostat} (paper: {p.paper_thermostat}), dt {p.timestep_fs} fs, "
                f"tau {p.tau_fs} fs, frame every {p.stride} steps, {sys_entry.temperature_K} K")
+    if p.ensemble == "npt":
+        click.echo(f"ensemble npt: {p.pressure_GPa:g} GPa, {p.barostat} barostat, tau {p.tau_barostat_fs:g} fs "
+                   "(the barostat reads the virial every step: run the driver without --stress-stride)")
     where = f"--inet {shlex.quote(inet)}" if inet else f"--unix {shlex.quote(unix_name)}"
     # ';' not '&&': with '&&' the cd happens only in the backgrounded subshell and the driver starts elsewhere
     driver = shlex.quote(served.driver_cmd) if served and served.driver_cmd else "dynamat-driver"

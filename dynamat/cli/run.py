@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, driver_options, model_option, model_option_args,
-                                models_file_option, progress_printer, protocol_options, protocol_overrides,
-                                reference_option, seed_option, served_model, system_option, with_options)
+from dynamat.cli.common import (dispersion_args, dispersion_options, driver_options, ensemble_options, model_option,
+                                model_option_args, models_file_option, progress_printer, protocol_options,
+                                protocol_overrides, reference_option, seed_option, served_model, system_option,
+                                with_options)
 from dynamat.errors import DynamatError
 from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 
@@ -33,6 +34,7 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
               help="unix: a private socket file; inet: TCP on --host with a free port (published in socket.json).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface for an inet socket (localhost unless named).")
 @with_options(protocol_options)
+@with_options(ensemble_options)
 @click.option("--engine", type=click.Choice(["ipi", "ase"]), default="ipi", show_default=True,
               help="ase: ASE's Nose-Hoover chain as socket server, the paper's exact protocol for metals, alloys, TMDs, perovskites.")
 @click.option("--pack", "pack", type=click.IntRange(1, 256), default=None, metavar="K",
@@ -42,8 +44,9 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
               help="With --pack: how long the driver waits for the other runs' positions before a model call [5].")
 @with_options(driver_options)
 @with_options(dispersion_options)
-def run(model, model_options, models_file, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads, socket_mode,
-        host, protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, engine, pack, pack_wait_ms,
+def run(model, model_options, models_file, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads,
+        socket_mode, host, protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, ensemble,
+        pressure_GPa, barostat, tau_barostat_fs, engine, pack, pack_wait_ms,
         driver_cmd, driver_args, dispersion, dispersion_functional):
     """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
 
@@ -55,7 +58,9 @@ def run(model, model_options, models_file, system, reference, steps, time_ps, ou
                       + model_option_args(model_options) + dispersion_args(dispersion, dispersion_functional),
                       batch_size=batch_size,
                       socket_mode=socket_mode, host=host, engine=engine, nbeads=nbeads)
-    overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame)
+    overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame,
+                                   ensemble=ensemble, pressure_GPa=pressure_GPa, barostat=barostat,
+                                   tau_barostat_fs=tau_barostat_fs)
     names = [x.strip() for x in system.split(",") if x.strip()]
     if pack_wait_ms is not None and pack is None:
         raise DynamatError("--pack-wait-ms is the pack driver's gather window: add --pack K")

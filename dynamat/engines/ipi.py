@@ -176,10 +176,10 @@ def _wait_for_socket(ipi, sock: Path, run_dir: Path, timeout_s: float) -> list:
 
 
 def _stress_plan(text: str, settings, opts, n_drivers: int) -> dict:
-    """Every i-PI template is NVT: the virial is only written, every stride steps, so the driver computes
-    the model's stress for those steps only (one driver sees every request; the first is the restart
-    file's <step>, or 0). Empty when the driver must compute it always."""
-    if n_drivers != 1 or "--stress-stride" in opts.driver_args:
+    """In NVT the virial is only written, every stride steps, so the driver computes the model's stress
+    for those steps only (one driver sees every request; the first is the restart file's <step>, or 0).
+    Empty when the driver must compute it always: in NPT the virial drives the barostat every step."""
+    if n_drivers != 1 or "--stress-stride" in opts.driver_args or getattr(settings, "is_npt", False):
         return {}
     start = re.search(r"<step>\s*(\d+)\s*</step>", text)
     return {"stress_stride": int(settings.stride), "first_step": int(start.group(1)) if start else 0,

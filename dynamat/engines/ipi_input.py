@@ -29,6 +29,10 @@ TEMPLATES = {
     "pile_l": "pimd_pile_l.xml",
     "trpmd": "pimd_trpmd.xml",
 }
+#: the isothermal-isobaric template: the particle thermostat ("svr" or "langevin") is one of its values
+NPT_TEMPLATE = "npt.xml"
+ENSEMBLES = ("nvt", "npt")
+BAROSTATS = ("isotropic", "flexible")  # i-PI's Bussi-Zykova-Parrinello and Martyna-Tuckerman-Tobias-Klein
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,14 @@ class MDSettings:
     temperature_K: float
     seed: int = 12345
     nbeads: int = 1
+    ensemble: str = "nvt"  # "nvt" (fixed cell) or "npt" (i-PI's barostat moves the cell)
+    pressure_GPa: float | None = None  # NPT: the external pressure
+    barostat: str = "isotropic"  # NPT: i-PI barostat mode, one of BAROSTATS
+    tau_barostat_fs: float | None = None  # NPT: the piston's time constant (and its Langevin thermostat's)
+
+    @property
+    def is_npt(self) -> bool:
+        return self.ensemble == "npt"
 
     @property
     def last_saved_step(self) -> int:
@@ -88,7 +100,8 @@ def render_input(
     i-PI), and a restart that rolls back to them only repeats frames, which the readers drop by step.
     With ``settings.nbeads > 1`` a classical thermostat ("svr", "langevin") is replaced by the
     PIMD template ("pile_l"; "trpmd" is kept), and ``batch_size`` defaults to the bead count
-    (1 otherwise).
+    (1 otherwise). ``settings.ensemble == "npt"`` renders ``npt.xml`` instead: the same particle thermostat,
+    i-PI's barostat at ``settings.pressure_GPa`` (classical only).
     """
     if mode not in ("unix", "inet"):
         raise ValueError(f"socket mode must be 'unix' or 'inet', got {mode!r}")
@@ -99,6 +112,8 @@ def render_input(
         thermostat = "pile_l"
     if batch_size is None:
         batch_size = max(nbeads, 1)
+    if settings.is_npt and nbeads > 1:
+        raise ValueError("NPT runs are classical here: path integrals (--beads) need --ensemble nvt")
     # per-species quantum kinetic energies, e.g. kinetic_cv{electronvolt}(Cu), from the formula
     is_formula = re.fullmatch(r"(?:[A-Z][a-z]?\d*)+", species) is not None
     elements = list(dict.fromkeys(re.findall(r"[A-Z][a-z]?", species))) if is_formula else []
@@ -125,6 +140,11 @@ def render_input(
         tau_fs=float(settings.tau_fs),
         species_kinetic="".join(f", kinetic_cv{{electronvolt}}({el})" for el in elements),
     )
+    if settings.is_npt:
+        values.update(thermostat=thermostat, pressure_GPa=float(settings.pressure_GPa or 0.0),
+                      barostat=settings.barostat, tau_barostat_fs=float(settings.tau_barostat_fs))
+        text = resources.files("dynamat.ipi_inputs").joinpath(NPT_TEMPLATE).read_text()
+        return Template(text).substitute(values)
     return Template(template_text(thermostat)).substitute(values)
 
 

@@ -35,6 +35,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -46,7 +47,7 @@ from dynamat.metrics.matbench import MATBENCH_TABLE
 from dynamat.report.external import EXTERNAL_METRICS
 from dynamat.layout import SCORE_JSON, RunFolder
 from dynamat.scoring.keys import (  # the one metric table
-    COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, OBSERVABLE_KEYS, Metric,
+    COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, NPT_METRIC_KEYS, OBSERVABLE_KEYS, Metric,
 )
 
 __all__ = [
@@ -79,6 +80,8 @@ MATBENCH_RUN_KEYS = tuple(MATBENCH_TABLE)
 
 SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
 STATUSES = ("completed", "failed", "exploded")
+#: what the NPT table shows beside the cell errors
+NPT_EXTRA_KEYS = ("volume_mean_ref_A3", "volume_mean_mlip_A3", "density_mean_ref_g_cm3", "density_mean_mlip_g_cm3")
 
 
 class ResultsError(Exception):
@@ -210,6 +213,12 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     for key, (where, _, _) in MATBENCH_TABLE.items():  # each key from the object the table names
         obj = raw.get(where)
         row[f"mb_{key}"] = _num(obj.get(key)) if isinstance(obj, dict) else None
+    for key in NPT_METRIC_KEYS:  # variable-cell runs only (None elsewhere)
+        row[key] = _num(raw.get(key))
+        row[f"{key}_unc"] = _num(raw.get(f"{key}_unc"))
+        row[f"{key}_floor"] = _num(raw.get(f"{key}_floor"))
+    for key in NPT_EXTRA_KEYS:
+        row[key] = _num(raw.get(key))
     row["pressure_hist_error_pct_half_bins"] = _num(raw.get("pressure_hist_error_pct_half_bins"))
     row["pressure_hist_error_pct_double_bins"] = _num(raw.get("pressure_hist_error_pct_double_bins"))
     curves = RunFolder(path.parent).curves_npz
@@ -459,12 +468,57 @@ def _class_order(rows: Iterable[dict[str, Any]]) -> list[str]:
     return known + sorted(c for c in present if c not in SYSTEM_CLASSES)
 
 
+def npt_table(results: Results) -> Table | None:
+    """One row per variable-cell (NPT) run: its cell errors with uncertainty and floor, the mean volumes and
+    densities; None when no score has them (a fixed-cell report keeps its tables)."""
+    rows = [r for r in results.rows if any(r.get(k) is not None for k in NPT_METRIC_KEYS)]
+    if not rows:
+        return None
+    order = {m: i for i, m in enumerate(results.models)}
+    rows.sort(key=lambda r: (order[r["model"]], r["system"]))
+    cols = ["model", "system", "status"]
+    for k in NPT_METRIC_KEYS:
+        cols += [k, f"{k}_unc", f"{k}_floor"]
+    cols += list(NPT_EXTRA_KEYS)
+    return Table("npt_cell", "Variable-cell (NPT) runs: volume, density and lattice", cols,
+                 [{c: r.get(c) for c in cols} for r in rows],
+                 notes=["NPT runs only (not the paper's fixed-cell protocol): mean-volume and lattice errors against "
+                        "the reference's mean cell, Eq. 9 on the volume histogram; ± the block-bootstrap "
+                        "uncertainty, *_floor the same error between the reference's two halves.",
+                        *thermal_expansion_notes(rows)],
+                 display=["model", "system", "status", *NPT_METRIC_KEYS, *NPT_EXTRA_KEYS[:2]])
+
+
+def thermal_expansion_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """α_V = d ln⟨V⟩/dT (:func:`dynamat.metrics.volume.thermal_expansion_coefficient`) of each model and of its
+    reference, for every system whose completed NPT runs span two or more temperatures; systems are the same
+    material when their names differ only in the ``_<T>K`` part, which gives the temperature."""
+    from dynamat.catalogue import temperature_from_name
+    from dynamat.metrics.volume import thermal_expansion_coefficient
+
+    groups: dict[tuple[str, str], list] = {}
+    for r in rows:
+        t = temperature_from_name(r["system"])
+        if r["status"] == "completed" and t is not None and r.get("volume_mean_mlip_A3") and r.get("volume_mean_ref_A3"):
+            material = re.sub(r"(^|[_-])\d+(?:\.\d+)?K(?=$|[_-])", r"\1", r["system"])
+            groups.setdefault((r["model"], material), []).append((t, r["volume_mean_mlip_A3"], r["volume_mean_ref_A3"]))
+    notes = []
+    for (model, material), pts in groups.items():
+        t, v_mlip, v_ref = (np.array(x, dtype=float) for x in zip(*pts))
+        if len(np.unique(t)) < 2:
+            continue
+        a_m, a_r = thermal_expansion_coefficient(t, v_mlip), thermal_expansion_coefficient(t, v_ref)
+        notes.append(f"thermal expansion of {material} ({model}, {t.min():g}-{t.max():g} K): alpha_V = {a_m:.3g} /K, "
+                     f"reference {a_r:.3g} /K ({100 * abs(a_m - a_r) / abs(a_r) if a_r else float('nan'):.3g} % off)")
+    return notes
+
+
 def build_tables(results: Results, external: dict[str, dict[str, Any]] | None = None) -> dict[str, Table]:
     models = model_table(results, external)
     by_class = by_class_table(results)
     tables = [models, tier_median_table(models), class_tier_table(by_class), by_class,
-              system_table(results)]
-    return {t.name: t for t in tables}
+              system_table(results), npt_table(results)]
+    return {t.name: t for t in tables if t is not None}
 
 
 # ----------------------------------------------------------------------------- writing

@@ -79,6 +79,7 @@ from dynamat.metrics.vdos import (
     vdos_error,
     vdos_w1_error,
 )
+from dynamat.scoring.cell import CELL_ERROR_KEYS, cell_step
 from dynamat.scoring.keys import COMPOSITE_KEYS, ERROR_KEYS, OBSERVABLE_KEYS
 from dynamat.trajectory import Trajectory
 
@@ -120,6 +121,17 @@ MD_KEYS = (
     "tau_int_frames_ref",
     "tau_int_frames_mlip",
     "n_boot",
+)
+#: what an NPT score adds (:mod:`dynamat.scoring.cell`); a fixed-cell score has none of these keys
+NPT_KEYS = (
+    *CELL_ERROR_KEYS,
+    *(f"{k}_unc" for k in CELL_ERROR_KEYS),
+    *(f"{k}_floor" for k in CELL_ERROR_KEYS),
+    "volume_mean_ref_A3",
+    "volume_mean_mlip_A3",
+    "density_mean_ref_g_cm3",
+    "density_mean_mlip_g_cm3",
+    "volume_hist_bins",
 )
 
 class _FrameWindow:
@@ -208,9 +220,11 @@ class _Pair:
         return self.sides["mlip"]
 
 
-def matched_pair(ref: Trajectory, mlip: Trajectory, dims: int, mlip_beads: Trajectory | None = None) -> _Pair:
+def matched_pair(ref: Trajectory, mlip: Trajectory, dims: int, mlip_beads: Trajectory | None = None,
+                 npt: bool = False) -> _Pair:
     """Step 1: both trajectories over the shorter duration (paper: matched-duration segments), their
-    velocities (stored if both sides have them), kinetic temperatures, pressures and block lengths."""
+    velocities (stored if both sides have them), kinetic temperatures, pressures and block lengths
+    (``npt``: the volume, slowest of all with a barostat, sizes the blocks too)."""
     _check_pair(ref, mlip)
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims}")
@@ -236,7 +250,8 @@ def matched_pair(ref: Trajectory, mlip: Trajectory, dims: int, mlip_beads: Traje
     t_kin = {k: kinetic_temperature(vel[k], masses[k]) for k in sides}
     have_p = ref.stress is not None and mlip.stress is not None
     p = {k: pressure_GPa(t.stress, dims) for k, t in sides.items()} if have_p else {}
-    tau = {k: _tau([t_kin[k], _structural_series(t), t.energies, p.get(k)]) for k, t in sides.items()}
+    vol = {k: np.abs(np.linalg.det(t.cells)) if npt else None for k, t in sides.items()}
+    tau = {k: _tau([t_kin[k], _structural_series(t), t.energies, p.get(k), vol[k]]) for k, t in sides.items()}
     blen = {k: choose_block_length(t.n_frames, tau[k]) for k, t in sides.items()}
     sizes = {k: block_sizes(sides[k].n_frames, blen[k]) for k in sides}
     return _Pair(sides, mlip_beads, beads_per_frame, stored, vel, masses, t_kin, p, tau, blen, sizes)
@@ -356,14 +371,15 @@ def diagnostics_step(pair: _Pair, vac: dict) -> dict:
 
 
 def bootstrap_step(pair: _Pair, rdf_state: dict, p_state: dict, spectra: _Spectra, n_boot: int,
-                   rng: np.random.Generator) -> dict:
+                   rng: np.random.Generator, cell_state: dict | None = None) -> dict:
     """``<key>_unc``: block-bootstrap standard errors, both trajectories resampled independently
-    (:mod:`dynamat.metrics.uncertainty`); E_RPV/L_RPV from each replicate's three errors."""
+    (:mod:`dynamat.metrics.uncertainty`); E_RPV/L_RPV from each replicate's three errors; the cell errors
+    of an NPT score (``cell_state``) from the same replicates."""
     if not n_boot or n_boot < 2:
         return {}
     hist, r, edges, sizes = rdf_state["hist"], rdf_state["r"], p_state["edges"], pair.sizes
     w_all = {k: bootstrap_weights(len(sizes[k]), n_boot, rng) for k in pair.sides}
-    reps = {k: [] for k in ERROR_KEYS}
+    reps = {k: [] for k in (*ERROR_KEYS, *CELL_ERROR_KEYS)}
     for i in range(n_boot):
         w = {k: w_all[k][i] for k in pair.sides}
         _, gr = rdf_from_histogram(hist["ref"], w["ref"])
@@ -376,6 +392,8 @@ def bootstrap_step(pair: _Pair, rdf_state: dict, p_state: dict, spectra: _Spectr
             e["pressure_hist_error_pct"] = _weighted_hist_error(pair.p["ref"], fw["ref"], pair.p["mlip"],
                                                                 fw["mlip"], edges)
         e.update((k, v) for k, v in combined_step(e).items() if v is not None)
+        if cell_state is not None:
+            e.update(cell_state["errors"](*(np.repeat(w[k], sizes[k]) for k in ("ref", "mlip"))))
         for k, v in e.items():
             reps[k].append(v)
     return {f"{k}_unc": standard_error(v) for k, v in reps.items() if v}
@@ -393,6 +411,7 @@ def score_md(
     rdf_backend: str = "numpy",
     curves: dict | None = None,
     mlip_beads: Trajectory | None = None,
+    npt: bool = False,
 ) -> dict:
     """Observable errors of ``mlip`` against ``ref`` over matched durations.
 
@@ -410,6 +429,9 @@ def score_md(
     ``mlip_beads``: for a path-integral run, every bead of every saved step (step-major, P frames
     per centroid frame, :func:`dynamat.io.run_folder.read_bead_trajectory`): E_RDF is then the
     all-bead (quantum) g(r) against the reference, and ``rdf_error_centroid_pct`` the centroid's.
+    ``npt``: a variable-cell run: the cell step (:func:`dynamat.scoring.cell.cell_step`) adds the mean-volume,
+    volume-histogram and lattice errors with their ``_unc`` and ``_floor`` (keys :data:`NPT_KEYS`), and the
+    volume sizes the bootstrap blocks; a fixed-cell score has none of these keys.
     ``curves``: a dict that receives the compared curves (what the report draws, Fig. 3-5 b-f):
     ``rdf_r`` (Å), ``rdf_ref``, ``rdf_mlip``; ``vdos_nu_THz``, ``vdos_ref``, ``vdos_mlip`` (unit
     area over the common range, the MLIP's on the reference's grid); ``p_ref_GPa``, ``p_mlip_GPa``.
@@ -418,8 +440,8 @@ def score_md(
     estimated velocities) and, when the trajectory names its target temperature, a flag when the
     frame interval it implies is off (:mod:`dynamat.metrics.frame_interval`) — a wrong ``dt_fs``.
     """
-    pair = matched_pair(ref, mlip, dims, mlip_beads)
-    out: dict = dict.fromkeys(MD_KEYS)
+    pair = matched_pair(ref, mlip, dims, mlip_beads, npt=npt)
+    out: dict = dict.fromkeys(MD_KEYS + (NPT_KEYS if npt else ()))
     out.update(matched_duration_fs=float(min(ref.duration_fs, mlip.duration_fs)), n_frames_ref=pair.ref.n_frames,
                n_frames_mlip=pair.mlip.n_frames, n_boot=int(n_boot), **_block_diagnostics(pair))
     rng = np.random.default_rng(seed)
@@ -430,10 +452,15 @@ def score_md(
         out.update(part)
     out.update(combined_step(out))
     out.update(diagnostics_step(pair, vdos_state["vac"]))
-    out.update(bootstrap_step(pair, rdf_state, p_state, vdos_state["spectra"], n_boot, rng))
+    res_cell, cell_state = cell_step(pair.sides) if npt else ({}, None)
+    out.update(res_cell)
+    out.update(bootstrap_step(pair, rdf_state, p_state, vdos_state["spectra"], n_boot, rng, cell_state))
     out.update(_reference_floor(pair.ref, rdf_state["hist"]["ref"], rdf_state["r"], pair.vel["ref"], pair.masses["ref"],
                                 vdos_state["lags"]["ref"], pair.p.get("ref"), pair.stored))
+    if cell_state is not None:
+        out.update(cell_state["floor"])
     if curves is not None:
+        curves.update(cell_state["curves"] if cell_state is not None else {})
         curves.update(rdf_state["curves"])
         curves.update(p_state["curves"])
         curves.update(vdos_state["curves"])

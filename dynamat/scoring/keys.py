@@ -38,7 +38,16 @@ METRICS: tuple[Metric, ...] = (
     Metric("seconds_per_step", "Time per MD step", "s", "s/step"),
     Metric("model_seconds_per_eval", "Model time per evaluation", "s", "s/eval"),
 )
-METRIC_BY_KEY = {m.key: m for m in METRICS}
+#: variable-cell (NPT) observables, not the paper's (README, Metrics; :mod:`dynamat.metrics.volume`): only NPT
+#: scores carry them, and reports show them in a table of their own, so fixed-cell tables keep their columns
+NPT_METRICS: tuple[Metric, ...] = (
+    Metric("volume_error_pct", r"Mean-volume error $E_{\langle V \rangle}$", "%", "E_<V>", "NPT"),
+    Metric("volume_hist_error_pct", "Volume-histogram error $E_V$", "%", "E_V", "Eq. 9 on V"),
+    Metric("lattice_length_error_pct", "Lattice-length error $E_a$", "%", "E_a", "NPT"),
+    Metric("lattice_angle_error_deg", r"Lattice-angle error $E_\alpha$", "deg", "E_alpha", "NPT"),
+)
+NPT_METRIC_KEYS = tuple(m.key for m in NPT_METRICS)
+METRIC_BY_KEY = {m.key: m for m in (*METRICS, *NPT_METRICS)}
 METRIC_KEYS = tuple(m.key for m in METRICS)
 #: the three observable errors combined by Eq. 11 / 12
 OBSERVABLE_KEYS = ("rdf_error_pct", "pressure_hist_error_pct", "vdos_error_pct")
@@ -46,4 +55,4 @@ COMPOSITE_KEYS = ("E_RPV_pct", "L_RPV_pct")
 #: error metrics of an MD run that carry ``_unc`` (bootstrap) and ``_floor`` (reference halves) companions
 ERROR_KEYS = ("rdf_error_pct", "pressure_mae_GPa", "pressure_hist_error_pct", "vdos_error_pct", "E_RPV_pct", "L_RPV_pct")
 #: the scorecard's lines, in order (the model time is in run.json and the report)
-SCORECARD_KEYS = METRIC_KEYS[:-1]
+SCORECARD_KEYS = METRIC_KEYS[:-2] + NPT_METRIC_KEYS + METRIC_KEYS[-2:-1]

@@ -77,6 +77,14 @@ def matbench_object(ref, mlip) -> dict:
     return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in vals.items()}
 
 
+def is_npt(meta: dict, mlip) -> bool:
+    """A variable-cell run: run.json says ``ensemble npt``, or (a trajectory made elsewhere) its cell changes."""
+    if meta:
+        return (meta.get("protocol") or {}).get("ensemble") == "npt"
+    v = np.abs(np.linalg.det(mlip.cells))
+    return float(np.ptp(v)) > 1e-6 * float(np.mean(v))
+
+
 MODEL_FACTS = ("tier", "n_params", "model_label", "model_family")
 
 
@@ -123,7 +131,7 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     if mlip.temperature_K is None:
         mlip.temperature_K = sys_entry.temperature_K  # the target: lets the frame-interval check speak
     try:
-        res = score_md(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads)
+        res = score_md(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads, npt=is_npt(meta, mlip))
         res["matbench"] = matbench_object(ref, mlip)
     except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
         raise DynamatError(f"cannot score this trajectory: {exc}") from None

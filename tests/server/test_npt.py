@@ -1,0 +1,228 @@
+"""NPT through i-PI's barostats: the run, its cell and stress, EMT's lattice constant, and the volume scores.
+
+Four real runs, started together (about 40 s on 2 shared cores): EMT copper at 50 K from its own zero-pressure
+lattice constant (the equation-of-state proof), and on the demo system at 300 K two EMT seeds and LJ, all at
+0 GPa with the isotropic barostat.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.eos import EquationOfState
+from ase.units import kB
+
+from conftest import BIN, assert_one_line_error, dynamat_cmd
+from dynamat.engines.ipi import _stress_plan
+from dynamat.engines.ipi_input import MDSettings
+from dynamat.io.ipi_output import read_properties
+from dynamat.io.run_folder import read_run_trajectory
+from dynamat.layout import RunFolder
+from dynamat.metrics.uncertainty import block_bootstrap_mean_se
+from dynamat.metrics.volume import lattice_parameters
+from dynamat.runner import RunOptions, supervise
+
+SYSTEM = "bulkCu_300K-demo_EMT"
+NPT = ["--ensemble", "npt", "--pressure-GPa", "0", "--tau-barostat-fs", "100", "--timestep-fs", "2"]
+STEPS = 700  # 1.4 ps; the first 5 x 100 fs are the burn-in
+EOS_STEPS = 1200  # 2.4 ps at 50 K
+
+
+def _static_eos(atoms):
+    """EMT's zero-pressure volume (Å³) and bulk modulus (eV/Å³) of ``atoms`` from a Birch-Murnaghan fit."""
+    vols, energies = [], []
+    for s in np.linspace(0.98, 1.02, 9):
+        a = atoms.copy()
+        a.set_cell(atoms.cell * s, scale_atoms=True)
+        a.calc = EMT()
+        vols.append(a.get_volume())
+        energies.append(a.get_potential_energy())
+    v0, _, b0 = EquationOfState(vols, energies, eos="birchmurnaghan").fit()
+    return v0, b0
+
+
+def _log_det_hessian(atoms) -> float:
+    """Σ ln λ over the non-zero eigenvalues of EMT's Hessian (central differences of the forces, 5 mÅ)."""
+    a = atoms.copy()
+    a.calc = EMT()
+    x0, h = a.positions.copy(), 0.005
+    hess = np.zeros((3 * len(a), 3 * len(a)))
+    for j in range(3 * len(a)):
+        f = []
+        for sign in (1, -1):
+            x = x0.copy()
+            x.flat[j] += sign * h
+            a.positions = x
+            f.append(a.get_forces().ravel())
+        hess[:, j] = -(f[0] - f[1]) / (2 * h)
+    lam = np.linalg.eigvalsh(0.5 * (hess + hess.T))
+    return float(np.log(lam[3:]).sum())  # the three translations are zero modes
+
+
+def _quasi_harmonic_expansion(atoms, v0: float, b0: float, temperature_K: float) -> float:
+    """Classical quasi-harmonic Δa/a: the thermal pressure P_th = (3N−3) k T γ̄ / V, with γ̄ = −d ln ω̄/d ln V
+    (geometric mean frequency, from the Hessian at ±1 % volume), expands the crystal by ΔV/V = P_th / B."""
+    lds = []
+    for f in (0.99, 1.01):
+        a = atoms.copy()
+        a.set_cell(atoms.cell * f ** (1 / 3), scale_atoms=True)
+        lds.append(_log_det_hessian(a))
+    dof = 3 * len(atoms) - 3
+    gamma = -0.5 * (lds[1] - lds[0]) / np.log(1.01 / 0.99) / dof
+    return dof * kB * temperature_K * gamma / (v0 * b0) / 3.0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The three demo-system runs (as a user starts them) and, meanwhile, the 50 K EOS run (library call)."""
+    root = tmp_path_factory.mktemp("npt")
+    procs = {}
+    for name, model, seed in (("emt1", "emt", 1), ("emt2", "emt", 2), ("lj", "lj", 1)):
+        cmd = [str(BIN / "dynamat"), "run", "--model", model, "--system", SYSTEM, "--steps", str(STEPS),
+               "--out", str(root / name), "--seed", str(seed), *NPT]
+        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)  # 32 atoms
+    v0, b0 = _static_eos(cu)
+    start = cu.copy()
+    start.set_cell(cu.cell * (v0 / cu.get_volume()) ** (1 / 3), scale_atoms=True)
+    settings = MDSettings(thermostat="svr", timestep_fs=2.0, tau_fs=100.0, stride=10, steps=EOS_STEPS,
+                          temperature_K=50.0, seed=7, ensemble="npt", pressure_GPa=0.0, barostat="isotropic",
+                          tau_barostat_fs=200.0)
+    eos_dir = root / "eos"
+    supervise("emt", start, settings, eos_dir, RunOptions())
+    out = {"eos": eos_dir, "eos_fit": (start, v0, b0), "root": root}
+    for name, p in procs.items():
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        out[name] = root / name / "emt" / SYSTEM if name != "lj" else root / name / "lj" / SYSTEM
+    return out
+
+
+def test_npt_run_moves_the_cell_with_stress_every_step(runs):
+    run = runs["emt1"]
+    xml = RunFolder(run).input_xml.read_text()
+    assert "<dynamics mode='npt'>" in xml and "<barostat mode='isotropic'>" in xml
+    rec = json.loads(RunFolder(run).run_json.read_text())
+    assert rec["status"] == "completed"
+    assert {k: rec["protocol"][k] for k in ("ensemble", "pressure_GPa", "barostat", "tau_barostat_fs")} == {
+        "ensemble": "npt", "pressure_GPa": 0.0, "barostat": "isotropic", "tau_barostat_fs": 100.0}
+    assert rec["protocol"]["burn_in_ps"] == pytest.approx(0.5)
+    # the driver was given no stress schedule: the model's stress on every request (the barostat reads it)
+    timing = json.loads(RunFolder(run).driver_timing_json("").read_text())
+    assert timing["stress"] == {"policy": "model stress on every request"}
+    assert timing["n_evaluations_with_stress"] == timing["n_evaluations"] == STEPS + 1  # step 0, then one a step
+    npt = MDSettings("svr", 2.0, 100.0, 10, 100, 300.0, ensemble="npt", pressure_GPa=0.0, tau_barostat_fs=100.0)
+    nvt = MDSettings("svr", 2.0, 100.0, 10, 100, 300.0)
+    assert _stress_plan("", npt, RunOptions(), 1) == {}
+    assert _stress_plan("", nvt, RunOptions(), 1)["stress_stride"] == 10
+    # the reader's per-frame cells are i-PI's: their volumes are i-PI's own volume column, and they move
+    traj = read_run_trajectory(run)
+    props = read_properties(RunFolder(run).properties)
+    vol = props["volume{angstrom3}"][np.isin(props["step"].astype(int), traj.steps)]
+    np.testing.assert_allclose(np.abs(np.linalg.det(traj.cells)), vol, atol=1e-4)
+    assert np.ptp(vol) > 1.0 and np.isfinite(traj.stress).all()
+
+
+def test_resume_with_other_ensemble_arguments_is_refused(runs, tmp_path):
+    run = runs["emt1"]
+    before = RunFolder(run).run_json.read_bytes()
+    base = ["run", "--model", "emt", "--system", SYSTEM, "--steps", str(STEPS + 100), "--out", str(run.parents[1]),
+            "--seed", "1", "--timestep-fs", "2"]
+    other_p = dynamat_cmd(*base, "--ensemble", "npt", "--pressure-GPa", "1", "--tau-barostat-fs", "100")
+    assert_one_line_error(other_p, "--pressure-GPa 0", "--pressure-GPa 1")
+    as_nvt = dynamat_cmd(*base)
+    assert_one_line_error(as_nvt, "--ensemble npt", "--ensemble nvt")
+    assert RunFolder(run).run_json.read_bytes() == before
+    bad = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--out", str(tmp_path / "x"), "--pressure-GPa", "1")
+    assert_one_line_error(bad, "only matter with --ensemble npt")
+    bad = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--out", str(tmp_path / "x"), "--ensemble", "npt")
+    assert_one_line_error(bad, "needs --pressure-GPa")
+    assert not (tmp_path / "x").exists()
+
+
+def test_emt_copper_at_50K_and_0GPa_gives_the_eos_lattice_constant_plus_thermal_expansion(runs):
+    """a_MD = a_EOS (1 + Δa/a) within 3 standard errors, Δa/a the classical quasi-harmonic expansion at 50 K
+    (0.095 %, 3.4 mÅ: 28 standard errors, so a run that ignored the barostat or the temperature fails)."""
+    start, v0, b0 = runs["eos_fit"]
+    a_eos = (v0 / 8) ** (1 / 3)  # 2 x 2 x 2 conventional cells
+    traj = read_run_trajectory(runs["eos"])
+    keep = traj.steps >= EOS_STEPS // 5  # 0.48 ps = 2.4 barostat time constants of equilibration
+    a_md = lattice_parameters(traj.cells[keep])[:, :3].mean(axis=1) / 2
+    se = block_bootstrap_mean_se(a_md)
+    expansion = _quasi_harmonic_expansion(start, v0, b0, 50.0)
+    assert 5e-4 < expansion < 2e-3  # Cu's α_L ~ 1.7e-5/K: the order of 50 K x α
+    assert abs(a_md.mean() - a_eos * (1 + expansion)) < 3 * se
+    assert abs(a_md.mean() - a_eos) > 5 * se  # the expansion is resolved, not hidden in the noise
+
+
+def _score(ref_h5: Path, run: Path) -> dict:
+    res = dynamat_cmd("score", "--reference", str(ref_h5), "--system", SYSTEM, "--run", str(run))
+    assert res.returncode == 0, res.stderr
+    assert "E_<V>" in res.stdout and "E_V (Eq. 9 on V)" in res.stdout
+    return json.loads(RunFolder(run).score_json.read_text())
+
+
+def test_emt_npt_reference_scores_lj_far_off_and_another_emt_seed_within_the_noise_floor(runs):
+    """The EMT run converted into a reference (its burn-in dropped) scores LJ's cell far beyond the noise floor
+    and EMT's other seed within it. The floor (reference halves) is itself one noisy draw, so 'within' allows
+    3 bootstrap standard errors of the error beside it."""
+    ref_h5 = runs["root"] / "ref.h5"
+    imp = dynamat_cmd("reference", "import", str(runs["emt1"]), "--out", str(ref_h5), "--name", SYSTEM,
+                      "--temperature", "300", "--drop-ps", "0.5")
+    assert imp.returncode == 0, imp.stderr
+    emt, lj = _score(ref_h5, runs["emt2"]), _score(ref_h5, runs["lj"])
+    keys = ("volume_error_pct", "volume_hist_error_pct", "lattice_length_error_pct")
+    for k in keys:
+        assert emt[k] <= emt[f"{k}_floor"] + 3 * emt[f"{k}_unc"], (k, emt[k], emt[f"{k}_floor"])
+        assert lj[k] > lj[f"{k}_floor"] + 3 * lj[f"{k}_unc"], (k, lj[k], lj[f"{k}_floor"])
+    assert lj["volume_error_pct"] > 5.0  # LJ's sigma is Cu's neighbour distance: its minimum lies 12 % further
+    assert emt["lattice_angle_error_deg"] == pytest.approx(0.0, abs=1e-9)  # the isotropic barostat keeps the shape
+    # the score's MLIP volume is i-PI's own volume column over the scored (post-burn-in, matched) steps
+    props = read_properties(RunFolder(runs["lj"]).properties)
+    steps = props["step"].astype(int)
+    scored = (steps >= 250) & (steps < 250 + 10 * emt["n_frames_mlip"])
+    assert lj["volume_mean_mlip_A3"] == pytest.approx(props["volume{angstrom3}"][scored].mean(), rel=1e-6)
+    # the report shows the NPT table (and the page carries it)
+    from dynamat.report.html import render_html
+    from dynamat.report.tables import build_tables, load_results
+
+    tables = build_tables(load_results([RunFolder(runs["emt2"]).score_json, RunFolder(runs["lj"]).score_json]))
+    npt = tables["npt_cell"]
+    assert [r["model"] for r in npt.rows] == ["emt", "lj"]
+    assert "Variable-cell (NPT)" in render_html([npt], [], [])
+
+
+def test_npt_refuses_the_ase_engine_and_beads_before_touching_a_folder(tmp_path):
+    from dynamat.errors import DynamatError
+
+    npt = MDSettings("svr", 2.0, 100.0, 10, 100, 300.0, ensemble="npt", pressure_GPa=0.0, tau_barostat_fs=100.0)
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    for opts, settings in ((RunOptions(engine="ase"), npt), (RunOptions(nbeads=4), replace(npt, nbeads=4))):
+        with pytest.raises(DynamatError, match="i-PI's barostats"):
+            supervise("emt", cu, settings, tmp_path / "run", opts)
+    assert not (tmp_path / "run").exists()
+
+
+def test_npt_protocol_knobs_and_their_burn_in():
+    """The burn-in is 5 barostat time constants unless the protocol's own is longer (relaxed_nhc: 10 ps); the
+    barostat survives --protocol; a slab is refused (the barostat would squeeze its vacuum)."""
+    from dynamat.catalogue import get_system, with_protocol
+    from dynamat.errors import DynamatError
+
+    npt = dict(ensemble="npt", pressure_GPa=2.0, tau_barostat_fs=400.0)
+    s = get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}, **npt)
+    assert (s.protocol.burn_in_ps, s.protocol.barostat, s.md_settings().pressure_GPa) == (2.0, "isotropic", 2.0)
+    relaxed = with_protocol(s, "relaxed_nhc")
+    assert relaxed.protocol.relax and relaxed.protocol.ensemble == "npt" and relaxed.protocol.burn_in_ps == 10.0
+    assert get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}).protocol.ensemble == "nvt"
+    with pytest.raises(DynamatError, match="2D slab"):
+        get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}, dims=2, **npt)
+    with pytest.raises(DynamatError, match="--barostat"):
+        get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}, barostat="berendsen", **npt)
