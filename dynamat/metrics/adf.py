@@ -96,14 +96,14 @@ def _angle_counts(key: np.ndarray, u: np.ndarray, n_groups: int, edges: np.ndarr
     coord = np.bincount(key, minlength=n_groups)
     start = np.concatenate([[0], np.cumsum(coord)[:-1]])
     counts = np.zeros(n_bins + 2, dtype=np.int64)
-    exact = np.zeros(n_bins, dtype=np.int64)
+    near_edge = []  # cosines of cells touching a bin edge, binned exactly in one call at the end
     for k in np.unique(coord[coord >= 2]):
         k = int(k)
         flat = _triu_flat(k)
         first = start[coord == k]
         step = max(1, _ANGLES_PER_BLOCK // k**2)
         for c0 in range(0, len(first), step):
-            bonds = u[first[c0 : c0 + step, None] + np.arange(k)]  # (centres, k, 3)
+            bonds = np.take(u, first[c0 : c0 + step, None] + np.arange(k), axis=0)  # (centres, k, 3)
             gram = np.matmul(bonds, bonds.transpose(0, 2, 1)).reshape(len(bonds), k * k)
             cos = np.take(gram, flat, axis=1).ravel()
             np.minimum(cos, 1.0, out=cos)
@@ -112,10 +112,10 @@ def _angle_counts(key: np.ndarray, u: np.ndarray, n_groups: int, edges: np.ndarr
             cell += _TABLE_CELLS
             binned = np.take(table, cell.astype(np.intp))
             counts += np.bincount(binned, minlength=n_bins + 2)
-            near_edge = cos[binned == n_bins]
-            if len(near_edge):
-                exact += _exact_angle_counts(near_edge, edges)
-    return counts[:n_bins] + exact
+            near_edge.append(cos[binned == n_bins])
+    if near_edge:
+        counts[:n_bins] += _exact_angle_counts(np.concatenate(near_edge), edges)
+    return counts[:n_bins]
 
 
 class AngleCounter:
