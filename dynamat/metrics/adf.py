@@ -34,12 +34,53 @@ def bond_cutoffs(numbers, cells, pbc, bond_tolerance: float = 1.25) -> np.ndarra
 
 
 @lru_cache(maxsize=64)
-def _triu(k: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.triu_indices(k, 1)
+def _triu_flat(k: int) -> np.ndarray:
+    """Flat indices a·k + b (a < b) of the upper triangle of a k×k matrix."""
+    a, b = np.triu_indices(k, 1)
+    return a * k + b
 
 
-#: angles evaluated per numpy call: bounds the memory of a chunk's angle pairs (~8 MiB each)
-_ANGLES_PER_BLOCK = 1 << 20
+#: angles evaluated per numpy call: the block's arrays stay cache-sized (~0.5 MiB each)
+_ANGLES_PER_BLOCK = 1 << 16
+#: cells per unit of cosine in the binning table (a power of 2: c·K + K is then exact to 2⁻³⁶)
+_TABLE_CELLS = 1 << 15
+#: distance in cosine (≫ round-off, ≪ a cell) within which a cell counts as touching a bin edge
+_EDGE_MARGIN = 1e-9
+
+
+def _exact_angle_counts(cos: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Histogram of the angles arccos(cos) in degrees over ``edges`` (equal bins, last closed)."""
+    np.minimum(cos, 1.0, out=cos)  # np.clip's values, at a fraction of its cost
+    np.maximum(cos, -1.0, out=cos)
+    ang = np.degrees(np.arccos(cos, out=cos), out=cos)
+    # equal bins given by count and range: numpy's direct binning, with the same edges and the
+    # same edge rule as bins=edges, without sorting
+    return np.histogram(ang, bins=len(edges) - 1, range=(edges[0], edges[-1]))[0]
+
+
+@lru_cache(maxsize=8)
+def _cosine_bin_table(lo_deg: float, hi_deg: float, n_bins: int) -> np.ndarray:
+    """Bin of every cosine cell [t/K − 1, (t+1)/K − 1), t = 0…2K, for angle bins over [lo, hi]°.
+
+    A cell whose cosines all lie further than ``_EDGE_MARGIN`` from the cosine of every bin edge
+    holds angles of one bin only (arccos is monotonic) and gets that bin (``n_bins + 1``: outside
+    [lo, hi], not counted); a cell touching an edge gets ``n_bins``, and its cosines are binned by
+    :func:`_exact_angle_counts`. So the table gives that function's counts without an arccos per
+    angle: the margin (≥ 5.7e-8° in angle) dwarfs the round-off of either path.
+    """
+    k = _TABLE_CELLS
+    t = np.arange(2 * k + 1)
+    cell_lo, cell_hi = t / k - 1.0 - _EDGE_MARGIN, (t + 1) / k - 1.0 + _EDGE_MARGIN
+    edges = np.linspace(lo_deg, hi_deg, n_bins + 1)
+    edge_cos = np.sort(np.cos(np.radians(edges)))
+    touches = np.searchsorted(edge_cos, cell_hi, "right") > np.searchsorted(edge_cos, cell_lo, "left")
+    # a cell's midpoint stands for all of it: away from the edges any rounding gives its bin
+    mid_deg = np.degrees(np.arccos(np.clip((t + 0.5) / k - 1.0, -1.0, 1.0)))
+    table = np.floor((mid_deg - lo_deg) * (n_bins / (hi_deg - lo_deg))).astype(np.intp)
+    # angles outside [lo, hi] are not counted (np.histogram drops them): a bin of its own
+    table[(table < 0) | (table >= n_bins)] = n_bins + 1
+    table[touches] = n_bins
+    return table
 
 
 def _angle_counts(key: np.ndarray, u: np.ndarray, n_groups: int, edges: np.ndarray) -> np.ndarray:
@@ -47,25 +88,34 @@ def _angle_counts(key: np.ndarray, u: np.ndarray, n_groups: int, edges: np.ndarr
 
     ``key`` (sorted) names each bond's centre (frame × N + atom), so a centre's bonds are one
     contiguous run; centres of equal coordination k are handled together: one batched k×k Gram
-    matrix of their bond vectors, of which the upper triangle holds the cosines.
+    matrix of their bond vectors, of which the upper triangle holds the cosines. Cosines are
+    binned through :func:`_cosine_bin_table` (exactly :func:`_exact_angle_counts`).
     """
+    n_bins = len(edges) - 1
+    table = _cosine_bin_table(float(edges[0]), float(edges[-1]), n_bins)
     coord = np.bincount(key, minlength=n_groups)
     start = np.concatenate([[0], np.cumsum(coord)[:-1]])
-    counts = np.zeros(len(edges) - 1, dtype=np.int64)
+    counts = np.zeros(n_bins + 2, dtype=np.int64)
+    near_edge = []  # cosines of cells touching a bin edge, binned exactly in one call at the end
     for k in np.unique(coord[coord >= 2]):
-        a, b = _triu(int(k))
+        k = int(k)
+        flat = _triu_flat(k)
         first = start[coord == k]
-        step = max(1, _ANGLES_PER_BLOCK // int(k) ** 2)
+        step = max(1, _ANGLES_PER_BLOCK // k**2)
         for c0 in range(0, len(first), step):
-            bonds = u[first[c0 : c0 + step, None] + np.arange(k)]  # (centres, k, 3)
-            cos = np.matmul(bonds, bonds.transpose(0, 2, 1))[:, a, b].ravel()
-            np.minimum(cos, 1.0, out=cos)  # np.clip's values, at a fraction of its cost
+            bonds = np.take(u, first[c0 : c0 + step, None] + np.arange(k), axis=0)  # (centres, k, 3)
+            gram = np.matmul(bonds, bonds.transpose(0, 2, 1)).reshape(len(bonds), k * k)
+            cos = np.take(gram, flat, axis=1).ravel()
+            np.minimum(cos, 1.0, out=cos)
             np.maximum(cos, -1.0, out=cos)
-            ang = np.degrees(np.arccos(cos, out=cos), out=cos)
-            # equal bins given by count and range: numpy's direct binning, with the same edges
-            # and the same edge rule as bins=edges, without sorting
-            counts += np.histogram(ang, bins=len(edges) - 1, range=(edges[0], edges[-1]))[0]
-    return counts
+            cell = np.multiply(cos, _TABLE_CELLS, out=gram.reshape(-1)[: len(cos)])
+            cell += _TABLE_CELLS
+            binned = np.take(table, cell.astype(np.intp))
+            counts += np.bincount(binned, minlength=n_bins + 2)
+            near_edge.append(cos[binned == n_bins])
+    if near_edge:
+        counts[:n_bins] += _exact_angle_counts(np.concatenate(near_edge), edges)
+    return counts[:n_bins]
 
 
 class AngleCounter:
@@ -105,26 +155,29 @@ class AngleCounter:
             f1 = min(f0 + step, len(positions))
             rows = slice(bounds[f0], bounds[f1])
             if fixed or f1 - f0 == 1:
-                counts += self._frames(positions, cells[f0], i[rows], j[rows], frame[rows], f0, n)
+                counts += self._frames(positions, cells[f0], i[rows], j[rows], frame[rows], f0, n,
+                                       f1 - f0)
             else:
                 for f in range(f0, f1):
                     rows = slice(bounds[f], bounds[f + 1])
-                    counts += self._frames(positions, cells[f], i[rows], j[rows], frame[rows], f, n)
+                    counts += self._frames(positions, cells[f], i[rows], j[rows], frame[rows], f, n, 1)
         return counts
 
-    def _frames(self, positions, cell, i, j, frame, f0: int, n: int) -> np.ndarray:
-        """Angle counts of candidate pairs of frames f0… that share ``cell``."""
-        vec = minimum_image(positions[frame, j] - positions[frame, i], cell, self.pbc,
-                            cutoff=self.r_near)
+    def _frames(self, positions, cell, i, j, frame, f0: int, n: int, n_frames: int) -> np.ndarray:
+        """Angle counts of candidate pairs of the ``n_frames`` frames f0… that share ``cell``."""
+        flat = positions.reshape(-1, 3)
+        atom0 = frame * n
+        vec = np.take(flat, atom0 + j, axis=0)
+        vec -= np.take(flat, atom0 + i, axis=0)
+        vec = minimum_image(vec, cell, self.pbc, cutoff=self.r_near)
         dist = np.linalg.norm(vec, axis=-1)
         bond = (dist > 1e-12) & (dist <= self.cutoff[i, j])
         u = vec[bond] / dist[bond, None]
         # each bond serves both ends: r_i − r_j is exactly −(r_j − r_i), and so is its image
-        local = (frame[bond] - f0) * n
-        key = np.concatenate([local + i[bond], local + j[bond]])
-        order = np.argsort(key.astype(np.uint16), kind="stable")  # < 2¹⁶ by the step size
-        span = (int(frame[-1]) - f0 + 1) * n if len(frame) else 0
-        return _angle_counts(key[order], np.concatenate([u, -u])[order], span, self.edges)
+        local = atom0[bond] - f0 * n
+        key = np.concatenate([local + i[bond], local + j[bond]]).astype(np.uint16)  # < 2¹⁶
+        order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
+        return _angle_counts(key[order], np.concatenate([u, -u])[order], n_frames * n, self.edges)
 
     def add(self, counts: np.ndarray) -> None:
         self.counts += counts

@@ -197,13 +197,25 @@ def minimum_image(vectors, cell, pbc=True, *, cutoff: float | None = None) -> np
     if limit <= 0 or not len(flat):
         return best.reshape(v.shape)
     offsets = _image_offsets(reduced.tobytes(), tuple(bool(p) for p in pbc), limit)
-    base = best.copy()
+    if not len(offsets):
+        return best.reshape(v.shape)
+    # An image w shorter than λ₁/2 (λ₁ the shortest lattice vector: the first row of the reduced
+    # basis) is already the minimum: any other image w + t has |w + t| ≥ λ₁ − |w| > |w|. Only the
+    # rest need the offset search (frame-to-frame steps of an MD trajectory: almost none).
+    todo = None
+    if pbc.all():
+        half = 0.5 * float(np.linalg.norm(reduced, axis=1).min())
+        todo = np.flatnonzero(best_d2 >= half * half)
+    sub, sub_d2 = (best, best_d2) if todo is None else (best[todo], best_d2[todo])
+    base = sub.copy()
     for shift in offsets @ reduced:  # one offset at a time: memory stays O(len(vectors))
         cand = base + shift
         d2 = np.einsum("ij,ij->i", cand, cand)
-        better = d2 < best_d2
-        best[better] = cand[better]
-        best_d2[better] = d2[better]
+        better = d2 < sub_d2
+        sub[better] = cand[better]
+        sub_d2[better] = d2[better]
+    if todo is not None:
+        best[todo] = sub
     return best.reshape(v.shape)
 
 

@@ -9,6 +9,8 @@ import pytest
 from ase.build import bulk
 
 from dynamat.metrics.matbench import (
+    _rdf_and_angles,
+    matbench_adf_error,
     matbench_energy_rmse,
     matbench_force_rmse,
     matbench_matched_frame_counts,
@@ -196,3 +198,54 @@ def test_entry_point_time_matches_and_reuses_reference_r_max():
     assert out["vdos_error"] == pytest.approx(matbench_vdos_error(*spec_ref, *spec_pred), rel=1e-12)
     with pytest.raises(ValueError, match="too few frames"):
         matbench_md_metrics(ref[:3], pred)
+
+
+def ase_angle_counts(frames, cell, numbers, tol=1.25):
+    """Bond-angle counts by brute force over every triplet, with ASE's minimum image and angles.
+
+    Independent of our neighbour code: pair vectors from ``ase.geometry.get_distances`` (its
+    ``find_mic``), bonds within tol·(r_cov,i + r_cov,j) capped at half the shortest lattice
+    vector (found by enumerating lattice vectors), angles from ``ase.geometry.get_angles``.
+    """
+    import itertools
+
+    from ase.data import covalent_radii
+    from ase.geometry import get_angles, get_distances
+
+    n = np.array([m for m in itertools.product(range(-3, 4), repeat=3) if any(m)])
+    half = np.linalg.norm(n @ cell, axis=1).min() / 2
+    rc = covalent_radii[numbers]
+    cut = np.minimum(tol * (rc[:, None] + rc[None, :]), half)
+    counts = np.zeros(180)
+    for pos in frames:
+        vec, dist = get_distances(pos, cell=cell, pbc=True)
+        for i in range(len(pos)):
+            nb = [j for j in range(len(pos)) if j != i and dist[i, j] <= cut[i, j]]
+            for j, k in itertools.combinations(nb, 2):
+                counts += np.histogram(get_angles(vec[i, j][None], vec[i, k][None]),
+                                       bins=np.linspace(0, 180, 181))[0]
+    return counts
+
+
+def test_adf_of_the_shared_neighbour_pass_equals_ase_brute_force():
+    # a skewed cell, two species (Cu–Cu bonds capped at λ₁/2, Cu–O and O–O shorter), random
+    # positions: the ADF the RDF's neighbour pass fills equals every-triplet enumeration
+    rng = np.random.default_rng(7)
+    cell = np.array([[6.4, 0.0, 0.0], [2.6, 5.9, 0.0], [1.3, 2.0, 6.2]])  # λ₁/2 = 3.2 Å
+    numbers = np.array([29] * 10 + [8] * 6)
+    sides = [rng.uniform(0, 1, (5, 16, 3)) @ cell for _ in range(2)]
+    dens = []
+    for pos in sides:
+        counts = ase_angle_counts(pos, cell, numbers)
+        assert counts.sum() > 200  # enough angles that a missed or extra bond would show
+        dens.append(counts / counts.sum())
+    side = {"positions": sides[0], "cells": np.broadcast_to(cell, (5, 3, 3)), "numbers": numbers,
+            "pbc": np.ones(3, bool)}
+    _, counter = _rdf_and_angles(side, 500)
+    assert counter is not None  # the shared pass, not a pass of the ADF's own
+    theta, adf = counter.distribution()
+    np.testing.assert_allclose(adf, dens[0], rtol=0, atol=1e-12)
+    ref, pred = ({"positions": p, "cells": cell, "numbers": numbers, "pbc": True, "dt_fs": 1.0,
+                  "stress": None} for p in sides)
+    out = matbench_md_metrics(ref, pred)
+    assert out["adf_error"] == pytest.approx(matbench_adf_error(theta, *dens), rel=1e-12)
