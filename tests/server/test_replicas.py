@@ -1,0 +1,134 @@
+"""Replicas (issue 23 §1): R EMT trajectories of one system through `dynamat run --replicas`, scored one by
+one and aggregated, and a reference with two trajectories giving a replica-against-replica noise floor.
+
+One packed run of 4 replicas x 800 steps (200 fs each) feeds every test of this file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, dynamat_cmd
+from dynamat.errors import ReferenceFormatError
+from dynamat.io.reference_h5 import list_systems, read_reference, reference_replicas, write_reference
+from dynamat.io.run_folder import read_run_trajectory
+from dynamat.layout import RunFolder
+from dynamat.reference import default_reference
+from dynamat.scoring.core import score_md
+from dynamat.scoring.run import score_run, write_score
+
+SYSTEM = "bulkCu_300K-demo_EMT"
+R, STEPS, SEED = 4, 800, 11
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    out = tmp_path_factory.mktemp("replicas")
+    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", str(STEPS), "--replicas", str(R),
+                      "--pack", str(R), "--pack-wait-ms", "0", "--seed", str(SEED), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    folders = [RunFolder.of(out, "emt", SYSTEM, k).path for k in range(R)]
+    scores = []
+    for d in folders:
+        s = score_run(None, SYSTEM, d)
+        write_score(s, RunFolder(d).score_json)
+        scores.append(s)
+    return out, folders, scores
+
+
+def test_replicas_are_ordinary_run_folders_with_distinct_recorded_seeds(replicas):
+    out, folders, scores = replicas
+    assert [d.name for d in folders] == [SYSTEM] + [f"{SYSTEM}_r{k}" for k in range(1, R)]
+    recs = [json.loads(RunFolder(d).run_json.read_text()) for d in folders]
+    assert [(r["replica"], r["seed"], r["status"]) for r in recs] == [(k, SEED + k, "completed") for k in range(R)]
+    assert [s["replica_index"] for s in scores] == list(range(R))
+    pos = [read_run_trajectory(d).positions[-1] for d in folders]
+    assert all(not np.allclose(pos[0], p) for p in pos[1:])  # other seeds, other trajectories
+    again = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", str(STEPS), "--replicas", str(R),
+                        "--out", str(out))  # no --seed: each replica keeps its recorded one, all final: kept
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("kept: ") == R and f"{SYSTEM}_r3 is completed at the asked length (seed 14)" in again.stderr
+
+
+def test_replica_spread_of_E_RDF_agrees_with_the_bootstrap(replicas):
+    """Both estimate the statistical error of one run's E_RDF, but each replica is scored against the same
+    reference segment, whose own sampling noise the bootstrap includes (it resamples both sides, equally
+    long here) and the spread does not: sd ≈ unc/√2. Measured (README): sd/unc = 0.45 (200 fs), 0.60 (250 fs)."""
+    out, _, scores = replicas
+    e = np.array([s["rdf_error_pct"] for s in scores])
+    unc = np.mean([s["rdf_error_pct_unc"] for s in scores])
+    sd = e.std(ddof=1)
+    assert 0.5 <= math.sqrt(2) * sd / unc <= 2.0, (e, unc)
+    # the report's row of the set: the mean, the spread and the bootstrap error of the mean
+    from dynamat.report.tables import load_results
+
+    rows = load_results(out).rows
+    assert len(rows) == 1 and rows[0]["n_replicas"] == R and rows[0]["replicas"] == list(range(R))
+    row = rows[0]
+    assert row["rdf_error_pct"] == pytest.approx(e.mean(), rel=1e-12)
+    assert row["rdf_error_pct_replica_sd"] == pytest.approx(sd, rel=1e-12)
+    assert row["rdf_error_pct_replica_unc"] == pytest.approx(sd / math.sqrt(R), rel=1e-12)
+    uncs = np.array([s["rdf_error_pct_unc"] for s in scores])
+    assert row["rdf_error_pct_unc"] == pytest.approx(math.sqrt((uncs**2).sum()) / R, rel=1e-12)
+
+
+def test_report_shows_the_replica_columns_and_error_bars(replicas, tmp_path):
+    from dynamat.report.figures import fig_pareto, fig_tier_bars
+    from dynamat.report.tables import build_tables, load_results, write_table
+
+    out, _, _ = replicas
+    tables = build_tables(load_results(out))
+    write_table(tables["per_model_system"], tmp_path)
+    with open(tmp_path / "per_model_system.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["n_replicas"] == str(R) and float(row["rdf_error_pct_replica_sd"]) > 0
+    (model,) = tables["per_model"].rows
+    assert model["rdf_error_pct_replica_unc"] == pytest.approx(float(row["rdf_error_pct_replica_sd"]) / 2, rel=1e-9)
+    bars = fig_tier_bars([model], ["rdf_error_pct"])
+    assert any(c.get_gid() == "replica-errorbar" for ax in bars.axes for c in ax.containers)
+    from dynamat.scoring.replicas import larger_uncertainty
+
+    u, which = larger_uncertainty(model, "rdf_error_pct")
+    assert u == max(model["rdf_error_pct_unc"], model["rdf_error_pct_replica_unc"])
+    assert f"{which}: emt" in fig_pareto([model], "rdf_error_pct")._supxlabel.get_text()
+
+
+def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(replicas, tmp_path):
+    """Replicas 0 and 1 become a two-trajectory reference (groups NAME and NAME_r1, as `reference generate
+    --replicas` writes them); replica 2 scored against it has, as floor, score_md(reference 0, reference 1)."""
+    _, folders, scores = replicas
+    ref_file = tmp_path / "two.h5"
+    base = read_reference(default_reference(), SYSTEM)
+    for k in (0, 1):
+        t = read_run_trajectory(folders[k])
+        t.name, t.temperature_K = (SYSTEM if k == 0 else f"{SYSTEM}_r1"), base.temperature_K
+        write_reference(ref_file, t, {"replica_of": SYSTEM, "replica_index": k, "seed": SEED + k})
+    assert list_systems(ref_file) == [SYSTEM]
+    assert reference_replicas(ref_file, SYSTEM) == [SYSTEM, f"{SYSTEM}_r1"]
+    listed = dynamat_cmd("systems", "--reference", str(ref_file), "--json")
+    assert [d["name"] for d in json.loads(listed.stdout)] == [SYSTEM], listed.stderr
+
+    s = score_run(ref_file, SYSTEM, folders[2])
+    assert s["floor_source"] == "reference_replicas" and s["n_reference_replicas"] == 2
+    r0, r1 = (read_reference(ref_file, g) for g in (SYSTEM, f"{SYSTEM}_r1"))
+    d = s["matched_duration_fs"]
+    direct = score_md(r0.truncated_to(d), r1.truncated_to(d), n_boot=0)
+    for key in ("rdf_error_pct", "vdos_error_pct", "pressure_mae_GPa", "pressure_hist_error_pct"):
+        assert s[f"{key}_floor"] == pytest.approx(direct[key], rel=1e-12), key
+    halves = score_run(default_reference(), SYSTEM, folders[2])
+    assert "floor_source" not in halves  # one trajectory: the floor stays half against half
+    assert s["rdf_error_pct_floor"] != halves["rdf_error_pct_floor"] and s["rdf_error_pct_floor"] > 0
+
+    with h5py.File(ref_file, "a") as f:  # a group claiming replica 1 under another name
+        f.copy(f[f"{SYSTEM}_r1"], "stray")
+    with pytest.raises(ReferenceFormatError, match="'stray' says it is a replica of"):
+        reference_replicas(ref_file, SYSTEM)
+    before = RunFolder(folders[2]).score_json.read_bytes()
+    bad = dynamat_cmd("score", "--system", SYSTEM, "--reference", str(ref_file), "--run", str(folders[2]))
+    assert_one_line_error(bad, "stray", "_r<k>")
+    assert RunFolder(folders[2]).score_json.read_bytes() == before  # the earlier score is kept
