@@ -176,7 +176,7 @@ def _print_plan(spec: CampaignSpec, plan: _Plan, stream) -> None:
     what = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
     queued = f"{len(plan.adopted)} already in SLURM's queue" if plan.adopted else ""
     reps = f" x {spec.replicas} replicas" if spec.replicas > 1 else ""
-    print(f"campaign: {len(spec.models)} models x {len(spec.systems)} systems{reps} = {len(plan.pairs)} runs ({what}"
+    print(f"campaign: {len(spec.models)} models x {len(spec.systems)} systems{reps} = {len(plan.pairs)} {'runs' if reps else 'pairs'} ({what}"
           + (", " if actions and queued else "") + f"{queued}) -> {spec.out}", file=stream, flush=True)
     if plan.mismatched:
         print(f"campaign: kept {len(plan.mismatched)} completed run(s) of another length than asked: "

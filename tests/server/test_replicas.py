@@ -90,7 +90,7 @@ def test_report_shows_the_replica_columns_and_error_bars(replicas, tmp_path):
     (model,) = tables["per_model"].rows
     assert model["rdf_error_pct_replica_unc"] == pytest.approx(float(row["rdf_error_pct_replica_sd"]) / 2, rel=1e-9)
     bars = fig_tier_bars([model], ["rdf_error_pct"])
-    assert any(c.get_gid() == "replica-errorbar" for ax in bars.axes for c in ax.containers)
+    assert any(a.get_gid() == "replica-errorbar" for ax in bars.axes for a in ax.get_children())
     from dynamat.scoring.replicas import larger_uncertainty
 
     u, which = larger_uncertainty(model, "rdf_error_pct")
@@ -132,3 +132,21 @@ def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(repli
     bad = dynamat_cmd("score", "--system", SYSTEM, "--reference", str(ref_file), "--run", str(folders[2]))
     assert_one_line_error(bad, "stray", "_r<k>")
     assert RunFolder(folders[2]).score_json.read_bytes() == before  # the earlier score is kept
+
+
+def test_campaign_replicas_are_jobs_with_seed_plus_k_and_their_own_folders(tmp_path):
+    from dynamat.campaign.jobs import read_job, write_job_list
+    from dynamat.campaign.spec import CampaignSpec
+    from dynamat.errors import DynamatError
+
+    spec = CampaignSpec(("emt",), (SYSTEM,), tmp_path, seed=5, replicas=3)
+    jobs = [spec.job("emt", SYSTEM, 100, k) for k in range(3)]
+    for i, j in enumerate(jobs):
+        j.index = i
+    assert [(j.seed, j.folder, j.run_dir) for j in jobs] == [
+        (5 + k, f"{SYSTEM}_r{k}" if k else SYSTEM, RunFolder.of(tmp_path, "emt", SYSTEM, k).path) for k in range(3)]
+    path = write_job_list(tmp_path / "jobs.tsv", jobs)
+    assert [read_job(path, i) for i in range(3)] == jobs
+    assert spec.job("emt", SYSTEM, 100).replica is None  # a single run stays one
+    with pytest.raises(DynamatError, match="--replicas"):
+        CampaignSpec(("emt",), (SYSTEM,), tmp_path, replicas=0)
