@@ -279,11 +279,24 @@ def run_md(
     """Runs one (model, system) MD in ``<out>/<model>/<system>`` (``<system>_r<k>`` for replica k >= 1)
     and writes run.json; raises DynamatError on failure (the record is written first)."""
     run_dir = RunFolder.of(out, model, system.name, replica or 0).path
+    _check_same_run(run_dir, system.name, replica, opts.overwrite)
     seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
     settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
                      reference=str(reference), system_info=info, announce=announce, replica=replica)
+
+
+def _check_same_run(run_dir: Path, system: str, replica: int | None, overwrite: bool) -> None:
+    """A folder holds one run: a system ``X_r1`` must not continue replica 1 of ``X`` (same folder name),
+    nor the reverse; a single run and replica 0 of a set share the folder on purpose."""
+    old = None if overwrite else _read_run_json(run_dir)
+    if not old:
+        return
+    if old.get("system") != system or (old.get("replica") or 0) != (replica or 0):
+        was = f"{old.get('system')!r}" + (f" (replica {old['replica']})" if old.get("replica") else "")
+        now = f"{system!r}" + (f" (replica {replica})" if replica else "")
+        raise DynamatError(f"{run_dir} holds a run of {was}, not of {now}: give another --out, or --overwrite")
 
 
 def supervise(

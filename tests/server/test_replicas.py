@@ -1,26 +1,29 @@
-"""Replicas (issue 23 §1): R EMT trajectories of one system through `dynamat run --replicas`, scored one by
-one and aggregated, and a reference with two trajectories giving a replica-against-replica noise floor.
+"""Replicas (issue 23 §1): R EMT trajectories of one system through `dynamat campaign --replicas` and
+`dynamat run --replicas`, scored one by one and aggregated, and a reference with two trajectories giving a
+replica-against-replica noise floor.
 
-One packed run of 4 replicas x 800 steps (200 fs each) feeds every test of this file."""
+One packed campaign of 4 replicas x 800 steps (200 fs each), run and scored by its task, feeds every test."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import shutil
 
 import h5py
 import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, dynamat_cmd
+from test_campaign import campaign
 from dynamat.errors import ReferenceFormatError
 from dynamat.io.reference_h5 import list_systems, read_reference, reference_replicas, write_reference
 from dynamat.io.run_folder import read_run_trajectory
 from dynamat.layout import RunFolder
 from dynamat.reference import default_reference
 from dynamat.scoring.core import score_md
-from dynamat.scoring.run import score_run, write_score
+from dynamat.scoring.run import score_run
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 R, STEPS, SEED = 4, 800, 11
@@ -28,31 +31,42 @@ R, STEPS, SEED = 4, 800, 11
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory):
-    out = tmp_path_factory.mktemp("replicas")
-    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", str(STEPS), "--replicas", str(R),
-                      "--pack", str(R), "--pack-wait-ms", "0", "--seed", str(SEED), "--out", str(out))
-    assert res.returncode == 0, res.stderr[-2000:]
+    out = tmp_path_factory.mktemp("replicas") / "camp"
+    res = campaign("--models", "emt", "--systems", SYSTEM, "--replicas", str(R), "--pack", str(R), "--steps",
+                   str(STEPS), "--seed", str(SEED), "--out", str(out), "--no-report", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"1 models x 1 systems x {R} replicas = {R} runs (4 run)" in res.stderr
     folders = [RunFolder.of(out, "emt", SYSTEM, k).path for k in range(R)]
-    scores = []
-    for d in folders:
-        s = score_run(None, SYSTEM, d)
-        write_score(s, RunFolder(d).score_json)
-        scores.append(s)
+    scores = [json.loads(RunFolder(d).score_json.read_text()) for d in folders]  # written by the campaign task
     return out, folders, scores
 
 
-def test_replicas_are_ordinary_run_folders_with_distinct_recorded_seeds(replicas):
+def test_replicas_are_ordinary_run_folders_with_distinct_recorded_seeds(replicas, tmp_path):
     out, folders, scores = replicas
     assert [d.name for d in folders] == [SYSTEM] + [f"{SYSTEM}_r{k}" for k in range(1, R)]
     recs = [json.loads(RunFolder(d).run_json.read_text()) for d in folders]
     assert [(r["replica"], r["seed"], r["status"]) for r in recs] == [(k, SEED + k, "completed") for k in range(R)]
-    assert [s["replica_index"] for s in scores] == list(range(R))
+    assert [(s["replica_index"], s["status"]) for s in scores] == [(k, "completed") for k in range(R)]
+    assert all((out / "_campaign" / "state" / "emt" / f"{d.name}.json").is_file() for d in folders)
     pos = [read_run_trajectory(d).positions[-1] for d in folders]
     assert all(not np.allclose(pos[0], p) for p in pos[1:])  # other seeds, other trajectories
-    again = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", str(STEPS), "--replicas", str(R),
-                        "--out", str(out))  # no --seed: each replica keeps its recorded one, all final: kept
-    assert again.returncode == 0, again.stderr
-    assert again.stderr.count("kept: ") == R and f"{SYSTEM}_r3 is completed at the asked length (seed 14)" in again.stderr
+    again = campaign("--models", "emt", "--systems", SYSTEM, "--replicas", str(R), "--steps", str(STEPS),
+                     "--seed", str(SEED), "--out", str(out), "--no-report", timeout=60)
+    assert again.returncode == 0 and f"= {R} runs ({R} skip)" in again.stderr, again.stderr
+
+    # `dynamat run --replicas` on a copy: without --seed each replica keeps its recorded seed; a larger
+    # --steps continues every one from its restart point, as it would a single run; then all are kept
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("_campaign"))
+    more = ("run", "--model", "emt", "--system", SYSTEM, "--steps", str(STEPS + 40), "--replicas", str(R),
+            "--pack", str(R), "--pack-wait-ms", "0", "--out", str(copy))
+    res = dynamat_cmd(*more)
+    assert res.returncode == 0, res.stderr[-2000:]
+    recs = [json.loads(RunFolder.of(copy, "emt", SYSTEM, k).run_json.read_text()) for k in range(R)]
+    assert [(r["seed"], r["steps_done"]) for r in recs] == [(SEED + k, STEPS + 40) for k in range(R)]
+    again = dynamat_cmd(*more)
+    assert again.returncode == 0 and again.stderr.count("kept: ") == R, again.stderr
+    assert f"{SYSTEM}_r3 is completed at the asked length (seed {SEED + 3})" in again.stderr
 
 
 def test_replica_spread_of_E_RDF_agrees_with_the_bootstrap(replicas):
@@ -96,6 +110,22 @@ def test_report_shows_the_replica_columns_and_error_bars(replicas, tmp_path):
     u, which = larger_uncertainty(model, "rdf_error_pct")
     assert u == max(model["rdf_error_pct_unc"], model["rdf_error_pct_replica_unc"])
     assert f"{which}: emt" in fig_pareto([model], "rdf_error_pct")._supxlabel.get_text()
+
+
+def test_a_system_named_like_a_replica_does_not_continue_that_replica(replicas, tmp_path):
+    """A system that is really called ``<S>_r1`` (a reference group without replica attributes) has the
+    folder of replica 1 of S: refused in one line, the replica untouched."""
+    out, folders, _ = replicas
+    lone = tmp_path / "lone.h5"
+    t = read_run_trajectory(folders[1])
+    t.name, t.temperature_K = f"{SYSTEM}_r1", 300.0
+    write_reference(lone, t)
+    assert list_systems(lone) == [f"{SYSTEM}_r1"] and reference_replicas(lone, f"{SYSTEM}_r1") == [f"{SYSTEM}_r1"]
+    before = RunFolder(folders[1]).run_json.read_bytes()
+    res = dynamat_cmd("run", "--model", "emt", "--system", f"{SYSTEM}_r1", "--reference", str(lone), "--steps",
+                      str(STEPS + 40), "--out", str(out))
+    assert_one_line_error(res, f"holds a run of '{SYSTEM}' (replica 1), not of '{SYSTEM}_r1'")
+    assert RunFolder(folders[1]).run_json.read_bytes() == before
 
 
 def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(replicas, tmp_path):
@@ -142,7 +172,7 @@ def test_campaign_replicas_are_jobs_with_seed_plus_k_and_their_own_folders(tmp_p
     spec = CampaignSpec(("emt",), (SYSTEM,), tmp_path, seed=5, replicas=3)
     jobs = [spec.job("emt", SYSTEM, 100, k) for k in range(3)]
     for i, j in enumerate(jobs):
-        j.index = i
+        j.index = j.task = i
     assert [(j.seed, j.folder, j.run_dir) for j in jobs] == [
         (5 + k, f"{SYSTEM}_r{k}" if k else SYSTEM, RunFolder.of(tmp_path, "emt", SYSTEM, k).path) for k in range(3)]
     path = write_job_list(tmp_path / "jobs.tsv", jobs)
