@@ -555,6 +555,9 @@ def display_cell(row: dict[str, Any], col: str) -> str:
     unc = row.get(f"{col}_unc")
     if text and unc is not None:
         text += f" ± {fmt(unc, 2)}"
+    rep = row.get(f"{col}_replica_unc")
+    if text and rep is not None:  # replicas: the standard error from their spread, beside the bootstrap one
+        text += f" (replicas ± {fmt(rep, 2)})"
     return text
 
 

@@ -180,3 +180,41 @@ def test_campaign_replicas_are_jobs_with_seed_plus_k_and_their_own_folders(tmp_p
     assert spec.job("emt", SYSTEM, 100).replica is None  # a single run stays one
     with pytest.raises(DynamatError, match="--replicas"):
         CampaignSpec(("emt",), (SYSTEM,), tmp_path, replicas=0)
+
+
+def test_ties_with_replicas_use_the_larger_uncertainty_and_say_which():
+    """Two models 1.0 apart with a floor of 0.5: apart on the floor alone; with replica standard errors of
+    0.8 each (larger than the bootstrap's 0.1) the difference lies within √(0.8² + 0.8²) = 1.13: tied, and
+    the note names the replicas. With replica errors of 0.6 (√0.72 = 0.85 < 1.0) they stay apart."""
+    from dynamat.report.tables import display_cell, noise_notes
+
+    def rows(rep):
+        return [{"model": m, "rdf_error_pct": e, "rdf_error_pct_floor": 0.5, "rdf_error_pct_unc": 0.1,
+                 "rdf_error_pct_replica_unc": rep} for m, e in (("a", 5.0), ("b", 6.0))]
+
+    assert noise_notes([{k: v for k, v in r.items() if "replica" not in k} for r in rows(0.8)]) == []
+    (note,) = noise_notes(rows(0.8))
+    assert note.startswith("E_RDF: a, b lie within") and "(replicas)" in note
+    assert noise_notes(rows(0.6)) == []
+    assert display_cell(rows(0.8)[0], "rdf_error_pct") == "5 ± 0.1 (replicas ± 0.8)"
+
+
+def test_an_exploded_replica_is_a_failure_row_and_the_rest_are_averaged(tmp_path):
+    from dynamat.report.tables import build_tables, load_results
+
+    vals = {0: 4.0, 1: 6.0, 2: None}
+    for k, e in vals.items():
+        d = RunFolder.of(tmp_path, "m", "S", k).path
+        d.mkdir(parents=True)
+        score = {"model": "m", "system": "S", "status": "completed" if e is not None else "exploded",
+                 "replica_index": k, "rdf_error_pct": e, "rdf_error_pct_unc": 0.3 if e else None}
+        RunFolder(d).score_json.write_text(json.dumps(score))
+    res = load_results(tmp_path)
+    done, failed = res.completed, res.failures
+    assert len(done) == 1 and done[0]["rdf_error_pct"] == 5.0 and done[0]["n_replicas"] == 2
+    assert done[0]["rdf_error_pct_replica_sd"] == pytest.approx(math.sqrt(2.0))  # sd of (4, 6)
+    assert done[0]["rdf_error_pct_unc"] == pytest.approx(math.sqrt(2 * 0.3**2) / 2)
+    assert [(r["status"], r["replica_index"]) for r in failed] == [("exploded", 2)]
+    assert any("1 of 3 replicas did not complete" in n for n in res.notes)
+    (model,) = build_tables(res)["per_model"].rows
+    assert model["n_completed"] == 1 and model["n_failed"] == 1 and model["rdf_error_pct"] == 5.0
