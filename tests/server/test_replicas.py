@@ -141,7 +141,7 @@ def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(repli
     assert list_systems(ref_file) == [SYSTEM]
     assert reference_replicas(ref_file, SYSTEM) == [SYSTEM, f"{SYSTEM}_r1"]
     listed = dynamat_cmd("systems", "--reference", str(ref_file), "--json")
-    assert [d["name"] for d in json.loads(listed.stdout)] == [SYSTEM], listed.stderr
+    assert [(d["name"], d["reference_replicas"]) for d in json.loads(listed.stdout)] == [(SYSTEM, 2)], listed.stderr
 
     s = score_run(ref_file, SYSTEM, folders[2])
     assert s["floor_source"] == "reference_replicas" and s["n_reference_replicas"] == 2
