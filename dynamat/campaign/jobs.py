@@ -207,6 +207,8 @@ def score_pair(job: Job) -> dict:
         res = _failure_score(job, rec, status, rec.get("error") or f"run status {status!r}")
     res["steps_done"] = rec.get("steps_done")
     res["steps_requested"] = rec.get("steps_requested")
+    if job.replica is not None:  # a failed replica too: the report counts it within its set
+        res.setdefault("replica_index", job.replica)
     if curves and res.get("status") == "completed":
         write_score(res, RunFolder(job.run_dir).score_json, curves)
     else:
