@@ -1,7 +1,9 @@
 """The one place that names the files of a run folder and of a campaign tree.
 
 A run folder is ``<out>/<model>/<system>`` (each name checked by :mod:`dynamat.names`, the folder proven
-to lie inside ``--out``). It holds::
+to lie inside ``--out``); replica k >= 1 of a ``--replicas R`` set is ``<out>/<model>/<system>_r<k>``
+(:func:`dynamat.names.replica_name`: replica 0 is the single run's folder, so R = 1 changes nothing).
+It holds::
 
     input.xml  init.xyz             the i-PI input and start structure dynamat wrote
     attempt.xml                     the input of the current attempt (socket folder filled in)
@@ -28,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynamat.names import run_dir_in
+from dynamat.names import replica_name, run_dir_in
 
 PREFIX = "simulation"  # i-PI's output prefix in every template
 
@@ -61,9 +63,10 @@ class RunFolder:
         object.__setattr__(self, "path", Path(self.path))
 
     @classmethod
-    def of(cls, out: str | Path, model: str, system: str) -> "RunFolder":
-        """``<out>/<model>/<system>``, resolved, both names checked, proven inside ``out``."""
-        return cls(run_dir_in(out, ("model", model), ("system", system)))
+    def of(cls, out: str | Path, model: str, system: str, replica: int = 0) -> "RunFolder":
+        """``<out>/<model>/<system>`` (``<system>_r<k>`` for replica k >= 1), resolved, both names checked,
+        proven inside ``out``."""
+        return cls(run_dir_in(out, ("model", model), ("system", replica_name(system, replica))))
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -130,8 +133,8 @@ class CampaignTree:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
 
-    def run(self, model: str, system: str) -> RunFolder:
-        return RunFolder.of(self.out, model, system)
+    def run(self, model: str, system: str, replica: int = 0) -> RunFolder:
+        return RunFolder.of(self.out, model, system, replica)
 
     dir = property(lambda self: self.out / CAMPAIGN_DIR)
     logs = property(lambda self: self.dir / "logs")

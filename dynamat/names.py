@@ -58,6 +58,18 @@ def run_dir_in(out: str | Path, *names: tuple[str, str]) -> Path:
     return path
 
 
+#: replica k >= 1 of a run folder or reference group NAME is NAME + REPLICA_TAG + k; replica 0 is NAME itself,
+#: so a single run (or reference) is replica 0 of its set and its layout never changes
+REPLICA_TAG = "_r"
+
+
+def replica_name(name: str, k: int) -> str:
+    """``name`` for replica 0, ``<name>_r<k>`` for replica ``k`` >= 1 (run folders and reference groups alike)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise DynamatError(f"a replica index is a non-negative integer, got {k!r}")
+    return name if k == 0 else f"{name}{REPLICA_TAG}{k}"
+
+
 def check_socket_name(name: str) -> str:
     """A unix socket name for i-PI's ``<address>``: one safe component (it is put in XML and in /tmp)."""
     return check_name("socket", name)

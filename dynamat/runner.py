@@ -91,6 +91,7 @@ class RunRecord:
     steps_done: int = 0  # the last MD step with a saved frame
     last_saved_step: int = 0  # steps_requested rounded down to the save stride
     seed: int = 0
+    replica: int | None = None  # index k in a --replicas set (folder <system>_r<k>; 0 is <system>); None: a single run
     protocol: dict = field(default_factory=dict)
     system_info: dict = field(default_factory=dict)  # class, dims, temperature and where each came from
     seconds_per_step_mean: float | None = None
@@ -280,15 +281,29 @@ def run_md(
     opts: RunOptions,
     progress: Callable[[int, int], None] | None = None,
     announce: Callable[[str], None] | None = None,
+    replica: int | None = None,
 ) -> RunRecord:
-    """Runs one (model, system) MD in ``<out>/<model>/<system>`` and writes run.json; raises
-    DynamatError on failure (the record is written first)."""
-    run_dir = RunFolder.of(out, model, system.name).path
+    """Runs one (model, system) MD in ``<out>/<model>/<system>`` (``<system>_r<k>`` for replica k >= 1)
+    and writes run.json; raises DynamatError on failure (the record is written first)."""
+    run_dir = RunFolder.of(out, model, system.name, replica or 0).path
+    _check_same_run(run_dir, system.name, replica, opts.overwrite)
     seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
     settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
-                     reference=str(reference), system_info=info, announce=announce)
+                     reference=str(reference), system_info=info, announce=announce, replica=replica)
+
+
+def _check_same_run(run_dir: Path, system: str, replica: int | None, overwrite: bool) -> None:
+    """A folder holds one run: a system ``X_r1`` must not continue replica 1 of ``X`` (same folder name),
+    nor the reverse; a single run and replica 0 of a set share the folder on purpose."""
+    old = None if overwrite else _read_run_json(run_dir)
+    if not old:
+        return
+    if old.get("system") != system or (old.get("replica") or 0) != (replica or 0):
+        was = f"{old.get('system')!r}" + (f" (replica {old['replica']})" if old.get("replica") else "")
+        now = f"{system!r}" + (f" (replica {replica})" if replica else "")
+        raise DynamatError(f"{run_dir} holds a run of {was}, not of {now}: give another --out, or --overwrite")
 
 
 def supervise(
@@ -303,6 +318,7 @@ def supervise(
     reference: str = "",
     system_info: dict | None = None,
     announce: Callable[[str], None] | None = None,
+    replica: int | None = None,
 ) -> RunRecord:
     """Runs ``settings`` from ``initial`` with ``model`` in ``run_dir`` under ``opts.engine``.
 
@@ -321,6 +337,7 @@ def supervise(
     if announce:
         announce(_start_line(model, run_dir, settings, resume_from))
     record = _new_record(model, settings, run_dir, opts, system, reference, system_info, old)
+    record.replica = replica
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
     try:
@@ -555,21 +572,24 @@ def run_seed(run_dir: Path, seed: int | None, overwrite: bool = False) -> int:
 def run_system(model: str, system: str, reference, out: Path, opts: RunOptions, *, time_ps: float | None = None,
                protocol: str | None = None, start_frame: int = 0, overrides: dict | None = None,
                isolated_energies_eV: dict[str, float] | None = None,
-               progress: Callable[[int, int], None] | None = None, announce: Callable[[str], None] | None = None):
+               progress: Callable[[int, int], None] | None = None, announce: Callable[[str], None] | None = None,
+               replica: int | None = None):
     """Loads ``system`` from ``reference`` (catalogue, inference, overrides) and runs it: what
     ``dynamat run``, ``demo`` and campaign tasks do. Returns (reference path, System, RunRecord).
+    ``replica``: the index of this run in a ``--replicas`` set (its folder and run.json say so).
 
     ``isolated_energies_eV``: the model's isolated-atom energies by element when the caller has them
     already (``demo`` after its single points); otherwise they are computed when the reference has its own."""
     from dynamat.catalogue import with_protocol
     from dynamat.reference import initial_atoms, load_system
 
-    RunFolder.of(out, model, system)  # names are checked before anything is read
+    RunFolder.of(out, model, system, replica or 0)  # names are checked before anything is read
     reference, sys_entry, attrs = load_system(reference, system, **(overrides or {}))
     sys_entry = with_protocol(sys_entry, protocol)
     opts.steps = steps_for(sys_entry, opts.steps, time_ps)
     initial = initial_atoms(reference, system, start_frame)
-    rec = run_md(model, sys_entry, initial, str(reference), out, opts, progress=progress, announce=announce)
+    rec = run_md(model, sys_entry, initial, str(reference), out, opts, progress=progress, announce=announce,
+                 replica=replica)
     if attrs.get("isolated_atom_energies_eV"):
         _store_isolated_atom_energies(model, rec.run_dir, initial, opts, isolated_energies_eV)
     return reference, sys_entry, rec
@@ -595,13 +615,14 @@ def _store_isolated_atom_energies(model, run_dir: Path, atoms: ase.Atoms, opts, 
     write_json_atomic(target, data)
 
 
-def run_packed(model: str, systems: list[str], reference, out: Path, opts: RunOptions, pack_size: int, *,
+def run_packed(model: str, systems: list, reference, out: Path, opts: RunOptions, pack_size: int, *,
                time_ps: float | None = None, overrides: dict | None = None, start_frame: int = 0,
                progress_for: Callable[[str], Callable[[int, int], None]] | None = None,
                announce: Callable[[str], None] | None = None, wait_ms: float | None = None) -> list:
     """Runs ``systems`` with ``model``, ``pack_size`` at a time, all served by one pack driver
-    (:mod:`dynamat.engines.pack`). Every run is an ordinary run folder. Returns, per system, its
-    RunRecord or the DynamatError that ended it."""
+    (:mod:`dynamat.engines.pack`). Every run is an ordinary run folder. An item of ``systems`` is a
+    name, or a :class:`dynamat.replicas.ReplicaRun` (one replica of a ``--replicas`` set, its seed
+    chosen). Returns, per item, its RunRecord or the DynamatError that ended it."""
     import copy
 
     from dynamat.engines.pack import PackDriver, run_all
@@ -610,17 +631,22 @@ def run_packed(model: str, systems: list[str], reference, out: Path, opts: RunOp
         raise DynamatError(f"--pack must be at least 1, got {pack_size}")
     if opts.engine != "ipi":
         raise DynamatError("packed runs need the i-PI engine")
-    for name in systems:
-        RunFolder.of(out, model, name)  # every name checked before anything runs
+    for item in systems:
+        name, replica = (item, None) if isinstance(item, str) else (item.system, item.replica)
+        RunFolder.of(out, model, name, replica or 0)  # every name checked before anything runs
     pack = PackDriver(opts.served(model), Path(out) / f"pack-{model_folder(model)}.log", driver_cmd=opts.driver_cmd,
                       driver_args=opts.driver_args, threads=opts.driver_threads, wait_ms=wait_ms)
 
-    def one(name: str):
+    def one(item):
         o = copy.copy(opts)
         o.pack = pack
+        name, replica = (item, None) if isinstance(item, str) else (item.system, item.replica)
+        if replica is not None:
+            o.seed = item.seed
+        label = name if replica is None else item.label
         return run_system(model, name, reference, out, o, time_ps=time_ps, overrides=overrides,
-                          start_frame=start_frame, progress=progress_for(name) if progress_for else None,
-                          announce=announce)[2]
+                          start_frame=start_frame, progress=progress_for(label) if progress_for else None,
+                          announce=announce, replica=replica)[2]
 
     results = run_all(pack, systems, one, at_once=pack_size)
     for r in results:

@@ -28,10 +28,11 @@ from typing import Callable
 from dynamat.errors import DynamatError
 from dynamat.files import write_text_atomic
 from dynamat.layout import CampaignTree, RunFolder
+from dynamat.names import replica_name
 
 FINAL_RUN_STATUSES = ("completed", "exploded")  # results: never re-run by a campaign
 JOB_COLUMNS = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries",
-               "socket", "driver_cmd", "driver_args", "driver_model", "task")
+               "socket", "driver_cmd", "driver_args", "driver_model", "task", "replica")
 
 
 @dataclass
@@ -54,14 +55,21 @@ class Job:
     #: the task (array index) that runs this pair: its own index, or a pack's number when K pairs of
     #: one model share one task and one driver (``dynamat campaign --pack K``)
     task: int = -1
+    #: the index in a ``--replicas`` set (folder ``<system>_r<k>`` for k >= 1); None: a single run
+    replica: int | None = None
+
+    @property
+    def folder(self) -> str:
+        """The run folder's name under the model, which also names the pair's state, lock and log."""
+        return replica_name(self.system, self.replica or 0)
 
     @property
     def run_dir(self) -> Path:
-        return RunFolder.of(self.out, self.model, self.system).path
+        return RunFolder.of(self.out, self.model, self.folder).path
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.system}"
+        return f"{self.model}/{self.folder}"
 
 
 def campaign_dir(out: Path | str) -> Path:
@@ -77,7 +85,7 @@ def write_job_list(path: Path, jobs: list[Job]) -> Path:
             raise ValueError("job indices must be 0..n-1 in order")
         vals = [str(j.index), j.model, j.system, j.reference, j.out, "" if j.steps is None else str(j.steps),
                 str(j.seed), str(j.max_retries), j.socket, j.driver_cmd or "", shlex.join(j.driver_args),
-                j.driver_model or "", str(j.index if j.task < 0 else j.task)]
+                j.driver_model or "", str(j.index if j.task < 0 else j.task), "" if j.replica is None else str(j.replica)]
         for v in vals:
             if "\t" in v or "\n" in v:
                 raise DynamatError(f"a tab or newline in {v!r} cannot go into the job list")
@@ -94,6 +102,8 @@ def read_job(path: Path, index: int) -> Job:
     if not 0 <= index < len(lines):
         raise DynamatError(f"job list {path} has {len(lines)} jobs; no index {index}")
     vals = lines[index].split("\t")
+    if len(vals) == len(JOB_COLUMNS) - 1:  # a job list written before replicas: single runs
+        vals.append("")
     if len(vals) != len(JOB_COLUMNS):
         raise DynamatError(f"job list {path}, index {index}: {len(vals)} columns, expected {len(JOB_COLUMNS)}")
     v = dict(zip(JOB_COLUMNS, vals))
@@ -103,7 +113,7 @@ def read_job(path: Path, index: int) -> Job:
                steps=int(v["steps"]) if v["steps"] else None, seed=int(v["seed"]),
                max_retries=int(v["max_retries"]), socket=v["socket"], driver_cmd=v["driver_cmd"] or None,
                driver_args=tuple(shlex.split(v["driver_args"])), driver_model=v["driver_model"] or None,
-               task=int(v["task"]))
+               task=int(v["task"]), replica=int(v["replica"]) if v["replica"] else None)
 
 
 def read_task(path: Path, task: int) -> list[Job]:
@@ -199,6 +209,8 @@ def score_pair(job: Job) -> dict:
         res = _failure_score(job, rec, status, rec.get("error") or f"run status {status!r}")
     res["steps_done"] = rec.get("steps_done")
     res["steps_requested"] = rec.get("steps_requested")
+    if job.replica is not None:  # a failed replica too: the report counts it within its set
+        res.setdefault("replica_index", job.replica)
     if curves and res.get("status") == "completed":
         write_score(res, RunFolder(job.run_dir).score_json, curves)
     else:
@@ -268,7 +280,7 @@ class _StateWriter:
 
 
 def _lock(out: str, job: Job):
-    path = CampaignTree(out).pair_lock(job.model, job.system)
+    path = CampaignTree(out).pair_lock(job.model, job.folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+")
     try:
@@ -313,7 +325,7 @@ def _task_state(job: Job) -> tuple[TaskState, _StateWriter]:
     """A fresh state for this task, keeping the submit time the campaign wrote and the time the
     task's shell started (``$DYNAMAT_TASK_T0``), and its writer."""
     t_task = time.time()
-    st_path = state_path(job.out, job.model, job.system)
+    st_path = state_path(job.out, job.model, job.folder)
     old = read_json(st_path) or {}
     state = TaskState(model=job.model, system=job.system, host=socket.gethostname(), pid=os.getpid(),
                       slurm_job=_slurm_task_id() or old.get("slurm_job"))
@@ -390,7 +402,8 @@ def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: 
     state.step0 = None
     save(phase="running")
     try:
-        rec = run_md(job.model, inputs.system, inputs.initial, inputs.reference, Path(job.out), opts, progress)
+        rec = run_md(job.model, inputs.system, inputs.initial, inputs.reference, Path(job.out), opts, progress,
+                     replica=job.replica)
         status, err = rec.status, None
     except DynamatError as exc:
         status = (read_json(RunFolder(job.run_dir).run_json) or {}).get("status") or "failed"

@@ -108,7 +108,7 @@ def run_campaign(spec: CampaignSpec, stream=None) -> CampaignResult:
     summary.show(force=summary.tty)
     summary.close()
 
-    if spec.report and any(RunFolder.of(spec.out, p.model, p.system).score_json.exists() for p in plan.pairs):
+    if spec.report and any(RunFolder.of(spec.out, p.model, p.folder).score_json.exists() for p in plan.pairs):
         t_rep = time.monotonic()
         result.report = _report(spec.out, stream)
         result.report_s = time.monotonic() - t_rep
@@ -135,24 +135,24 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
     """Sorts the pairs into skipped, to run and adopted, and numbers the jobs and their tasks."""
     plan = _Plan()
     waiting: list[PairView] = []  # an earlier submission's SLURM task had them
-    for m in spec.models:
-        for s in spec.systems:
-            p = PairView(m, s)
-            plan.pairs.append(p)
-            action, status = pair_status(RunFolder.of(spec.out, m, s).path)
-            plan.action_of[p.label] = action
-            if action == "skip":
-                p.status, p.skipped = status, True
-                done_len = (read_json(RunFolder.of(spec.out, m, s).run_json) or {}).get("steps_requested")
-                if status == "completed" and done_len is not None and done_len != (steps_of[s] or protocol_steps[s]):
-                    plan.mismatched.append(f"{p.label} ({done_len} steps)")
-                continue
-            st = read_json(state_path(spec.out, m, s)) or {}
-            if spec.executor == "slurm" and st.get("phase") in ACTIVE_PHASES and st.get("slurm_job"):
-                p.slurm_job = st["slurm_job"]
-                waiting.append(p)
-                continue
-            plan.todo.append(spec.job(m, s, steps_of[s]))
+    replicas = [None] if spec.replicas == 1 else list(range(spec.replicas))
+    for m, s, k in ((m, s, k) for m in spec.models for s in spec.systems for k in replicas):
+        p = PairView(m, s, replica=k)
+        plan.pairs.append(p)
+        action, status = pair_status(RunFolder.of(spec.out, m, p.folder).path)
+        plan.action_of[p.label] = action
+        if action == "skip":
+            p.status, p.skipped = status, True
+            done_len = (read_json(RunFolder.of(spec.out, m, p.folder).run_json) or {}).get("steps_requested")
+            if status == "completed" and done_len is not None and done_len != (steps_of[s] or protocol_steps[s]):
+                plan.mismatched.append(f"{p.label} ({done_len} steps)")
+            continue
+        st = read_json(state_path(spec.out, m, p.folder)) or {}
+        if spec.executor == "slurm" and st.get("phase") in ACTIVE_PHASES and st.get("slurm_job"):
+            p.slurm_job = st["slurm_job"]
+            waiting.append(p)
+            continue
+        plan.todo.append(spec.job(m, s, steps_of[s], k))
     if waiting:  # tasks of an earlier submission still queued or running: wait for them, do not resubmit
         from dynamat.campaign import slurm as campaign_slurm
 
@@ -162,7 +162,7 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
                 plan.adopted.append(p)
             else:
                 p.slurm_job = None
-                plan.todo.append(spec.job(p.model, p.system, steps_of[p.system]))
+                plan.todo.append(spec.job(p.model, p.system, steps_of[p.system], p.replica))
     for i, j in enumerate(plan.todo):
         j.index = i
     assign_tasks(plan.todo, spec.pack)
@@ -175,7 +175,8 @@ def _print_plan(spec: CampaignSpec, plan: _Plan, stream) -> None:
         actions[plan.action_of[lab]] = actions.get(plan.action_of[lab], 0) + 1
     what = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
     queued = f"{len(plan.adopted)} already in SLURM's queue" if plan.adopted else ""
-    print(f"campaign: {len(spec.models)} models x {len(spec.systems)} systems = {len(plan.pairs)} pairs ({what}"
+    reps = f" x {spec.replicas} replicas" if spec.replicas > 1 else ""
+    print(f"campaign: {len(spec.models)} models x {len(spec.systems)} systems{reps} = {len(plan.pairs)} {'runs' if reps else 'pairs'} ({what}"
           + (", " if actions and queued else "") + f"{queued}) -> {spec.out}", file=stream, flush=True)
     if plan.mismatched:
         print(f"campaign: kept {len(plan.mismatched)} completed run(s) of another length than asked: "
@@ -189,7 +190,7 @@ def _record(spec: CampaignSpec, result: CampaignResult) -> None:
     write_json(CampaignTree(spec.out).last_campaign_json, {
         "wall_s": result.wall_s, "report_s": result.report_s, "executor": spec.executor, "job_ids": result.job_ids,
         "pairs": {p.label: {"status": p.status, "skipped": p.skipped, "error": p.error,
-                            **({} if p.skipped else pair_timings(spec.out, p.model, p.system))} for p in pairs},
+                            **({} if p.skipped else pair_timings(spec.out, p.model, p.folder))} for p in pairs},
     })
     bad = [p for p in pairs if p.status not in FINAL_RUN_STATUSES]
     if bad:
@@ -263,7 +264,7 @@ def _submit_slurm(spec: CampaignSpec, plan: _Plan, manifest: Path, result: Campa
     for j in todo:
         p = by_label[j.label]
         p.slurm_job = f"{job_id}_{j.task}"
-        write_json(state_path(spec.out, j.model, j.system),
+        write_json(state_path(spec.out, j.model, j.folder),
                    {"model": j.model, "system": j.system, "phase": "queued", "slurm_job": p.slurm_job,
                     "times": {"submit": t_submit}})
     subs = read_json(CampaignTree(spec.out).submissions_json) or {"submissions": []}
@@ -295,14 +296,14 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
                 task, jobs = queue.popleft()
                 t0 = time.time()
                 for job in jobs:
-                    st_file = state_path(summary.out, job.model, job.system)
+                    st_file = state_path(summary.out, job.model, job.folder)
                     old = read_json(st_file) or {}
                     write_json(st_file, {**{k_: v for k_, v in old.items() if k_ not in ("phase", "times")},
                                          "model": job.model, "system": job.system, "phase": "queued",
                                          "slurm_job": None, "times": {"submit": t0}})
                 first = jobs[0]
                 tree = CampaignTree(summary.out)
-                log = (tree.pair_log(first.model, first.system) if len(jobs) == 1 else
+                log = (tree.pair_log(first.model, first.folder) if len(jobs) == 1 else
                        tree.pack_task_log(first.model, task))
                 with open(log, "ab") as fh:
                     proc = subprocess.Popen(

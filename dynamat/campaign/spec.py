@@ -73,6 +73,7 @@ class CampaignSpec:
     report: bool = True
     poll_s: float | None = None  # None: 0.5 s locally, 2 s for squeue
     pack: int = 1  # pairs of one model per task, sharing one driver
+    replicas: int = 1  # runs per (model, system), seeds seed + k (dynamat.replicas)
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -89,6 +90,9 @@ class CampaignSpec:
             raise DynamatError("--jobs must be >= 1")
         if self.pack < 1:
             raise DynamatError("--pack must be >= 1")
+        from dynamat.replicas import check_replicas
+
+        check_replicas(self.replicas)
         if self.pack > 1 and self.socket_mode != "unix":
             raise DynamatError("--pack shares one driver between runs on one node: use it with --socket unix")
         from dynamat.reference import default_reference
@@ -145,9 +149,13 @@ class CampaignSpec:
                                      ("--time-limit", self.time_limit), ("--sbatch-arg", self.sbatch_args),
                                      ("--template", self.template), ("--no-wait", not self.wait)) if v]
 
-    def job(self, model: str, system: str, steps: int | None) -> Job:
-        """The job of one pair (index and task are numbered once the job list is complete)."""
+    def job(self, model: str, system: str, steps: int | None, replica: int | None = None) -> Job:
+        """The job of one pair, or of replica ``replica`` of it (seed + replica); index and task are
+        numbered once the job list is complete."""
+        from dynamat.runner import MAX_SEED
+
         return Job(index=0, model=model, system=system, reference=str(self.reference), out=str(self.out),
-                   steps=steps, seed=self.seed, max_retries=self.max_retries, socket=self.socket_mode,
-                   driver_cmd=self.driver_env.get(model), driver_args=self.driver_args.get(model, ()),
-                   driver_model=self.driver_model.get(model))
+                   steps=steps, seed=(self.seed + (replica or 0)) % (MAX_SEED + 1), max_retries=self.max_retries,
+                   socket=self.socket_mode, driver_cmd=self.driver_env.get(model),
+                   driver_args=self.driver_args.get(model, ()), driver_model=self.driver_model.get(model),
+                   replica=replica)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dynamat.campaign.jobs import read_json, state_path
 from dynamat.layout import RunFolder
+from dynamat.names import replica_name
 
 ACTIVE_PHASES = ("queued", "starting", "running", "scoring")
 
@@ -25,10 +26,16 @@ class PairView:
     slurm_job: str | None = None
     proc: subprocess.Popen | None = None
     lost_since: float | None = None
+    replica: int | None = None  # the index in a --replicas set; None: a single run
+
+    @property
+    def folder(self) -> str:
+        """The run folder's name under the model (``<system>_r<k>`` for replica k >= 1)."""
+        return replica_name(self.system, self.replica or 0)
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.system}"
+        return f"{self.model}/{self.folder}"
 
 
 class Summary:
@@ -56,7 +63,7 @@ class Summary:
                 continue
             if p.status != "running":
                 self.final_read.add(p.label)
-            st = read_json(state_path(self.out, p.model, p.system)) or {}
+            st = read_json(state_path(self.out, p.model, p.folder)) or {}
             if st.get("step") is not None and st.get("step0") is not None:
                 self.advanced[p.label] = max(0, int(st["step"]) - int(st["step0"]))
         return sum(self.advanced.values())
@@ -118,7 +125,7 @@ class Summary:
 
 
 def pair_timings(out: Path, model: str, system: str) -> dict:
-    """Per-pair overheads from its state file: queue (submit->task shell), start-up (shell->first MD
+    """``system``: the run folder's name (``<system>_r<k>`` for a replica). Per-pair overheads from its state file: queue (submit->task shell), start-up (shell->first MD
     step), MD (first step->MD end), scoring; plus steps advanced and run.json's seconds per step."""
     st = read_json(state_path(out, model, system)) or {}
     t = st.get("times") or {}
@@ -143,8 +150,8 @@ def pair_timings(out: Path, model: str, system: str) -> dict:
 
 
 def _finished_message(out: Path, p: PairView) -> str:
-    t = pair_timings(out, p.model, p.system)
-    rec = read_json(RunFolder.of(out, p.model, p.system).run_json) or {}
+    t = pair_timings(out, p.model, p.folder)
+    rec = read_json(RunFolder.of(out, p.model, p.folder).run_json) or {}
     parts = [f"{p.label}: {p.status}"]
     if rec.get("steps_done") is not None:
         sps = rec.get("seconds_per_step_median")
@@ -159,7 +166,7 @@ def _finished_message(out: Path, p: PairView) -> str:
 
 def _state_result(out: Path, p: PairView) -> tuple[str | None, str | None]:
     """(final status, error) when the pair's task has finished, else (None, None)."""
-    st = read_json(state_path(out, p.model, p.system)) or {}
+    st = read_json(state_path(out, p.model, p.folder)) or {}
     if st.get("phase") == "done":
         res = st.get("result") or "failed"
         return (res if res in ("completed", "failed", "exploded") else "failed"), st.get("error")

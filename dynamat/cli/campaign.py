@@ -50,12 +50,15 @@ from dynamat.campaign.spec import CampaignSpec
 @click.option("--pack", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K",
               help="Run up to K pairs of one model as one task whose i-PI runs share one driver process (one model "
               "load, structures batched into shared model calls where the model can; unix sockets).")
+@click.option("--replicas", type=click.IntRange(1, 1000), default=1, show_default=True, metavar="R",
+              help="R independent runs per (model, system), seeds --seed + k, in <model>/<system> and <system>_r<k>; "
+              "scored one by one, aggregated by the report.")
 @click.option("--no-report", is_flag=True, help="Do not write <out>/report/ at the end.")
 @with_options(dispersion_options)
 @click.option("--poll-s", type=float, default=None, hidden=True)
 def campaign_command(models, models_file, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
                      driver_args, socket_mode, partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args,
-                     template, inet_nodes, no_wait, pack, no_report, dispersion, dispersion_functional,
+                     template, inet_nodes, no_wait, pack, replicas, no_report, dispersion, dispersion_functional,
                      poll_s):
     """Run and score every (model, system) pair, locally or as a SLURM job array, then report."""
     spec = CampaignSpec.from_options(
@@ -64,7 +67,7 @@ def campaign_command(models, models_file, systems, reference, executor, jobs, st
         executor=executor, jobs=jobs, steps=steps, time_ps=time_ps, seed=seed, max_retries=max_retries,
         socket_mode=socket_mode, partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
         time_limit=time_limit, sbatch_args=sbatch_args, template=template, inet_nodes=inet_nodes,
-        wait=not no_wait, report=not no_report, poll_s=poll_s, pack=pack)
+        wait=not no_wait, report=not no_report, poll_s=poll_s, pack=pack, replicas=replicas)
     res = run_campaign(spec)
     if res.waited:
         counts = {}

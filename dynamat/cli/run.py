@@ -40,13 +40,16 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 @click.option("--pack", "pack", type=click.IntRange(1, 256), default=None, metavar="K",
               help="Packed runs: --system A,B,C runs K systems at a time, every one served by one driver process "
               "that loads the model once and batches their structures into shared model calls where the model can.")
+@click.option("--replicas", type=click.IntRange(1, 1000), default=1, show_default=True, metavar="R",
+              help="R independent trajectories per system, seeds --seed + k (recorded in each run.json), in "
+              "<out>/<model>/<system> (replica 0) and <system>_r<k>; packed together with --pack.")
 @click.option("--pack-wait-ms", type=click.FloatRange(0, 1000), default=None,
               help="With --pack: how long the driver waits for the other runs' positions before a model call [5].")
 @with_options(driver_options)
 @with_options(dispersion_options)
 def run(model, model_options, models_file, system, reference, steps, time_ps, out, seed, overwrite, batch_size, nbeads,
         socket_mode, host, protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, ensemble,
-        pressure_GPa, barostat, tau_barostat_fs, engine, pack, pack_wait_ms,
+        pressure_GPa, barostat, tau_barostat_fs, engine, pack, replicas, pack_wait_ms,
         driver_cmd, driver_args, dispersion, dispersion_functional):
     """Run MODEL on SYSTEM with i-PI and a dynamat-driver; leaves <out>/<model>/<system>/run.json.
 
@@ -64,6 +67,9 @@ def run(model, model_options, models_file, system, reference, steps, time_ps, ou
     names = [x.strip() for x in system.split(",") if x.strip()]
     if pack_wait_ms is not None and pack is None:
         raise DynamatError("--pack-wait-ms is the pack driver's gather window: add --pack K")
+    if replicas > 1:
+        return _run_replicas(model, names, reference, out, opts, replicas, pack, time_ps, overrides,
+                             start_frame or 0, pack_wait_ms)
     if pack is not None or len(names) > 1:
         if pack is None:
             raise DynamatError("several systems run together: add --pack K (K runs at a time, one shared driver)")
@@ -73,18 +79,7 @@ def run(model, model_options, models_file, system, reference, steps, time_ps, ou
                              start_frame=start_frame or 0, wait_ms=pack_wait_ms,
                              progress_for=lambda n: progress_printer(f"{model}/{n}"),
                              announce=lambda m: click.echo(m, err=True))
-        failed = 0
-        for name, res in zip(names, results):
-            if isinstance(res, Exception):
-                failed += 1
-                click.echo(f"failed: {model}/{name}: {res}", err=True)
-                continue
-            sps = res.seconds_per_step_median
-            click.echo(f"{res.status}: {model}/{name}, {res.steps_requested} steps, "
-                       f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {res.run_dir}")
-        if failed:
-            raise DynamatError(f"{failed} of {len(names)} packed runs did not complete (each says why above; an "
-                               "interrupted one resumes when the same command is run again)")
+        _report_results(model, names, results, "packed runs")
         return
     _, _, rec = run_system(model, system, reference, out, opts, time_ps=time_ps, overrides=overrides,
                            start_frame=start_frame or 0,
@@ -95,3 +90,56 @@ def run(model, model_options, models_file, system, reference, steps, time_ps, ou
         click.echo(f"note: {note}", err=True)
     click.echo(f"{rec.status}: {rec.steps_requested} steps (last saved frame: step {rec.steps_done}), "
                f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {rec.folder}")
+
+
+def _report_results(model: str, labels: list[str], results: list, what: str) -> None:
+    """One line per run; one error line when any did not complete."""
+    failed = 0
+    for name, res in zip(labels, results):
+        if isinstance(res, Exception):
+            failed += 1
+            click.echo(f"failed: {model}/{name}: {res}", err=True)
+            continue
+        sps = res.seconds_per_step_median
+        click.echo(f"{res.status}: {model}/{name}, {res.steps_requested} steps, seed {res.seed}, "
+                   f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {res.run_dir}")
+    if failed:
+        raise DynamatError(f"{failed} of {len(labels)} {what} did not complete (each says why above; an "
+                           "interrupted one resumes when the same command is run again)")
+
+
+def _run_replicas(model, names, reference, out, opts, replicas, pack, time_ps, overrides, start_frame, wait_ms):
+    """R replicas of each system: one after another, or packed (``--pack K``) under one driver."""
+    import copy
+
+    from dynamat.replicas import plan_replicas
+
+    if len(set(names)) != len(names):
+        raise DynamatError("--system names a system twice")
+    plan = plan_replicas(model, names, reference, out, replicas, seed=opts.seed, overwrite=opts.overwrite,
+                         steps=opts.steps, time_ps=time_ps, overrides=overrides)
+    for r in plan:
+        if r.keep:
+            click.echo(f"kept: {model}/{r.label} is {r.keep} at the asked length (seed {r.seed})", err=True)
+    todo = [r for r in plan if not r.keep]
+    if not todo:
+        return
+    if pack is not None or len(names) > 1:
+        if pack is None:
+            raise DynamatError("several systems run together: add --pack K (K runs at a time, one shared driver)")
+        results = run_packed(model, todo, reference, out, opts, pack, time_ps=time_ps, overrides=overrides,
+                             start_frame=start_frame, wait_ms=wait_ms,
+                             progress_for=lambda n: progress_printer(f"{model}/{n}"),
+                             announce=lambda m: click.echo(m, err=True))
+    else:
+        results = []
+        for r in todo:
+            o = copy.copy(opts)
+            o.seed = r.seed
+            try:
+                results.append(run_system(model, r.system, reference, out, o, time_ps=time_ps, overrides=overrides,
+                                          start_frame=start_frame, progress=progress_printer(f"{model}/{r.label}"),
+                                          announce=lambda m: click.echo(m, err=True), replica=r.replica)[2])
+            except DynamatError as exc:
+                results.append(exc)
+    _report_results(model, [r.label for r in todo], results, "replica runs")

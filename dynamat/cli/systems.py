@@ -12,13 +12,16 @@ from dynamat.errors import DynamatError
 
 def _entry(reference: Path | None, name: str) -> dict:
     from dynamat.catalogue import get_system, system_from_reference
-    from dynamat.io.reference_h5 import reference_labels
+    from dynamat.io.reference_h5 import reference_labels, reference_replicas
 
     try:
         if reference is None:
             return get_system(name).as_dict()
         d = system_from_reference(reference, name).as_dict()
         d["labels"] = reference_labels(reference, name)
+        n = len(reference_replicas(reference, name))
+        if n > 1:  # further trajectories <name>_r<k>: the noise floor is replica against replica
+            d["reference_replicas"] = n
         return d
     except DynamatError as exc:
         return {"name": name, "error": str(exc)}
@@ -36,6 +39,8 @@ def _line(d: dict) -> str:
         lab = "  labels: " + (" ".join(have) if have else "none")
         if not (labels["energy"] and labels["forces"]):
             lab += " (label-free: no Eq. 1-2)"
+    if d.get("reference_replicas"):
+        lab += f"  {d['reference_replicas']} trajectories"
     knob_src = {k: src[k] for k in ("timestep_fs", "tau_fs", "thermostat", "stride")}
     knobs = (f"protocol {p['name']}: {src['protocol']}" if len(set(knob_src.values())) == 1
              else f"protocol {p['name']}: {src['protocol']}; " + "; ".join(f"{k}: {v}" for k, v in knob_src.items()))

@@ -51,16 +51,58 @@ def _open(path: str | Path) -> h5py.File:
         raise ReferenceFormatError(f"{path} is not a readable HDF5 file ({exc})") from None
 
 
+def _replica_of(group: h5py.Group) -> str | None:
+    """The ``replica_of`` attribute of a group (the system it is a further trajectory of), or None."""
+    v = group.attrs.get("replica_of")
+    if v is None:
+        return None
+    v = v.decode() if isinstance(v, bytes) else v
+    return str(np.asarray(v).reshape(-1)[0]) if not isinstance(v, str) else v
+
+
 def list_systems(path: str | Path) -> list[str]:
-    """Names of the systems (top-level groups) in a reference file; a file in which any system reads
-    data it does not own (see :func:`_check_own_data`) is refused as a whole."""
+    """Names of the systems (top-level groups) in a reference file, without the further replicas of a
+    system (groups whose ``replica_of`` names another group, see :func:`reference_replicas`); a file in
+    which any system reads data it does not own (see :func:`_check_own_data`) is refused as a whole."""
     with _open(path) as f:
         names = []
         for k in sorted(f.keys()):
             _check_own_data(f, k)
-            if isinstance(f[k], h5py.Group):
+            if isinstance(f[k], h5py.Group) and _replica_of(f[k]) in (None, k):
                 names.append(k)
         return names
+
+
+def reference_replicas(path: str | Path, system: str) -> list[str]:
+    """The groups holding independent reference trajectories of ``system``, replica 0 first.
+
+    Convention (``reference generate --replicas``, or by hand with h5py): replica 0 is the group
+    ``<system>``, replica k >= 1 the group ``<system>_r<k>``; each carries the attributes
+    ``replica_of = "<system>"``, ``replica_index = k`` and ``seed``. A single-trajectory reference
+    gives ``[system]``. A group claiming to be a replica of ``system`` under another name or index is
+    refused, naming it."""
+    from dynamat.names import replica_name
+
+    with _open(path) as f:
+        _group(f, system)
+        found: dict[int, str] = {}
+        for name in sorted(f.keys()):
+            if name == system or not isinstance(f.get(name, getlink=True), h5py.HardLink):
+                continue
+            g = f[name]
+            if not isinstance(g, h5py.Group) or _replica_of(g) != system:
+                continue
+            try:
+                k = int(np.asarray(g.attrs.get("replica_index")).reshape(-1)[0])
+            except (TypeError, ValueError):
+                k = -1
+            if k < 1 or name != replica_name(system, k):
+                raise ReferenceFormatError(
+                    f"{f.filename}: group {name!r} says it is a replica of {system!r} with replica_index "
+                    f"{g.attrs.get('replica_index')!r}; replica k >= 1 must be the group {system}_r<k>")
+            _group(f, name)  # schema, datasets, own data
+            found[k] = name
+    return [system] + [found[k] for k in sorted(found)]
 
 
 def check_reference_file(path: str | Path) -> list[str]:

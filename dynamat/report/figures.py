@@ -169,6 +169,11 @@ def fig_tier_bars(model_rows: Sequence[dict[str, Any]], keys: Sequence[str],
             if eb.any():
                 ax.errorbar(xs_arr[eb], vals[eb], yerr=uncs[eb], fmt="none", ecolor="black",
                             elinewidth=0.8, capsize=2, zorder=3)
+            rep = np.array([_val(r, f"{key}_replica_unc") for r in rows])
+            er = ok & np.isfinite(rep)
+            if er.any():  # replicas: their standard error, offset beside the bootstrap one
+                ax.errorbar(xs_arr[er] + 0.18, vals[er], yerr=rep[er], fmt="none", ecolor="#c0392b",
+                            elinewidth=0.8, capsize=2, zorder=3, gid="replica-errorbar")
             for xi in xs_arr[~ok]:
                 ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=6, color="#666",
                         rotation=90)
@@ -206,7 +211,10 @@ def fig_tier_bars(model_rows: Sequence[dict[str, Any]], keys: Sequence[str],
         axes[-1].set_xticks(xs_arr, labels, rotation=45, ha="right", rotation_mode="anchor")
         if title:
             fig.suptitle(title, fontsize=10)
-        _footnote(fig, ["Dashed lines: tier medians of the model means.", _failure_note(rows)])
+        replicas = any(_finite(r.get(f"{k}_replica_unc")) for r in rows for k in keys)
+        _footnote(fig, ["Dashed lines: tier medians of the model means."
+                        + (" Error bars: black bootstrap, red replica spread (SD/√R)." if replicas else ""),
+                        _failure_note(rows)])
     return fig
 
 
@@ -471,6 +479,16 @@ def fig_pareto(model_rows: Sequence[dict[str, Any]], error_key: str = "E_RPV_pct
     e = as_float_array([r.get(error_key) for r in rows])
     cu = as_float_array([r.get(f"{cost_key}_unc") for r in rows])
     eu = as_float_array([r.get(f"{error_key}_unc") for r in rows])
+    replicas = any(r.get(f"{error_key}_replica_unc") is not None for r in rows)
+    sources: dict[str, list[str]] = {}
+    if replicas:  # the larger of the bootstrap and the replica uncertainty, named in the footnote
+        from dynamat.scoring.replicas import larger_uncertainty
+
+        picked = [larger_uncertainty(r, error_key) for r in rows]
+        eu = as_float_array([u for u, _ in picked])
+        for r, (_, src) in zip(rows, picked):
+            if src:
+                sources.setdefault(src, []).append(r["model"])
     ok = np.isfinite(c) & np.isfinite(e) & (c > 0)
     front = pareto_front(np.where(ok, c, np.nan), e)
     tiers = [r.get("tier") for r in rows]
@@ -519,6 +537,9 @@ def fig_pareto(model_rows: Sequence[dict[str, Any]], error_key: str = "E_RPV_pct
             ax.set_title(title)
         missing = [rows[k]["model"] for k in np.flatnonzero(~ok)]
         _footnote(fig, ["not shown (no cost or error): " + ", ".join(missing) if missing else "",
+                        ("Error bars: the larger of the bootstrap and the replica uncertainty — "
+                         + "; ".join(f"{src}: {', '.join(ms)}" for src, ms in sorted(sources.items())))
+                        if sources else "",
                         _failure_note(rows)])
     return fig
 

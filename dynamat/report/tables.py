@@ -25,6 +25,11 @@ Aggregation rules (all documented in the report notes as well):
   observable averaged over the systems where it exists, as in Fig. 7 / S13. The mean of
   the per-system ``E_RPV_pct`` / ``L_RPV_pct`` values from score.json is kept beside them
   as ``E_RPV_pct_mean_over_systems`` / ``L_RPV_pct_mean_over_systems``.
+* Replicas (``dynamat run --replicas R``: score files with ``replica_index``): the completed replicas
+  of a (model, system) become one row (:func:`dynamat.scoring.replicas.aggregate_replicas`: mean
+  error, ``<key>_replica_sd`` across replicas, ``<key>_replica_unc`` = sd/√R beside the bootstrap
+  ``<key>_unc`` of the mean); a failed or exploded replica stays a failure row of its own. Tables get
+  the replica columns only when some row has replicas, so single-run tables are unchanged.
 * Tier medians are medians over the models of a tier of their model means (paper's
   dashed lines); per-class tables average over the systems of one class.
 """
@@ -150,6 +155,7 @@ def load_results(root: str | Path) -> Results:
     if not rows:
         unreadable = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
         raise ResultsError(f"no readable score.json under {root}{unreadable}")
+    rows = _aggregate_replicas(rows, notes)
     seen: set[tuple[str, str]] = set()
     for r in rows:
         key = (r["model"], r["system"])
@@ -224,7 +230,42 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     curves = RunFolder(path.parent).curves_npz
     row["curves_path"] = str(curves) if curves.is_file() else None
     row["error"] = raw.get("error")
+    row["replica_index"] = _int(raw.get("replica_index"))
     return row
+
+
+REPLICA_SUFFIXES = ("_replica_sd", "_replica_unc")
+
+
+def has_replicas(rows: Iterable[dict[str, Any]]) -> bool:
+    """Whether any row aggregates replicas (then the tables carry the replica columns)."""
+    return any(r.get("n_replicas") for r in rows)
+
+
+def _aggregate_replicas(rows: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """Each (model, system) with replica scores becomes one row of its completed replicas; failed
+    replicas stay rows of their own (counted and listed as failures). Rows without replicas pass."""
+    from dynamat.scoring.replicas import aggregate_replicas
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["system"]), []).append(r)
+    out: list[dict[str, Any]] = []
+    for (model, system), members in groups.items():
+        if all(r.get("replica_index") is None for r in members):
+            out += members
+            continue
+        done = sorted((r for r in members if r["status"] == "completed"), key=lambda r: r.get("replica_index") or 0)
+        failed = [r for r in members if r["status"] != "completed"]
+        if done:
+            agg = aggregate_replicas(done)
+            agg["curves_path"] = done[0].get("curves_path")
+            out.append(agg)
+        out += failed
+        if failed and done:
+            notes.append(f"{model}/{system}: {len(failed)} of {len(members)} replicas did not complete; the "
+                         f"replica mean is over the other {len(done)}")
+    return out
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -267,13 +308,16 @@ def mean_over_systems(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """``key``, ``<key>_unc``, ``<key>_floor`` and ``<key>_n`` of ``rows``' mean (rules: module docstring)."""
     vals = [r[key] for r in rows if r.get(key) is not None]
     out: dict[str, Any] = {key: None, f"{key}_unc": None, f"{key}_floor": None, f"{key}_n": len(vals)}
+    if has_replicas(rows):  # the replica standard error of the mean propagates as the bootstrap one
+        out[f"{key}_replica_unc"] = None
     if not vals:
         return out
     used = [r for r in rows if r.get(key) is not None]
     out[key] = float(np.mean(vals))
-    uncs = [r.get(f"{key}_unc") for r in used]
-    if all(u is not None for u in uncs):
-        out[f"{key}_unc"] = float(math.sqrt(sum(u * u for u in uncs)) / len(uncs))
+    for unc_key in (f"{key}_unc", f"{key}_replica_unc") if has_replicas(rows) else (f"{key}_unc",):
+        uncs = [r.get(unc_key) for r in used]
+        if all(u is not None for u in uncs):
+            out[unc_key] = float(math.sqrt(sum(u * u for u in uncs)) / len(uncs))
     floors = [r.get(f"{key}_floor") for r in used]
     if all(f is not None for f in floors):
         out[f"{key}_floor"] = float(np.mean(floors))
@@ -302,9 +346,10 @@ def system_table(results: Results) -> Table:
     """One row per (model, system), in model order."""
     order = {m: i for i, m in enumerate(results.models)}
     rows = sorted(results.rows, key=lambda r: (order[r["model"]], r["system_class"], r["system"]))
-    cols = ["model", "system", "system_class", "tier", "n_params", "status", "model_label"]
+    reps = has_replicas(rows)
+    cols = ["model", "system", "system_class", "tier", "n_params", "status", "model_label"] + (["n_replicas"] if reps else [])
     for k in METRIC_KEYS:
-        cols += [k, f"{k}_unc", f"{k}_floor"]
+        cols += [k, f"{k}_unc", f"{k}_floor"] + ([k + x for x in REPLICA_SUFFIXES] if reps else [])
     out = [{c: r.get(c) for c in cols} for r in rows]
     disp = ["model", "model_label", "system", "system_class", "tier", "status", *METRIC_KEYS]
     return Table("per_model_system", "Per model and system", cols, out,
@@ -337,6 +382,11 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
             row[f"mb_{key}_n"] = len(vals)
         comp = combined_scores(*(row[k] for k in OBSERVABLE_KEYS),
                                *(row[f"{k}_unc"] for k in OBSERVABLE_KEYS))
+        if has_replicas(done):  # Eq. 11-12's uncertainty propagated from the replica ones too
+            comp_rep = combined_scores(*(row[k] for k in OBSERVABLE_KEYS),
+                                       *(row.get(f"{k}_replica_unc") for k in OBSERVABLE_KEYS))
+            for key in COMPOSITE_KEYS:
+                row[f"{key}_replica_unc"] = comp_rep[f"{key}_unc"]
         for key in COMPOSITE_KEYS:
             row[key] = comp[key]
             row[f"{key}_unc"] = comp[f"{key}_unc"]
@@ -349,9 +399,10 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
             ext = external.get(model) or {}
             row.update((k, ext.get(k)) for k in EXTERNAL_METRICS)
         rows_out.append(row)
+    reps = has_replicas(results.rows)
     cols = ["model", "tier", "n_params", "n_systems", "n_completed", "n_failed", "failed_runs", "model_label"]
     for k in METRIC_KEYS:
-        cols += [k, f"{k}_unc", f"{k}_floor", f"{k}_n"]
+        cols += [k, f"{k}_unc", f"{k}_floor", f"{k}_n"] + ([f"{k}_replica_unc"] if reps else [])
         if k in COMPOSITE_KEYS:
             cols += [f"{k}_mean_over_systems", f"{k}_mean_over_systems_n"]
     for key in MATBENCH_RUN_KEYS:
@@ -375,7 +426,12 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
 def noise_notes(model_rows: list[dict[str, Any]], keys=("pressure_hist_error_pct", "rdf_error_pct",
                                                          "vdos_error_pct")) -> list[str]:
     """For each observable error: the models within the noise floor of the best one, which this
-    benchmark cannot tell apart (the floor: the same error between the reference's two halves)."""
+    benchmark cannot tell apart (the floor: the same error between the reference's two halves, or
+    between its replicas). With replicas, a model also ties when its difference from the best is
+    within the uncertainty of that difference, each side's the larger of the bootstrap and the
+    replica uncertainty; the note says which one that was."""
+    from dynamat.scoring.replicas import larger_uncertainty
+
     notes = []
     for key in dict.fromkeys(keys):
         rows = [r for r in model_rows if r.get(key) is not None]
@@ -386,11 +442,26 @@ def noise_notes(model_rows: list[dict[str, Any]], keys=("pressure_hist_error_pct
         if not floors:
             continue
         floor = max(floors)
-        tied = [r["model"] for r in rows if r[key] - best[key] <= floor]
+        m = METRIC_BY_KEY[key]
+        if not any(r.get(f"{key}_replica_unc") is not None for r in rows):
+            tied = [r["model"] for r in rows if r[key] - best[key] <= floor]
+            if len(tied) > 1:
+                notes.append(f"{m.short}: {', '.join(tied)} lie within the noise floor "
+                             f"({floor:.3g} {m.unit}) of the best ({best['model']}); "
+                             "their differences are not resolved.")
+            continue
+        u_best, _ = larger_uncertainty(best, key)
+        tied, used = [], set()
+        for r in rows:
+            u, src = larger_uncertainty(r, key)
+            if r[key] - best[key] <= max(floor, math.hypot(u or 0.0, u_best or 0.0)):
+                tied.append(r["model"])
+                used |= {src, larger_uncertainty(best, key)[1]} - {None}
         if len(tied) > 1:
-            notes.append(f"{METRIC_BY_KEY[key].short}: {', '.join(tied)} lie within the noise floor "
-                         f"({floor:.3g} {METRIC_BY_KEY[key].unit}) of the best ({best['model']}); "
-                         "their differences are not resolved.")
+            notes.append(f"{m.short}: {', '.join(tied)} lie within the noise floor ({floor:.3g} {m.unit}) or the "
+                         f"uncertainty of their difference of the best ({best['model']}), the larger of bootstrap "
+                         f"and replica spread ({' and '.join(sorted(used)) or 'none'}); their differences are "
+                         "not resolved.")
     return notes
 
 
@@ -546,6 +617,9 @@ def display_cell(row: dict[str, Any], col: str) -> str:
     unc = row.get(f"{col}_unc")
     if text and unc is not None:
         text += f" ± {fmt(unc, 2)}"
+    rep = row.get(f"{col}_replica_unc")
+    if text and rep is not None:  # replicas: the standard error from their spread, beside the bootstrap one
+        text += f" (replicas ± {fmt(rep, 2)})"
     return text
 
 

@@ -16,12 +16,14 @@ import numpy as np
 
 from dynamat.errors import DynamatError
 from dynamat.io import read_extxyz, read_reference
+from dynamat.io.reference_h5 import reference_replicas
 from dynamat.io.results import write_json_atomic
 from dynamat.io.run_folder import bead_files, read_bead_trajectory, read_run_trajectory
 from dynamat.layout import CURVES_NPZ, SCORE_JSON, RunFolder
 from dynamat.metrics.matbench import MATBENCH_KEYS, matbench_md_metrics
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
+from dynamat.scoring.replicas import reference_replica_floor
 
 SCORE_FILE = SCORE_JSON  # the names stay importable from here
 CURVES_FILE = CURVES_NPZ
@@ -130,9 +132,14 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         raise DynamatError("the trajectory has no frame interval; pass --dt-fs")
     if mlip.temperature_K is None:
         mlip.temperature_K = sys_entry.temperature_K  # the target: lets the frame-interval check speak
+    replicas = reference_replicas(reference, system)
     try:
         res = score_md(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads, npt=is_npt(meta, mlip))
         res["matbench"] = matbench_object(ref, mlip)
+        if len(replicas) > 1:  # the floor from independent reference trajectories, not from halves
+            others = [read_reference(reference, g).check(f"{reference}:{g}") for g in replicas[1:]]
+            res.update(reference_replica_floor(ref, others, res["matched_duration_fs"], dims=sys_entry.dims))
+            res.update(floor_source="reference_replicas", n_reference_replicas=len(replicas))
     except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
         raise DynamatError(f"cannot score this trajectory: {exc}") from None
     res.update(
@@ -144,6 +151,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         model_seconds_per_eval=meta.get("model_seconds_per_eval_median"),
         **model_facts(meta),
     )
+    if meta.get("replica") is not None:  # one run of a --replicas set; the report aggregates the set
+        res["replica_index"] = int(meta["replica"])
     if mlip.notes:  # what the reader dropped (an incomplete last frame of a killed run), said in the result too
         res["reader_notes"] = list(mlip.notes)
     return res

@@ -70,7 +70,7 @@ def test_job_list_round_trip(tmp_path):
                 driver_cmd="/envs/mace/bin/dynamat-driver --threads 4", task=1)]
     path = write_job_list(tmp_path / "jobs.tsv", jobs)
     lines = path.read_text().splitlines()
-    assert lines[0].startswith("#index\tmodel\tsystem") and len(lines) == 3 and all(ln.count("\t") == 12 for ln in lines)
+    assert lines[0].startswith("#index\tmodel\tsystem") and len(lines) == 3 and all(ln.count("\t") == 13 for ln in lines)
     assert read_job(path, 0) == jobs[0] and read_job(path, 1) == jobs[1]
     assert read_task(path, 1) == [jobs[1]]
     with pytest.raises(DynamatError, match="no index 2"):

@@ -1,0 +1,88 @@
+"""Replicas: R independent MLIP trajectories of one (model, system), each an ordinary run folder.
+
+Replica 0 is the single run's folder ``<out>/<model>/<system>``; replica k >= 1 is ``<system>_r<k>``
+(:func:`dynamat.names.replica_name`). Their seeds are distinct and recorded in each run.json: with
+``--seed S`` replica k uses S + k; without it, a replica that has a run.json keeps its recorded seed
+and a new one uses (replica 0's seed, recorded or drawn now) + k. All replicas start from the same
+reference frame with velocities drawn from their own seed, so they decorrelate within a few
+thermostat times; scoring aggregates them (:mod:`dynamat.scoring.replicas`).
+
+A rerun of the set does what a rerun of each run does (resume, continue to a larger --steps), except
+that a replica already final at the asked length (completed, or exploded: a result) is kept and
+named, not refused, so a set interrupted half-way finishes with the same command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynamat.errors import DynamatError
+from dynamat.layout import RunFolder
+from dynamat.names import replica_name
+
+MAX_REPLICAS = 1000
+
+
+@dataclass(frozen=True)
+class ReplicaRun:
+    """One replica to run: its system, index, seed, and why it is kept as it is (None: run it)."""
+
+    system: str
+    replica: int
+    seed: int
+    keep: str | None = None  # "completed" | "exploded": final at the asked length, left alone
+
+    @property
+    def label(self) -> str:
+        return replica_name(self.system, self.replica)
+
+
+def check_replicas(replicas: int) -> int:
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
+        raise DynamatError(f"--replicas must be an integer between 1 and {MAX_REPLICAS}, got {replicas!r}")
+    return replicas
+
+
+def _recorded(run_dir: Path) -> dict:
+    try:
+        rec = json.loads(RunFolder(run_dir).run_json.read_text())
+        return rec if isinstance(rec, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def replica_seeds(out: Path, model: str, system: str, replicas: int, seed: int | None,
+                  overwrite: bool = False) -> list[int]:
+    """The seed of each replica (see the module docstring); distinct for distinct k."""
+    from dynamat.runner import MAX_SEED, run_seed
+
+    check_replicas(replicas)
+    base = run_seed(RunFolder.of(out, model, system, 0).path, seed, overwrite)
+    seeds = []
+    for k in range(replicas):
+        own = None if seed is not None or overwrite else _recorded(RunFolder.of(out, model, system, k).path).get("seed")
+        seeds.append(own if isinstance(own, int) and 0 <= own <= MAX_SEED else (base + k) % (MAX_SEED + 1))
+    return seeds
+
+
+def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas: int, *, seed: int | None,
+                  overwrite: bool, steps: int | None, time_ps: float | None = None,
+                  overrides: dict | None = None) -> list[ReplicaRun]:
+    """Every replica of every system, with its seed and whether it is kept as it is."""
+    from dynamat.reference import load_system
+    from dynamat.runner import steps_for
+
+    plan = []
+    for system in systems:
+        for k in range(check_replicas(replicas)):
+            RunFolder.of(out, model, system, k)  # every name checked before anything is read
+        _, entry, _ = load_system(reference, system, **(overrides or {}))
+        want = steps_for(entry, steps, time_ps) or entry.protocol.steps
+        for k, s in enumerate(replica_seeds(out, model, system, replicas, seed, overwrite)):
+            rec = {} if overwrite else _recorded(RunFolder.of(out, model, system, k).path)
+            final = rec.get("status") if rec.get("status") in ("completed", "exploded") else None
+            keep = final if final == "exploded" or final and int(rec.get("steps_requested") or 0) >= want else None
+            plan.append(ReplicaRun(system, k, s, keep))
+    return plan

@@ -1,0 +1,220 @@
+"""Replicas (issue 23 §1): R EMT trajectories of one system through `dynamat campaign --replicas` and
+`dynamat run --replicas`, scored one by one and aggregated, and a reference with two trajectories giving a
+replica-against-replica noise floor.
+
+One packed campaign of 4 replicas x 800 steps (200 fs each), run and scored by its task, feeds every test."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, dynamat_cmd
+from test_campaign import campaign
+from dynamat.errors import ReferenceFormatError
+from dynamat.io.reference_h5 import list_systems, read_reference, reference_replicas, write_reference
+from dynamat.io.run_folder import read_run_trajectory
+from dynamat.layout import RunFolder
+from dynamat.reference import default_reference
+from dynamat.scoring.core import score_md
+from dynamat.scoring.run import score_run
+
+SYSTEM = "bulkCu_300K-demo_EMT"
+R, STEPS, SEED = 4, 800, 11
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    out = tmp_path_factory.mktemp("replicas") / "camp"
+    res = campaign("--models", "emt", "--systems", SYSTEM, "--replicas", str(R), "--pack", str(R), "--steps",
+                   str(STEPS), "--seed", str(SEED), "--out", str(out), "--no-report", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"1 models x 1 systems x {R} replicas = {R} runs (4 run)" in res.stderr
+    folders = [RunFolder.of(out, "emt", SYSTEM, k).path for k in range(R)]
+    scores = [json.loads(RunFolder(d).score_json.read_text()) for d in folders]  # written by the campaign task
+    return out, folders, scores
+
+
+def test_replicas_are_ordinary_run_folders_with_distinct_recorded_seeds(replicas, tmp_path):
+    out, folders, scores = replicas
+    assert [d.name for d in folders] == [SYSTEM] + [f"{SYSTEM}_r{k}" for k in range(1, R)]
+    recs = [json.loads(RunFolder(d).run_json.read_text()) for d in folders]
+    assert [(r["replica"], r["seed"], r["status"]) for r in recs] == [(k, SEED + k, "completed") for k in range(R)]
+    assert [(s["replica_index"], s["status"]) for s in scores] == [(k, "completed") for k in range(R)]
+    assert all((out / "_campaign" / "state" / "emt" / f"{d.name}.json").is_file() for d in folders)
+    pos = [read_run_trajectory(d).positions[-1] for d in folders]
+    assert all(not np.allclose(pos[0], p) for p in pos[1:])  # other seeds, other trajectories
+    again = campaign("--models", "emt", "--systems", SYSTEM, "--replicas", str(R), "--steps", str(STEPS),
+                     "--seed", str(SEED), "--out", str(out), "--no-report", timeout=60)
+    assert again.returncode == 0 and f"= {R} runs ({R} skip)" in again.stderr, again.stderr
+
+    # `dynamat run --replicas` on a copy: without --seed each replica keeps its recorded seed; a larger
+    # --steps continues every one from its restart point, as it would a single run; then all are kept
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("_campaign"))
+    more = ("run", "--model", "emt", "--system", SYSTEM, "--steps", str(STEPS + 40), "--replicas", str(R),
+            "--pack", str(R), "--pack-wait-ms", "0", "--out", str(copy))
+    res = dynamat_cmd(*more)
+    assert res.returncode == 0, res.stderr[-2000:]
+    recs = [json.loads(RunFolder.of(copy, "emt", SYSTEM, k).run_json.read_text()) for k in range(R)]
+    assert [(r["seed"], r["steps_done"]) for r in recs] == [(SEED + k, STEPS + 40) for k in range(R)]
+    again = dynamat_cmd(*more)
+    assert again.returncode == 0 and again.stderr.count("kept: ") == R, again.stderr
+    assert f"{SYSTEM}_r3 is completed at the asked length (seed {SEED + 3})" in again.stderr
+
+
+def test_replica_spread_of_E_RDF_agrees_with_the_bootstrap(replicas):
+    """Both estimate the statistical error of one run's E_RDF, but each replica is scored against the same
+    reference segment, whose own sampling noise the bootstrap includes (it resamples both sides, equally
+    long here) and the spread does not: sd ≈ unc/√2. Measured (README): sd/unc = 0.45 (200 fs), 0.60 (250 fs)."""
+    out, _, scores = replicas
+    e = np.array([s["rdf_error_pct"] for s in scores])
+    unc = np.mean([s["rdf_error_pct_unc"] for s in scores])
+    sd = e.std(ddof=1)
+    assert 0.5 <= math.sqrt(2) * sd / unc <= 2.0, (e, unc)
+    # the report's row of the set: the mean, the spread and the bootstrap error of the mean
+    from dynamat.report.tables import load_results
+
+    rows = load_results(out).rows
+    assert len(rows) == 1 and rows[0]["n_replicas"] == R and rows[0]["replicas"] == list(range(R))
+    row = rows[0]
+    assert row["rdf_error_pct"] == pytest.approx(e.mean(), rel=1e-12)
+    assert row["rdf_error_pct_replica_sd"] == pytest.approx(sd, rel=1e-12)
+    assert row["rdf_error_pct_replica_unc"] == pytest.approx(sd / math.sqrt(R), rel=1e-12)
+    uncs = np.array([s["rdf_error_pct_unc"] for s in scores])
+    assert row["rdf_error_pct_unc"] == pytest.approx(math.sqrt((uncs**2).sum()) / R, rel=1e-12)
+
+
+def test_report_shows_the_replica_columns_and_error_bars(replicas, tmp_path):
+    from dynamat.report.figures import fig_pareto, fig_tier_bars
+    from dynamat.report.tables import build_tables, load_results, write_table
+
+    out, _, _ = replicas
+    tables = build_tables(load_results(out))
+    write_table(tables["per_model_system"], tmp_path)
+    with open(tmp_path / "per_model_system.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["n_replicas"] == str(R) and float(row["rdf_error_pct_replica_sd"]) > 0
+    (model,) = tables["per_model"].rows
+    assert model["rdf_error_pct_replica_unc"] == pytest.approx(float(row["rdf_error_pct_replica_sd"]) / 2, rel=1e-9)
+    bars = fig_tier_bars([model], ["rdf_error_pct"])
+    assert any(a.get_gid() == "replica-errorbar" for ax in bars.axes for a in ax.get_children())
+    from dynamat.scoring.replicas import larger_uncertainty
+
+    u, which = larger_uncertainty(model, "rdf_error_pct")
+    assert u == max(model["rdf_error_pct_unc"], model["rdf_error_pct_replica_unc"])
+    assert f"{which}: emt" in fig_pareto([model], "rdf_error_pct")._supxlabel.get_text()
+
+
+def test_a_system_named_like_a_replica_does_not_continue_that_replica(replicas, tmp_path):
+    """A system that is really called ``<S>_r1`` (a reference group without replica attributes) has the
+    folder of replica 1 of S: refused in one line, the replica untouched."""
+    out, folders, _ = replicas
+    lone = tmp_path / "lone.h5"
+    t = read_run_trajectory(folders[1])
+    t.name, t.temperature_K = f"{SYSTEM}_r1", 300.0
+    write_reference(lone, t)
+    assert list_systems(lone) == [f"{SYSTEM}_r1"] and reference_replicas(lone, f"{SYSTEM}_r1") == [f"{SYSTEM}_r1"]
+    before = RunFolder(folders[1]).run_json.read_bytes()
+    res = dynamat_cmd("run", "--model", "emt", "--system", f"{SYSTEM}_r1", "--reference", str(lone), "--steps",
+                      str(STEPS + 40), "--out", str(out))
+    assert_one_line_error(res, f"holds a run of '{SYSTEM}' (replica 1), not of '{SYSTEM}_r1'")
+    assert RunFolder(folders[1]).run_json.read_bytes() == before
+
+
+def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(replicas, tmp_path):
+    """Replicas 0 and 1 become a two-trajectory reference (groups NAME and NAME_r1, as `reference generate
+    --replicas` writes them); replica 2 scored against it has, as floor, score_md(reference 0, reference 1)."""
+    _, folders, scores = replicas
+    ref_file = tmp_path / "two.h5"
+    base = read_reference(default_reference(), SYSTEM)
+    for k in (0, 1):
+        t = read_run_trajectory(folders[k])
+        t.name, t.temperature_K = (SYSTEM if k == 0 else f"{SYSTEM}_r1"), base.temperature_K
+        write_reference(ref_file, t, {"replica_of": SYSTEM, "replica_index": k, "seed": SEED + k})
+    assert list_systems(ref_file) == [SYSTEM]
+    assert reference_replicas(ref_file, SYSTEM) == [SYSTEM, f"{SYSTEM}_r1"]
+    listed = dynamat_cmd("systems", "--reference", str(ref_file), "--json")
+    assert [(d["name"], d["reference_replicas"]) for d in json.loads(listed.stdout)] == [(SYSTEM, 2)], listed.stderr
+
+    s = score_run(ref_file, SYSTEM, folders[2])
+    assert s["floor_source"] == "reference_replicas" and s["n_reference_replicas"] == 2
+    r0, r1 = (read_reference(ref_file, g) for g in (SYSTEM, f"{SYSTEM}_r1"))
+    d = s["matched_duration_fs"]
+    direct = score_md(r0.truncated_to(d), r1.truncated_to(d), n_boot=0)
+    for key in ("rdf_error_pct", "vdos_error_pct", "pressure_mae_GPa", "pressure_hist_error_pct"):
+        assert s[f"{key}_floor"] == pytest.approx(direct[key], rel=1e-12), key
+    halves = score_run(default_reference(), SYSTEM, folders[2])
+    assert "floor_source" not in halves  # one trajectory: the floor stays half against half
+    assert s["rdf_error_pct_floor"] != halves["rdf_error_pct_floor"] and s["rdf_error_pct_floor"] > 0
+
+    with h5py.File(ref_file, "a") as f:  # a group claiming replica 1 under another name
+        f.copy(f[f"{SYSTEM}_r1"], "stray")
+    with pytest.raises(ReferenceFormatError, match="'stray' says it is a replica of"):
+        reference_replicas(ref_file, SYSTEM)
+    before = RunFolder(folders[2]).score_json.read_bytes()
+    bad = dynamat_cmd("score", "--system", SYSTEM, "--reference", str(ref_file), "--run", str(folders[2]))
+    assert_one_line_error(bad, "stray", "_r<k>")
+    assert RunFolder(folders[2]).score_json.read_bytes() == before  # the earlier score is kept
+
+
+def test_campaign_replicas_are_jobs_with_seed_plus_k_and_their_own_folders(tmp_path):
+    from dynamat.campaign.jobs import read_job, write_job_list
+    from dynamat.campaign.spec import CampaignSpec
+    from dynamat.errors import DynamatError
+
+    spec = CampaignSpec(("emt",), (SYSTEM,), tmp_path, seed=5, replicas=3)
+    jobs = [spec.job("emt", SYSTEM, 100, k) for k in range(3)]
+    for i, j in enumerate(jobs):
+        j.index = j.task = i
+    assert [(j.seed, j.folder, j.run_dir) for j in jobs] == [
+        (5 + k, f"{SYSTEM}_r{k}" if k else SYSTEM, RunFolder.of(tmp_path, "emt", SYSTEM, k).path) for k in range(3)]
+    path = write_job_list(tmp_path / "jobs.tsv", jobs)
+    assert [read_job(path, i) for i in range(3)] == jobs
+    assert spec.job("emt", SYSTEM, 100).replica is None  # a single run stays one
+    with pytest.raises(DynamatError, match="--replicas"):
+        CampaignSpec(("emt",), (SYSTEM,), tmp_path, replicas=0)
+
+
+def test_ties_with_replicas_use_the_larger_uncertainty_and_say_which():
+    """Two models 1.0 apart with a floor of 0.5: apart on the floor alone; with replica standard errors of
+    0.8 each (larger than the bootstrap's 0.1) the difference lies within √(0.8² + 0.8²) = 1.13: tied, and
+    the note names the replicas. With replica errors of 0.6 (√0.72 = 0.85 < 1.0) they stay apart."""
+    from dynamat.report.tables import display_cell, noise_notes
+
+    def rows(rep):
+        return [{"model": m, "rdf_error_pct": e, "rdf_error_pct_floor": 0.5, "rdf_error_pct_unc": 0.1,
+                 "rdf_error_pct_replica_unc": rep} for m, e in (("a", 5.0), ("b", 6.0))]
+
+    assert noise_notes([{k: v for k, v in r.items() if "replica" not in k} for r in rows(0.8)]) == []
+    (note,) = noise_notes(rows(0.8))
+    assert note.startswith("E_RDF: a, b lie within") and "(replicas)" in note
+    assert noise_notes(rows(0.6)) == []
+    assert display_cell(rows(0.8)[0], "rdf_error_pct") == "5 ± 0.1 (replicas ± 0.8)"
+
+
+def test_an_exploded_replica_is_a_failure_row_and_the_rest_are_averaged(tmp_path):
+    from dynamat.report.tables import build_tables, load_results
+
+    vals = {0: 4.0, 1: 6.0, 2: None}
+    for k, e in vals.items():
+        d = RunFolder.of(tmp_path, "m", "S", k).path
+        d.mkdir(parents=True)
+        score = {"model": "m", "system": "S", "status": "completed" if e is not None else "exploded",
+                 "replica_index": k, "rdf_error_pct": e, "rdf_error_pct_unc": 0.3 if e else None}
+        RunFolder(d).score_json.write_text(json.dumps(score))
+    res = load_results(tmp_path)
+    done, failed = res.completed, res.failures
+    assert len(done) == 1 and done[0]["rdf_error_pct"] == 5.0 and done[0]["n_replicas"] == 2
+    assert done[0]["rdf_error_pct_replica_sd"] == pytest.approx(math.sqrt(2.0))  # sd of (4, 6)
+    assert done[0]["rdf_error_pct_unc"] == pytest.approx(math.sqrt(2 * 0.3**2) / 2)
+    assert [(r["status"], r["replica_index"]) for r in failed] == [("exploded", 2)]
+    assert any("1 of 3 replicas did not complete" in n for n in res.notes)
+    (model,) = build_tables(res)["per_model"].rows
+    assert model["n_completed"] == 1 and model["n_failed"] == 1 and model["rdf_error_pct"] == 5.0
