@@ -63,6 +63,7 @@ class RunOptions:
     engine: str = "ipi"  # a key of dynamat.engines.ENGINES
     warmup_steps: int | None = None  # steps left out of the timing [default: max(stride, steps/10)]
     pack: object | None = None  # a dynamat.engines.pack.PackDriver: share its driver instead of starting one
+    client: object | None = None  # another code as force client instead of dynamat-driver (dynamat.refgen.Cp2kClient)
 
 
 @dataclass
@@ -356,7 +357,10 @@ def _check_request(settings: MDSettings, opts: RunOptions) -> None:
                            f"this system's protocol uses {settings.thermostat}")
     if opts.engine == "ase" and settings.nbeads > 1:
         raise DynamatError("path integrals (--beads) need the i-PI engine")
-    processes.driver_command(opts.driver_cmd)  # a missing or non-executable driver: say so before any folder change
+    if opts.client is not None:
+        opts.client.check()  # the code is installed: say how to install it otherwise, before any folder change
+    else:
+        processes.driver_command(opts.driver_cmd)  # a missing or non-executable driver: say so before any folder change
     if opts.engine == "ipi":
         processes.executable("i-pi")
 
