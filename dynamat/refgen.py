@@ -197,7 +197,9 @@ def _client(req: GenerateRequest, system, atoms: ase.Atoms):
         return None
     from dynamat.cp2k import Cp2kClient
 
-    return Cp2kClient(atoms, system.system_class, template=req.cp2k_input)
+    client = Cp2kClient(atoms, system.system_class, template=req.cp2k_input)
+    client.check()  # CP2K is installed: say how to install it otherwise, before any folder is made
+    return client
 
 
 def _refuse_existing_groups(req: GenerateRequest) -> None:
