@@ -5,9 +5,12 @@ realistic input is in the README. The proof: the forces, stress and energy store
 own ENERGY_FORCE single point on that frame, run directly with the same settings.
 """
 
+import json
 import os
 import shutil
+import signal
 import subprocess
+from pathlib import Path
 
 import ase
 import ase.io
@@ -20,7 +23,7 @@ from dynamat.io.reference_h5 import read_reference, reference_attrs
 from dynamat.scoring.core import score_singlepoint
 from dynamat.trajectory import voigt_to_full
 
-from conftest import assert_one_line_error, dynamat_cmd
+from conftest import BIN, assert_one_line_error, dynamat_cmd, wait_for_step, wait_until
 
 CP2K = shutil.which("cp2k.psmp") or shutil.which("cp2k")
 needs_cp2k = pytest.mark.skipif(CP2K is None, reason="CP2K is not installed (apt-get install cp2k cp2k-data; "
@@ -96,21 +99,43 @@ def inputs(tmp_path_factory):
     return d
 
 
+def _cp2k_pids(run_dir: Path) -> list[int]:
+    """The CP2K processes working in ``run_dir`` (the ones this test's run started)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == run_dir \
+                    and b"cp2k" in (proc / "cmdline").read_bytes().split(b"\0")[0]:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory, inputs):
+    """A 4-step CP2K reference whose CP2K is SIGKILLed once after step 2: the supervisor restarts it."""
     out = tmp_path_factory.mktemp("cp2k_ref") / "ref.h5"
+    run_dir = out.parent / "ref.h5.work" / "cp2k" / "Si_600K"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    res = dynamat_cmd("reference", "generate", "--structure", str(inputs / "si8.extxyz"), "--out", str(out),
-                      "--cp2k-input", str(inputs / "tiny.inp"), "--time-ps", "0.004", *ARGS)
-    assert res.returncode == 0, res.stderr
+    proc = subprocess.Popen([str(BIN / "dynamat"), "reference", "generate", "--structure", str(inputs / "si8.extxyz"),
+                             "--out", str(out), "--cp2k-input", str(inputs / "tiny.inp"), "--time-ps", "0.004", *ARGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_step(run_dir / "simulation.out", 2, timeout=300)
+    for pid in wait_until(lambda: _cp2k_pids(run_dir), 30, "CP2K's process"):
+        os.kill(pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
     return out
 
 
 @needs_cp2k
 def test_stored_labels_equal_cp2k_single_point_on_the_frame(generated, tmp_path):
     ref = read_reference(generated, "Si_600K")
-    assert ref.n_frames == 3 and list(ref.steps) == [0, 2, 4]
-    i = ref.n_frames - 1  # a frame CP2K reached by MD, its wavefunction extrapolated
+    assert list(ref.steps) == [0, 2, 4]  # no frame lost or repeated by the restart
+    rec = json.loads((generated.parent / "ref.h5.work" / "cp2k" / "Si_600K" / "run.json").read_text())
+    assert len(rec["restarts"]) == 1 and "CP2K" in rec["restarts"][0]["reason"]
+    i = ref.n_frames - 1  # a frame after the restart
     atoms = ase.Atoms(numbers=ref.numbers, positions=ref.positions[i], cell=ref.cells[i], pbc=True)
     (tmp_path / "sp.inp").write_text(render(TINY.replace("RUN_TYPE DRIVER", "RUN_TYPE ENERGY_FORCE"), atoms, "unused"))
     subprocess.run([CP2K, "-i", "sp.inp", "-o", "sp.out"], cwd=tmp_path, check=True, timeout=300,
