@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 
+import ase.build
 import ase.io
 import h5py
 import numpy as np
@@ -47,10 +48,17 @@ def straight(tmp_path_factory, structure):
     return out
 
 
-def test_driver_engine_stores_exactly_the_frames_of_dynamat_run(tmp_path, structure):
-    ref = tmp_path / "ref.h5"
+@pytest.fixture(scope="module")
+def emt_ref(tmp_path_factory, structure):
+    """0.1 ps of EMT through ``--engine driver``, no equilibration."""
+    ref = tmp_path_factory.mktemp("emt_ref") / "ref.h5"
     res = _generate(ref, structure, "--engine", "driver", "--model", "emt", "--time-ps", "0.1", "--equilibrate-ps", "0")
     assert res.returncode == 0, res.stderr
+    return ref
+
+
+def test_driver_engine_stores_exactly_the_frames_of_dynamat_run(tmp_path, emt_ref):
+    ref = emt_ref
     run = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--reference", str(DEMO), "--time-ps", "0.1",
                       "--timestep-fs", "2", "--seed", "11", "--out", str(tmp_path / "runs"))
     assert run.returncode == 0, run.stderr
@@ -72,21 +80,42 @@ def test_driver_engine_stores_exactly_the_frames_of_dynamat_run(tmp_path, struct
     assert attrs["engine"] == "driver" and attrs["model"] == "emt" and attrs["seed"] == 11
     assert attrs["replica_of"] == SYSTEM and attrs["replica_index"] == 0 and attrs["md_timestep_fs"] == 2.0
     assert (ref.parent / "ref.h5.work" / "emt" / SYSTEM / "run.json").is_file()
+    assert sorted(p.name for p in ref.parent.iterdir()) == ["ref.h5", "ref.h5.work"]  # nothing else written
 
 
-def test_ase_engine_is_the_driver_with_a_calculator(tmp_path, structure):
+def test_ase_engine_is_the_driver_with_a_calculator(tmp_path, structure, emt_ref):
     """``--engine ase --calculator ase.calculators.emt:EMT`` runs the same physics as the driver's emt."""
     ref = tmp_path / "ref.h5"
     res = _generate(ref, structure, "--engine", "ase", "--calculator", "ase.calculators.emt:EMT", "--time-ps", "0.1",
                     "--equilibrate-ps", "0")
     assert res.returncode == 0, res.stderr
-    ref_d = tmp_path / "ref_driver.h5"
-    assert _generate(ref_d, structure, "--engine", "driver", "--model", "emt", "--time-ps", "0.1",
-                     "--equilibrate-ps", "0").returncode == 0
-    a, b = read_reference(ref, SYSTEM), read_reference(ref_d, SYSTEM)
+    a, b = read_reference(ref, SYSTEM), read_reference(emt_ref, SYSTEM)
     np.testing.assert_allclose(a.positions, b.positions, atol=1e-7)
     np.testing.assert_allclose(a.forces, b.forces, atol=1e-6)
     assert reference_attrs(ref, SYSTEM)["model"] == "ase.calculators.emt:EMT"
+
+
+def test_ase_engine_with_tblite_gfn_xtb(tmp_path):
+    """A semi-empirical engine through the same door: tblite's GFN1-xTB on 8-atom Si, 4 steps; the stored
+    forces and stress are tblite's own on the stored positions."""
+    tblite_ase = pytest.importorskip("tblite.ase", reason="tblite (PyPI) is not installed")
+    atoms = ase.build.bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions += np.random.default_rng(1).normal(0.0, 0.03, atoms.positions.shape)
+    ase.io.write(tmp_path / "si8.extxyz", atoms, format="extxyz")
+    ref = tmp_path / "ref.h5"
+    res = dynamat_cmd("reference", "generate", "--engine", "ase", "--calculator", "tblite.ase:TBLite",
+                      "--model-option", "method=GFN1-xTB", "--model-option", "verbosity=0", "--model-option",
+                      "accuracy=0.001", "--structure",
+                      str(tmp_path / "si8.extxyz"), "--name", "Si_600K", "--temperature", "600", "--timestep-fs", "1",
+                      "--stride", "2", "--time-ps", "0.004", "--equilibrate-ps", "0", "--seed", "5", "--out", str(ref))
+    assert res.returncode == 0, res.stderr
+    got = read_reference(ref, "Si_600K")
+    assert list(got.steps) == [0, 2, 4]
+    frame = ase.Atoms(numbers=got.numbers, positions=got.positions[-1], cell=got.cells[-1], pbc=True)
+    frame.calc = tblite_ase.TBLite(method="GFN1-xTB", verbosity=0, accuracy=0.001)  # tight SCC on both sides
+    np.testing.assert_allclose(got.forces[-1], frame.get_forces(), atol=1e-5)
+    np.testing.assert_allclose(got.stress[-1], frame.get_stress(), atol=1e-6)
+    assert "method=GFN1-xTB" in reference_attrs(ref, "Si_600K")["model_options"]
 
 
 def test_replicas_are_stored_by_convention_with_their_seeds(straight):
