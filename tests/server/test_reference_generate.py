@@ -20,6 +20,7 @@ from dynamat.io.reference_h5 import read_reference, reference_attrs
 from dynamat.io.run_folder import read_run_trajectory
 from dynamat.metrics.equilibration import kinetic_temperature_settled
 from dynamat.reference import initial_atoms
+from dynamat.scoring.core import score_md
 
 from conftest import BIN, DEMO, assert_one_line_error, dynamat_cmd, wait_for_step
 
@@ -127,6 +128,9 @@ def test_replicas_are_stored_by_convention_with_their_seeds(straight):
     r0, r1 = read_reference(straight, SYSTEM), read_reference(straight, f"{SYSTEM}_r1")
     assert r0.n_frames == r1.n_frames == 21 and r0.steps[0] == 0  # 0.4 ps / 20 fs + 1, equilibration dropped
     assert not np.allclose(r0.positions[-1], r1.positions[-1], atol=1e-3)  # independent trajectories
+    # the reference scored against itself: zero observable errors (Eq. 4, 7, 10)
+    same = score_md(r0, r0, n_boot=0)
+    assert same["rdf_error_pct"] == 0.0 and same["pressure_mae_GPa"] == 0.0 and same["vdos_error_pct"] == 0.0
     # equilibration was run and dropped: the first stored frame is not the start structure
     assert a0["equilibrate_ps"] == pytest.approx(0.04)
     assert not np.allclose(r0.positions[0], initial_atoms(DEMO, SYSTEM).positions, atol=1e-3)
