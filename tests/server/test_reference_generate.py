@@ -132,7 +132,7 @@ def test_replicas_are_stored_by_convention_with_their_seeds(straight):
     same = score_md(r0, r0, n_boot=0)
     assert same["rdf_error_pct"] == 0.0 and same["pressure_mae_GPa"] == 0.0 and same["vdos_error_pct"] == 0.0
     # equilibration was run and dropped: the first stored frame is not the start structure
-    assert a0["equilibrate_ps"] == pytest.approx(0.04)
+    assert a0["equilibrate_ps"] == pytest.approx(0.04) and a0["equilibrated"]  # started from an equilibrated frame
     assert not np.allclose(r0.positions[0], initial_atoms(DEMO, SYSTEM).positions, atol=1e-3)
 
 
@@ -165,6 +165,20 @@ def test_bad_requests_are_one_line_and_touch_nothing(tmp_path, structure, straig
                     "--time-ps", "0.1")
     assert_one_line_error(res, "structure file not found")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unsettled_equilibration_is_said_and_recorded(tmp_path):
+    """From the ideal lattice, equipartition halves the kinetic temperature at once; with a thermostat far
+    too slow (tau 100 ps) it stays near 150 K through a 0.04 ps equilibration: a warning, and the group says so."""
+    ase.io.write(tmp_path / "cu108.extxyz", ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3), format="extxyz")
+    ref = tmp_path / "ref.h5"
+    res = dynamat_cmd("reference", "generate", "--engine", "driver", "--model", "emt", "--structure",
+                      str(tmp_path / "cu108.extxyz"), "--name", "Cu_300K", "--temperature", "300", "--timestep-fs", "2",
+                      "--tau-fs", "100000", "--stride", "2", "--equilibrate-ps", "0.04", "--time-ps", "0.01",
+                      "--seed", "1", "--out", str(ref))
+    assert res.returncode == 0, res.stderr
+    assert "dynamat: warning: Cu_300K: the kinetic temperature has not settled" in res.stderr
+    assert not reference_attrs(ref, "Cu_300K")["equilibrated"]
 
 
 def test_kinetic_temperature_settled_follows_the_canonical_spread():
