@@ -38,6 +38,7 @@ from dynamat.runner import MAX_SEED, RunOptions, run_seed, steps_for_time, super
 from dynamat.trajectory import ipi_virial_to_stress
 
 ENGINES = ("driver", "ase", "cp2k")
+STALL_TIMEOUT_DFT_S = 86400.0  # no saved frame for a day: a hung first-principles client
 
 
 @dataclass
@@ -180,6 +181,9 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
                           extra_outputs=forces_output(p.stride), client=client,
                           # a first-principles step is dear: a crash must not roll back ~100 of them
                           safe_stride=p.stride if client is not None else None)
+        if client is not None:
+            # a DFT step may take longer than any fixed timeout; a crashed CP2K is seen at once by its exit
+            opts.client_timeout_s, opts.stall_timeout_s = 0.0, STALL_TIMEOUT_DFT_S
         model = req.model or req.calculator or "cp2k"
         if not _completed(run_dir, settings):
             supervise(model, atoms, settings, run_dir, opts, system=system, reference=str(req.structure),

@@ -63,6 +63,7 @@ class RunOptions:
     engine: str = "ipi"  # a key of dynamat.engines.ENGINES
     warmup_steps: int | None = None  # steps left out of the timing [default: max(stride, steps/10)]
     pack: object | None = None  # a dynamat.engines.pack.PackDriver: share its driver instead of starting one
+    client_timeout_s: float = 600.0  # i-PI re-queues a request unanswered this long; 0: never (slow DFT steps)
     safe_stride: int | None = None  # i-PI's restart points every this many steps [default: ~100 steps]
     client: object | None = None  # another code as force client instead of dynamat-driver (dynamat.refgen.Cp2kClient)
 
@@ -428,7 +429,7 @@ def _fresh_inputs(model, initial: ase.Atoms, settings: MDSettings, run_dir: Path
         )
     xml = write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
                        prefix=PREFIX, batch_size=opts.batch_size, safe_stride=opts.safe_stride,
-                       checkpoint_stride=opts.safe_stride)
+                       checkpoint_stride=opts.safe_stride, timeout_s=opts.client_timeout_s)
     if opts.extra_outputs:
         text = xml.read_text()
         xml.write_text(text.replace("</output>", f"  {opts.extra_outputs.strip()}\n  </output>", 1))
