@@ -19,6 +19,7 @@ from ase.calculators.emt import EMT
 from dynamat.io.reference_h5 import read_reference, reference_attrs
 from dynamat.io.run_folder import read_run_trajectory
 from dynamat.metrics.equilibration import kinetic_temperature_settled
+from dynamat.metrics.frame_interval import check_frame_interval
 from dynamat.reference import initial_atoms
 from dynamat.scoring.core import score_md
 
@@ -128,6 +129,9 @@ def test_replicas_are_stored_by_convention_with_their_seeds(straight):
     r0, r1 = read_reference(straight, SYSTEM), read_reference(straight, f"{SYSTEM}_r1")
     assert r0.n_frames == r1.n_frames == 21 and r0.steps[0] == 0  # 0.4 ps / 20 fs + 1, equilibration dropped
     assert not np.allclose(r0.positions[-1], r1.positions[-1], atol=1e-3)  # independent trajectories
+    # the stored frame interval passes the import's equipartition check (dt_fs is the time between frames)
+    check = check_frame_interval(r0.positions, r0.cells, r0.pbc, r0.numbers, r0.dt_fs, 300.0)
+    assert check.ok, (check.temperature_K, check.implied_dt_fs)
     # the reference scored against itself: zero observable errors (Eq. 4, 7, 10)
     same = score_md(r0, r0, n_boot=0)
     assert same["rdf_error_pct"] == 0.0 and same["pressure_mae_GPa"] == 0.0 and same["vdos_error_pct"] == 0.0
