@@ -30,8 +30,9 @@ system-deps:
 	  need=""; \
 	  [ -x /usr/bin/chromium ] || need="$$need chromium"; \
 	  command -v slurmctld >/dev/null || need="$$need slurm-wlm"; \
+	  command -v cp2k.psmp >/dev/null || need="$$need cp2k cp2k-data"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
-	else echo "system-deps: not root; tests that need Chromium or SLURM will skip"; fi
+	else echo "system-deps: not root; tests that need Chromium, SLURM or CP2K will skip"; fi
 
 # Everything, the model zoo included: its tests build .venvs/{mace,zoo,grace} (several GB, ~5 min the first time).
 test: setup-test system-deps

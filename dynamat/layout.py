@@ -9,6 +9,8 @@ It holds::
     attempt.xml                     the input of the current attempt (socket folder filled in)
     simulation.out                  i-PI's properties, one row per saved step
     simulation.pos_<b>.extxyz       positions (bead b; b zero-padded to the digits of P), vel_<b> velocities
+    simulation.frc_0.extxyz         forces (eV/Å) of a generated reference (``dynamat reference generate``)
+    cp2k.inp  cp2k.out  cp2k-*      CP2K's input, output and own files when CP2K is the force client
     simulation.xc.extxyz / vc       centroid positions and velocities (path-integral templates)
     RESTART  simulation.chk         i-PI's soft-exit restart file and its periodic checkpoint
     last_good.chk                   a whole copy of the newest complete one (a kill mid-write cannot cost both)
@@ -20,6 +22,9 @@ It holds::
     run.json                        what was run, with every setting and its source, and the status
     score.json  curves.npz          the score and the curves it compared
     .lock                           held while a process works in the folder
+
+``dynamat reference generate --out ref.h5`` keeps its run folders in ``ref.h5.work/<engine>/<group>``
+(:func:`reference_work_dir`), next to the file the user named.
 
 A campaign keeps its own files under ``<out>/_campaign`` (:class:`CampaignTree`) and its report under
 ``<out>/report``; both names are reserved (:data:`dynamat.names.RESERVED`), so no model or system shadows them.
@@ -46,6 +51,8 @@ ISOLATED_ATOM_ENERGIES_JSON = "isolated_atom_energies.json"
 RESTART = "RESTART"
 LAST_GOOD = "last_good.chk"  # our whole copy of the newest complete restart point (i-PI rewrites its own in place)
 LOCK = ".lock"
+CP2K_PROJECT = "cp2k"  # CP2K's PROJECT: its own files are cp2k-*
+WORK_SUFFIX = ".work"
 
 CAMPAIGN_DIR = "_campaign"
 REPORT_DIR = "report"
@@ -108,6 +115,13 @@ class RunFolder:
     def velocities(self, bead: str | int = 0) -> Path:
         return self.path / f"{self.prefix}.vel_{bead}.extxyz"
 
+    def forces(self, bead: str | int = 0) -> Path:
+        """``<prefix>.frc_<bead>.extxyz``: the forces trajectory a generated reference asks i-PI for."""
+        return self.path / f"{self.prefix}.frc_{bead}.extxyz"
+
+    cp2k_input = property(lambda self: self.path / f"{CP2K_PROJECT}.inp")
+    cp2k_output = property(lambda self: self.path / f"{CP2K_PROJECT}.out")
+
     def restart_candidates(self) -> list[Path]:
         """Where a restart point may be: RESTART, the checkpoint, our last-good copy, then the copies i-PI
         keeps when a new process rewrites them (``#RESTART#0#``)."""
@@ -119,9 +133,16 @@ class RunFolder:
         start again in place removes; anything else there (a user's notes) is left alone."""
         patterns = (RUN_JSON, f".{RUN_JSON}.*.tmp", INPUT_XML, INIT_XYZ, ATTEMPT_XML, SOCKET_JSON, IPI_LOG, "driver*.log",
                     "driver_timing*.json", "relax_template.xyz", "relax_driver.log", "relax.log",
-                    ISOLATED_ATOM_ENERGIES_JSON, RESTART, LAST_GOOD, f".{LAST_GOOD}.*.tmp", f"{self.prefix}.*",
+                    ISOLATED_ATOM_ENERGIES_JSON, f"{CP2K_PROJECT}.inp", f"{CP2K_PROJECT}.out", f"{CP2K_PROJECT}-*",
+                    RESTART, LAST_GOOD, f".{LAST_GOOD}.*.tmp", f"{self.prefix}.*",
                     f"#{RESTART}#*#", f"#{self.prefix}.*#*#")
         return [p for pattern in patterns for p in self.path.glob(pattern) if p.is_file() and not p.is_symlink()]
+
+
+def reference_work_dir(out: str | Path) -> Path:
+    """Where ``dynamat reference generate --out ref.h5`` keeps its run folders: ``ref.h5.work`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + WORK_SUFFIX)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ class RunOptions:
     #: what the driver's --model gets when it is not the model's name: a models file's MODULE:CALLABLE
     #: (dynamat.models_file; its options and facts are in driver_args)
     driver_model: str | None = None
+    client_timeout_s: float = 600.0  # i-PI re-queues a request unanswered this long; 0: never (slow DFT steps)
+    safe_stride: int | None = None  # i-PI's restart points every this many steps [default: ~100 steps]
+    client: object | None = None  # another code as force client instead of dynamat-driver (dynamat.refgen.Cp2kClient)
 
     def served(self, model: str) -> str:
         """The driver's ``--model`` for the run of ``model``."""
@@ -383,7 +386,10 @@ def _check_request(settings: MDSettings, opts: RunOptions) -> None:
         raise DynamatError("path integrals (--beads) need the i-PI engine")
     if settings.is_npt and (opts.engine != "ipi" or settings.nbeads > 1):
         raise DynamatError("--ensemble npt runs classical MD through i-PI's barostats: drop --engine ase and --beads")
-    processes.driver_command(opts.driver_cmd)  # a missing or non-executable driver: say so before any folder change
+    if opts.client is not None:
+        opts.client.check()  # the code is installed: say how to install it otherwise, before any folder change
+    else:
+        processes.driver_command(opts.driver_cmd)  # a missing or non-executable driver: say so before any folder change
     if opts.engine == "ipi":
         processes.executable("i-pi")
 
@@ -471,7 +477,8 @@ def _fresh_inputs(model, initial: ase.Atoms, settings: MDSettings, run_dir: Path
             fmax=p.relax_fmax_eV_per_A, max_steps=p.relax_max_steps, timeout_s=opts.stall_timeout_s,
         )
     xml = write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
-                       prefix=PREFIX, batch_size=opts.batch_size)
+                       prefix=PREFIX, batch_size=opts.batch_size, safe_stride=opts.safe_stride,
+                       checkpoint_stride=opts.safe_stride, timeout_s=opts.client_timeout_s)
     if opts.extra_outputs:
         text = xml.read_text()
         xml.write_text(text.replace("</output>", f"  {opts.extra_outputs.strip()}\n  </output>", 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import click
@@ -92,6 +93,26 @@ def progress_printer(label: str):
         if frac - state["last"] >= 0.05 or step >= total:
             state["last"] = frac
             click.echo(f"  {label}: step {step}/{total} ({100 * frac:.0f}%)", err=True)
+
+    return show
+
+
+def eta_printer(label: str):
+    """A progress callback (step, total) that prints every 5 % to stderr with the time left, from the
+    rate since the first step seen (a resumed run counts from where it resumed)."""
+
+    state = {"last": -1.0, "t0": None, "s0": 0}
+
+    def show(step: int, total: int) -> None:
+        now = time.monotonic()
+        if state["t0"] is None:
+            state["t0"], state["s0"] = now, step
+        frac = step / max(total, 1)
+        if frac - state["last"] >= 0.05 or step >= total:
+            state["last"] = frac
+            done = step - state["s0"]
+            eta = "" if done <= 0 else f", about {(now - state['t0']) / done * (total - step):.0f} s left"
+            click.echo(f"  {label}: step {step}/{total} ({100 * frac:.0f}%{eta})", err=True)
 
     return show
 

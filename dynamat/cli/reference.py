@@ -1,4 +1,5 @@
-"""``dynamat reference import``: a user's own ab-initio MD as a reference file in the DynaMat v1.0 schema."""
+"""``dynamat reference import``: a user's own ab-initio MD as a reference file in the DynaMat v1.0 schema;
+``dynamat reference generate``: a new one made with i-PI and a force client (:mod:`dynamat.refgen`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from pathlib import Path
 
 import click
 
+from dynamat.cli.common import (driver_options, eta_printer, model_option, model_option_args, protocol_overrides,
+                                seed_option, with_options)
 from dynamat.errors import DynamatError
 
 
 @click.group("reference")
 def reference_group() -> None:
-    """Reference files: import your own ab-initio MD."""
+    """Reference files: import your own ab-initio MD, or generate one."""
 
 
 def _isolated(text: str | None) -> dict | None:
@@ -79,3 +82,50 @@ def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_ene
             click.echo(f"  note: {note}", err=True)
         for line in r.warnings:
             click.echo(f"dynamat: warning: {line}", err=True)
+
+
+@reference_group.command("generate")
+@click.option("--engine", type=click.Choice(["driver", "ase", "cp2k"]), required=True,
+              help="Force client: driver (a dynamat model), ase (an ASE calculator), cp2k (CP2K, PBE by default).")
+@click.option("--structure", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Start structure, any ASE-readable file (CIF, POSCAR, extxyz; its last frame).")
+@click.option("--name", required=True, help="System (group) name in --out; replica k is NAME_r<k>.")
+@click.option("--temperature", "temperature_K", type=float, required=True, help="Temperature in K.")
+@click.option("--time-ps", type=float, required=True, help="Production time stored, ps (after equilibration).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Reference HDF5 to create or add to; run folders go to OUT.work/ beside it.")
+@click.option("--model", default=None, help="--engine driver: the model (see `dynamat models`, or MODULE:CALLABLE).")
+@click.option("--calculator", default=None, help="--engine ase: MODULE:CALLABLE returning an ASE calculator.")
+@model_option
+@click.option("--cp2k-input", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="--engine cp2k: a CP2K input template replacing dynamat's PBE defaults (see README).")
+@click.option("--class", "system_class", default=None, help="Material class, which picks the protocol [default: inferred].")
+@click.option("--timestep-fs", type=float, default=None, help="MD time step in fs [default: the class protocol's].")
+@click.option("--tau-fs", type=float, default=None, help="Thermostat time constant in fs [default: the protocol's].")
+@click.option("--thermostat", default=None, help="i-PI thermostat mode, e.g. svr or langevin [default: the protocol's].")
+@click.option("--stride", type=click.IntRange(1), default=None, help="MD steps between stored frames [default: the protocol's].")
+@click.option("--equilibrate-ps", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Run this long first and drop it; the kinetic temperature must have settled.")
+@click.option("--replicas", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Independent trajectories with different seeds: groups NAME, NAME_r1, ...")
+@seed_option()
+@click.option("--overwrite", is_flag=True, help="Replace existing groups and run folders of this name.")
+@with_options(driver_options)
+def generate_command(engine, structure, name, temperature_K, time_ps, out, model, calculator, model_options,
+                     cp2k_input, system_class, timestep_fs, tau_fs, thermostat, stride, equilibrate_ps, replicas,
+                     seed, overwrite, driver_cmd, driver_args):
+    """Generate a reference trajectory with i-PI and a first-principles (or any) force client, stored in
+    OUT in the published layout with provenance. A killed run resumes when the same command is rerun."""
+    from dynamat.refgen import GenerateRequest, generate
+
+    overrides = protocol_overrides(None, system_class, None, timestep_fs, tau_fs, thermostat, None)
+    req = GenerateRequest(engine=engine, structure=structure, name=name, temperature_K=temperature_K,
+                          time_ps=time_ps, out=out, model=model, calculator=calculator,
+                          model_options=model_option_args(model_options), overrides=overrides, stride=stride,
+                          equilibrate_ps=equilibrate_ps, replicas=replicas, seed=seed, overwrite=overwrite,
+                          cp2k_input=cp2k_input, driver_cmd=driver_cmd, driver_args=tuple(driver_args))
+    results = generate(req, progress_for=lambda g: eta_printer(f"{engine}/{g}"),
+                       announce=lambda m: click.echo(m, err=True),
+                       warn=lambda m: click.echo(f"dynamat: warning: {m}", err=True))
+    for r in results:
+        click.echo(f"stored {r.name} -> {out}: {r.n_frames} frames, seed {r.seed} (run folder {r.run_dir})")

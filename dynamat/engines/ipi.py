@@ -70,20 +70,23 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def socket_dir() -> Path:
+def socket_dir(client=None) -> Path:
     """A private (0700) folder for a unix socket, short whatever ``$TMPDIR`` is: a unix socket path
-    is limited to 107 bytes, and i-PI's error for a longer one hides that limit."""
-    base = tempfile.gettempdir()
+    is limited to 107 bytes, and i-PI's error for a longer one hides that limit. A force client that
+    names its socket relative to a fixed folder (CP2K: ``/tmp/ipi_<HOST>``) gets it there."""
+    base, prefix = tempfile.gettempdir(), "dm-"
+    if client is not None and getattr(client, "socket_base", None):
+        base, prefix = client.socket_base, client.socket_dir_prefix
     if len(base) > 60:
         base = "/tmp"
-    _clean_stale_socket_dirs(Path(base))
-    return Path(tempfile.mkdtemp(prefix="dm-", dir=base))
+    _clean_stale_socket_dirs(Path(base), f"{prefix}*")
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
-def _clean_stale_socket_dirs(base: Path, min_age_s: float = 300.0) -> None:
+def _clean_stale_socket_dirs(base: Path, pattern: str = "dm-*", min_age_s: float = 300.0) -> None:
     """Removes our empty ``dm-*`` socket folders left by a SIGKILLed run. A live run's folder holds its
     socket; a just-made one is younger than ``min_age_s``; another user's is not ours to touch."""
-    for d, _ in processes.own_stale_dirs(base, "dm-*", min_age_s):
+    for d, _ in processes.own_stale_dirs(base, pattern, min_age_s):
         try:
             d.rmdir()  # only succeeds when empty
         except OSError:
@@ -106,7 +109,7 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
     """One i-PI process and ``opts.n_drivers`` drivers, from input.xml or a restart file."""
     if resume_from is not None and (at := checkpoint_step(resume_from)) is not None:
         trim_outputs(run_dir, PREFIX, at)  # i-PI appends from the step after the restart point
-    sock_dir = socket_dir()
+    sock_dir = socket_dir(opts.client)
     text, where = _attempt_input(run_dir, resume_from, sock_dir, settings, opts)
     ipi = None
     drivers: list = []
@@ -178,8 +181,10 @@ def _wait_for_socket(ipi, sock: Path, run_dir: Path, timeout_s: float) -> list:
 def _stress_plan(text: str, settings, opts, n_drivers: int) -> dict:
     """In NVT the virial is only written, every stride steps, so the driver computes the model's stress
     for those steps only (one driver sees every request; the first is the restart file's <step>, or 0).
-    Empty when the driver must compute it always: in NPT the virial drives the barostat every step."""
-    if n_drivers != 1 or "--stress-stride" in opts.driver_args or getattr(settings, "is_npt", False):
+    Empty when the driver must compute it always: in NPT the virial drives the barostat every step, and
+    another code as client (CP2K) has no schedule."""
+    if (n_drivers != 1 or "--stress-stride" in opts.driver_args or getattr(settings, "is_npt", False)
+            or opts.client is not None):
         return {}
     start = re.search(r"<step>\s*(\d+)\s*</step>", text)
     return {"stress_stride": int(settings.stride), "first_step": int(start.group(1)) if start else 0,
@@ -189,6 +194,9 @@ def _stress_plan(text: str, settings, opts, n_drivers: int) -> dict:
 def _start_drivers(drivers: list, tags: list, model, run_dir: Path, where: list, stress: dict, opts) -> None:
     """Starts one driver (or pack session) per tag into ``drivers``, so the caller stops what was started."""
     for tag in tags:
+        if opts.client is not None:  # another code's force client (dynamat.refgen: CP2K)
+            drivers.append(opts.client.start(run_dir, where, tag))
+            continue
         if opts.pack is not None:  # a session of the shared pack driver (dynamat.engines.pack)
             drivers.append(opts.pack.attach(run_dir, where, tag=tag, stress=stress,
                                             connect_timeout=opts.start_timeout_s))
@@ -228,12 +236,14 @@ def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, sample
         why = explosion(row, settings.temperature_K, opts.max_temperature_factor)
         if why:
             raise Exploded(f"{why} at step {step}")
-        _check_drivers(ipi, drivers, tags, run_dir, step, first_step)
+        if opts.client is not None and (fatal := opts.client.fatal(run_dir)):
+            raise DynamatError(fatal)  # e.g. SCF not converged: a restart would only repeat it
+        _check_drivers(ipi, drivers, tags, run_dir, step, first_step, opts.client)
         if now - last_progress > opts.stall_timeout_s:
             raise Interrupted(f"no MD progress for {opts.stall_timeout_s:.0f} s: i-PI or the driver hung")
 
 
-def _check_drivers(ipi, drivers: list, tags: list, run_dir: Path, step, first_step) -> None:
+def _check_drivers(ipi, drivers: list, tags: list, run_dir: Path, step, first_step, client=None) -> None:
     """Raises when a driver has ended while i-PI runs on: an explosion, a setup error or an interruption."""
     for tag, driver in zip(tags, drivers):
         if driver.poll() is None or ipi.poll() is not None:
@@ -245,7 +255,10 @@ def _check_drivers(ipi, drivers: list, tags: list, run_dir: Path, step, first_st
             time.sleep(0.1)
         if ipi.poll() is not None:
             return
-        msg = processes.last_line(RunFolder(run_dir).driver_log(tag), "no message")
+        if client is not None and (fatal := client.fatal(run_dir)):
+            raise DynamatError(fatal)
+        msg = (client.exit_message(run_dir, tag) if client is not None
+               else processes.last_line(RunFolder(run_dir).driver_log(tag), "no message"))
         if _explosion_in_driver(msg):
             raise Exploded(msg)
         if step is None or step == first_step:  # died before any MD: a setup error

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["MAX_FRAME_ATOMS", "MIN_ATOMS", "MIN_REFERENCE_PS", "ORDER_FRACTION", "REACHED_FRACTION", "WINDOW_PS",
-           "disorder_per_frame", "unequilibrated_start"]
+           "disorder_per_frame", "kinetic_temperature_settled", "unequilibrated_start"]
 
 #: time read from the start, ps (its second half is the reference for "equilibrated")
 WINDOW_PS = 4.0
@@ -82,3 +82,25 @@ def unequilibrated_start(positions, cells, pbc, dt_fs: float) -> int | None:
     if not (d_eq > 0 and d[0] < ORDER_FRACTION * d_eq):
         return 0
     return int(np.argmax(d >= REACHED_FRACTION * d_eq)) * stride
+
+
+def kinetic_temperature_settled(temperatures_K, target_K: float, n_dof: int, n_sigma: float = 3.0) -> tuple[bool, str]:
+    """Has the kinetic temperature of an equilibration settled at ``target_K``? (verdict, why).
+
+    In the canonical ensemble the instantaneous kinetic temperature of ``n_dof`` degrees of freedom
+    fluctuates with σ_T = T √(2 / n_dof) (Frenkel & Smit, *Understanding Molecular Simulation*, Eq. 4.1.16
+    for the kinetic energy). The last half of the equilibration is settled when its mean lies within
+    ``n_sigma`` σ_T of the target (a single frame's spread: generous, as the frames are correlated) and
+    the means of its two quarters differ by less than that too (no drift left).
+    """
+    t = np.asarray(temperatures_K, float)
+    tail = t[len(t) // 2:]
+    sigma = target_K * np.sqrt(2.0 / max(int(n_dof), 1))
+    off = float(tail.mean() - target_K)
+    q = len(tail) // 2
+    drift = float(tail[q:].mean() - tail[:q].mean()) if q else 0.0
+    if abs(off) > n_sigma * sigma:
+        return False, f"last half averages {tail.mean():.0f} K against {target_K:g} K (canonical spread {sigma:.0f} K)"
+    if abs(drift) > n_sigma * sigma:
+        return False, f"still drifting by {drift:+.0f} K over the last half (canonical spread {sigma:.0f} K)"
+    return True, f"last half averages {tail.mean():.0f} K (target {target_K:g} K, spread {sigma:.0f} K)"

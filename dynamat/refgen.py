@@ -1,0 +1,301 @@
+"""``dynamat reference generate``: a new reference trajectory, made the way an MLIP run is made.
+
+A reference is a run with another force client: the system's class protocol (or the overrides) goes
+through the same i-PI input writer, the same supervisor (:func:`dynamat.runner.supervise`: resume after
+a kill, restarts of a crashed client, progress) and the same run-folder readers as ``dynamat run``.
+Engines: ``driver`` (any dynamat model, a teacher), ``ase`` (an ASE calculator ``MODULE:CALLABLE``, served
+by dynamat-driver's custom-model path) and ``cp2k`` (CP2K as i-PI client, :mod:`dynamat.cp2k`).
+
+Run folders live in ``<out>.work/<engine>/<group>`` (:func:`dynamat.layout.reference_work_dir`); the
+first ``equilibrate_ps`` are run and dropped; the remaining frames are streamed into ``<out>`` in the
+published layout with provenance attributes. Replica k ≥ 1 of system NAME is the group ``NAME_r<k>``;
+every replica group records ``replica_of``, ``replica_index`` and its ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import ase
+import ase.io
+import h5py
+import numpy as np
+
+from dynamat.catalogue import get_system
+from dynamat.engines.ipi_input import MDSettings
+from dynamat.errors import DynamatError
+from dynamat.io.ipi_output import read_aligned_frames
+from dynamat.io.reference_h5 import ReferenceGroupWriter
+from dynamat.layout import PREFIX, RunFolder, reference_work_dir
+from dynamat.metrics.equilibration import kinetic_temperature_settled
+from dynamat.names import check_name, model_folder
+from dynamat.runner import MAX_SEED, RunOptions, run_seed, steps_for_time, supervise
+from dynamat.trajectory import ipi_virial_to_stress
+
+ENGINES = ("driver", "ase", "cp2k")
+STALL_TIMEOUT_DFT_S = 86400.0  # no saved frame for a day: a hung first-principles client
+
+
+@dataclass
+class GenerateRequest:
+    engine: str  # driver | ase | cp2k
+    structure: Path  # any ASE-readable file (CIF, POSCAR, extxyz); its last frame starts the MD
+    name: str  # group name in ``out``
+    temperature_K: float
+    time_ps: float  # production time stored, ps (after equilibration)
+    out: Path
+    model: str | None = None  # --engine driver
+    calculator: str | None = None  # --engine ase: MODULE:CALLABLE
+    model_options: tuple[str, ...] = ()  # driver arguments --option=K=V
+    overrides: dict = field(default_factory=dict)  # system_class, timestep_fs, tau_fs, thermostat
+    stride: int | None = None  # MD steps between stored frames [default: the protocol's]
+    equilibrate_ps: float = 1.0
+    replicas: int = 1
+    seed: int | None = None  # replica k uses seed + k; None: drawn per replica and recorded
+    overwrite: bool = False
+    cp2k_input: Path | None = None  # a CP2K input template (dynamat.cp2k)
+    driver_cmd: str | None = None
+    driver_args: tuple[str, ...] = ()
+
+
+@dataclass
+class GeneratedGroup:
+    name: str
+    replica_index: int
+    seed: int
+    n_frames: int
+    run_dir: Path
+    settled: bool
+    note: str = ""
+
+
+def replica_group(name: str, k: int) -> str:
+    """The group of replica ``k``: ``NAME`` for 0, ``NAME_r<k>`` after (the scorer reads this convention)."""
+    return name if k == 0 else f"{name}_r{k}"
+
+
+def engine_label(req: GenerateRequest) -> str:
+    """The run-folder name of the force client: the model, the calculator spec or ``cp2k``."""
+    if req.engine == "driver":
+        return model_folder(req.model)
+    if req.engine == "ase":
+        return model_folder(req.calculator)
+    return "cp2k"
+
+
+def _check(req: GenerateRequest) -> None:
+    if req.engine not in ENGINES:
+        raise DynamatError(f"unknown --engine {req.engine!r}: use {', '.join(ENGINES)}")
+    if req.engine == "driver" and not req.model:
+        raise DynamatError("--engine driver needs --model NAME (see `dynamat models`)")
+    if req.engine == "ase" and (not req.calculator or ":" not in req.calculator):
+        raise DynamatError("--engine ase needs --calculator MODULE:CALLABLE returning an ASE calculator")
+    if req.engine != "driver" and req.model:
+        raise DynamatError(f"--model is for --engine driver, not --engine {req.engine}")
+    if req.engine != "ase" and req.calculator:
+        raise DynamatError(f"--calculator is for --engine ase, not --engine {req.engine}")
+    if req.engine != "cp2k" and req.cp2k_input is not None:
+        raise DynamatError(f"--cp2k-input is for --engine cp2k, not --engine {req.engine}")
+    if not 0 < req.temperature_K < math.inf:
+        raise DynamatError(f"--temperature must be a positive number of K, got {req.temperature_K}")
+    if not 0 <= req.equilibrate_ps < math.inf:
+        raise DynamatError(f"--equilibrate-ps must be >= 0, got {req.equilibrate_ps}")
+    if req.replicas < 1:
+        raise DynamatError(f"--replicas must be at least 1, got {req.replicas}")
+    if req.seed is not None and req.seed + req.replicas - 1 > MAX_SEED:
+        raise DynamatError(f"--seed {req.seed} + {req.replicas - 1} replicas exceeds {MAX_SEED}")
+    if req.stride is not None and req.stride < 1:
+        raise DynamatError(f"--stride must be at least 1, got {req.stride}")
+    for k in range(req.replicas):
+        check_name("system", replica_group(req.name, k))
+    if req.out.suffix.lower() not in (".h5", ".hdf5"):
+        raise DynamatError(f"--out must name an HDF5 file (.h5), got {req.out}")
+    if req.out.is_dir():
+        raise DynamatError(f"--out {req.out} is a folder; name the reference file, e.g. ref.h5")
+
+
+def read_structure(path: Path) -> ase.Atoms:
+    """The structure the MD starts from: the last frame of any ASE-readable file."""
+    if not Path(path).is_file():
+        raise DynamatError(f"structure file not found: {path}")
+    try:
+        atoms = ase.io.read(path, index=-1)
+    except Exception as exc:  # ASE raises many kinds for an unreadable file
+        raise DynamatError(f"cannot read a structure from {path}: {type(exc).__name__}: {exc}") from None
+    if not atoms.pbc.all() or atoms.cell.rank < 3:
+        raise DynamatError(f"{path}: a reference needs a periodic cell in all three directions")
+    return atoms
+
+
+def system_for(req: GenerateRequest, atoms: ase.Atoms):
+    """The System (class protocol and its sources) the generated reference runs under."""
+    sys_ = get_system(req.name, {"temperature_kelvin": float(req.temperature_K)}, atoms, overrides=req.overrides)
+    if req.stride is not None:
+        sys_ = replace(sys_, protocol=replace(sys_.protocol, stride=int(req.stride)),
+                       sources={**sys_.sources, "stride": "command line (--stride)"})
+    return sys_
+
+
+def _steps(ps: float, timestep_fs: float, stride: int) -> int:
+    """Steps for ``ps`` at ``timestep_fs``, rounded up to a multiple of ``stride`` (frames align)."""
+    if ps <= 0:
+        return 0
+    n = int(round(ps * 1000.0 / timestep_fs))
+    return -(-n // stride) * stride
+
+
+def forces_output(stride: int) -> str:
+    """The i-PI output element that writes forces (eV/Å) beside the template's positions."""
+    return (f"<trajectory filename='frc' stride='{int(stride)}' format='ase' flush='1'> forces{{ase}} "
+            "</trajectory>")
+
+
+def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | None = None,
+             announce: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None
+             ) -> list[GeneratedGroup]:
+    """Runs every replica (resuming what a kill left) and stores each in ``req.out``; returns what was stored."""
+    _check(req)
+    atoms = read_structure(req.structure)
+    system = system_for(req, atoms)
+    p = system.protocol
+    equil = _steps(req.equilibrate_ps, p.timestep_fs, p.stride)
+    prod = steps_for_time(req.time_ps, p.timestep_fs)
+    client = _client(req, system, atoms)
+    _refuse_existing_groups(req)
+    work = reference_work_dir(req.out)
+    label = engine_label(req)
+    done = []
+    for k in range(req.replicas):
+        group = replica_group(req.name, k)
+        run_dir = RunFolder.of(work, label, group).path
+        seed = run_seed(run_dir, None if req.seed is None else req.seed + k, req.overwrite)
+        settings = MDSettings(thermostat=p.thermostat, timestep_fs=p.timestep_fs, tau_fs=p.tau_fs, stride=p.stride,
+                              steps=equil + prod, temperature_K=system.temperature_K, seed=seed)
+        opts = RunOptions(steps=settings.steps, seed=seed, overwrite=req.overwrite, driver_cmd=req.driver_cmd,
+                          driver_args=tuple(req.driver_args) + tuple(req.model_options),
+                          extra_outputs=forces_output(p.stride), client=client,
+                          # a first-principles step is dear: a crash must not roll back ~100 of them
+                          safe_stride=p.stride if client is not None else None)
+        if client is not None:
+            # a DFT step may take longer than any fixed timeout; a crashed CP2K is seen at once by its exit
+            opts.client_timeout_s, opts.stall_timeout_s = 0.0, STALL_TIMEOUT_DFT_S
+        model = req.model or req.calculator or "cp2k"
+        if not _completed(run_dir, settings):
+            supervise(model, atoms, settings, run_dir, opts, system=system, reference=str(req.structure),
+                      system_info=system.describe(), announce=announce,
+                      progress=progress_for(group) if progress_for else None)
+        elif announce:
+            announce(f"{group}: the run in {run_dir} is complete; storing it")
+        n, settled, note = _store(req, group, k, run_dir, settings, equil, system, client, atoms)
+        if note and warn:
+            warn(f"{group}: {note}")
+        done.append(GeneratedGroup(group, k, seed, n, run_dir, settled, note))
+    return done
+
+
+def _client(req: GenerateRequest, system, atoms: ase.Atoms):
+    if req.engine != "cp2k":
+        return None
+    from dynamat.cp2k import Cp2kClient
+
+    client = Cp2kClient(atoms, system.system_class, template=req.cp2k_input)
+    client.check()  # CP2K is installed: say how to install it otherwise, before any folder is made
+    return client
+
+
+def _refuse_existing_groups(req: GenerateRequest) -> None:
+    """Nothing in ``out`` is replaced without --overwrite; checked before any MD."""
+    if not req.out.exists():
+        return
+    try:
+        with h5py.File(req.out, "r") as f:
+            have = [replica_group(req.name, k) for k in range(req.replicas) if replica_group(req.name, k) in f]
+    except OSError as exc:
+        raise DynamatError(f"--out {req.out} exists and is not a readable HDF5 file ({exc}); not touching it") from None
+    if have and not req.overwrite:
+        raise DynamatError(f"{req.out} already holds {', '.join(have)}; pass --overwrite to replace "
+                           f"{'it' if len(have) == 1 else 'them'} or choose another --name")
+
+
+def _completed(run_dir: Path, settings: MDSettings) -> bool:
+    try:
+        rec = json.loads(RunFolder(run_dir).run_json.read_text())
+    except (OSError, ValueError):
+        return False
+    return rec.get("status") == "completed" and rec.get("steps_requested") == settings.steps \
+        and rec.get("seed") == settings.seed
+
+
+def _store(req, group: str, k: int, run_dir: Path, settings: MDSettings, equil: int, system, client, atoms):
+    """Streams the frames after equilibration into ``group`` of ``req.out`` (written under a temporary
+    name, then renamed: a kill while writing leaves no half group under the real name)."""
+    rf = RunFolder(run_dir, PREFIX)
+    fr = read_aligned_frames({"position": rf.positions(0), "force": rf.forces(0)}, rf.properties)
+    keep = fr.steps >= equil
+    temps = fr.props.get("temperature{kelvin}")
+    settled, note = True, ""
+    if equil > 0 and temps is not None and (~keep).sum() >= 4:
+        settled, why = kinetic_temperature_settled(temps[~keep], settings.temperature_K, 3 * len(atoms) - 3)
+        if not settled:
+            note = (f"the kinetic temperature has not settled in the {req.equilibrate_ps:g} ps of equilibration "
+                    f"({why}); consider a longer --equilibrate-ps")
+    vir = fr.props["virial_md{ev/ang3}"][keep]
+    attrs = _provenance(req, k, settings, equil, system, client)
+    attrs["equilibrated"] = bool(settled)
+    tmp = f".{group}.tmp"
+    with h5py.File(req.out, "a") as f:
+        if tmp in f:
+            del f[tmp]
+        w = ReferenceGroupWriter(f.create_group(tmp), fr.numbers, np.ones(3, bool))
+        energies = fr.props["potential{electronvolt}"][keep]
+        stress = ipi_virial_to_stress(vir)
+        for i, j in enumerate(np.flatnonzero(keep)):
+            w.add(positions=fr.data["position"][j, :, :3], cell=fr.cells[j], energy=energies[i],
+                  forces=fr.data["force"][j, :, -3:], stress=stress[i], md_step=fr.steps[j] - equil)
+        n = w.finish(dt_fs=settings.timestep_fs * settings.stride, temperature_kelvin=settings.temperature_K,
+                     attrs=attrs)
+        if group in f:
+            del f[group]
+        f.move(tmp, group)
+    return n, settled, note
+
+
+def _provenance(req, k: int, settings: MDSettings, equil: int, system, client) -> dict:
+    attrs = {
+        "stress_unit": "eV/A^3",
+        "system_class": system.system_class,
+        "dims": int(system.dims),
+        "replica_of": req.name,
+        "replica_index": int(k),
+        "seed": int(settings.seed),
+        "engine": req.engine,
+        "generated_by": "dynamat reference generate",
+        "dynamat_version": _version("dynamat"),
+        "ipi_version": _version("ipi"),
+        "md_timestep_fs": float(settings.timestep_fs),
+        "md_stride": int(settings.stride),
+        "thermostat": settings.thermostat,
+        "tau_fs": float(settings.tau_fs),
+        "equilibrate_ps": float(equil * settings.timestep_fs / 1000.0),
+        "structure_file": str(Path(req.structure).resolve()),
+    }
+    if client is not None:
+        attrs.update(client.provenance())
+    else:
+        attrs["reference_code"] = "dynamat-driver"
+        attrs["model"] = req.model or req.calculator
+        if req.model_options:
+            attrs["model_options"] = " ".join(req.model_options)
+    return attrs
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "unknown"

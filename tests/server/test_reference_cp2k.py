@@ -1,0 +1,194 @@
+"""``dynamat reference generate --engine cp2k``: i-PI drives CP2K through the same supervisor (issue 22 §2).
+
+Tiny settings (8-atom Si, SZV basis, 100 Ry, Γ point, one OpenMP thread) so a run takes seconds; the
+realistic input is in the README. The proof: the forces, stress and energy stored for a frame equal CP2K's
+own ENERGY_FORCE single point on that frame, run directly with the same settings.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from dynamat.cp2k import parse_energy_eV, parse_forces_eV_A, parse_stress_eV_A3, render
+from dynamat.io.reference_h5 import read_reference, reference_attrs
+from dynamat.scoring.core import score_singlepoint
+from dynamat.trajectory import voigt_to_full
+
+from conftest import BIN, assert_one_line_error, dynamat_cmd, wait_for_step, wait_until
+
+CP2K = shutil.which("cp2k.psmp") or shutil.which("cp2k")
+needs_cp2k = pytest.mark.skipif(CP2K is None, reason="CP2K is not installed (apt-get install cp2k cp2k-data; "
+                                "`make system-deps` does it as root)")
+
+TINY = """&GLOBAL
+  PROJECT cp2k
+  RUN_TYPE DRIVER
+  PRINT_LEVEL LOW
+&END GLOBAL
+&MOTION
+  &DRIVER
+    HOST ${DM_HOST}
+    PORT 0
+    UNIX
+  &END DRIVER
+&END MOTION
+&FORCE_EVAL
+  METHOD QS
+  STRESS_TENSOR ANALYTICAL
+  &DFT
+    BASIS_SET_FILE_NAME BASIS_MOLOPT
+    POTENTIAL_FILE_NAME GTH_POTENTIALS
+    &MGRID
+      CUTOFF 100
+      REL_CUTOFF 20
+    &END MGRID
+    &SCF
+      SCF_GUESS ATOMIC
+      EPS_SCF 1.0E-8
+      MAX_SCF 100
+      &OT
+        MINIMIZER DIIS
+        PRECONDITIONER FULL_ALL
+      &END OT
+    &END SCF
+    &XC
+      &XC_FUNCTIONAL PBE
+      &END XC_FUNCTIONAL
+    &END XC
+  &END DFT
+  &SUBSYS
+    &CELL
+${DM_CELL}
+    &END CELL
+    &COORD
+${DM_COORD}
+    &END COORD
+    &KIND Si
+      BASIS_SET SZV-MOLOPT-SR-GTH
+      POTENTIAL GTH-PBE-q4
+    &END KIND
+  &END SUBSYS
+  &PRINT
+    &FORCES ON
+    &END FORCES
+    &STRESS_TENSOR ON
+    &END STRESS_TENSOR
+  &END PRINT
+&END FORCE_EVAL
+"""
+ARGS = ("--engine", "cp2k", "--name", "Si_600K", "--temperature", "600", "--timestep-fs", "1", "--stride", "2",
+        "--equilibrate-ps", "0", "--seed", "3", "--class", "semiconductor")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cp2k_inputs")
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions += np.random.default_rng(1).normal(0.0, 0.03, atoms.positions.shape)  # off the lattice
+    ase.io.write(d / "si8.extxyz", atoms, format="extxyz")
+    (d / "tiny.inp").write_text(TINY)
+    return d
+
+
+def _cp2k_pids(run_dir: Path) -> list[int]:
+    """The CP2K processes working in ``run_dir`` (the ones this test's run started)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == run_dir \
+                    and b"cp2k" in (proc / "cmdline").read_bytes().split(b"\0")[0]:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, inputs):
+    """A 4-step CP2K reference whose CP2K is SIGKILLed once after step 2: the supervisor restarts it."""
+    out = tmp_path_factory.mktemp("cp2k_ref") / "ref.h5"
+    run_dir = out.parent / "ref.h5.work" / "cp2k" / "Si_600K"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.Popen([str(BIN / "dynamat"), "reference", "generate", "--structure", str(inputs / "si8.extxyz"),
+                             "--out", str(out), "--cp2k-input", str(inputs / "tiny.inp"), "--time-ps", "0.004", *ARGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_step(run_dir / "simulation.out", 2, timeout=300)
+    for pid in wait_until(lambda: _cp2k_pids(run_dir), 30, "CP2K's process"):
+        os.kill(pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    return out
+
+
+@needs_cp2k
+def test_stored_labels_equal_cp2k_single_point_on_the_frame(generated, tmp_path):
+    ref = read_reference(generated, "Si_600K")
+    assert list(ref.steps) == [0, 2, 4]  # no frame lost or repeated by the restart
+    rec = json.loads((generated.parent / "ref.h5.work" / "cp2k" / "Si_600K" / "run.json").read_text())
+    assert len(rec["restarts"]) == 1 and "CP2K" in rec["restarts"][0]["reason"]
+    i = ref.n_frames - 1  # a frame after the restart
+    atoms = ase.Atoms(numbers=ref.numbers, positions=ref.positions[i], cell=ref.cells[i], pbc=True)
+    (tmp_path / "sp.inp").write_text(render(TINY.replace("RUN_TYPE DRIVER", "RUN_TYPE ENERGY_FORCE"), atoms, "unused"))
+    subprocess.run([CP2K, "-i", "sp.inp", "-o", "sp.out"], cwd=tmp_path, check=True, timeout=300,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    text = (tmp_path / "sp.out").read_text()
+    np.testing.assert_allclose(ref.forces[i], parse_forces_eV_A(text), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(voigt_to_full(ref.stress[i]), parse_stress_eV_A3(text), atol=1e-6, rtol=0)
+    # i-PI's Hartree differs from CODATA's by ~1e-7 relative: 1e-4 eV on this cell's ~840 eV
+    assert ref.energies[i] == pytest.approx(parse_energy_eV(text), abs=3e-4)
+    # the reference scored against itself: zero errors
+    sp = score_singlepoint(ref.energies, ref.forces, ref.energies, ref.forces, ref.n_atoms)
+    assert sp["energy_rmse_eV_per_atom"] == 0.0 and sp["force_rmse_eV_per_A"] == 0.0
+
+
+@needs_cp2k
+def test_provenance_names_code_settings_and_input(generated):
+    a = reference_attrs(generated, "Si_600K")
+    assert a["reference_code"] == "CP2K" and a["engine"] == "cp2k" and a["code_version"] != "unknown"
+    assert (a["functional"], a["dispersion"], a["kpoints"]) == ("PBE", "none", "Gamma")
+    assert a["basis"] == "SZV-MOLOPT-SR-GTH" and float(a["cutoff_Ry"]) == 100.0
+    assert "RUN_TYPE DRIVER" in a["input_text"] and "Si " in a["input_text"]
+    assert a["stress_unit"] == "eV/A^3" and a["dt_fs"] == 2.0
+
+
+@needs_cp2k
+def test_scf_that_does_not_converge_is_one_line(tmp_path, inputs):
+    bad = tmp_path / "bad.inp"
+    bad.write_text(TINY.replace("MAX_SCF 100", "MAX_SCF 2"))
+    res = dynamat_cmd("reference", "generate", "--structure", str(inputs / "si8.extxyz"), "--out",
+                      str(tmp_path / "ref.h5"), "--cp2k-input", str(bad), "--time-ps", "0.004", *ARGS)
+    assert_one_line_error(res, "SCF did not converge", "MAX_SCF", code=None, after_progress=True)
+    assert not (tmp_path / "ref.h5").exists()
+
+
+def test_missing_cp2k_says_how_to_install_it(tmp_path, inputs):
+    env_before = os.environ.get("DYNAMAT_CP2K")
+    os.environ["DYNAMAT_CP2K"] = str(tmp_path / "no-such-cp2k")
+    try:
+        res = dynamat_cmd("reference", "generate", "--structure", str(inputs / "si8.extxyz"), "--out",
+                          str(tmp_path / "ref.h5"), "--time-ps", "0.004", *ARGS)
+    finally:
+        if env_before is None:
+            del os.environ["DYNAMAT_CP2K"]
+        else:
+            os.environ["DYNAMAT_CP2K"] = env_before
+    assert_one_line_error(res, "apt-get install cp2k")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_template_without_the_socket_host_is_refused(tmp_path, inputs):
+    bad = tmp_path / "bad.inp"
+    bad.write_text(TINY.replace("${DM_HOST}", "myhost"))
+    res = dynamat_cmd("reference", "generate", "--structure", str(inputs / "si8.extxyz"), "--out",
+                      str(tmp_path / "ref.h5"), "--cp2k-input", str(bad), "--time-ps", "0.004", *ARGS)
+    assert_one_line_error(res, "DM_HOST")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.inp"]
