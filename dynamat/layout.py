@@ -7,6 +7,7 @@ to lie inside ``--out``). It holds::
     attempt.xml                     the input of the current attempt (socket folder filled in)
     simulation.out                  i-PI's properties, one row per saved step
     simulation.pos_<b>.extxyz       positions (bead b; b zero-padded to the digits of P), vel_<b> velocities
+    simulation.pos_0.bin / vel_0    the same as i-PI's float64 binary frames (every-step protocols, stride 1)
     simulation.xc.extxyz / vc       centroid positions and velocities (path-integral templates)
     RESTART  simulation.chk         i-PI's soft-exit restart file and its periodic checkpoint
     last_good.chk                   a whole copy of the newest complete one (a kill mid-write cannot cost both)
@@ -104,6 +105,16 @@ class RunFolder:
 
     def velocities(self, bead: str | int = 0) -> Path:
         return self.path / f"{self.prefix}.vel_{bead}.extxyz"
+
+    def binary_frames(self, what: str, bead: str | int = 0) -> Path:
+        """``<prefix>.<what>_<bead>.bin``: i-PI's ``format='bin'`` trajectory (``what``: ``pos`` or ``vel``)."""
+        return self.path / f"{self.prefix}.{what}_{bead}.bin"
+
+    def trajectory(self, what: str, bead: str | int = 0) -> Path:
+        """The trajectory file of ``what`` (``pos`` or ``vel``) a run holds: i-PI's binary frames when present
+        (every-step protocols), else its extxyz (every other run, and folders written before the binary)."""
+        binary = self.binary_frames(what, bead)
+        return binary if binary.exists() else self.path / f"{self.prefix}.{what}_{bead}.extxyz"
 
     def restart_candidates(self) -> list[Path]:
         """Where a restart point may be: RESTART, the checkpoint, our last-good copy, then the copies i-PI

@@ -65,6 +65,18 @@ def template_text(thermostat: str) -> str:
     return resources.files("dynamat.ipi_inputs").joinpath(name).read_text()
 
 
+def trajectory_attrs(stride: int, safe_stride: int, checkpoint_stride: int) -> str:
+    """The ``<trajectory>`` format and flush attributes for a save ``stride`` (steps).
+
+    Stride 1: i-PI's binary frames, flushed once per ``safe_stride`` steps when that divides the
+    checkpoint stride and is a multiple of the save stride (every restart point then follows a flush;
+    otherwise every frame is flushed)."""
+    if stride != 1:
+        return "format='ase' flush='1'"
+    aligned = safe_stride % stride == 0 and checkpoint_stride % safe_stride == 0
+    return f"format='bin' cell_units='ase' flush='{safe_stride // stride if aligned else 1}'"
+
+
 def render_input(
     settings: MDSettings,
     *,
@@ -86,6 +98,11 @@ def render_input(
     ``safe_stride`` defaults to the multiple of the output stride nearest 100 steps and the
     checkpoint to every ~1000 steps: i-PI's per-step cost then stays near its floor (shared notes on
     i-PI), and a restart that rolls back to them only repeats frames, which the readers drop by step.
+    Every-step protocols (stride 1) save their frames in i-PI's ``format='bin'`` (float64, no text
+    formatting: issue 25 §3, ``benchmarks/bench_every_step.py``), flushed every ``safe_stride`` steps
+    rather than every step, so a kill loses no frame before a restart point (i-PI stores those at
+    ``safe_stride`` multiples and checkpoints at multiples of it) and trimming drops the rest; other
+    strides keep extxyz, flushed every frame.
     With ``settings.nbeads > 1`` a classical thermostat ("svr", "langevin") is replaced by the
     PIMD template ("pile_l"; "trpmd" is kept), and ``batch_size`` defaults to the bead count
     (1 otherwise).
@@ -102,13 +119,16 @@ def render_input(
     # per-species quantum kinetic energies, e.g. kinetic_cv{electronvolt}(Cu), from the formula
     is_formula = re.fullmatch(r"(?:[A-Z][a-z]?\d*)+", species) is not None
     elements = list(dict.fromkeys(re.findall(r"[A-Z][a-z]?", species))) if is_formula else []
+    safe = int(safe_stride or stride * max(1, 100 // stride))
+    checkpoint = int(checkpoint_stride or stride * max(1, 1000 // stride))
     values = dict(
         verbosity=verbosity,
-        safe_stride=int(safe_stride or stride * max(1, 100 // stride)),
+        safe_stride=safe,
+        trajectory_attrs=trajectory_attrs(stride, safe, checkpoint),
         sockets_prefix_attr=f"sockets_prefix='{sockets_prefix}'" if sockets_prefix else "",
         prefix=prefix,
         stride=stride,
-        checkpoint_stride=int(checkpoint_stride or stride * max(1, 1000 // stride)),
+        checkpoint_stride=checkpoint,
         steps=int(settings.steps),
         seed=int(settings.seed),
         mode=mode,

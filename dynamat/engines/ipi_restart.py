@@ -94,6 +94,8 @@ def trim_outputs(run_dir: Path, prefix: str, step: int) -> list[str]:
 
 def _keep_bytes(path: Path, step: int) -> int | None:
     """How many leading bytes of ``path`` hold its frames at or before ``step``; None: not a file we read."""
+    if path.suffix == ".bin":
+        return _keep_bin(path, step)
     with open(path, "rb") as fh:
         first = fh.readline()
         fh.seek(0)
@@ -139,6 +141,27 @@ def _keep_xyz(fh, step: int) -> int | None:
         if int(m.group(1)) > step or not (lines and lines[-1].endswith(b"\n")) and n:
             return keep
         keep = fh.tell()
+
+
+def _keep_bin(path: Path, step: int) -> int | None:
+    """Complete i-PI binary frames (fixed size, :func:`dynamat.io.ipi_output.bin_frame_layout`) whose title
+    says ``Step: n`` with n at most ``step``."""
+    from dynamat.io.ipi_output import read_bin_layout
+
+    with open(path, "rb") as fh:
+        try:
+            _, size, title_at = read_bin_layout(fh)
+        except ValueError:
+            return None
+        total = fh.seek(0, 2)
+        keep = 0
+        while keep + size <= total:
+            fh.seek(keep + title_at)
+            m = _STEP.search(fh.read(size - title_at).decode("utf-32-le", errors="replace").encode())
+            if m is None or int(m.group(1)) > step:
+                break
+            keep += size
+        return keep
 
 
 def _copy_head(path: Path, nbytes: int) -> None:

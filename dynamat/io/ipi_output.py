@@ -1,4 +1,4 @@
-"""Reads what an i-PI run leaves (properties file and extxyz trajectories) into a Trajectory.
+"""Reads what an i-PI run leaves (properties file, extxyz or binary trajectories) into a Trajectory.
 
 i-PI appends to its outputs when it restarts, so rows and frames are keyed by MD step and the last
 copy of each step wins: a resumed run reads back with no duplicated frames.
@@ -125,6 +125,80 @@ def read_ipi_xyz(path: str | Path, notes: list[str] | None = None) -> dict[str, 
     return {"steps": steps[keep], "symbols": symbols, "cells": cells[keep], "data": data[keep]}
 
 
+def bin_frame_layout(head: bytes) -> tuple[int, int, int]:
+    """(atoms, bytes per frame, offset of the title) of an i-PI ``format='bin'`` trajectory, from its
+    first bytes. A frame is: h (9 float64, lattice vectors as columns), int64 N, N×3 float64, int64 L,
+    the species joined by '|' (L UTF-32 characters), then the title (UTF-32) without a length: i-PI's
+    ``Step:  %10d  Bead:   %5d <what>{<units>}  cell{<units>}``, the same length in every frame."""
+    if len(head) < 88:
+        raise ValueError("shorter than one frame header")
+    n = int(np.frombuffer(head, np.int64, 1, 72)[0])
+    if not 0 < n < 10**8 or len(head) < 88 + 24 * n:
+        raise ValueError("not an i-PI binary frame")
+    at = 80 + 24 * n
+    length = int(np.frombuffer(head, np.int64, 1, at)[0])
+    title_at = at + 8 + 4 * length
+    text = head[title_at:title_at + 4 * 400]
+    text = text[: len(text) // 4 * 4].decode("utf-32-le", errors="replace")
+    m = re.match(r"Step:\s*\d+\s+Bead:\s*\d+\s+\S+\{[^}]*\}\s+cell\{[^}]*\}", text)
+    if m is None:
+        raise ValueError("no i-PI title after the first frame")
+    return n, title_at + 4 * m.end(), title_at
+
+
+def read_bin_layout(fh) -> tuple[int, int, int]:
+    """:func:`bin_frame_layout` of the open binary file ``fh``, reading only its first frame."""
+    fh.seek(0)
+    head = fh.read(80)
+    if len(head) < 80:
+        raise ValueError("shorter than one frame header")
+    n = int(np.frombuffer(head, np.int64, 1, 72)[0])
+    if not 0 < n < 10**8:
+        raise ValueError("not an i-PI binary frame")
+    head += fh.read(24 * n + 8)
+    if len(head) < 88 + 24 * n:
+        raise ValueError("shorter than one frame")
+    length = int(np.frombuffer(head, np.int64, 1, 80 + 24 * n)[0])
+    if not 0 <= length < 10**9:
+        raise ValueError("not an i-PI binary frame")
+    return bin_frame_layout(head + fh.read(4 * length + 4 * 400))
+
+
+def read_ipi_bin(path: str | Path, notes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """An i-PI ``format='bin'`` trajectory (float64 frames, :func:`bin_frame_layout`) → the same
+    dictionary as :func:`read_ipi_xyz`: steps (M,), symbols (N,), cells (M,3,3) Å as rows, data (M,N,3),
+    one frame per step in increasing step order (the last copy of a step wins). A last frame cut short
+    (a killed job) is dropped and said."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw:
+        return {"steps": np.empty(0, int), "cells": np.empty((0, 3, 3)), "data": None}
+    try:
+        n, size, title_at = bin_frame_layout(raw)
+    except ValueError as exc:
+        raise DynamatError(f"{path}: not an i-PI binary trajectory ({exc})") from None
+    m = len(raw) // size
+    if m * size < len(raw):
+        _note(notes, dropped_frame_note(path, m))
+    if m == 0:
+        raise DynamatError(f"{path}: truncated trajectory (no complete frame)")
+    frames = np.frombuffer(raw, np.uint8, m * size).reshape(m, size)
+    floats = frames[:, : 80 + 24 * n]
+    cells = floats[:, :72].copy().view(np.float64).reshape(m, 3, 3).transpose(0, 2, 1)
+    data = floats[:, 80:].copy().view(np.float64).reshape(m, n, 3)
+    titles = frames[:, title_at:].copy().view("<U%d" % ((size - title_at) // 4)).reshape(m)
+    steps = np.array([int(_STEP.search(t).group(1)) for t in titles])
+    names_at = 88 + 24 * n
+    symbols = raw[names_at:title_at].decode("utf-32-le").split("|")
+    keep = _last_unique(steps)
+    return {"steps": steps[keep], "symbols": symbols, "cells": np.ascontiguousarray(cells[keep]), "data": data[keep]}
+
+
+def read_ipi_frames(path: str | Path, notes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """An i-PI trajectory of either format: binary (``.bin``) or extxyz."""
+    return (read_ipi_bin if Path(path).suffix == ".bin" else read_ipi_xyz)(path, notes)
+
+
 @dataclass
 class AlignedFrames:
     """The frames of an i-PI run that every file holds, aligned by MD step once.
@@ -163,12 +237,12 @@ def read_aligned_frames(files: dict[str, Path], props_file: Path | None = None) 
     (first_role, first), *others = files.items()
     if not first.exists():
         raise DynamatError(f"no i-PI trajectory in {first.parent} (expected {first.name})")
-    read = {first_role: read_ipi_xyz(first, notes)}
+    read = {first_role: read_ipi_frames(first, notes)}
     if read[first_role]["data"] is None or not len(read[first_role]["steps"]):
         raise DynamatError(f"{first} holds no frames")
     for role, path in others:
         if path is not None and path.exists():
-            got = read_ipi_xyz(path, notes)
+            got = read_ipi_frames(path, notes)
             if got["data"] is not None:
                 read[role] = got
     steps = read[first_role]["steps"]
@@ -207,11 +281,11 @@ def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> T
 
     The stress is minus i-PI's ``virial_md`` (the configurational part only; ``pressure_md`` would
     add the kinetic term). Frames are those steps present in both trajectory files
-    (:func:`read_aligned_frames`).
+    (:func:`read_aligned_frames`), binary ones where the run wrote those (every-step protocols).
     """
     run_dir = Path(run_dir)
     rf = RunFolder(run_dir, prefix)
-    fr = read_aligned_frames({"position": rf.positions(0), "velocity": rf.velocities(0)}, rf.properties)
+    fr = read_aligned_frames({"position": rf.trajectory("pos"), "velocity": rf.trajectory("vel")}, rf.properties)
     vir = fr.props.get("virial_md{ev/ang3}")
     energies = fr.props.get("potential{electronvolt}")
     return Trajectory(
