@@ -7,7 +7,8 @@ to lie inside ``--out``). It holds::
     attempt.xml                     the input of the current attempt (socket folder filled in)
     simulation.out                  i-PI's properties, one row per saved step
     simulation.pos_<b>.extxyz       positions (bead b; b zero-padded to the digits of P), vel_<b> velocities
-    simulation.pos_0.bin / vel_0    the same as i-PI's float64 binary frames (every-step protocols, stride 1)
+    simulation.vel_0.bin            every-step protocols (stride 1): i-PI's float64 binary velocity frames,
+    simulation.frames.f64           and the driver's frame record (cell, positions, energy, forces, virial)
     simulation.xc.extxyz / vc       centroid positions and velocities (path-integral templates)
     RESTART  simulation.chk         i-PI's soft-exit restart file and its periodic checkpoint
     last_good.chk                   a whole copy of the newest complete one (a kill mid-write cannot cost both)
@@ -91,6 +92,8 @@ class RunFolder:
     properties = property(lambda self: self.path / f"{self.prefix}.out")
     centroid_positions = property(lambda self: self.path / f"{self.prefix}.xc.extxyz")
     centroid_velocities = property(lambda self: self.path / f"{self.prefix}.vc.extxyz")
+    #: the driver's frame record (dynamat_driver.frames), in place of i-PI's positions (every-step protocols)
+    frame_record = property(lambda self: self.path / f"{self.prefix}.frames.f64")
 
     def driver_log(self, tag: str = "") -> Path:
         """``driver.log``; ``driver<tag>.log`` for the second and further drivers of one run."""

@@ -422,11 +422,18 @@ def _fresh_inputs(model, initial: ase.Atoms, settings: MDSettings, run_dir: Path
             fmax=p.relax_fmax_eV_per_A, max_steps=p.relax_max_steps, timeout_s=opts.stall_timeout_s,
         )
     xml = write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
-                       prefix=PREFIX, batch_size=opts.batch_size)
+                       prefix=PREFIX, batch_size=opts.batch_size, record_frames=driver_records_frames(settings, opts))
     if opts.extra_outputs:
         text = xml.read_text()
         xml.write_text(text.replace("</output>", f"  {opts.extra_outputs.strip()}\n  </output>", 1))
     return initial
+
+
+def driver_records_frames(settings: MDSettings, opts: RunOptions) -> bool:
+    """Every-step classical i-PI runs with one driver: the driver records the frames (``--record``), which
+    costs i-PI no trajectory of positions (issue 25 §3); the driver then needs the stress schedule."""
+    return (opts.engine == "ipi" and int(settings.stride) == 1 and int(settings.nbeads) == 1 and opts.n_drivers == 1
+            and "--stress-stride" not in opts.driver_args)
 
 
 def _attempts(model, run_dir: Path, resume_from: Path | None, settings: MDSettings, opts: RunOptions, samples,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dynamat import processes
+from dynamat.engines.ipi_input import records_frames
 from dynamat.engines.ipi_restart import LastGoodKeeper, checkpoint_step, trim_outputs
 from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
@@ -120,7 +121,10 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
                               env=processes.supervised_env(), pass_fds=() if lock_fd is None else (lock_fd,))
         if opts.socket_mode == "unix":
             where = _wait_for_socket(ipi, sock_dir / "s", run_dir, opts.start_timeout_s)
-        _start_drivers(drivers, tags, model, run_dir, where, _stress_plan(text, settings, opts, n_drivers), opts)
+        plan = _stress_plan(text, settings, opts, n_drivers)
+        if records_frames(rf.input_xml.read_text()):
+            plan = _with_record(plan, rf, n_drivers)
+        _start_drivers(drivers, tags, model, run_dir, where, plan, opts)
         _watch(ipi, drivers, tags, run_dir, settings, opts, samples, progress, keeper)
         props = rf.properties
         if ipi.returncode != 0:
@@ -186,6 +190,14 @@ def _stress_plan(text: str, settings, opts, n_drivers: int) -> dict:
             "beads": max(1, int(settings.nbeads))}
 
 
+def _with_record(plan: dict, rf: RunFolder, n_drivers: int) -> dict:
+    """The stress plan plus the frame record: the run's input writes no positions, its driver records them."""
+    if not plan or n_drivers != 1:
+        raise DynamatError(f"{rf.path}: this run's frames are recorded by its one driver (an every-step protocol); "
+                           "resume it with one driver and without --stress-stride among the driver arguments")
+    return {**plan, "record": str(rf.frame_record)}
+
+
 def _start_drivers(drivers: list, tags: list, model, run_dir: Path, where: list, stress: dict, opts) -> None:
     """Starts one driver (or pack session) per tag into ``drivers``, so the caller stops what was started."""
     for tag in tags:
@@ -202,6 +214,8 @@ def _start_drivers(drivers: list, tags: list, model, run_dir: Path, where: list,
         if stress:
             cmd += ["--stress-stride", str(stress["stress_stride"]), "--first-step", str(stress["first_step"]),
                     "--beads", str(stress["beads"])]
+        if stress.get("record"):
+            cmd += ["--record", stress["record"]]
         drivers.append(processes.start(cmd, run_dir, RunFolder(run_dir).driver_log(tag)))
 
 

@@ -77,6 +77,12 @@ def trajectory_attrs(stride: int, safe_stride: int, checkpoint_stride: int) -> s
     return f"format='bin' cell_units='ase' flush='{safe_stride // stride if aligned else 1}'"
 
 
+def records_frames(xml_text: str) -> bool:
+    """An input of :func:`render_input` whose frames the driver records: a classical template (it has a
+    velocity trajectory) that writes no positions."""
+    return "filename='vel'" in xml_text and "filename='pos'" not in xml_text
+
+
 def render_input(
     settings: MDSettings,
     *,
@@ -92,6 +98,7 @@ def render_input(
     checkpoint_stride: int | None = None,
     timeout_s: float = 600.0,
     verbosity: str = "low",
+    record_frames: bool = False,
 ) -> str:
     """The i-PI XML text for one run.
 
@@ -125,6 +132,9 @@ def render_input(
         verbosity=verbosity,
         safe_stride=safe,
         trajectory_attrs=trajectory_attrs(stride, safe, checkpoint),
+        positions_output="" if record_frames else (f"    <trajectory filename='pos' stride='{stride}' "
+                                                   f"{trajectory_attrs(stride, safe, checkpoint)}> positions{{ase}} "
+                                                   "</trajectory>\n"),
         sockets_prefix_attr=f"sockets_prefix='{sockets_prefix}'" if sockets_prefix else "",
         prefix=prefix,
         stride=stride,

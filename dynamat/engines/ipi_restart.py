@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from dynamat.files import write_bytes_atomic
+from dynamat_driver.contract import FRAMES_HEADER_BYTES, FRAMES_MAGIC, frame_record_floats
 from dynamat.layout import LAST_GOOD  # our atomic copy of the newest complete restart point i-PI wrote
 
 _STEP = re.compile(rb"Step:\s*(\d+)")
@@ -97,6 +99,9 @@ def _keep_bytes(path: Path, step: int) -> int | None:
     if path.suffix == ".bin":
         return _keep_bin(path, step)
     with open(path, "rb") as fh:
+        if fh.read(len(FRAMES_MAGIC)) == FRAMES_MAGIC:
+            return _keep_record(fh, step)
+        fh.seek(0)
         first = fh.readline()
         fh.seek(0)
         if first.startswith(b"#"):
@@ -162,6 +167,24 @@ def _keep_bin(path: Path, step: int) -> int | None:
                 break
             keep += size
         return keep
+
+
+def _keep_record(fh, step: int) -> int | None:
+    """The driver's frame record (:mod:`dynamat_driver.frames`): its header and complete records of steps at
+    most ``step`` (each record starts with its step, float64)."""
+    fh.seek(8)
+    n = int.from_bytes(fh.read(8), "little", signed=True)
+    if n <= 0:
+        return None
+    size = 8 * frame_record_floats(n)
+    total = fh.seek(0, 2)
+    keep = FRAMES_HEADER_BYTES
+    while keep + size <= total:
+        fh.seek(keep)
+        if struct.unpack("<d", fh.read(8))[0] > step:
+            break
+        keep += size
+    return keep
 
 
 def _copy_head(path: Path, nbytes: int) -> None:

@@ -19,6 +19,8 @@ from dynamat.errors import DynamatError
 from dynamat.io.extxyz import dropped_frame_note, warn
 from dynamat.layout import PREFIX, RunFolder
 from dynamat.trajectory import Trajectory, ipi_virial_to_stress
+from dynamat_driver.contract import FRAMES_HEADER_BYTES, FRAMES_MAGIC, frame_record_floats
+from dynamat_driver.units import EV_PER_HARTREE, HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM
 
 _COL = re.compile(r"#\s*(?:column|cols\.)\s+(\d+)(?:-(\d+))?\s+-->\s+([^\s:]+)")
 _STEP = re.compile(r"Step:\s*(\d+)")
@@ -194,9 +196,49 @@ def read_ipi_bin(path: str | Path, notes: list[str] | None = None) -> dict[str, 
     return {"steps": steps[keep], "symbols": symbols, "cells": np.ascontiguousarray(cells[keep]), "data": data[keep]}
 
 
+def read_frame_record(path: str | Path, notes: list[str] | None = None) -> dict:
+    """The driver's frame record (:mod:`dynamat_driver.frames`) → the dictionary of :func:`read_ipi_xyz`
+    (no symbols: the record holds none), with ``extra``: forces (M,N,3) eV/Å, energies (M,) eV and virials
+    (M,3,3) eV. Positions and cells are converted to Å exactly as i-PI converts its ``positions{ase}``
+    output (the same factor, one multiplication), forces back with the driver's own factor."""
+    from ipi.utils.units import unit_to_user
+
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:8] != FRAMES_MAGIC or len(raw) < FRAMES_HEADER_BYTES:
+        raise DynamatError(f"{path}: not a dynamat frame record")
+    n = int(np.frombuffer(raw, "<i8", 1, 8)[0])
+    width = frame_record_floats(n)
+    body = len(raw) - FRAMES_HEADER_BYTES
+    m = body // (8 * width)
+    if m * 8 * width < body:
+        _note(notes, dropped_frame_note(path, m))
+    rec = np.frombuffer(raw, "<f8", m * width, FRAMES_HEADER_BYTES).reshape(m, width)
+    steps = rec[:, 0].astype(int)
+    keep = _last_unique(steps)
+    rec = rec[keep]
+    to_A = unit_to_user("length", "ase", 1.0)
+    n3 = 3 * n
+    return {
+        "steps": steps[keep],
+        "symbols": None,
+        "cells": (rec[:, 1:10] * to_A).reshape(-1, 3, 3).transpose(0, 2, 1),
+        "data": (rec[:, 10 : 10 + n3] * to_A).reshape(-1, n, 3),
+        "extra": {
+            "forces": rec[:, 11 + n3 : 11 + 2 * n3].reshape(-1, n, 3) / HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM,
+            "energies": rec[:, 10 + n3] * EV_PER_HARTREE,
+            "virials": rec[:, 11 + 2 * n3 :].reshape(-1, 3, 3) * EV_PER_HARTREE,
+        },
+    }
+
+
 def read_ipi_frames(path: str | Path, notes: list[str] | None = None) -> dict[str, np.ndarray]:
-    """An i-PI trajectory of either format: binary (``.bin``) or extxyz."""
-    return (read_ipi_bin if Path(path).suffix == ".bin" else read_ipi_xyz)(path, notes)
+    """A trajectory of any kind a run holds: the driver's frame record, i-PI's binary (``.bin``) or extxyz."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(len(FRAMES_MAGIC)) == FRAMES_MAGIC:
+            return read_frame_record(path, notes)
+    return (read_ipi_bin if path.suffix == ".bin" else read_ipi_xyz)(path, notes)
 
 
 @dataclass
@@ -254,10 +296,14 @@ def read_aligned_frames(files: dict[str, Path], props_file: Path | None = None) 
     if not len(steps):
         raise DynamatError(f"the trajectories of {first.parent} share no step")
     at = {role: np.searchsorted(got["steps"], steps) for role, got in read.items()}
-    return AlignedFrames(
-        steps=steps, symbols=read[first_role]["symbols"], cells=read[first_role]["cells"][at[first_role]],
-        data={role: got["data"][at[role]] for role, got in read.items()}, props=props, notes=notes,
-    )
+    data = {role: got["data"][at[role]] for role, got in read.items()}
+    for role, got in read.items():  # what a frame record holds besides positions (forces, energies, virials)
+        data.update({name: v[at[role]] for name, v in (got.get("extra") or {}).items()})
+    symbols = next((got["symbols"] for got in read.values() if got.get("symbols") is not None), None)
+    if symbols is None:
+        raise DynamatError(f"no trajectory of {first.parent} names the species")
+    return AlignedFrames(steps=steps, symbols=symbols, cells=read[first_role]["cells"][at[first_role]], data=data,
+                         props=props, notes=notes)
 
 
 def _props_at(props: dict, steps: np.ndarray, path: Path, notes: list[str]) -> tuple[dict, np.ndarray]:
@@ -281,11 +327,14 @@ def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> T
 
     The stress is minus i-PI's ``virial_md`` (the configurational part only; ``pressure_md`` would
     add the kinetic term). Frames are those steps present in both trajectory files
-    (:func:`read_aligned_frames`), binary ones where the run wrote those (every-step protocols).
+    (:func:`read_aligned_frames`); in an every-step run, the positions and the forces come from the driver's
+    frame record (float64 as i-PI sent and received them) and the velocities from i-PI's binary frames.
     """
     run_dir = Path(run_dir)
     rf = RunFolder(run_dir, prefix)
-    fr = read_aligned_frames({"position": rf.trajectory("pos"), "velocity": rf.trajectory("vel")}, rf.properties)
+    record = rf.frame_record  # every-step protocols: the driver's record, else i-PI's positions
+    positions = record if record.exists() else rf.trajectory("pos")
+    fr = read_aligned_frames({"position": positions, "velocity": rf.trajectory("vel")}, rf.properties)
     vir = fr.props.get("virial_md{ev/ang3}")
     energies = fr.props.get("potential{electronvolt}")
     return Trajectory(
@@ -296,6 +345,7 @@ def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> T
         # columns after species: pos(3) then velocities(3) in ASE units
         velocities=fr.data["velocity"][:, :, -3:] * units.fs if "velocity" in fr.data else None,
         energies=energies,
+        forces=fr.data.get("forces"),
         stress=None if vir is None else ipi_virial_to_stress(vir),
         steps=fr.steps,
         name=name or run_dir.name,
