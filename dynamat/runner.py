@@ -252,6 +252,19 @@ def _check_same_dispersion(run_dir: Path, driver_args) -> None:
                            "give another --out, or --overwrite")
 
 
+def _check_same_recording(run_dir: Path, opts: RunOptions) -> None:
+    """A run whose driver records its frames (an every-step protocol) is continued only by one driver that can."""
+    from dynamat.engines.ipi_input import records_frames
+
+    try:
+        recorded = records_frames(RunFolder(run_dir).input_xml.read_text())
+    except OSError:
+        return
+    if recorded and (opts.n_drivers != 1 or "--stress-stride" in opts.driver_args):
+        raise DynamatError(f"{run_dir} holds an every-step run whose frames its one driver records; continue it "
+                           "with one driver and without --stress-stride among the driver arguments, or --overwrite")
+
+
 def step_timing(samples: list[tuple[float, int]], warmup_steps: int) -> tuple[float | None, float | None]:
     """Mean and median wall seconds per MD step from (time, step) samples, warm-up excluded."""
     pts = [(t, s) for t, s in samples if s >= warmup_steps]
@@ -309,6 +322,7 @@ def supervise(
     _check_resume_seed(run_dir, old, settings.seed)
     if resume_from is not None:
         _check_same_dispersion(run_dir, opts.driver_args)
+        _check_same_recording(run_dir, opts)
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
         announce(_start_line(model, run_dir, settings, resume_from))

@@ -22,7 +22,7 @@ from dynamat.engines.ipi_input import records_frames
 from dynamat.engines.ipi_restart import LastGoodKeeper, checkpoint_step, trim_outputs
 from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
-from dynamat.io.ipi_output import last_properties_row
+from dynamat.io.ipi_output import last_properties_row, last_recorded_step
 from dynamat.layout import PREFIX, RunFolder
 from dynamat_driver.contract import write_socket_file
 
@@ -117,13 +117,13 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
     rf = RunFolder(run_dir, PREFIX)
     keeper = LastGoodKeeper(run_dir, (rf.restart.name, rf.checkpoint.name))
     try:
+        plan = _stress_plan(text, settings, opts, n_drivers)
+        if records_frames(rf.input_xml.read_text()):
+            plan = _with_record(plan, rf, n_drivers)  # before i-PI starts: a run it cannot serve is refused first
         ipi = processes.start([processes.executable("i-pi"), rf.attempt_xml.name], run_dir, rf.ipi_log,
                               env=processes.supervised_env(), pass_fds=() if lock_fd is None else (lock_fd,))
         if opts.socket_mode == "unix":
             where = _wait_for_socket(ipi, sock_dir / "s", run_dir, opts.start_timeout_s)
-        plan = _stress_plan(text, settings, opts, n_drivers)
-        if records_frames(rf.input_xml.read_text()):
-            plan = _with_record(plan, rf, n_drivers)
         _start_drivers(drivers, tags, model, run_dir, where, plan, opts)
         _watch(ipi, drivers, tags, run_dir, settings, opts, samples, progress, keeper)
         props = rf.properties
@@ -223,6 +223,7 @@ def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, sample
     """Polls until i-PI exits: records progress, keeps the last good restart point, and raises on an
     explosion, a dead driver or a stall."""
     props = RunFolder(run_dir, PREFIX).properties
+    record = RunFolder(run_dir, PREFIX).frame_record
     first_step = last_step(props)
     last_progress = time.monotonic()
     poll = 0.05 if settings.steps < 2000 else 0.2
@@ -234,6 +235,9 @@ def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, sample
         now = time.monotonic()
         row = last_properties_row(props)
         step = None if row is None else int(row[0])
+        recorded = last_recorded_step(record)  # every step, where i-PI flushes its rows every ~100 steps
+        if recorded is not None and (step is None or recorded > step):
+            step = recorded
         if step is not None and step != first_step and (not samples or step > samples[-1][1]):
             samples.append((now, step))
             last_progress = now

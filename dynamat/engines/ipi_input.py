@@ -65,16 +65,21 @@ def template_text(thermostat: str) -> str:
     return resources.files("dynamat.ipi_inputs").joinpath(name).read_text()
 
 
-def trajectory_attrs(stride: int, safe_stride: int, checkpoint_stride: int) -> str:
-    """The ``<trajectory>`` format and flush attributes for a save ``stride`` (steps).
+def output_flush(stride: int, safe_stride: int, checkpoint_stride: int) -> int:
+    """Writes between i-PI's flushes (each an fsync) of the properties and trajectories: every write, except
+    at stride 1 (every-step protocols), where they are flushed once per ``safe_stride`` steps when that
+    divides the checkpoint stride: every restart point i-PI stores (at multiples of ``safe_stride``) then
+    follows a flush, so a kill loses only rows and frames after the restart point, which trimming drops."""
+    if stride != 1 or checkpoint_stride % safe_stride:
+        return 1
+    return safe_stride
 
-    Stride 1: i-PI's binary frames, flushed once per ``safe_stride`` steps when that divides the
-    checkpoint stride and is a multiple of the save stride (every restart point then follows a flush;
-    otherwise every frame is flushed)."""
-    if stride != 1:
-        return "format='ase' flush='1'"
-    aligned = safe_stride % stride == 0 and checkpoint_stride % safe_stride == 0
-    return f"format='bin' cell_units='ase' flush='{safe_stride // stride if aligned else 1}'"
+
+def trajectory_attrs(stride: int, safe_stride: int, checkpoint_stride: int) -> str:
+    """The ``<trajectory>`` format and flush attributes for a save ``stride`` (steps): i-PI's float64 binary
+    frames at stride 1, extxyz otherwise."""
+    flush = output_flush(stride, safe_stride, checkpoint_stride)
+    return f"format='bin' cell_units='ase' flush='{flush}'" if stride == 1 else f"format='ase' flush='{flush}'"
 
 
 def records_frames(xml_text: str) -> bool:
@@ -132,6 +137,7 @@ def render_input(
         verbosity=verbosity,
         safe_stride=safe,
         trajectory_attrs=trajectory_attrs(stride, safe, checkpoint),
+        properties_flush=output_flush(stride, safe, checkpoint),
         positions_output="" if record_frames else (f"    <trajectory filename='pos' stride='{stride}' "
                                                    f"{trajectory_attrs(stride, safe, checkpoint)}> positions{{ase}} "
                                                    "</trajectory>\n"),

@@ -83,6 +83,24 @@ def last_properties_row(path: str | Path) -> list[float] | None:
     return None
 
 
+def last_recorded_step(path: str | Path) -> int | None:
+    """The MD step of the last complete record of the driver's frame record (written every step, unbuffered:
+    the supervisor's progress signal when i-PI flushes its properties only at restart points)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(FRAMES_HEADER_BYTES)
+            if len(head) < FRAMES_HEADER_BYTES or head[:8] != FRAMES_MAGIC:
+                return None
+            size = 8 * frame_record_floats(int(np.frombuffer(head, "<i8", 1, 8)[0]))
+            m = (fh.seek(0, 2) - FRAMES_HEADER_BYTES) // size
+            if m < 1:
+                return None
+            fh.seek(FRAMES_HEADER_BYTES + (m - 1) * size)
+            return int(np.frombuffer(fh.read(8), "<f8")[0])
+    except (OSError, ValueError):
+        return None
+
+
 def _last_unique(steps: np.ndarray) -> np.ndarray:
     """Indices of the last occurrence of each step, in increasing step order.
 

@@ -7,9 +7,11 @@ import signal
 import subprocess
 
 import numpy as np
+import pytest
 from ase.build import bulk
 
 from dynamat.catalogue import Protocol, System
+from dynamat.errors import DynamatError
 from dynamat.io import read_ipi_run, write_reference
 from dynamat.io.ipi_output import read_frame_record, read_ipi_bin, read_ipi_xyz, read_properties
 from dynamat.layout import RunFolder
@@ -67,6 +69,12 @@ def test_recorded_frames_are_ipis_own_numbers(tmp_path):
     np.testing.assert_array_equal(traj.positions, pos["data"])
     np.testing.assert_array_equal(traj.forces, rec["extra"]["forces"])
     assert traj.velocities is not None and len(traj.energies) == 41 and traj.stress.shape == (41, 6)
+    # continuing it with two drivers (which cannot tell the steps apart) is refused before anything changes
+    before = {p.name: p.read_bytes() for p in rf.path.iterdir() if p.is_file()}
+    with pytest.raises(DynamatError, match="one driver"):
+        run_md("emt", system, bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2), "none", tmp_path,
+               RunOptions(steps=80, seed=3, n_drivers=2))
+    assert {p.name: p.read_bytes() for p in rf.path.iterdir() if p.is_file()} == before
 
 
 def test_kill_and_resume_keeps_every_frame(tmp_path):
@@ -102,3 +110,22 @@ def test_kill_and_resume_keeps_every_frame(tmp_path):
     for key in ("positions", "velocities", "forces"):
         np.testing.assert_array_equal(getattr(a, key)[:1001], getattr(b, key)[:1001])
     np.testing.assert_allclose(a.positions[1001:], b.positions[1001:], rtol=0, atol=1e-6)
+
+
+def test_packed_every_step_runs_record_their_own_frames(tmp_path):
+    """Two every-step runs served by one pack driver: each folder holds its own frame record, frame for
+    frame the solo run's (the same seed: positions, velocities and forces bit for bit)."""
+    systems = ("bulkCu_300K-demo_EMT", "bulkCu3Au_500K-demo_EMT")
+    common = ["--model", "emt", "--protocol", "langevin_10fs", "--steps", "30", "--seed", "11"]
+    res = dynamat_cmd("run", *common, "--system", ",".join(systems), "--pack", "2", "--out", str(tmp_path / "packed"))
+    assert res.returncode == 0, res.stderr
+    for name in systems:
+        solo = dynamat_cmd("run", *common, "--system", name, "--out", str(tmp_path / "solo"))
+        assert solo.returncode == 0, solo.stderr
+        packed_dir = tmp_path / "packed" / "emt" / name
+        assert RunFolder(packed_dir).frame_record.exists()
+        a, b = read_ipi_run(packed_dir), read_ipi_run(tmp_path / "solo" / "emt" / name)
+        np.testing.assert_array_equal(a.steps, np.arange(31))
+        assert a.n_atoms != 0 and a.numbers.tolist() == b.numbers.tolist()
+        for key in ("positions", "cells", "velocities", "forces"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
