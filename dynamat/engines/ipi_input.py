@@ -111,10 +111,10 @@ def render_input(
     checkpoint to every ~1000 steps: i-PI's per-step cost then stays near its floor (shared notes on
     i-PI), and a restart that rolls back to them only repeats frames, which the readers drop by step.
     Every-step protocols (stride 1) save their frames in i-PI's ``format='bin'`` (float64, no text
-    formatting: issue 25 §3, ``benchmarks/bench_every_step.py``), flushed every ``safe_stride`` steps
-    rather than every step, so a kill loses no frame before a restart point (i-PI stores those at
-    ``safe_stride`` multiples and checkpoints at multiples of it) and trimming drops the rest; other
-    strides keep extxyz, flushed every frame.
+    formatting: issue 25 §3, ``benchmarks/bench_every_step.py``) and flush their outputs at restart
+    points only (:func:`output_flush`); other strides keep extxyz, flushed every frame.
+    ``record_frames``: the driver records cell, positions, energy, forces and virial
+    (``dynamat-driver --record``); i-PI writes no positions (:func:`records_frames`).
     With ``settings.nbeads > 1`` a classical thermostat ("svr", "langevin") is replaced by the
     PIMD template ("pile_l"; "trpmd" is kept), and ``batch_size`` defaults to the bead count
     (1 otherwise).
