@@ -1,4 +1,5 @@
-"""Reads what an i-PI run leaves (properties file, extxyz or binary trajectories) into a Trajectory.
+"""Reads what an i-PI run leaves (properties file, extxyz or binary trajectories, and the driver's frame
+record of every-step runs) into a Trajectory.
 
 i-PI appends to its outputs when it restarts, so rows and frames are keyed by MD step and the last
 copy of each step wins: a resumed run reads back with no duplicated frames.
