@@ -11,6 +11,8 @@ It holds::
     simulation.pos_<b>.extxyz       positions (bead b; b zero-padded to the digits of P), vel_<b> velocities
     simulation.frc_0.extxyz         forces (eV/Å) of a generated reference (``dynamat reference generate``)
     cp2k.inp  cp2k.out  cp2k-*      CP2K's input, output and own files when CP2K is the force client
+    simulation.vel_0.bin            every-step protocols (stride 1): i-PI's float64 binary velocity frames,
+    simulation.frames.f64           and the driver's frame record (cell, positions, energy, forces, virial)
     simulation.xc.extxyz / vc       centroid positions and velocities (path-integral templates)
     RESTART  simulation.chk         i-PI's soft-exit restart file and its periodic checkpoint
     last_good.chk                   a whole copy of the newest complete one (a kill mid-write cannot cost both)
@@ -100,6 +102,8 @@ class RunFolder:
     properties = property(lambda self: self.path / f"{self.prefix}.out")
     centroid_positions = property(lambda self: self.path / f"{self.prefix}.xc.extxyz")
     centroid_velocities = property(lambda self: self.path / f"{self.prefix}.vc.extxyz")
+    #: the driver's frame record (dynamat_driver.frames), in place of i-PI's positions (every-step protocols)
+    frame_record = property(lambda self: self.path / f"{self.prefix}.frames.f64")
 
     def driver_log(self, tag: str = "") -> Path:
         """``driver.log``; ``driver<tag>.log`` for the second and further drivers of one run."""
@@ -121,6 +125,16 @@ class RunFolder:
 
     cp2k_input = property(lambda self: self.path / f"{CP2K_PROJECT}.inp")
     cp2k_output = property(lambda self: self.path / f"{CP2K_PROJECT}.out")
+
+    def binary_frames(self, what: str, bead: str | int = 0) -> Path:
+        """``<prefix>.<what>_<bead>.bin``: i-PI's ``format='bin'`` trajectory (``what``: ``pos`` or ``vel``)."""
+        return self.path / f"{self.prefix}.{what}_{bead}.bin"
+
+    def trajectory(self, what: str, bead: str | int = 0) -> Path:
+        """The trajectory file of ``what`` (``pos`` or ``vel``) a run holds: i-PI's binary frames when present
+        (every-step protocols), else its extxyz (every other run, and folders written before the binary)."""
+        binary = self.binary_frames(what, bead)
+        return binary if binary.exists() else self.path / f"{self.prefix}.{what}_{bead}.extxyz"
 
     def restart_candidates(self) -> list[Path]:
         """Where a restart point may be: RESTART, the checkpoint, our last-good copy, then the copies i-PI

@@ -263,6 +263,19 @@ def _check_same_dispersion(run_dir: Path, driver_args) -> None:
                            "give another --out, or --overwrite")
 
 
+def _check_same_recording(run_dir: Path, opts: RunOptions) -> None:
+    """A run whose driver records its frames (an every-step protocol) is continued only by one driver that can."""
+    from dynamat.engines.ipi_input import records_frames
+
+    try:
+        recorded = records_frames(RunFolder(run_dir).input_xml.read_text())
+    except OSError:
+        return
+    if recorded and (opts.n_drivers != 1 or "--stress-stride" in opts.driver_args):
+        raise DynamatError(f"{run_dir} holds an every-step run whose frames its one driver records; continue it "
+                           "with one driver and without --stress-stride among the driver arguments, or --overwrite")
+
+
 def step_timing(samples: list[tuple[float, int]], warmup_steps: int) -> tuple[float | None, float | None]:
     """Mean and median wall seconds per MD step from (time, step) samples, warm-up excluded."""
     pts = [(t, s) for t, s in samples if s >= warmup_steps]
@@ -336,6 +349,7 @@ def supervise(
     _check_resume_ensemble(run_dir, old, settings)
     if resume_from is not None:
         _check_same_dispersion(run_dir, opts.driver_args)
+        _check_same_recording(run_dir, opts)
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
         announce(_start_line(model, run_dir, settings, resume_from))
@@ -478,11 +492,22 @@ def _fresh_inputs(model, initial: ase.Atoms, settings: MDSettings, run_dir: Path
         )
     xml = write_inputs(initial, settings, run_dir, mode="unix", address="s", sockets_prefix="/tmp/ipi_",
                        prefix=PREFIX, batch_size=opts.batch_size, safe_stride=opts.safe_stride,
-                       checkpoint_stride=opts.safe_stride, timeout_s=opts.client_timeout_s)
+                       checkpoint_stride=opts.safe_stride, timeout_s=opts.client_timeout_s,
+                       record_frames=driver_records_frames(settings, opts))
     if opts.extra_outputs:
         text = xml.read_text()
         xml.write_text(text.replace("</output>", f"  {opts.extra_outputs.strip()}\n  </output>", 1))
     return initial
+
+
+def driver_records_frames(settings: MDSettings, opts: RunOptions) -> bool:
+    """Every-step classical i-PI runs with one driver: the driver records the frames (``--record``), which
+    costs i-PI no trajectory of positions (issue 25 §3); the driver then needs the stress schedule. Not when
+    another code is the client (CP2K records nothing) or the caller asks i-PI for more trajectories (a generated
+    reference reads i-PI's own positions and forces), nor in NPT (the driver has no stress schedule there)."""
+    return (opts.engine == "ipi" and int(settings.stride) == 1 and int(settings.nbeads) == 1 and opts.n_drivers == 1
+            and "--stress-stride" not in opts.driver_args and opts.client is None and not opts.extra_outputs
+            and not getattr(settings, "is_npt", False))
 
 
 def _attempts(model, run_dir: Path, resume_from: Path | None, settings: MDSettings, opts: RunOptions, samples,

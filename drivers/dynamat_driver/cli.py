@@ -71,7 +71,8 @@ def _where(unix: str | None, inet: str | None, template: str | None):
     return ipi.address, template or ipi.template
 
 
-def _check_serve_options(model_name: str, device: str, dtype: str | None, stress_stride, first_step, beads) -> None:
+def _check_serve_options(model_name: str, device: str, dtype: str | None, stress_stride, first_step, beads,
+                         record: str | None = None) -> None:
     """Bad options: one line before anything is loaded."""
     from .models import get_model_info
     from .stress import StressSchedule
@@ -85,6 +86,8 @@ def _check_serve_options(model_name: str, device: str, dtype: str | None, stress
         raise DriverError("--first-step and --beads only matter with --stress-stride N")
     if stress_stride is not None:
         StressSchedule(stress_stride, first_step, beads)
+    if record is not None and (stress_stride is None or beads != 1):
+        raise DriverError("--record needs --stress-stride N (which steps are written) and one bead per step")
 
 
 def _load(model_name: str, *, device: str, dtype: str | None, model_path: str | None, options: dict,
@@ -133,6 +136,7 @@ def serve(
     beads: int = 1,
     server_timeout: float | None = None,
     load_kw: dict | None = None,
+    record: str | None = None,
 ) -> None:
     """One i-PI connection served by one loaded model, until EXIT or the server closes.
     ``load_kw``: ``load_model``'s keywords for ``--dispersion`` and the facts ``--label`` etc."""
@@ -141,7 +145,7 @@ def serve(
     from .protocol import DEFAULT_SERVER_TIMEOUT_S, SessionStats, connect, run_client, stderr_log
     from .stress import StressSchedule
 
-    _check_serve_options(model_name, device, dtype, stress_stride, first_step, beads)
+    _check_serve_options(model_name, device, dtype, stress_stride, first_step, beads, record)
     address, template = _where(unix, inet, template)
     template_atoms = read_template(template, "--template") if template else None
     set_verbose(verbose)
@@ -158,7 +162,7 @@ def serve(
         system = resolve_system(params, template=template_atoms)
         # a new schedule per connection: i-PI re-sends INIT to every client it serves
         schedule = StressSchedule(stress_stride, first_step, beads) if stress_stride else None
-        ev = state["evaluator"] = Evaluator(model, system, batched=batched, stress_schedule=schedule)
+        ev = state["evaluator"] = Evaluator(model, system, batched=batched, stress_schedule=schedule, record=record)
         if verbose:
             _info(f"serving {len(system.numbers)} atoms ({system.formula}, from {system.source}), pbc "
                   f"{''.join('T' if p else 'F' for p in system.pbc)}, batch_size {batch_size}"
@@ -208,6 +212,9 @@ def serve(
               "of the RESTART/checkpoint file i-PI was started from.")
 @click.option("--beads", type=int, default=1, show_default=True, metavar="P",
               help="With --stress-stride: structures per MD step (path-integral beads, however i-PI batches them).")
+@click.option("--record", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="With --stress-stride N: append the frame of every written step (cell, positions, energy, forces, "
+              "virial, float64 as exchanged with i-PI) to FILE (dynamat_driver.frames).")
 @click.option("--pack-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Pack mode: serve every i-PI run that writes a session request into DIR with this one loaded model, "
               "batching their structures into shared model calls where the model allows (see dynamat_driver.pack).")
@@ -265,11 +272,11 @@ def _run(o: dict, timing: TimingWriter) -> None:
               device=o["device"], dtype=o["dtype"], options=options, timing=timing,
               connect_timeout=o["connect_timeout"], batched=not o["no_batch"], threads=o["threads"],
               verbose=o["verbose"], stress_stride=o["stress_stride"], first_step=o["first_step"], beads=o["beads"],
-              server_timeout=o["server_timeout"], load_kw=load_kw)
+              server_timeout=o["server_timeout"], load_kw=load_kw, record=o["record"])
         return
-    if o["unix"] or o["inet"] or o["template"] or o["stress_stride"] is not None:
-        raise DriverError("--pack-dir takes sockets, templates and stress strides from its session requests; "
-                          "drop --unix/--inet/--template/--stress-stride")
+    if o["unix"] or o["inet"] or o["template"] or o["stress_stride"] is not None or o["record"]:
+        raise DriverError("--pack-dir takes sockets, templates, stress strides and frame records from its session "
+                          "requests; drop --unix/--inet/--template/--stress-stride/--record")
     from .pack import serve_pack
 
     summary = serve_pack(o["model_name"], o["pack_dir"], device=o["device"], dtype=o["dtype"],

@@ -15,7 +15,9 @@ Pack folder (``dynamat-driver --pack-dir DIR``, :mod:`dynamat_driver.pack` and
 * ``pack.json`` — the driver's status and counters (:data:`PACK_STATUS_FIELDS`).
 
 Run folder: ``socket.json`` — where a driver started elsewhere connects to the run's i-PI, over
-TCP (:data:`SOCKET_FILE_FIELDS`).
+TCP (:data:`SOCKET_FILE_FIELDS`); the frame record (``dynamat-driver --record FILE``, its name in
+``dynamat.layout``): :data:`FRAMES_MAGIC` and the atom count, then one record per written MD step
+(:func:`frame_record_floats`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ from .files import write_json_atomic
 
 REQUEST, ACTIVE, DONE, STOP, STATUS_FILE = ".request.json", ".active.json", ".done.json", "stop", "pack.json"
 SOCKET_FILE = "socket.json"
+
+#: The frame record's first 8 bytes; an int64 atom count N follows, then fixed-size records of
+#: little-endian float64, in the units i-PI exchanges over its socket, exactly as they crossed it:
+#: MD step, i-PI's cell h (9, bohr, row-major: lattice vectors as columns), positions (3N, bohr),
+#: potential energy (hartree), forces (3N, hartree/bohr), virial (9, hartree).
+FRAMES_MAGIC = b"DMFRAME1"
+FRAMES_HEADER_BYTES = 16
+
+
+def frame_record_floats(n_atoms: int) -> int:
+    """float64 values per record of the frame record (step, h, positions, energy, forces, virial)."""
+    return 1 + 9 + 3 * n_atoms + 1 + 3 * n_atoms + 9
 
 
 class ContractError(ValueError):
@@ -50,6 +64,7 @@ REQUEST_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "template": ((str,), False),  # structure file giving the species when i-PI sends none
     "timing_every": ((int,), False),
     "server_timeout": (_NUM, False),  # seconds of server silence that end the session
+    "record": ((str,), False),  # the frame record file (dynamat-driver --record); needs stress_stride
 }
 DONE_STATUSES = ("exit", "closed", "error")  # EXIT received, socket closed between messages, failed
 DONE_FIELDS = {"status": ((str,), True), "error": ((str, type(None)), True)}

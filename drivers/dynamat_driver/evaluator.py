@@ -229,6 +229,8 @@ class Request:
     todo: list
     atoms: list
     stress: bool
+    #: (MD step, i-PI's cell, positions) when this request's frame goes to the frame record
+    record: tuple | None = None
 
 
 class Evaluator:
@@ -240,10 +242,19 @@ class Evaluator:
     partial batches by repeating the last one) are evaluated once.
     """
 
-    def __init__(self, model, system: SystemSpec, *, batched: bool = True, stress_schedule=None):
+    def __init__(self, model, system: SystemSpec, *, batched: bool = True, stress_schedule=None,
+                 record: str | None = None):
         self.model = model
         #: a :class:`~dynamat_driver.stress.StressSchedule`, or None: stress on every request
         self.stress_schedule = stress_schedule
+        #: ``record``: the frame record file (:mod:`dynamat_driver.frames`); the schedule tells the steps
+        self.recorder = None
+        if record:
+            from .frames import FrameRecorder
+
+            if stress_schedule is None or stress_schedule.beads != 1:
+                raise DriverError("--record needs --stress-stride N (the written steps) and one bead")
+            self.recorder = FrameRecorder(record, len(system.numbers))
         self.system = system
         self.batched = bool(batched) and bool(getattr(model, "can_batch", False))
         self.timing = ModelTiming()
@@ -342,12 +353,27 @@ class Evaluator:
         first = self._unique(cells, positions)
         todo = [i for i, j in enumerate(first) if i == j]
         atoms_list = [self.to_atoms(cells[i], positions[i], slot=k) for k, i in enumerate(todo)]
-        return Request(first=first, todo=todo, atoms=atoms_list, stress=want)
+        return Request(first=first, todo=todo, atoms=atoms_list, stress=want, record=self._to_record(want, cells, positions))
+
+    def _to_record(self, want: bool, cells, positions) -> tuple | None:
+        """(step, cell, positions) when this request is a written step the frame record lacks."""
+        sched = self.stress_schedule
+        if self.recorder is None or not want:
+            return None
+        if sched.desynchronised or len(cells) != 1:
+            raise DriverError("the frame record cannot tell this request's MD step (several structures per step); "
+                              "run without --record")
+        step = sched.current_step
+        if self.n_requests == 0 and step == sched.first_step > 0:
+            return None  # a resumed run's first request: the restart step, recorded by the run before
+        return (step, cells[0], positions[0])
 
     def finish(self, request: "Request", results: list) -> list:
         """The model's results (eV units) for ``request.atoms`` → i-PI's answer for every slot."""
         converted = {i: self._to_ipi(r, a, request.stress)
                      for i, r, a in zip(request.todo, results, request.atoms)}
+        if request.record is not None:
+            self.recorder.record(*request.record, converted[0])
         self.n_requests += 1
         return [converted[j] for j in request.first]
 
@@ -367,6 +393,8 @@ class Evaluator:
         if self.stress_schedule is None:
             return {"policy": "model stress on every request"}
         d = self.stress_schedule.describe()
+        if self.recorder is not None:
+            d["frames_recorded"] = self.recorder.n_recorded
         d["model_skips_stress"] = bool(getattr(self.model, "skips_stress", False))
         return d
 

@@ -5,7 +5,7 @@ driver loads the model once and serves every simulation that asks for it:
 
 * **Sessions come as files** (names and fields in :mod:`dynamat_driver.contract`, shared with the
   supervisor). A run that wants the pack writes ``DIR/<name>.request.json`` (``socket`` or ``inet``,
-  ``timing_file``, ``log_file``, optional ``stress_stride``/``first_step``/``beads``, ``template``,
+  ``timing_file``, ``log_file``, optional ``stress_stride``/``first_step``/``beads``, ``record``, ``template``,
   ``server_timeout``). The driver connects to that i-PI, renames the file ``<name>.active.json``
   and, when the session ends, writes ``<name>.done.json`` (``status`` exit | closed | error, and
   ``error``) and the session's own timing file. A request off the schema is answered with an error
@@ -140,7 +140,8 @@ class Pack:
             template = read_template(request["template"], "template") if request.get("template") else None
             system = resolve_system(params, template=template)
             schedule = StressSchedule(*schedule_args) if schedule_args else None
-            ps.evaluator = Evaluator(ps.model, system, batched=self.batched, stress_schedule=schedule)
+            ps.evaluator = Evaluator(ps.model, system, batched=self.batched, stress_schedule=schedule,
+                                     record=request.get("record"))
             ps.timing.update(evaluator=ps.evaluator, stats=ps.stats, status="running", init_parameters=params)
             if self.verbose:
                 self.info(f"pack: session {name}: {len(system.numbers)} atoms ({system.formula})")
@@ -176,6 +177,8 @@ class Pack:
             except (KeyError, ValueError):
                 pass
             ps.session.close(graceful=graceful)
+        if ps.evaluator is not None and ps.evaluator.recorder is not None:
+            ps.evaluator.recorder.close()
         status = "error" if ps.error else (ps.stats.reason or "closed")
         if ps.timing is not None:
             ps.timing.update(evaluator=ps.evaluator, stats=ps.stats, status="error" if ps.error else "finished",

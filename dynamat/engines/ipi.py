@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from dynamat import processes
+from dynamat.engines.ipi_input import records_frames
 from dynamat.engines.ipi_restart import LastGoodKeeper, checkpoint_step, trim_outputs
 from dynamat.engines.pack import PackSession
 from dynamat.errors import DynamatError
-from dynamat.io.ipi_output import last_properties_row
+from dynamat.io.ipi_output import last_properties_row, last_recorded_step
 from dynamat.layout import PREFIX, RunFolder
 from dynamat_driver.contract import write_socket_file
 
@@ -119,11 +120,14 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
     rf = RunFolder(run_dir, PREFIX)
     keeper = LastGoodKeeper(run_dir, (rf.restart.name, rf.checkpoint.name))
     try:
+        plan = _stress_plan(text, settings, opts, n_drivers)
+        if records_frames(rf.input_xml.read_text()):
+            plan = _with_record(plan, rf, n_drivers)  # before i-PI starts: a run it cannot serve is refused first
         ipi = processes.start([processes.executable("i-pi"), rf.attempt_xml.name], run_dir, rf.ipi_log,
                               env=processes.supervised_env(), pass_fds=() if lock_fd is None else (lock_fd,))
         if opts.socket_mode == "unix":
             where = _wait_for_socket(ipi, sock_dir / "s", run_dir, opts.start_timeout_s)
-        _start_drivers(drivers, tags, model, run_dir, where, _stress_plan(text, settings, opts, n_drivers), opts)
+        _start_drivers(drivers, tags, model, run_dir, where, plan, opts)
         _watch(ipi, drivers, tags, run_dir, settings, opts, samples, progress, keeper)
         props = rf.properties
         if ipi.returncode != 0:
@@ -191,6 +195,14 @@ def _stress_plan(text: str, settings, opts, n_drivers: int) -> dict:
             "beads": max(1, int(settings.nbeads))}
 
 
+def _with_record(plan: dict, rf: RunFolder, n_drivers: int) -> dict:
+    """The stress plan plus the frame record: the run's input writes no positions, its driver records them."""
+    if not plan or n_drivers != 1:
+        raise DynamatError(f"{rf.path}: this run's frames are recorded by its one driver (an every-step protocol); "
+                           "resume it with one driver and without --stress-stride among the driver arguments")
+    return {**plan, "record": str(rf.frame_record)}
+
+
 def _start_drivers(drivers: list, tags: list, model, run_dir: Path, where: list, stress: dict, opts) -> None:
     """Starts one driver (or pack session) per tag into ``drivers``, so the caller stops what was started."""
     for tag in tags:
@@ -210,6 +222,8 @@ def _start_drivers(drivers: list, tags: list, model, run_dir: Path, where: list,
         if stress:
             cmd += ["--stress-stride", str(stress["stress_stride"]), "--first-step", str(stress["first_step"]),
                     "--beads", str(stress["beads"])]
+        if stress.get("record"):
+            cmd += ["--record", stress["record"]]
         drivers.append(processes.start(cmd, run_dir, RunFolder(run_dir).driver_log(tag)))
 
 
@@ -217,6 +231,7 @@ def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, sample
     """Polls until i-PI exits: records progress, keeps the last good restart point, and raises on an
     explosion, a dead driver or a stall."""
     props = RunFolder(run_dir, PREFIX).properties
+    record = RunFolder(run_dir, PREFIX).frame_record
     first_step = last_step(props)
     last_progress = time.monotonic()
     poll = 0.05 if settings.steps < 2000 else 0.2
@@ -228,6 +243,9 @@ def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, sample
         now = time.monotonic()
         row = last_properties_row(props)
         step = None if row is None else int(row[0])
+        recorded = last_recorded_step(record)  # every step, where i-PI flushes its rows every ~100 steps
+        if recorded is not None and (step is None or recorded > step):
+            step = recorded
         if step is not None and step != first_step and (not samples or step > samples[-1][1]):
             samples.append((now, step))
             last_progress = now

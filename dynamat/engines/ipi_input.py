@@ -77,6 +77,29 @@ def template_text(thermostat: str) -> str:
     return resources.files("dynamat.ipi_inputs").joinpath(name).read_text()
 
 
+def output_flush(stride: int, safe_stride: int, checkpoint_stride: int) -> int:
+    """Writes between i-PI's flushes (each an fsync) of the properties and trajectories: every write, except
+    at stride 1 (every-step protocols), where they are flushed once per ``safe_stride`` steps when that
+    divides the checkpoint stride: every restart point i-PI stores (at multiples of ``safe_stride``) then
+    follows a flush, so a kill loses only rows and frames after the restart point, which trimming drops."""
+    if stride != 1 or checkpoint_stride % safe_stride:
+        return 1
+    return safe_stride
+
+
+def trajectory_attrs(stride: int, safe_stride: int, checkpoint_stride: int) -> str:
+    """The ``<trajectory>`` format and flush attributes for a save ``stride`` (steps): i-PI's float64 binary
+    frames at stride 1, extxyz otherwise."""
+    flush = output_flush(stride, safe_stride, checkpoint_stride)
+    return f"format='bin' cell_units='ase' flush='{flush}'" if stride == 1 else f"format='ase' flush='{flush}'"
+
+
+def records_frames(xml_text: str) -> bool:
+    """An input of :func:`render_input` whose frames the driver records: a classical template (it has a
+    velocity trajectory) that writes no positions."""
+    return "filename='vel'" in xml_text and "filename='pos'" not in xml_text
+
+
 def render_input(
     settings: MDSettings,
     *,
@@ -92,12 +115,18 @@ def render_input(
     checkpoint_stride: int | None = None,
     timeout_s: float = 600.0,
     verbosity: str = "low",
+    record_frames: bool = False,
 ) -> str:
     """The i-PI XML text for one run.
 
     ``safe_stride`` defaults to the multiple of the output stride nearest 100 steps and the
     checkpoint to every ~1000 steps: i-PI's per-step cost then stays near its floor (shared notes on
     i-PI), and a restart that rolls back to them only repeats frames, which the readers drop by step.
+    Every-step protocols (stride 1) save their frames in i-PI's ``format='bin'`` (float64, no text
+    formatting: issue 25 §3, ``benchmarks/bench_every_step.py``) and flush their outputs at restart
+    points only (:func:`output_flush`); other strides keep extxyz, flushed every frame.
+    ``record_frames``: the driver records cell, positions, energy, forces and virial
+    (``dynamat-driver --record``); i-PI writes no positions (:func:`records_frames`).
     With ``settings.nbeads > 1`` a classical thermostat ("svr", "langevin") is replaced by the
     PIMD template ("pile_l"; "trpmd" is kept), and ``batch_size`` defaults to the bead count
     (1 otherwise). ``settings.ensemble == "npt"`` renders ``npt.xml`` instead: the same particle thermostat,
@@ -117,13 +146,20 @@ def render_input(
     # per-species quantum kinetic energies, e.g. kinetic_cv{electronvolt}(Cu), from the formula
     is_formula = re.fullmatch(r"(?:[A-Z][a-z]?\d*)+", species) is not None
     elements = list(dict.fromkeys(re.findall(r"[A-Z][a-z]?", species))) if is_formula else []
+    safe = int(safe_stride or stride * max(1, 100 // stride))
+    checkpoint = int(checkpoint_stride or stride * max(1, 1000 // stride))
     values = dict(
         verbosity=verbosity,
-        safe_stride=int(safe_stride or stride * max(1, 100 // stride)),
+        safe_stride=safe,
+        trajectory_attrs=trajectory_attrs(stride, safe, checkpoint),
+        properties_flush=output_flush(stride, safe, checkpoint),
+        positions_output="" if record_frames else (f"    <trajectory filename='pos' stride='{stride}' "
+                                                   f"{trajectory_attrs(stride, safe, checkpoint)}> positions{{ase}} "
+                                                   "</trajectory>\n"),
         sockets_prefix_attr=f"sockets_prefix='{sockets_prefix}'" if sockets_prefix else "",
         prefix=prefix,
         stride=stride,
-        checkpoint_stride=int(checkpoint_stride or stride * max(1, 1000 // stride)),
+        checkpoint_stride=checkpoint,
         steps=int(settings.steps),
         seed=int(settings.seed),
         mode=mode,

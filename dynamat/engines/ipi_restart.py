@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from dynamat.files import write_bytes_atomic
+from dynamat_driver.contract import FRAMES_HEADER_BYTES, FRAMES_MAGIC, frame_record_floats
 from dynamat.layout import LAST_GOOD  # our atomic copy of the newest complete restart point i-PI wrote
 
 _STEP = re.compile(rb"Step:\s*(\d+)")
@@ -94,7 +96,12 @@ def trim_outputs(run_dir: Path, prefix: str, step: int) -> list[str]:
 
 def _keep_bytes(path: Path, step: int) -> int | None:
     """How many leading bytes of ``path`` hold its frames at or before ``step``; None: not a file we read."""
+    if path.suffix == ".bin":
+        return _keep_bin(path, step)
     with open(path, "rb") as fh:
+        if fh.read(len(FRAMES_MAGIC)) == FRAMES_MAGIC:
+            return _keep_record(fh, step)
+        fh.seek(0)
         first = fh.readline()
         fh.seek(0)
         if first.startswith(b"#"):
@@ -139,6 +146,45 @@ def _keep_xyz(fh, step: int) -> int | None:
         if int(m.group(1)) > step or not (lines and lines[-1].endswith(b"\n")) and n:
             return keep
         keep = fh.tell()
+
+
+def _keep_bin(path: Path, step: int) -> int | None:
+    """Complete i-PI binary frames (fixed size, :func:`dynamat.io.ipi_output.bin_frame_layout`) whose title
+    says ``Step: n`` with n at most ``step``."""
+    from dynamat.io.ipi_output import read_bin_layout
+
+    with open(path, "rb") as fh:
+        try:
+            _, size, title_at = read_bin_layout(fh)
+        except ValueError:
+            return None
+        total = fh.seek(0, 2)
+        keep = 0
+        while keep + size <= total:
+            fh.seek(keep + title_at)
+            m = _STEP.search(fh.read(size - title_at).decode("utf-32-le", errors="replace").encode())
+            if m is None or int(m.group(1)) > step:
+                break
+            keep += size
+        return keep
+
+
+def _keep_record(fh, step: int) -> int | None:
+    """The driver's frame record (:mod:`dynamat_driver.frames`): its header and complete records of steps at
+    most ``step`` (each record starts with its step, float64)."""
+    fh.seek(8)
+    n = int.from_bytes(fh.read(8), "little", signed=True)
+    if n <= 0:
+        return None
+    size = 8 * frame_record_floats(n)
+    total = fh.seek(0, 2)
+    keep = FRAMES_HEADER_BYTES
+    while keep + size <= total:
+        fh.seek(keep)
+        if struct.unpack("<d", fh.read(8))[0] > step:
+            break
+        keep += size
+    return keep
 
 
 def _copy_head(path: Path, nbytes: int) -> None:

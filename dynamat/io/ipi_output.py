@@ -1,4 +1,5 @@
-"""Reads what an i-PI run leaves (properties file and extxyz trajectories) into a Trajectory.
+"""Reads what an i-PI run leaves (properties file, extxyz or binary trajectories, and the driver's frame
+record of every-step runs) into a Trajectory.
 
 i-PI appends to its outputs when it restarts, so rows and frames are keyed by MD step and the last
 copy of each step wins: a resumed run reads back with no duplicated frames.
@@ -19,6 +20,8 @@ from dynamat.errors import DynamatError
 from dynamat.io.extxyz import dropped_frame_note, warn
 from dynamat.layout import PREFIX, RunFolder
 from dynamat.trajectory import Trajectory, ipi_virial_to_stress
+from dynamat_driver.contract import FRAMES_HEADER_BYTES, FRAMES_MAGIC, frame_record_floats
+from dynamat_driver.units import EV_PER_HARTREE, HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM
 
 _COL = re.compile(r"#\s*(?:column|cols\.)\s+(\d+)(?:-(\d+))?\s+-->\s+([^\s:]+)")
 _STEP = re.compile(r"Step:\s*(\d+)")
@@ -81,6 +84,24 @@ def last_properties_row(path: str | Path) -> list[float] | None:
     return None
 
 
+def last_recorded_step(path: str | Path) -> int | None:
+    """The MD step of the last complete record of the driver's frame record (written every step, unbuffered:
+    the supervisor's progress signal when i-PI flushes its properties only at restart points)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(FRAMES_HEADER_BYTES)
+            if len(head) < FRAMES_HEADER_BYTES or head[:8] != FRAMES_MAGIC:
+                return None
+            size = 8 * frame_record_floats(int(np.frombuffer(head, "<i8", 1, 8)[0]))
+            m = (fh.seek(0, 2) - FRAMES_HEADER_BYTES) // size
+            if m < 1:
+                return None
+            fh.seek(FRAMES_HEADER_BYTES + (m - 1) * size)
+            return int(np.frombuffer(fh.read(8), "<f8")[0])
+    except (OSError, ValueError):
+        return None
+
+
 def _last_unique(steps: np.ndarray) -> np.ndarray:
     """Indices of the last occurrence of each step, in increasing step order.
 
@@ -125,6 +146,120 @@ def read_ipi_xyz(path: str | Path, notes: list[str] | None = None) -> dict[str, 
     return {"steps": steps[keep], "symbols": symbols, "cells": cells[keep], "data": data[keep]}
 
 
+def bin_frame_layout(head: bytes) -> tuple[int, int, int]:
+    """(atoms, bytes per frame, offset of the title) of an i-PI ``format='bin'`` trajectory, from its
+    first bytes. A frame is: h (9 float64, lattice vectors as columns), int64 N, N×3 float64, int64 L,
+    the species joined by '|' (L UTF-32 characters), then the title (UTF-32) without a length: i-PI's
+    ``Step:  %10d  Bead:   %5d <what>{<units>}  cell{<units>}``, the same length in every frame."""
+    if len(head) < 88:
+        raise ValueError("shorter than one frame header")
+    n = int(np.frombuffer(head, np.int64, 1, 72)[0])
+    if not 0 < n < 10**8 or len(head) < 88 + 24 * n:
+        raise ValueError("not an i-PI binary frame")
+    at = 80 + 24 * n
+    length = int(np.frombuffer(head, np.int64, 1, at)[0])
+    title_at = at + 8 + 4 * length
+    text = head[title_at:title_at + 4 * 400]
+    text = text[: len(text) // 4 * 4].decode("utf-32-le", errors="replace")
+    m = re.match(r"Step:\s*\d+\s+Bead:\s*\d+\s+\S+\{[^}]*\}\s+cell\{[^}]*\}", text)
+    if m is None:
+        raise ValueError("no i-PI title after the first frame")
+    return n, title_at + 4 * m.end(), title_at
+
+
+def read_bin_layout(fh) -> tuple[int, int, int]:
+    """:func:`bin_frame_layout` of the open binary file ``fh``, reading only its first frame."""
+    fh.seek(0)
+    head = fh.read(80)
+    if len(head) < 80:
+        raise ValueError("shorter than one frame header")
+    n = int(np.frombuffer(head, np.int64, 1, 72)[0])
+    if not 0 < n < 10**8:
+        raise ValueError("not an i-PI binary frame")
+    head += fh.read(24 * n + 8)
+    if len(head) < 88 + 24 * n:
+        raise ValueError("shorter than one frame")
+    length = int(np.frombuffer(head, np.int64, 1, 80 + 24 * n)[0])
+    if not 0 <= length < 10**9:
+        raise ValueError("not an i-PI binary frame")
+    return bin_frame_layout(head + fh.read(4 * length + 4 * 400))
+
+
+def read_ipi_bin(path: str | Path, notes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """An i-PI ``format='bin'`` trajectory (float64 frames, :func:`bin_frame_layout`) → the same
+    dictionary as :func:`read_ipi_xyz`: steps (M,), symbols (N,), cells (M,3,3) Å as rows, data (M,N,3),
+    one frame per step in increasing step order (the last copy of a step wins). A last frame cut short
+    (a killed job) is dropped and said."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw:
+        return {"steps": np.empty(0, int), "cells": np.empty((0, 3, 3)), "data": None}
+    try:
+        n, size, title_at = bin_frame_layout(raw)
+    except ValueError as exc:
+        raise DynamatError(f"{path}: not an i-PI binary trajectory ({exc})") from None
+    m = len(raw) // size
+    if m * size < len(raw):
+        _note(notes, dropped_frame_note(path, m))
+    if m == 0:
+        raise DynamatError(f"{path}: truncated trajectory (no complete frame)")
+    frames = np.frombuffer(raw, np.uint8, m * size).reshape(m, size)
+    floats = frames[:, : 80 + 24 * n]
+    cells = floats[:, :72].copy().view(np.float64).reshape(m, 3, 3).transpose(0, 2, 1)
+    data = floats[:, 80:].copy().view(np.float64).reshape(m, n, 3)
+    titles = frames[:, title_at:].copy().view("<U%d" % ((size - title_at) // 4)).reshape(m)
+    steps = np.array([int(_STEP.search(t).group(1)) for t in titles])
+    names_at = 88 + 24 * n
+    symbols = raw[names_at:title_at].decode("utf-32-le").split("|")
+    keep = _last_unique(steps)
+    return {"steps": steps[keep], "symbols": symbols, "cells": np.ascontiguousarray(cells[keep]), "data": data[keep]}
+
+
+def read_frame_record(path: str | Path, notes: list[str] | None = None) -> dict:
+    """The driver's frame record (:mod:`dynamat_driver.frames`) → the dictionary of :func:`read_ipi_xyz`
+    (no symbols: the record holds none), with ``extra``: forces (M,N,3) eV/Å, energies (M,) eV and virials
+    (M,3,3) eV. Positions and cells are converted to Å exactly as i-PI converts its ``positions{ase}``
+    output (the same factor, one multiplication), forces back with the driver's own factor."""
+    from ipi.utils.units import unit_to_user
+
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:8] != FRAMES_MAGIC or len(raw) < FRAMES_HEADER_BYTES:
+        raise DynamatError(f"{path}: not a dynamat frame record")
+    n = int(np.frombuffer(raw, "<i8", 1, 8)[0])
+    width = frame_record_floats(n)
+    body = len(raw) - FRAMES_HEADER_BYTES
+    m = body // (8 * width)
+    if m * 8 * width < body:
+        _note(notes, dropped_frame_note(path, m))
+    rec = np.frombuffer(raw, "<f8", m * width, FRAMES_HEADER_BYTES).reshape(m, width)
+    steps = rec[:, 0].astype(int)
+    keep = _last_unique(steps)
+    rec = rec[keep]
+    to_A = unit_to_user("length", "ase", 1.0)
+    n3 = 3 * n
+    return {
+        "steps": steps[keep],
+        "symbols": None,
+        "cells": (rec[:, 1:10] * to_A).reshape(-1, 3, 3).transpose(0, 2, 1),
+        "data": (rec[:, 10 : 10 + n3] * to_A).reshape(-1, n, 3),
+        "extra": {
+            "forces": rec[:, 11 + n3 : 11 + 2 * n3].reshape(-1, n, 3) / HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM,
+            "energies": rec[:, 10 + n3] * EV_PER_HARTREE,
+            "virials": rec[:, 11 + 2 * n3 :].reshape(-1, 3, 3) * EV_PER_HARTREE,
+        },
+    }
+
+
+def read_ipi_frames(path: str | Path, notes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """A trajectory of any kind a run holds: the driver's frame record, i-PI's binary (``.bin``) or extxyz."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(len(FRAMES_MAGIC)) == FRAMES_MAGIC:
+            return read_frame_record(path, notes)
+    return (read_ipi_bin if path.suffix == ".bin" else read_ipi_xyz)(path, notes)
+
+
 @dataclass
 class AlignedFrames:
     """The frames of an i-PI run that every file holds, aligned by MD step once.
@@ -163,12 +298,12 @@ def read_aligned_frames(files: dict[str, Path], props_file: Path | None = None) 
     (first_role, first), *others = files.items()
     if not first.exists():
         raise DynamatError(f"no i-PI trajectory in {first.parent} (expected {first.name})")
-    read = {first_role: read_ipi_xyz(first, notes)}
+    read = {first_role: read_ipi_frames(first, notes)}
     if read[first_role]["data"] is None or not len(read[first_role]["steps"]):
         raise DynamatError(f"{first} holds no frames")
     for role, path in others:
         if path is not None and path.exists():
-            got = read_ipi_xyz(path, notes)
+            got = read_ipi_frames(path, notes)
             if got["data"] is not None:
                 read[role] = got
     steps = read[first_role]["steps"]
@@ -180,10 +315,14 @@ def read_aligned_frames(files: dict[str, Path], props_file: Path | None = None) 
     if not len(steps):
         raise DynamatError(f"the trajectories of {first.parent} share no step")
     at = {role: np.searchsorted(got["steps"], steps) for role, got in read.items()}
-    return AlignedFrames(
-        steps=steps, symbols=read[first_role]["symbols"], cells=read[first_role]["cells"][at[first_role]],
-        data={role: got["data"][at[role]] for role, got in read.items()}, props=props, notes=notes,
-    )
+    data = {role: got["data"][at[role]] for role, got in read.items()}
+    for role, got in read.items():  # what a frame record holds besides positions (forces, energies, virials)
+        data.update({name: v[at[role]] for name, v in (got.get("extra") or {}).items()})
+    symbols = next((got["symbols"] for got in read.values() if got.get("symbols") is not None), None)
+    if symbols is None:
+        raise DynamatError(f"no trajectory of {first.parent} names the species")
+    return AlignedFrames(steps=steps, symbols=symbols, cells=read[first_role]["cells"][at[first_role]], data=data,
+                         props=props, notes=notes)
 
 
 def _props_at(props: dict, steps: np.ndarray, path: Path, notes: list[str]) -> tuple[dict, np.ndarray]:
@@ -207,11 +346,14 @@ def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> T
 
     The stress is minus i-PI's ``virial_md`` (the configurational part only; ``pressure_md`` would
     add the kinetic term). Frames are those steps present in both trajectory files
-    (:func:`read_aligned_frames`).
+    (:func:`read_aligned_frames`); in an every-step run, the positions and the forces come from the driver's
+    frame record (float64 as i-PI sent and received them) and the velocities from i-PI's binary frames.
     """
     run_dir = Path(run_dir)
     rf = RunFolder(run_dir, prefix)
-    fr = read_aligned_frames({"position": rf.positions(0), "velocity": rf.velocities(0)}, rf.properties)
+    record = rf.frame_record  # every-step protocols: the driver's record, else i-PI's positions
+    positions = record if record.exists() else rf.trajectory("pos")
+    fr = read_aligned_frames({"position": positions, "velocity": rf.trajectory("vel")}, rf.properties)
     vir = fr.props.get("virial_md{ev/ang3}")
     energies = fr.props.get("potential{electronvolt}")
     return Trajectory(
@@ -222,6 +364,7 @@ def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> T
         # columns after species: pos(3) then velocities(3) in ASE units
         velocities=fr.data["velocity"][:, :, -3:] * units.fs if "velocity" in fr.data else None,
         energies=energies,
+        forces=fr.data.get("forces"),
         stress=None if vir is None else ipi_virial_to_stress(vir),
         steps=fr.steps,
         name=name or run_dir.name,
