@@ -178,7 +178,7 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
                               steps=equil + prod, temperature_K=system.temperature_K, seed=seed)
         opts = RunOptions(steps=settings.steps, seed=seed, overwrite=req.overwrite, driver_cmd=req.driver_cmd,
                           driver_args=tuple(req.driver_args) + tuple(req.model_options),
-                          extra_outputs=forces_output(p.stride), client=client,
+                          extra_outputs=forces_output(p.stride), client=client, record_frames=False,
                           # a first-principles step is dear: a crash must not roll back ~100 of them
                           safe_stride=p.stride if client is not None else None)
         if client is not None:

@@ -69,6 +69,9 @@ class RunOptions:
     client_timeout_s: float = 600.0  # i-PI re-queues a request unanswered this long; 0: never (slow DFT steps)
     safe_stride: int | None = None  # i-PI's restart points every this many steps [default: ~100 steps]
     client: object | None = None  # another code as force client instead of dynamat-driver (dynamat.refgen.Cp2kClient)
+    #: every-step runs may let the driver record the frames (driver_records_frames); off where i-PI's own
+    #: position trajectory is read (a generated reference reads it beside its forces)
+    record_frames: bool = True
 
     def served(self, model: str) -> str:
         """The driver's ``--model`` for the run of ``model``."""
@@ -503,10 +506,10 @@ def _fresh_inputs(model, initial: ase.Atoms, settings: MDSettings, run_dir: Path
 def driver_records_frames(settings: MDSettings, opts: RunOptions) -> bool:
     """Every-step classical i-PI runs with one driver: the driver records the frames (``--record``), which
     costs i-PI no trajectory of positions (issue 25 §3); the driver then needs the stress schedule. Not when
-    another code is the client (CP2K records nothing) or the caller asks i-PI for more trajectories (a generated
-    reference reads i-PI's own positions and forces), nor in NPT (the driver has no stress schedule there)."""
-    return (opts.engine == "ipi" and int(settings.stride) == 1 and int(settings.nbeads) == 1 and opts.n_drivers == 1
-            and "--stress-stride" not in opts.driver_args and opts.client is None and not opts.extra_outputs
+    another code is the client (CP2K records nothing), the caller reads i-PI's own positions
+    (``opts.record_frames`` off), nor in NPT (the driver has no stress schedule there)."""
+    return (opts.record_frames and opts.engine == "ipi" and int(settings.stride) == 1 and int(settings.nbeads) == 1
+            and opts.n_drivers == 1 and "--stress-stride" not in opts.driver_args and opts.client is None
             and not getattr(settings, "is_npt", False))
 
 
