@@ -133,6 +133,7 @@ class AngleCounter:
         self.pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
         self.cutoff = bond_cutoffs(self.numbers, cells, self.pbc, bond_tolerance)
         self.r_near = float(self.cutoff.max())
+        self.one_cutoff = bool(np.all(self.cutoff == self.r_near))
         self.edges = np.linspace(0.0, 180.0, n_bins + 1)
         self.counts = np.zeros(n_bins, dtype=np.int64)
 
@@ -173,11 +174,15 @@ class AngleCounter:
         vec -= np.take(flat, atom0 + i, axis=0)
         vec = minimum_image(vec, cell, self.pbc, cutoff=self.r_near)
         dist = np.linalg.norm(vec, axis=-1)
-        bond = (dist > 1e-12) & (dist <= self.cutoff[i, j])
-        u = vec[bond] / dist[bond, None]
+        # one element: one cutoff, no (i, j) lookup
+        cut = self.r_near if self.one_cutoff else self.cutoff[i, j]
+        bond = (dist > 1e-12) & (dist <= cut)
+        local = atom0 - f0 * n
+        if not bond.all():  # in a crystal the candidates often are all bonds: no copies then
+            vec, dist, local, i, j = vec[bond], dist[bond], local[bond], i[bond], j[bond]
+        u = np.divide(vec, dist[:, None], out=vec)
         # each bond serves both ends: r_i − r_j is exactly −(r_j − r_i), and so is its image
-        local = atom0[bond] - f0 * n
-        key = np.concatenate([local + i[bond], local + j[bond]]).astype(np.uint16)  # < 2¹⁶
+        key = np.concatenate([local + i, local + j]).astype(np.uint16)  # < 2¹⁶
         order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
         return _angle_counts(key[order], np.concatenate([u, -u])[order], n_frames * n, self.edges)
 
