@@ -96,25 +96,27 @@ def _angle_counts(key: np.ndarray, u: np.ndarray, n_groups: int, edges: np.ndarr
     coord = np.bincount(key, minlength=n_groups)
     start = np.concatenate([[0], np.cumsum(coord)[:-1]])
     counts = np.zeros(n_bins + 2, dtype=np.int64)
-    near_edge = []  # cosines of cells touching a bin edge, binned exactly in one call at the end
+    # One side of each Gram product is scaled by K = 2¹⁵: scaling by a power of two is exact in
+    # every product and sum, so the Gram matrix holds K·cos bit for bit, with no extra pass. No
+    # clip either: |cos| ≤ 1 + 1e-15 lands in the end cells 0 and 2K all the same.
+    scaled = u * _TABLE_CELLS
+    near_edge = []  # K·cos of cells touching a bin edge, binned exactly in one call at the end
     for k in np.unique(coord[coord >= 2]):
         k = int(k)
         flat = _triu_flat(k)
         first = start[coord == k]
         step = max(1, _ANGLES_PER_BLOCK // k**2)
         for c0 in range(0, len(first), step):
-            bonds = np.take(u, first[c0 : c0 + step, None] + np.arange(k), axis=0)  # (centres, k, 3)
-            gram = np.matmul(bonds, bonds.transpose(0, 2, 1)).reshape(len(bonds), k * k)
-            cos = np.take(gram, flat, axis=1).ravel()
-            np.minimum(cos, 1.0, out=cos)
-            np.maximum(cos, -1.0, out=cos)
-            cell = np.multiply(cos, _TABLE_CELLS, out=gram.reshape(-1)[: len(cos)])
-            cell += _TABLE_CELLS
+            rows = first[c0 : c0 + step, None] + np.arange(k)
+            bonds = np.take(u, rows, axis=0)  # (centres, k, 3)
+            gram = np.matmul(np.take(scaled, rows, axis=0), bonds.transpose(0, 2, 1))
+            kcos = np.take(gram.reshape(len(bonds), k * k), flat, axis=1).ravel()
+            cell = np.add(kcos, _TABLE_CELLS, out=gram.reshape(-1)[: len(kcos)])
             binned = np.take(table, cell.astype(np.intp))
             counts += np.bincount(binned, minlength=n_bins + 2)
-            near_edge.append(cos[binned == n_bins])
+            near_edge.append(kcos[binned == n_bins])
     if near_edge:
-        counts[:n_bins] += _exact_angle_counts(np.concatenate(near_edge), edges)
+        counts[:n_bins] += _exact_angle_counts(np.concatenate(near_edge) / _TABLE_CELLS, edges)
     return counts[:n_bins]
 
 
@@ -131,6 +133,7 @@ class AngleCounter:
         self.pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
         self.cutoff = bond_cutoffs(self.numbers, cells, self.pbc, bond_tolerance)
         self.r_near = float(self.cutoff.max())
+        self.one_cutoff = bool(np.all(self.cutoff == self.r_near))
         self.edges = np.linspace(0.0, 180.0, n_bins + 1)
         self.counts = np.zeros(n_bins, dtype=np.int64)
 
@@ -171,11 +174,15 @@ class AngleCounter:
         vec -= np.take(flat, atom0 + i, axis=0)
         vec = minimum_image(vec, cell, self.pbc, cutoff=self.r_near)
         dist = np.linalg.norm(vec, axis=-1)
-        bond = (dist > 1e-12) & (dist <= self.cutoff[i, j])
-        u = vec[bond] / dist[bond, None]
+        # one element: one cutoff, no (i, j) lookup
+        cut = self.r_near if self.one_cutoff else self.cutoff[i, j]
+        bond = (dist > 1e-12) & (dist <= cut)
+        local = atom0 - f0 * n
+        if not bond.all():  # in a crystal the candidates often are all bonds: no copies then
+            vec, dist, local, i, j = vec[bond], dist[bond], local[bond], i[bond], j[bond]
+        u = np.divide(vec, dist[:, None], out=vec)
         # each bond serves both ends: r_i − r_j is exactly −(r_j − r_i), and so is its image
-        local = atom0[bond] - f0 * n
-        key = np.concatenate([local + i[bond], local + j[bond]]).astype(np.uint16)  # < 2¹⁶
+        key = np.concatenate([local + i, local + j]).astype(np.uint16)  # < 2¹⁶
         order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
         return _angle_counts(key[order], np.concatenate([u, -u])[order], n_frames * n, self.edges)
 

@@ -377,7 +377,17 @@ def matbench_md_metrics(
     pressure keys are NaN when either side has no stress. Both sides are first cut to the same
     time span (:func:`matbench_matched_frame_counts`); fewer than 4 frames left is an error.
     """
-    a, b = _fields(ref, dt_ref_fs), _fields(pred, dt_pred_fs)
+    from threadpoolctl import threadpool_limits
+
+    # The kernels' matrix products are small ((n, 3) @ (3, 3), batched k × 3 Gram matrices):
+    # a second BLAS thread only spins in them (CPU time lost under load), and one thread gives
+    # the same bits.
+    with threadpool_limits(1, user_api="blas"):
+        return _md_metrics(_fields(ref, dt_ref_fs), _fields(pred, dt_pred_fs), n_rdf_bins)
+
+
+def _md_metrics(a: dict, b: dict, n_rdf_bins: int) -> dict[str, float]:
+    """:func:`matbench_md_metrics` of two sides' :func:`_fields`."""
     n_a, n_b = matbench_matched_frame_counts(
         len(a["positions"]), len(b["positions"]), a["dt_fs"], b["dt_fs"]
     )

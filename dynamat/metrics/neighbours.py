@@ -186,7 +186,10 @@ def minimum_image(vectors, cell, pbc=True, *, cutoff: float | None = None) -> np
     reduced = np.ascontiguousarray(reduced, dtype=float)
     flat = v.reshape(-1, 3)
     frac = flat @ np.linalg.inv(reduced)
-    frac[:, pbc] -= np.rint(frac[:, pbc])
+    if pbc.all():  # the same numbers, without the copies a boolean column index makes
+        frac -= np.rint(frac)
+    else:
+        frac[:, pbc] -= np.rint(frac[:, pbc])
     best = frac @ reduced
     best_d2 = np.einsum("ij,ij->i", best, best)
     if cutoff is None:

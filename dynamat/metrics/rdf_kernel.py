@@ -147,15 +147,18 @@ def _numpy_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, frame_bl
             np.minimum(qq, width - 1, out=qq)
             np.copyto(ii, qq, casting="unsafe")
         if near_bin is not None:
-            j_rel, f = np.nonzero(ii <= near_bin)
-            near.append((np.full(len(f), i, dtype=np.intp), j_rel + (i + 1), f))
+            # flat indices j_rel·F + f: one array per atom, split once for the chunk below
+            near.append(np.flatnonzero(ii <= near_bin))
         if block_off is not None:
             ii += block_off
         counts += np.bincount(ii.ravel(), minlength=n_blk * width)
     counts = counts.reshape(n_blk, width)
     if near_bin is None:
         return counts
-    return counts, tuple(np.concatenate(x) for x in zip(*near))
+    sizes = [len(x) for x in near]
+    j_rel, f = np.divmod(np.concatenate(near), fc)
+    i = np.repeat(np.arange(n - 1), sizes)
+    return counts, (i, j_rel + i + 1, f)
 
 
 def _mdtraj_chunk_counts(pos, cells, geo: _FrameGeometry, n_bins, r_max, pairs, topology):
