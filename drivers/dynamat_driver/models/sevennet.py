@@ -12,7 +12,7 @@ SevenNet runs in float32 only (its own TorchSim interface refuses other dtypes).
 
 Stress on demand (``skips_stress``): sevenn >= 0.10 differentiates the energy once, w.r.t. the edge
 vectors, and sums forces and the edge virial from that gradient; with ``stress=False`` the virial
-sum is left out (a few per cent of a call: the stress is nearly free in SevenNet). What makes a
+sum is left out (within the timing noise of a call: the stress is nearly free in SevenNet). What makes a
 call faster on CPU is elsewhere, and changes no bit (tests/driver/test_driver_stress.py): e3nn's
 tensor-product graphs without dead nodes and with one split of their weights
 (``e3nn_graphs.py``), and the backward of sevenn's message sum as an ``index_select``
