@@ -10,17 +10,19 @@
    (POSDATA received -> forces ready) comes from its timing file.
 1b. i-PI's own options (``--only variants``): trajectory formats, latency, flushing, against the
    same lean-client run.
-2. Totals, EMT-108 and CHGNet-32: in-process ASE MD (Nose-Hoover chain, extxyz frame every 10
+2. Totals, EMT-108, CHGNet-32 and SevenNet-0-32: in-process ASE MD (Nose-Hoover chain, extxyz frame every 10
    steps, the calculator on the Atoms) against i-PI + dynamat-driver with the same calculator,
    with and without ``--stress-stride`` (stress on written steps only), side by side in the same
    process run, repeats interleaved (A B C A B C ...) so load drift hits all alike; medians and
-   ratios. Targets: CHGNet step <= 0.8x in-process ASE (stress on demand).
+   ratios. Targets: CHGNet and SevenNet-0 steps <= 0.8x in-process ASE (stress on demand; for
+   SevenNet, whose stress is nearly free, the bitwise-neutral CPU rewrites of its adapter).
 
 Per-step overhead = wall time per step - model time per evaluation (the driver's timing file:
 what the model call itself took, with and without stress). The i-PI input is the server wing's
 own (``render_input``: safe_stride ~100, checkpoints ~1000 steps, a frame every 10 steps).
 
-    python benchmarks/bench_md_overhead.py [--steps 3000] [--repeats 3] [--only breakdown|emt|chgnet]
+    python benchmarks/bench_md_overhead.py [--steps 3000] [--repeats 3] [--only breakdown|emt|chgnet|sevennet]
+        [--threads 1] [--mlip-steps 110]   (>= 101: i-PI prints its t/step every 100 steps)
 """
 
 from __future__ import annotations
@@ -183,6 +185,10 @@ def make_calc(model: str):
         from ase.calculators.emt import EMT
 
         return EMT()
+    if model == "sevennet-0":
+        from sevenn.calculator import SevenNetCalculator
+
+        return SevenNetCalculator(model="7net-0", device="cpu")
     from chgnet.model import CHGNet, CHGNetCalculator
 
     return CHGNetCalculator(model=CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False), use_device="cpu")
@@ -279,8 +285,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3000, help="steps of the EMT and do-nothing runs (CHGNet: steps/15)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["breakdown", "variants", "emt", "chgnet"], default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for CHGNet (both sides)")
+    ap.add_argument("--only", choices=["breakdown", "variants", "emt", "chgnet", "sevennet"], default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for CHGNet and SevenNet (both sides)")
+    ap.add_argument("--mlip-steps", type=int, default=None, help="steps of the CHGNet and SevenNet runs (default steps/15)")
     args = ap.parse_args()
     if args.only in (None, "breakdown"):
         breakdown(args.steps, args.repeats, args.threads)
@@ -288,8 +295,11 @@ def main() -> None:
         variants(args.steps, args.repeats)
     if args.only in (None, "emt"):
         totals("emt", cu(3), args.steps, args.repeats, None)
+    mlip_steps = args.mlip_steps or max(200, args.steps // 15)
     if args.only in (None, "chgnet"):
-        totals("chgnet", cu(2), max(200, args.steps // 15), args.repeats, args.threads)
+        totals("chgnet", cu(2), mlip_steps, args.repeats, args.threads)
+    if args.only in (None, "sevennet"):
+        totals("sevennet-0", cu(2), mlip_steps, args.repeats, args.threads)
 
 
 if __name__ == "__main__":

@@ -319,3 +319,93 @@ def test_chgnet_nvt_identical_with_stress_on_demand_also_across_a_restart(runs):
     rows = assert_identical(legs["full2"][0], legs["lazy2"][0], 7)
     assert rows[:, 0].tolist() == list(range(0, 31, stride))
     assert legs["lazy2"][1]["n_evaluations_with_stress"] == 4  # step 15, 20, 25, 30 (12 is not written)
+
+
+# --------------------------------------------------------------------------------------------
+# SevenNet-0 (weights in the sevenn wheel): the adapter's stress-free path and its CPU rewrites
+# --------------------------------------------------------------------------------------------
+
+
+def test_e3nn_split_of_column_slices_is_bitwise_neutral():
+    """e3nn_graphs.split_column_slices on a graph of slices that tile the tensor (rewritten) and one
+    with a gap (left alone): outputs and gradients bitwise those of the original graph."""
+    torch = pytest.importorskip("torch")
+    import operator
+
+    from torch import fx
+
+    from dynamat_driver.models.e3nn_graphs import split_column_slices
+
+    def build(spans, width):
+        g = fx.Graph()
+        x = g.placeholder("x")
+        flat = g.call_method("reshape", (x, -1, width))
+        outs = [g.call_function(torch.mul, (g.call_function(operator.getitem, (flat, (slice(None), slice(a, b)))),
+                                            float(i + 2))) for i, (a, b) in enumerate(spans)]
+        g.output(g.call_function(torch.cat, (outs, 1)))
+        return g
+
+    rng = torch.Generator().manual_seed(0)
+    for spans, width, rewritten in (([(0, 3), (3, 7), (7, 12)], 12, 1), ([(0, 3), (5, 12)], 12, 0)):
+        x = torch.randn(50, width, generator=rng, requires_grad=True)
+        g0, g1 = build(spans, width), build(spans, width)
+        assert split_column_slices(g1) == rewritten
+        g1.lint()
+        m0, m1 = fx.GraphModule(torch.nn.Module(), g0), fx.GraphModule(torch.nn.Module(), g1)
+        y0, y1 = m0(x), m1(x)
+        w = torch.randn(y0.shape, generator=rng)
+        (d0,) = torch.autograd.grad((y0 * w).sum(), [x])
+        (d1,) = torch.autograd.grad((y1 * w).sum(), [x])
+        assert torch.equal(y0, y1) and torch.equal(d0, d1)
+        assert any(n.target is torch.split for n in g1.nodes) == bool(rewritten)
+
+
+def test_sevennet_stress_free_and_streamlined_paths_are_bitwise_the_calculator():
+    """One thread (bitwise reproducible torch on CPU). The adapter (e3nn graphs rewritten, message
+    backward as index_select, forces without the edge virial on request) against a fresh
+    SevenNetCalculator: energy, forces and stress bitwise equal; without stress, energy and forces
+    bitwise equal and no stress; batched, the same with and without stress."""
+    pytest.importorskip("sevenn")
+    code = """
+import numpy as np, torch, warnings
+warnings.simplefilter("ignore")
+torch.set_num_threads(1)
+from ase.build import bulk
+from sevenn.calculator import SevenNetCalculator
+from dynamat_driver.models import load_model
+m = load_model("sevennet-0")
+assert m.skips_stress and m.streamlined > 0
+ref = SevenNetCalculator(model="7net-0", device="cpu")
+a = bulk("Cu", "fcc", a=3.62, cubic=True).repeat((2, 2, 2)); a.symbols[[0, 5]] = "Au"; a.rattle(0.05, seed=1)
+b = a.copy(); b.rattle(0.05, seed=2)
+for x in (a, b):
+    ref.calculate(x.copy(), ["energy", "forces", "stress"]); r = ref.results
+    e1, f1, s1 = m.calculate(x, True, stress=True)
+    e0, f0, s0 = m.calculate(x, False, stress=False)
+    assert r["energy"] == e1 == e0, (r["energy"], e1, e0)
+    assert np.array_equal(r["forces"], f1) and np.array_equal(f1, f0)
+    assert np.array_equal(r["stress"], s1) and s0 is None
+    assert np.abs(s1).max() > 1e-4 and np.abs(f1).max() > 1e-2
+with_s, without = m.calculate_batch([a, b], stress=True), m.calculate_batch([a, b], stress=False)
+for (e1, f1, s1), (e0, f0, s0) in zip(with_s, without):
+    assert e1 == e0 and np.array_equal(f1, f0) and s0 is None and s1 is not None
+print("ok", m.streamlined)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.startswith("ok"), res.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_sevennet_nvt_identical_with_stress_on_demand(runs):
+    """Real i-PI, SevenNet-0 on 8 atoms: outputs with --stress-stride identical to every written digit."""
+    pytest.importorskip("sevenn")
+    atoms = alloy((2, 1, 1))
+    args = ["--model", "sevennet-0", "--threads", "1"]
+    full = runs("full", atoms, steps=20, stride=5)
+    full.leg(args)
+    lazy = runs("lazy", atoms, steps=20, stride=5)
+    t = lazy.leg(args + ["--stress-stride", "5"])
+    rows = assert_identical(full, lazy, 5)
+    assert np.abs(rows[:, 5]).max() > 1e-5
+    assert t["n_evaluations_with_stress"] == 5 and t["n_evaluations"] == 21
+    assert t["stress"]["model_skips_stress"]

@@ -131,13 +131,22 @@ class MACEModel(CalculatorModel):
             and not getattr(calc, "use_compile", False)
             and not (getattr(calc, "pad_num_atoms", 0) or getattr(calc, "pad_num_edges", 0))
         )
+        # the model's forward takes compute_stress: without it MACE differentiates the energy w.r.t.
+        # the positions only, with no symmetric displacement in the graph. Single structures then
+        # take the batch path too (a batch of one, as MACECalculator builds it): one numerical path
+        self.skips_stress = self.can_batch
+
+    def calculate(self, atoms, first: bool, stress: bool = True):
+        if self.skips_stress:
+            return self.calculate_batch([atoms], stress=stress)[0]
+        return super().calculate(atoms, first, stress)
 
     def describe(self) -> dict:
         d = super().describe()
         d["head"] = self.calc.head
         return d
 
-    def calculate_batch(self, atoms_list):
+    def calculate_batch(self, atoms_list, stress: bool = True):
         import numpy as np
         import torch
         from ase.stress import full_3x3_to_voigt_6_stress
@@ -164,19 +173,19 @@ class MACEModel(CalculatorModel):
             value = batch[key]
             if torch.is_tensor(value) and torch.is_floating_point(value):
                 batch[key] = value.to(dtype=model_dtype)
-        out = model(batch.to_dict(), compute_stress=True, training=False)
+        out = model(batch.to_dict(), compute_stress=stress, training=False)
         energy = out["energy"].detach().cpu().numpy().reshape(-1) * calc.energy_units_to_eV
         forces = out["forces"].detach().cpu().numpy() * (calc.energy_units_to_eV / calc.length_units_to_A)
-        stress = out.get("stress")
-        stress = None if stress is None else stress.detach().cpu().numpy() * (
+        stresses = out.get("stress") if stress else None
+        stresses = None if stresses is None else stresses.detach().cpu().numpy() * (
             calc.energy_units_to_eV / calc.length_units_to_A**3
         )
         ptr = batch["ptr"].cpu().numpy()
         res = []
         for i, a in enumerate(atoms_list):
             s = None
-            if stress is not None and a.cell.rank == 3:
-                s = np.asarray(full_3x3_to_voigt_6_stress(stress[i]), dtype=np.float64)
+            if stresses is not None and a.cell.rank == 3:
+                s = np.asarray(full_3x3_to_voigt_6_stress(stresses[i]), dtype=np.float64)
             res.append((float(energy[i]), np.array(forces[ptr[i] : ptr[i + 1]], dtype=np.float64), s))
         return res
 

@@ -88,6 +88,9 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
 
 class MatterSimModel(CalculatorModel):
     can_batch = True
+    #: ``Potential.forward(include_stresses=False)`` takes the gradient w.r.t. the positions only,
+    #: without the strain in the graph (MatterSimCalculator's own ``compute_stress=False``)
+    skips_stress = True
 
     def __init__(self, info, calc, device, dtype):
         super().__init__(info, calc, device=device, dtype=dtype)
@@ -96,7 +99,12 @@ class MatterSimModel(CalculatorModel):
         max_z = int(calc.potential.model.model_args.get("max_z", 94))
         self.covered_numbers = frozenset(range(1, max_z + 1))
 
-    def calculate_batch(self, atoms_list):
+    def calculate(self, atoms, first: bool, stress: bool = True):
+        # MatterSimCalculator.calculate is this batch path with one structure (build_dataloader,
+        # batch_size 1): one numerical path, with or without stress
+        return self.calculate_batch([atoms], stress=stress)[0]
+
+    def calculate_batch(self, atoms_list, stress: bool = True):
         import numpy as np
         from ase.stress import full_3x3_to_voigt_6_stress
         from mattersim.datasets.utils.build import build_dataloader
@@ -115,19 +123,20 @@ class MatterSimModel(CalculatorModel):
         )
         res = []
         for graph_batch in loader:  # one batch: batch_size = len(atoms_list), no shuffling
+            want = stress and calc.compute_stress
             out = pot.forward(batch_to_dict(graph_batch, device=calc.device), include_forces=True,
-                              include_stresses=calc.compute_stress)
+                              include_stresses=want)
             energy = out["total_energy"].detach().cpu().numpy().reshape(-1)
             forces = out["forces"].detach().cpu().numpy()
-            stress = out["stresses"].detach().cpu().numpy() if calc.compute_stress else None
+            stresses = out["stresses"].detach().cpu().numpy() if want else None
             counts = graph_batch.num_atoms.cpu().numpy().reshape(-1)
             start = 0
             for i in range(len(energy)):
                 a = atoms_list[len(res)]
                 n = int(counts[i])
                 s = None
-                if stress is not None and a.cell.rank == 3:
-                    s = calc.stress_weight * np.asarray(full_3x3_to_voigt_6_stress(stress[i]), dtype=np.float64)
+                if stresses is not None and a.cell.rank == 3:
+                    s = calc.stress_weight * np.asarray(full_3x3_to_voigt_6_stress(stresses[i]), dtype=np.float64)
                 res.append((float(energy[i]), np.array(forces[start : start + n], dtype=np.float64), s))
                 start += n
         return res
