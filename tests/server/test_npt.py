@@ -1,9 +1,9 @@
 """NPT through i-PI's barostats: the run, its cell and stress, EMT's lattice constant, and the volume scores.
 
-Five real runs, started together (about 50 s on 2 shared cores): EMT copper at 50 K from its own zero-pressure
+Six real runs, started together (about 60 s on 2 shared cores): EMT copper at 50 K from its own zero-pressure
 lattice constant (the equation-of-state proof), and on the demo system at 300 K two EMT seeds, LJ and an NPT
 reference generated with EMT (``dynamat reference generate --engine driver``), all at 0 GPa with the isotropic
-barostat.
+barostat, and a short EMT run with the flexible one.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dynamat.runner import RunOptions, supervise
 SYSTEM = "bulkCu_300K-demo_EMT"
 NPT = ["--ensemble", "npt", "--pressure-GPa", "0", "--tau-barostat-fs", "100", "--timestep-fs", "2"]
 STEPS = 700  # 1.4 ps; the first 5 x 100 fs are the burn-in
+FLEX_STEPS = 300  # the flexible barostat's short run
 BURN_IN = 250  # steps of 2 fs: the generated reference's equilibration (0.5 ps), then 0.9 ps stored
 EOS_STEPS = 1200  # 2.4 ps at 50 K
 
@@ -100,6 +101,9 @@ def runs(tmp_path_factory):
            "--equilibrate-ps", str(BURN_IN * 2 / 1000), "--time-ps", str((STEPS - BURN_IN) * 2 / 1000),
            "--out", str(root / "generated.h5"), *NPT]
     procs["generated"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", str(FLEX_STEPS),
+           "--out", str(root / "flex"), "--seed", "3", *NPT, "--barostat", "flexible"]
+    procs["flex"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)  # 32 atoms
     v0, b0 = _static_eos(cu)
     start = cu.copy()
@@ -141,6 +145,27 @@ def test_npt_run_moves_the_cell_with_stress_every_step(runs):
     vol = props["volume{angstrom3}"][np.isin(props["step"].astype(int), traj.steps)]
     np.testing.assert_allclose(np.abs(np.linalg.det(traj.cells)), vol, atol=1e-4)
     assert np.ptp(vol) > 1.0 and np.isfinite(traj.stress).all()
+
+
+def test_flexible_barostat_moves_the_cell_shape_consistently_with_ipi_volume(runs):
+    """The flexible barostat (all cell components) shears the cubic cell: the angles leave 90° (the isotropic
+    run's stay at 90° exactly), i-PI keeps its cell upper triangular, and the determinant of every saved
+    cell is i-PI's own volume column on that step."""
+    run = runs["flex"]
+    assert "<barostat mode='flexible'>" in RunFolder(run).input_xml.read_text()
+    assert json.loads(RunFolder(run).run_json.read_text())["protocol"]["barostat"] == "flexible"
+    traj, iso = read_run_trajectory(run), read_run_trajectory(runs["emt1"])
+    assert traj.n_frames == FLEX_STEPS // 10 + 1
+    props = read_properties(RunFolder(run).properties)
+    vol = props["volume{angstrom3}"][np.isin(props["step"].astype(int), traj.steps)]
+    np.testing.assert_allclose(np.abs(np.linalg.det(traj.cells)), vol, atol=1e-4)
+    assert np.ptp(vol) > 1.0
+    angles, iso_angles = lattice_parameters(traj.cells)[:, 3:], lattice_parameters(iso.cells)[:, 3:]
+    assert np.abs(angles[0] - 90.0).max() < 1e-6 and np.abs(angles[-1] - 90.0).max() > 0.01  # sheared from cubic
+    np.testing.assert_allclose(iso_angles, 90.0, atol=1e-6)
+    lengths = lattice_parameters(traj.cells)[-1, :3]
+    assert np.ptp(lengths) > 1e-4  # the three lengths move separately (isotropic scaling keeps them equal)
+    np.testing.assert_array_equal(traj.cells[:, [0, 0, 1], [1, 2, 2]], 0.0)  # i-PI's h is upper triangular: a along x, b in xy
 
 
 def test_resume_with_other_ensemble_arguments_is_refused(runs, tmp_path):
