@@ -34,7 +34,7 @@ from dynamat.io.reference_h5 import ReferenceGroupWriter
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
 from dynamat.names import check_name, model_folder
-from dynamat.runner import MAX_SEED, RunOptions, _ensemble_of, run_seed, steps_for_time, supervise
+from dynamat.runner import MAX_SEED, RunOptions, ensemble_of, run_seed, steps_for_time, supervise
 from dynamat.trajectory import ipi_virial_to_stress
 
 ENGINES = ("driver", "ase", "cp2k")
@@ -231,7 +231,7 @@ def _completed(run_dir: Path, settings: MDSettings) -> bool:
     # a completed run of another ensemble is not this one: the supervisor then refuses it in one line
     return rec.get("status") == "completed" and rec.get("steps_requested") == settings.steps \
         and rec.get("seed") == settings.seed \
-        and _ensemble_of(rec.get("protocol") or {}) == _ensemble_of(asdict(settings))
+        and ensemble_of(rec.get("protocol") or {}) == ensemble_of(asdict(settings))
 
 
 def _store(req, group: str, k: int, run_dir: Path, settings: MDSettings, equil: int, system, client, atoms):
