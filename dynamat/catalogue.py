@@ -459,11 +459,11 @@ def _check_overrides(overrides: Mapping) -> dict:
         raise DynamatError(f"unknown thermostat {out['thermostat']!r}; i-PI modes: {', '.join(_thermostats())}")
     if "start_frame" in out and int(out["start_frame"]) < 0:
         raise DynamatError(f"--start-frame must be >= 0, got {out['start_frame']}")
-    _check_ensemble(out)
+    check_ensemble(out)
     return out
 
 
-def _check_ensemble(ov: dict) -> None:
+def check_ensemble(ov: dict) -> None:
     """``--ensemble npt`` needs ``--pressure-GPa``; the barostat's knobs mean nothing without it."""
     from dynamat.engines.ipi_input import BAROSTATS, ENSEMBLES
 

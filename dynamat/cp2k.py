@@ -177,7 +177,8 @@ class Cp2kClient:
     socket_base = "/tmp"  # CP2K prepends /tmp/ipi_ to its HOST
     socket_dir_prefix = "ipi_dm-"
 
-    def __init__(self, atoms: ase.Atoms, system_class: str = "", template: Path | None = None):
+    def __init__(self, atoms: ase.Atoms, system_class: str = "", template: Path | None = None,
+                 needs_stress: bool = False):
         self.atoms = atoms.copy()
         self.system_class = system_class
         self.template_path = template
@@ -187,6 +188,11 @@ class Cp2kClient:
                                "in &MOTION &DRIVER (with UNIX and RUN_TYPE DRIVER)")
         if not re.search(r"RUN_TYPE\s+DRIVER", self.template, re.IGNORECASE):
             raise DynamatError(f"--cp2k-input {template}: the template needs RUN_TYPE DRIVER in &GLOBAL")
+        if needs_stress and not re.search(r"^\s*STRESS_TENSOR\s+(ANALYTICAL|NUMERICAL)", self.template,
+                                          re.IGNORECASE | re.MULTILINE):
+            # without it CP2K sends a zero virial, and i-PI's barostat would squeeze the cell
+            raise DynamatError(f"--cp2k-input {template}: --ensemble npt needs the stress on every step: add "
+                               "STRESS_TENSOR ANALYTICAL to &FORCE_EVAL")
         self.exe: str | None = None
         self._seen = 0  # bytes of cp2k.out already scanned for an SCF failure
 

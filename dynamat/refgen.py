@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -34,7 +34,7 @@ from dynamat.io.reference_h5 import ReferenceGroupWriter
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
 from dynamat.names import check_name, model_folder
-from dynamat.runner import MAX_SEED, RunOptions, run_seed, steps_for_time, supervise
+from dynamat.runner import MAX_SEED, RunOptions, ensemble_of, run_seed, steps_for_time, supervise
 from dynamat.trajectory import ipi_virial_to_stress
 
 ENGINES = ("driver", "ase", "cp2k")
@@ -52,7 +52,7 @@ class GenerateRequest:
     model: str | None = None  # --engine driver
     calculator: str | None = None  # --engine ase: MODULE:CALLABLE
     model_options: tuple[str, ...] = ()  # driver arguments --option=K=V
-    overrides: dict = field(default_factory=dict)  # system_class, timestep_fs, tau_fs, thermostat
+    overrides: dict = field(default_factory=dict)  # system_class, timestep_fs, tau_fs, thermostat; ensemble knobs
     stride: int | None = None  # MD steps between stored frames [default: the protocol's]
     equilibrate_ps: float = 1.0
     replicas: int = 1
@@ -174,8 +174,8 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
         group = replica_group(req.name, k)
         run_dir = RunFolder.of(work, label, group).path
         seed = run_seed(run_dir, None if req.seed is None else req.seed + k, req.overwrite)
-        settings = MDSettings(thermostat=p.thermostat, timestep_fs=p.timestep_fs, tau_fs=p.tau_fs, stride=p.stride,
-                              steps=equil + prod, temperature_K=system.temperature_K, seed=seed)
+        # the catalogue's settings (ensemble and barostat included), as ``dynamat run`` builds them
+        settings = system.md_settings(steps=equil + prod, seed=seed)
         opts = RunOptions(steps=settings.steps, seed=seed, overwrite=req.overwrite, driver_cmd=req.driver_cmd,
                           driver_args=tuple(req.driver_args) + tuple(req.model_options),
                           extra_outputs=forces_output(p.stride), client=client, record_frames=False,
@@ -203,7 +203,8 @@ def _client(req: GenerateRequest, system, atoms: ase.Atoms):
         return None
     from dynamat.cp2k import Cp2kClient
 
-    client = Cp2kClient(atoms, system.system_class, template=req.cp2k_input)
+    client = Cp2kClient(atoms, system.system_class, template=req.cp2k_input,
+                        needs_stress=system.protocol.ensemble == "npt")
     client.check()  # CP2K is installed: say how to install it otherwise, before any folder is made
     return client
 
@@ -227,8 +228,10 @@ def _completed(run_dir: Path, settings: MDSettings) -> bool:
         rec = json.loads(RunFolder(run_dir).run_json.read_text())
     except (OSError, ValueError):
         return False
+    # a completed run of another ensemble is not this one: the supervisor then refuses it in one line
     return rec.get("status") == "completed" and rec.get("steps_requested") == settings.steps \
-        and rec.get("seed") == settings.seed
+        and rec.get("seed") == settings.seed \
+        and ensemble_of(rec.get("protocol") or {}) == ensemble_of(asdict(settings))
 
 
 def _store(req, group: str, k: int, run_dir: Path, settings: MDSettings, equil: int, system, client, atoms):
@@ -282,6 +285,7 @@ def _provenance(req, k: int, settings: MDSettings, equil: int, system, client) -
         "thermostat": settings.thermostat,
         "tau_fs": float(settings.tau_fs),
         "equilibrate_ps": float(equil * settings.timestep_fs / 1000.0),
+        **_ensemble_attrs(settings),
         "structure_file": str(Path(req.structure).resolve()),
     }
     if client is not None:
@@ -292,6 +296,14 @@ def _provenance(req, k: int, settings: MDSettings, equil: int, system, client) -
         if req.model_options:
             attrs["model_options"] = " ".join(req.model_options)
     return attrs
+
+
+def _ensemble_attrs(settings: MDSettings) -> dict:
+    """The ensemble of the stored frames: ``nvt``, or ``npt`` with its pressure (GPa), barostat and τ (fs)."""
+    if settings.ensemble != "npt":
+        return {"ensemble": "nvt"}
+    return {"ensemble": "npt", "pressure_GPa": float(settings.pressure_GPa), "barostat": settings.barostat,
+            "tau_barostat_fs": float(settings.tau_barostat_fs)}
 
 
 def _version(pkg: str) -> str:

@@ -420,7 +420,7 @@ def _check_resume_seed(run_dir: Path, old: dict | None, seed: int) -> None:
                            f"{recorded} (or no --seed), or --overwrite to start again with --seed {seed}")
 
 
-def _ensemble_of(protocol: dict) -> dict:
+def ensemble_of(protocol: dict) -> dict:
     """The ensemble a run.json protocol (or MDSettings as a dict) records; one written before NPT existed is NVT."""
     if protocol.get("ensemble", "nvt") != "npt":
         return {"ensemble": "nvt"}
@@ -432,7 +432,7 @@ def _check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings
     arguments are refused, as another --seed is."""
     if not old:
         return
-    had, want = _ensemble_of(old.get("protocol") or {}), _ensemble_of(asdict(settings))
+    had, want = ensemble_of(old.get("protocol") or {}), ensemble_of(asdict(settings))
     if had != want:
         def say(e: dict) -> str:
             return ("--ensemble nvt" if e["ensemble"] == "nvt" else

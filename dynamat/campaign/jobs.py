@@ -32,7 +32,9 @@ from dynamat.names import replica_name
 
 FINAL_RUN_STATUSES = ("completed", "exploded")  # results: never re-run by a campaign
 JOB_COLUMNS = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries",
-               "socket", "driver_cmd", "driver_args", "driver_model", "task", "replica")
+               "socket", "driver_cmd", "driver_args", "driver_model", "task", "replica", "ensemble")
+#: the columns every job list has had; a later column missing from an older list reads as empty
+JOB_COLUMNS_FIRST = 13
 
 
 @dataclass
@@ -57,6 +59,9 @@ class Job:
     task: int = -1
     #: the index in a ``--replicas`` set (folder ``<system>_r<k>`` for k >= 1); None: a single run
     replica: int | None = None
+    #: the campaign's ensemble options (``ensemble``, ``pressure_GPa``, ``barostat``, ``tau_barostat_fs``) as
+    #: get_system's keywords; empty: the catalogue's fixed-cell protocol
+    ensemble: dict = field(default_factory=dict)
 
     @property
     def folder(self) -> str:
@@ -85,7 +90,8 @@ def write_job_list(path: Path, jobs: list[Job]) -> Path:
             raise ValueError("job indices must be 0..n-1 in order")
         vals = [str(j.index), j.model, j.system, j.reference, j.out, "" if j.steps is None else str(j.steps),
                 str(j.seed), str(j.max_retries), j.socket, j.driver_cmd or "", shlex.join(j.driver_args),
-                j.driver_model or "", str(j.index if j.task < 0 else j.task), "" if j.replica is None else str(j.replica)]
+                j.driver_model or "", str(j.index if j.task < 0 else j.task), "" if j.replica is None else str(j.replica),
+                json.dumps(j.ensemble, sort_keys=True) if j.ensemble else ""]
         for v in vals:
             if "\t" in v or "\n" in v:
                 raise DynamatError(f"a tab or newline in {v!r} cannot go into the job list")
@@ -102,8 +108,8 @@ def read_job(path: Path, index: int) -> Job:
     if not 0 <= index < len(lines):
         raise DynamatError(f"job list {path} has {len(lines)} jobs; no index {index}")
     vals = lines[index].split("\t")
-    if len(vals) == len(JOB_COLUMNS) - 1:  # a job list written before replicas: single runs
-        vals.append("")
+    if JOB_COLUMNS_FIRST <= len(vals) < len(JOB_COLUMNS):  # written before replicas or ensembles: single NVT runs
+        vals += [""] * (len(JOB_COLUMNS) - len(vals))
     if len(vals) != len(JOB_COLUMNS):
         raise DynamatError(f"job list {path}, index {index}: {len(vals)} columns, expected {len(JOB_COLUMNS)}")
     v = dict(zip(JOB_COLUMNS, vals))
@@ -113,7 +119,8 @@ def read_job(path: Path, index: int) -> Job:
                steps=int(v["steps"]) if v["steps"] else None, seed=int(v["seed"]),
                max_retries=int(v["max_retries"]), socket=v["socket"], driver_cmd=v["driver_cmd"] or None,
                driver_args=tuple(shlex.split(v["driver_args"])), driver_model=v["driver_model"] or None,
-               task=int(v["task"]), replica=int(v["replica"]) if v["replica"] else None)
+               task=int(v["task"]), replica=int(v["replica"]) if v["replica"] else None,
+               ensemble=json.loads(v["ensemble"]) if v["ensemble"] else {})
 
 
 def read_task(path: Path, task: int) -> list[Job]:
@@ -347,7 +354,7 @@ def _run_with_retries(job: Job, action: str, state: TaskState, save: _StateWrite
     from dynamat.reference import initial_atoms as _initial_atoms, load_system as _load_system
     from dynamat.runner import restart_file
 
-    reference, sys_entry, _ = _load_system(Path(job.reference), job.system)
+    reference, sys_entry, _ = _load_system(Path(job.reference), job.system, **job.ensemble)
     inputs = _RunInputs(sys_entry, _initial_atoms(reference, job.system), str(reference),
                         bridge_command(job) if job.socket == "inet" else job.driver_cmd, pack)
     progress = _ProgressRecorder(state, save)

@@ -84,7 +84,7 @@ class _Plan:
     todo: list[Job] = field(default_factory=list)
     adopted: list[PairView] = field(default_factory=list)
     action_of: dict[str, str] = field(default_factory=dict)  # pair label -> pair_status's action
-    mismatched: list[str] = field(default_factory=list)  # completed runs of another length than asked
+    mismatched: list[str] = field(default_factory=list)  # completed runs of another length or ensemble than asked
 
 
 def run_campaign(spec: CampaignSpec, stream=None) -> CampaignResult:
@@ -125,7 +125,7 @@ def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[s
 
     asked, protocol = {}, {}
     for s in spec.systems:
-        _, entry, _ = _load_system(spec.reference, s)
+        _, entry, _ = _load_system(spec.reference, s, **spec.ensemble)  # a slab under NPT fails here
         protocol[s] = entry.protocol.steps
         asked[s] = steps_for_time(spec.time_ps, entry.protocol.timestep_fs) if spec.time_ps is not None else spec.steps
     return asked, protocol
@@ -143,9 +143,12 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
         plan.action_of[p.label] = action
         if action == "skip":
             p.status, p.skipped = status, True
-            done_len = (read_json(RunFolder.of(spec.out, m, p.folder).run_json) or {}).get("steps_requested")
+            rec = read_json(RunFolder.of(spec.out, m, p.folder).run_json) or {}
+            done_len, done_ens = rec.get("steps_requested"), (rec.get("protocol") or {}).get("ensemble", "nvt")
             if status == "completed" and done_len is not None and done_len != (steps_of[s] or protocol_steps[s]):
                 plan.mismatched.append(f"{p.label} ({done_len} steps)")
+            elif status == "completed" and done_ens != spec.ensemble.get("ensemble", "nvt"):
+                plan.mismatched.append(f"{p.label} ({done_ens})")
             continue
         st = read_json(state_path(spec.out, m, p.folder)) or {}
         if spec.executor == "slurm" and st.get("phase") in ACTIVE_PHASES and st.get("slurm_job"):
@@ -179,7 +182,7 @@ def _print_plan(spec: CampaignSpec, plan: _Plan, stream) -> None:
     print(f"campaign: {len(spec.models)} models x {len(spec.systems)} systems{reps} = {len(plan.pairs)} {'runs' if reps else 'pairs'} ({what}"
           + (", " if actions and queued else "") + f"{queued}) -> {spec.out}", file=stream, flush=True)
     if plan.mismatched:
-        print(f"campaign: kept {len(plan.mismatched)} completed run(s) of another length than asked: "
+        print(f"campaign: kept {len(plan.mismatched)} completed run(s) of another length or ensemble than asked: "
               + ", ".join(plan.mismatched[:5]) + (" ..." if len(plan.mismatched) > 5 else "")
               + "; use another --out (or `dynamat run --overwrite`) to redo them", file=stream, flush=True)
 

@@ -74,6 +74,9 @@ class CampaignSpec:
     poll_s: float | None = None  # None: 0.5 s locally, 2 s for squeue
     pack: int = 1  # pairs of one model per task, sharing one driver
     replicas: int = 1  # runs per (model, system), seeds seed + k (dynamat.replicas)
+    #: ``--ensemble npt --pressure-GPa P [--barostat B] [--tau-barostat-fs T]`` for every pair (get_system's
+    #: keywords); empty: each system's fixed-cell protocol
+    ensemble: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -95,6 +98,9 @@ class CampaignSpec:
         check_replicas(self.replicas)
         if self.pack > 1 and self.socket_mode != "unix":
             raise DynamatError("--pack shares one driver between runs on one node: use it with --socket unix")
+        from dynamat.catalogue import check_ensemble
+
+        check_ensemble({k: v for k, v in self.ensemble.items() if v is not None})
         from dynamat.reference import default_reference
 
         # frozen: the normalised values are set once, here
@@ -106,6 +112,7 @@ class CampaignSpec:
         object.__setattr__(self, "driver_args", MappingProxyType({m: tuple(a) for m, a in self.driver_args.items()}))
         object.__setattr__(self, "driver_model", MappingProxyType(dict(self.driver_model)))
         object.__setattr__(self, "sbatch_args", tuple(self.sbatch_args))
+        object.__setattr__(self, "ensemble", MappingProxyType({k: v for k, v in self.ensemble.items() if v is not None}))
 
     @classmethod
     def from_options(cls, models: str, systems: str, driver_env: tuple[str, ...] = (),
@@ -158,4 +165,4 @@ class CampaignSpec:
                    steps=steps, seed=(self.seed + (replica or 0)) % (MAX_SEED + 1), max_retries=self.max_retries,
                    socket=self.socket_mode, driver_cmd=self.driver_env.get(model),
                    driver_args=self.driver_args.get(model, ()), driver_model=self.driver_model.get(model),
-                   replica=replica)
+                   replica=replica, ensemble=dict(self.ensemble))

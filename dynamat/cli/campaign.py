@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from dynamat.campaign.jobs import task_main
-from dynamat.cli.common import dispersion_args, dispersion_options, models_file_option, seed_option, with_options
+from dynamat.cli.common import (dispersion_args, dispersion_options, ensemble_options, models_file_option,
+                                protocol_overrides, seed_option, with_options)
 from dynamat.campaign.run import run_campaign
 from dynamat.campaign.spec import CampaignSpec
 
@@ -55,11 +56,12 @@ from dynamat.campaign.spec import CampaignSpec
               "scored one by one, aggregated by the report.")
 @click.option("--no-report", is_flag=True, help="Do not write <out>/report/ at the end.")
 @with_options(dispersion_options)
+@with_options(ensemble_options)
 @click.option("--poll-s", type=float, default=None, hidden=True)
 def campaign_command(models, models_file, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
                      driver_args, socket_mode, partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args,
                      template, inet_nodes, no_wait, pack, replicas, no_report, dispersion, dispersion_functional,
-                     poll_s):
+                     ensemble, pressure_GPa, barostat, tau_barostat_fs, poll_s):
     """Run and score every (model, system) pair, locally or as a SLURM job array, then report."""
     spec = CampaignSpec.from_options(
         models, systems, driver_env=driver_env, driver_args=driver_args, models_file=models_file,
@@ -67,7 +69,9 @@ def campaign_command(models, models_file, systems, reference, executor, jobs, st
         executor=executor, jobs=jobs, steps=steps, time_ps=time_ps, seed=seed, max_retries=max_retries,
         socket_mode=socket_mode, partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
         time_limit=time_limit, sbatch_args=sbatch_args, template=template, inet_nodes=inet_nodes,
-        wait=not no_wait, report=not no_report, poll_s=poll_s, pack=pack, replicas=replicas)
+        wait=not no_wait, report=not no_report, poll_s=poll_s, pack=pack, replicas=replicas,
+        ensemble=protocol_overrides(None, None, None, None, None, None, None, ensemble=ensemble,
+                                    pressure_GPa=pressure_GPa, barostat=barostat, tau_barostat_fs=tau_barostat_fs))
     res = run_campaign(spec)
     if res.waited:
         counts = {}

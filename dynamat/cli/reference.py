@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (driver_options, eta_printer, model_option, model_option_args, protocol_overrides,
+from dynamat.cli.common import (driver_options, ensemble_options, eta_printer, model_option, model_option_args, protocol_overrides,
                                 seed_option, with_options)
 from dynamat.errors import DynamatError
 
@@ -110,15 +110,18 @@ def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_ene
               help="Independent trajectories with different seeds: groups NAME, NAME_r1, ...")
 @seed_option()
 @click.option("--overwrite", is_flag=True, help="Replace existing groups and run folders of this name.")
+@with_options(ensemble_options)
 @with_options(driver_options)
 def generate_command(engine, structure, name, temperature_K, time_ps, out, model, calculator, model_options,
                      cp2k_input, system_class, timestep_fs, tau_fs, thermostat, stride, equilibrate_ps, replicas,
-                     seed, overwrite, driver_cmd, driver_args):
+                     seed, overwrite, ensemble, pressure_GPa, barostat, tau_barostat_fs, driver_cmd, driver_args):
     """Generate a reference trajectory with i-PI and a first-principles (or any) force client, stored in
-    OUT in the published layout with provenance. A killed run resumes when the same command is rerun."""
+    OUT in the published layout with provenance. A killed run resumes when the same command is rerun.
+    With --ensemble npt i-PI's barostat moves the cell: every stored frame keeps its own cell."""
     from dynamat.refgen import GenerateRequest, generate
 
-    overrides = protocol_overrides(None, system_class, None, timestep_fs, tau_fs, thermostat, None)
+    overrides = protocol_overrides(None, system_class, None, timestep_fs, tau_fs, thermostat, None, ensemble=ensemble,
+                                   pressure_GPa=pressure_GPa, barostat=barostat, tau_barostat_fs=tau_barostat_fs)
     req = GenerateRequest(engine=engine, structure=structure, name=name, temperature_K=temperature_K,
                           time_ps=time_ps, out=out, model=model, calculator=calculator,
                           model_options=model_option_args(model_options), overrides=overrides, stride=stride,

@@ -22,6 +22,7 @@ from dynamat.campaign.jobs import Job, assign_tasks, pair_status, read_job, read
 from dynamat.campaign.slurm import render
 from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
+from dynamat.layout import RunFolder
 
 from conftest import BIN, DEMO, assert_no_leftovers, assert_one_line_error, wait_until
 
@@ -65,13 +66,19 @@ def _check_scored(out: Path, model: str, system: str, steps: int) -> dict:
 # ------------------------------------------------------------------------------ pieces
 def test_job_list_round_trip(tmp_path):
     jobs = [Job(0, "emt", A, str(DEMO), str(tmp_path), 100, driver_args=("--option", "k=2 3"),
-                driver_model="ase.calculators.emt:EMT", task=0),
+                driver_model="ase.calculators.emt:EMT", task=0,
+                ensemble={"ensemble": "npt", "pressure_GPa": 1.5, "barostat": "flexible"}),
             Job(1, "mace-mp-0", B, str(DEMO), str(tmp_path), None, socket="inet",
                 driver_cmd="/envs/mace/bin/dynamat-driver --threads 4", task=1)]
     path = write_job_list(tmp_path / "jobs.tsv", jobs)
     lines = path.read_text().splitlines()
-    assert lines[0].startswith("#index\tmodel\tsystem") and len(lines) == 3 and all(ln.count("\t") == 13 for ln in lines)
+    assert lines[0].startswith("#index\tmodel\tsystem") and len(lines) == 3 and all(ln.count("\t") == 14 for ln in lines)
     assert read_job(path, 0) == jobs[0] and read_job(path, 1) == jobs[1]
+    # a list written before replicas (13 columns) or before ensembles (14) still reads: single NVT runs
+    for n_cols in (13, 14):
+        old = tmp_path / f"old{n_cols}.tsv"
+        old.write_text("\n".join("\t".join(ln.split("\t")[:n_cols]) for ln in lines) + "\n")
+        assert read_job(old, 0) == dataclasses.replace(jobs[0], ensemble={}) and read_job(old, 1) == jobs[1]
     assert read_task(path, 1) == [jobs[1]]
     with pytest.raises(DynamatError, match="no index 2"):
         read_job(path, 2)
@@ -113,7 +120,9 @@ def test_spec_is_checked_once_and_builds_every_job(tmp_path, monkeypatch):
     for kw, msg in [(dict(steps=5, time_ps=1.0), "not both"), (dict(steps=0), "positive"),
                     (dict(time_ps=-1.0), "positive"), (dict(max_retries=-1), "--max-retries"),
                     (dict(jobs=0), "--jobs"), (dict(pack=0), "--pack"),
-                    (dict(pack=2, socket_mode="inet"), "--socket unix"), (dict(executor="pbs"), "executor")]:
+                    (dict(pack=2, socket_mode="inet"), "--socket unix"), (dict(executor="pbs"), "executor"),
+                    (dict(ensemble={"ensemble": "npt"}), "needs --pressure-GPa"),
+                    (dict(ensemble={"pressure_GPa": 1.0}), "only matter with --ensemble npt")]:
         with pytest.raises(DynamatError, match=msg):
             CampaignSpec(("emt",), (A,), tmp_path, **kw)
     for args, msg in [(dict(driver_args=("emt=--option 'x",)), "No closing quotation"),
@@ -188,6 +197,28 @@ def test_local_campaign_runs_scores_reports_then_skips(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "lj/bulkCu3Au_500K-demo_EMT: done completed" in r.stderr
     assert {p: p.stat().st_mtime for p in out.glob("*/*/*.json")} == mtimes
+
+
+def test_local_npt_campaign_carries_the_ensemble_to_its_run_and_report(tmp_path):
+    """--ensemble npt reaches the task through the job list: the run is NPT (run.json, i-PI's input), scored
+    with the cell errors, and the report has the NPT table; a rerun without it keeps the run and says so."""
+    out = tmp_path / "camp"
+    npt = ("--ensemble", "npt", "--pressure-GPa", "0.5", "--tau-barostat-fs", "10")  # burn-in 5 τ = 200 steps
+    res = campaign("--models", "emt", "--systems", A, "--steps", "400", "--out", str(out), *npt, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = RunFolder.of(out, "emt", A)
+    rec = json.loads(run.run_json.read_text())
+    assert rec["status"] == "completed"
+    assert {k: rec["protocol"][k] for k in ("ensemble", "pressure_GPa", "barostat", "tau_barostat_fs")} == {
+        "ensemble": "npt", "pressure_GPa": 0.5, "barostat": "isotropic", "tau_barostat_fs": 10.0}
+    assert "<barostat mode='isotropic'>" in run.input_xml.read_text()
+    sc = json.loads(run.score_json.read_text())
+    assert sc["n_frames_mlip"] == 21 and sc["volume_mean_mlip_A3"] != sc["volume_mean_ref_A3"]  # after the burn-in
+    table = json.loads((out / "report" / "tables" / "npt_cell.json").read_text())
+    assert [(r["model"], r["system"]) for r in table["rows"]] == [("emt", A)]
+    res = campaign("--models", "emt", "--systems", A, "--steps", "400", "--out", str(out), timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert f"of another length or ensemble than asked: emt/{A} (npt)" in res.stderr
 
 
 def test_local_packed_campaign_shares_one_driver(tmp_path):

@@ -1,8 +1,9 @@
 """NPT through i-PI's barostats: the run, its cell and stress, EMT's lattice constant, and the volume scores.
 
-Four real runs, started together (about 40 s on 2 shared cores): EMT copper at 50 K from its own zero-pressure
-lattice constant (the equation-of-state proof), and on the demo system at 300 K two EMT seeds and LJ, all at
-0 GPa with the isotropic barostat.
+Six real runs, started together (about 60 s on 2 shared cores): EMT copper at 50 K from its own zero-pressure
+lattice constant (the equation-of-state proof), and on the demo system at 300 K two EMT seeds, LJ and an NPT
+reference generated with EMT (``dynamat reference generate --engine driver``), all at 0 GPa with the isotropic
+barostat, and a short EMT run with the flexible one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -19,19 +21,23 @@ from ase.calculators.emt import EMT
 from ase.eos import EquationOfState
 from ase.units import kB
 
-from conftest import BIN, assert_one_line_error, dynamat_cmd
+from conftest import BIN, DEMO, assert_one_line_error, dynamat_cmd
 from dynamat.engines.ipi import _stress_plan
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.io.ipi_output import read_properties
+from dynamat.io.reference_h5 import read_reference, reference_attrs
 from dynamat.io.run_folder import read_run_trajectory
 from dynamat.layout import RunFolder
 from dynamat.metrics.uncertainty import block_bootstrap_mean_se
-from dynamat.metrics.volume import lattice_parameters
+from dynamat.metrics.volume import lattice_parameters, volumes_A3
+from dynamat.reference import initial_atoms
 from dynamat.runner import RunOptions, supervise
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 NPT = ["--ensemble", "npt", "--pressure-GPa", "0", "--tau-barostat-fs", "100", "--timestep-fs", "2"]
 STEPS = 700  # 1.4 ps; the first 5 x 100 fs are the burn-in
+FLEX_STEPS = 300  # the flexible barostat's short run
+BURN_IN = 250  # steps of 2 fs: the generated reference's equilibration (0.5 ps), then 0.9 ps stored
 EOS_STEPS = 1200  # 2.4 ps at 50 K
 
 
@@ -88,6 +94,16 @@ def runs(tmp_path_factory):
         cmd = [str(BIN / "dynamat"), "run", "--model", model, "--system", SYSTEM, "--steps", str(STEPS),
                "--out", str(root / name), "--seed", str(seed), *NPT]
         procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the NPT reference, generated with emt1's seed and protocol from the demo's first frame
+    ase.io.write(root / "start.extxyz", initial_atoms(DEMO, SYSTEM), format="extxyz")
+    cmd = [str(BIN / "dynamat"), "reference", "generate", "--engine", "driver", "--model", "emt", "--structure",
+           str(root / "start.extxyz"), "--name", SYSTEM, "--temperature", "300", "--seed", "1",
+           "--equilibrate-ps", str(BURN_IN * 2 / 1000), "--time-ps", str((STEPS - BURN_IN) * 2 / 1000),
+           "--out", str(root / "generated.h5"), *NPT]
+    procs["generated"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", str(FLEX_STEPS),
+           "--out", str(root / "flex"), "--seed", "3", *NPT, "--barostat", "flexible"]
+    procs["flex"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)  # 32 atoms
     v0, b0 = _static_eos(cu)
     start = cu.copy()
@@ -101,7 +117,8 @@ def runs(tmp_path_factory):
     for name, p in procs.items():
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
-        out[name] = root / name / "emt" / SYSTEM if name != "lj" else root / name / "lj" / SYSTEM
+        out[name] = root / name / ("lj" if name == "lj" else "emt") / SYSTEM
+    out["generated"] = root / "generated.h5"
     return out
 
 
@@ -128,6 +145,27 @@ def test_npt_run_moves_the_cell_with_stress_every_step(runs):
     vol = props["volume{angstrom3}"][np.isin(props["step"].astype(int), traj.steps)]
     np.testing.assert_allclose(np.abs(np.linalg.det(traj.cells)), vol, atol=1e-4)
     assert np.ptp(vol) > 1.0 and np.isfinite(traj.stress).all()
+
+
+def test_flexible_barostat_moves_the_cell_shape_consistently_with_ipi_volume(runs):
+    """The flexible barostat (all cell components) shears the cubic cell: the angles leave 90° (the isotropic
+    run's stay at 90° exactly), i-PI keeps its cell upper triangular, and the determinant of every saved
+    cell is i-PI's own volume column on that step."""
+    run = runs["flex"]
+    assert "<barostat mode='flexible'>" in RunFolder(run).input_xml.read_text()
+    assert json.loads(RunFolder(run).run_json.read_text())["protocol"]["barostat"] == "flexible"
+    traj, iso = read_run_trajectory(run), read_run_trajectory(runs["emt1"])
+    assert traj.n_frames == FLEX_STEPS // 10 + 1
+    props = read_properties(RunFolder(run).properties)
+    vol = props["volume{angstrom3}"][np.isin(props["step"].astype(int), traj.steps)]
+    np.testing.assert_allclose(np.abs(np.linalg.det(traj.cells)), vol, atol=1e-4)
+    assert np.ptp(vol) > 1.0
+    angles, iso_angles = lattice_parameters(traj.cells)[:, 3:], lattice_parameters(iso.cells)[:, 3:]
+    assert np.abs(angles[0] - 90.0).max() < 1e-6 and np.abs(angles[-1] - 90.0).max() > 0.01  # sheared from cubic
+    np.testing.assert_allclose(iso_angles, 90.0, atol=1e-6)
+    lengths = lattice_parameters(traj.cells)[-1, :3]
+    assert np.ptp(lengths) > 1e-4  # the three lengths move separately (isotropic scaling keeps them equal)
+    np.testing.assert_array_equal(traj.cells[:, [0, 0, 1], [1, 2, 2]], 0.0)  # i-PI's h is upper triangular: a along x, b in xy
 
 
 def test_resume_with_other_ensemble_arguments_is_refused(runs, tmp_path):
@@ -162,6 +200,27 @@ def test_emt_copper_at_50K_and_0GPa_gives_the_eos_lattice_constant_plus_thermal_
     assert abs(a_md.mean() - a_eos) > 5 * se  # the expansion is resolved, not hidden in the noise
 
 
+def test_generated_npt_reference_stores_the_frames_of_dynamat_run_with_their_cells(runs):
+    """``reference generate --ensemble npt`` with the run's seed and protocol stores exactly the run's frames after
+    the equilibration (positions and cells bit-identical), the cell of each frame, and the ensemble's provenance."""
+    got, run = read_reference(runs["generated"], SYSTEM), read_run_trajectory(runs["emt1"])
+    keep = run.steps >= BURN_IN
+    assert got.n_frames == keep.sum() == (STEPS - BURN_IN) // 10 + 1
+    np.testing.assert_array_equal(got.steps, run.steps[keep] - BURN_IN)
+    np.testing.assert_array_equal(got.positions, run.positions[keep])
+    np.testing.assert_array_equal(got.cells, run.cells[keep])
+    np.testing.assert_array_equal(got.stress, run.stress[keep])
+    assert np.ptp(volumes_A3(got.cells)) > 1.0  # the barostat moved the stored cells
+    attrs = reference_attrs(runs["generated"], SYSTEM)
+    assert {k: attrs[k] for k in ("ensemble", "pressure_GPa", "barostat", "tau_barostat_fs")} == {
+        "ensemble": "npt", "pressure_GPa": 0.0, "barostat": "isotropic", "tau_barostat_fs": 100.0}
+    rec = json.loads(RunFolder(runs["generated"].parent / "generated.h5.work" / "emt" / SYSTEM).run_json.read_text())
+    assert rec["protocol"]["ensemble"] == "npt"
+    timing = json.loads(RunFolder(runs["generated"].parent / "generated.h5.work" / "emt" / SYSTEM)
+                        .driver_timing_json("").read_text())
+    assert timing["n_evaluations_with_stress"] == timing["n_evaluations"] == STEPS + 1  # the barostat's every step
+
+
 def _score(ref_h5: Path, run: Path) -> dict:
     res = dynamat_cmd("score", "--reference", str(ref_h5), "--system", SYSTEM, "--run", str(run))
     assert res.returncode == 0, res.stderr
@@ -169,14 +228,17 @@ def _score(ref_h5: Path, run: Path) -> dict:
     return json.loads(RunFolder(run).score_json.read_text())
 
 
-def test_emt_npt_reference_scores_lj_far_off_and_another_emt_seed_within_the_noise_floor(runs):
-    """The EMT run converted into a reference (its burn-in dropped) scores LJ's cell far beyond the noise floor
-    and EMT's other seed within it. The floor (reference halves) is itself one noisy draw, so 'within' allows
-    3 bootstrap standard errors of the error beside it."""
-    ref_h5 = runs["root"] / "ref.h5"
-    imp = dynamat_cmd("reference", "import", str(runs["emt1"]), "--out", str(ref_h5), "--name", SYSTEM,
-                      "--temperature", "300", "--drop-ps", "0.5")
-    assert imp.returncode == 0, imp.stderr
+@pytest.mark.parametrize("how", ["imported", "generated"])
+def test_emt_npt_reference_scores_lj_far_off_and_another_emt_seed_within_the_noise_floor(runs, how):
+    """The EMT run converted into a reference (its burn-in dropped), or the same frames generated by ``reference
+    generate --ensemble npt``, scores LJ's cell far beyond the noise floor and EMT's other seed within it. The
+    floor (reference halves) is itself one noisy draw, so 'within' allows 3 bootstrap standard errors of the
+    error beside it."""
+    ref_h5 = runs["root"] / f"{how}.h5"
+    if how == "imported":
+        imp = dynamat_cmd("reference", "import", str(runs["emt1"]), "--out", str(ref_h5), "--name", SYSTEM,
+                          "--temperature", "300", "--drop-ps", "0.5")
+        assert imp.returncode == 0, imp.stderr
     emt, lj = _score(ref_h5, runs["emt2"]), _score(ref_h5, runs["lj"])
     keys = ("volume_error_pct", "volume_hist_error_pct", "lattice_length_error_pct")
     for k in keys:

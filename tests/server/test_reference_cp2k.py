@@ -192,3 +192,19 @@ def test_template_without_the_socket_host_is_refused(tmp_path, inputs):
                       str(tmp_path / "ref.h5"), "--cp2k-input", str(bad), "--time-ps", "0.004", *ARGS)
     assert_one_line_error(res, "DM_HOST")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.inp"]
+
+
+def test_npt_with_a_template_without_stress_is_refused(tmp_path, inputs):
+    """i-PI's barostat reads the virial CP2K sends every step: a template that computes no stress would send
+    zeros, and the cell would collapse; the default template (analytical stress) passes this check."""
+    bad = tmp_path / "nostress.inp"
+    bad.write_text("\n".join(ln for ln in TINY.splitlines() if "STRESS_TENSOR" not in ln))
+    res = dynamat_cmd("reference", "generate", "--structure", str(inputs / "si8.extxyz"), "--out",
+                      str(tmp_path / "ref.h5"), "--cp2k-input", str(bad), "--time-ps", "0.004", *ARGS,
+                      "--ensemble", "npt", "--pressure-GPa", "0")
+    assert_one_line_error(res, "STRESS_TENSOR ANALYTICAL", "--ensemble npt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nostress.inp"]
+    from dynamat.cp2k import Cp2kClient
+
+    Cp2kClient(bulk("Si", "diamond", a=5.43), "semiconductor", needs_stress=True)  # the default template has it
+    Cp2kClient(bulk("Si", "diamond", a=5.43), "semiconductor", template=bad)  # NVT needs no stress from CP2K
