@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from dynamat.errors import DynamatError
-from dynamat.models_file import model_option_args  # noqa: F401  (re-exported: the CLI's --model-option)
 from dynamat.io.results import write_json_atomic
 from dynamat.runner import MAX_SEED
 from dynamat.scoring.card import scorecard
