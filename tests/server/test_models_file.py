@@ -1,6 +1,6 @@
 """``--models-file``: a user's models by name, one TOML table each. ASE's Lennard-Jones with its
-options runs in a local campaign beside EMT; its name, label, tier and size reach run.json,
-score.json, every report table and the Pareto figure; the options reach the calculator (the
+options runs in a local campaign beside EMT; its name, label, tier, size and training set reach run.json,
+score.json, the report tables (the training set: the per-model one) and the Pareto figure; the options reach the calculator (the
 potential energy i-PI logs at step 0 is ASE's LJ with them). A bad table is one line naming it.
 The same campaign runs the raw specs ``ase.calculators.emt:EMT`` and ``ase.calculators.lj:LennardJones``
 with ``--model-option MODEL=KEY=VALUE``: same seed, same potential, so the same trajectory and scores
@@ -104,8 +104,10 @@ def test_models_file_model_runs_in_a_campaign_beside_emt(campaign_out):
     assert served["spec"] == "ase.calculators.lj:LennardJones" and served["options"] == LJ
     assert served["training_set"] == "none: a test"
     assert rec["model_seconds_per_eval_median"] > 0  # timed like the zoo
+    assert rec["training_set"] == "none: a test"  # a run.json field of its own, beside the driver's record
     score = json.loads((run_dir / "score.json").read_text())
     assert (score["model_label"], score["tier"], score["n_params"]) == ("LJ (fitted)", 5, 2)
+    assert score["training_set"] == "none: a test"
     # the options reached the calculator: i-PI's step-0 potential is ASE's LJ with them on init.xyz
     atoms = read(run_dir / "init.xyz")
     atoms.calc = LennardJones(**LJ)
@@ -160,6 +162,9 @@ def test_report_tables_and_pareto_figure_name_and_label_it(campaign_out):
         rows = {r["model"]: r for r in json.loads((tables_dir / f"{name}.json").read_text())["rows"]}
         assert rows["my-lj"]["model_label"] == "LJ (fitted)" and rows["my-lj"]["tier"] == 5, name
         assert rows["emt"]["model_label"] == "ASE EMT" and rows["emt"]["tier"] == "test", name
+    per_model = {r["model"]: r for r in json.loads((tables_dir / "per_model.json").read_text())["rows"]}
+    assert per_model["my-lj"]["training_set"] == "none: a test" and per_model["emt"]["training_set"] is None
+    assert "training_set" in (tables_dir / "per_model.csv").read_text().splitlines()[0].split(",")
     assert "LJ (fitted)" in (tables_dir / "per_model.md").read_text()
     results = load_results(campaign_out)
     model_rows = build_tables(results)["per_model"].rows
