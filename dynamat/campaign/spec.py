@@ -25,7 +25,10 @@ def split_names(csv: str, kind: str) -> list[str]:
     for x in csv.split(","):
         x = x.strip()
         if x and x not in seen:
-            (model_folder(x) if kind == "model" else check_name(kind, x))
+            if kind == "model":
+                model_folder(x)  # a name, or MODULE:CALLABLE checked as its folder MODULE@CALLABLE
+            else:
+                check_name(kind, x)
             seen.append(x)
     if not seen:
         raise DynamatError(f"no {kind}s given")
