@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynamat.names import replica_name, run_dir_in
+from dynamat.names import model_folder, replica_name, run_dir_in
 
 PREFIX = "simulation"  # i-PI's output prefix in every template
 
@@ -177,22 +177,23 @@ class CampaignTree:
     submissions_json = property(lambda self: self.dir / "submissions.json")
     last_campaign_json = property(lambda self: self.dir / "last_campaign.json")
 
+    # a model's files are named by its run folder's name (MODULE@CALLABLE for MODULE:CALLABLE)
     def state_json(self, model: str, system: str) -> Path:
-        return self.dir / "state" / model / f"{system}.json"
+        return self.dir / "state" / model_folder(model) / f"{system}.json"
 
     def pair_lock(self, model: str, system: str) -> Path:
-        return self.dir / "locks" / f"{model}__{system}.lock"
+        return self.dir / "locks" / f"{model_folder(model)}__{system}.lock"
 
     def pair_log(self, model: str, system: str) -> Path:
-        return self.logs / f"{model}__{system}.log"
+        return self.logs / f"{model_folder(model)}__{system}.log"
 
     def pack_log(self, model: str, task: int) -> Path:
         """The shared driver's log of a packed task."""
-        return self.logs / f"pack-{model}-task{task}.log"
+        return self.logs / f"pack-{model_folder(model)}-task{task}.log"
 
     def pack_task_log(self, model: str, task: int) -> Path:
         """The campaign-task process's own output for a packed task (local executor)."""
-        return self.logs / f"{model}__pack{task}.log"
+        return self.logs / f"{model_folder(model)}__pack{task}.log"
 
     def job_list(self, stamp: str) -> Path:
         return self.dir / f"jobs-{stamp}.tsv"

@@ -68,6 +68,21 @@ class ModelEntry:
         return tuple(args)
 
 
+def model_option_args(pairs) -> tuple[str, ...]:
+    """``--model-option`` values as driver arguments; a malformed one is one line (the server never
+    imports the model, so the key's meaning is the driver's to check)."""
+    out = []
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip().isidentifier() or any(not c.isprintable() for c in value):
+            raise DynamatError(f"--model-option wants KEY=VALUE with a Python name as KEY, got {p!r}")
+        value = value.strip()
+        if value.startswith("path:"):  # the user's folder, not the run folder the driver works in
+            value = "path:" + os.path.abspath(os.path.expanduser(value[len("path:"):]))
+        out.append(f"--option={key.strip()}={value}")
+    return tuple(out)
+
+
 def _fail(path: Path, table: str, msg: str) -> DynamatError:
     return DynamatError(f"{path}: [{table}]: {msg}")
 
@@ -182,4 +197,4 @@ def serve(model: str, entries: dict[str, ModelEntry] | None, driver_cmd: str | N
     return Served(entry.calculator, entry.driver_args(), driver_cmd or entry.driver_cmd, entry)
 
 
-__all__ = ["KEYS", "ModelEntry", "Served", "read_models_file", "serve"]
+__all__ = ["KEYS", "ModelEntry", "Served", "model_option_args", "read_models_file", "serve"]

@@ -91,6 +91,7 @@ class RunRecord:
     n_params: int | None = None
     model_label: str | None = None  # as in the paper, e.g. "CHGNet 0.3.0"
     model_family: str | None = None
+    training_set: str | None = None  # what the model was trained on, as a models file says it (text)
     dispersion: str | None = None  # a correction the driver adds to the model, e.g. "d3-bj(pbe)" (--dispersion)
     error: str | None = None
     steps_requested: int = 0
@@ -558,6 +559,7 @@ def _merge_driver_timing(record: RunRecord, run_dir: Path) -> None:
     facts = t.get("model") if isinstance(t.get("model"), dict) else {}
     record.tier, record.n_params = facts.get("tier"), facts.get("n_params")
     record.model_label, record.model_family = facts.get("human_name"), facts.get("family")
+    record.training_set = facts.get("training_set")
     record.dispersion = facts.get("dispersion")
     per_eval = t.get("model_seconds_per_evaluation") or {}
     record.model_seconds_per_eval_mean = per_eval.get("mean")

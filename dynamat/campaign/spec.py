@@ -12,35 +12,45 @@ from typing import Mapping
 
 from dynamat.campaign.jobs import Job
 from dynamat.errors import DynamatError
-from dynamat.names import check_name
+from dynamat.names import check_name, model_folder
 
 EXECUTORS = ("local", "slurm")
 SOCKET_MODES = ("unix", "inet")
 
 
 def split_names(csv: str, kind: str) -> list[str]:
-    """``"a, b,a"`` -> ``["a", "b"]``: each name checked as one safe path component (dynamat/names.py)."""
+    """``"a, b,a"`` -> ``["a", "b"]``: each name checked as one safe path component (dynamat/names.py);
+    a model may also be ``MODULE:CALLABLE`` (its folder ``MODULE@CALLABLE``)."""
     seen: list[str] = []
     for x in csv.split(","):
         x = x.strip()
         if x and x not in seen:
-            seen.append(check_name(kind, x))
+            if kind == "model":
+                model_folder(x)  # a name, or MODULE:CALLABLE checked as its folder MODULE@CALLABLE
+            else:
+                check_name(kind, x)
+            seen.append(x)
     if not seen:
         raise DynamatError(f"no {kind}s given")
     return seen
 
 
-def per_model(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, str]:
-    """``("m=value", ...)`` -> ``{m: value}``; every ``m`` must be one of ``models``."""
-    out = {}
+def per_model_all(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, list[str]]:
+    """``("m=value", ...)`` -> ``{m: [value, ...]}`` in the given order; every ``m`` must be one of ``models``."""
+    out: dict[str, list[str]] = {}
     for it in items:
         m, sep, val = it.partition("=")
         if not sep or not m.strip() or not val.strip():
             raise DynamatError(f"{flag} wants MODEL=VALUE, got {it!r}")
         if m.strip() not in models:
             raise DynamatError(f"{flag} names model {m.strip()!r}, which is not in --models")
-        out[m.strip()] = val.strip()
+        out.setdefault(m.strip(), []).append(val.strip())
     return out
+
+
+def per_model(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, str]:
+    """``("m=value", ...)`` -> ``{m: value}`` (the last value of a model given twice)."""
+    return {m: vals[-1] for m, vals in per_model_all(items, models, flag).items()}
 
 
 @dataclass(frozen=True)
@@ -117,11 +127,13 @@ class CampaignSpec:
     @classmethod
     def from_options(cls, models: str, systems: str, driver_env: tuple[str, ...] = (),
                      driver_args: tuple[str, ...] = (), models_file: Path | None = None,
-                     dispersion: tuple[str, ...] = (), **options) -> CampaignSpec:
+                     dispersion: tuple[str, ...] = (), model_options: tuple[str, ...] = (),
+                     **options) -> CampaignSpec:
         """From the command line's text: comma-separated names and ``MODEL=VALUE`` items.
         ``models_file``: a user's models (:mod:`dynamat.models_file`); ``dispersion``: driver
-        arguments every model gets (``--dispersion``), except one whose table names its own."""
-        from dynamat.models_file import read_models_file
+        arguments every model gets (``--dispersion``), except one whose table names its own;
+        ``model_options``: ``MODEL=KEY=VALUE`` items, a model's ``--model-option KEY=VALUE``."""
+        from dynamat.models_file import model_option_args, read_models_file
 
         model_list = split_names(models, "model")
         system_list = split_names(systems, "system")
@@ -133,6 +145,7 @@ class CampaignSpec:
                 args[m] = tuple(shlex.split(text))
             except ValueError as exc:  # an unbalanced quote
                 raise DynamatError(f"--driver-args for {m}: {exc} in {text!r}") from None
+        opts = {m: model_option_args(v) for m, v in per_model_all(model_options, model_list, "--model-option").items()}
         served = {}
         for m in model_list:
             e = entries.get(m)
@@ -142,7 +155,8 @@ class CampaignSpec:
                 served[m] = e.calculator
                 if e.driver_cmd and m not in env:
                     env[m] = e.driver_cmd
-            extra = (e.driver_args() if e else ()) + tuple(dispersion)
+            # after the table's own options, so a command-line option wins as it does for `dynamat run`
+            extra = (e.driver_args() if e else ()) + opts.get(m, ()) + tuple(dispersion)
             if extra:
                 args[m] = extra + args.get(m, ())
         return cls(models=tuple(model_list), systems=tuple(system_list), driver_env=env, driver_args=args,

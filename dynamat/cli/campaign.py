@@ -15,9 +15,12 @@ from dynamat.campaign.run import run_campaign
 from dynamat.campaign.spec import CampaignSpec
 
 @click.command("campaign")
-@click.option("--models", required=True, help="Comma-separated model names, as dynamat-driver knows them or as "
-              "--models-file names them.")
+@click.option("--models", required=True, help="Comma-separated model names, as dynamat-driver knows them, "
+              "MODULE:CALLABLE returning an ASE calculator (folder MODULE@CALLABLE), or --models-file names.")
 @models_file_option
+@click.option("--model-option", "model_options", multiple=True, metavar="MODEL=KEY=VALUE",
+              help="Option of one model, as `dynamat run --model MODEL --model-option KEY=VALUE` (repeatable), "
+                   "e.g. ase.calculators.lj:LennardJones=sigma=2.3.")
 @click.option("--systems", required=True, help="Comma-separated system names.")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="DynaMat v1.0 reference HDF5 [default: the bundled demo file].")
@@ -58,13 +61,13 @@ from dynamat.campaign.spec import CampaignSpec
 @with_options(dispersion_options)
 @with_options(ensemble_options)
 @click.option("--poll-s", type=float, default=None, hidden=True)
-def campaign_command(models, models_file, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
+def campaign_command(models, models_file, model_options, systems, reference, executor, jobs, steps, time_ps, out, seed, max_retries, driver_env,
                      driver_args, socket_mode, partition, gpus_per_task, cpus_per_task, time_limit, sbatch_args,
                      template, inet_nodes, no_wait, pack, replicas, no_report, dispersion, dispersion_functional,
                      ensemble, pressure_GPa, barostat, tau_barostat_fs, poll_s):
     """Run and score every (model, system) pair, locally or as a SLURM job array, then report."""
     spec = CampaignSpec.from_options(
-        models, systems, driver_env=driver_env, driver_args=driver_args, models_file=models_file,
+        models, systems, driver_env=driver_env, driver_args=driver_args, models_file=models_file, model_options=model_options,
         dispersion=dispersion_args(dispersion, dispersion_functional), out=out, reference=reference,
         executor=executor, jobs=jobs, steps=steps, time_ps=time_ps, seed=seed, max_retries=max_retries,
         socket_mode=socket_mode, partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,

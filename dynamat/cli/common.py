@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -130,21 +129,6 @@ def emit(res: dict, json_out: Path | None) -> None:
 model_option = click.option(
     "--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
     help="Model option, typed by the driver: true/false, int, float, path:FILE, else text (repeatable).")
-
-
-def model_option_args(pairs) -> tuple[str, ...]:
-    """``--model-option`` values as driver arguments; a malformed one is one line (the server never
-    imports the model, so the key's meaning is the driver's to check)."""
-    out = []
-    for p in pairs:
-        key, sep, value = p.partition("=")
-        if not sep or not key.strip().isidentifier() or any(not c.isprintable() for c in value):
-            raise DynamatError(f"--model-option wants KEY=VALUE with a Python name as KEY, got {p!r}")
-        value = value.strip()
-        if value.startswith("path:"):  # the user's folder, not the run folder the driver works in
-            value = "path:" + os.path.abspath(os.path.expanduser(value[len("path:"):]))
-        out.append(f"--option={key.strip()}={value}")
-    return tuple(out)
 
 
 #: ``--dispersion d3-bj`` (and the functional): the driver adds the D3(BJ) correction to the model

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (driver_options, ensemble_options, eta_printer, model_option, model_option_args, protocol_overrides,
+from dynamat.cli.common import (driver_options, ensemble_options, eta_printer, model_option, protocol_overrides,
                                 seed_option, with_options)
 from dynamat.errors import DynamatError
 
 
+from dynamat.models_file import model_option_args
 @click.group("reference")
 def reference_group() -> None:
     """Reference files: import your own ab-initio MD, or generate one."""

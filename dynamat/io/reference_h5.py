@@ -14,7 +14,8 @@ the published layout (per-frame cells, gzip, frame-major chunks of at most 512 f
 
 Every reader refuses a system that reads data it does not own: an external or soft link out of its
 group, a hard link shared with another system, a virtual dataset mapping another file or system, raw
-data kept in another file (:func:`_borrowed`). HDF5 would follow each silently.
+data kept in another file (:func:`_borrowed`). HDF5 would follow each silently. A top-level name
+starting with ``.`` is a writer's unfinished group (:func:`_top_names`), never a system.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def _open(path: str | Path) -> h5py.File:
         raise ReferenceFormatError(f"{path} is not a readable HDF5 file ({exc})") from None
 
 
+def _top_names(f: h5py.File) -> list[str]:
+    """The top-level names a reader considers, sorted: not those starting with ``.``, a writer's
+    unfinished group (``reference generate`` stores ``.<name>.tmp`` and renames it when complete; a
+    kill in between leaves it behind, and it must not read as a system nor spoil the file)."""
+    return sorted(k for k in f.keys() if not k.startswith("."))
+
+
 def _replica_of(group: h5py.Group) -> str | None:
     """The ``replica_of`` attribute of a group (the system it is a further trajectory of), or None."""
     v = group.attrs.get("replica_of")
@@ -66,7 +74,7 @@ def list_systems(path: str | Path) -> list[str]:
     which any system reads data it does not own (see :func:`_check_own_data`) is refused as a whole."""
     with _open(path) as f:
         names = []
-        for k in sorted(f.keys()):
+        for k in _top_names(f):
             _check_own_data(f, k)
             if isinstance(f[k], h5py.Group) and _replica_of(f[k]) in (None, k):
                 names.append(k)
@@ -86,7 +94,7 @@ def reference_replicas(path: str | Path, system: str) -> list[str]:
     with _open(path) as f:
         _group(f, system)
         found: dict[int, str] = {}
-        for name in sorted(f.keys()):
+        for name in _top_names(f):
             if name == system or not isinstance(f.get(name, getlink=True), h5py.HardLink):
                 continue
             g = f[name]
@@ -119,9 +127,9 @@ def check_reference_file(path: str | Path) -> list[str]:
             head = fh.read(24)
         raise ReferenceFormatError(f"{path} is not an HDF5 file ({path.stat().st_size} bytes starting {head!r})")
     with _open(path) as f:
-        names = [k for k in sorted(f.keys()) if isinstance(f.get(k, getlink=True), h5py.HardLink)
+        names = [k for k in _top_names(f) if isinstance(f.get(k, getlink=True), h5py.HardLink)
                  and isinstance(f[k], h5py.Group)]
-        for k in f.keys():
+        for k in _top_names(f):
             _check_own_data(f, k)
         for k in names:
             _group(f, k)
@@ -202,10 +210,11 @@ def _check_own_data(f: h5py.File, system: str) -> None:
 
 
 def _group(f: h5py.File, system: str) -> h5py.Group:
-    if system in set(f):  # the link names, none resolved
+    names = set(_top_names(f))  # the link names, none resolved
+    if system in names:
         _check_own_data(f, system)
-    if system not in set(f) or not isinstance(f[system], h5py.Group):
-        known = ", ".join(sorted(f.keys())) or "none"
+    if system not in names or not isinstance(f[system], h5py.Group):
+        known = ", ".join(sorted(names)) or "none"
         raise DynamatError(f"system {system!r} is not in {f.filename} (it holds: {known})")
     g = f[system]
     schema = g.attrs.get("schema")

@@ -2,7 +2,8 @@
 
 Input contract: ``<results>/<model>/<system>/score.json`` (flat JSON, keys in
 :data:`METRIC_KEYS` plus ``model``, ``system``, ``system_class``, ``tier``, ``n_params``,
-``status`` and optional ``<key>_unc`` / ``<key>_floor``), optionally with ``curves.npz``
+``status``, optional model facts (``model_label``, ``training_set``, from a models file) and optional
+``<key>_unc`` / ``<key>_floor``), optionally with ``curves.npz``
 beside it.
 
 Aggregation rules (all documented in the report notes as well):
@@ -208,6 +209,7 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         "system": str(raw.get("system") or path.parent.name),
         "system_class": raw.get("system_class") or "unknown",
         "model_label": _label(raw.get("model_label")),
+        "training_set": _label(raw.get("training_set"), 200),  # a models file allows 200 characters
         "tier": _tier(raw.get("tier")),
         "n_params": _int(raw.get("n_params")),
         "status": str(raw.get("status") or "unknown"),
@@ -269,9 +271,9 @@ def _aggregate_replicas(rows: list[dict[str, Any]], notes: list[str]) -> list[di
 
 
 # ----------------------------------------------------------------------------- helpers
-def _label(value: Any) -> str | None:
-    """A model's label (registry or models file, e.g. "CHGNet 0.3.0"), one line of text, or None."""
-    return " ".join(value.split())[:120] or None if isinstance(value, str) else None
+def _label(value: Any, max_chars: int = 120) -> str | None:
+    """A model's label (registry or models file, e.g. "CHGNet 0.3.0") or other text fact, one line, or None."""
+    return " ".join(value.split())[:max_chars] or None if isinstance(value, str) else None
 
 
 def _tier(value: Any) -> int | str | None:
@@ -365,6 +367,7 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
         row: dict[str, Any] = {
             "model": model,
             "model_label": next((r["model_label"] for r in mrows if r.get("model_label")), None),
+            "training_set": next((r["training_set"] for r in mrows if r.get("training_set")), None),
             "tier": mrows[0]["tier"],
             "n_params": mrows[0]["n_params"],
             "n_systems": len(mrows),
@@ -400,7 +403,8 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
             row.update((k, ext.get(k)) for k in EXTERNAL_METRICS)
         rows_out.append(row)
     reps = has_replicas(results.rows)
-    cols = ["model", "tier", "n_params", "n_systems", "n_completed", "n_failed", "failed_runs", "model_label"]
+    cols = ["model", "tier", "n_params", "n_systems", "n_completed", "n_failed", "failed_runs", "model_label",
+            "training_set"]
     for k in METRIC_KEYS:
         cols += [k, f"{k}_unc", f"{k}_floor", f"{k}_n"] + ([f"{k}_replica_unc"] if reps else [])
         if k in COMPOSITE_KEYS:

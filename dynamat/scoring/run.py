@@ -87,7 +87,7 @@ def is_npt(meta: dict, mlip) -> bool:
     return float(np.ptp(v)) > 1e-6 * float(np.mean(v))
 
 
-MODEL_FACTS = ("tier", "n_params", "model_label", "model_family")
+MODEL_FACTS = ("tier", "n_params", "model_label", "model_family", "training_set")
 
 
 def model_facts(meta: dict) -> dict:
@@ -98,7 +98,8 @@ def model_facts(meta: dict) -> dict:
     served = timings[0].get("model") if timings and isinstance(timings[0], dict) else None
     if isinstance(served, dict):
         from_driver = {"tier": served.get("tier"), "n_params": served.get("n_params"),
-                       "model_label": served.get("human_name"), "model_family": served.get("family")}
+                       "model_label": served.get("human_name"), "model_family": served.get("family"),
+                       "training_set": served.get("training_set")}
         facts = {k: from_driver[k] if v is None else v for k, v in facts.items()}
     dispersion = meta.get("dispersion") or (served.get("dispersion") if isinstance(served, dict) else None)
     if dispersion:  # only then: a score.json without a correction keeps its keys

@@ -129,7 +129,7 @@ def test_options_are_typed(tmp_path):
 def test_lj_options_reach_the_calculator_through_a_real_driver():
     # the driver is a real process on a real socket; the numbers must be ASE's LennardJones
     # with sigma 2.3 Å, epsilon 0.4 eV, rc 6 Å (LJ's own defaults, sigma 1, would differ by far)
-    from dynamat.cli.common import model_option_args
+    from dynamat.models_file import model_option_args
     from dynamat.socket_server import DriverServer
 
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))

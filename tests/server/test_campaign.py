@@ -346,17 +346,30 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slurm
-def test_slurm_packed_campaign_is_one_array_task(slurm_cluster, tmp_path):
+def test_slurm_packed_campaign_is_one_array_task_per_model(slurm_cluster, tmp_path):
+    # beside emt, a models-file table serving the same EMT as MODULE:CALLABLE: the array task reads its
+    # spec and facts from the job list, and with the same seed its runs are emt's, frame for frame
+    (tmp_path / "models.toml").write_text('[file-emt]\ncalculator = "ase.calculators.emt:EMT"\n'
+                                          'label = "EMT (models file)"\ntraining_set = "none"\n')
     out = tmp_path / "camp"
-    res = campaign("--models", "emt", "--systems", SYSTEMS, "--executor", "slurm", "--cpus-per-task", "1",
-                   "--pack", "2", "--steps", "100", "--out", str(out), "--no-report", "--poll-s", "0.5", timeout=150)
+    res = campaign("--models", "emt,file-emt", "--models-file", str(tmp_path / "models.toml"), "--systems", SYSTEMS,
+                   "--executor", "slurm", "--cpus-per-task", "1", "--pack", "2", "--steps", "100", "--out", str(out),
+                   "--no-report", "--poll-s", "0.5", timeout=150)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert re.search(r"submitted 1 array task\(s\) for 2 pair\(s\)", res.stderr), res.stderr
-    assert "#SBATCH --array=0-0" in next((out / "_campaign").glob("array-*.sbatch")).read_text()
+    assert re.search(r"submitted 2 array task\(s\) for 4 pair\(s\)", res.stderr), res.stderr
+    assert "#SBATCH --array=0-1" in next((out / "_campaign").glob("array-*.sbatch")).read_text()
+    for model in ("emt", "file-emt"):
+        tasks = set()
+        for s in (A, B):
+            _check_scored(out, model, s, 100)
+            tasks.add(_state(out, model, s)["slurm_job"])
+            assert json.loads((out / model / s / "driver_timing.json").read_text())["pack"]["sessions_served"] == 2
+        assert len(tasks) == 1  # both systems of a model in one task
     for s in (A, B):
-        _check_scored(out, "emt", s, 100)
-        assert _state(out, "emt", s)["slurm_job"].endswith("_0")
-        assert json.loads((out / "emt" / s / "driver_timing.json").read_text())["pack"]["sessions_served"] == 2
+        rec = json.loads((out / "file-emt" / s / "run.json").read_text())
+        assert (rec["model_label"], rec["training_set"]) == ("EMT (models file)", "none")
+        assert rec["driver_timings"][0]["model"]["spec"] == "ase.calculators.emt:EMT"
+        assert (out / "file-emt" / s / "simulation.out").read_text() == (out / "emt" / s / "simulation.out").read_text()
 
 
 @pytest.mark.slurm

@@ -77,7 +77,7 @@ def test_bad_spec_or_option_is_one_line_and_writes_nothing(tmp_path, args, expec
 
 
 def test_model_option_paths_are_the_users(tmp_path, monkeypatch):
-    from dynamat.cli.common import model_option_args
+    from dynamat.models_file import model_option_args
 
     monkeypatch.chdir(tmp_path)
     assert model_option_args(("sigma=2.3", "f=path:w/best.pt", "flag=true")) == (

@@ -1,7 +1,10 @@
 """``--models-file``: a user's models by name, one TOML table each. ASE's Lennard-Jones with its
-options runs in a local campaign beside EMT; its name, label, tier and size reach run.json,
-score.json, every report table and the Pareto figure; the options reach the calculator (the
-potential energy i-PI logs at step 0 is ASE's LJ with them). A bad table is one line naming it."""
+options runs in a local campaign beside EMT; its name, label, tier, size and training set reach run.json,
+score.json, the report tables (the training set: the per-model one) and the Pareto figure; the options reach the calculator (the
+potential energy i-PI logs at step 0 is ASE's LJ with them). A bad table is one line naming it.
+The same campaign runs the raw specs ``ase.calculators.emt:EMT`` and ``ase.calculators.lj:LennardJones``
+with ``--model-option MODEL=KEY=VALUE``: same seed, same potential, so the same trajectory and scores
+as ``emt`` and the table ``my-lj``, under their own folders (``MODULE@CALLABLE``) and table rows."""
 
 import json
 import textwrap
@@ -16,6 +19,7 @@ from dynamat.models_file import read_models_file
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 LJ = dict(sigma=2.3, epsilon=0.4, rc=6.0)
+EMT_SPEC, LJ_SPEC = "ase.calculators.emt:EMT", "ase.calculators.lj:LennardJones"
 MODELS = textwrap.dedent("""\
     [my-lj]
     calculator = "ase.calculators.lj:LennardJones"
@@ -83,8 +87,9 @@ def campaign_out(tmp_path_factory):
     root = tmp_path_factory.mktemp("models_file")
     (root / "models.toml").write_text(MODELS)
     out = root / "camp"
-    res = dynamat_cmd("campaign", "--models", "emt,my-lj", "--models-file", str(root / "models.toml"),
-                      "--systems", SYSTEM, "--executor", "local", "--jobs", "2", "--steps", "100", "--out", str(out),
+    spec_options = [a for k, v in LJ.items() for a in ("--model-option", f"{LJ_SPEC}={k}={v}")]
+    res = dynamat_cmd("campaign", "--models", f"emt,my-lj,{EMT_SPEC},{LJ_SPEC}", "--models-file",
+                      str(root / "models.toml"), *spec_options, "--systems", SYSTEM, "--executor", "local", "--jobs", "2", "--steps", "100", "--out", str(out),
                       timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return out
@@ -99,8 +104,10 @@ def test_models_file_model_runs_in_a_campaign_beside_emt(campaign_out):
     assert served["spec"] == "ase.calculators.lj:LennardJones" and served["options"] == LJ
     assert served["training_set"] == "none: a test"
     assert rec["model_seconds_per_eval_median"] > 0  # timed like the zoo
+    assert rec["training_set"] == "none: a test"  # a run.json field of its own, beside the driver's record
     score = json.loads((run_dir / "score.json").read_text())
     assert (score["model_label"], score["tier"], score["n_params"]) == ("LJ (fitted)", 5, 2)
+    assert score["training_set"] == "none: a test"
     # the options reached the calculator: i-PI's step-0 potential is ASE's LJ with them on init.xyz
     atoms = read(run_dir / "init.xyz")
     atoms.calc = LennardJones(**LJ)
@@ -113,6 +120,31 @@ def test_models_file_model_runs_in_a_campaign_beside_emt(campaign_out):
     e0 = {m: _step0_potential_eV(campaign_out / m / SYSTEM) for m in ("my-lj", "emt")}
     assert e0["my-lj"] == pytest.approx(atoms.get_potential_energy(), rel=1e-7)
     assert abs(e0["my-lj"] - e0["emt"]) > 1.0  # the same start, another potential
+
+
+@pytest.mark.parametrize("name, spec", [("emt", EMT_SPEC), ("my-lj", LJ_SPEC)])
+def test_raw_spec_in_a_campaign_is_the_same_model_as_its_name(campaign_out, name, spec):
+    run_dir = campaign_out / spec.replace(":", "@") / SYSTEM
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["model"] == spec
+    # same seed and potential: i-PI wrote the same trajectory, so every score is the same number
+    assert (run_dir / "simulation.out").read_text() == (campaign_out / name / SYSTEM / "simulation.out").read_text()
+    ours, theirs = (json.loads((d / "score.json").read_text()) for d in (run_dir, campaign_out / name / SYSTEM))
+    for key in ("rdf_error_pct", "pressure_mae_GPa", "pressure_hist_error_pct", "vdos_error_pct", "E_RPV_pct",
+                "L_RPV_pct", "matbench"):
+        assert ours[key] == theirs[key], key
+    rows = {r["model"]: r for r in json.loads((campaign_out / "report" / "tables" / "per_model.json").read_text())["rows"]}
+    assert rows[spec]["E_RPV_pct"] == rows[name]["E_RPV_pct"]
+
+
+def test_campaign_refuses_a_model_option_for_a_model_it_does_not_run(tmp_path):
+    out = tmp_path / "camp"
+    for args, expected in ((["--models", "emt", "--model-option", f"{LJ_SPEC}=sigma=2.3"], "which is not in --models"),
+                           (["--models", LJ_SPEC, "--model-option", f"{LJ_SPEC}=2x=1"], "--model-option wants KEY=VALUE"),
+                           (["--models", "emt,os:sys:tem"], "neither a model name nor MODULE:CALLABLE")):
+        res = dynamat_cmd("campaign", *args, "--systems", SYSTEM, "--steps", "10", "--out", str(out))
+        assert_one_line_error(res, expected)
+        assert not out.exists()
 
 
 def _step0_potential_eV(run_dir):
@@ -130,6 +162,9 @@ def test_report_tables_and_pareto_figure_name_and_label_it(campaign_out):
         rows = {r["model"]: r for r in json.loads((tables_dir / f"{name}.json").read_text())["rows"]}
         assert rows["my-lj"]["model_label"] == "LJ (fitted)" and rows["my-lj"]["tier"] == 5, name
         assert rows["emt"]["model_label"] == "ASE EMT" and rows["emt"]["tier"] == "test", name
+    per_model = {r["model"]: r for r in json.loads((tables_dir / "per_model.json").read_text())["rows"]}
+    assert per_model["my-lj"]["training_set"] == "none: a test" and per_model["emt"]["training_set"] is None
+    assert "training_set" in (tables_dir / "per_model.csv").read_text().splitlines()[0].split(",")
     assert "LJ (fitted)" in (tables_dir / "per_model.md").read_text()
     results = load_results(campaign_out)
     model_rows = build_tables(results)["per_model"].rows
