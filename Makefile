@@ -23,7 +23,8 @@ setup-test: venv
 	$(PIP) -e ".[test]"
 	$(PIP) --no-deps -e examples/dynamat-example-plugin  # a plugin model family the tests serve
 
-# Debian packages some tests need (headless Chromium for the report page, SLURM for campaigns);
+# Debian packages some tests need (headless Chromium for the report page, SLURM for campaigns, CP2K for
+# generated references);
 # root only, skipped otherwise.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
