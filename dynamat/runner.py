@@ -316,9 +316,10 @@ def run_md(
 
 def _check_same_run(run_dir: Path, system: str, replica: int | None, overwrite: bool) -> None:
     """A folder holds one run: a system ``X_r1`` must not continue replica 1 of ``X`` (same folder name),
-    nor the reverse; a single run and replica 0 of a set share the folder on purpose."""
+    nor the reverse; a single run and replica 0 of a set share the folder on purpose. A record that names
+    no system (a run cut short before it wrote one) is left to the resume checks."""
     old = None if overwrite else _read_run_json(run_dir)
-    if not old:
+    if not old or old.get("system") is None:
         return
     if old.get("system") != system or (old.get("replica") or 0) != (replica or 0):
         was = f"{old.get('system')!r}" + (f" (replica {old['replica']})" if old.get("replica") else "")
