@@ -9,7 +9,8 @@ Each case runs in the Python of its family's environment:
     python benchmarks/bench_stress_cost.py \\
         --case chgnet --case sevennet-0 \\
         --case mace-mp-0=.venvs/zoo-tiny-models/mace-*/tiny.model@.venvs/mace/bin/python \\
-        --case mattersim-v1-5m=.venvs/zoo-tiny-models/mattersim-*/tiny-mattersim.pth@.venvs/zoo/bin/python
+        --case mattersim-v1-5m=.venvs/zoo-tiny-models/mattersim-*/tiny-mattersim.pth@.venvs/zoo/bin/python \\
+        --case uma-s-p1=.venvs/zoo-tiny-models/uma-*/tiny-uma.pt@.venvs/zoo/bin/python
 
 ``NAME[=MODEL_PATH][@PYTHON]``: a glob in MODEL_PATH takes the newest match (the zoo tests leave
 their tiny random models there). Families without ``skips_stress`` print their e+f+s time only.

@@ -17,6 +17,9 @@ fairchem-core 2.x (``uma-s-p1``, ``uma-m-p1``; zoo environment, torch 2.13)
     activation_checkpointing=False)`` in ``--dtype`` precision; ``-o settings=NAME`` selects one
     of fairchem's named presets instead (default, batch, multigpu, high-precision).
     Batched evaluation: ``atomicdata_list_to_batch`` + one ``predict`` call, split per structure.
+    Stress on demand (``skips_stress``): ``stress=False`` switches the eSCN-MD ``regress_config.stress``
+    off for the call (positions-only gradient, cell without grad); ``FAIRChemCalculator`` reads
+    every implemented property, so those calls go through ``predict`` directly.
 
 fairchem-core 1.x (``esen-30m-oam``, ``equiformer-v2``; its own environment)
     eSEN-30M-OAM and EquiformerV2 (OMat24) exist only for fairchem-core 1.x, which pins torch
@@ -177,8 +180,25 @@ class UMAModel(CalculatorModel):
         super().__init__(info, calc, device=device, dtype=dtype)
         self.n_params = torch_n_params(calc.predictor.model)
         self.version_packages = ("torch", "fairchem-core")
+        # eSCN-MD takes the stress as the cell derivative of the energy when its regress_config
+        # (one object shared by the backbone and the MLP_EFS head) says stress: with it off, the
+        # cell does not require grad and the head differentiates the energy w.r.t. positions only;
+        # the predict unit then omits the stress task. Nitro and direct-stress models keep it.
+        rc = self._regress_config()
+        self.skips_stress = bool(
+            rc is not None and rc.stress and not rc.direct_stress and not rc.direct_forces
+            and hasattr(type(calc.predictor).predict, "__wrapped__")
+        )
 
-    def calculate(self, atoms, first: bool):
+    def _regress_config(self):
+        """The backbone's GradRegressConfig, looked up per call (a fallback may reload the model)."""
+        module = getattr(getattr(self.calc.predictor, "model", None), "module", None)
+        return getattr(getattr(module, "backbone", None), "regress_config", None)
+
+    def calculate(self, atoms, first: bool, stress: bool = True):
+        if self.skips_stress and not stress:
+            # FAIRChemCalculator reads every implemented property, stress included: predict directly
+            return self.calculate_batch([atoms], stress=False)[0]
         import numpy as np
 
         props = ["energy", "forces"] + (["stress"] if atoms.cell.rank == 3 else [])
@@ -187,7 +207,32 @@ class UMAModel(CalculatorModel):
         s = np.asarray(r["stress"], dtype=np.float64).reshape(-1) if "stress" in props and "stress" in r else None
         return float(r["energy"]), np.array(r["forces"], dtype=np.float64), s
 
-    def calculate_batch(self, atoms_list):
+    def _predict(self, batch, stress: bool):
+        """predictor.predict, or with the stress off: its per-task predictions (the undecorated
+        method), collated per property as its ``collate_predictions`` does, less the omitted
+        stress task (the package's collation looks up every task of the dataset)."""
+        import torch
+
+        predictor = self.calc.predictor
+        if stress or not self.skips_stress:
+            return predictor.predict(batch)
+        rc = self._regress_config()
+        rc.stress = False
+        try:
+            preds = type(predictor).predict.__wrapped__(predictor, batch)
+        finally:
+            rc.stress = True
+        out: dict[str, list] = {}
+        for i, dataset in enumerate(batch.dataset):
+            for task in predictor.dataset_to_tasks[dataset]:
+                if task.name in preds:
+                    p = preds[task.name]
+                    out.setdefault(task.property, []).append(
+                        p[i].unsqueeze(0) if task.level == "system" else p[batch.batch == i]
+                    )
+        return {prop: torch.cat(v) for prop, v in out.items()}
+
+    def calculate_batch(self, atoms_list, stress: bool = True):
         import numpy as np
         from ase.stress import full_3x3_to_voigt_6_stress
         from fairchem.core.datasets.atomic_data import atomicdata_list_to_batch
@@ -196,17 +241,18 @@ class UMAModel(CalculatorModel):
         for a in atoms_list:
             calc.predictor.validate_atoms_data(a, calc.task_name)
         batch = atomicdata_list_to_batch([calc.a2g(a) for a in atoms_list])
-        pred = calc.predictor.predict(batch)
+        pred = self._predict(batch, stress)
         energy = pred["energy"].detach().cpu().numpy().reshape(-1)
         forces = pred["forces"].detach().cpu().numpy()
-        stress = pred["stress"].detach().cpu().numpy().reshape(len(atoms_list), 3, 3) if "stress" in pred else None
+        stresses = (pred["stress"].detach().cpu().numpy().reshape(len(atoms_list), 3, 3)
+                    if stress and "stress" in pred else None)
         counts = batch.natoms.cpu().numpy().reshape(-1)
         res, start = [], 0
         for i, a in enumerate(atoms_list):
             n = int(counts[i])
             s = None
-            if stress is not None and a.cell.rank == 3:
-                s = np.asarray(full_3x3_to_voigt_6_stress(stress[i]), dtype=np.float64)
+            if stresses is not None and a.cell.rank == 3:
+                s = np.asarray(full_3x3_to_voigt_6_stress(stresses[i]), dtype=np.float64)
             res.append((float(energy[i]), np.array(forces[start : start + n], dtype=np.float64), s))
             start += n
         return res
