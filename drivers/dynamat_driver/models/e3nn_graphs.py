@@ -13,7 +13,7 @@ without changing any number:
 
 The forward values are the same views of the same tensors, and the gradient of every column is
 the same number (the old path adds exact zeros to it), so energies, forces and stresses are
-bitwise those of the unmodified model (tests/driver/test_driver_sevennet_stress.py).
+bitwise those of the unmodified model (tests/driver/test_driver_stress.py).
 """
 
 from __future__ import annotations
