@@ -186,6 +186,16 @@ def pressure_hist_error(p_ref, p_mlip, bins=None) -> float:
     return 100.0 * num / 2.0
 
 
+def weighted_hist_error(x_ref, w_ref, x_mlip, w_mlip, edges) -> float:
+    """Eq. 9 (percent) with per-frame weights ``w`` (a bootstrap replicate) on fixed ``edges``: the
+    non-overlap of the two weighted, area-normalised histograms. Pressures here; volumes in the NPT
+    cell step (the same equation on another sample)."""
+    width = np.diff(edges)
+    h_r = np.histogram(x_ref, bins=edges, weights=w_ref)[0] / (w_ref.sum() * width)
+    h_m = np.histogram(x_mlip, bins=edges, weights=w_mlip)[0] / (w_mlip.sum() * width)
+    return 100.0 * float(np.sum(np.abs(h_r - h_m) * width)) / 2.0
+
+
 def pressure_hist_error_sensitivity(p_ref, p_mlip) -> dict:
     """E_P (Eq. 9, %) with our bin rule and with half and double its bin count.
 

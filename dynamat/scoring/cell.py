@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dynamat.metrics.pressure import weighted_hist_error
 from dynamat.metrics.volume import (
     density_g_cm3,
     lattice_errors,
@@ -31,9 +32,7 @@ def _weighted_errors(v, lat, w, edges) -> dict:
                                                     / mean_l["ref"][:3])),
            "lattice_angle_error_deg": float(np.max(np.abs(mean_l["mlip"][3:] - mean_l["ref"][3:])))}
     if edges is not None:
-        width = np.diff(edges)
-        h = {k: np.histogram(v[k], bins=edges, weights=w[k])[0] / (w[k].sum() * width) for k in v}
-        out["volume_hist_error_pct"] = 100.0 * float(np.sum(np.abs(h["ref"] - h["mlip"]) * width)) / 2.0
+        out["volume_hist_error_pct"] = weighted_hist_error(v["ref"], w["ref"], v["mlip"], w["mlip"], edges)
     return out
 
 

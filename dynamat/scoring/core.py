@@ -55,6 +55,7 @@ from dynamat.metrics.pressure import (
     pressure_hist_error_sensitivity,
     pressure_mae,
     pressure_wasserstein_GPa,
+    weighted_hist_error,
 )
 from dynamat.metrics.rdf import (
     all_bead_rdf_histogram,
@@ -389,7 +390,7 @@ def bootstrap_step(pair: _Pair, rdf_state: dict, p_state: dict, spectra: _Spectr
             fw = {k: np.repeat(w[k], sizes[k]) for k in pair.sides}
             means = {k: np.average(pair.p[k], weights=fw[k]) for k in pair.sides}
             e["pressure_mae_GPa"] = abs(means["ref"] - means["mlip"])
-            e["pressure_hist_error_pct"] = _weighted_hist_error(pair.p["ref"], fw["ref"], pair.p["mlip"],
+            e["pressure_hist_error_pct"] = weighted_hist_error(pair.p["ref"], fw["ref"], pair.p["mlip"],
                                                                 fw["mlip"], edges)
         e.update((k, v) for k, v in combined_step(e).items() if v is not None)
         if cell_state is not None:
@@ -465,14 +466,6 @@ def score_md(
         curves.update(p_state["curves"])
         curves.update(vdos_state["curves"])
     return out
-
-
-def _weighted_hist_error(p_ref, w_ref, p_mlip, w_mlip, edges) -> float:
-    """Eq. 9 with frame weights (bootstrap replicate) on fixed edges."""
-    width = np.diff(edges)
-    h_r = np.histogram(p_ref, bins=edges, weights=w_ref)[0] / (w_ref.sum() * width)
-    h_m = np.histogram(p_mlip, bins=edges, weights=w_mlip)[0] / (w_mlip.sum() * width)
-    return 100.0 * float(np.sum(np.abs(h_r - h_m) * width)) / 2.0
 
 
 def _reference_floor(ref, hist, r, vel, masses, lag, p_ref, stored) -> dict:

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from dynamat.metrics.combined import combined_scores
-from dynamat.scoring.keys import COMPOSITE_KEYS, ERROR_KEYS, METRIC_KEYS, OBSERVABLE_KEYS
+from dynamat.scoring.keys import COMPOSITE_KEYS, ERROR_KEYS, METRIC_KEYS, NPT_METRIC_KEYS, OBSERVABLE_KEYS
 
 
 def reference_replica_floor(ref0, others, duration_fs: float, *, dims: int = 3, n_bins: int = 500) -> dict:
@@ -54,9 +54,11 @@ def aggregate_replicas(scores: list[dict]) -> dict:
     counts the scores used and ``replica_seeds`` lists their run indices."""
     if not scores:
         raise ValueError("no replica scores to aggregate")
-    out = {k: v for k, v in scores[0].items() if not any(k.startswith(m) for m in METRIC_KEYS)}
+    # the NPT cell errors too, where the runs have them: never replica 0's value passed on as the mean
+    keys = (*METRIC_KEYS, *(k for k in NPT_METRIC_KEYS if k in scores[0]))
+    out = {k: v for k, v in scores[0].items() if not any(k.startswith(m) for m in keys)}
     n = len(scores)
-    for key in METRIC_KEYS:
+    for key in keys:
         vals = [s[key] for s in scores if s.get(key) is not None]
         out[key], sd = _mean_sd(vals)
         uncs = [s.get(f"{key}_unc") for s in scores if s.get(key) is not None]

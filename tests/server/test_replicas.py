@@ -218,3 +218,18 @@ def test_an_exploded_replica_is_a_failure_row_and_the_rest_are_averaged(tmp_path
     assert any("1 of 3 replicas did not complete" in n for n in res.notes)
     (model,) = build_tables(res)["per_model"].rows
     assert model["n_completed"] == 1 and model["n_failed"] == 1 and model["rdf_error_pct"] == 5.0
+
+
+def test_npt_cell_errors_are_averaged_over_replicas_too():
+    """The NPT cell errors of replica scores are aggregated like the paper's keys (mean and spread), not
+    replica 0's value passed on; fixed-cell scores gain no NPT key."""
+    from dynamat.scoring.replicas import aggregate_replicas
+
+    base = {"model": "emt", "system": "s", "status": "completed"}
+    npt = [dict(base, replica_index=k, volume_error_pct=v, volume_error_pct_unc=0.3) for k, v in enumerate((1.0, 3.0))]
+    agg = aggregate_replicas(npt)
+    assert agg["volume_error_pct"] == 2.0
+    assert abs(agg["volume_error_pct_replica_sd"] - 2.0 ** 0.5) < 1e-12
+    assert abs(agg["volume_error_pct_unc"] - (2 * 0.09) ** 0.5 / 2) < 1e-12
+    nvt = aggregate_replicas([dict(base, replica_index=k, rdf_error_pct=1.0 + k) for k in range(2)])
+    assert "volume_error_pct" not in nvt and nvt["rdf_error_pct"] == 1.5
