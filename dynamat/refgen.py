@@ -33,7 +33,7 @@ from dynamat.io.ipi_output import read_aligned_frames
 from dynamat.io.reference_h5 import ReferenceGroupWriter
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
-from dynamat.names import check_name, model_folder
+from dynamat.names import check_name, model_folder, replica_name
 from dynamat.runner import MAX_SEED, RunOptions, ensemble_of, run_seed, steps_for_time, supervise
 from dynamat.trajectory import ipi_virial_to_stress
 
@@ -74,11 +74,6 @@ class GeneratedGroup:
     note: str = ""
 
 
-def replica_group(name: str, k: int) -> str:
-    """The group of replica ``k``: ``NAME`` for 0, ``NAME_r<k>`` after (the scorer reads this convention)."""
-    return name if k == 0 else f"{name}_r{k}"
-
-
 def engine_label(req: GenerateRequest) -> str:
     """The run-folder name of the force client: the model, the calculator spec or ``cp2k``."""
     if req.engine == "driver":
@@ -112,7 +107,7 @@ def _check(req: GenerateRequest) -> None:
     if req.stride is not None and req.stride < 1:
         raise DynamatError(f"--stride must be at least 1, got {req.stride}")
     for k in range(req.replicas):
-        check_name("system", replica_group(req.name, k))
+        check_name("system", replica_name(req.name, k))
     if req.out.suffix.lower() not in (".h5", ".hdf5"):
         raise DynamatError(f"--out must name an HDF5 file (.h5), got {req.out}")
     if req.out.is_dir():
@@ -171,7 +166,7 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
     label = engine_label(req)
     done = []
     for k in range(req.replicas):
-        group = replica_group(req.name, k)
+        group = replica_name(req.name, k)
         run_dir = RunFolder.of(work, label, group).path
         seed = run_seed(run_dir, None if req.seed is None else req.seed + k, req.overwrite)
         # the catalogue's settings (ensemble and barostat included), as ``dynamat run`` builds them
@@ -185,7 +180,7 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
             # a DFT step may take longer than any fixed timeout; a crashed CP2K is seen at once by its exit
             opts.client_timeout_s, opts.stall_timeout_s = 0.0, STALL_TIMEOUT_DFT_S
         model = req.model or req.calculator or "cp2k"
-        if not _completed(run_dir, settings):
+        if req.overwrite or not _completed(run_dir, settings):  # --overwrite reruns, e.g. after a new template
             supervise(model, atoms, settings, run_dir, opts, system=system, reference=str(req.structure),
                       system_info=system.describe(), announce=announce,
                       progress=progress_for(group) if progress_for else None)
@@ -215,7 +210,7 @@ def _refuse_existing_groups(req: GenerateRequest) -> None:
         return
     try:
         with h5py.File(req.out, "r") as f:
-            have = [replica_group(req.name, k) for k in range(req.replicas) if replica_group(req.name, k) in f]
+            have = [replica_name(req.name, k) for k in range(req.replicas) if replica_name(req.name, k) in f]
     except OSError as exc:
         raise DynamatError(f"--out {req.out} exists and is not a readable HDF5 file ({exc}); not touching it") from None
     if have and not req.overwrite:

@@ -128,7 +128,7 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
         if opts.socket_mode == "unix":
             where = _wait_for_socket(ipi, sock_dir / "s", run_dir, opts.start_timeout_s)
         _start_drivers(drivers, tags, model, run_dir, where, plan, opts)
-        _watch(ipi, drivers, tags, run_dir, settings, opts, samples, progress, keeper)
+        _watch(ipi, drivers, tags, run_dir, settings, opts, samples, progress, keeper, "record" in plan)
         props = rf.properties
         if ipi.returncode != 0:
             raise Interrupted(f"i-PI stopped (code {ipi.returncode}): {processes.last_line(rf.ipi_log)}")
@@ -227,11 +227,12 @@ def _start_drivers(drivers: list, tags: list, model, run_dir: Path, where: list,
         drivers.append(processes.start(cmd, run_dir, RunFolder(run_dir).driver_log(tag)))
 
 
-def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, samples, progress, keeper) -> None:
+def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, samples, progress, keeper,
+           recorded_run: bool) -> None:
     """Polls until i-PI exits: records progress, keeps the last good restart point, and raises on an
-    explosion, a dead driver or a stall."""
+    explosion, a dead driver or a stall. ``recorded_run``: the driver's frame record shows progress too."""
     props = RunFolder(run_dir, PREFIX).properties
-    record = RunFolder(run_dir, PREFIX).frame_record
+    record = RunFolder(run_dir, PREFIX).frame_record if recorded_run else None
     first_step = last_step(props)
     last_progress = time.monotonic()
     poll = 0.05 if settings.steps < 2000 else 0.2
@@ -243,7 +244,8 @@ def _watch(ipi, drivers: list, tags: list, run_dir: Path, settings, opts, sample
         now = time.monotonic()
         row = last_properties_row(props)
         step = None if row is None else int(row[0])
-        recorded = last_recorded_step(record)  # every step, where i-PI flushes its rows every ~100 steps
+        # every step, where i-PI flushes its rows every ~100 steps
+        recorded = None if record is None else last_recorded_step(record)
         if recorded is not None and (step is None or recorded > step):
             step = recorded
         if step is not None and step != first_step and (not samples or step > samples[-1][1]):
