@@ -195,10 +195,12 @@ class RunLock:
     Two supervisors never write into one folder, and a rerun waits (bounded) until an i-PI left
     over from a killed job has finished its soft exit. An i-PI whose supervisor is gone but which
     never got its parent-death signal is sent SIGTERM here (its soft exit writes RESTART), so a
-    rerun resumes instead of finding the folder locked for good.
+    rerun resumes instead of finding the folder locked for good. That signal waits ``orphan_grace_s``:
+    an i-PI that did get its parent-death signal may be writing RESTART, and a second SIGTERM falls
+    through to Python's default handler and kills it before the file is complete.
     """
 
-    def __init__(self, run_dir: Path, wait_s: float = 60.0, notify=None):
+    def __init__(self, run_dir: Path, wait_s: float = 60.0, notify=None, orphan_grace_s: float = 10.0):
         """``notify`` (default: print to stderr) hears at once when the folder is busy and for whom it waits."""
         import fcntl
 
@@ -208,7 +210,7 @@ class RunLock:
         self.fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait_s
         signalled: set[int] = set()
-        next_look = 0.0
+        next_look = time.monotonic() + orphan_grace_s
         told = False
         while True:
             try:
@@ -258,7 +260,8 @@ def lock_holders(lock: Path) -> str:
     for pid in pids:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                cmd = " ".join(a.decode(errors="replace") for a in fh.read().split(b"\0") if a)
+                # whitespace folded: the message is one line whatever the holder's arguments hold
+                cmd = " ".join(a.decode(errors="replace") for a in fh.read().replace(b"\0", b" ").split())
         except OSError:
             cmd = "gone; its i-PI still holds the folder"
         found.append(f"pid {pid} ({cmd[:200]})")
