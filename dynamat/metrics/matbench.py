@@ -41,7 +41,7 @@ from dynamat.metrics.energy_force import (
     force_component_rmse as matbench_force_rmse,
 )
 from dynamat.metrics.neighbours import as_cells, minimum_image
-from dynamat.metrics.rdf import rdf_from_histogram, rdf_histogram
+from dynamat.metrics.rdf import RDFHistogram, rdf_from_histogram, rdf_histogram
 from dynamat.metrics.vdos import w1_over_spread_pct
 from dynamat.units import EV_PER_A3_TO_GPA
 
@@ -52,6 +52,7 @@ __all__ = [
     "matbench_energy_rmse",
     "matbench_force_rmse",
     "matbench_matched_frame_counts",
+    "angle_visitor",
     "matbench_md_metrics",
     "matbench_pressure_GPa",
     "matbench_pressure_hist_error",
@@ -147,14 +148,45 @@ def matbench_rdf(
     return rdf_from_histogram(hist, normalization="eq3")
 
 
-def _rdf_and_angles(side: dict, n_bins: int, r_max: float | None = None):
+def angle_visitor(numbers, cells, pbc) -> AngleCounter:
+    """The bond-angle counter of Matbench's ADF for one side, to ride along in another scorer's RDF
+    pass (``pair_visitors`` of :func:`dynamat.scoring.core.score_md`) and be handed back through
+    ``shared`` of :func:`matbench_md_metrics`."""
+    return AngleCounter(numbers, cells, pbc)
+
+
+def _from_shared(side: dict, n_bins: int, r_max: float, counter, given):
+    """((r, g), counter) from another scorer's pass over the same frames, or None unless it is the
+    pass this side would make: the same frames, bins and R_max to the bit, and a counter fed
+    exactly when this one would be, with the same bond cutoffs. Counts are integers, so the
+    result is bit for bit the one of a pass of our own."""
+    if given is None:
+        return None
+    hist, fed = given
+    n = len(side["positions"])
+    if not (len(hist.edges) == n_bins + 1 and hist.edges[-1] == r_max and int(hist.n_frames.sum()) == n
+            and hist.n_atoms == side["positions"].shape[1] and (fed is None) == (counter is None)):
+        return None
+    if counter is not None and not np.array_equal(fed.cutoff, counter.cutoff):
+        return None
+    # Σ 1/V as rdf_histogram sums it for one block, so g(r) is the bits of our own pass
+    inv_v = np.bincount(np.zeros(n, dtype=np.intp), weights=1.0 / np.abs(np.linalg.det(side["cells"])),
+                        minlength=1)
+    one = RDFHistogram(hist.edges, hist.counts.sum(axis=0, keepdims=True), inv_v, np.array([n]), hist.n_atoms)
+    return rdf_from_histogram(one, normalization="eq3"), fed
+
+
+def _rdf_and_angles(side: dict, n_bins: int, r_max: float | None = None, given=None):
     """Matbench's RDF of one side, and its bond-angle counter filled by the same neighbour pass
-    when the bonds lie inside the RDF's range (else None: the ADF then makes its own pass)."""
+    when the bonds lie inside the RDF's range (else None: the ADF then makes its own pass).
+    ``given``: another scorer's pass (:func:`_from_shared`), used when it is this one."""
     counter = AngleCounter(side["numbers"], side["cells"], side["pbc"])
     if r_max is None:
         r_max = _matbench_r_max(as_cells(side["cells"]), side["pbc"])
     if not (side["pbc"].all() and counter.r_near <= r_max):
         counter = None
+    if (reused := _from_shared(side, n_bins, r_max, counter, given)) is not None:
+        return reused
     rdf = matbench_rdf(side["positions"], side["cells"], side["pbc"], n_bins=n_bins, r_max=r_max,
                        pair_visitor=counter)
     return rdf, counter
@@ -365,7 +397,7 @@ def _fields(traj, dt_fs: float | None) -> dict:
 
 def matbench_md_metrics(
     ref, pred, *, dt_ref_fs: float | None = None, dt_pred_fs: float | None = None,
-    n_rdf_bins: int = 500,
+    n_rdf_bins: int = 500, shared: dict | None = None,
 ) -> dict[str, float]:
     """Matbench-discovery's six per-system keys for one reference/prediction pair.
 
@@ -376,6 +408,9 @@ def matbench_md_metrics(
     (%), ``pressure_mae``, ``pressure_wasserstein`` (GPa), ``pressure_error`` (%); the three
     pressure keys are NaN when either side has no stress. Both sides are first cut to the same
     time span (:func:`matbench_matched_frame_counts`); fewer than 4 frames left is an error.
+    ``shared``: {"ref" | "pred": (RDF histogram, angle counter or None)} from another scorer's
+    pass over the same frames (``shared`` of :func:`dynamat.scoring.core.score_md`, counters from
+    :func:`angle_visitor`); a side's pass is skipped only where it would be the same pass.
     """
     from threadpoolctl import threadpool_limits
 
@@ -383,10 +418,10 @@ def matbench_md_metrics(
     # a second BLAS thread only spins in them (CPU time lost under load), and one thread gives
     # the same bits.
     with threadpool_limits(1, user_api="blas"):
-        return _md_metrics(_fields(ref, dt_ref_fs), _fields(pred, dt_pred_fs), n_rdf_bins)
+        return _md_metrics(_fields(ref, dt_ref_fs), _fields(pred, dt_pred_fs), n_rdf_bins, shared or {})
 
 
-def _md_metrics(a: dict, b: dict, n_rdf_bins: int) -> dict[str, float]:
+def _md_metrics(a: dict, b: dict, n_rdf_bins: int, shared: dict) -> dict[str, float]:
     """:func:`matbench_md_metrics` of two sides' :func:`_fields`."""
     n_a, n_b = matbench_matched_frame_counts(
         len(a["positions"]), len(b["positions"]), a["dt_fs"], b["dt_fs"]
@@ -399,10 +434,10 @@ def _md_metrics(a: dict, b: dict, n_rdf_bins: int) -> dict[str, float]:
                 side[key] = side[key][:n]
 
     # one neighbour pass per side feeds both the RDF and the ADF
-    (r, g_ref), angles_ref = _rdf_and_angles(a, n_rdf_bins)
+    (r, g_ref), angles_ref = _rdf_and_angles(a, n_rdf_bins, given=shared.get("ref"))
     # the prediction is histogrammed out to the reference's R_max, rebuilt from its grid
     r_max = float(r[-1] + (r[1] - r[0]) / 2)
-    (_, g_pred), angles_pred = _rdf_and_angles(b, n_rdf_bins, r_max)
+    (_, g_pred), angles_pred = _rdf_and_angles(b, n_rdf_bins, r_max, given=shared.get("pred"))
     out = {"rdf_error": matbench_rdf_error(r, g_ref, g_pred)}
 
     theta, adf_ref = _angles(a, angles_ref)

@@ -263,17 +263,27 @@ def _block_diagnostics(pair: _Pair) -> dict:
             for what, d in (("tau_int", pair.tau), ("block_length", pair.blen))}
 
 
-def rdf_step(pair: _Pair, n_bins: int = 500, backend: str = "numpy") -> tuple[dict, dict]:
+def rdf_step(pair: _Pair, n_bins: int = 500, backend: str = "numpy", pair_visitors: dict | None = None,
+             shared: dict | None = None) -> tuple[dict, dict]:
     """E_RDF (Eq. 4) on a shared 0…R_max grid; for a path-integral run the all-bead (quantum) g(r),
-    with the centroid's as ``rdf_error_centroid_pct``. Returns (score entries, state for later steps)."""
+    with the centroid's as ``rdf_error_centroid_pct``. Returns (score entries, state for later steps).
+
+    ``pair_visitors`` / ``shared``: see :func:`score_md`."""
     ref, mlip = pair.ref, pair.mlip
     r_max = min(rdf_r_max(ref.cells, ref.pbc), rdf_r_max(mlip.cells, mlip.pbc))
     out: dict = {"rdf_r_max_A": r_max}
+    visitors = {}
+    for k, t in pair.sides.items():
+        v = (pair_visitors or {}).get(k)
+        # a visitor rides along only where the pass can serve it; elsewhere its owner makes its own pass
+        visitors[k] = v if v is not None and backend == "numpy" and t.pbc.all() and v.r_near <= r_max else None
     hist = {
         k: rdf_histogram(t.positions, t.cells, n_bins=n_bins, r_max=r_max, pbc=t.pbc,
-                         block_length=pair.blen[k], backend=backend)
+                         block_length=pair.blen[k], backend=backend, pair_visitor=visitors[k])
         for k, t in pair.sides.items()
     }
+    if shared is not None:
+        shared.update((k, (hist[k], visitors[k])) for k in hist)
     r, g_ref = rdf_from_histogram(hist["ref"])
     if pair.beads is not None:  # quantum g(r): all beads; the centroid one kept under its own name
         _, g_centroid = rdf_from_histogram(hist["mlip"])
@@ -413,6 +423,8 @@ def score_md(
     curves: dict | None = None,
     mlip_beads: Trajectory | None = None,
     npt: bool = False,
+    pair_visitors: dict | None = None,
+    shared: dict | None = None,
 ) -> dict:
     """Observable errors of ``mlip`` against ``ref`` over matched durations.
 
@@ -436,6 +448,10 @@ def score_md(
     ``curves``: a dict that receives the compared curves (what the report draws, Fig. 3-5 b-f):
     ``rdf_r`` (Å), ``rdf_ref``, ``rdf_mlip``; ``vdos_nu_THz``, ``vdos_ref``, ``vdos_mlip`` (unit
     area over the common range, the MLIP's on the reference's grid); ``p_ref_GPa``, ``p_mlip_GPa``.
+    ``pair_visitors``: {"ref" | "mlip": visitor} that ride along in that side's RDF neighbour pass
+    (``pair_visitor`` of :func:`~dynamat.metrics.rdf.rdf_histogram`: another scorer's bond angles
+    without a second pass); ``shared``: a dict that receives, per side, (its RDF histogram per
+    bootstrap block, the visitor it fed or None) — the MLIP's centroid histogram for a PIMD run.
 
     Diagnostics: the kinetic temperature of each side (equipartition, 3N − 3 dof, from stored or
     estimated velocities) and, when the trajectory names its target temperature, a flag when the
@@ -446,7 +462,7 @@ def score_md(
     out.update(matched_duration_fs=float(min(ref.duration_fs, mlip.duration_fs)), n_frames_ref=pair.ref.n_frames,
                n_frames_mlip=pair.mlip.n_frames, n_boot=int(n_boot), **_block_diagnostics(pair))
     rng = np.random.default_rng(seed)
-    res_rdf, rdf_state = rdf_step(pair, n_bins, rdf_backend)
+    res_rdf, rdf_state = rdf_step(pair, n_bins, rdf_backend, pair_visitors, shared)
     res_p, p_state = pressure_step(pair)
     res_vdos, vdos_state = vdos_step(pair, vdos_max_lag_fs)
     for part in (res_rdf, res_p, res_vdos):

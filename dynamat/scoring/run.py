@@ -20,7 +20,7 @@ from dynamat.io.reference_h5 import reference_replicas
 from dynamat.io.results import write_json_atomic
 from dynamat.io.run_folder import bead_files, read_bead_trajectory, read_run_trajectory
 from dynamat.layout import CURVES_NPZ, SCORE_JSON, RunFolder
-from dynamat.metrics.matbench import MATBENCH_KEYS, matbench_md_metrics
+from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_metrics
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
@@ -69,14 +69,26 @@ def _run_trajectory(run_dir: Path):
     return mlip, beads, meta
 
 
-def matbench_object(ref, mlip) -> dict:
+def matbench_object(ref, mlip, shared: dict | None = None) -> dict:
     """Matbench-discovery's six per-system keys (its own definitions, :mod:`dynamat.metrics.matbench`);
-    None where it gives NaN (no stress on a side) or cannot compute (too few frames)."""
+    None where it gives NaN (no stress on a side) or cannot compute (too few frames). ``shared``:
+    score_md's RDF passes with Matbench's angle counters in them (:func:`score_with_matbench`)."""
     try:
-        vals = matbench_md_metrics(ref, mlip)
+        vals = matbench_md_metrics(ref, mlip, shared=shared)
     except ValueError as exc:
         return {**dict.fromkeys(MATBENCH_KEYS), "note": f"not computed: {exc}"}
     return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in vals.items()}
+
+
+def score_with_matbench(ref, mlip, **kwargs) -> dict:
+    """:func:`score_md` with its ``matbench`` object, one neighbour pass per side for both: Matbench's
+    bond-angle counters ride in score_md's RDF pass, whose counts its RDF reuses where they are the
+    same pass (the same bits; :func:`dynamat.metrics.matbench.matbench_md_metrics`)."""
+    visitors = {k: angle_visitor(t.numbers, t.cells, t.pbc) for k, t in (("ref", ref), ("mlip", mlip))}
+    passes: dict = {}
+    res = score_md(ref, mlip, pair_visitors=visitors, shared=passes, **kwargs)
+    res["matbench"] = matbench_object(ref, mlip, {"ref": passes.get("ref"), "pred": passes.get("mlip")})
+    return res
 
 
 def is_npt(meta: dict, mlip) -> bool:
@@ -135,8 +147,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         mlip.temperature_K = sys_entry.temperature_K  # the target: lets the frame-interval check speak
     replicas = reference_replicas(reference, system)
     try:
-        res = score_md(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads, npt=is_npt(meta, mlip))
-        res["matbench"] = matbench_object(ref, mlip)
+        res = score_with_matbench(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads,
+                                  npt=is_npt(meta, mlip))
         if len(replicas) > 1:  # the floor from independent reference trajectories, not from halves
             others = [read_reference(reference, g).check(f"{reference}:{g}") for g in replicas[1:]]
             res.update(reference_replica_floor(ref, others, res["matched_duration_fs"], dims=sys_entry.dims))
