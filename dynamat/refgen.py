@@ -34,7 +34,7 @@ from dynamat.io.reference_h5 import ReferenceGroupWriter
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
 from dynamat.names import check_name, model_folder, replica_name
-from dynamat.runner import MAX_SEED, RunOptions, ensemble_of, run_seed, steps_for_time, supervise
+from dynamat.runner import MAX_SEED, RunOptions, check_same_run, ensemble_of, run_seed, steps_for_time, supervise
 from dynamat.trajectory import ipi_virial_to_stress
 
 ENGINES = ("driver", "ase", "cp2k")
@@ -167,7 +167,9 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
     done = []
     for k in range(req.replicas):
         group = replica_name(req.name, k)
-        run_dir = RunFolder.of(work, label, group).path
+        run_dir = RunFolder.of(work, label, req.name, k).path
+        # a folder holds one run, as for `dynamat run`: replica 1 of X is not a run of a system named X_r1
+        check_same_run(run_dir, system.name, k or None, req.overwrite)
         seed = run_seed(run_dir, None if req.seed is None else req.seed + k, req.overwrite)
         # the catalogue's settings (ensemble and barostat included), as ``dynamat run`` builds them
         settings = system.md_settings(steps=equil + prod, seed=seed)
@@ -183,7 +185,7 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
         if req.overwrite or not _completed(run_dir, settings):  # --overwrite reruns, e.g. after a new template
             supervise(model, atoms, settings, run_dir, opts, system=system, reference=str(req.structure),
                       system_info=system.describe(), announce=announce,
-                      progress=progress_for(group) if progress_for else None)
+                      progress=progress_for(group) if progress_for else None, replica=k or None)
         elif announce:
             announce(f"{group}: the run in {run_dir} is complete; storing it")
         n, settled, note = _store(req, group, k, run_dir, settings, equil, system, client, atoms)

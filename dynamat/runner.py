@@ -306,7 +306,7 @@ def run_md(
     """Runs one (model, system) MD in ``<out>/<model>/<system>`` (``<system>_r<k>`` for replica k >= 1)
     and writes run.json; raises DynamatError on failure (the record is written first)."""
     run_dir = RunFolder.of(out, model, system.name, replica or 0).path
-    _check_same_run(run_dir, system.name, replica, opts.overwrite)
+    check_same_run(run_dir, system.name, replica, opts.overwrite)
     seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
     settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
     info = system.describe() if hasattr(system, "describe") else {}
@@ -314,7 +314,7 @@ def run_md(
                      reference=str(reference), system_info=info, announce=announce, replica=replica)
 
 
-def _check_same_run(run_dir: Path, system: str, replica: int | None, overwrite: bool) -> None:
+def check_same_run(run_dir: Path, system: str, replica: int | None, overwrite: bool) -> None:
     """A folder holds one run: a system ``X_r1`` must not continue replica 1 of ``X`` (same folder name),
     nor the reverse; a single run and replica 0 of a set share the folder on purpose. A record that names
     no system (a run cut short before it wrote one) is left to the resume checks."""

@@ -5,9 +5,12 @@ exactly the frames ``dynamat run --model emt`` writes with the same seed and pro
 are EMT's own on the stored positions; a kill resumes to the frames of a straight run.
 """
 
+import json
 import os
+import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import ase.build
 import ase.io
@@ -195,3 +198,19 @@ def test_kinetic_temperature_settled_follows_the_canonical_spread():
     ok, why = kinetic_temperature_settled(heating, target, n_dof)
     assert not ok and "K" in why
     assert not kinetic_temperature_settled(canonical + 150.0, target, n_dof)[0]
+
+
+def test_a_replica_folder_is_not_continued_as_another_system(tmp_path, structure, straight):
+    """Replica 1 of X lives in the folder a system named X_r1 would use: as for `dynamat run`, generating
+    X_r1 there is refused in one line (a kill before the store leaves such a folder), and nothing changes."""
+    work = tmp_path / "ref.h5.work"
+    shutil.copytree(Path(f"{straight}.work"), work)
+    r1 = work / "emt" / f"{SYSTEM}_r1"
+    assert json.loads((r1 / "run.json").read_text())["replica"] == 1
+    before = {p: p.read_bytes() for p in r1.iterdir() if p.is_file()}
+    res = dynamat_cmd("reference", "generate", "--structure", str(structure), "--out", str(tmp_path / "ref.h5"),
+                      "--name", f"{SYSTEM}_r1", "--temperature", "300", "--timestep-fs", "2", "--seed", "11",
+                      "--engine", "driver", "--model", "emt", "--time-ps", "0.4", "--equilibrate-ps", "0.04")
+    assert_one_line_error(res, "replica 1", "--overwrite")
+    assert {p: p.read_bytes() for p in r1.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "ref.h5").exists()
