@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,22 @@ def score_with_matbench(ref, mlip, **kwargs) -> dict:
     return res
 
 
+def _file_version(path) -> tuple[int, int]:
+    st = Path(path).stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@lru_cache(maxsize=16)
+def _replica_floor(reference: str, version: tuple[int, int], system: str, others: tuple[str, ...],
+                   duration_fs: float, dims: int) -> dict:
+    """The reference-replica floor, computed once per reference file version, system and matched
+    duration: every model of a campaign is scored against the same replicas, and each pair costs a
+    score_md. The file's mtime and size in the key: a rewritten file is read again."""
+    ref0 = read_reference(reference, system).check(f"{reference}:{system}")
+    rest = [read_reference(reference, g).check(f"{reference}:{g}") for g in others]
+    return reference_replica_floor(ref0, rest, duration_fs, dims=dims)
+
+
 def is_npt(meta: dict, mlip) -> bool:
     """A variable-cell run: run.json says ``ensemble npt``, or (a trajectory made elsewhere) its cell changes."""
     if meta:
@@ -150,8 +167,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         res = score_with_matbench(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads,
                                   npt=is_npt(meta, mlip))
         if len(replicas) > 1:  # the floor from independent reference trajectories, not from halves
-            others = [read_reference(reference, g).check(f"{reference}:{g}") for g in replicas[1:]]
-            res.update(reference_replica_floor(ref, others, res["matched_duration_fs"], dims=sys_entry.dims))
+            res.update(_replica_floor(str(Path(reference).resolve()), _file_version(reference), system,
+                                      tuple(replicas[1:]), res["matched_duration_fs"], sys_entry.dims))
             res.update(floor_source="reference_replicas", n_reference_replicas=len(replicas))
     except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
         raise DynamatError(f"cannot score this trajectory: {exc}") from None

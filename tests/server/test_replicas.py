@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
+import time
 
 import h5py
 import numpy as np
@@ -128,7 +130,7 @@ def test_a_system_named_like_a_replica_does_not_continue_that_replica(replicas, 
     assert RunFolder(folders[1]).run_json.read_bytes() == before
 
 
-def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(replicas, tmp_path):
+def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(replicas, tmp_path, monkeypatch):
     """Replicas 0 and 1 become a two-trajectory reference (groups NAME and NAME_r1, as `reference generate
     --replicas` writes them); replica 2 scored against it has, as floor, score_md(reference 0, reference 1)."""
     _, folders, scores = replicas
@@ -150,6 +152,17 @@ def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(repli
     direct = score_md(r0.truncated_to(d), r1.truncated_to(d), n_boot=0)
     for key in ("rdf_error_pct", "vdos_error_pct", "pressure_mae_GPa", "pressure_hist_error_pct"):
         assert s[f"{key}_floor"] == pytest.approx(direct[key], rel=1e-12), key
+    # every model of a campaign meets the same replicas: the floor is computed once per file version
+    from dynamat.scoring import run as scoring_run
+
+    computed = []
+    real = scoring_run.reference_replica_floor
+    monkeypatch.setattr(scoring_run, "reference_replica_floor", lambda *a, **k: computed.append(1) or real(*a, **k))
+    again = score_run(ref_file, SYSTEM, folders[2])
+    assert computed == [] and all(again[k] == s[k] for k in s if k.endswith("_floor"))
+    os.utime(ref_file, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file rewritten: read again
+    assert score_run(ref_file, SYSTEM, folders[2])["rdf_error_pct_floor"] == s["rdf_error_pct_floor"]
+    assert computed == [1]
     halves = score_run(default_reference(), SYSTEM, folders[2])
     assert "floor_source" not in halves  # one trajectory: the floor stays half against half
     assert s["rdf_error_pct_floor"] != halves["rdf_error_pct_floor"] and s["rdf_error_pct_floor"] > 0
