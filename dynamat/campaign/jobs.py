@@ -33,8 +33,9 @@ from dynamat.names import replica_name
 FINAL_RUN_STATUSES = ("completed", "exploded")  # results: never re-run by a campaign
 JOB_COLUMNS = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries",
                "socket", "driver_cmd", "driver_args", "driver_model", "task", "replica", "ensemble")
-#: the columns every job list has had; a later column missing from an older list reads as empty
-JOB_COLUMNS_FIRST = 13
+#: the columns of the first released job lists (0.x): ``driver_model`` came later, before ``task``
+JOB_COLUMNS_RELEASED = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries",
+                        "socket", "driver_cmd", "driver_args", "task")
 
 
 @dataclass
@@ -108,8 +109,9 @@ def read_job(path: Path, index: int) -> Job:
     if not 0 <= index < len(lines):
         raise DynamatError(f"job list {path} has {len(lines)} jobs; no index {index}")
     vals = lines[index].split("\t")
-    if JOB_COLUMNS_FIRST <= len(vals) < len(JOB_COLUMNS):  # written before replicas or ensembles: single NVT runs
-        vals += [""] * (len(JOB_COLUMNS) - len(vals))
+    if len(vals) == len(JOB_COLUMNS_RELEASED):  # a campaign started by an earlier dynamat: read by name
+        v = dict(zip(JOB_COLUMNS_RELEASED, vals))
+        vals = [v.get(c, "") for c in JOB_COLUMNS]  # no driver_model, replica or ensemble: one NVT run of a zoo model
     if len(vals) != len(JOB_COLUMNS):
         raise DynamatError(f"job list {path}, index {index}: {len(vals)} columns, expected {len(JOB_COLUMNS)}")
     v = dict(zip(JOB_COLUMNS, vals))

@@ -74,11 +74,16 @@ def test_job_list_round_trip(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0].startswith("#index\tmodel\tsystem") and len(lines) == 3 and all(ln.count("\t") == 14 for ln in lines)
     assert read_job(path, 0) == jobs[0] and read_job(path, 1) == jobs[1]
-    # a list written before replicas (13 columns) or before ensembles (14) still reads: single NVT runs
-    for n_cols in (13, 14):
-        old = tmp_path / f"old{n_cols}.tsv"
-        old.write_text("\n".join("\t".join(ln.split("\t")[:n_cols]) for ln in lines) + "\n")
-        assert read_job(old, 0) == dataclasses.replace(jobs[0], ensemble={}) and read_job(old, 1) == jobs[1]
+    # a list written by the first released campaign (12 columns: no driver_model before task, no replica,
+    # no ensemble) still reads, e.g. by the array tasks of a campaign started before an upgrade
+    released = ("index", "model", "system", "reference", "out", "steps", "seed", "max_retries", "socket",
+                "driver_cmd", "driver_args", "task")
+    header = lines[0][1:].split("\t")
+    by_name = [dict(zip(header, ln.split("\t"))) for ln in lines[1:]]
+    old = tmp_path / "released.tsv"
+    old.write_text("#" + "\t".join(released) + "\n" + "".join("\t".join(d[c] for c in released) + "\n" for d in by_name))
+    assert read_job(old, 1) == jobs[1]
+    assert read_job(old, 0) == dataclasses.replace(jobs[0], driver_model=None, ensemble={})
     assert read_task(path, 1) == [jobs[1]]
     with pytest.raises(DynamatError, match="no index 2"):
         read_job(path, 2)
