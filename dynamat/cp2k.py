@@ -24,7 +24,6 @@ from pathlib import Path
 from string import Template
 
 import ase
-import numpy as np
 
 from dynamat import processes
 from dynamat.errors import DynamatError
@@ -34,8 +33,6 @@ from dynamat.layout import CP2K_PROJECT, RunFolder
 INSTALL_HINT = ("install it with `apt-get install cp2k cp2k-data` (Debian/Ubuntu) or `conda install -c conda-forge "
                 "cp2k`, or set DYNAMAT_CP2K to the cp2k.psmp to use")
 SCF_FAILED = "SCF run NOT converged"
-HARTREE_BOHR_TO_EV_A = 51.42208619083232  # CODATA 2018: E_h / a_0 in eV/Å
-GPA_TO_EV_A3 = 1.0 / 160.21766208
 
 D3_BJ = """    &XC
       &XC_FUNCTIONAL PBE
@@ -247,36 +244,3 @@ class Cp2kClient:
         exe = self.exe or cp2k_executable()
         return {"reference_code": "CP2K", "code_version": cp2k_version(exe), **input_facts(text),
                 "input_text": text, "input_template": str(self.template_path or "dynamat default")}
-
-
-def parse_forces_eV_A(text: str) -> np.ndarray:
-    """The last ``ATOMIC FORCES in [a.u.]`` block of a CP2K output, in eV/Å."""
-    blocks = text.split("ATOMIC FORCES in [a.u.]")
-    if len(blocks) < 2:
-        raise DynamatError("no ATOMIC FORCES block in the CP2K output")
-    rows = []
-    for line in blocks[-1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 6 or not parts[0].isdigit():
-            break
-        rows.append([float(x) for x in parts[3:]])
-    return np.array(rows) * HARTREE_BOHR_TO_EV_A
-
-
-def parse_stress_eV_A3(text: str) -> np.ndarray:
-    """The last analytical stress tensor of a CP2K output as ASE's 3×3 stress in eV/Å³ (CP2K prints it in
-    GPa with positive = compressive, ASE's sign is the opposite)."""
-    at = text.rfind("Analytical stress tensor [GPa]")
-    if at < 0:
-        raise DynamatError("no analytical stress tensor in the CP2K output")
-    lines = text[at:].splitlines()[2:5]
-    s = np.array([[float(x) for x in ln.split()[2:5]] for ln in lines])
-    return -s * GPA_TO_EV_A3
-
-
-def parse_energy_eV(text: str) -> float:
-    """The last ``ENERGY| Total FORCE_EVAL`` of a CP2K output, in eV."""
-    m = re.findall(r"ENERGY\| Total FORCE_EVAL \( QS \) energy \[a\.u\.\]:\s+(\S+)", text)
-    if not m:
-        raise DynamatError("no total energy in the CP2K output")
-    return float(m[-1]) * 27.211386245988

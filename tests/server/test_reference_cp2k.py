@@ -7,6 +7,7 @@ own ENERGY_FORCE single point on that frame, run directly with the same settings
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,9 +17,10 @@ import ase
 import ase.io
 import numpy as np
 import pytest
+from ase import units
 from ase.build import bulk
 
-from dynamat.cp2k import parse_energy_eV, parse_forces_eV_A, parse_stress_eV_A3, render
+from dynamat.cp2k import render
 from dynamat.io.reference_h5 import read_reference, reference_attrs
 from dynamat.scoring.core import score_singlepoint
 from dynamat.trajectory import voigt_to_full
@@ -208,3 +210,37 @@ def test_npt_with_a_template_without_stress_is_refused(tmp_path, inputs):
 
     Cp2kClient(bulk("Si", "diamond", a=5.43), "semiconductor", needs_stress=True)  # the default template has it
     Cp2kClient(bulk("Si", "diamond", a=5.43), "semiconductor", template=bad)  # NVT needs no stress from CP2K
+
+
+# CP2K's own printout of a single point, read here only: the independent side of the comparison above
+def parse_forces_eV_A(text: str) -> np.ndarray:
+    """The last ``ATOMIC FORCES in [a.u.]`` block of a CP2K output, in eV/Å."""
+    blocks = text.split("ATOMIC FORCES in [a.u.]")
+    if len(blocks) < 2:
+        raise AssertionError("no ATOMIC FORCES block in the CP2K output")
+    rows = []
+    for line in blocks[-1].splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 6 or not parts[0].isdigit():
+            break
+        rows.append([float(x) for x in parts[3:]])
+    return np.array(rows) * (units.Hartree / units.Bohr)
+
+
+def parse_stress_eV_A3(text: str) -> np.ndarray:
+    """The last analytical stress tensor of a CP2K output as ASE's 3×3 stress in eV/Å³ (CP2K prints it in
+    GPa with positive = compressive, ASE's sign is the opposite)."""
+    at = text.rfind("Analytical stress tensor [GPa]")
+    if at < 0:
+        raise AssertionError("no analytical stress tensor in the CP2K output")
+    lines = text[at:].splitlines()[2:5]
+    s = np.array([[float(x) for x in ln.split()[2:5]] for ln in lines])
+    return -s * units.GPa
+
+
+def parse_energy_eV(text: str) -> float:
+    """The last ``ENERGY| Total FORCE_EVAL`` of a CP2K output, in eV."""
+    m = re.findall(r"ENERGY\| Total FORCE_EVAL \( QS \) energy \[a\.u\.\]:\s+(\S+)", text)
+    if not m:
+        raise AssertionError("no total energy in the CP2K output")
+    return float(m[-1]) * units.Hartree
