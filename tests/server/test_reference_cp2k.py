@@ -138,11 +138,7 @@ def test_stored_labels_equal_cp2k_single_point_on_the_frame(generated, tmp_path)
     rec = json.loads((generated.parent / "ref.h5.work" / "cp2k" / "Si_600K" / "run.json").read_text())
     assert len(rec["restarts"]) == 1 and "CP2K" in rec["restarts"][0]["reason"]
     i = ref.n_frames - 1  # a frame after the restart
-    atoms = ase.Atoms(numbers=ref.numbers, positions=ref.positions[i], cell=ref.cells[i], pbc=True)
-    (tmp_path / "sp.inp").write_text(render(TINY.replace("RUN_TYPE DRIVER", "RUN_TYPE ENERGY_FORCE"), atoms, "unused"))
-    subprocess.run([CP2K, "-i", "sp.inp", "-o", "sp.out"], cwd=tmp_path, check=True, timeout=300,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
-    text = (tmp_path / "sp.out").read_text()
+    text = _single_point(tmp_path, ref, i)
     np.testing.assert_allclose(ref.forces[i], parse_forces_eV_A(text), atol=1e-5, rtol=0)
     np.testing.assert_allclose(voigt_to_full(ref.stress[i]), parse_stress_eV_A3(text), atol=1e-6, rtol=0)
     # i-PI's Hartree differs from CODATA's by ~1e-7 relative: 1e-4 eV on this cell's ~840 eV
@@ -150,6 +146,35 @@ def test_stored_labels_equal_cp2k_single_point_on_the_frame(generated, tmp_path)
     # the reference scored against itself: zero errors
     sp = score_singlepoint(ref.energies, ref.forces, ref.energies, ref.forces, ref.n_atoms)
     assert sp["energy_rmse_eV_per_atom"] == 0.0 and sp["force_rmse_eV_per_A"] == 0.0
+
+
+def _single_point(tmp_path, ref, i) -> str:
+    """CP2K's own ENERGY_FORCE printout on stored frame ``i`` (its positions and its cell)."""
+    atoms = ase.Atoms(numbers=ref.numbers, positions=ref.positions[i], cell=ref.cells[i], pbc=True)
+    (tmp_path / "sp.inp").write_text(render(TINY.replace("RUN_TYPE DRIVER", "RUN_TYPE ENERGY_FORCE"), atoms, "unused"))
+    subprocess.run([CP2K, "-i", "sp.inp", "-o", "sp.out"], cwd=tmp_path, check=True, timeout=300,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    return (tmp_path / "sp.out").read_text()
+
+
+@needs_cp2k
+def test_npt_reference_moves_the_cell_that_cp2k_computes_in(tmp_path, inputs):
+    """--ensemble npt with CP2K: i-PI's barostat, fed CP2K's virial every step, moves the cell , and each stored frame's forces and stress are CP2K's on that frame's
+    own cell: a CP2K that kept the first cell would give other forces on the last frame. 20 GPa and
+    a 20 fs barostat are far from a production setting: they make the cell move within 4 steps."""
+    out = tmp_path / "npt.h5"
+    res = dynamat_cmd("reference", "generate", "--structure", str(inputs / "si8.extxyz"), "--out", str(out),
+                      "--cp2k-input", str(inputs / "tiny.inp"), "--time-ps", "0.004", *ARGS,
+                      "--ensemble", "npt", "--pressure-GPa", "20", "--barostat", "isotropic", "--tau-barostat-fs", "20")
+    assert res.returncode == 0, res.stderr
+    ref = read_reference(out, "Si_600K")
+    volumes = np.abs(np.linalg.det(ref.cells))
+    p_int = -ref.stress[0, :3].mean() * units.GPa ** -1  # GPa, CP2K's at the start: ~16 (this tiny basis' Pulay stress)
+    assert list(ref.steps) == [0, 2, 4] and p_int < 20.0
+    assert volumes[1] < volumes[0] and len(set(volumes)) == 3  # squeezed first (20 GPa > P_int), then it swings
+    text = _single_point(tmp_path, ref, ref.n_frames - 1)
+    np.testing.assert_allclose(ref.forces[-1], parse_forces_eV_A(text), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(voigt_to_full(ref.stress[-1]), parse_stress_eV_A3(text), atol=1e-6, rtol=0)
 
 
 @needs_cp2k
