@@ -159,9 +159,10 @@ def _single_point(tmp_path, ref, i) -> str:
 
 @needs_cp2k
 def test_npt_reference_moves_the_cell_that_cp2k_computes_in(tmp_path, inputs):
-    """--ensemble npt with CP2K: i-PI's barostat, fed CP2K's virial every step, moves the cell , and each stored frame's forces and stress are CP2K's on that frame's
-    own cell: a CP2K that kept the first cell would give other forces on the last frame. 20 GPa and
-    a 20 fs barostat are far from a production setting: they make the cell move within 4 steps."""
+    """--ensemble npt with CP2K: i-PI's barostat, fed CP2K's virial every step, moves the cell, and each
+    stored frame's forces and stress are CP2K's on that frame's own cell: a CP2K that kept the first cell
+    would give other forces on the last frame. 20 GPa and a 20 fs barostat are far from a production
+    setting: they make the cell move within 4 steps."""
     out = tmp_path / "npt.h5"
     res = dynamat_cmd("reference", "generate", "--structure", str(inputs / "si8.extxyz"), "--out", str(out),
                       "--cp2k-input", str(inputs / "tiny.inp"), "--time-ps", "0.004", *ARGS,
