@@ -35,10 +35,18 @@ def split_names(csv: str, kind: str) -> list[str]:
     return seen
 
 
-def per_model_all(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, list[str]]:
-    """``("m=value", ...)`` -> ``{m: [value, ...]}`` in the given order; every ``m`` must be one of ``models``."""
+def per_model_all(items: tuple[str, ...], models: list[str], flag: str, *, sole_model_default: bool = False
+                  ) -> dict[str, list[str]]:
+    """``("m=value", ...)`` -> ``{m: [value, ...]}`` in the given order; every ``m`` must be one of ``models``.
+    ``sole_model_default``: with one model, an item that starts with a KEY (a Python identifier, which
+    no MODULE:CALLABLE is) other than its name is that model's value (``--model-option KEY=VALUE`` as
+    ``dynamat run`` takes it)."""
     out: dict[str, list[str]] = {}
     for it in items:
+        head = it.partition("=")[0].strip()
+        if sole_model_default and len(models) == 1 and head.isidentifier() and head != models[0]:
+            out.setdefault(models[0], []).append(it.strip())
+            continue
         m, sep, val = it.partition("=")
         if not sep or not m.strip() or not val.strip():
             raise DynamatError(f"{flag} wants MODEL=VALUE, got {it!r}")
@@ -145,7 +153,7 @@ class CampaignSpec:
                 args[m] = tuple(shlex.split(text))
             except ValueError as exc:  # an unbalanced quote
                 raise DynamatError(f"--driver-args for {m}: {exc} in {text!r}") from None
-        opts = {m: model_option_args(v) for m, v in per_model_all(model_options, model_list, "--model-option").items()}
+        opts = {m: model_option_args(v) for m, v in per_model_all(model_options, model_list, "--model-option", sole_model_default=True).items()}
         served = {}
         for m in model_list:
             e = entries.get(m)

@@ -20,7 +20,7 @@ from dynamat.campaign.spec import CampaignSpec
 @models_file_option
 @click.option("--model-option", "model_options", multiple=True, metavar="MODEL=KEY=VALUE",
               help="Option of one model, as `dynamat run --model MODEL --model-option KEY=VALUE` (repeatable), "
-                   "e.g. ase.calculators.lj:LennardJones=sigma=2.3.")
+                   "e.g. ase.calculators.lj:LennardJones=sigma=2.3; with one model in --models, KEY=VALUE is enough.")
 @click.option("--systems", required=True, help="Comma-separated system names.")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="DynaMat v1.0 reference HDF5 [default: the bundled demo file].")

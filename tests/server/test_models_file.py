@@ -201,3 +201,15 @@ def test_singlepoint_by_table_name_equals_the_spec_with_its_options(tmp_path):
     for key in ("energy_rmse_eV_per_atom", "force_rmse_eV_per_A"):
         assert out["table"][key] == out["spec"][key], key
     assert (out["table"]["model"], out["table"]["model_label"], out["table"]["tier"]) == ("my-lj", "LJ (fitted)", 5)
+
+
+def test_one_model_campaign_takes_a_bare_model_option(tmp_path):
+    """With one model in --models, --model-option KEY=VALUE is that model's, as `dynamat run` takes it;
+    with two, an option must name its model."""
+    from dynamat.campaign.spec import CampaignSpec
+
+    named = CampaignSpec.from_options(LJ_SPEC, SYSTEM, model_options=(f"{LJ_SPEC}=sigma=2.3",), out=tmp_path)
+    bare = CampaignSpec.from_options(LJ_SPEC, SYSTEM, model_options=("sigma=2.3",), out=tmp_path)
+    assert bare == named and "sigma=2.3" in " ".join(bare.driver_args[LJ_SPEC])
+    with pytest.raises(DynamatError, match="not in --models"):
+        CampaignSpec.from_options(f"emt,{LJ_SPEC}", SYSTEM, model_options=("sigma=2.3",), out=tmp_path)
