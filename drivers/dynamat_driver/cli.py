@@ -162,6 +162,8 @@ def serve(
         system = resolve_system(params, template=template_atoms)
         # a new schedule per connection: i-PI re-sends INIT to every client it serves
         schedule = StressSchedule(stress_stride, first_step, beads) if stress_stride else None
+        if state.get("evaluator") is not None:
+            state["evaluator"].close()  # the previous connection's frame record
         ev = state["evaluator"] = Evaluator(model, system, batched=batched, stress_schedule=schedule, record=record)
         if verbose:
             _info(f"serving {len(system.numbers)} atoms ({system.formula}, from {system.source}), pbc "
@@ -181,6 +183,8 @@ def serve(
                    timeout_s=DEFAULT_SERVER_TIMEOUT_S if server_timeout is None else server_timeout)
     finally:
         timing.update(evaluator=state.get("evaluator"), stats=stats)
+        if state.get("evaluator") is not None:
+            state["evaluator"].close()
     timing.update(status="finished", end_reason=stats.reason)
     _said_done(state.get("evaluator"), stats, verbose)
 

@@ -388,6 +388,11 @@ class Evaluator:
         )
         return d
 
+    def close(self) -> None:
+        """Closes the frame record (its records are on disk already: each is one unbuffered write)."""
+        if self.recorder is not None:
+            self.recorder.close()
+
     def stress_summary(self) -> dict:
         """What the timing file says about the stress: computed on every request, or on demand."""
         if self.stress_schedule is None:

@@ -72,8 +72,12 @@ class FrameRecorder:
         self.n_recorded += 1
 
     def close(self) -> None:
+        """Once only: a second os.close could close whatever file has been given the number since."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
         try:
-            os.close(self.fd)
+            os.close(fd)
         except OSError:
             pass
 

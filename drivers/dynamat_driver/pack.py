@@ -177,8 +177,8 @@ class Pack:
             except (KeyError, ValueError):
                 pass
             ps.session.close(graceful=graceful)
-        if ps.evaluator is not None and ps.evaluator.recorder is not None:
-            ps.evaluator.recorder.close()
+        if ps.evaluator is not None:
+            ps.evaluator.close()
         status = "error" if ps.error else (ps.stats.reason or "closed")
         if ps.timing is not None:
             ps.timing.update(evaluator=ps.evaluator, stats=ps.stats, status="error" if ps.error else "finished",

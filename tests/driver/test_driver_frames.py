@@ -58,3 +58,20 @@ def test_record_needs_the_stress_schedule(tmp_path):
                                          str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
     assert_one_line_error(res, "--record needs --stress-stride", prog="dynamat-driver", code=None)
     assert not (tmp_path / "f.f64").exists()
+
+
+def test_a_second_close_leaves_the_next_file_with_that_number_alone(tmp_path):
+    """The serve loop closes a connection's record when i-PI re-sends INIT and again at its end: the second
+    close must not close the file the number has been given to since."""
+    import os
+
+    rec = FrameRecorder(str(tmp_path / "frames.f64"), 2)
+    number = rec.fd
+    rec.close()
+    other = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        assert other == number  # the lowest free number is given again (POSIX)
+        rec.close()
+        assert os.write(other, b"still open") == 10
+    finally:
+        os.close(other)
