@@ -141,7 +141,7 @@ class CampaignSpec:
         ``models_file``: a user's models (:mod:`dynamat.models_file`); ``dispersion``: driver
         arguments every model gets (``--dispersion``), except one whose table names its own;
         ``model_options``: ``MODEL=KEY=VALUE`` items, a model's ``--model-option KEY=VALUE``."""
-        from dynamat.models_file import model_option_args, read_models_file
+        from dynamat.models_file import model_option_args, read_models_file, serve
 
         model_list = split_names(models, "model")
         system_list = split_names(systems, "system")
@@ -159,12 +159,13 @@ class CampaignSpec:
             e = entries.get(m)
             if e is not None and e.dispersion and dispersion:
                 raise DynamatError(f"model {m!r} has dispersion = {e.dispersion!r} in {models_file}; drop --dispersion")
-            if e is not None:
-                served[m] = e.calculator
-                if e.driver_cmd and m not in env:
-                    env[m] = e.driver_cmd
+            how = serve(m, entries, env.get(m))  # as `dynamat run --models-file` serves it
+            if how.entry is not None:
+                served[m] = how.driver_model
+                if how.driver_cmd:
+                    env[m] = how.driver_cmd
             # after the table's own options, so a command-line option wins as it does for `dynamat run`
-            extra = (e.driver_args() if e else ()) + opts.get(m, ()) + tuple(dispersion)
+            extra = how.driver_args + opts.get(m, ()) + tuple(dispersion)
             if extra:
                 args[m] = extra + args.get(m, ())
         return cls(models=tuple(model_list), systems=tuple(system_list), driver_env=env, driver_args=args,
