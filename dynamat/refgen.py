@@ -26,7 +26,7 @@ import ase.io
 import h5py
 import numpy as np
 
-from dynamat.catalogue import get_system
+from dynamat.catalogue import NPT_BURN_IN_TAUS, get_system
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import read_aligned_frames
@@ -160,6 +160,11 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
     p = system.protocol
     equil = _steps(req.equilibrate_ps, p.timestep_fs, p.stride)
     prod = steps_for_time(req.time_ps, p.timestep_fs)
+    if p.ensemble == "npt" and warn and req.equilibrate_ps * 1000.0 < NPT_BURN_IN_TAUS * p.tau_barostat_fs:
+        # the stored frames are the reference's ensemble: a cell still relaxing would bias its volume
+        warn(f"--equilibrate-ps {req.equilibrate_ps:g} is under {NPT_BURN_IN_TAUS:g} barostat time constants "
+             f"({NPT_BURN_IN_TAUS * p.tau_barostat_fs / 1000.0:g} ps): the stored frames may begin while the "
+             "cell still relaxes")
     client = _client(req, system, atoms)
     _refuse_existing_groups(req)
     work = reference_work_dir(req.out)

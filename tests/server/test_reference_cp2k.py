@@ -168,6 +168,7 @@ def test_npt_reference_moves_the_cell_that_cp2k_computes_in(tmp_path, inputs):
                       "--cp2k-input", str(inputs / "tiny.inp"), "--time-ps", "0.004", *ARGS,
                       "--ensemble", "npt", "--pressure-GPa", "20", "--barostat", "isotropic", "--tau-barostat-fs", "20")
     assert res.returncode == 0, res.stderr
+    assert "under 5 barostat time constants (0.1 ps)" in res.stderr  # --equilibrate-ps 0: said, not refused
     ref = read_reference(out, "Si_600K")
     volumes = np.abs(np.linalg.det(ref.cells))
     p_int = -ref.stress[0, :3].mean() * units.GPa ** -1  # GPa, CP2K's at the start: ~16 (this tiny basis' Pulay stress)
