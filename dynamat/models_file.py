@@ -61,11 +61,21 @@ class ModelEntry:
         if self.training_set is not None:
             args.append(f"--training-set={self.training_set}")
         if self.dispersion:
-            functional = _DISPERSION.match(self.dispersion).group(1)
-            args.append("--dispersion=d3-bj")
-            if functional:
-                args.append(f"--dispersion-functional={functional}")
+            args += dispersion_args("d3-bj", _DISPERSION.match(self.dispersion).group(1) or None)
         return tuple(args)
+
+
+def dispersion_args(dispersion: str | None, functional: str | None) -> tuple[str, ...]:
+    """``--dispersion`` and ``--dispersion-functional`` (the command line's, or a table's ``dispersion``) as
+    driver arguments; the driver checks the functional's name against its parameter tables."""
+    if functional is not None and not dispersion:
+        raise DynamatError("--dispersion-functional only matters with --dispersion d3-bj")
+    if not dispersion:
+        return ()
+    name_ok = functional is None or 0 < len(functional) <= 40 and all(c.isalnum() or c in "-_+()" for c in functional)
+    if not name_ok:
+        raise DynamatError(f"--dispersion-functional wants a functional's name like pbe or r2scan, got {functional!r}")
+    return (f"--dispersion={dispersion}",) + (() if functional is None else (f"--dispersion-functional={functional}",))
 
 
 def model_option_args(pairs) -> tuple[str, ...]:
@@ -197,4 +207,4 @@ def serve(model: str, entries: dict[str, ModelEntry] | None, driver_cmd: str | N
     return Served(entry.calculator, entry.driver_args(), driver_cmd or entry.driver_cmd, entry)
 
 
-__all__ = ["KEYS", "ModelEntry", "Served", "model_option_args", "read_models_file", "serve"]
+__all__ = ["KEYS", "ModelEntry", "Served", "dispersion_args", "model_option_args", "read_models_file", "serve"]

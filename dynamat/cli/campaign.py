@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from dynamat.campaign.jobs import task_main
-from dynamat.cli.common import (dispersion_args, dispersion_options, ensemble_options, models_file_option,
+from dynamat.cli.common import (dispersion_options, ensemble_options, models_file_option,
                                 protocol_overrides, seed_option, with_options)
 from dynamat.campaign.run import run_campaign
 from dynamat.campaign.spec import CampaignSpec
+from dynamat.models_file import dispersion_args
 
 @click.command("campaign")
 @click.option("--models", required=True, help="Comma-separated model names, as dynamat-driver knows them, "

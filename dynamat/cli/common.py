@@ -142,18 +142,6 @@ dispersion_options = [
 ]
 
 
-def dispersion_args(dispersion: str | None, functional: str | None) -> tuple[str, ...]:
-    """:data:`dispersion_options` as driver arguments; the driver checks the functional's name."""
-    if functional is not None and not dispersion:
-        raise DynamatError("--dispersion-functional only matters with --dispersion d3-bj")
-    if not dispersion:
-        return ()
-    name_ok = functional is None or 0 < len(functional) <= 40 and all(c.isalnum() or c in "-_+()" for c in functional)
-    if not name_ok:
-        raise DynamatError(f"--dispersion-functional wants a functional's name like pbe or r2scan, got {functional!r}")
-    return (f"--dispersion={dispersion}",) + (() if functional is None else (f"--dispersion-functional={functional}",))
-
-
 #: ``--models-file models.toml``: a user's models by name, one table each (dynamat.models_file)
 models_file_option = click.option(
     "--models-file", type=click.Path(path_type=Path, dir_okay=False), default=None,

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, ensemble_options, model_option,
+from dynamat.cli.common import (dispersion_options, ensemble_options, model_option,
                                 models_file_option, protocol_options, protocol_overrides, reference_option,
                                 seed_option, served_model, system_option, with_options)
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
 from dynamat.layout import RunFolder
-from dynamat.models_file import model_option_args
+from dynamat.models_file import dispersion_args, model_option_args
 from dynamat.names import check_socket_name, model_folder
 from dynamat.reference import initial_atoms, load_system
 from dynamat.runner import steps_for

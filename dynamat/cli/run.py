@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, driver_options, ensemble_options, model_option,
+from dynamat.cli.common import (dispersion_options, driver_options, ensemble_options, model_option,
                                 models_file_option, progress_printer, protocol_options,
                                 protocol_overrides, reference_option, seed_option, served_model, system_option,
                                 with_options)
 from dynamat.errors import DynamatError
-from dynamat.models_file import model_option_args
+from dynamat.models_file import dispersion_args, model_option_args
 from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 
 

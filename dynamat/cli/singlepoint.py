@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (dispersion_args, dispersion_options, driver_options, emit, model_option,
+from dynamat.cli.common import (dispersion_options, driver_options, emit, model_option,
                                 models_file_option, reference_option, served_model, system_option, with_options)
-from dynamat.models_file import model_option_args
+from dynamat.models_file import dispersion_args, model_option_args
 from dynamat.names import model_folder
 from dynamat.singlepoint import ENERGY_REFERENCES, run_singlepoint
 

@@ -254,7 +254,7 @@ def test_driver_says_missing_package_and_bad_functional_in_one_line(tmp_path):
 
 # ---------------------------------------------------------------------------- the server's side
 def test_server_options_become_driver_arguments(tmp_path):
-    from dynamat.cli.common import dispersion_args
+    from dynamat.models_file import dispersion_args
     from dynamat.errors import DynamatError
 
     assert dispersion_args(None, None) == ()
