@@ -5,7 +5,8 @@
   against replica 0, so the floor is the error a perfect model would get there — another trajectory
   of the same dynamics: ``<key>_floor`` = mean over k >= 1 of score_md(reference 0, reference k), both
   cut to the run's matched duration (not the two halves of one trajectory, which are half as long and
-  correlated across the cut). E_RPV/L_RPV floors are Eq. 11-12 of the three mean floors, as for halves.
+  correlated across the cut). E_RPV/L_RPV floors are Eq. 11-12 of the three mean floors, as for halves;
+  a variable-cell (NPT) score gets its cell errors' floors from the replicas too.
 * **MLIP replicas** (:func:`aggregate_replicas`): per observable, the mean error over the completed
   replicas; ``<key>_replica_sd`` the sample standard deviation across them (ddof 1: the spread of one
   run's error); ``<key>_unc`` the bootstrap standard error of the mean, sqrt(Σ u_k²)/R (independent
@@ -23,22 +24,24 @@ from dynamat.metrics.combined import combined_scores
 from dynamat.scoring.keys import COMPOSITE_KEYS, ERROR_KEYS, METRIC_KEYS, NPT_METRIC_KEYS, OBSERVABLE_KEYS
 
 
-def reference_replica_floor(ref0, others, duration_fs: float, *, dims: int = 3, n_bins: int = 500) -> dict:
+def reference_replica_floor(ref0, others, duration_fs: float, *, dims: int = 3, n_bins: int = 500,
+                            npt: bool = False) -> dict:
     """``<key>_floor`` of every error key from reference replica 0 against each further replica in
-    ``others`` (Trajectories), over ``duration_fs``; a key is None where a pair has no value."""
+    ``others`` (Trajectories), over ``duration_fs``; a key is None where a pair has no value. ``npt``:
+    the cell errors (:data:`NPT_METRIC_KEYS`) get their floor from the replicas too."""
     from dynamat.scoring.core import score_md
 
     base = ref0.truncated_to(duration_fs)
-    per_pair = [score_md(base, other.truncated_to(duration_fs), dims=dims, n_boot=0, n_bins=n_bins)
+    per_pair = [score_md(base, other.truncated_to(duration_fs), dims=dims, n_boot=0, n_bins=n_bins, npt=npt)
                 for other in others]
     floors = {}
-    for key in ERROR_KEYS:
+    for key in ERROR_KEYS + (NPT_METRIC_KEYS if npt else ()):
         if key in COMPOSITE_KEYS:
             continue
         vals = [p.get(key) for p in per_pair]
         floors[key] = float(np.mean(vals)) if vals and all(v is not None for v in vals) else None
     floors.update(combined_scores(*(floors[k] for k in OBSERVABLE_KEYS)))
-    return {f"{k}_floor": floors.get(k) for k in ERROR_KEYS}
+    return {f"{k}_floor": floors.get(k) for k in ERROR_KEYS + (NPT_METRIC_KEYS if npt else ())}
 
 
 def _mean_sd(vals: list[float]) -> tuple[float | None, float | None]:

@@ -99,13 +99,13 @@ def _file_version(path) -> tuple[int, int]:
 
 @lru_cache(maxsize=16)
 def _replica_floor(reference: str, version: tuple[int, int], system: str, others: tuple[str, ...],
-                   duration_fs: float, dims: int) -> dict:
+                   duration_fs: float, dims: int, npt: bool) -> dict:
     """The reference-replica floor, computed once per reference file version, system and matched
     duration: every model of a campaign is scored against the same replicas, and each pair costs a
     score_md. The file's mtime and size in the key: a rewritten file is read again."""
     ref0 = read_reference(reference, system).check(f"{reference}:{system}")
     rest = [read_reference(reference, g).check(f"{reference}:{g}") for g in others]
-    return reference_replica_floor(ref0, rest, duration_fs, dims=dims)
+    return reference_replica_floor(ref0, rest, duration_fs, dims=dims, npt=npt)
 
 
 def is_npt(meta: dict, mlip) -> bool:
@@ -168,7 +168,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
                                   npt=is_npt(meta, mlip))
         if len(replicas) > 1:  # the floor from independent reference trajectories, not from halves
             res.update(_replica_floor(str(Path(reference).resolve()), _file_version(reference), system,
-                                      tuple(replicas[1:]), res["matched_duration_fs"], sys_entry.dims))
+                                      tuple(replicas[1:]), res["matched_duration_fs"], sys_entry.dims,
+                                      is_npt(meta, mlip)))
             res.update(floor_source="reference_replicas", n_reference_replicas=len(replicas))
     except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
         raise DynamatError(f"cannot score this trajectory: {exc}") from None

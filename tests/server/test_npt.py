@@ -262,6 +262,27 @@ def test_emt_npt_reference_scores_lj_far_off_and_another_emt_seed_within_the_noi
     assert "Variable-cell (NPT)" in render_html([npt], [], [])
 
 
+def test_npt_reference_replicas_give_the_cell_errors_their_floor(runs, tmp_path):
+    """The two EMT seeds as reference replicas 0 and 1 (groups NAME, NAME_r1): an NPT run scored against them
+    has, as its cell errors' floors, the errors of replica 1 against replica 0 over the matched duration."""
+    from dynamat.io.reference_h5 import write_reference
+    from dynamat.scoring.core import score_md
+
+    ref_h5 = tmp_path / "two.h5"
+    for k, name in enumerate(("emt1", "emt2")):
+        t = read_run_trajectory(runs[name])
+        t.name, t.temperature_K = SYSTEM if k == 0 else f"{SYSTEM}_r1", 300.0
+        write_reference(ref_h5, t, {"replica_of": SYSTEM, "replica_index": k, "seed": k + 1})
+    s = _score(ref_h5, runs["lj"])
+    assert s["floor_source"] == "reference_replicas"
+    r0, r1 = (read_reference(ref_h5, g) for g in (SYSTEM, f"{SYSTEM}_r1"))
+    d = s["matched_duration_fs"]
+    direct = score_md(r0.truncated_to(d), r1.truncated_to(d), n_boot=0, npt=True)
+    for key in ("volume_error_pct", "volume_hist_error_pct", "lattice_length_error_pct", "lattice_angle_error_deg"):
+        assert s[f"{key}_floor"] == pytest.approx(direct[key], rel=1e-12, abs=1e-12), key
+    assert s["volume_error_pct_floor"] > 0 and s["lattice_length_error_pct"] > s["lattice_length_error_pct_floor"]
+
+
 def test_npt_refuses_the_ase_engine_and_beads_before_touching_a_folder(tmp_path):
     from dynamat.errors import DynamatError
 
