@@ -86,8 +86,10 @@ def _check_serve_options(model_name: str, device: str, dtype: str | None, stress
         raise DriverError("--first-step and --beads only matter with --stress-stride N")
     if stress_stride is not None:
         StressSchedule(stress_stride, first_step, beads)
-    if record is not None and (stress_stride is None or beads != 1):
-        raise DriverError("--record needs --stress-stride N (which steps are written) and one bead per step")
+    if record is not None and (stress_stride is None or beads != 1):  # before the model loads: said at once
+        from .frames import NEEDS_SCHEDULE
+
+        raise DriverError(NEEDS_SCHEDULE)
 
 
 def _load(model_name: str, *, device: str, dtype: str | None, model_path: str | None, options: dict,

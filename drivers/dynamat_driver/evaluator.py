@@ -250,10 +250,10 @@ class Evaluator:
         #: ``record``: the frame record file (:mod:`dynamat_driver.frames`); the schedule tells the steps
         self.recorder = None
         if record:
-            from .frames import FrameRecorder
+            from .frames import NEEDS_SCHEDULE, FrameRecorder
 
             if stress_schedule is None or stress_schedule.beads != 1:
-                raise DriverError("--record needs --stress-stride N (the written steps) and one bead")
+                raise DriverError(NEEDS_SCHEDULE)
             self.recorder = FrameRecorder(record, len(system.numbers))
         self.system = system
         self.batched = bool(batched) and bool(getattr(model, "can_batch", False))

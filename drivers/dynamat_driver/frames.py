@@ -22,6 +22,10 @@ from . import DriverError
 from .contract import FRAMES_HEADER_BYTES, FRAMES_MAGIC, frame_record_floats
 
 
+#: why a frame record cannot be made: the schedule of written steps is what tells a request's MD step
+NEEDS_SCHEDULE = "--record needs --stress-stride N (which steps are written) and one bead per step"
+
+
 class FrameRecorder:
     """Appends the records of written steps to ``path`` (created with its header if absent or empty)."""
 
@@ -82,4 +86,4 @@ class FrameRecorder:
             pass
 
 
-__all__ = ["FrameRecorder"]
+__all__ = ["NEEDS_SCHEDULE", "FrameRecorder"]
