@@ -153,7 +153,8 @@ class CampaignSpec:
                 args[m] = tuple(shlex.split(text))
             except ValueError as exc:  # an unbalanced quote
                 raise DynamatError(f"--driver-args for {m}: {exc} in {text!r}") from None
-        opts = {m: model_option_args(v) for m, v in per_model_all(model_options, model_list, "--model-option", sole_model_default=True).items()}
+        given = per_model_all(model_options, model_list, "--model-option", sole_model_default=True)
+        opts = {m: model_option_args(v) for m, v in given.items()}
         served = {}
         for m in model_list:
             e = entries.get(m)
