@@ -160,13 +160,13 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
     p = system.protocol
     equil = _steps(req.equilibrate_ps, p.timestep_fs, p.stride)
     prod = steps_for_time(req.time_ps, p.timestep_fs)
+    client = _client(req, system, atoms)
+    _refuse_existing_groups(req)
     if p.ensemble == "npt" and warn and req.equilibrate_ps * 1000.0 < NPT_BURN_IN_TAUS * p.tau_barostat_fs:
-        # the stored frames are the reference's ensemble: a cell still relaxing would bias its volume
+        # after every refusal (a refused request stays one line); a cell still relaxing would bias the volume
         warn(f"--equilibrate-ps {req.equilibrate_ps:g} is under {NPT_BURN_IN_TAUS:g} barostat time constants "
              f"({NPT_BURN_IN_TAUS * p.tau_barostat_fs / 1000.0:g} ps): the stored frames may begin while the "
              "cell still relaxes")
-    client = _client(req, system, atoms)
-    _refuse_existing_groups(req)
     work = reference_work_dir(req.out)
     label = engine_label(req)
     done = []
