@@ -33,6 +33,15 @@ def bond_cutoffs(numbers, cells, pbc, bond_tolerance: float = 1.25) -> np.ndarra
     return cut
 
 
+def _lengths(vec: np.ndarray) -> np.ndarray:
+    """|v| of (m, 3) vectors: ``np.linalg.norm(vec, axis=-1)`` to the bit (the same products and
+    sums, in the same order), without its slow reduction over an axis of length 3."""
+    sq = vec * vec
+    d = np.add(sq[:, 0], sq[:, 1])
+    d += sq[:, 2]
+    return np.sqrt(d, out=d)
+
+
 @lru_cache(maxsize=64)
 def _triu_flat(k: int) -> np.ndarray:
     """Flat indices a·k + b (a < b) of the upper triangle of a k×k matrix."""
@@ -42,8 +51,11 @@ def _triu_flat(k: int) -> np.ndarray:
 
 #: angles evaluated per numpy call: the block's arrays stay cache-sized (~0.5 MiB each)
 _ANGLES_PER_BLOCK = 1 << 16
-#: cells per unit of cosine in the binning table (a power of 2: c·K + K is then exact to 2⁻³⁶)
-_TABLE_CELLS = 1 << 15
+#: cells per unit of cosine in the binning table: 2¹⁶ = (2⁸)², so unit bond vectors scaled by
+#: ``_SQRT_CELLS`` give K·cos in one Gram product (a power of two scales every product and sum
+#: exactly), and c·K + K is exact to 2⁻³⁶
+_TABLE_CELLS = 1 << 16
+_SQRT_CELLS = 1 << 8
 #: distance in cosine (≫ round-off, ≪ a cell) within which a cell counts as touching a bin edge
 _EDGE_MARGIN = 1e-9
 
@@ -80,26 +92,26 @@ def _cosine_bin_table(lo_deg: float, hi_deg: float, n_bins: int) -> np.ndarray:
     # angles outside [lo, hi] are not counted (np.histogram drops them): a bin of its own
     table[(table < 0) | (table >= n_bins)] = n_bins + 1
     table[touches] = n_bins
-    return table
+    # bins in one byte where they fit: the lookup then reads and writes an eighth of the memory
+    return table.astype(np.uint8) if n_bins + 2 <= 256 else table
 
 
-def _angle_counts(key: np.ndarray, u: np.ndarray, n_groups: int, edges: np.ndarray) -> np.ndarray:
-    """Histogram of the angles between every two unit bond vectors ``u`` of equal ``key``.
+def _angle_counts(key: np.ndarray, order: np.ndarray, ku: np.ndarray, n_groups: int,
+                  edges: np.ndarray) -> np.ndarray:
+    """Histogram of the angles between every two bond vectors ``ku`` (unit × ``_SQRT_CELLS``) of
+    equal ``key`` < ``n_groups`` (bonds keyed ``n_groups`` are skipped).
 
-    ``key`` (sorted) names each bond's centre (frame × N + atom), so a centre's bonds are one
-    contiguous run; centres of equal coordination k are handled together: one batched k×k Gram
-    matrix of their bond vectors, of which the upper triangle holds the cosines. Cosines are
-    binned through :func:`_cosine_bin_table` (exactly :func:`_exact_angle_counts`).
+    ``key`` names each bond's centre (frame × N + atom) and ``order`` sorts it, so a centre's bonds
+    are one contiguous run of ``order``; centres of equal coordination k are handled together:
+    one batched k×k Gram matrix of their bond vectors, of which the upper triangle holds K·cos.
+    Cosines are binned through :func:`_cosine_bin_table` (exactly :func:`_exact_angle_counts`).
     """
     n_bins = len(edges) - 1
     table = _cosine_bin_table(float(edges[0]), float(edges[-1]), n_bins)
-    coord = np.bincount(key, minlength=n_groups)
+    coord = np.bincount(key, minlength=n_groups + 1)[:n_groups]
     start = np.concatenate([[0], np.cumsum(coord)[:-1]])
     counts = np.zeros(n_bins + 2, dtype=np.int64)
-    # One side of each Gram product is scaled by K = 2¹⁵: scaling by a power of two is exact in
-    # every product and sum, so the Gram matrix holds K·cos bit for bit, with no extra pass. No
-    # clip either: |cos| ≤ 1 + 1e-15 lands in the end cells 0 and 2K all the same.
-    scaled = u * _TABLE_CELLS
+    cell = np.empty(_ANGLES_PER_BLOCK, dtype=np.intp)
     near_edge = []  # K·cos of cells touching a bin edge, binned exactly in one call at the end
     for k in np.unique(coord[coord >= 2]):
         k = int(k)
@@ -107,12 +119,16 @@ def _angle_counts(key: np.ndarray, u: np.ndarray, n_groups: int, edges: np.ndarr
         first = start[coord == k]
         step = max(1, _ANGLES_PER_BLOCK // k**2)
         for c0 in range(0, len(first), step):
-            rows = first[c0 : c0 + step, None] + np.arange(k)
-            bonds = np.take(u, rows, axis=0)  # (centres, k, 3)
-            gram = np.matmul(np.take(scaled, rows, axis=0), bonds.transpose(0, 2, 1))
+            rows = np.take(order, first[c0 : c0 + step, None] + np.arange(k))
+            bonds = np.take(ku, rows, axis=0)  # (centres, k, 3)
+            # Bᵀ as a copy: given a view of B itself, numpy takes B·Bᵀ as a symmetric product (BLAS
+            # syrk), twice as slow at k×3 and not the same bits as the general product.
+            # No clip: |cos| ≤ 1 + 1e-15 lands in the end cells 0 and 2K all the same.
+            gram = np.matmul(bonds, np.ascontiguousarray(bonds.transpose(0, 2, 1)))
             kcos = np.take(gram.reshape(len(bonds), k * k), flat, axis=1).ravel()
-            cell = np.add(kcos, _TABLE_CELLS, out=gram.reshape(-1)[: len(kcos)])
-            binned = np.take(table, cell.astype(np.intp))
+            # fused add and truncation (= floor, as K·cos + K ≥ 0)
+            c = np.add(kcos, _TABLE_CELLS, out=cell[: len(kcos)], casting="unsafe")
+            binned = np.take(table, c, mode="wrap")  # c ∈ [0, 2K]: no bounds checks needed
             counts += np.bincount(binned, minlength=n_bins + 2)
             near_edge.append(kcos[binned == n_bins])
     if near_edge:
@@ -142,28 +158,25 @@ class AngleCounter:
 
     def visit(self, positions, cells, i, j, frame) -> np.ndarray:
         """Angle counts of the bonds among candidate pairs (i, j) of ``positions[frame]``."""
-        n = positions.shape[1]
+        n, n_frames = positions.shape[1], len(positions)
         fixed = bool(np.all(cells == cells[0]))
-        # frames in order (a 16-bit radix sort when they fit), then a few frames per step
-        if len(frame) and frame.max() < 1 << 16:
-            order = np.argsort(frame.astype(np.uint16), kind="stable")
-        else:
-            order = np.argsort(frame, kind="stable")
-        i, j, frame = i[order], j[order], frame[order]
-        bounds = np.searchsorted(frame, np.arange(len(positions) + 1))
-        per_frame = max(1, len(frame) // max(1, len(positions)))
-        step = max(1, min(self.PAIRS_PER_STEP // per_frame, 0xFFFF // n))
+        per_frame = max(1, len(frame) // max(1, n_frames))
+        # a few frames per step; frame-local keys f·N + atom, and N·F for non-bonds, stay 16-bit
+        step = max(1, min(self.PAIRS_PER_STEP // per_frame, 0xFFFF // n)) if fixed else 1
+        # pairs grouped by step (a radix sort of 8- or 16-bit keys; within a step, the order of the
+        # frames does not matter: the centres are sorted again)
+        group = frame // step
+        n_groups = -(-n_frames // step)
+        small = np.uint8 if n_groups <= 1 << 8 else np.uint16 if n_groups <= 1 << 16 else np.intp
+        order = np.argsort(group.astype(small), kind="stable")
+        i, j, frame = np.take(i, order), np.take(j, order), np.take(frame, order)
+        bounds = np.searchsorted(np.take(group, order), np.arange(n_groups + 1))
         counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
-        for f0 in range(0, len(positions), step):
-            f1 = min(f0 + step, len(positions))
-            rows = slice(bounds[f0], bounds[f1])
-            if fixed or f1 - f0 == 1:
-                counts += self._frames(positions, cells[f0], i[rows], j[rows], frame[rows], f0, n,
-                                       f1 - f0)
-            else:
-                for f in range(f0, f1):
-                    rows = slice(bounds[f], bounds[f + 1])
-                    counts += self._frames(positions, cells[f], i[rows], j[rows], frame[rows], f, n, 1)
+        for g in range(n_groups):
+            f0 = g * step
+            rows = slice(bounds[g], bounds[g + 1])
+            counts += self._frames(positions, cells[f0], i[rows], j[rows], frame[rows], f0, n,
+                                   min(step, n_frames - f0))
         return counts
 
     def _frames(self, positions, cell, i, j, frame, f0: int, n: int, n_frames: int) -> np.ndarray:
@@ -173,18 +186,24 @@ class AngleCounter:
         vec = np.take(flat, atom0 + j, axis=0)
         vec -= np.take(flat, atom0 + i, axis=0)
         vec = minimum_image(vec, cell, self.pbc, cutoff=self.r_near)
-        dist = np.linalg.norm(vec, axis=-1)
+        dist = _lengths(vec)
         # one element: one cutoff, no (i, j) lookup
         cut = self.r_near if self.one_cutoff else self.cutoff[i, j]
         bond = (dist > 1e-12) & (dist <= cut)
-        local = atom0 - f0 * n
-        if not bond.all():  # in a crystal the candidates often are all bonds: no copies then
-            vec, dist, local, i, j = vec[bond], dist[bond], local[bond], i[bond], j[bond]
-        u = np.divide(vec, dist[:, None], out=vec)
+        m, local = len(dist), atom0 - f0 * n
         # each bond serves both ends: r_i − r_j is exactly −(r_j − r_i), and so is its image
-        key = np.concatenate([local + i, local + j]).astype(np.uint16)  # < 2¹⁶
+        key = np.empty(2 * m, dtype=np.uint16)
+        np.add(local, i, out=key[:m], casting="unsafe")
+        np.add(local, j, out=key[m:], casting="unsafe")
+        if not bond.all():  # non-bonds get a key of their own, skipped: no copies of the rest
+            key[:m][~bond] = key[m:][~bond] = n_frames * n
+            dist[~bond] = 1.0
+        # unit vectors × 2⁸, written once: (v / (d/2⁸)) is (v/d)·2⁸ to the bit
+        ku = np.empty((2 * m, 3))
+        np.divide(vec, (dist / _SQRT_CELLS)[:, None], out=ku[:m])
+        np.negative(ku[:m], out=ku[m:])
         order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
-        return _angle_counts(key[order], np.concatenate([u, -u])[order], n_frames * n, self.edges)
+        return _angle_counts(key, order, ku, n_frames * n, self.edges)
 
     def add(self, counts: np.ndarray) -> None:
         self.counts += counts

@@ -96,3 +96,45 @@ def test_bond_angle_distribution_of_rattled_fcc():
     assert bond_angle_distribution_error(angles, adf, adf) == 0.0
     shifted = np.roll(adf, 15)
     assert bond_angle_distribution_error(angles, adf, shifted) > 10
+
+
+def per_frame_angle_counts(positions, cells, numbers, n_bins=180, tol=1.25):
+    """Counts of every bond angle, frame by frame: ASE's minimum-image vectors, np.histogram."""
+    from ase.geometry import get_distances
+
+    edges = np.linspace(0, 180, n_bins + 1)
+    rc = covalent_radii[numbers]
+    counts = np.zeros(n_bins, dtype=np.int64)
+    for pos, cell in zip(positions, cells):
+        vec, dist = get_distances(pos, cell=cell, pbc=True)
+        lam = np.linalg.norm(cell, axis=1).min()  # these cells are close to orthogonal
+        cut = np.minimum(tol * (rc[:, None] + rc[None, :]), lam / 2)
+        angles = []
+        for i in range(len(pos)):
+            bonded = np.flatnonzero((dist[i] > 1e-12) & (dist[i] <= cut[i]))
+            u = vec[i, bonded] / dist[i, bonded, None]
+            a, b = np.triu_indices(len(bonded), 1)
+            angles.append(np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", u[a], u[b]), -1, 1))))
+        counts += np.histogram(np.concatenate(angles), bins=edges)[0]
+    return counts
+
+
+@pytest.mark.parametrize("variable_cell", [False, True])
+def test_counts_over_many_frames_equal_a_per_frame_enumeration(variable_cell, monkeypatch):
+    """Frames split into several steps of the counter, candidate pairs that are not bonds (Cu–O
+    cutoffs differ), and under NPT a cell per frame: every angle counted once, in its bin."""
+    from dynamat.metrics.adf import AngleCounter
+
+    monkeypatch.setattr(AngleCounter, "PAIRS_PER_STEP", 200)  # a few frames per step
+    rng = np.random.default_rng(3)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    numbers = atoms.numbers.copy()
+    numbers[rng.choice(32, 8, replace=False)] = 8
+    m = 13
+    scale = 1 + (0.02 * rng.standard_normal(m) if variable_cell else np.zeros(m))
+    cells = atoms.cell[:][None] * scale[:, None, None]
+    pos = (atoms.positions[None] + rng.normal(scale=0.12, size=(m, 32, 3))) * scale[:, None, None]
+    expected = per_frame_angle_counts(pos, cells, numbers)
+    assert expected.sum() > 10_000
+    angles, adf = bond_angle_distribution(pos, cells, numbers)
+    np.testing.assert_allclose(adf, expected / expected.sum(), rtol=1e-12, atol=0)
