@@ -9,7 +9,8 @@ without changing any number:
 * the per-path weights are column slices ``w[:, a:b]`` of one (edges × paths) tensor. Each slice's
   backward allocates a zero tensor of the full (edges × paths) size and copies its columns in,
   and autograd then adds the 15-odd copies: for SevenNet-0 on 32 atoms ~20 % of a force call.
-  One ``torch.split`` into the same views has one backward, a concatenation.
+  One ``torch.split`` into the same views has one backward, a concatenation. The first input's
+  irreps are column slices of it in the same way (another ~5 %), next to a read of its shape.
 
 The forward values are the same views of the same tensors, and the gradient of every column is
 the same number (the old path adds exact zeros to it), so energies, forces and stresses are
@@ -34,6 +35,11 @@ def _column_slice(node):
     return s.start, s.stop
 
 
+def _reads_shape(node) -> bool:
+    """True if ``node`` is ``X.shape`` (fx records it as ``getattr(X, "shape")``)."""
+    return node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",)
+
+
 def _reshape_width(node):
     """W if ``node`` is ``X.reshape(-1, W)`` (how e3nn flattens its inputs and weights), else None."""
     if node.op == "call_method" and node.target == "reshape" and len(node.args) == 3 and node.args[1] == -1:
@@ -44,7 +50,7 @@ def _reshape_width(node):
 
 def split_column_slices(graph) -> int:
     """Replaces the column slices of each ``X.reshape(-1, W)`` that tile [0, W) exactly (and are its
-    only users) by one ``torch.split``. Returns how many tensors were rewritten."""
+    only users, besides reads of its shape) by one ``torch.split``. Returns how many tensors were rewritten."""
     import torch
 
     order = {n: i for i, n in enumerate(graph.nodes)}
@@ -53,7 +59,8 @@ def split_column_slices(graph) -> int:
         width = _reshape_width(node)
         if width is None:
             continue
-        users = [(u, _column_slice(u)) for u in node.users]
+        # the tensor's shape may be read too (e3nn takes the batch size from it): not a use of its values
+        users = [(u, _column_slice(u)) for u in node.users if not _reads_shape(u)]
         if len(users) < 2 or any(span is None or u.args[0] is not node for u, span in users):
             continue
         spans = sorted({span for _, span in users})
