@@ -167,8 +167,7 @@ class AngleCounter:
         # frames does not matter: the centres are sorted again)
         group = frame // step
         n_groups = -(-n_frames // step)
-        small = np.uint8 if n_groups <= 1 << 8 else np.uint16 if n_groups <= 1 << 16 else np.intp
-        order = np.argsort(group.astype(small), kind="stable")
+        order = np.argsort(group.astype(np.min_scalar_type(n_groups)), kind="stable")
         i, j, frame = np.take(i, order), np.take(j, order), np.take(frame, order)
         bounds = np.searchsorted(np.take(group, order), np.arange(n_groups + 1))
         counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
@@ -192,17 +191,19 @@ class AngleCounter:
         bond = (dist > 1e-12) & (dist <= cut)
         m, local = len(dist), atom0 - f0 * n
         # each bond serves both ends: r_i − r_j is exactly −(r_j − r_i), and so is its image
-        key = np.empty(2 * m, dtype=np.uint16)
+        # 16-bit keys (a radix sort) whenever they fit: always, but for cells of over 65,535 atoms
+        key = np.empty(2 * m, dtype=np.min_scalar_type(n_frames * n))
         np.add(local, i, out=key[:m], casting="unsafe")
         np.add(local, j, out=key[m:], casting="unsafe")
         if not bond.all():  # non-bonds get a key of their own, skipped: no copies of the rest
-            key[:m][~bond] = key[m:][~bond] = n_frames * n
-            dist[~bond] = 1.0
+            off = ~bond
+            key[:m][off] = key[m:][off] = n_frames * n
+            dist[off] = 1.0
         # unit vectors × 2⁸, written once: (v / (d/2⁸)) is (v/d)·2⁸ to the bit
         ku = np.empty((2 * m, 3))
         np.divide(vec, (dist / _SQRT_CELLS)[:, None], out=ku[:m])
         np.negative(ku[:m], out=ku[m:])
-        order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
+        order = np.argsort(key, kind="stable")
         return _angle_counts(key, order, ku, n_frames * n, self.edges)
 
     def add(self, counts: np.ndarray) -> None:
