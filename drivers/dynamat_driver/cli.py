@@ -25,6 +25,7 @@ import traceback
 import click
 
 from . import PROG, DriverError, __version__
+from .allocator import keep_freed_memory
 from .timing import TimingWriter
 
 
@@ -273,6 +274,7 @@ def _run(o: dict, timing: TimingWriter) -> None:
         raise DriverError(f"--server-timeout must be > 0 seconds, got {o['server_timeout']:g}")
     options = _parse_options(o["option_pairs"])
     load_kw = dict(dispersion=o["dispersion"], dispersion_functional=o["dispersion_functional"], facts=_facts(o))
+    timing.update(allocator=keep_freed_memory())
     if o["pack_dir"] is None:
         serve(o["model_name"], unix=o["unix"], inet=o["inet"], template=o["template"], model_path=o["model_path"],
               device=o["device"], dtype=o["dtype"], options=options, timing=timing,
