@@ -225,8 +225,14 @@ def test_run_all_interrupt_cancels_every_run_and_reraises(tmp_path):
         saw_cancel.append(pack.cancelled.wait(timeout=30))
         return i
 
-    with pytest.raises(KeyboardInterrupt):
-        run_all(pack, [0, 1, 2], work)
+    # Ctrl-C reaches Python only through its own SIGINT handler; a shell's background job (CI started
+    # with `&`) inherits SIGINT ignored, and then interrupt_main() does nothing
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_all(pack, [0, 1, 2], work)
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert saw_cancel == [True, True, True]  # every run was told, and was waited for
     assert not pack.dir.exists()
 
