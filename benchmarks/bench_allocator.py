@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 ONE = r"""
-import json, resource, sys, time
+import json, resource, sys
 sys.path.insert(0, {drivers!r})
 from dynamat_driver.allocator import keep_freed_memory
 said = keep_freed_memory() if {tuned} else "default"

@@ -15,9 +15,7 @@ Left alone where malloc is not glibc's, and where the user set glibc's malloc op
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -28,11 +26,17 @@ _USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THR
 def keep_freed_memory() -> str:
     """Sets glibc's malloc to serve large requests from the heap and keep it; returns what was done,
     in words (for the timing file)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")  # what platform.libc_ver() asks first
+    except (ValueError, OSError, AttributeError):  # not a glibc system
+        glibc = False
+    if not glibc:
         return "system malloc (not glibc: left as it is)"
     mine = [k for k in _USER_SETTINGS if k in os.environ]
     if mine:
         return f"glibc malloc as the environment sets it ({', '.join(mine)})"
+    import ctypes  # here, not at import: the driver's --list and --help need none of this
+
     try:
         libc = ctypes.CDLL(None)
         ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1

@@ -138,4 +138,3 @@ def test_counts_over_many_frames_equal_a_per_frame_enumeration(variable_cell, mo
     assert expected.sum() > 10_000
     angles, adf = bond_angle_distribution(pos, cells, numbers)
     np.testing.assert_allclose(adf, expected / expected.sum(), rtol=1e-12, atol=0)
-
