@@ -54,6 +54,7 @@ from dynamat.metrics.frame_interval import (  # the one check
     EquipartitionCheck,
     check_frame_interval,
 )
+from dynamat.names import check_name
 
 __all__ = [
     "EquipartitionCheck",
@@ -431,7 +432,13 @@ def import_reference(
         raise DynamatError(f"--start-frame and --drop-ps drop frames from the start: got {start_frame}, {drop_ps}")
     drop = (int(start_frame), drop_ps)
     results = []
-    for sys_name, paths in _system_groups(sources, name):
+    groups = _system_groups(sources, name)
+    for sys_name, _ in groups:  # all, before any is imported: a system becomes a run folder and a temporary file's name
+        try:
+            check_name("system", sys_name)
+        except DynamatError as exc:
+            raise DynamatError(f"{exc}; name the system with --name NAME" if not name else str(exc)) from None
+    for sys_name, paths in groups:
         if out_h5.exists() and not force:
             with h5py.File(out_h5, "r") as f:
                 if sys_name in f:

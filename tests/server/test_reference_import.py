@@ -316,3 +316,22 @@ def test_reference_import_command(md_frames, tmp_path):
     [d] = json.loads(sysr.stdout)
     assert (d["name"], d["class"], d["dims"], d["reference_dt_fs"]) == ("Cu32_300K", "pure metal", 3, FRAME_DT_FS)
     assert d["labels"] == {"energy": True, "forces": True, "stress": True}
+
+
+@pytest.mark.parametrize("given, file_name", [("../evil", "cu.extxyz"), ("a/b", "cu.extxyz"), ("Cu 300K", "cu.extxyz"),
+                                              (None, "my run.extxyz")])
+def test_a_system_name_that_is_no_folder_name_is_refused_before_anything_is_written(md_frames, tmp_path, given,
+                                                                                    file_name):
+    """A system becomes a run folder (``dynamat run --system``) and part of the import's temporary file
+    name: a name with a path in it, or one no run could use, is refused whole, given or derived from a file."""
+    work = tmp_path / "work"
+    work.mkdir()
+    src = work / file_name
+    write(src, md_frames, format="extxyz")
+    out = work / "ref.h5"
+    import_reference([src], out, name="Cu32_300K", dt_fs=FRAME_DT_FS, temperature_K=T_K)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(DynamatError, match="cannot be used as a folder name") as err:
+        import_reference([src], out, name=given, dt_fs=FRAME_DT_FS, temperature_K=T_K)
+    assert ("--name" in str(err.value)) == (given is None)  # a derived name: say how to give one
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing new, nothing changed
