@@ -167,7 +167,8 @@ def _from_shared(side: dict, n_bins: int, r_max: float, counter, given):
     if not (len(hist.edges) == n_bins + 1 and hist.edges[-1] == r_max and int(hist.n_frames.sum()) == n
             and hist.n_atoms == side["positions"].shape[1] and (fed is None) == (counter is None)):
         return None
-    if counter is not None and not np.array_equal(fed.cutoff, counter.cutoff):
+    if counter is not None and not (np.array_equal(fed.cutoff, counter.cutoff)
+                                    and np.array_equal(fed.species, counter.species)):
         return None
     # Σ 1/V as rdf_histogram sums it for one block, so g(r) is the bits of our own pass
     inv_v = np.bincount(np.zeros(n, dtype=np.intp), weights=1.0 / np.abs(np.linalg.det(side["cells"])),

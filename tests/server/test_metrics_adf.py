@@ -138,3 +138,27 @@ def test_counts_over_many_frames_equal_a_per_frame_enumeration(variable_cell, mo
     assert expected.sum() > 10_000
     angles, adf = bond_angle_distribution(pos, cells, numbers)
     np.testing.assert_allclose(adf, expected / expected.sum(), rtol=1e-12, atol=0)
+
+
+def test_bond_cutoffs_are_kept_per_element_pair_not_per_atom_pair():
+    """A 6,000-atom three-element cell: every atom pair's cutoff, looked up through the table, is
+    tol·(r_cov,i + r_cov,j) capped at half the shortest lattice vector; building the counter takes
+    kilobytes (an (N, N) matrix would be 288 MB)."""
+    import tracemalloc
+
+    from dynamat.metrics.adf import AngleCounter
+
+    rng = np.random.default_rng(5)
+    numbers = rng.choice([8, 29, 79], size=6000)
+    cell = np.diag([40.0, 41.0, 6.6])  # the short axis caps Au–Au and Cu–Au (3.4, 3.35 Å > 3.3 Å)
+    tracemalloc.start()
+    counter = AngleCounter(numbers, cell, True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5e6
+    i, j = rng.integers(0, 6000, size=(2, 20000))
+    want = np.minimum(1.25 * (covalent_radii[numbers[i]] + covalent_radii[numbers[j]]), 3.3)
+    got = counter.cutoff[counter.species[i], counter.species[j]]
+    np.testing.assert_array_equal(got, want)
+    assert (want == 3.3).any() and (want < 3.3).any()
+    assert counter.r_near == 3.3 and not counter.one_cutoff
