@@ -90,7 +90,15 @@ def run(model, model_options, models_file, system, reference, steps, time_ps, ou
     for note in rec.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{rec.status}: {rec.steps_requested} steps (last saved frame: step {rec.steps_done}), "
-               f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {rec.folder}")
+               f"{_per_step(sps)} -> {rec.folder}")
+
+
+def _per_step(seconds: float | None) -> str:
+    """The median time per MD step, or why there is none: it needs two timed output rows past the warm-up
+    (the first tenth of the steps), which a short run or a short continuation does not reach."""
+    if seconds is None:
+        return "time per MD step n/a (too few steps timed)"
+    return f"{seconds * 1e3:.1f} ms per MD step"
 
 
 def _report_results(model: str, labels: list[str], results: list, what: str) -> None:
@@ -103,7 +111,7 @@ def _report_results(model: str, labels: list[str], results: list, what: str) -> 
             continue
         sps = res.seconds_per_step_median
         click.echo(f"{res.status}: {model}/{name}, {res.steps_requested} steps, seed {res.seed}, "
-                   f"{'n/a' if sps is None else f'{sps * 1e3:.1f} ms'} per MD step -> {res.run_dir}")
+                   f"{_per_step(sps)} -> {res.run_dir}")
     if failed:
         raise DynamatError(f"{failed} of {len(labels)} {what} did not complete (each says why above; an "
                            "interrupted one resumes when the same command is run again)")

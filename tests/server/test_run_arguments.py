@@ -29,7 +29,8 @@ def test_seed_outside_the_reproducible_range_is_one_line(tmp_path, seed):
 
 
 def test_drawn_seed_is_recorded_and_reproduces_the_run(tmp_path):
-    assert _run(tmp_path / "a", "--steps", "100").returncode == 0
+    first = _run(tmp_path / "a", "--steps", "100")
+    assert first.returncode == 0 and re.search(r"\d ms per MD step", first.stdout)
     rec = json.loads((tmp_path / "a" / "emt" / SYSTEM / "run.json").read_text())
     seed = rec["seed"]
     assert isinstance(seed, int) and seed >= 0
@@ -43,6 +44,9 @@ def test_drawn_seed_is_recorded_and_reproduces_the_run(tmp_path):
     assert other.returncode != 0 and len(other.stderr.strip().splitlines()) == 1 and str(seed) in other.stderr
     assert _run(tmp_path / "a", "--steps", "200").returncode == 0
     assert json.loads((tmp_path / "a" / "emt" / SYSTEM / "run.json").read_text())["seed"] == seed
+    # a continuation shorter than the output stride has no two timed rows: it says so, not a bare "n/a"
+    short = _run(tmp_path / "a", "--steps", "205")
+    assert short.returncode == 0 and "time per MD step n/a (too few steps timed)" in short.stdout
 
 
 def test_time_ps_too_short_names_time_ps(tmp_path):
