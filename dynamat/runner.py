@@ -93,6 +93,7 @@ class RunRecord:
     model_family: str | None = None
     training_set: str | None = None  # what the model was trained on, as a models file says it (text)
     dispersion: str | None = None  # a correction the driver adds to the model, e.g. "d3-bj(pbe)" (--dispersion)
+    served: dict | None = None  # what the driver was asked to serve (model_identity): a rerun must ask the same
     error: str | None = None
     steps_requested: int = 0
     steps_done: int = 0  # the last MD step with a saved frame
@@ -246,24 +247,62 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
     return restart
 
 
-def _requested_dispersion(driver_args) -> str | None:
-    """The label the driver records for ``--dispersion[=-functional]`` in ``driver_args``, e.g. d3-bj(pbe)."""
-    method = functional = None
-    for a in driver_args:
-        if a.startswith("--dispersion="):
-            method = a.partition("=")[2]
-        elif a.startswith("--dispersion-functional="):
-            functional = a.partition("=")[2]
-    return f"{method}({(functional or 'pbe').strip().lower()})" if method else None
+#: driver flags that change the served model's numbers (device, threads, stress stride, files and labels do not)
+_MODEL_FLAGS = ("--model", "--model-path", "--dtype", "--dispersion", "--dispersion-functional", "--option")
 
 
-def _check_same_dispersion(run_dir: Path, driver_args) -> None:
-    """A run is continued only with the correction it started with: the folder is named by the model alone."""
-    had = (_read_run_json(run_dir) or {}).get("dispersion")
-    want = _requested_dispersion(driver_args)
-    if had != want:
-        raise DynamatError(f"{run_dir} holds a run {'with --dispersion ' + had if had else 'without --dispersion'}; "
-                           f"continuing it {'with ' + want if want else 'without'} would mix two models: "
+def model_identity(served: str, driver_args) -> dict:
+    """What a run's driver serves, read from its arguments as the driver reads them (the last of a flag
+    wins, ``-o`` is ``--option``): the model, its ``--model-path``, ``--dtype``, options and dispersion
+    label (e.g. d3-bj(pbe)). Equal identities serve the same model; run.json keeps it as ``served``."""
+    flags: dict = {"--model": served}
+    options: dict = {}
+    args = list(driver_args)
+    k = 0
+    while k < len(args):
+        flag, eq, value = args[k].partition("=")
+        k += 1
+        flag = "--option" if flag == "-o" else flag
+        if flag not in _MODEL_FLAGS:
+            continue
+        if not eq:
+            if k == len(args):
+                break
+            value, k = args[k], k + 1
+        if flag == "--option":
+            key, _, text = value.partition("=")
+            options[key.strip()] = text.strip()
+        else:
+            flags[flag] = value
+    method = flags.get("--dispersion")
+    functional = (flags.get("--dispersion-functional") or "pbe").strip().lower()
+    return {"model": flags["--model"], "model_path": flags.get("--model-path"), "dtype": flags.get("--dtype"),
+            "options": dict(sorted(options.items())), "dispersion": f"{method}({functional})" if method else None}
+
+
+def _identity_part(key: str, value) -> str:
+    if key == "options":
+        return "options " + " ".join(f"{k}={v}" for k, v in value.items()) if value else "no model options"
+    if key == "model":
+        return f"model {value}"
+    flag = "--" + key.replace("_", "-")
+    return f"{flag} {value}" if value else f"no {flag}"
+
+
+def _check_same_model(run_dir: Path, old: dict | None, identity: dict) -> None:
+    """A run is continued only by the model it started with: the folder is named by the model's name alone,
+    which a models file, a MODULE:CALLABLE's options or a correction leave the same. A ``--dtype`` the
+    first run did not give is accepted where it is the one that run recorded using."""
+    old = old or {}
+    had = old.get("served")
+    if not isinstance(had, dict):  # run.json from before identities were recorded: only its correction is known
+        had = {"dispersion": old.get("dispersion")}
+    differ = [k for k in had if k in identity and had[k] != identity[k]
+              and not (k == "dtype" and had[k] is None and identity[k] == old.get("dtype"))]
+    if differ:
+        was = ", ".join(_identity_part(k, had[k]) for k in differ)
+        now = ", ".join(_identity_part(k, identity[k]) for k in differ)
+        raise DynamatError(f"{run_dir} holds a run with {was}; continuing it with {now} would mix two models: "
                            "give another --out, or --overwrite")
 
 
@@ -352,14 +391,15 @@ def supervise(
     old = _read_run_json(run_dir) if resume_from is not None else None
     _check_resume_seed(run_dir, old, settings.seed)
     _check_resume_ensemble(run_dir, old, settings)
+    identity = model_identity(opts.served(model), opts.driver_args)
     if resume_from is not None:
-        _check_same_dispersion(run_dir, opts.driver_args)
+        _check_same_model(run_dir, old, identity)
         _check_same_recording(run_dir, opts)
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
         announce(_start_line(model, run_dir, settings, resume_from))
     record = _new_record(model, settings, run_dir, opts, system, reference, system_info, old)
-    record.replica = replica
+    record.replica, record.served = replica, identity
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
     try:

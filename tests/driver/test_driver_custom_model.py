@@ -60,6 +60,10 @@ class Spoiled(EMT):
             raise ValueError("graph has no edges")
 
 
+def on_device(device="cpu"):
+    return EMT()
+
+
 def short_model():
     """A Model whose forces miss an atom: checked like a calculator's."""
     from dynamat_driver.models import get_model_info, load_model
@@ -204,6 +208,7 @@ LOAD_FAILURES = [
     (["--model", "dm_user_models:Spoiled", "-o", "colour=red"], "takes no option(s) colour"),
     (["--model", "dm_user_models:Spoiled", "--device", "cuda"], "takes no 'device' argument"),
     (["--model", "dm_user_models:Spoiled", "-o", "after=path:/no/such/file"], "does not exist"),
+    (["--model", "dm_user_models:on_device", "-o", "device=cuda"], "device is the driver's --device: give --device cuda"),
     (["--model", "dm_user_models:"], "neither a registered name"),
 ]
 

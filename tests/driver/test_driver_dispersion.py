@@ -326,7 +326,7 @@ def test_a_run_is_not_continued_with_another_correction(tmp_path):
     res = subprocess.run([*base, "--steps", "20", "--dispersion", "d3-bj"], capture_output=True, text=True,
                          timeout=600, cwd=tmp_path)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert "without --dispersion" in res.stderr and "mix two models" in res.stderr
+    assert "no --dispersion" in res.stderr and "--dispersion d3-bj(pbe)" in res.stderr and "mix two models" in res.stderr
     assert run_json.read_text() == before
 
 

@@ -75,3 +75,43 @@ def test_second_run_on_a_folder_in_use_says_at_once_for_whom_it_waits(tmp_path):
             if p is not None:
                 p.terminate()
                 p.wait(timeout=60)
+
+
+def test_model_identity_reads_the_driver_arguments_as_the_driver_does():
+    from dynamat.runner import model_identity
+
+    ident = model_identity("ase.calculators.lj:LennardJones", (
+        "--device", "cuda", "-o", "sigma=2.3", "--option=epsilon= 0.4", "--threads=2", "--option", "sigma=2.5",
+        "--dispersion=d3-bj", "--dispersion-functional=R2SCAN", "--label=mine", "--stress-stride", "10"))
+    assert ident == {"model": "ase.calculators.lj:LennardJones", "model_path": None, "dtype": None,
+                     "options": {"epsilon": "0.4", "sigma": "2.5"}, "dispersion": "d3-bj(r2scan)"}
+    # a --model among the driver arguments comes after the served one on the driver's command line: it wins
+    assert model_identity("emt", ("--model=lj", "--dtype", "float32"))["model"] == "lj"
+    assert model_identity("emt", ("--model=lj", "--dtype", "float32"))["dtype"] == "float32"
+
+
+def test_a_run_is_continued_only_by_the_model_it_started_with(tmp_path):
+    """The folder is named by the model's name alone: other options of a MODULE:CALLABLE, or a models-file
+    entry that now names another calculator, are refused in one line and leave the run as it was; the
+    same model with other device-side flags continues it."""
+    lj = ("--model", "ase.calculators.lj:LennardJones", "--model-option", "epsilon=0.4", "--model-option", "rc=6.0")
+    base = ("run", "--system", SYSTEM, "--out", str(tmp_path), "--seed", "5")
+    assert dynamat_cmd(*base, *lj, "--model-option", "sigma=2.3", "--steps", "20").returncode == 0
+    run_json = tmp_path / "ase.calculators.lj@LennardJones" / SYSTEM / "run.json"
+    before = run_json.read_text()
+    res = dynamat_cmd(*base, *lj, "--model-option", "sigma=2.5", "--steps", "40")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "sigma=2.3" in res.stderr and "sigma=2.5" in res.stderr and "mix two models" in res.stderr
+    assert run_json.read_text() == before
+    ok = dynamat_cmd(*base, *lj, "--model-option", "sigma=2.3", "--steps", "40", "--driver-arg=--threads=1")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(run_json.read_text())["served"]["options"] == {"epsilon": "0.4", "rc": "6.0", "sigma": "2.3"}
+
+    toml = tmp_path / "models.toml"
+    toml.write_text('[mine]\ncalculator = "ase.calculators.emt:EMT"\n')
+    mine = ("--model", "mine", "--models-file", str(toml))
+    assert dynamat_cmd(*base, *mine, "--steps", "20").returncode == 0
+    toml.write_text('[mine]\ncalculator = "ase.calculators.lj:LennardJones"\noptions = {sigma = 2.3}\n')
+    res = dynamat_cmd(*base, *mine, "--steps", "40")
+    assert res.returncode == 2 and "model ase.calculators.emt:EMT" in res.stderr, res.stderr
+    assert "model ase.calculators.lj:LennardJones" in res.stderr and "Traceback" not in res.stderr

@@ -133,9 +133,12 @@ def _call_arguments(spec: str, func, options: dict, device: str, dtype: str | No
     kwargs = dict(options)
     for key, value, flag in (("device", device, "--device"), ("dtype", dtype, "--dtype"),
                              ("model_path", model_path, "--model-path")):
+        if key in options:  # the flag's value is the one recorded: an option would serve another unseen
+            raise DriverError(f"model {spec!r}: {key} is the driver's {flag}: give {flag} {options[key]} "
+                              f"(-o {key}=... would override it unrecorded)")
         if key in names:
             if value is not None:
-                kwargs.setdefault(key, value)
+                kwargs[key] = value
         elif value is not None and (key != "device" or value != "cpu"):
             raise DriverError(f"model {spec!r}: {flag} {value} given, but the callable takes no {key!r} argument")
     unknown = sorted(k for k in kwargs if k not in names)
