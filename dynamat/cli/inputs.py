@@ -39,10 +39,12 @@ from dynamat.runner import steps_for
 @model_option
 @models_file_option
 @with_options(dispersion_options)
+@click.option("--force", is_flag=True, help="Replace an input.xml and init.xyz already in --out (never a run's).")
 def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_size, nbeads,
            protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame, ensemble, pressure_GPa, barostat,
-           tau_barostat_fs, model, model_options, models_file, dispersion, dispersion_functional):
+           tau_barostat_fs, model, model_options, models_file, dispersion, dispersion_functional, force):
     """Write an i-PI input for SYSTEM's reference protocol, then run `i-pi input.xml & dynamat-driver`."""
+    _check_out(out, force)
     overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame,
                                    ensemble=ensemble, pressure_GPa=pressure_GPa, barostat=barostat,
                                    tau_barostat_fs=tau_barostat_fs)
@@ -83,3 +85,18 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     # ';' not '&&': with '&&' the cd happens only in the backgrounded subshell and the driver starts elsewhere
     driver = shlex.quote(served.driver_cmd) if served and served.driver_cmd else "dynamat-driver"
     click.echo(f"run it:  cd {shlex.quote(str(out))}; i-pi input.xml & {driver} --model {shlex.join(model_args)} {where}")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Nothing in ``out`` is replaced unasked, and a run folder's inputs never: its resume reads them."""
+    rf = RunFolder(out)
+    if rf.run_json.exists():
+        raise DynamatError(f"{out} holds a dynamat run (run.json): its input.xml is the run's own; give another --out")
+    there = [p.name for p in (rf.input_xml, rf.init_xyz) if p.exists() or p.is_symlink()]
+    if there and not force:
+        raise DynamatError(f"{out} already holds {' and '.join(there)}: give another --out, or --force to replace them")
+    for name in there:  # unlinked, not written through: a link there must not lead the write out of --out
+        try:
+            (out / name).unlink()
+        except OSError as exc:
+            raise DynamatError(f"cannot replace {out / name}: {exc.strerror or exc}") from None

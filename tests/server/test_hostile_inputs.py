@@ -239,3 +239,28 @@ def test_stale_socket_folders_of_killed_runs_are_cleaned(monkeypatch):
         assert new.parent == tmp_path and oct(new.stat().st_mode & 0o777) == "0o700"
     finally:
         shutil.rmtree(tmp_path)
+
+
+def test_inputs_never_replace_files_unasked_nor_write_through_a_link(tmp_path):
+    """`dynamat inputs` into a folder that holds an input.xml (an earlier input, a user's own) refuses in one
+    line; --force replaces it, a link there being replaced rather than written through; a run folder's
+    inputs are refused even with --force (its resume reads them)."""
+    out, victim = tmp_path / "in", tmp_path / "victim.xml"
+    out.mkdir()
+    (out / "input.xml").write_text("<mine/>")
+    args = ("inputs", "--system", SYSTEM, "--steps", "10", "--out", str(out))
+    res = dynamat_cmd(*args)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "--force" in res.stderr
+    assert (out / "input.xml").read_text() == "<mine/>" and not (out / "init.xyz").exists()
+    (out / "input.xml").unlink()
+    victim.write_text("<victim/>")
+    (out / "input.xml").symlink_to(victim)
+    assert dynamat_cmd(*args, "--force").returncode == 0
+    assert victim.read_text() == "<victim/>" and not (out / "input.xml").is_symlink()
+    assert "<simulation" in (out / "input.xml").read_text() and (out / "init.xyz").exists()
+    run = tmp_path / "runs"
+    assert dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "10", "--out", str(run)).returncode == 0
+    folder = run / "emt" / SYSTEM
+    before = _snapshot(folder)
+    res = dynamat_cmd("inputs", "--system", SYSTEM, "--out", str(folder), "--force")
+    assert res.returncode == 2 and "holds a dynamat run" in res.stderr and _snapshot(folder) == before
