@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -65,22 +66,39 @@ class DriverServer:
             self.sock.settimeout(None)
             self._status(NEEDINIT)
             pars = f"species: {species}" + (f", batch_size:{self.batch}" if self.batch > 1 else "")
-            self.sock.sendall(INIT + np.int32(0).tobytes() + np.int32(len(pars)).tobytes() + pars.encode())
+            self._send(INIT + np.int32(0).tobytes() + np.int32(len(pars)).tobytes() + pars.encode())
         except BaseException:
             self.close()
             raise
 
+    def _gone(self) -> DynamatError:
+        """The driver's own last words: it closes the socket first and logs its error on the way out."""
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        return DynamatError(f"the driver disconnected: {processes.last_line(self.log, 'no message')}")
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise self._gone() from None
+
     def _recv(self, nbytes: int) -> bytes:
         buf = bytearray()
         while len(buf) < nbytes:
-            chunk = self.sock.recv(nbytes - len(buf))
+            try:
+                chunk = self.sock.recv(nbytes - len(buf))
+            except OSError:
+                chunk = b""
             if not chunk:
-                raise DynamatError(f"the driver disconnected: {processes.last_line(self.log, 'no message')}")
+                raise self._gone()
             buf += chunk
         return bytes(buf)
 
     def _status(self, expect: bytes) -> None:
-        self.sock.sendall(STATUS)
+        self._send(STATUS)
         reply = self._recv(HDRLEN)
         if reply != expect:
             raise DynamatError(f"driver answered {reply.strip()!r} where {expect.strip()!r} was expected")
@@ -111,9 +129,9 @@ class DriverServer:
         else:
             cellblock = b"".join(h[i].tobytes() + ih[i].tobytes() for i in range(self.batch))
             payload = POSDATA + np.int32(n).tobytes() + cellblock + pos.tobytes()
-        self.sock.sendall(payload)
+        self._send(payload)
         self._status(HAVEDATA)
-        self.sock.sendall(GETFORCE)
+        self._send(GETFORCE)
         if self._recv(HDRLEN) != FORCEREADY:
             raise DynamatError("driver did not answer GETFORCE with FORCEREADY")
         b = self.batch

@@ -92,3 +92,15 @@ def test_bad_model_is_one_line_a_failed_run_and_nothing_lost(env_and_earlier, mo
     assert rec["restarts"] == []  # a model's own error is not retried as a crash would be
     assert_no_leftovers(str(out / folder))
     assert {p: p.read_bytes() for p in (out / "emt" / SYSTEM).iterdir() if p.is_file()} == earlier
+
+
+@pytest.mark.parametrize("model, extra, expected", [
+    ("dm_calcs:transposed", [], "returned forces of shape (3, 32) for 32 atoms, not (32, 3)"),
+    ("dm_calcs:DiesLater", ["--model-option", "after=0"], "raised RuntimeError: CUDA error: an illegal memory access"),
+])
+def test_singlepoint_says_what_the_model_did(env_and_earlier, model, extra, expected):
+    """The driver closes the socket before it logs its error: the server waits for it to exit, so the line
+    is the driver's, not "the driver disconnected: no message"."""
+    root, env, _, _ = env_and_earlier
+    res = _dynamat(env, root, "singlepoint", "--model", model, *extra, "--system", SYSTEM, "--every", "50")
+    assert_one_line_error(res, f"model '{model}'", expected)
