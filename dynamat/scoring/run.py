@@ -65,6 +65,9 @@ def _run_trajectory(run_dir: Path):
     burn_in_steps = proto.get("burn_in_ps", 0.0) * 1000.0 / proto.get("timestep_fs", 1.0)
     if burn_in_steps and mlip.steps is not None:  # relaxed-cell protocol: score after the burn-in
         mlip = mlip[np.flatnonzero(mlip.steps >= burn_in_steps)]
+        if mlip.n_frames == 0:
+            raise DynamatError(f"the run in {run_dir} ends before its {proto['burn_in_ps']:g} ps burn-in "
+                               f"(step {burn_in_steps:.0f}): no frames after it to score; run it longer")
         if beads is not None:
             beads = beads[np.flatnonzero(beads.steps >= burn_in_steps)]
     return mlip, beads, meta

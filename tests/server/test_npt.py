@@ -310,3 +310,12 @@ def test_npt_protocol_knobs_and_their_burn_in():
         get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}, dims=2, **npt)
     with pytest.raises(DynamatError, match="--barostat"):
         get_system("bulkCu_300K-demo_EMT", {"temperature_kelvin": 300.0}, barostat="berendsen", **npt)
+
+
+def test_an_npt_run_shorter_than_its_burn_in_is_one_line_at_scoring(tmp_path):
+    system = "bulkCu_300K-demo_EMT"
+    assert dynamat_cmd("run", "--model", "emt", "--system", system, "--steps", "20", "--ensemble", "npt",
+                       "--pressure-GPa", "0", "--out", str(tmp_path)).returncode == 0
+    res = dynamat_cmd("score", "--system", system, "--run", str(tmp_path / "emt" / system))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "burn-in" in res.stderr and "Traceback" not in res.stderr
