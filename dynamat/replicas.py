@@ -72,7 +72,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                   overrides: dict | None = None) -> list[ReplicaRun]:
     """Every replica of every system, with its seed and whether it is kept as it is."""
     from dynamat.reference import load_system
-    from dynamat.runner import steps_for
+    from dynamat.runner import _check_resume_ensemble, steps_for
 
     plan = []
     for system in systems:
@@ -84,5 +84,12 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
             rec = {} if overwrite else _recorded(RunFolder.of(out, model, system, k).path)
             final = rec.get("status") if rec.get("status") in ("completed", "exploded") else None
             keep = final if final == "exploded" or final and int(rec.get("steps_requested") or 0) >= want else None
+            if keep:  # kept as it is only where it is the run asked for: else two replicas could be one
+                run_dir = RunFolder.of(out, model, system, k).path
+                if rec.get("seed") != s:
+                    raise DynamatError(f"{run_dir} holds a run with seed {rec.get('seed')}, not {s} (--seed + {k}): "
+                                       "leave --seed out to go on with the recorded seeds, give another --out, "
+                                       "or --overwrite")
+                _check_resume_ensemble(run_dir, rec, entry.md_settings(steps=want, seed=s))
             plan.append(ReplicaRun(system, k, s, keep))
     return plan

@@ -246,3 +246,21 @@ def test_npt_cell_errors_are_averaged_over_replicas_too():
     assert abs(agg["volume_error_pct_unc"] - (2 * 0.09) ** 0.5 / 2) < 1e-12
     nvt = aggregate_replicas([dict(base, replica_index=k, rdf_error_pct=1.0 + k) for k in range(2)])
     assert "volume_error_pct" not in nvt and nvt["rdf_error_pct"] == 1.5
+
+
+def test_a_kept_replica_must_be_the_run_asked_for(tmp_path):
+    """A completed replica is kept only with the seed and ensemble it would get now: a rerun with another
+    --seed made replica k+1 repeat replica k's seed (two identical 'independent' trajectories), and one with
+    another ensemble averaged NVT and NPT replicas in one row. Both are one line, and nothing changes."""
+    base = ("run", "--model", "emt", "--system", SYSTEM, "--steps", "20", "--out", str(tmp_path))
+    assert dynamat_cmd(*base, "--replicas", "2", "--seed", "11").returncode == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    res = dynamat_cmd(*base, "--replicas", "3", "--seed", "10")
+    assert_one_line_error(res, "seed 11, not 10", "leave --seed out")
+    res = dynamat_cmd(*base, "--replicas", "3", "--ensemble", "npt", "--pressure-GPa", "0")
+    assert_one_line_error(res, "--ensemble nvt", "--ensemble npt --pressure-GPa 0")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert dynamat_cmd(*base, "--replicas", "3").returncode == 0
+    seeds = [json.loads((tmp_path / "emt" / name / "run.json").read_text())["seed"]
+             for name in (SYSTEM, f"{SYSTEM}_r1", f"{SYSTEM}_r2")]
+    assert seeds == [11, 12, 13]
