@@ -405,6 +405,8 @@ def supervise(
     try:
         if resume_from is None:
             initial = _fresh_inputs(model, initial, settings, run_dir, opts, system, record, progress)
+            # recorded now, not only at the end: a rerun after a SIGKILL checks its seed, ensemble and model
+            write_text_atomic(RunFolder(run_dir).run_json, json.dumps(asdict(record), indent=2) + "\n")
         _attempts(model, run_dir, resume_from, settings, opts, samples, progress, lock, initial, record)
         record.status = "completed"
     except Exploded as exc:

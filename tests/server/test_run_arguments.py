@@ -115,3 +115,23 @@ def test_a_run_is_continued_only_by_the_model_it_started_with(tmp_path):
     res = dynamat_cmd(*base, *mine, "--steps", "40")
     assert res.returncode == 2 and "model ase.calculators.emt:EMT" in res.stderr, res.stderr
     assert "model ase.calculators.lj:LennardJones" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_run_killed_before_its_end_is_resumed_only_as_it_started(tmp_path):
+    """run.json is written when a run starts, not only when it ends: after a SIGKILL of `dynamat run`, a
+    rerun with another seed or ensemble is refused in one line (it resumed from the RESTART's own seed and
+    ensemble, and run.json then recorded arguments the trajectory never used)."""
+    run_dir = tmp_path / "emt" / SYSTEM
+    first = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", "100000",
+                              "--out", str(tmp_path), "--seed", "3"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_step(run_dir / "simulation.out", 150)
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+    res = _run(tmp_path, "--steps", "100000", "--seed", "4")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "--seed 3" in res.stderr, res.stderr
+    res = _run(tmp_path, "--steps", "100000", "--ensemble", "npt", "--pressure-GPa", "5")
+    assert res.returncode == 2 and "--ensemble nvt" in res.stderr, res.stderr
