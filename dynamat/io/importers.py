@@ -307,6 +307,8 @@ def _lammps_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
     for i, fr in enumerate(_ase_frames(path, fmt, meta)):
         if i < len(steps):
             fr["md_step"] = steps[i]
+        # a dump holds no total energy: ASE's reader fills in 0.0, which is no label (ase/io/lammpsrun.py)
+        fr.pop("energy", None)
         yield fr
 
 

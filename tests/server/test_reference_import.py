@@ -184,6 +184,10 @@ def test_lammps_dump(md_frames, tmp_path):
     src.write_text("\n".join(lines) + "\n")
     [res] = import_reference([src], tmp_path / "l.h5", name="Cu_lmp_300K", dt_fs=FRAME_DT_FS)
     assert res.temperature_K == T_K and res.temperature_source == "the name" and res.labels["forces"]
+    # a dump holds no total energy (ASE's reader says 0.0): no energy label, so no energy RMSE against zeros
+    assert not res.labels.get("energy")
+    with h5py.File(tmp_path / "l.h5") as f:
+        assert "energy" not in f["Cu_lmp_300K"]
     t = read_reference(tmp_path / "l.h5", "Cu_lmp_300K")
     _assert_same(t, _expected(md_frames), labels=("forces",), atol=1e-8)
     np.testing.assert_array_equal(t.steps, np.arange(N_FRAMES) * STRIDE)
