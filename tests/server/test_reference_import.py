@@ -339,3 +339,23 @@ def test_a_system_name_that_is_no_folder_name_is_refused_before_anything_is_writ
         import_reference([src], out, name=given, dt_fs=FRAME_DT_FS, temperature_K=T_K)
     assert ("--name" in str(err.value)) == (given is None)  # a derived name: say how to give one
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing new, nothing changed
+
+
+def test_force_replaces_a_system_with_its_replicas(md_frames, tmp_path):
+    """--force replaces a system and removes its further trajectories (``replica_of``): left, they set the
+    new trajectory's noise floor. Another system's groups stay."""
+    from dynamat.io.reference_h5 import reference_replicas
+
+    src, out = tmp_path / "a.extxyz", tmp_path / "r.h5"
+    write(src, md_frames, format="extxyz")
+    import_reference([src], out, name="Cu_x_300K", dt_fs=FRAME_DT_FS)
+    import_reference([src], out, name="Cu_y_300K", dt_fs=FRAME_DT_FS)
+    with h5py.File(out, "a") as f:
+        for system in ("Cu_x_300K", "Cu_y_300K"):
+            f.copy(f[system], f, name=f"{system}_r1")
+            f[f"{system}_r1"].attrs.update(replica_of=system, replica_index=1, seed=2)
+    assert reference_replicas(out, "Cu_x_300K") == ["Cu_x_300K", "Cu_x_300K_r1"]
+    [res] = import_reference([src], out, name="Cu_x_300K", dt_fs=FRAME_DT_FS, force=True)
+    assert any("Cu_x_300K_r1" in n for n in res.notes)
+    assert reference_replicas(out, "Cu_x_300K") == ["Cu_x_300K"]
+    assert reference_replicas(out, "Cu_y_300K") == ["Cu_y_300K", "Cu_y_300K_r1"]
