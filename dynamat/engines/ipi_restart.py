@@ -15,6 +15,7 @@ import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from dynamat.errors import DynamatError
 from dynamat.files import write_bytes_atomic
 from dynamat_driver.contract import FRAMES_HEADER_BYTES, FRAMES_MAGIC, frame_record_floats
 from dynamat.layout import LAST_GOOD  # our atomic copy of the newest complete restart point i-PI wrote
@@ -83,6 +84,7 @@ def trim_outputs(run_dir: Path, prefix: str, step: int) -> list[str]:
     frame on, so any reader (ASE, OVITO, MDAnalysis) then sees each step once. A trimmed copy replaces
     the file atomically; a frame at or before ``step`` is never dropped, a file of unknown form never
     touched. Returns the names of the files trimmed."""
+    _check_outputs_reach(run_dir, prefix, step)
     trimmed = []
     for path in sorted(run_dir.glob(f"{prefix}.*")):
         if not path.is_file() or path.suffix in (".chk", ".trim"):
@@ -92,6 +94,61 @@ def trim_outputs(run_dir: Path, prefix: str, step: int) -> list[str]:
             _copy_head(path, keep)
             trimmed.append(path.name)
     return trimmed
+
+
+def _text_frame_steps(path: Path) -> list[int] | None:
+    """The MD steps of the complete frames of a properties or (ext)xyz output, up to the first that is not
+    one; None: not such a file."""
+    steps: list[int] = []
+    with open(path, "rb") as fh:
+        first = fh.readline()
+        fh.seek(0)
+        if first.startswith(b"#") and b"--> step" in first:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break
+                if line.startswith(b"#") or not line.strip():
+                    continue
+                try:
+                    steps.append(int(float(line.split()[0])))
+                except ValueError:
+                    break
+            return steps
+        if not first.strip().isdigit():
+            return None if first else steps
+        while True:
+            count = fh.readline()
+            try:
+                n = int(count)
+            except ValueError:
+                return steps
+            m = _STEP.search(fh.readline())
+            lines = [fh.readline() for _ in range(n)]
+            if m is None or n and not lines[-1].endswith(b"\n"):
+                return steps
+            steps.append(int(m.group(1)))
+
+
+def _check_outputs_reach(run_dir: Path, prefix: str, step: int) -> None:
+    """Every text output (properties, trajectories) holds its frames up to the restart point ``step``, with
+    no gap: i-PI appends after that step, so a file cut short (or blanked, or overwritten) before it would
+    leave a hole in the trajectory that no reader sees. Refused in one line, the folder untouched."""
+    for path in sorted(run_dir.glob(f"{prefix}.*")):
+        if not path.is_file() or path.suffix in (".chk", ".trim", ".bin"):
+            continue
+        steps = _text_frame_steps(path)
+        if steps is None:
+            continue
+        kept = [s for s in steps if s <= step]
+        stride = kept[1] - kept[0] if len(kept) >= 2 else None
+        # the good part ends at the first gap: a row or frame lost in the middle ends it there
+        gap = next((k for k in range(1, len(kept)) if kept[k] - kept[k - 1] != stride), len(kept))
+        whole = bool(kept) and kept[0] == 0 and (stride is None or stride > 0 and gap == len(kept)
+                                                 and kept[-1] + stride > step)
+        if not whole:
+            last = f"its frames end at step {kept[gap - 1]}" if kept else "it holds no complete frame"
+            raise DynamatError(f"{path} is damaged: {last}, before the restart point at step {step} it must "
+                               "reach to resume without a gap; restore it, or --overwrite to start again")
 
 
 def _keep_bytes(path: Path, step: int) -> int | None:

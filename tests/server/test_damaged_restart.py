@@ -168,3 +168,42 @@ def test_campaign_keeps_a_folder_whose_restart_is_damaged(tmp_path):
     after = _hashes(run_dir)
     assert {k: after.get(k) for k in before} == before, res.stderr  # the campaign adds its score.json only
     assert "RESTART is damaged" in res.stderr + "".join(p.read_text() for p in (tmp_path / "_campaign").rglob("*.json"))
+
+
+def test_an_output_that_does_not_reach_the_restart_point_is_refused_untouched(tmp_path):
+    """i-PI appends after the restart step: a trajectory or properties file cut short (or blanked, or with
+    garbage over a row) before it would leave a gap that no reader sees. Refused, nothing trimmed."""
+    from dynamat.engines.ipi_restart import trim_outputs
+    from dynamat.errors import DynamatError
+
+    head = "# column   1     --> step : The current simulation time step.\n"
+    props = tmp_path / "simulation.out"
+    pos = tmp_path / "simulation.pos_0.extxyz"
+    whole = "".join(_xyz_frame(s, 0.01 * s) for s in range(0, 60, 10))
+    cases = [
+        (head + "".join(f"  {s:.8e}\n" for s in range(0, 30, 10)), whole, "simulation.out", "end at step 20"),
+        (head + "".join(f"  {s:.8e}\n" for s in range(0, 60, 10)), "", "pos_0.extxyz", "no complete frame"),
+        (head + "  0.0\n  1.0e+01\n garbage\n  3.0e+01\n  4.0e+01\n", whole, "simulation.out", "end at step 10"),
+        (head + "".join(f"  {s:.8e}\n" for s in range(0, 60, 10)),
+         "".join(_xyz_frame(s, 0.0) for s in (0, 10, 30, 40, 50)), "pos_0.extxyz", "end at step 10"),
+    ]
+    for text, xyz, name, says in cases:
+        props.write_text(text)
+        pos.write_text(xyz)
+        with pytest.raises(DynamatError, match=f"{name} is damaged: its frames {says}|{name} is damaged: it holds {says}"):
+            trim_outputs(tmp_path, "simulation", 40)
+        assert props.read_text() == text and pos.read_text() == xyz
+    props.write_text(head + "".join(f"  {s:.8e}\n" for s in range(0, 60, 10)))
+    pos.write_text(whole)
+    assert sorted(trim_outputs(tmp_path, "simulation", 40)) == ["simulation.out", "simulation.pos_0.extxyz"]
+
+
+def test_a_resume_over_a_truncated_trajectory_is_refused(tmp_path):
+    run_dir = _supervisor_killed_at(tmp_path, 1000, 300)
+    pos = run_dir / "simulation.pos_0.extxyz"
+    pos.write_bytes(pos.read_bytes()[: pos.stat().st_size // 3])
+    before = _hashes(run_dir)
+    res = _run(tmp_path, 1000)
+    assert res.returncode == 2 and "simulation.pos_0.extxyz is damaged" in res.stderr, res.stderr
+    assert {k: v for k, v in _hashes(run_dir).items() if k != "run.json"} == \
+        {k: v for k, v in before.items() if k != "run.json"}
