@@ -390,7 +390,7 @@ def supervise(
     resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
     old = _read_run_json(run_dir) if resume_from is not None else None
     _check_resume_seed(run_dir, old, settings.seed)
-    _check_resume_ensemble(run_dir, old, settings)
+    check_resume_ensemble(run_dir, old, settings)
     identity = model_identity(opts.served(model), opts.driver_args)
     if resume_from is not None:
         _check_same_model(run_dir, old, identity)
@@ -471,7 +471,7 @@ def ensemble_of(protocol: dict) -> dict:
     return {k: protocol.get(k) for k in ("ensemble", "pressure_GPa", "barostat", "tau_barostat_fs")}
 
 
-def _check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings) -> None:
+def check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings) -> None:
     """A resume continues the recorded ensemble (the restart file holds its barostat): other ensemble
     arguments are refused, as another --seed is."""
     if not old:

@@ -13,6 +13,7 @@ import os
 import re
 import struct
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 from dynamat.errors import DynamatError
@@ -98,35 +99,15 @@ def trim_outputs(run_dir: Path, prefix: str, step: int) -> list[str]:
 
 def _text_frame_steps(path: Path) -> list[int] | None:
     """The MD steps of the complete frames of a properties or (ext)xyz output, up to the first that is not
-    one; None: not such a file."""
-    steps: list[int] = []
+    one (an empty file: none); None: not such a file."""
     with open(path, "rb") as fh:
         first = fh.readline()
         fh.seek(0)
         if first.startswith(b"#") and b"--> step" in first:
-            for line in fh:
-                if not line.endswith(b"\n"):
-                    break
-                if line.startswith(b"#") or not line.strip():
-                    continue
-                try:
-                    steps.append(int(float(line.split()[0])))
-                except ValueError:
-                    break
-            return steps
-        if not first.strip().isdigit():
-            return None if first else steps
-        while True:
-            count = fh.readline()
-            try:
-                n = int(count)
-            except ValueError:
-                return steps
-            m = _STEP.search(fh.readline())
-            lines = [fh.readline() for _ in range(n)]
-            if m is None or n and not lines[-1].endswith(b"\n"):
-                return steps
-            steps.append(int(m.group(1)))
+            return [s for s, _ in _property_rows(fh) if s is not None]
+        if first.strip().isdigit():
+            return [s for s, _ in _xyz_frames(fh) if s is not None]
+        return None if first else []
 
 
 def _check_outputs_reach(run_dir: Path, prefix: str, step: int) -> None:
@@ -168,41 +149,64 @@ def _keep_bytes(path: Path, step: int) -> int | None:
     return None
 
 
+def _property_rows(fh) -> Iterator[tuple[int | None, int]]:
+    """(MD step, or None for a header or blank line; offset after it) of each complete line of a properties
+    file, up to the first row cut short by a kill or not starting with a number."""
+    for line in iter(fh.readline, b""):
+        if not line.endswith(b"\n"):
+            return
+        step = None
+        if not line.startswith(b"#") and line.strip():
+            try:
+                step = int(float(line.split()[0]))
+            except ValueError:
+                return
+        yield step, fh.tell()
+
+
+def _xyz_frames(fh) -> Iterator[tuple[int | None, int]]:
+    """(MD step from the comment's ``Step: n``, offset after the frame) of each complete (ext)xyz frame,
+    up to the first cut short; a frame that is not one (no atom count, no step) yields (None, 0) and ends."""
+    while True:
+        count = fh.readline()
+        if not count.strip():
+            return
+        try:
+            n = int(count)
+        except ValueError:
+            yield None, 0
+            return
+        m = _STEP.search(fh.readline())
+        if m is None:
+            yield None, 0
+            return
+        lines = [fh.readline() for _ in range(n)]
+        if n and not lines[-1].endswith(b"\n"):
+            return
+        yield int(m.group(1)), fh.tell()
+
+
 def _keep_properties(fh, step: int) -> int:
     """Header lines and complete rows whose first column (the MD step) is at most ``step``."""
     keep = 0
-    for line in iter(fh.readline, b""):
-        if not line.endswith(b"\n"):
-            break  # a row cut short by a kill
-        if not line.startswith(b"#") and line.strip():
-            try:
-                if float(line.split()[0]) > step:
-                    break
-            except ValueError:
-                break
-        keep = fh.tell()
+    for s, end in _property_rows(fh):
+        if s is not None and s > step:
+            break
+        keep = end
     return keep
 
 
 def _keep_xyz(fh, step: int) -> int | None:
-    """Complete (ext)xyz frames whose comment line says ``Step: n`` with n at most ``step``."""
+    """Complete (ext)xyz frames whose comment line says ``Step: n`` with n at most ``step``; None where the
+    first frame is not one (a file of unknown form)."""
     keep = 0
-    while True:
-        count = fh.readline()
-        if not count.strip():
-            return keep
-        try:
-            n = int(count)
-        except ValueError:
+    for s, end in _xyz_frames(fh):
+        if s is None:
             return keep if keep else None
-        comment = fh.readline()
-        m = _STEP.search(comment)
-        if m is None:
-            return keep if keep else None
-        lines = [fh.readline() for _ in range(n)]
-        if int(m.group(1)) > step or not (lines and lines[-1].endswith(b"\n")) and n:
-            return keep
-        keep = fh.tell()
+        if s > step:
+            break
+        keep = end
+    return keep
 
 
 def _keep_bin(path: Path, step: int) -> int | None:
