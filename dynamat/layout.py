@@ -44,6 +44,15 @@ PREFIX = "simulation"  # i-PI's output prefix in every template
 RUN_JSON = "run.json"
 SCORE_JSON = "score.json"
 CURVES_NPZ = "curves.npz"
+
+
+def curves_beside(score_path: Path) -> Path:
+    """The curves file that belongs to a score file: ``score.json`` -> ``curves.npz`` (a run folder),
+    ``X.score.json`` or ``X.json`` -> ``X.curves.npz``. Named after the score, so that two scores
+    written into one folder never overwrite each other's curves."""
+    base = score_path.name[:-5] if score_path.name.endswith(".json") else score_path.name
+    base = "" if base == "score" else base[:-6] if base.endswith(".score") else base
+    return score_path.with_name(f"{base}.{CURVES_NPZ}" if base else CURVES_NPZ)
 SOCKET_JSON = "socket.json"
 INPUT_XML = "input.xml"
 ATTEMPT_XML = "attempt.xml"

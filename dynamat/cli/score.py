@@ -23,7 +23,8 @@ from dynamat.scoring.run import score_run, write_score
 @click.option("--dt-fs", type=float, default=None, help="Time between the trajectory's frames, fs.")
 @click.option("--model", default=None, help="Model name to record [default: from run.json].")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
-              help="Where to write the score [default: RUN/score.json; with --trajectory: not written].")
+              help="Where to write the score, its curves going to X.curves.npz beside X.json "
+                   "[default: RUN/score.json and RUN/curves.npz; with --trajectory: not written].")
 def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
     """Observable errors (paper Eq. 3-12) of an MD trajectory against SYSTEM's reference."""
     if run_dir and trajectory:

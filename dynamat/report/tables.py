@@ -51,7 +51,7 @@ import numpy as np
 from dynamat.metrics.combined import combined_scores  # Eq. 11-12, the one implementation
 from dynamat.metrics.matbench import MATBENCH_TABLE
 from dynamat.report.external import EXTERNAL_METRICS
-from dynamat.layout import SCORE_JSON, RunFolder
+from dynamat.layout import SCORE_JSON, RunFolder, curves_beside
 from dynamat.scoring.keys import (  # the one metric table
     COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, NPT_METRIC_KEYS, OBSERVABLE_KEYS, Metric,
 )
@@ -229,7 +229,7 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         row[key] = _num(raw.get(key))
     row["pressure_hist_error_pct_half_bins"] = _num(raw.get("pressure_hist_error_pct_half_bins"))
     row["pressure_hist_error_pct_double_bins"] = _num(raw.get("pressure_hist_error_pct_double_bins"))
-    curves = RunFolder(path.parent).curves_npz
+    curves = curves_beside(path)
     row["curves_path"] = str(curves) if curves.is_file() else None
     row["error"] = raw.get("error")
     row["replica_index"] = _int(raw.get("replica_index"))

@@ -20,14 +20,13 @@ from dynamat.io import read_extxyz, read_reference
 from dynamat.io.reference_h5 import reference_replicas
 from dynamat.io.results import write_json_atomic
 from dynamat.io.run_folder import bead_files, read_bead_trajectory, read_run_trajectory
-from dynamat.layout import CURVES_NPZ, SCORE_JSON, RunFolder
+from dynamat.layout import SCORE_JSON, RunFolder, curves_beside
 from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_metrics
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
 
 SCORE_FILE = SCORE_JSON  # the names stay importable from here
-CURVES_FILE = CURVES_NPZ
 
 
 def check_dt_fs(dt_fs, what: str = "--dt-fs") -> float:
@@ -193,10 +192,12 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
 
 
 def write_score(res: dict, path: Path, curves: dict | None = None) -> Path:
-    """``score.json`` at ``path`` and, when given, the curves as ``curves.npz`` beside it."""
+    """``score.json`` at ``path`` and, when given, the curves beside it (:func:`~dynamat.layout.curves_beside`:
+    ``curves.npz`` in a run folder, ``X.curves.npz`` for ``X.json``)."""
     path = write_json_atomic(path, res)
     if curves:
-        tmp = path.with_name(CURVES_FILE + ".tmp.npz")
+        target = curves_beside(path)
+        tmp = target.with_name(target.name + ".tmp.npz")
         np.savez(tmp, **{k: np.asarray(v, dtype=float) for k, v in curves.items()})
-        tmp.replace(path.with_name(CURVES_FILE))
+        tmp.replace(target)
     return path

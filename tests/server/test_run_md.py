@@ -198,3 +198,20 @@ def test_run_score_report_flow_draws_curve_panels(emt_run, tmp_path):
         assert res.returncode == 0, res.stderr
         for stem in ("fig3_rdf_curves", "fig4_pressure_histograms", "fig5_vdos_spectra"):
             assert (rep / "figures" / f"{stem}.png").stat().st_size > 5000, (source, stem)
+
+
+def test_scores_written_into_one_folder_keep_their_own_curves(emt_run, tmp_path):
+    """`score --json X.json` writes its curves as X.curves.npz: two scores into one folder (a run
+    folder's, a trajectory's) do not overwrite each other's curves, and the report draws from each."""
+    run_dir, _ = emt_run
+    first, second = tmp_path / "a.json", tmp_path / "b.score.json"
+    assert dynamat_cmd("score", "--system", SYSTEM, "--run", str(run_dir), "--json", str(first)).returncode == 0
+    res = dynamat_cmd("score", "--system", SYSTEM, "--trajectory", str(run_dir / "simulation.pos_0.extxyz"),
+                      "--dt-fs", "50", "--json", str(second))
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.curves.npz", "a.json", "b.curves.npz", "b.score.json"]
+    with np.load(tmp_path / "a.curves.npz") as a, np.load(tmp_path / "b.curves.npz") as b:
+        assert a["rdf_mlip"].shape == b["rdf_mlip"].shape and not np.array_equal(a["vdos_nu_THz"], b["vdos_nu_THz"])
+    rep = tmp_path / "rep"
+    assert dynamat_cmd("report", str(first), "--out", str(rep), "--no-pdf").returncode == 0
+    assert (rep / "figures" / "fig3_rdf_curves.png").stat().st_size > 5000

@@ -92,7 +92,6 @@ def compute(out: Path, runs_dir: Path = HERE / "runs") -> None:
         curves: dict = {}
         res = score_run(None, SYSTEM, curves=curves, **kw)
         write_score(res, scores / f"{case}.score.json", curves)
-        (scores / "curves.npz").replace(scores / f"{case}.curves.npz")
     diff = quantum_classical_differences(runs_dir / "emt_classical", runs_dir / "emt_pimd2")
     (out / "pimd_differences.json").write_text(json.dumps(_jsonable(diff), indent=1, sort_keys=True))
 
