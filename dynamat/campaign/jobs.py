@@ -176,21 +176,29 @@ def write_json(path: Path, data: dict) -> None:
 from dynamat.io.results import jsonable as _jsonable  # noqa: E402
 
 
-def pair_status(run_dir: Path) -> tuple[str, str | None]:
+def pair_status(run_dir: Path, steps: int | None = None, ensemble: str = "nvt") -> tuple[str, str | None]:
     """(what a campaign must do with a pair, run.json status) - the action is one of
 
-    ``skip`` (a final run.json - completed or exploded - and a score.json that says the same),
+    ``skip`` (a final run.json - completed or exploded - and a score.json of that very run),
     ``score`` (a final run without an up-to-date score), ``run`` (nothing there yet),
     ``resume`` (an unfinished or failed run with a RESTART/checkpoint), ``overwrite``
-    (an unfinished or failed run that cannot be resumed: started again from scratch).
+    (an unfinished or failed run that cannot be resumed: started again from scratch),
+    ``extend`` (a completed run of ``ensemble`` shorter than ``steps``, the MD steps now asked, with
+    a restart point to go on from: as `dynamat run --steps` does; one of another ensemble is never
+    continued under the other thermostat or barostat).
     """
     from dynamat.runner import restart_file
 
     rec = read_json(RunFolder(run_dir).run_json) or {}
     status = rec.get("status")
+    if (status == "completed" and steps is not None and int(rec.get("steps_requested") or 0) < steps
+            and (rec.get("protocol") or {}).get("ensemble", "nvt") == ensemble and restart_file(run_dir) is not None):
+        return "extend", status
     if status in FINAL_RUN_STATUSES:
         sc = read_json(RunFolder(run_dir).score_json) or {}
-        return ("skip" if sc.get("status") == status else "score"), status
+        # a score of this very run: one left by a shorter run that was extended since is stale
+        fresh = sc.get("status") == status and sc.get("steps_done") == rec.get("steps_done")
+        return ("skip" if fresh else "score"), status
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return "run", status
     return ("resume" if restart_file(run_dir) is not None else "overwrite"), status
@@ -311,10 +319,10 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
         state.phase, state.error = "busy", "another task holds the pair's lock"
         return state
     try:
-        action, _ = pair_status(job.run_dir)
+        action, _ = pair_status(job.run_dir, job.steps, job.ensemble.get("ensemble", "nvt"))
         state.action = action
         save(phase="starting")
-        if action in ("run", "resume", "overwrite"):
+        if action in ("run", "resume", "overwrite", "extend"):
             _run_with_retries(job, action, state, save, log, pack)
         _score(job, action, state, save)
         return state

@@ -139,23 +139,27 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
     for m, s, k in ((m, s, k) for m in spec.models for s in spec.systems for k in replicas):
         p = PairView(m, s, replica=k)
         plan.pairs.append(p)
-        action, status = pair_status(RunFolder.of(spec.out, m, p.folder).path)
+        run_dir = RunFolder.of(spec.out, m, p.folder).path
+        want, ensemble = steps_of[s] or protocol_steps[s], spec.ensemble.get("ensemble", "nvt")
+        # a shorter completed run is extended to the length asked, as `dynamat run --steps` does
+        action, status = pair_status(run_dir, want, ensemble)
         plan.action_of[p.label] = action
+        if action in ("skip", "score") and status == "completed":
+            rec = read_json(RunFolder(run_dir).run_json) or {}
+            done_len, done_ens = rec.get("steps_requested"), (rec.get("protocol") or {}).get("ensemble", "nvt")
+            if done_ens != ensemble:
+                plan.mismatched.append(f"{p.label} ({done_ens})")
+            elif done_len is not None and done_len != want:
+                plan.mismatched.append(f"{p.label} ({done_len} steps)")
         if action == "skip":
             p.status, p.skipped = status, True
-            rec = read_json(RunFolder.of(spec.out, m, p.folder).run_json) or {}
-            done_len, done_ens = rec.get("steps_requested"), (rec.get("protocol") or {}).get("ensemble", "nvt")
-            if status == "completed" and done_len is not None and done_len != (steps_of[s] or protocol_steps[s]):
-                plan.mismatched.append(f"{p.label} ({done_len} steps)")
-            elif status == "completed" and done_ens != spec.ensemble.get("ensemble", "nvt"):
-                plan.mismatched.append(f"{p.label} ({done_ens})")
             continue
         st = read_json(state_path(spec.out, m, p.folder)) or {}
         if spec.executor == "slurm" and st.get("phase") in ACTIVE_PHASES and st.get("slurm_job"):
             p.slurm_job = st["slurm_job"]
             waiting.append(p)
             continue
-        plan.todo.append(spec.job(m, s, steps_of[s], k))
+        plan.todo.append(spec.job(m, s, _job_steps(action, steps_of[s], want), k))
     if waiting:  # tasks of an earlier submission still queued or running: wait for them, do not resubmit
         from dynamat.campaign import slurm as campaign_slurm
 
@@ -165,11 +169,19 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
                 plan.adopted.append(p)
             else:
                 p.slurm_job = None
-                plan.todo.append(spec.job(p.model, p.system, steps_of[p.system], p.replica))
+                plan.todo.append(spec.job(p.model, p.system, _job_steps(plan.action_of[p.label], steps_of[p.system],
+                                                                     steps_of[p.system] or protocol_steps[p.system]),
+                                          p.replica))
     for i, j in enumerate(plan.todo):
         j.index = i
     assign_tasks(plan.todo, spec.pack)
     return plan
+
+
+def _job_steps(action: str, asked: int | None, want: int) -> int | None:
+    """The job's --steps: as asked (None: the protocol's), but explicit for an extension, as the
+    runner extends a completed run only to an explicit --steps."""
+    return want if action == "extend" else asked
 
 
 def _print_plan(spec: CampaignSpec, plan: _Plan, stream) -> None:

@@ -157,10 +157,16 @@ def test_pair_status_actions(tmp_path):
     assert pair_status(d)[0] == "overwrite"  # unfinished, nothing to resume from
     (d / "RESTART").write_text("<simulation><step>40</step></simulation>")
     assert pair_status(d)[0] == "resume"
-    (d / "run.json").write_text(json.dumps({"status": "completed"}))
+    (d / "run.json").write_text(json.dumps({"status": "completed", "steps_done": 40, "steps_requested": 40}))
     assert pair_status(d) == ("score", "completed")
-    (d / "score.json").write_text(json.dumps({"status": "completed"}))
-    assert pair_status(d) == ("skip", "completed")
+    (d / "score.json").write_text(json.dumps({"status": "completed", "steps_done": 20}))
+    assert pair_status(d) == ("score", "completed")  # the score of the run before it was extended
+    (d / "score.json").write_text(json.dumps({"status": "completed", "steps_done": 40}))
+    assert pair_status(d) == pair_status(d, 40) == pair_status(d, 30) == ("skip", "completed")
+    assert pair_status(d, 80) == ("extend", "completed")  # longer than the run: go on from its RESTART
+    assert pair_status(d, 80, "npt") == ("skip", "completed")  # an NVT run is never continued under NPT
+    (d / "RESTART").unlink()
+    assert pair_status(d, 80) == ("skip", "completed")  # nothing to extend from: kept (and named by the plan)
     (d / "run.json").write_text(json.dumps({"status": "exploded"}))
     assert pair_status(d) == ("score", "exploded")  # the score must say exploded too
 
@@ -202,6 +208,24 @@ def test_local_campaign_runs_scores_reports_then_skips(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "lj/bulkCu3Au_500K-demo_EMT: done completed" in r.stderr
     assert {p: p.stat().st_mtime for p in out.glob("*/*/*.json")} == mtimes
+
+    # a rerun asking for more steps extends the completed run from its restart point, as `dynamat run
+    # --steps` does, keeping its frames, and scores the whole run again
+    from dynamat.io.run_folder import read_run_trajectory
+
+    before = read_run_trajectory(out / "emt" / A)
+    res = campaign("--models", "emt", "--systems", A, "--steps", "200", "--out", str(out), "--no-report",
+                   timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "1 pairs (1 extend)" in res.stderr and "another length" not in res.stderr
+    sc = _check_scored(out, "emt", A, 200)
+    after = read_run_trajectory(out / "emt" / A)
+    assert after.n_frames == 2 * before.n_frames - 1 == sc["n_frames_mlip"]
+    np.testing.assert_array_equal(after.positions[:before.n_frames], before.positions)
+    res = campaign("--models", "emt", "--systems", A, "--steps", "150", "--out", str(out), "--no-report",
+                   timeout=60)  # shorter than the run: kept, and said
+    assert res.returncode == 0 and "1 pairs (1 skip)" in res.stderr, res.stderr
+    assert f"of another length or ensemble than asked: emt/{A} (200 steps)" in res.stderr
 
 
 def test_local_npt_campaign_carries_the_ensemble_to_its_run_and_report(tmp_path):
