@@ -15,12 +15,13 @@ named, not refused, so a set interrupted half-way finishes with the same command
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dynamat.errors import DynamatError
 from dynamat.layout import RunFolder
-from dynamat.names import replica_name
+from dynamat.names import REPLICA_TAG, replica_name
 
 MAX_REPLICAS = 1000
 
@@ -53,6 +54,34 @@ def _recorded(run_dir: Path) -> dict:
         return {}
 
 
+def further_replicas(out: Path, model: str, system: str, replicas: int) -> list[Path]:
+    """Run folders of replicas k >= ``replicas`` of (model, system): left by an earlier, larger set
+    (run.json names the system and k), the report would average them with the new runs."""
+    model_dir = RunFolder.of(out, model, system).path.parent
+    if not model_dir.is_dir():
+        return []
+    found = []
+    for d in model_dir.iterdir():
+        tail = d.name[len(system) + len(REPLICA_TAG):] if d.name.startswith(system + REPLICA_TAG) else ""
+        if re.fullmatch(r"[1-9][0-9]{0,5}", tail) and int(tail) >= replicas:
+            rec = _recorded(d)
+            if rec.get("system") == system and rec.get("replica") == int(tail):
+                found.append((int(tail), d))
+    return [d for _, d in sorted(found)]
+
+
+def check_no_further_replicas(out: Path, model: str, system: str, replicas: int) -> None:
+    """--overwrite replaces a set of ``replicas`` runs: refused (nothing removed) where replicas of an
+    earlier, larger set would stay beside them and be averaged with them by the report."""
+    left = further_replicas(out, model, system, replicas)
+    if left:
+        n = int(left[-1].name.rsplit(REPLICA_TAG, 1)[1]) + 1
+        names = ", ".join(d.name for d in left[:3]) + (" ..." if len(left) > 3 else "")
+        raise DynamatError(f"{left[0].parent} holds {names} of an earlier set of {n} replicas, which reports would "
+                           f"average with the new runs; pass --replicas {n} to redo the whole set, or move "
+                           f"{'them' if len(left) > 1 else 'it'} away")
+
+
 def replica_seeds(out: Path, model: str, system: str, replicas: int, seed: int | None,
                   overwrite: bool = False) -> list[int]:
     """The seed of each replica (see the module docstring); distinct for distinct k."""
@@ -78,6 +107,8 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
     for system in systems:
         for k in range(check_replicas(replicas)):
             RunFolder.of(out, model, system, k)  # every name checked before anything is read
+        if overwrite:
+            check_no_further_replicas(out, model, system, replicas)
         _, entry, _ = load_system(reference, system, **(overrides or {}))
         want = steps_for(entry, steps, time_ps) or entry.protocol.steps
         for k, s in enumerate(replica_seeds(out, model, system, replicas, seed, overwrite)):

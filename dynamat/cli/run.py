@@ -68,6 +68,11 @@ def run(model, model_options, models_file, system, reference, steps, time_ps, ou
     names = [x.strip() for x in system.split(",") if x.strip()]
     if pack_wait_ms is not None and pack is None:
         raise DynamatError("--pack-wait-ms is the pack driver's gather window: add --pack K")
+    if overwrite and replicas == 1:  # a single run replaces replica 0 of a set: the set's others must go first
+        from dynamat.replicas import check_no_further_replicas
+
+        for name in names:
+            check_no_further_replicas(out, model, name, 1)
     if replicas > 1:
         return _run_replicas(model, names, reference, out, opts, replicas, pack, time_ps, overrides,
                              start_frame or 0, pack_wait_ms)

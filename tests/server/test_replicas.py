@@ -264,3 +264,22 @@ def test_a_kept_replica_must_be_the_run_asked_for(tmp_path):
     seeds = [json.loads((tmp_path / "emt" / name / "run.json").read_text())["seed"]
              for name in (SYSTEM, f"{SYSTEM}_r1", f"{SYSTEM}_r2")]
     assert seeds == [11, 12, 13]
+
+
+def test_overwriting_a_smaller_set_refuses_to_leave_the_larger_sets_replicas(tmp_path):
+    """`--overwrite --replicas 2` over a set of 3 (or a single `--overwrite` run over a set) would leave
+    replica 2 of the old set beside the new runs, and the report would average it with them: refused in
+    one line, nothing removed; `--replicas 3 --overwrite` redoes the whole set."""
+    base = ("run", "--model", "emt", "--system", SYSTEM, "--steps", "20", "--out", str(tmp_path))
+    assert dynamat_cmd(*base, "--replicas", "3", "--seed", "5").returncode == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    res = dynamat_cmd(*base, "--replicas", "2", "--overwrite")
+    assert_one_line_error(res, f"{SYSTEM}_r2 of an earlier set of 3 replicas", "--replicas 3")
+    res = dynamat_cmd(*base, "--overwrite")
+    assert_one_line_error(res, f"{SYSTEM}_r1, {SYSTEM}_r2 of an earlier set of 3 replicas", "move them away")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    (tmp_path / "emt" / f"{SYSTEM}_r7").mkdir()  # not a run of this set: never counted
+    res = dynamat_cmd(*base, "--replicas", "3", "--overwrite", "--seed", "8")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads((tmp_path / "emt" / n / "run.json").read_text())["seed"]
+            for n in (SYSTEM, f"{SYSTEM}_r1", f"{SYSTEM}_r2")] == [8, 9, 10]
