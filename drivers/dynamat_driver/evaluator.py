@@ -277,6 +277,10 @@ class Evaluator:
     def to_atoms(self, cell_bohr: np.ndarray, pos_bohr: np.ndarray, slot: int = 0):
         """Writes one i-PI structure into the reusable Atoms of ``slot`` (Å, cell as rows)."""
         pos = np.asarray(pos_bohr, dtype=np.float64).reshape(-1, 3)
+        if not (np.isfinite(pos).all() and np.isfinite(cell_bohr).all()):
+            # i-PI's integrator or barostat has blown up: the model would fail on it in its own way
+            raise DriverError(f"i-PI sent non-finite positions or cell at request {self.n_requests} "
+                              "(the structure has exploded)")
         n = len(self.system.numbers)
         if len(pos) != n:
             raise DriverError(

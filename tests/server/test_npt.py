@@ -319,3 +319,13 @@ def test_an_npt_run_shorter_than_its_burn_in_is_one_line_at_scoring(tmp_path):
     res = dynamat_cmd("score", "--system", system, "--run", str(tmp_path / "emt" / system))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "burn-in" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_an_npt_run_whose_cell_blows_up_is_exploded_not_failed(tmp_path):
+    """A huge tension tears the cell apart at once: i-PI sends the driver a non-finite cell. That is MD
+    blowing up (status exploded, a result kept, not resumed), not a driver fault to rerun."""
+    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "50", "--ensemble", "npt",
+                      "--pressure-GPa", "-1e9", "--out", str(tmp_path))
+    assert res.returncode != 0 and "Traceback" not in res.stderr and "rerun to resume" not in res.stderr
+    rec = json.loads((tmp_path / "emt" / SYSTEM / "run.json").read_text())
+    assert rec["status"] == "exploded" and "non-finite" in rec["error"], rec
