@@ -159,10 +159,12 @@ def _entry(path: Path, name: str, table) -> ModelEntry:
 
 
 def _registered_names() -> set[str]:
-    # the registry is data only (standard library), importable by the server without any model package
+    # the registry is data only (standard library), importable by the server without any model package;
+    # plugin families installed here too (their modules import no model package at load, by contract)
+    from dynamat_driver.models.plugins import plugin_families
     from dynamat_driver.models.registry import ALIASES, REGISTRY
 
-    return set(REGISTRY) | set(ALIASES)
+    return set(REGISTRY) | set(ALIASES) | {n for fam in plugin_families().values() for n in fam.models}
 
 
 def read_models_file(path: str | Path) -> dict[str, ModelEntry]:

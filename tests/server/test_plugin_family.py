@@ -47,3 +47,14 @@ def test_plugin_packed_run_shares_calls_and_equals_its_solo_runs(tmp_path):
     calls, structures = map(int, re.search(r"pack done: 2 session\(s\), (\d+) model calls, (\d+) structures",
                                            log).groups())
     assert structures == 122 and calls <= 80, (calls, structures)
+
+
+def test_a_models_file_table_cannot_take_a_plugin_models_name(tmp_path):
+    """A table named like an installed plugin's model would silently serve another calculator under
+    the plugin model's name (and its run folder): refused like a registered model's name."""
+    models = tmp_path / "models.toml"
+    models.write_text(f'[{MODEL}]\ncalculator = "ase.calculators.emt:EMT"\n')
+    res = dynamat_cmd("run", "--model", MODEL, "--models-file", str(models), "--system", SYSTEMS[0], "--steps", "10",
+                      "--out", str(tmp_path / "runs"))
+    assert res.returncode != 0 and f"table [{MODEL}] has the name of a registered model" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
