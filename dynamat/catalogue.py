@@ -322,7 +322,9 @@ def infer_dims(geometry) -> tuple[int, str]:
     if len(flat) > 1:
         raise DynamatError(
             "vacuum or no periodicity along " + " and ".join(axes[i] for i in flat)
-            + ": a wire or cluster; the paper's pressure (Eq. 5) covers 3D and 2D only (give dims explicitly)"
+            + ": a wire or cluster; the paper's pressure (Eq. 5) covers 3D and 2D only: if the structure is bulk "
+            "or a slab, say so with `dynamat run --dims 3` (or 2) or the reference group's "
+            "attribute dims"
         )
     i = flat[0]
     what = "not periodic" if not g.pbc[i] else f"vacuum gap of {gaps[i]:.1f} A"

@@ -81,15 +81,20 @@ def dispersion_args(dispersion: str | None, functional: str | None) -> tuple[str
 def model_option_args(pairs) -> tuple[str, ...]:
     """``--model-option`` values as driver arguments; a malformed one is one line (the server never
     imports the model, so the key's meaning is the driver's to check)."""
-    out = []
+    out, seen = [], {}
     for p in pairs:
         key, sep, value = p.partition("=")
-        if not sep or not key.strip().isidentifier() or any(not c.isprintable() for c in value):
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier() or any(not c.isprintable() for c in value):
             raise DynamatError(f"--model-option wants KEY=VALUE with a Python name as KEY, got {p!r}")
-        value = value.strip()
+        if key in seen:  # the driver would take the last one: a typo in a long command would pass unseen
+            raise DynamatError(f"--model-option {key} is given twice ({seen[key]!r} and {p!r}): give it once")
+        seen[key] = p
         if value.startswith("path:"):  # the user's folder, not the run folder the driver works in
-            value = "path:" + os.path.abspath(os.path.expanduser(value[len("path:"):]))
-        out.append(f"--option={key.strip()}={value}")
+            if not value[len("path:"):].strip():
+                raise DynamatError(f"--model-option {p!r} names no path after 'path:'")
+            value = "path:" + os.path.abspath(os.path.expanduser(value[len("path:"):].strip()))
+        out.append(f"--option={key}={value}")
     return tuple(out)
 
 

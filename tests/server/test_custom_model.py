@@ -66,6 +66,9 @@ def test_server_never_imports_the_users_module(tmp_path):
     (["--model", "a" * 70 + ":" + "b" * 70], "cannot be used as a folder name"),
     (["--model", SPEC, "--model-option", "sigma"], "--model-option wants KEY=VALUE"),
     (["--model", SPEC, "--model-option", "--x=1"], "--model-option wants KEY=VALUE"),
+    (["--model", SPEC, "--model-option", "sigma=2", "--model-option", "sigma=3"],
+     "--model-option sigma is given twice ('sigma=2' and 'sigma=3')"),
+    (["--model", SPEC, "--model-option", "weights=path:"], "names no path after 'path:'"),
 ])
 def test_bad_spec_or_option_is_one_line_and_writes_nothing(tmp_path, args, expected):
     out = tmp_path / "out"
