@@ -117,7 +117,10 @@ def format_rows(rows: list[dict[str, Any]], paths: bool = False) -> str:
             r["package"] or "-", "yes" if r["installed"] else "no", w, r.get("source") or "-",
         ])
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
-    return "\n".join("  ".join(str(c).ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in table)
+    lines = ["  ".join(str(c).ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in table]
+    # why a plugin cannot be used is the plugin's own error, which no column holds
+    lines += [f"{r['name']}: {r['missing'][0]}" for r in rows if r.get("plugin") and not r["installed"] and r["missing"]]
+    return "\n".join(lines)
 
 
 __all__ = ["format_rows", "model_rows", "query_driver"]

@@ -88,3 +88,4 @@ def test_unusable_plugin_is_one_line_and_hides_nothing(tmp_path, body, expected)
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 1 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     assert lines[0].startswith("dynamat-driver: error: unknown model 'bad-model'") and expected in lines[0]
+    assert "example-lj (see --list)" in lines[0]  # the usable plugin's model is among the known ones

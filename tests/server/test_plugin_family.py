@@ -58,3 +58,25 @@ def test_a_models_file_table_cannot_take_a_plugin_models_name(tmp_path):
                       "--out", str(tmp_path / "runs"))
     assert res.returncode != 0 and f"table [{MODEL}] has the name of a registered model" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_dynamat_models_says_why_a_broken_plugin_cannot_be_used(tmp_path):
+    """An installed plugin whose module fails to import is a row marked not installed, and its own
+    error follows the table (it was only in the JSON), while the other models are listed as usual."""
+    import os
+    import subprocess
+
+    from conftest import BIN
+
+    info = tmp_path / "bad_plug-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-plug\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dynamat.models]\nbadplug = badplug\n")
+    (tmp_path / "badplug.py").write_text("raise ImportError('needs libfoo.so')\n")
+    res = subprocess.run([str(BIN / "dynamat"), "models"], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert any(ln.startswith("badplug ") and " no " in ln for ln in lines)
+    assert lines[-1].startswith("badplug: plugin family 'badplug' (bad-plug 1.0") and "ImportError: needs libfoo.so" in lines[-1]
+    assert any(ln.startswith(MODEL + " ") for ln in lines)

@@ -115,11 +115,13 @@ def get_model_info(name: str) -> ModelInfo:
     try:
         return _registered_info(name)
     except DriverError as exc:
-        from .plugins import broken_plugins_note, plugin_model_info
+        from .plugins import broken_plugins_note, plugin_families, plugin_model_info
 
         info = plugin_model_info((name or "").strip())
         if info is None:
-            raise DriverError(f"{exc}{broken_plugins_note()}") from None
+            served = [n for fam in plugin_families().values() if not fam.error for n in fam.models]
+            msg = str(exc).replace(" (see --list)", "".join(f", {n}" for n in served) + " (see --list)")
+            raise DriverError(f"{msg}{broken_plugins_note()}") from None
         return info
 
 
