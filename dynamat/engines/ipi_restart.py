@@ -97,27 +97,40 @@ def trim_outputs(run_dir: Path, prefix: str, step: int) -> list[str]:
     return trimmed
 
 
-def _text_frame_steps(path: Path) -> list[int] | None:
-    """The MD steps of the complete frames of a properties or (ext)xyz output, up to the first that is not
-    one (an empty file: none); None: not such a file."""
+def _frame_steps(path: Path) -> list[int] | None:
+    """The MD steps of the complete frames of an output (properties, (ext)xyz, i-PI binary, the driver's
+    frame record), up to the first that is not one (an empty file: none); None: not such a file."""
     with open(path, "rb") as fh:
-        first = fh.readline()
-        fh.seek(0)
-        if first.startswith(b"#") and b"--> step" in first:
-            return [s for s, _ in _property_rows(fh) if s is not None]
-        if first.strip().isdigit():
-            return [s for s, _ in _xyz_frames(fh) if s is not None]
-        return None if first else []
+        frames = _frames_of(path, fh)
+        return None if frames is None else [s for s, _ in frames if s is not None]
+
+
+def _frames_of(path: Path, fh) -> Iterator[tuple[int | None, int]] | None:
+    """The frame reader of ``path``'s format, yielding (MD step or None for a header line, offset after the
+    frame); None for a file of unknown form, never read further."""
+    if path.suffix == ".bin":
+        return _bin_frames(fh)
+    if fh.read(len(FRAMES_MAGIC)) == FRAMES_MAGIC:
+        return _record_frames(fh)
+    fh.seek(0)
+    first = fh.readline()
+    fh.seek(0)
+    if first.startswith(b"#"):
+        return _property_rows(fh) if b"--> step" in first else None
+    if first.strip().isdigit():
+        return _xyz_frames(fh)
+    return None if first else iter(())
 
 
 def _check_outputs_reach(run_dir: Path, prefix: str, step: int) -> None:
-    """Every text output (properties, trajectories) holds its frames up to the restart point ``step``, with
+    """Every output (properties, trajectories, the driver's frame record) holds its frames up to the restart
+    point ``step``, with
     no gap: i-PI appends after that step, so a file cut short (or blanked, or overwritten) before it would
     leave a hole in the trajectory that no reader sees. Refused in one line, the folder untouched."""
     for path in sorted(run_dir.glob(f"{prefix}.*")):
-        if not path.is_file() or path.suffix in (".chk", ".trim", ".bin"):
+        if not path.is_file() or path.suffix in (".chk", ".trim"):
             continue
-        steps = _text_frame_steps(path)
+        steps = _frame_steps(path)
         if steps is None:
             continue
         kept = [s for s in steps if s <= step]
@@ -133,20 +146,20 @@ def _check_outputs_reach(run_dir: Path, prefix: str, step: int) -> None:
 
 
 def _keep_bytes(path: Path, step: int) -> int | None:
-    """How many leading bytes of ``path`` hold its frames at or before ``step``; None: not a file we read."""
-    if path.suffix == ".bin":
-        return _keep_bin(path, step)
+    """How many leading bytes of ``path`` hold its frames at or before ``step`` (and its header); None: not
+    a file we read."""
     with open(path, "rb") as fh:
-        if fh.read(len(FRAMES_MAGIC)) == FRAMES_MAGIC:
-            return _keep_record(fh, step)
-        fh.seek(0)
-        first = fh.readline()
-        fh.seek(0)
-        if first.startswith(b"#"):
-            return _keep_properties(fh, step) if b"--> step" in first else None
-        if first.strip().isdigit():
-            return _keep_xyz(fh, step)
-    return None
+        frames = _frames_of(path, fh)
+        if frames is None:
+            return None
+        keep = 0
+        for s, end in frames:
+            if s is None and not end:  # not a frame: a file of unknown form if it is the first
+                return keep or None
+            if s is not None and s > step:
+                break
+            keep = end
+        return keep
 
 
 def _property_rows(fh) -> Iterator[tuple[int | None, int]]:
@@ -186,66 +199,44 @@ def _xyz_frames(fh) -> Iterator[tuple[int | None, int]]:
         yield int(m.group(1)), fh.tell()
 
 
-def _keep_properties(fh, step: int) -> int:
-    """Header lines and complete rows whose first column (the MD step) is at most ``step``."""
-    keep = 0
-    for s, end in _property_rows(fh):
-        if s is not None and s > step:
-            break
-        keep = end
-    return keep
-
-
-def _keep_xyz(fh, step: int) -> int | None:
-    """Complete (ext)xyz frames whose comment line says ``Step: n`` with n at most ``step``; None where the
-    first frame is not one (a file of unknown form)."""
-    keep = 0
-    for s, end in _xyz_frames(fh):
-        if s is None:
-            return keep if keep else None
-        if s > step:
-            break
-        keep = end
-    return keep
-
-
-def _keep_bin(path: Path, step: int) -> int | None:
-    """Complete i-PI binary frames (fixed size, :func:`dynamat.io.ipi_output.bin_frame_layout`) whose title
-    says ``Step: n`` with n at most ``step``."""
+def _bin_frames(fh) -> Iterator[tuple[int | None, int]]:
+    """(MD step from the title's ``Step: n``, offset after the frame) of each complete i-PI binary frame
+    (fixed size, :func:`dynamat.io.ipi_output.bin_frame_layout`); a layout not read yields (None, 0)."""
     from dynamat.io.ipi_output import read_bin_layout
 
-    with open(path, "rb") as fh:
-        try:
-            _, size, title_at = read_bin_layout(fh)
-        except ValueError:
-            return None
-        total = fh.seek(0, 2)
-        keep = 0
-        while keep + size <= total:
-            fh.seek(keep + title_at)
-            m = _STEP.search(fh.read(size - title_at).decode("utf-32-le", errors="replace").encode())
-            if m is None or int(m.group(1)) > step:
-                break
-            keep += size
-        return keep
+    try:
+        _, size, title_at = read_bin_layout(fh)
+    except ValueError:
+        yield None, 0
+        return
+    total = fh.seek(0, 2)
+    at = 0
+    while at + size <= total:
+        fh.seek(at + title_at)
+        m = _STEP.search(fh.read(size - title_at).decode("utf-32-le", errors="replace").encode())
+        if m is None:
+            return
+        at += size
+        yield int(m.group(1)), at
 
 
-def _keep_record(fh, step: int) -> int | None:
-    """The driver's frame record (:mod:`dynamat_driver.frames`): its header and complete records of steps at
-    most ``step`` (each record starts with its step, float64)."""
+def _record_frames(fh) -> Iterator[tuple[int | None, int]]:
+    """The driver's frame record (:mod:`dynamat_driver.frames`): its header as (None, header bytes), then
+    (MD step, offset after it) of each complete record (each starts with its step, float64)."""
     fh.seek(8)
     n = int.from_bytes(fh.read(8), "little", signed=True)
     if n <= 0:
-        return None
+        yield None, 0
+        return
+    yield None, FRAMES_HEADER_BYTES
     size = 8 * frame_record_floats(n)
     total = fh.seek(0, 2)
-    keep = FRAMES_HEADER_BYTES
-    while keep + size <= total:
-        fh.seek(keep)
-        if struct.unpack("<d", fh.read(8))[0] > step:
-            break
-        keep += size
-    return keep
+    at = FRAMES_HEADER_BYTES
+    while at + size <= total:
+        fh.seek(at)
+        step = struct.unpack("<d", fh.read(8))[0]
+        at += size
+        yield int(step), at
 
 
 def _copy_head(path: Path, nbytes: int) -> None:

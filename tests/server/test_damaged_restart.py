@@ -16,6 +16,7 @@ import pytest
 
 from dynamat import processes
 from dynamat.io import read_ipi_run
+from dynamat_driver.contract import FRAMES_HEADER_BYTES
 
 from conftest import BIN, dynamat_cmd, wait_for_step
 
@@ -196,6 +197,34 @@ def test_an_output_that_does_not_reach_the_restart_point_is_refused_untouched(tm
     props.write_text(head + "".join(f"  {s:.8e}\n" for s in range(0, 60, 10)))
     pos.write_text(whole)
     assert sorted(trim_outputs(tmp_path, "simulation", 40)) == ["simulation.out", "simulation.pos_0.extxyz"]
+
+
+def test_a_frame_record_that_does_not_reach_the_restart_point_is_refused_untouched(tmp_path):
+    """The driver's frame record (every-step protocols keep positions there, not in i-PI's trajectories) is
+    checked like i-PI's outputs: a record lost in the middle or a file cut short before the restart step
+    is one line, nothing trimmed; a whole one is trimmed back to the step, header kept."""
+    from dynamat.engines.ipi_restart import trim_outputs
+    from dynamat.errors import DynamatError
+    from dynamat_driver.frames import FrameRecorder
+
+    path = tmp_path / "simulation.frames.f64"
+
+    def record(steps):
+        path.unlink(missing_ok=True)
+        rec = FrameRecorder(str(path), 2)
+        for s in steps:
+            rec.record(s, np.eye(3) * 7.0, np.full((2, 3), 0.1 * s), (-1.0, np.zeros((2, 3)), np.zeros((3, 3)), ""))
+        rec.close()
+        return path.read_bytes()
+
+    for steps, says in (((0, 10, 30, 40, 50), "end at step 10"), ((0, 10, 20), "end at step 20")):
+        data = record(steps)
+        with pytest.raises(DynamatError, match=f"simulation.frames.f64 is damaged: its frames {says}"):
+            trim_outputs(tmp_path, "simulation", 40)
+        assert path.read_bytes() == data
+    whole = record(range(0, 60, 10))
+    assert trim_outputs(tmp_path, "simulation", 40) == ["simulation.frames.f64"]
+    assert path.read_bytes() == whole[: len(whole) - (len(whole) - FRAMES_HEADER_BYTES) // 6]
 
 
 def test_a_resume_over_a_truncated_trajectory_is_refused(tmp_path):
