@@ -344,7 +344,7 @@ def test_a_system_name_that_is_no_folder_name_is_refused_before_anything_is_writ
 def test_force_replaces_a_system_with_its_replicas(md_frames, tmp_path):
     """--force replaces a system and removes its further trajectories (``replica_of``): left, they set the
     new trajectory's noise floor. Another system's groups stay."""
-    from dynamat.io.reference_h5 import reference_replicas
+    from dynamat.io.reference_h5 import reference_replicas, replica_of
 
     src, out = tmp_path / "a.extxyz", tmp_path / "r.h5"
     write(src, md_frames, format="extxyz")
@@ -359,3 +359,5 @@ def test_force_replaces_a_system_with_its_replicas(md_frames, tmp_path):
     assert any("Cu_x_300K_r1" in n for n in res.notes)
     assert reference_replicas(out, "Cu_x_300K") == ["Cu_x_300K"]
     assert reference_replicas(out, "Cu_y_300K") == ["Cu_y_300K", "Cu_y_300K_r1"]
+    with h5py.File(out) as f:  # public: the importer and the readers share the one rule
+        assert [replica_of(f[n]) for n in ("Cu_x_300K", "Cu_y_300K", "Cu_y_300K_r1")] == [None, None, "Cu_y_300K"]
