@@ -24,8 +24,10 @@ come from the arguments, else the files' metadata (else, for the temperature, th
 name), and the interval is checked by equipartition on finite-difference velocities, corrected for
 the finite-difference filter (:func:`check_frame_interval`): an interval the kinetic temperature
 contradicts beyond the noise is refused with one line (:class:`dynamat.errors.DynamatError`) unless
-``force``. Frames go to disk in chunks of 512 (:class:`~dynamat.io.reference_h5.ReferenceGroupWriter`),
-so memory does not grow with the length of the trajectory.
+``force``. A folder of systems is imported whole or not at all: each system goes to a temporary file
+first, and ``out_h5`` is opened for writing only once all have. Frames go to disk in chunks of 512
+(:class:`~dynamat.io.reference_h5.ReferenceGroupWriter`), so memory does not grow with the length of
+the trajectory.
 
     from dynamat.io.importers import import_reference
     [res] = import_reference(["run/vasprun.xml"], "mine.h5", name="Si64_1000K", temperature_K=1000.0)
@@ -433,37 +435,46 @@ def import_reference(
     if start_frame < 0 or (drop_ps is not None and not (np.isfinite(drop_ps) and drop_ps >= 0)):
         raise DynamatError(f"--start-frame and --drop-ps drop frames from the start: got {start_frame}, {drop_ps}")
     drop = (int(start_frame), drop_ps)
-    results = []
     groups = _system_groups(sources, name)
     for sys_name, _ in groups:  # all, before any is imported: a system becomes a run folder and a temporary file's name
         try:
             check_name("system", sys_name)
         except DynamatError as exc:
             raise DynamatError(f"{exc}; name the system with --name NAME" if not name else str(exc)) from None
-    for sys_name, paths in groups:
-        if out_h5.exists() and not force:
-            with h5py.File(out_h5, "r") as f:
+    if out_h5.exists() and not force:
+        with h5py.File(out_h5, "r") as f:
+            for sys_name, _ in groups:
                 if sys_name in f:
                     raise DynamatError(f"{out_h5} already holds a system {sys_name!r}; pass --force to replace it")
-        tmp = out_h5.with_name(f".{out_h5.name}.{sys_name}.{os.getpid()}.tmp")
-        try:
-            res = _import_one(sys_name, paths, tmp, dt_fs, temperature_K, force, isolated_energies, progress,
-                              chemical_symbols, drop)
-            with h5py.File(tmp, "r") as src, h5py.File(out_h5, "a") as dst:
-                if sys_name in dst:
-                    # its further trajectories go with it: left, they would set the replaced system's noise floor
-                    stale = [n for n in dst if n != sys_name and isinstance(dst.get(n, getlink=True), h5py.HardLink)
-                             and isinstance(dst[n], h5py.Group) and replica_of(dst[n]) == sys_name]
-                    for n in (sys_name, *stale):
-                        del dst[n]
-                    if stale:
-                        res.notes.append(f"replaced {sys_name!r} and removed its replicas {', '.join(stale)}")
-                src.copy(src[sys_name], dst, name=sys_name)
-            res.out = str(out_h5)
-            results.append(res)
-        finally:
+    # every system to its own temporary file first: --out is opened for writing only once all imported,
+    # so a system that fails leaves it as it was (no half of a folder's systems)
+    tmps = {sys_name: out_h5.with_name(f".{out_h5.name}.{sys_name}.{os.getpid()}.tmp") for sys_name, _ in groups}
+    try:
+        results = [_import_one(sys_name, paths, tmps[sys_name], dt_fs, temperature_K, force, isolated_energies,
+                               progress, chemical_symbols, drop) for sys_name, paths in groups]
+        with h5py.File(out_h5, "a") as dst:
+            for res in results:
+                _store(tmps[res.name], dst, res)
+                res.out = str(out_h5)
+    finally:
+        for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
     return results
+
+
+def _store(tmp: Path, dst: h5py.File, res: ImportedSystem) -> None:
+    """Copies the system ``res.name`` from ``tmp`` into ``dst``, replacing a group of that name."""
+    sys_name = res.name
+    with h5py.File(tmp, "r") as src:
+        if sys_name in dst:
+            # its further trajectories go with it: left, they would set the replaced system's noise floor
+            stale = [n for n in dst if n != sys_name and isinstance(dst.get(n, getlink=True), h5py.HardLink)
+                     and isinstance(dst[n], h5py.Group) and replica_of(dst[n]) == sys_name]
+            for n in (sys_name, *stale):
+                del dst[n]
+            if stale:
+                res.notes.append(f"replaced {sys_name!r} and removed its replicas {', '.join(stale)}")
+        src.copy(src[sys_name], dst, name=sys_name)
 
 
 def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, chemical_symbols,

@@ -15,6 +15,8 @@ from ase.io.trajectory import Trajectory as AseTrajectory
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
+from conftest import assert_one_line_error, dynamat_cmd
+
 from dynamat.catalogue import system_from_reference
 from dynamat.errors import DynamatError
 from dynamat.io.importers import check_frame_interval, detect_format, import_reference
@@ -236,6 +238,38 @@ def test_matbench_raw_layout_and_isolated_energies(md_frames, tmp_path):
     assert one.name == "bulkCu_300K-copy"
     with pytest.raises(DynamatError, match="lack Cu"):
         import_reference([root / "bulkCu_300K-copy"], tmp_path / "z.h5", dt_fs=FRAME_DT_FS, isolated_energies={"Au": 1.0})
+
+
+def test_a_folder_whose_later_system_fails_leaves_out_untouched(md_frames, tmp_path):
+    """All or nothing: a folder's systems all go in, or --out stays byte for byte what it was."""
+    import hashlib
+
+    from dynamat.io.reference_h5 import list_systems
+
+    root = tmp_path / "raw"
+    broken = [a.copy() for a in md_frames]  # b, imported after a: a NaN force (a failed SCF step) in frame 10
+    for k, a in enumerate(broken):
+        f = md_frames[k].get_forces().copy()
+        f[3, 1] = np.nan if k == 10 else f[3, 1]
+        a.calc = SinglePointCalculator(a, energy=md_frames[k].get_potential_energy(), forces=f)
+    for name, frames in (("bulkCu_300K-a", md_frames), ("bulkCu_300K-b", broken)):
+        (root / name).mkdir(parents=True)
+        write(root / name / "traj.extxyz", frames, format="extxyz")
+    out = tmp_path / "ref.h5"
+    import_reference([root / "bulkCu_300K-a"], out, name="Other_300K", dt_fs=FRAME_DT_FS)
+    before = (hashlib.sha256(out.read_bytes()).hexdigest(), out.stat().st_mtime_ns)
+    res = dynamat_cmd("reference", "import", str(root), "--out", str(out), "--dt-fs", str(FRAME_DT_FS))
+    assert_one_line_error(res, "bulkCu_300K-b: frame 10 has a non-finite forces")
+    assert (hashlib.sha256(out.read_bytes()).hexdigest(), out.stat().st_mtime_ns) == before
+    assert list_systems(out) == ["Other_300K"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "ref.h5"]  # no temporary file left
+    with pytest.raises(DynamatError, match="non-finite forces"):
+        import_reference([root], tmp_path / "new.h5", dt_fs=FRAME_DT_FS)
+    assert not (tmp_path / "new.h5").exists()
+    # once every system imports, all go in, beside the one there
+    write(root / "bulkCu_300K-b" / "traj.extxyz", md_frames, format="extxyz")
+    assert len(import_reference([root], out, dt_fs=FRAME_DT_FS)) == 2
+    assert list_systems(out) == ["Other_300K", "bulkCu_300K-a", "bulkCu_300K-b"]
 
 
 def test_partly_labelled_and_mixed_atoms_are_refused(md_frames, tmp_path):
