@@ -21,6 +21,7 @@ from dynamat.catalogue import system_from_reference
 from dynamat.errors import DynamatError
 from dynamat.io.importers import check_frame_interval, detect_format, import_reference
 from dynamat.io.reference_h5 import read_reference, reference_attrs, require_labels
+from dynamat.scoring.core import MIN_MATCHED_FRAMES
 
 T_K = 300.0
 MD_DT_FS = 2.0
@@ -304,22 +305,27 @@ ASE_VASP_DATA = __import__("pathlib").Path(__import__("ase").__file__).parent / 
 @pytest.mark.parametrize("fname, fmt, raw_xx_kB", [("vasprun_pstress.xml", "vasp-xml", -165.99562580),
                                                    ("OUTCAR_example_1", "vasp-out", -4.29429)])
 def test_vasp_files_from_a_real_vasp_run(tmp_path, fname, fmt, raw_xx_kB):
-    """ASE has no vasprun.xml or OUTCAR writer: these are the VASP outputs ASE's own tests read."""
+    """ASE has no vasprun.xml or OUTCAR writer: these are the VASP outputs ASE's own tests read. Each
+    holds one ionic step, which no reference can be scored on (refused); given as MIN_MATCHED_FRAMES
+    segments it is read through the whole import (identical frames: no motion, so the check is forced)."""
     from ase.io import read
 
     src = tmp_path / "Ni_run" / fname
     src.parent.mkdir()
     src.write_bytes((ASE_VASP_DATA / fname).read_bytes())
     assert detect_format(src) == fmt
-    [res] = import_reference([src], tmp_path / "v.h5", temperature_K=300.0)
+    with pytest.raises(DynamatError, match=r"holds 1 frame; a reference needs at least 8,") as err:
+        import_reference([src], tmp_path / "v.h5", temperature_K=300.0)
+    assert "\n" not in str(err.value) and not (tmp_path / "v.h5").exists()
+    [res] = import_reference([src] * MIN_MATCHED_FRAMES, tmp_path / "v.h5", temperature_K=300.0, force=True)
     assert res.name == "Ni_run" and res.dt_fs == 0.5 and "POTIM" in res.dt_source  # POTIM = 0.5 in both files
-    assert res.notes == ["fewer than 4 frames: frame interval not checked"]
+    assert res.n_frames == MIN_MATCHED_FRAMES and res.forced
     t = read_reference(tmp_path / "v.h5", "Ni_run")
-    ref = read(src, index=":", format=fmt)
-    np.testing.assert_allclose(t.positions, [a.positions for a in ref], atol=1e-12)
-    np.testing.assert_allclose(t.energies, [a.get_potential_energy() for a in ref], atol=1e-12)
-    np.testing.assert_allclose(t.forces, [a.get_forces() for a in ref], atol=1e-12)
-    np.testing.assert_allclose(t.stress, [a.get_stress() for a in ref], atol=1e-12)
+    [ref] = read(src, index=":", format=fmt)
+    np.testing.assert_allclose(t.positions, [ref.positions] * MIN_MATCHED_FRAMES, atol=1e-12)
+    np.testing.assert_allclose(t.energies, [ref.get_potential_energy()] * MIN_MATCHED_FRAMES, atol=1e-12)
+    np.testing.assert_allclose(t.forces, [ref.get_forces()] * MIN_MATCHED_FRAMES, atol=1e-12)
+    np.testing.assert_allclose(t.stress, [ref.get_stress()] * MIN_MATCHED_FRAMES, atol=1e-12)
     # VASP prints stress in kBar with the opposite sign: eV/Å³ with ASE's sign is -0.1 GPa per kBar
     assert t.stress[0, 0] == pytest.approx(-raw_xx_kB * 0.1 * units.GPa, rel=1e-6)
 
