@@ -49,12 +49,14 @@ def _isolated(text: str | None) -> dict | None:
 @click.option("--start-frame", type=click.IntRange(0), default=0,
               help="Drop the frames before this one (an unequilibrated start; counted over all SOURCEs from 0).")
 @click.option("--drop-ps", type=click.FloatRange(0), default=None,
-              help="Drop the first T ps of frames (an unequilibrated start); needs the frame interval.")
+              help="Drop the first T ps of frames (an unequilibrated start); needs the frame interval, or "
+                   "frames that carry time_fs.")
 def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_energies, start_frame, drop_ps):
     """Import SOURCE... (extxyz, a folder holding traj.extxyz or such folders, vasprun.xml, OUTCAR,
     XDATCAR, an i-PI run folder, a LAMMPS dump, an ASE .traj) into OUT in the DynaMat v1.0 schema.
 
-    Several SOURCEs are one system's consecutive segments. The frame interval is checked by
+    Several SOURCEs are one system's consecutive segments: the same atoms in the same order, and no gap
+    or overlap where the frames carry time_fs or md_step. The frame interval is checked by
     equipartition on finite-difference velocities; an interval it contradicts is refused. A start far
     more ordered than the rest (the ideal lattice) is named in a warning with the --start-frame or
     --drop-ps that drops it; a NaN energy, force or position is refused."""

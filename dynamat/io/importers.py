@@ -24,8 +24,14 @@ come from the arguments, else the files' metadata (else, for the temperature, th
 name), and the interval is checked by equipartition on finite-difference velocities, corrected for
 the finite-difference filter (:func:`check_frame_interval`): an interval the kinetic temperature
 contradicts beyond the noise is refused with one line (:class:`dynamat.errors.DynamatError`) unless
-``force``. Frames go to disk in chunks of 512 (:class:`~dynamat.io.reference_h5.ReferenceGroupWriter`),
-so memory does not grow with the length of the trajectory.
+``force``. Sources of one system are its consecutive segments: every frame must hold the first
+frame's atoms in the first frame's order, and frames that carry ``time_fs`` (across every segment) or
+``md_step`` (within a file, and across files whose counter goes on) must follow each other one
+interval apart (a gap or an overlap is refused). A reference needs at least ``MIN_MATCHED_FRAMES``
+frames (what scoring compares). A folder of systems is imported whole or not at all: each system goes
+to a temporary file first, and ``out_h5`` is opened for writing only once all have. Frames go to
+disk in chunks of 512 (:class:`~dynamat.io.reference_h5.ReferenceGroupWriter`), so memory does not
+grow with the length of the trajectory.
 
     from dynamat.io.importers import import_reference
     [res] = import_reference(["run/vasprun.xml"], "mine.h5", name="Si64_1000K", temperature_K=1000.0)
@@ -47,7 +53,7 @@ import numpy as np
 from dynamat.catalogue import temperature_from_name
 from dynamat.errors import DynamatError
 from dynamat.io.extxyz import frame_fields, iread_extxyz
-from dynamat.io.reference_h5 import ReferenceGroupWriter, _replica_of
+from dynamat.io.reference_h5 import ReferenceGroupWriter, replica_of
 from dynamat.metrics.equilibration import unequilibrated_start
 from dynamat.metrics.frame_interval import (  # the one check
     MIN_TEMPERATURE_K,
@@ -55,6 +61,7 @@ from dynamat.metrics.frame_interval import (  # the one check
     check_frame_interval,
 )
 from dynamat.names import check_name
+from dynamat.scoring.core import MIN_MATCHED_FRAMES
 
 __all__ = [
     "EquipartitionCheck",
@@ -69,8 +76,8 @@ _TEMP_KEYS = ("temperature_K", "temperature_kelvin", "temperature", "tempK", "te
 
 
 # ---------------------------------------------------------------------------------------------
-# readers: each yields one dict per frame with positions (N,3), cell (3,3) and, when present,
-# energy, forces (N,3), stress (6,) Voigt, md_step, time_fs; header() gives numbers, pbc, metadata
+# readers: each yields one dict per frame with positions (N,3), cell (3,3), numbers (N,) and, when
+# present, energy, forces (N,3), stress (6,) Voigt, md_step, time_fs; meta gets pbc and metadata
 @dataclass
 class _Meta:
     numbers: np.ndarray | None = None
@@ -155,6 +162,7 @@ def _ase_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
                 _header_from_atoms(atoms, meta)
             fr = frame_fields(atoms)
             fr.pop("velocities", None)  # a reference stores no velocities
+            fr["numbers"] = atoms.numbers  # per frame: a file may change them, and then it is refused
             yield fr
     except DynamatError:
         raise
@@ -264,7 +272,7 @@ def _xdatcar_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
                 meta.dt_from = f"INCAR POTIM × {steps[1] - steps[0]} configurations per frame"
             if len(steps) == 1 and par:  # an INCAR beside it
                 _vasp_temperature(meta, par, "INCAR (TEBEG)", None)
-            yield {"positions": block @ cell, "cell": cell.copy(), "md_step": step}
+            yield {"positions": block @ cell, "cell": cell.copy(), "md_step": step, "numbers": numbers}
 
 
 def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
@@ -281,7 +289,7 @@ def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
     if temp is not None:
         meta.temperature_K, meta.t_from = temp, "i-PI input.xml (ensemble temperature)"
     for i in range(t.n_frames):
-        fr = {"positions": t.positions[i], "cell": t.cells[i]}
+        fr = {"positions": t.positions[i], "cell": t.cells[i], "numbers": t.numbers}
         if t.energies is not None:
             fr["energy"] = t.energies[i]
         if t.stress is not None:
@@ -416,7 +424,8 @@ def import_reference(
     ``isolated_energies``: {element symbol or Z: eV}, stored as the group attribute
     ``isolated_atom_energies_eV`` (JSON, by symbol) for Eq. 1's isolated-atom referencing.
     ``progress(name, frames_written)`` is called every 512 frames. ``start_frame`` (a frame index of
-    the concatenated sources) or ``drop_ps`` (ps from the first frame) drop an unequilibrated start;
+    the concatenated sources) or ``drop_ps`` (ps from the first frame: by ``dt_fs``, else by the
+    frames' ``time_fs``, else by the files' interval) drop an unequilibrated start;
     one is detected (:func:`dynamat.metrics.equilibration.unequilibrated_start`) and named in
     ``warnings`` with the ``--start-frame``/``--drop-ps`` that removes it. A frame with a NaN or
     infinite position, cell, energy, force or stress is refused (one line: file, frame, field).
@@ -433,37 +442,46 @@ def import_reference(
     if start_frame < 0 or (drop_ps is not None and not (np.isfinite(drop_ps) and drop_ps >= 0)):
         raise DynamatError(f"--start-frame and --drop-ps drop frames from the start: got {start_frame}, {drop_ps}")
     drop = (int(start_frame), drop_ps)
-    results = []
     groups = _system_groups(sources, name)
     for sys_name, _ in groups:  # all, before any is imported: a system becomes a run folder and a temporary file's name
         try:
             check_name("system", sys_name)
         except DynamatError as exc:
             raise DynamatError(f"{exc}; name the system with --name NAME" if not name else str(exc)) from None
-    for sys_name, paths in groups:
-        if out_h5.exists() and not force:
-            with h5py.File(out_h5, "r") as f:
+    if out_h5.exists() and not force:
+        with h5py.File(out_h5, "r") as f:
+            for sys_name, _ in groups:
                 if sys_name in f:
                     raise DynamatError(f"{out_h5} already holds a system {sys_name!r}; pass --force to replace it")
-        tmp = out_h5.with_name(f".{out_h5.name}.{sys_name}.{os.getpid()}.tmp")
-        try:
-            res = _import_one(sys_name, paths, tmp, dt_fs, temperature_K, force, isolated_energies, progress,
-                              chemical_symbols, drop)
-            with h5py.File(tmp, "r") as src, h5py.File(out_h5, "a") as dst:
-                if sys_name in dst:
-                    # its further trajectories go with it: left, they would set the replaced system's noise floor
-                    stale = [n for n in dst if n != sys_name and isinstance(dst.get(n, getlink=True), h5py.HardLink)
-                             and isinstance(dst[n], h5py.Group) and _replica_of(dst[n]) == sys_name]
-                    for n in (sys_name, *stale):
-                        del dst[n]
-                    if stale:
-                        res.notes.append(f"replaced {sys_name!r} and removed its replicas {', '.join(stale)}")
-                src.copy(src[sys_name], dst, name=sys_name)
-            res.out = str(out_h5)
-            results.append(res)
-        finally:
+    # every system to its own temporary file first: --out is opened for writing only once all imported,
+    # so a system that fails leaves it as it was (no half of a folder's systems)
+    tmps = {sys_name: out_h5.with_name(f".{out_h5.name}.{sys_name}.{os.getpid()}.tmp") for sys_name, _ in groups}
+    try:
+        results = [_import_one(sys_name, paths, tmps[sys_name], dt_fs, temperature_K, force, isolated_energies,
+                               progress, chemical_symbols, drop) for sys_name, paths in groups]
+        with h5py.File(out_h5, "a") as dst:
+            for res in results:
+                _store(tmps[res.name], dst, res)
+                res.out = str(out_h5)
+    finally:
+        for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
     return results
+
+
+def _store(tmp: Path, dst: h5py.File, res: ImportedSystem) -> None:
+    """Copies the system ``res.name`` from ``tmp`` into ``dst``, replacing a group of that name."""
+    sys_name = res.name
+    with h5py.File(tmp, "r") as src:
+        if sys_name in dst:
+            # its further trajectories go with it: left, they would set the replaced system's noise floor
+            stale = [n for n in dst if n != sys_name and isinstance(dst.get(n, getlink=True), h5py.HardLink)
+                     and isinstance(dst[n], h5py.Group) and replica_of(dst[n]) == sys_name]
+            for n in (sys_name, *stale):
+                del dst[n]
+            if stale:
+                res.notes.append(f"replaced {sys_name!r} and removed its replicas {', '.join(stale)}")
+        src.copy(src[sys_name], dst, name=sys_name)
 
 
 def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, chemical_symbols,
@@ -523,51 +541,174 @@ def _start_warnings(sys_name, g, meta: _Meta, dt: float, dropped: int) -> list[s
 
 def _stream_frames(f, sys_name, paths, meta: _Meta, progress, dt_arg=None, drop=(0, None)):
     """Every frame of ``paths`` from the first kept one (``drop``: start frame, or ps) into a new group
-    of ``f``: (writer, formats, the first md_steps, frames dropped); the first frames' ``time_fs`` give
-    ``meta`` an interval where nothing else did."""
-    formats, steps_seen, times = [], [], []
-    writer = skip = None
-    seen = 0
+    of ``f``: (writer, formats, the first md_steps, frames dropped). Every frame must hold the first
+    frame's atoms in its order, and the kept ones must follow each other one interval apart
+    (:class:`_Continuity`) and be at least ``MIN_MATCHED_FRAMES``; their ``time_fs`` give ``meta`` an
+    interval where nothing else did."""
+    formats, steps_seen = [], []
+    writer = keep = first = None
+    dropped = 0
+    clock = _Continuity(meta.notes)
     for path in paths:
         formats.append(detect_format(path))
+        clock.new_file()
         for i, fr in enumerate(iter_frames(path, meta)):
-            if skip is None:  # the reader has read its header: the files' interval is known if they say it
-                skip = _frames_to_drop(drop, dt_arg if dt_arg is not None else meta.dt_fs)
-            seen += 1
-            if seen <= skip:
+            first = first or (path, fr["numbers"])
+            _refuse_other_atoms(path, i, fr.pop("numbers"), *first)
+            if keep is None:  # the reader has read its header: the files' interval is known if they say it
+                keep = _drop_rule(drop, dt_arg if dt_arg is not None else meta.dt_fs, fr)
+            if writer is None and not keep(dropped, path, i, fr):
+                dropped += 1
                 continue
             _refuse_non_finite(path, i, fr)
+            clock.check(path, i, fr)
             if writer is None:
-                writer = ReferenceGroupWriter(f.create_group(sys_name), meta.numbers, meta.pbc)
-            elif len(fr["positions"]) != writer.n_atoms:
-                raise DynamatError(f"{path}: {len(fr['positions'])} atoms where the first frame has {writer.n_atoms}")
-            if "time_fs" in fr and len(times) < 3:
-                times.append(fr["time_fs"])
+                writer = ReferenceGroupWriter(f.create_group(sys_name), first[1], meta.pbc)
             if "md_step" in fr and len(steps_seen) < 3:
                 steps_seen.append(fr["md_step"])
             writer.add(**{k: v for k, v in fr.items() if k != "time_fs"})
             if progress and writer.n_frames % 512 == 0:
                 progress(sys_name, writer.n_frames)
-    if writer is None:
-        after = f" after the first {skip} (--start-frame/--drop-ps)" if skip else ""
-        raise DynamatError(f"{', '.join(map(str, paths))} holds no frames{after}")
+    _refuse_too_few(paths, writer, dropped)
     writer._flush()
     if progress:
         progress(sys_name, writer.n_frames)
-    if meta.dt_fs is None and len(times) >= 2:
-        meta.dt_fs, meta.dt_from = times[1] - times[0], "file metadata (time_fs)"
-    return writer, formats, steps_seen, skip
+    meta.numbers = writer.numbers  # the stored ones give the masses of the equipartition check
+    if meta.dt_fs is None and clock.dt_fs is not None:
+        meta.dt_fs, meta.dt_from = clock.dt_fs, "file metadata (time_fs)"
+    return writer, formats, steps_seen, dropped
 
 
-def _frames_to_drop(drop, dt_fs: float | None) -> int:
-    """Frames before the first kept one: ``drop`` = (start frame, ps or None)."""
+def _refuse_too_few(paths, writer, dropped: int) -> None:
+    """Scoring compares at least MIN_MATCHED_FRAMES frames of each side over the matched duration, and
+    the reference's own frames bound its side: a shorter reference would import but never score."""
+    n = 0 if writer is None else writer.n_frames
+    if n >= MIN_MATCHED_FRAMES:
+        return
+    after = f" after the first {dropped} (--start-frame/--drop-ps)" if dropped else ""
+    if n == 0:
+        raise DynamatError(f"{', '.join(map(str, paths))} holds no frames{after}")
+    raise DynamatError(f"{', '.join(map(str, paths))} holds {n} frame{'s' * (n != 1)}{after}; a reference needs "
+                       f"at least {MIN_MATCHED_FRAMES}, as scoring compares at least {MIN_MATCHED_FRAMES} frames "
+                       "of each trajectory")
+
+
+def _refuse_other_atoms(path: Path, i: int, numbers, first_path: Path, first_numbers) -> None:
+    """Every frame holds the first frame's atoms, element by element in its order: the group stores the
+    first frame's atomic numbers, so another system's frames, or the same atoms listed in another order,
+    would be scored (and weighed by mass) as if they were the first's."""
+    from ase.data import chemical_symbols
+    from ase.symbols import Symbols
+
+    if len(numbers) != len(first_numbers):
+        raise DynamatError(f"{path}: frame {i} has {len(numbers)} atoms where the first frame has {len(first_numbers)}")
+    if np.array_equal(numbers, first_numbers):
+        return
+    now, was = Symbols(numbers).get_chemical_formula(), Symbols(first_numbers).get_chemical_formula()
+    if now != was:
+        raise DynamatError(f"{path}: frame {i} has atoms {now} where the first frame ({first_path}) has {was}: "
+                           "another system; import it separately (its own --name)")
+    k = int(np.flatnonzero(np.asarray(numbers) != np.asarray(first_numbers))[0])
+    raise DynamatError(f"{path}: frame {i} has atoms {now} in another order than the first frame's ({first_path}): "
+                       f"atom {k} is {chemical_symbols[numbers[k]]}, {chemical_symbols[first_numbers[k]]} there; "
+                       "write every segment with its atoms in one order")
+
+
+def _drop_rule(drop, dt_fs: float | None, fr0: dict) -> Callable[[int, Path, int, dict], bool]:
+    """Whether a frame before the first kept one is kept, given (frames dropped so far, path, index,
+    frame): by its index (``--start-frame``; ``--drop-ps`` over the interval ``dt_fs``) or, where no
+    interval was given and the frames carry ``time_fs``, by its time since the first frame."""
     start_frame, drop_ps = drop
     if drop_ps is None:
-        return start_frame
-    if dt_fs is None:
+        return lambda k, *_: k >= start_frame
+    if dt_fs is not None:
+        n = int(np.ceil(drop_ps * 1000.0 / dt_fs - 1e-6))
+        return lambda k, *_: k >= n
+    if "time_fs" not in fr0:
         raise DynamatError("--drop-ps needs the time between frames, which the source does not say: "
                            "give --dt-fs, or --start-frame instead")
-    return int(np.ceil(drop_ps * 1000.0 / dt_fs - 1e-6))
+    t0, cut_fs = fr0["time_fs"], drop_ps * 1000.0 - TIME_TOL_FS
+
+    def by_time(k, path, i, fr):
+        if "time_fs" not in fr:
+            raise DynamatError(f"{path}: frame {i} has no time_fs, so --drop-ps cannot tell how far it is "
+                               "from the first frame; give --dt-fs, or --start-frame instead")
+        return fr["time_fs"] - t0 >= cut_fs
+    return by_time
+
+
+#: least tolerance on the time between frames: writers print times rounded, and sum them in floats
+TIME_TOL_FS = 1e-3
+
+
+class _Continuity:
+    """Consecutive kept frames one interval apart: by ``time_fs`` across every source (the first two
+    times set the interval), by ``md_step`` within a file (its first two steps set the stride) and
+    across files whose step counter goes on. A gap (a segment missing) or an overlap (a restart that
+    wrote frames again) would otherwise be scored as continuous dynamics: wrong velocities and VDOS."""
+
+    def __init__(self, notes: list[str]):
+        self.notes = notes
+        self.dt_fs = None
+        self.time = None  # (path, index, time_fs) of the last kept frame, while frames carry a time
+        self.step = self.stride = self.first_step = None  # this file's: (path, index, md_step) of the last
+        self.before = None  # (first step, (path, index, last step), stride) of the file before
+
+    def new_file(self) -> None:
+        if self.step is not None:
+            self.before = (self.first_step, self.step, self.stride)
+        self.step = self.stride = self.first_step = None
+
+    def check(self, path: Path, i: int, fr: dict) -> None:
+        if "time_fs" in fr:
+            self._time(path, i, fr["time_fs"])
+        elif self.time is not None:  # nothing to compare with: said, not refused
+            self.notes.append(f"{path} frame {i} has no time_fs: no gap or overlap is looked for from there on")
+            self.time = None
+        if "md_step" in fr:
+            self._step(path, i, fr["md_step"])
+
+    def _time(self, path, i, t) -> None:
+        if self.time is not None:
+            gone = t - self.time[2]
+            if self.dt_fs is None and gone > TIME_TOL_FS:
+                self.dt_fs = gone
+            elif self.dt_fs is None or abs(gone - self.dt_fs) > max(TIME_TOL_FS, 1e-6 * self.dt_fs):
+                raise _discontinuity(path, i, t, self.time, self.dt_fs, "time_fs", "fs")
+        self.time = (path, i, t)
+
+    def _step(self, path, i, step) -> None:
+        if self.step is None:
+            self.first_step = step
+            self._across_files(path, i, step)
+        elif self.stride is None:
+            self.stride = step - self.step[2]  # not increasing: noted by _import_one, not checked
+        elif self.stride > 0 and step - self.step[2] != self.stride:
+            raise _discontinuity(path, i, step, self.step, self.stride, "md_step", "steps")
+        self.step = (path, i, step)
+
+    def _across_files(self, path, i, step) -> None:
+        if self.before is None or (self.before[2] or 0) <= 0:  # no stride known to go on with
+            return
+        first, last, stride = self.before
+        # a step at or before the file before's first one: the counter started again (a VASP XDATCAR
+        # restarts at 1), which says nothing of the time between the files
+        if step > first and step != last[2] + stride:
+            raise _discontinuity(path, i, step, last, stride, "md_step", "steps")
+
+
+def _discontinuity(path, i, value, prev, interval, label: str, unit: str) -> DynamatError:
+    ppath, pi, pv = prev
+    before = f"frame {pi}" if ppath == path else f"{ppath} frame {pi}"
+    apart = f"frames {interval:.10g} {unit} apart" if interval else "no time between them"
+    if interval and value - pv > interval:
+        fix = ("a gap (frames missing between the segments): import the segments separately, each its own "
+               "system (--name)")
+    else:
+        fix = ("an overlap (frames written twice, e.g. by a restart): cut the repeated frames out of one "
+               "segment, or import the segments separately")
+    return DynamatError(f"{path}: frame {i} is at {label} {value:.10g} after {before} at {pv:.10g}, "
+                        f"{apart}: {fix}")
 
 
 def _refuse_non_finite(path: Path, i: int, fr: dict) -> None:

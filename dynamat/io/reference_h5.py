@@ -59,7 +59,7 @@ def _top_names(f: h5py.File) -> list[str]:
     return sorted(k for k in f.keys() if not k.startswith("."))
 
 
-def _replica_of(group: h5py.Group) -> str | None:
+def replica_of(group: h5py.Group) -> str | None:
     """The ``replica_of`` attribute of a group (the system it is a further trajectory of), or None."""
     v = group.attrs.get("replica_of")
     if v is None:
@@ -76,7 +76,7 @@ def list_systems(path: str | Path) -> list[str]:
         names = []
         for k in _top_names(f):
             _check_own_data(f, k)
-            if isinstance(f[k], h5py.Group) and _replica_of(f[k]) in (None, k):
+            if isinstance(f[k], h5py.Group) and replica_of(f[k]) in (None, k):
                 names.append(k)
         return names
 
@@ -98,7 +98,7 @@ def reference_replicas(path: str | Path, system: str) -> list[str]:
             if name == system or not isinstance(f.get(name, getlink=True), h5py.HardLink):
                 continue
             g = f[name]
-            if not isinstance(g, h5py.Group) or _replica_of(g) != system:
+            if not isinstance(g, h5py.Group) or replica_of(g) != system:
                 continue
             try:
                 k = int(np.asarray(g.attrs.get("replica_index")).reshape(-1)[0])

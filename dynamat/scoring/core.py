@@ -221,6 +221,11 @@ class _Pair:
         return self.sides["mlip"]
 
 
+#: frames each side needs over the matched duration; the reference's own frames bound its side, so a
+#: reference with fewer can never be scored (``reference import`` refuses one)
+MIN_MATCHED_FRAMES = 8
+
+
 def matched_pair(ref: Trajectory, mlip: Trajectory, dims: int, mlip_beads: Trajectory | None = None,
                  npt: bool = False) -> _Pair:
     """Step 1: both trajectories over the shorter duration (paper: matched-duration segments), their
@@ -238,10 +243,10 @@ def matched_pair(ref: Trajectory, mlip: Trajectory, dims: int, mlip_beads: Traje
     ref, mlip = ref.truncated_to(duration), mlip.truncated_to(duration)
     if mlip_beads is not None:
         mlip_beads = mlip_beads[: mlip.n_frames * beads_per_frame]
-    if min(ref.n_frames, mlip.n_frames) < 8:
+    if min(ref.n_frames, mlip.n_frames) < MIN_MATCHED_FRAMES:
         raise ValueError(
             f"matched duration {duration:g} fs leaves {ref.n_frames} ref and {mlip.n_frames} "
-            "MLIP frames; need at least 8 on each side"
+            f"MLIP frames; need at least {MIN_MATCHED_FRAMES} on each side"
         )
     sides = {"ref": ref, "mlip": mlip}
     stored = ref.velocities is not None and mlip.velocities is not None

@@ -18,6 +18,7 @@ from dynamat.errors import DynamatError
 from dynamat.io.importers import detect_format, import_reference
 from dynamat.io.reference_h5 import read_reference, reference_attrs
 from dynamat.metrics.frame_interval import MIN_TEMPERATURE_K, equipartition_check
+from dynamat.scoring.core import MIN_MATCHED_FRAMES
 
 ASE_VASP_DATA = __import__("pathlib").Path(__import__("ase").__file__).parent / "test" / "testdata" / "vasp"
 needs_ase_data = pytest.mark.skipif(not ASE_VASP_DATA.is_dir(), reason="ASE's test data is not installed")
@@ -125,6 +126,12 @@ def test_hand_built_vasprun_reads_as_ase_reads_it(short_md, tmp_path):
     np.testing.assert_allclose(ref[3].get_stress(), short_md[3].get_stress(), atol=1e-8)
 
 
+def _segments(src) -> list:
+    """ASE's real VASP outputs hold one ionic step, and a reference needs MIN_MATCHED_FRAMES to be
+    scored: the file given as that many segments (identical frames, so the interval check needs --force)."""
+    return [src] * MIN_MATCHED_FRAMES
+
+
 # --- VASP outputs by content, not by name -----------------------------------------------------------
 @needs_ase_data
 @pytest.mark.parametrize("name, data, fmt", [("Ti_vasprun.xml", "vasprun_pstress.xml", "vasp-xml"),
@@ -135,8 +142,9 @@ def test_renamed_vasp_outputs_are_recognised_by_content(tmp_path, name, data, fm
     src.parent.mkdir()
     shutil.copy(ASE_VASP_DATA / data, src)
     assert detect_format(src) == fmt
-    [res] = import_reference([src], tmp_path / "v.h5", temperature_K=T_K)
-    assert res.formats == [fmt] and res.dt_fs == 0.5 and res.name == "Ni_run"
+    # one ionic step each: given as the segments of a reference long enough to score (no motion: forced)
+    [res] = import_reference(_segments(src), tmp_path / "v.h5", temperature_K=T_K, force=True)
+    assert res.formats == [fmt] * MIN_MATCHED_FRAMES and res.dt_fs == 0.5 and res.name == "Ni_run"
 
 
 def test_renamed_xdatcar_and_non_vasp_files(short_md, tmp_path):
@@ -196,9 +204,9 @@ def test_outcar_takes_tebeg_from_its_incar(tmp_path):
     run.mkdir()
     shutil.copy(ASE_VASP_DATA / "OUTCAR_example_1", run / "OUTCAR")
     with pytest.raises(DynamatError, match=r"Ni_run: OUTCAR sets TEBEG = 0 K, .*give --temperature K"):
-        import_reference([run / "OUTCAR"], tmp_path / "o.h5")
+        import_reference(_segments(run / "OUTCAR"), tmp_path / "o.h5", force=True)
     (run / "INCAR").write_text("IBRION = 0\n  Tebeg = 900.0 ; TEEND = 900\n")
-    [res] = import_reference([run / "OUTCAR"], tmp_path / "o.h5")
+    [res] = import_reference(_segments(run / "OUTCAR"), tmp_path / "o.h5", force=True)
     assert res.temperature_K == 900.0 and "INCAR" in res.temperature_source
     # an OUTCAR whose own TEBEG is set: taken from it, a commented-out tag above it is no value
     text = (ASE_VASP_DATA / "OUTCAR_example_1").read_text()
@@ -206,7 +214,7 @@ def test_outcar_takes_tebeg_from_its_incar(tmp_path):
     text = text.replace("TEBEG  =    0.0;   TEEND  =   0.0", "TEBEG  =  600.0;   TEEND  = 600.0", 1)
     (run / "INCAR").unlink()
     (run / "OUTCAR").write_text(text)
-    [res] = import_reference([run / "OUTCAR"], tmp_path / "p.h5")
+    [res] = import_reference(_segments(run / "OUTCAR"), tmp_path / "p.h5", force=True)
     assert res.temperature_K == 600.0 and res.temperature_source == "OUTCAR (TEBEG)"
 
 

@@ -16,13 +16,14 @@ from dynamat.io import read_extxyz, read_ipi_run
 from dynamat.io.importers import import_reference
 from dynamat.io.reference_h5 import read_reference
 from dynamat.io.run_folder import read_run_trajectory
+from dynamat.scoring.core import MIN_MATCHED_FRAMES
 
 from conftest import dynamat_cmd
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 
 
-def _frames(kind: str, m: int = 5, n: int = 4):
+def _frames(kind: str, m: int = MIN_MATCHED_FRAMES, n: int = 4):
     """ASE frames whose energy and stress are stored the way ``kind`` says, with the stress each implies."""
     rng = np.random.default_rng(7)
     frames, stress = [], []
@@ -76,7 +77,8 @@ def _cuts(text: str, n_atoms: int) -> dict[str, int]:
 
 
 def test_cut_extxyz_keeps_the_complete_frames(tmp_path, capsys):
-    frames, _ = _frames("free_energy", m=6, n=12)
+    kept = MIN_MATCHED_FRAMES  # the shortest reference an import takes, and one frame cut after it
+    frames, _ = _frames("free_energy", m=kept + 1, n=12)
     full = tmp_path / "full.extxyz"
     write(full, frames, format="extxyz")
     whole = read_extxyz(full, dt_fs=1.0)
@@ -86,16 +88,16 @@ def test_cut_extxyz_keeps_the_complete_frames(tmp_path, capsys):
         cut.write_text(text[:offset])
         capsys.readouterr()
         got = read_extxyz(cut, dt_fs=1.0)
-        assert got.n_frames == 5, where
+        assert got.n_frames == kept, where
         for key in ("positions", "cells", "energies", "forces", "stress"):
-            np.testing.assert_array_equal(getattr(got, key), getattr(whole, key)[:5], err_msg=f"{where}: {key}")
+            np.testing.assert_array_equal(getattr(got, key), getattr(whole, key)[:kept], err_msg=f"{where}: {key}")
         err = capsys.readouterr().err
-        assert "dropped" in err and "kept the 5 complete frames" in err, (where, err)
+        assert "dropped" in err and f"kept the {kept} complete frames" in err, (where, err)
         assert len(got.notes) == 1 and whole.notes == []
         out = tmp_path / f"ref_{where.replace(' ', '_')}.h5"
         [res] = import_reference([cut], out, dt_fs=1.0, temperature_K=300.0, force=True)
-        assert res.n_frames == 5 and any("dropped" in n for n in res.notes), where
-        np.testing.assert_array_equal(read_reference(out, res.name).positions, whole.positions[:5])
+        assert res.n_frames == kept and any("dropped" in n for n in res.notes), where
+        np.testing.assert_array_equal(read_reference(out, res.name).positions, whole.positions[:kept])
 
 
 def test_cut_in_the_first_frame_is_one_line(tmp_path):

@@ -15,10 +15,13 @@ from ase.io.trajectory import Trajectory as AseTrajectory
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
+from conftest import assert_one_line_error, dynamat_cmd
+
 from dynamat.catalogue import system_from_reference
 from dynamat.errors import DynamatError
 from dynamat.io.importers import check_frame_interval, detect_format, import_reference
 from dynamat.io.reference_h5 import read_reference, reference_attrs, require_labels
+from dynamat.scoring.core import MIN_MATCHED_FRAMES
 
 T_K = 300.0
 MD_DT_FS = 2.0
@@ -238,6 +241,38 @@ def test_matbench_raw_layout_and_isolated_energies(md_frames, tmp_path):
         import_reference([root / "bulkCu_300K-copy"], tmp_path / "z.h5", dt_fs=FRAME_DT_FS, isolated_energies={"Au": 1.0})
 
 
+def test_a_folder_whose_later_system_fails_leaves_out_untouched(md_frames, tmp_path):
+    """All or nothing: a folder's systems all go in, or --out stays byte for byte what it was."""
+    import hashlib
+
+    from dynamat.io.reference_h5 import list_systems
+
+    root = tmp_path / "raw"
+    broken = [a.copy() for a in md_frames]  # b, imported after a: a NaN force (a failed SCF step) in frame 10
+    for k, a in enumerate(broken):
+        f = md_frames[k].get_forces().copy()
+        f[3, 1] = np.nan if k == 10 else f[3, 1]
+        a.calc = SinglePointCalculator(a, energy=md_frames[k].get_potential_energy(), forces=f)
+    for name, frames in (("bulkCu_300K-a", md_frames), ("bulkCu_300K-b", broken)):
+        (root / name).mkdir(parents=True)
+        write(root / name / "traj.extxyz", frames, format="extxyz")
+    out = tmp_path / "ref.h5"
+    import_reference([root / "bulkCu_300K-a"], out, name="Other_300K", dt_fs=FRAME_DT_FS)
+    before = (hashlib.sha256(out.read_bytes()).hexdigest(), out.stat().st_mtime_ns)
+    res = dynamat_cmd("reference", "import", str(root), "--out", str(out), "--dt-fs", str(FRAME_DT_FS))
+    assert_one_line_error(res, "bulkCu_300K-b: frame 10 has a non-finite forces")
+    assert (hashlib.sha256(out.read_bytes()).hexdigest(), out.stat().st_mtime_ns) == before
+    assert list_systems(out) == ["Other_300K"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "ref.h5"]  # no temporary file left
+    with pytest.raises(DynamatError, match="non-finite forces"):
+        import_reference([root], tmp_path / "new.h5", dt_fs=FRAME_DT_FS)
+    assert not (tmp_path / "new.h5").exists()
+    # once every system imports, all go in, beside the one there
+    write(root / "bulkCu_300K-b" / "traj.extxyz", md_frames, format="extxyz")
+    assert len(import_reference([root], out, dt_fs=FRAME_DT_FS)) == 2
+    assert list_systems(out) == ["Other_300K", "bulkCu_300K-a", "bulkCu_300K-b"]
+
+
 def test_partly_labelled_and_mixed_atoms_are_refused(md_frames, tmp_path):
     frames = [a.copy() for a in md_frames[:10]]
     for i, a in enumerate(frames):
@@ -270,22 +305,27 @@ ASE_VASP_DATA = __import__("pathlib").Path(__import__("ase").__file__).parent / 
 @pytest.mark.parametrize("fname, fmt, raw_xx_kB", [("vasprun_pstress.xml", "vasp-xml", -165.99562580),
                                                    ("OUTCAR_example_1", "vasp-out", -4.29429)])
 def test_vasp_files_from_a_real_vasp_run(tmp_path, fname, fmt, raw_xx_kB):
-    """ASE has no vasprun.xml or OUTCAR writer: these are the VASP outputs ASE's own tests read."""
+    """ASE has no vasprun.xml or OUTCAR writer: these are the VASP outputs ASE's own tests read. Each
+    holds one ionic step, which no reference can be scored on (refused); given as MIN_MATCHED_FRAMES
+    segments it is read through the whole import (identical frames: no motion, so the check is forced)."""
     from ase.io import read
 
     src = tmp_path / "Ni_run" / fname
     src.parent.mkdir()
     src.write_bytes((ASE_VASP_DATA / fname).read_bytes())
     assert detect_format(src) == fmt
-    [res] = import_reference([src], tmp_path / "v.h5", temperature_K=300.0)
+    with pytest.raises(DynamatError, match=r"holds 1 frame; a reference needs at least 8,") as err:
+        import_reference([src], tmp_path / "v.h5", temperature_K=300.0)
+    assert "\n" not in str(err.value) and not (tmp_path / "v.h5").exists()
+    [res] = import_reference([src] * MIN_MATCHED_FRAMES, tmp_path / "v.h5", temperature_K=300.0, force=True)
     assert res.name == "Ni_run" and res.dt_fs == 0.5 and "POTIM" in res.dt_source  # POTIM = 0.5 in both files
-    assert res.notes == ["fewer than 4 frames: frame interval not checked"]
+    assert res.n_frames == MIN_MATCHED_FRAMES and res.forced
     t = read_reference(tmp_path / "v.h5", "Ni_run")
-    ref = read(src, index=":", format=fmt)
-    np.testing.assert_allclose(t.positions, [a.positions for a in ref], atol=1e-12)
-    np.testing.assert_allclose(t.energies, [a.get_potential_energy() for a in ref], atol=1e-12)
-    np.testing.assert_allclose(t.forces, [a.get_forces() for a in ref], atol=1e-12)
-    np.testing.assert_allclose(t.stress, [a.get_stress() for a in ref], atol=1e-12)
+    [ref] = read(src, index=":", format=fmt)
+    np.testing.assert_allclose(t.positions, [ref.positions] * MIN_MATCHED_FRAMES, atol=1e-12)
+    np.testing.assert_allclose(t.energies, [ref.get_potential_energy()] * MIN_MATCHED_FRAMES, atol=1e-12)
+    np.testing.assert_allclose(t.forces, [ref.get_forces()] * MIN_MATCHED_FRAMES, atol=1e-12)
+    np.testing.assert_allclose(t.stress, [ref.get_stress()] * MIN_MATCHED_FRAMES, atol=1e-12)
     # VASP prints stress in kBar with the opposite sign: eV/Å³ with ASE's sign is -0.1 GPa per kBar
     assert t.stress[0, 0] == pytest.approx(-raw_xx_kB * 0.1 * units.GPa, rel=1e-6)
 
@@ -344,7 +384,7 @@ def test_a_system_name_that_is_no_folder_name_is_refused_before_anything_is_writ
 def test_force_replaces_a_system_with_its_replicas(md_frames, tmp_path):
     """--force replaces a system and removes its further trajectories (``replica_of``): left, they set the
     new trajectory's noise floor. Another system's groups stay."""
-    from dynamat.io.reference_h5 import reference_replicas
+    from dynamat.io.reference_h5 import reference_replicas, replica_of
 
     src, out = tmp_path / "a.extxyz", tmp_path / "r.h5"
     write(src, md_frames, format="extxyz")
@@ -359,3 +399,5 @@ def test_force_replaces_a_system_with_its_replicas(md_frames, tmp_path):
     assert any("Cu_x_300K_r1" in n for n in res.notes)
     assert reference_replicas(out, "Cu_x_300K") == ["Cu_x_300K"]
     assert reference_replicas(out, "Cu_y_300K") == ["Cu_y_300K", "Cu_y_300K_r1"]
+    with h5py.File(out) as f:  # public: the importer and the readers share the one rule
+        assert [replica_of(f[n]) for n in ("Cu_x_300K", "Cu_y_300K", "Cu_y_300K_r1")] == [None, None, "Cu_y_300K"]
