@@ -18,7 +18,7 @@ import platform
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -72,6 +72,9 @@ class RunOptions:
     #: every-step runs may let the driver record the frames (driver_records_frames); off where i-PI's own
     #: position trajectory is read (a generated reference reads it beside its forces)
     record_frames: bool = True
+    #: a run of a --replicas set: found final at the asked length once its folder is free (another command
+    #: of the same set ran it meanwhile), it is kept as the set's plan keeps one found so at the start
+    keep_final: bool = False
 
     def served(self, model: str) -> str:
         """The driver's ``--model`` for the run of ``model``."""
@@ -387,6 +390,11 @@ def supervise(
     run_dir = Path(run_dir).resolve()  # children run inside it: no relative paths
     if run_dir.is_dir():
         processes.RunLock(run_dir, notify=announce).release()  # wait for a leftover i-PI before judging the folder
+    kept = _kept_final(run_dir, settings) if opts.keep_final and not opts.overwrite else None
+    if kept is not None:
+        if announce:
+            announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}), run meanwhile")
+        return kept
     resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
     old = _read_run_json(run_dir) if resume_from is not None else None
     _check_resume_seed(run_dir, old, settings.seed)
@@ -426,6 +434,19 @@ def supervise(
         _finish_record(record, run_dir, settings, opts, samples, t0)
         lock.release()
     return record
+
+
+def _kept_final(run_dir: Path, settings: MDSettings) -> RunRecord | None:
+    """The record of a run already final at ``settings``' length, with their seed and ensemble (else
+    refused, as a kept replica is), or None."""
+    old = _read_run_json(run_dir) or {}
+    done = old.get("status") == "completed" and int(old.get("steps_requested") or 0) >= (settings.steps or 0)
+    if not (done or old.get("status") == "exploded"):
+        return None
+    _check_resume_seed(run_dir, old, settings.seed)
+    check_resume_ensemble(run_dir, old, settings)
+    known = {f.name for f in fields(RunRecord)}
+    return RunRecord(**{k: v for k, v in old.items() if k in known})
 
 
 def _check_request(settings: MDSettings, opts: RunOptions) -> None:

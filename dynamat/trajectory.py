@@ -12,6 +12,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+#: frames each side of a score needs over the matched duration (the scorer's step 1); the reference's own
+#: frames bound its side, so a reference with fewer can never be scored (``reference import`` refuses one)
+MIN_MATCHED_FRAMES = 8
+
 
 @dataclass
 class Trajectory:

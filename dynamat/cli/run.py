@@ -132,6 +132,7 @@ def _run_replicas(model, names, reference, out, opts, replicas, pack, time_ps, o
         raise DynamatError("--system names a system twice")
     plan = plan_replicas(model, names, reference, out, replicas, seed=opts.seed, overwrite=opts.overwrite,
                          steps=opts.steps, time_ps=time_ps, overrides=overrides)
+    opts.keep_final = True  # one done meanwhile by another command of the same set is kept too
     for r in plan:
         if r.keep:
             click.echo(f"kept: {model}/{r.label} is {r.keep} at the asked length (seed {r.seed})", err=True)

@@ -61,7 +61,7 @@ from dynamat.metrics.frame_interval import (  # the one check
     check_frame_interval,
 )
 from dynamat.names import check_name
-from dynamat.scoring.core import MIN_MATCHED_FRAMES
+from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 __all__ = [
     "EquipartitionCheck",

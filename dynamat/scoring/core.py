@@ -82,7 +82,7 @@ from dynamat.metrics.vdos import (
 )
 from dynamat.scoring.cell import CELL_ERROR_KEYS, cell_step
 from dynamat.scoring.keys import COMPOSITE_KEYS, ERROR_KEYS, OBSERVABLE_KEYS
-from dynamat.trajectory import Trajectory
+from dynamat.trajectory import MIN_MATCHED_FRAMES, Trajectory
 
 __all__ = [
     "ERROR_KEYS",
@@ -219,11 +219,6 @@ class _Pair:
     @property
     def mlip(self) -> Trajectory:
         return self.sides["mlip"]
-
-
-#: frames each side needs over the matched duration; the reference's own frames bound its side, so a
-#: reference with fewer can never be scored (``reference import`` refuses one)
-MIN_MATCHED_FRAMES = 8
 
 
 def matched_pair(ref: Trajectory, mlip: Trajectory, dims: int, mlip_beads: Trajectory | None = None,

@@ -21,7 +21,7 @@ from dynamat.catalogue import system_from_reference
 from dynamat.errors import DynamatError
 from dynamat.io.importers import check_frame_interval, detect_format, import_reference
 from dynamat.io.reference_h5 import read_reference, reference_attrs, require_labels
-from dynamat.scoring.core import MIN_MATCHED_FRAMES
+from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 T_K = 300.0
 MD_DT_FS = 2.0

@@ -283,3 +283,27 @@ def test_overwriting_a_smaller_set_refuses_to_leave_the_larger_sets_replicas(tmp
     assert res.returncode == 0, res.stderr
     assert [json.loads((tmp_path / "emt" / n / "run.json").read_text())["seed"]
             for n in (SYSTEM, f"{SYSTEM}_r1", f"{SYSTEM}_r2")] == [8, 9, 10]
+
+
+def test_two_identical_replica_commands_at_once_share_the_set(tmp_path):
+    """The same `--replicas 3` command started twice at once (two shells, a resubmitted job): each run folder
+    is run by one of them, and the other, finding it completed at the asked length once free, keeps it, so
+    both commands succeed with the set run once (it said 'holds a completed run' and exited 2)."""
+    import subprocess
+
+    from conftest import BIN
+
+    cmd = [str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", "300", "--replicas", "3",
+           "--seed", "21", "--out", str(tmp_path)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out1, err1 = first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, err1 + second.stderr
+    assert "kept:" in err1 + second.stderr  # at least one run was found done by the other command
+    recs = [json.loads((tmp_path / "emt" / n / "run.json").read_text()) for n in (SYSTEM, f"{SYSTEM}_r1", f"{SYSTEM}_r2")]
+    assert [r["seed"] for r in recs] == [21, 22, 23] and all(r["status"] == "completed" for r in recs)
+    assert all(len(r["restarts"]) == 0 and r["steps_done"] == 300 for r in recs)
+    for n in (SYSTEM, f"{SYSTEM}_r1", f"{SYSTEM}_r2"):  # each run once: one start line in all the output
+        assert (err1 + second.stderr).count(f"-> {tmp_path / 'emt' / n}\n") >= 1
+        assert sum(f"running: emt on {n}, " in e for e in (err1, second.stderr)) == 1, n
