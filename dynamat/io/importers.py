@@ -755,6 +755,9 @@ def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes) 
     check = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, dt, temp)
     if not check.has_target:  # _temperature lets none through: never suggest an interval against ~0 K
         raise DynamatError(f"{sys_name}: {temp:g} K is no MD temperature; give --temperature K")
+    if not check.ok and not force and not np.isfinite(check.implied_dt_fs):
+        raise DynamatError(f"{sys_name}: the atoms do not move between frames (0 K by equipartition): not an MD "
+                           f"trajectory at {temp:g} K; pass --force to import it anyway")
     if not check.ok and not force:
         coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
                   if check.coarse_fraction > 0.2 else "")

@@ -16,7 +16,7 @@ from conftest import assert_one_line_error, dynamat_cmd
 from dynamat.errors import DynamatError
 from dynamat.io.importers import import_reference
 from dynamat.io.reference_h5 import read_reference, reference_attrs
-from dynamat.scoring.core import MIN_MATCHED_FRAMES
+from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 T_K = 300.0
 FRAME_DT_FS = 4.0  # 2 steps of 2 fs
@@ -216,3 +216,14 @@ def test_the_shortest_reference_that_scores_imports(md, tmp_path):
     [src] = _segments(tmp_path, md[:MIN_MATCHED_FRAMES])
     [res] = import_reference([src], tmp_path / "r.h5", name=SYSTEM)
     assert res.n_frames == MIN_MATCHED_FRAMES
+
+
+def test_frames_that_do_not_move_are_no_md_and_say_so(md, tmp_path):
+    """Identical frames (a relaxation's last structure written N times, a single point repeated): the
+    equipartition check said 'they look inf fs apart; give --dt-fs inf'. Now one line that says why."""
+    still = [md[0]] * MIN_MATCHED_FRAMES
+    (path,) = _segments(tmp_path, still, drop_info=("time_fs", "md_step"))
+    res = dynamat_cmd("reference", "import", str(path), "--out", str(tmp_path / "ref.h5"), "--name", SYSTEM,
+                      "--dt-fs", "4")
+    assert_one_line_error(res, "the atoms do not move between frames", "not an MD trajectory at 300 K", "--force")
+    assert "inf" not in res.stderr and not (tmp_path / "ref.h5").exists()
