@@ -553,8 +553,11 @@ def _stream_frames(f, sys_name, paths, meta: _Meta, progress, dt_arg=None, drop=
         formats.append(detect_format(path))
         clock.new_file()
         for i, fr in enumerate(iter_frames(path, meta)):
-            first = first or (path, fr["numbers"])
-            _refuse_other_atoms(path, i, fr.pop("numbers"), *first)
+            first = first or (path, fr["numbers"], np.array(meta.pbc, bool))
+            _refuse_other_atoms(path, i, fr.pop("numbers"), *first[:2])
+            if i == 0 and not np.array_equal(meta.pbc, first[2]):  # each file's header sets it
+                raise DynamatError(f"{path} is periodic along {np.asarray(meta.pbc, bool).tolist()} where "
+                                   f"{first[0]} is along {first[2].tolist()}: another system; import it separately")
             if keep is None:  # the reader has read its header: the files' interval is known if they say it
                 keep = _drop_rule(drop, dt_arg if dt_arg is not None else meta.dt_fs, fr)
             if writer is None and not keep(dropped, path, i, fr):

@@ -96,6 +96,20 @@ def test_a_segment_of_the_same_atoms_in_another_order_is_refused(md, tmp_path):
     assert not (tmp_path / "r.h5").exists()
 
 
+def test_a_segment_of_other_periodicity_is_refused(md, tmp_path):
+    """Each file's header sets the periodicity: a slab segment (no pbc along c) after a bulk one was stored
+    as whichever came last, and its frames scored under the other's minimum image."""
+    slab = [a.copy() for a in md[20:]]
+    for a, orig in zip(slab, md[20:]):
+        a.pbc, a.calc = (True, True, False), orig.calc
+    seg = _segments(tmp_path, md[:20], slab)
+    with pytest.raises(DynamatError) as err:
+        import_reference(seg, tmp_path / "r.h5", name=SYSTEM)
+    assert str(err.value) == (f"{seg[1]} is periodic along [True, True, False] where {seg[0]} is along "
+                              "[True, True, True]: another system; import it separately")
+    assert not (tmp_path / "r.h5").exists()
+
+
 def test_a_frame_reordered_inside_one_file_is_refused(md, tmp_path):
     """Per frame, not only per file: a writer that re-sorts atoms from some frame on."""
     [src] = _segments(tmp_path, md[:3] + [_sorted_by_element(a) for a in md[3:20]])
