@@ -17,7 +17,7 @@ class OneLineGroup(click.Group):
             click.echo(f"dynamat: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
             ctx.exit(2)
         except click.ClickException as exc:  # bad options included: same style, one line
-            hint = f" (see `dynamat {exc.ctx.info_name} --help`)" if isinstance(exc, click.UsageError) and exc.ctx else ""
+            hint = f" (see `{exc.ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and exc.ctx else ""
             click.echo(f"dynamat: error: {exc.format_message()}{hint}", err=True)
             ctx.exit(2)
         except (OSError, ValueError) as exc:  # an input the checks did not foresee: still one line

@@ -448,6 +448,8 @@ def import_reference(
             check_name("system", sys_name)
         except DynamatError as exc:
             raise DynamatError(f"{exc}; name the system with --name NAME" if not name else str(exc)) from None
+    if out_h5.exists() and not _is_hdf5(out_h5):  # --force too: it replaces systems, never another file
+        raise DynamatError(f"--out {out_h5} exists and is not an HDF5 file; not touching it: choose another --out")
     if out_h5.exists() and not force:
         with h5py.File(out_h5, "r") as f:
             for sys_name, _ in groups:
@@ -467,6 +469,13 @@ def import_reference(
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
     return results
+
+
+def _is_hdf5(path: Path) -> bool:
+    try:
+        return bool(h5py.is_hdf5(path))
+    except OSError:
+        return False
 
 
 def _store(tmp: Path, dst: h5py.File, res: ImportedSystem) -> None:

@@ -241,3 +241,17 @@ def test_frames_that_do_not_move_are_no_md_and_say_so(md, tmp_path):
                       "--dt-fs", "4")
     assert_one_line_error(res, "the atoms do not move between frames", "not an MD trajectory at 300 K", "--force")
     assert "inf" not in res.stderr and not (tmp_path / "ref.h5").exists()
+
+
+def test_an_out_that_is_not_hdf5_is_left_alone_in_one_line(md, tmp_path):
+    """--out naming the user's notes (a typo): the raw h5py OSError was the message; --force must not
+    make it a reference either. A usage error names the full command for its --help."""
+    seg = _segments(tmp_path, md[:20])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    for extra in ((), ("--force",)):
+        res = dynamat_cmd("reference", "import", str(seg[0]), "--out", str(notes), "--name", SYSTEM, *extra)
+        assert_one_line_error(res, f"--out {notes} exists and is not an HDF5 file; not touching it")
+    assert notes.read_text() == "my notes\n"
+    res = dynamat_cmd("reference", "import", str(seg[0]), "--out", str(tmp_path))
+    assert_one_line_error(res, "is a directory", "(see `dynamat reference import --help`)")
