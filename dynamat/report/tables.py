@@ -227,6 +227,7 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         row[f"{key}_floor"] = _num(raw.get(f"{key}_floor"))
     for key in NPT_EXTRA_KEYS:
         row[key] = _num(raw.get(key))
+    row["matched_duration_fs"] = _num(raw.get("matched_duration_fs"))  # replicas of one set compare alike
     row["pressure_hist_error_pct_half_bins"] = _num(raw.get("pressure_hist_error_pct_half_bins"))
     row["pressure_hist_error_pct_double_bins"] = _num(raw.get("pressure_hist_error_pct_double_bins"))
     curves = curves_beside(path)
@@ -267,6 +268,11 @@ def _aggregate_replicas(rows: list[dict[str, Any]], notes: list[str]) -> list[di
         if failed and done:
             notes.append(f"{model}/{system}: {len(failed)} of {len(members)} replicas did not complete; the "
                          f"replica mean is over the other {len(done)}")
+        spans = [r["matched_duration_fs"] for r in done if r.get("matched_duration_fs") is not None]
+        if spans and max(spans) > 1.01 * min(spans):  # e.g. one replica extended with --steps, not the others
+            notes.append(f"{model}/{system}: its replicas were scored over {min(spans):g} to {max(spans):g} fs; "
+                         "errors of trajectories of different lengths are averaged as if alike: run every "
+                         "replica to one length (`dynamat run --replicas R --steps N`)")
     return out
 
 

@@ -233,6 +233,26 @@ def test_an_exploded_replica_is_a_failure_row_and_the_rest_are_averaged(tmp_path
     assert model["n_completed"] == 1 and model["n_failed"] == 1 and model["rdf_error_pct"] == 5.0
 
 
+def test_replicas_scored_over_different_durations_are_named(tmp_path):
+    """Replica 0 extended alone (`dynamat run --steps` on its folder): the report still averages the set,
+    and says that the replicas were compared over different durations."""
+    from dynamat.report.tables import load_results
+
+    for k, span in enumerate((2000.0, 1000.0, 1000.0)):
+        d = RunFolder.of(tmp_path, "m", "S", k).path
+        d.mkdir(parents=True)
+        RunFolder(d).score_json.write_text(json.dumps({"model": "m", "system": "S", "status": "completed",
+                                                       "replica_index": k, "rdf_error_pct": 1.0 + k,
+                                                       "matched_duration_fs": span}))
+    res = load_results(tmp_path)
+    assert res.completed[0]["n_replicas"] == 3
+    assert any(n.startswith("m/S: its replicas were scored over 1000 to 2000 fs") for n in res.notes), res.notes
+    RunFolder.of(tmp_path, "m", "S", 0).score_json.write_text(json.dumps(
+        {"model": "m", "system": "S", "status": "completed", "replica_index": 0, "rdf_error_pct": 1.0,
+         "matched_duration_fs": 1000.0}))
+    assert not any("scored over" in n for n in load_results(tmp_path).notes)
+
+
 def test_npt_cell_errors_are_averaged_over_replicas_too():
     """The NPT cell errors of replica scores are aggregated like the paper's keys (mean and spread), not
     replica 0's value passed on; fixed-cell scores gain no NPT key."""
