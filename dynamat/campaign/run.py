@@ -85,6 +85,7 @@ class _Plan:
     adopted: list[PairView] = field(default_factory=list)
     action_of: dict[str, str] = field(default_factory=dict)  # pair label -> pair_status's action
     mismatched: list[str] = field(default_factory=list)  # completed runs of another length or ensemble than asked
+    further: list[str] = field(default_factory=list)  # replica folders beyond --replicas, of an earlier larger set
 
 
 def run_campaign(spec: CampaignSpec, stream=None) -> CampaignResult:
@@ -172,6 +173,10 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
                 plan.todo.append(spec.job(p.model, p.system, _job_steps(plan.action_of[p.label], steps_of[p.system],
                                                                      steps_of[p.system] or protocol_steps[p.system]),
                                           p.replica))
+    from dynamat.replicas import further_replicas
+
+    for m, s in ((m, s) for m in spec.models for s in spec.systems):
+        plan.further += [f"{m}/{d.name}" for d in further_replicas(spec.out, m, s, spec.replicas)]
     for i, j in enumerate(plan.todo):
         j.index = i
     assign_tasks(plan.todo, spec.pack)
@@ -197,6 +202,10 @@ def _print_plan(spec: CampaignSpec, plan: _Plan, stream) -> None:
         print(f"campaign: kept {len(plan.mismatched)} completed run(s) of another length or ensemble than asked: "
               + ", ".join(plan.mismatched[:5]) + (" ..." if len(plan.mismatched) > 5 else "")
               + "; use another --out (or `dynamat run --overwrite`) to redo them", file=stream, flush=True)
+    if plan.further:
+        print(f"campaign: {len(plan.further)} replica run(s) beyond --replicas {spec.replicas} are left from an earlier "
+              "set, and the report averages them with these: " + ", ".join(plan.further[:5])
+              + (" ..." if len(plan.further) > 5 else ""), file=stream, flush=True)
 
 
 def _record(spec: CampaignSpec, result: CampaignResult) -> None:

@@ -177,6 +177,19 @@ def test_two_reference_replicas_give_a_replica_against_replica_noise_floor(repli
     assert RunFolder(folders[2]).score_json.read_bytes() == before  # the earlier score is kept
 
 
+def test_a_campaign_rerun_with_fewer_replicas_names_the_ones_left(replicas, tmp_path):
+    """--replicas 2 over a set of 4: the first two are kept (final and scored), the other two stay and the
+    report would average them in; the plan says so instead of silently reporting n_replicas 4."""
+    out = tmp_path / "camp"
+    shutil.copytree(replicas[0], out)
+    res = campaign("--models", "emt", "--systems", SYSTEM, "--replicas", "2", "--steps", str(STEPS), "--seed",
+                   str(SEED), "--out", str(out), "--no-report", timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "2 runs (2 skip)" in res.stderr
+    assert (f"2 replica run(s) beyond --replicas 2 are left from an earlier set, and the report averages them "
+            f"with these: emt/{SYSTEM}_r2, emt/{SYSTEM}_r3") in res.stderr
+
+
 def test_campaign_replicas_are_jobs_with_seed_plus_k_and_their_own_folders(tmp_path):
     from dynamat.campaign.jobs import read_job, write_job_list
     from dynamat.campaign.spec import CampaignSpec
