@@ -69,6 +69,12 @@ class FiniteDifferenceVelocities:
 
     A velocity only depends on its neighbouring frames, so ``v[t0:t1, a0:a1]`` reads just
     positions[t0−1:t1+1, a0:a1]: memory follows the slice, not the trajectory.
+
+    Under a cell that changes between frames (a barostat) x = h s, and dx/dt = h ds/dt + (dh/dt) s: the
+    second term is the cell's own deformation carrying every atom with it, growing with the atom's
+    distance from the cell's origin. The velocity here is the first term, the peculiar velocity whose
+    kinetic energy equipartition and the thermostat see (i-PI's p/m): differences of fractional
+    coordinates times the cell halfway between the two frames (exact for a cell changing linearly).
     """
 
     def __init__(self, positions, dt_fs: float, cells=None, pbc=True):
@@ -86,6 +92,16 @@ class FiniteDifferenceVelocities:
             if cells.ndim != 3 or len(cells) not in (1, m):
                 raise ValueError(f"cells must be (3, 3) or ({m}, 3, 3), got {cells.shape}")
         self.cells = cells
+        self.variable_cell = cells is not None and len(cells) > 1 and bool(np.ptp(cells, axis=0).max() > 0)
+
+    def _steps(self, x: np.ndarray, t0: int) -> np.ndarray:
+        """Displacements d[k] from frame t0+k to t0+k+1 of positions ``x`` (frames t0, t0+1, ...)."""
+        if not self.variable_cell:
+            return self._mic(np.diff(x, axis=0), t0)
+        cells = self.cells[t0 : t0 + len(x)]
+        ds = np.diff(np.einsum("fnk,fkl->fnl", x, np.linalg.inv(cells)), axis=0)
+        ds[..., self.pbc] -= np.rint(ds[..., self.pbc])
+        return np.einsum("fnk,fkl->fnl", ds, 0.5 * (cells[:-1] + cells[1:]))
 
     def _mic(self, d: np.ndarray, t0: int) -> np.ndarray:
         """Minimum image of displacements d[k] = x(t0+k+1) − x(t0+k)."""
@@ -114,7 +130,7 @@ class FiniteDifferenceVelocities:
             return np.zeros((0, len(range(self.shape[1])[at]), 3))
         lo, hi = max(t0 - 1, 0), min(t1 + 1, m)
         x = np.asarray(self.positions[lo:hi], dtype=float)[:, at]
-        step = self._mic(np.diff(x, axis=0), lo)  # step[k] = x(lo+k+1) − x(lo+k)
+        step = self._steps(x, lo)  # step[k] = x(lo+k+1) − x(lo+k)
         v = np.empty((t1 - t0,) + x.shape[1:])
         # central where both neighbours exist, one-sided at the trajectory ends
         t = np.arange(t0, t1)

@@ -112,6 +112,31 @@ def test_finite_difference_velocities_unwrap_and_stream():
     assert np.abs(velocities_from_positions(wrapped, 2.0) - ref).max() > 1.0
 
 
+def test_finite_difference_velocities_under_a_changing_cell_are_the_peculiar_ones():
+    """A barostat's cell h(t) = h0 (1 + α t) carries every atom along (x = h s): dx/dt = h ds/dt + α h0 s. The
+    velocity equipartition and the thermostat see is the first term. With fractional coordinates drifting
+    at u (per fs) it is exactly h(t) u, which the central differences of fractional steps times the mid
+    cell give for a linear cell change, wrapped or not; Cartesian differences add the stretching term."""
+    rng = np.random.default_rng(4)
+    h0 = np.array([[7.0, 0, 0], [1.5, 8.0, 0], [0.5, 0.7, 9.0]])
+    alpha, dt = 2e-4, 5.0  # 0.1 % per frame: a fast breathing cell
+    t = np.arange(40) * dt
+    cells = h0[None] * (1 + alpha * t)[:, None, None]
+    s0, u = rng.uniform(0, 1, size=(6, 3)), rng.normal(scale=4e-4, size=(6, 3))
+    frac = s0[None] + u[None] * t[:, None, None]
+    pos = np.einsum("fnk,fkl->fnl", frac, cells)
+    wrapped = np.einsum("fnk,fkl->fnl", frac - np.floor(frac), cells)
+    exact = np.einsum("nk,fkl->fnl", u, cells)  # h(t) u
+    for x in (pos, wrapped):
+        v = FiniteDifferenceVelocities(x, dt, cells=cells)
+        np.testing.assert_allclose(v[1:-1], exact[1:-1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(v[5:9, 2:4], exact[5:9, 2:4], rtol=0, atol=1e-12)  # streamed slices agree
+    stretch = np.abs(np.gradient(pos, dt, axis=0)[1:-1] - exact[1:-1]).max()
+    assert stretch > 100 * np.abs(exact).max() * alpha * dt  # the Cartesian differences carry α h0 s
+    fixed = FiniteDifferenceVelocities(wrapped[:, :, :], dt, cells=h0)  # one cell: the unchanged path
+    assert not fixed.variable_cell and FiniteDifferenceVelocities(pos, dt, cells=cells).variable_cell
+
+
 def test_equipartition_detects_a_wrong_frame_interval():
     pos, vel, m = einstein_crystal(64, 2000, 2.0, 300.0)
     t_exact = kinetic_temperature(vel, m, remove_com=False).mean()

@@ -329,3 +329,23 @@ def test_an_npt_run_whose_cell_blows_up_is_exploded_not_failed(tmp_path):
     assert res.returncode != 0 and "Traceback" not in res.stderr and "rerun to resume" not in res.stderr
     rec = json.loads((tmp_path / "emt" / SYSTEM / "run.json").read_text())
     assert rec["status"] == "exploded" and "non-finite" in rec["error"], rec
+
+
+def test_a_fast_barostat_is_scored_on_peculiar_velocities(tmp_path):
+    """A 40 fs barostat breathes the cell fast: Cartesian finite differences counted its stretching of the
+    crystal as atomic motion (4,000 K 'kinetic temperature', E_VDOS 88 % for EMT against EMT's own reference,
+    the frame interval called suspect). The velocities are the peculiar ones: their temperature is i-PI's
+    own over the scored steps, and EMT's VDOS stays near its noise floor."""
+    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "2000", "--ensemble", "npt",
+                      "--pressure-GPa", "0", "--tau-barostat-fs", "40", "--seed", "5", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    run = RunFolder.of(tmp_path, "emt", SYSTEM)
+    assert dynamat_cmd("score", "--system", SYSTEM, "--run", str(run.path)).returncode == 0
+    sc = json.loads(run.score_json.read_text())
+    props, proto = read_properties(run.properties), json.loads(run.run_json.read_text())["protocol"]
+    burn_in = round(proto["burn_in_ps"] * 1000 / proto["timestep_fs"])  # the scored frames follow the burn-in
+    scored = (props["step"] >= burn_in) & (props["step"] < burn_in + proto["stride"] * sc["n_frames_mlip"])
+    assert scored.sum() == sc["n_frames_mlip"]
+    assert sc["kinetic_temperature_mlip_K"] == pytest.approx(props["temperature{kelvin}"][scored].mean(), rel=0.08)
+    assert not sc["frame_interval_suspect_mlip"]
+    assert sc["vdos_error_pct"] < 3 * sc["vdos_error_pct_floor"] + 3 * sc["vdos_error_pct_unc"], sc["vdos_error_pct"]
