@@ -202,10 +202,18 @@ def score_files(sources) -> tuple[list[Path], Path]:
     return unique, sources[0] if len(sources) == 1 else Path(".")
 
 
+def _variant(raw: dict[str, Any]) -> str:
+    """What makes a run another entry than the model's classical NVT one: a dispersion correction (+D3),
+    the NPT ensemble (+NPT), path integrals (+PI<beads>). Rows of one entry are averaged; of two, never."""
+    nbeads = _int(raw.get("nbeads")) or 1
+    return (("+D3" if raw.get("dispersion") else "") + ("+NPT" if raw.get("ensemble") == "npt" else "")
+            + (f"+PI{nbeads}" if nbeads > 1 else ""))
+
+
 def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         # a model with a driver-side dispersion correction (score.json "dispersion") is another model
-        "model": str(raw.get("model") or path.parent.parent.name) + ("+D3" if raw.get("dispersion") else ""),
+        "model": str(raw.get("model") or path.parent.parent.name) + _variant(raw),
         "system": str(raw.get("system") or path.parent.name),
         "system_class": raw.get("system_class") or "unknown",
         "model_label": _label(raw.get("model_label")),

@@ -165,13 +165,13 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     if mlip.temperature_K is None:
         mlip.temperature_K = sys_entry.temperature_K  # the target: lets the frame-interval check speak
     replicas = reference_replicas(reference, system)
+    npt = is_npt(meta, mlip)
     try:
-        res = score_with_matbench(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads,
-                                  npt=is_npt(meta, mlip))
+        res = score_with_matbench(ref, mlip, dims=sys_entry.dims, curves=curves, mlip_beads=beads, npt=npt)
         if len(replicas) > 1:  # the floor from independent reference trajectories, not from halves
             res.update(_replica_floor(str(Path(reference).resolve()), _file_version(reference), system,
                                       tuple(replicas[1:]), res["matched_duration_fs"], sys_entry.dims,
-                                      is_npt(meta, mlip)))
+                                      npt))
             res.update(floor_source="reference_replicas", n_reference_replicas=len(replicas))
     except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
         raise DynamatError(f"cannot score this trajectory: {exc}") from None
@@ -184,6 +184,12 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         model_seconds_per_eval=meta.get("model_seconds_per_eval_median"),
         **model_facts(meta),
     )
+    # the ensemble, where it is not the paper's classical NVT: a report never averages it with NVT runs
+    if npt:
+        res["ensemble"] = "npt"
+    nbeads = int((meta.get("protocol") or {}).get("nbeads") or 1)
+    if nbeads > 1:
+        res["nbeads"] = nbeads
     if meta.get("replica") is not None:  # one run of a --replicas set; the report aggregates the set
         res["replica_index"] = int(meta["replica"])
     if mlip.notes:  # what the reader dropped (an incomplete last frame of a killed run), said in the result too

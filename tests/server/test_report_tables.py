@@ -19,6 +19,23 @@ def _score(root, model, system, tier, status="completed", system_class="pure met
     (d / "score.json").write_text(json.dumps(s))
 
 
+def test_nvt_npt_and_path_integral_runs_of_one_model_are_never_averaged(tmp_path):
+    """The same model and system run classically (NVT), under a barostat and with 4 beads: three entries, each
+    its own mean, as a dispersion-corrected model is (they were one model with a 3-run mean over one system)."""
+    from dynamat.layout import RunFolder
+
+    for folder, extra, err in (("nvt", {}, 2.0), ("npt", {"ensemble": "npt"}, 4.0), ("pi", {"nbeads": 4}, 9.0)):
+        d = RunFolder.of(tmp_path / folder, "emt", "Cu").path
+        d.mkdir(parents=True)
+        RunFolder(d).score_json.write_text(json.dumps({"model": "emt", "system": "Cu", "status": "completed",
+                                                       "rdf_error_pct": err, **extra}))
+    res = load_results([tmp_path / f for f in ("nvt", "npt", "pi")])
+    rows = {r["model"]: r for r in model_table(res).rows}
+    assert {m: (r["n_completed"], r["rdf_error_pct"]) for m, r in rows.items()} == {
+        "emt": (1, 2.0), "emt+NPT": (1, 4.0), "emt+PI4": (1, 9.0)}
+    assert not any("duplicate" in n for n in res.notes)
+
+
 def test_means_skip_null_pressure_and_exclude_exploded_runs(tmp_path):
     _score(tmp_path, "m", "Cu", 1, force_rmse_eV_per_A=0.10, pressure_mae_GPa=2.0,
            rdf_error_pct=10.0, rdf_error_pct_unc=3.0)

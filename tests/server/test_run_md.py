@@ -162,7 +162,8 @@ def test_path_integral_run_through_cli(tmp_path):
     assert centroid.n_frames == 11 and not np.allclose(centroid.positions[-1], bead0.positions[-1])
     out = tmp_path / "s.json"
     assert dynamat_cmd("score", "--system", SYSTEM, "--run", str(run_dir), "--json", str(out)).returncode == 0
-    assert json.loads(out.read_text())["n_frames_mlip"] == 11
+    scored = json.loads(out.read_text())
+    assert scored["n_frames_mlip"] == 11 and scored["nbeads"] == 2 and "ensemble" not in scored
 
 
 def test_relative_output_folder(tmp_path):
