@@ -8,7 +8,6 @@ i-PI's own unit table, not the driver's.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

@@ -189,7 +189,7 @@ def test_run_score_report_flow_draws_curve_panels(emt_run, tmp_path):
         assert set(c.files) >= {"rdf_r", "rdf_ref", "rdf_mlip", "vdos_nu_THz", "vdos_ref", "vdos_mlip",
                                 "p_ref_GPa", "p_mlip_GPa"}
         # the stored curves are the ones the score was computed from: Eq. 4 recomputed from them
-        r, g_ref, g_mlip = c["rdf_r"], c["rdf_ref"], c["rdf_mlip"]
+        g_ref, g_mlip = c["rdf_ref"], c["rdf_mlip"]
         e_rdf = 100 * min(1.0, np.sum(np.abs(g_ref - g_mlip)) / np.sum(np.abs(g_ref - 1)))  # uniform bins
         assert e_rdf == pytest.approx(score["rdf_error_pct"], rel=1e-6)
         assert np.trapezoid(c["vdos_ref"], c["vdos_nu_THz"]) == pytest.approx(1.0, rel=1e-9)
