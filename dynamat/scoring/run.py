@@ -25,6 +25,7 @@ from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_m
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
+from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 SCORE_FILE = SCORE_JSON  # the names stay importable from here
 
@@ -38,6 +39,20 @@ def check_dt_fs(dt_fs, what: str = "--dt-fs") -> float:
     if not math.isfinite(x) or x <= 0:
         raise DynamatError(f"{what} must be a positive, finite time in fs, got {dt_fs!r}")
     return x
+
+
+def min_scorable_steps(system) -> int:
+    """The fewest MD steps of ``system``'s protocol (a :class:`dynamat.catalogue.System`) whose saved frames
+    the scorer can compare: ``MIN_MATCHED_FRAMES`` frames on each side over the matched duration, the
+    frames counted from the first one past the protocol's burn-in, the reference's side at its own frame
+    interval (``system.reference_dt_fs``) when that is the longer one."""
+    p = system.protocol
+    stride, dt = int(p.stride), float(p.timestep_fs)
+    frame_fs = stride * dt
+    span_fs = (MIN_MATCHED_FRAMES - 1) * max(frame_fs, float(system.reference_dt_fs or 0.0))
+    intervals = math.ceil(span_fs / frame_fs - 1e-9)
+    first = math.ceil(float(p.burn_in_ps) * 1000.0 / dt / stride - 1e-9) * stride  # as _run_trajectory drops it
+    return first + intervals * stride
 
 
 def _run_trajectory(run_dir: Path):
