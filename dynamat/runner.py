@@ -26,11 +26,11 @@ from typing import Callable
 import ase
 
 from dynamat import processes
-from dynamat.catalogue import System
+from dynamat.catalogue import System, with_beads
 from dynamat.engines import ENGINES
 from dynamat.engines.ipi import PREFIX, Exploded, Interrupted, last_step
 from dynamat.engines.ipi_restart import checkpoint_step, is_damaged
-from dynamat.engines.ipi_input import MDSettings, write_inputs
+from dynamat.engines.ipi_input import MDSettings, ipi_thermostat, write_inputs
 from dynamat.engines.relax import relax_cell
 from dynamat.errors import DynamatError
 from dynamat.layout import LOCK, RunFolder
@@ -358,6 +358,8 @@ def run_md(
     run_dir = RunFolder.of(out, model, system.name, replica or 0).path
     check_same_run(run_dir, system.name, replica, opts.overwrite)
     seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
+    if opts.engine == "ipi":  # path integrals run PILE-L: recorded as run, with what it replaced
+        system = with_beads(system, opts.nbeads)
     settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
@@ -469,11 +471,11 @@ def _check_request(settings: MDSettings, opts: RunOptions) -> None:
         raise DynamatError("--beads must be at least 1")
     if opts.batch_size is not None and opts.batch_size < 1:
         raise DynamatError(f"--batch-size must be at least 1, got {opts.batch_size}")
+    if opts.engine == "ase" and settings.nbeads > 1:
+        raise DynamatError("path integrals (--beads) need the i-PI engine")
     if opts.engine == "ase" and settings.thermostat != "svr":
         raise DynamatError("--engine ase reproduces the paper's Nose-Hoover-chain protocols only; "
                            f"this system's protocol uses {settings.thermostat}")
-    if opts.engine == "ase" and settings.nbeads > 1:
-        raise DynamatError("path integrals (--beads) need the i-PI engine")
     if settings.is_npt and (opts.engine != "ipi" or settings.nbeads > 1):
         raise DynamatError("--ensemble npt runs classical MD through i-PI's barostats: drop --engine ase and --beads")
     if opts.client is not None:
@@ -528,6 +530,8 @@ def _new_record(model, settings: MDSettings, run_dir: Path, opts: RunOptions, sy
                 reference: str, system_info: dict | None, old: dict | None) -> RunRecord:
     protocol = asdict(system.protocol) if system is not None else {}
     protocol.update(asdict(settings), engine=opts.engine)
+    if opts.engine == "ipi":  # the mode i-PI runs (path integrals: PILE-L), in both keys
+        protocol["thermostat"] = protocol["ipi_thermostat"] = ipi_thermostat(settings)
     if system is not None:
         protocol.update(system_class=system.system_class, dims=system.dims)
     record = RunRecord(
@@ -546,6 +550,9 @@ def _new_record(model, settings: MDSettings, run_dir: Path, opts: RunOptions, sy
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         folder=str(run_dir),
     )
+    thermostat_source = (system_info or {}).get("sources", {}).get("thermostat", "")
+    if settings.nbeads > 1 and thermostat_source.startswith("pile_l (path integrals"):
+        record.notes.append(f"thermostat {thermostat_source}")
     if settings.last_saved_step != settings.steps:
         record.notes.append(f"{settings.steps} steps is not a multiple of the save stride {settings.stride}: "
                             f"the last saved frame is step {settings.last_saved_step}")
