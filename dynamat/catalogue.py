@@ -253,6 +253,32 @@ def with_protocol(system: System, name: str | None) -> System:
     return replace(system, protocol=p, sources=src)
 
 
+#: the classical thermostats i-PI's path-integral template replaces by PILE-L (dynamat.engines.ipi_input)
+CLASSICAL_THERMOSTATS = ("svr", "langevin")
+
+
+def with_beads(system: System, nbeads: int) -> System:
+    """``system`` as a path-integral run of ``nbeads`` beads runs it: i-PI's PILE-L thermostat (Langevin on
+    every normal mode of the ring polymer, the centroid's with the protocol's tau) in place of a classical
+    one, its source saying what it replaced, so run.json and ``dynamat inputs`` record what i-PI runs.
+    The protocol's own svr is replaced; an svr asked for with ``--thermostat`` is refused (PILE-L is not a
+    global velocity rescaling of the centroid), a langevin one is honoured by PILE-L. Classical (1 bead),
+    a path-integral mode already (pile_l, trpmd) and NPT (refused by the runner) are returned unchanged."""
+    p = system.protocol
+    if int(nbeads) <= 1 or p.ensemble == "npt" or p.ipi_thermostat not in CLASSICAL_THERMOSTATS:
+        return system
+    was, src = p.ipi_thermostat, system.source("thermostat")
+    asked = src.startswith("command line")
+    if was == "svr" and asked:
+        raise DynamatError(f"--thermostat svr cannot run with --beads {nbeads}: path integrals use i-PI's PILE-L "
+                           "(Langevin on every normal mode, the centroid's with --tau-fs), not a global velocity "
+                           "rescaling; drop --thermostat, or give --thermostat langevin")
+    sources = dict(system.sources)
+    sources["thermostat"] = (f"pile_l (path integrals, {nbeads} beads; replaces {was} from {src}: PILE-L is "
+                             "Langevin on every normal mode, the centroid's with tau_fs)")
+    return replace(system, protocol=replace(p, ipi_thermostat="pile_l"), sources=sources)
+
+
 def system_names() -> list[str]:
     return sorted(_raw()["systems"])
 

@@ -26,11 +26,11 @@ from typing import Callable
 import ase
 
 from dynamat import processes
-from dynamat.catalogue import System
+from dynamat.catalogue import System, with_beads
 from dynamat.engines import ENGINES
 from dynamat.engines.ipi import PREFIX, Exploded, Interrupted, last_step
 from dynamat.engines.ipi_restart import checkpoint_step, is_damaged
-from dynamat.engines.ipi_input import MDSettings, write_inputs
+from dynamat.engines.ipi_input import MDSettings, ipi_thermostat, write_inputs
 from dynamat.engines.relax import relax_cell
 from dynamat.errors import DynamatError
 from dynamat.layout import LOCK, RunFolder
@@ -175,7 +175,7 @@ def _clear_own_files(run_dir: Path) -> None:
         p.unlink()
 
 
-def _read_run_json(run_dir: Path) -> dict | None:
+def read_run_json(run_dir: Path) -> dict | None:
     try:
         return json.loads(RunFolder(run_dir).run_json.read_text())
     except (OSError, ValueError):
@@ -207,19 +207,31 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
       replaced; a user's own files stay), unless a restart file is damaged: then nothing is
       touched and the error names the file. Nothing else is removed without ``overwrite``.
     """
-    if not run_dir.exists() or not any(p.name != LOCK for p in run_dir.iterdir()):
+    action, restart = plan_run_dir(run_dir, overwrite, steps)
+    if action == "replace":
+        shutil.rmtree(run_dir)
+    elif action == "restart":
         _check_writable(run_dir)
+        _clear_own_files(run_dir)
         return None
+    _check_writable(run_dir)
+    return restart
+
+
+def plan_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) -> tuple[str, Path | None]:
+    """What :func:`prepare_run_dir` would do, changing nothing (a caller with work before the run, such as
+    ``dynamat demo``'s single points, refuses first): ("fresh" | "replace" | "restart" | "resume", the
+    restart file a resume starts from); raises the DynamatError prepare_run_dir would."""
+    if not run_dir.exists() or not any(p.name != LOCK for p in run_dir.iterdir()):
+        return "fresh", None
     is_run = _is_run_folder(run_dir)
     if overwrite:
         if not is_run:
             raise DynamatError(f"{run_dir} exists and holds no dynamat run (no run.json); not removing it")
-        shutil.rmtree(run_dir)
-        _check_writable(run_dir)
-        return None
+        return "replace", None
     if not is_run:
         raise DynamatError(f"{run_dir} exists and holds no dynamat run; choose another --out")
-    rec = _read_run_json(run_dir) or {}
+    rec = read_run_json(run_dir) or {}
     status = rec.get("status")
     restart, at = restart_point(run_dir)
     damaged = damaged_restarts(run_dir)
@@ -234,20 +246,16 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
                 f"--steps {steps if steps is not None else 'default'} asks for no more"
             raise DynamatError(f"{run_dir} holds a completed run of {done} steps ({why}); pass --overwrite to "
                                "replace it or --out to choose another folder")
-        _check_writable(run_dir)
-        return restart
+        return "resume", restart
     if restart is None:
         if damaged:
             raise DynamatError(_no_restart_message(run_dir, damaged))
         # failed or killed before i-PI wrote any restart point: start again, in place
-        _check_writable(run_dir)
-        _clear_own_files(run_dir)
-        return None
+        return "restart", None
     if steps is not None and at is not None and at > steps:
         raise DynamatError(f"{run_dir} holds an unfinished run already at step {at}, beyond --steps {steps}; "
                            f"pass --steps {at} or more to finish it, or --overwrite to start again")
-    _check_writable(run_dir)
-    return restart
+    return "resume", restart
 
 
 #: driver flags that change the served model's numbers (device, threads, stress stride, files and labels do not)
@@ -292,7 +300,7 @@ def _identity_part(key: str, value) -> str:
     return f"{flag} {value}" if value else f"no {flag}"
 
 
-def _check_same_model(run_dir: Path, old: dict | None, identity: dict) -> None:
+def check_same_model(run_dir: Path, old: dict | None, identity: dict) -> None:
     """A run is continued only by the model it started with: the folder is named by the model's name alone,
     which a models file, a MODULE:CALLABLE's options or a correction leave the same. A ``--dtype`` the
     first run did not give is accepted where it is the one that run recorded using."""
@@ -350,6 +358,8 @@ def run_md(
     run_dir = RunFolder.of(out, model, system.name, replica or 0).path
     check_same_run(run_dir, system.name, replica, opts.overwrite)
     seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
+    if opts.engine == "ipi":  # path integrals run PILE-L: recorded as run, with what it replaced
+        system = with_beads(system, opts.nbeads)
     settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
@@ -360,7 +370,7 @@ def check_same_run(run_dir: Path, system: str, replica: int | None, overwrite: b
     """A folder holds one run: a system ``X_r1`` must not continue replica 1 of ``X`` (same folder name),
     nor the reverse; a single run and replica 0 of a set share the folder on purpose. A record that names
     no system (a run cut short before it wrote one) is left to the resume checks."""
-    old = None if overwrite else _read_run_json(run_dir)
+    old = None if overwrite else read_run_json(run_dir)
     if not old or old.get("system") is None:
         return
     if old.get("system") != system or (old.get("replica") or 0) != (replica or 0):
@@ -396,12 +406,12 @@ def supervise(
             announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}), run meanwhile")
         return kept
     resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
-    old = _read_run_json(run_dir) if resume_from is not None else None
+    old = read_run_json(run_dir) if resume_from is not None else None
     _check_resume_seed(run_dir, old, settings.seed)
     check_resume_ensemble(run_dir, old, settings)
     identity = model_identity(opts.served(model), opts.driver_args)
     if resume_from is not None:
-        _check_same_model(run_dir, old, identity)
+        check_same_model(run_dir, old, identity)
         _check_same_recording(run_dir, opts)
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
@@ -439,7 +449,7 @@ def supervise(
 def _kept_final(run_dir: Path, settings: MDSettings) -> RunRecord | None:
     """The record of a run already final at ``settings``' length, with their seed and ensemble (else
     refused, as a kept replica is), or None."""
-    old = _read_run_json(run_dir) or {}
+    old = read_run_json(run_dir) or {}
     done = old.get("status") == "completed" and int(old.get("steps_requested") or 0) >= (settings.steps or 0)
     if not (done or old.get("status") == "exploded"):
         return None
@@ -461,11 +471,11 @@ def _check_request(settings: MDSettings, opts: RunOptions) -> None:
         raise DynamatError("--beads must be at least 1")
     if opts.batch_size is not None and opts.batch_size < 1:
         raise DynamatError(f"--batch-size must be at least 1, got {opts.batch_size}")
+    if opts.engine == "ase" and settings.nbeads > 1:
+        raise DynamatError("path integrals (--beads) need the i-PI engine")
     if opts.engine == "ase" and settings.thermostat != "svr":
         raise DynamatError("--engine ase reproduces the paper's Nose-Hoover-chain protocols only; "
                            f"this system's protocol uses {settings.thermostat}")
-    if opts.engine == "ase" and settings.nbeads > 1:
-        raise DynamatError("path integrals (--beads) need the i-PI engine")
     if settings.is_npt and (opts.engine != "ipi" or settings.nbeads > 1):
         raise DynamatError("--ensemble npt runs classical MD through i-PI's barostats: drop --engine ase and --beads")
     if opts.client is not None:
@@ -520,6 +530,8 @@ def _new_record(model, settings: MDSettings, run_dir: Path, opts: RunOptions, sy
                 reference: str, system_info: dict | None, old: dict | None) -> RunRecord:
     protocol = asdict(system.protocol) if system is not None else {}
     protocol.update(asdict(settings), engine=opts.engine)
+    if opts.engine == "ipi":  # the mode i-PI runs (path integrals: PILE-L), in both keys
+        protocol["thermostat"] = protocol["ipi_thermostat"] = ipi_thermostat(settings)
     if system is not None:
         protocol.update(system_class=system.system_class, dims=system.dims)
     record = RunRecord(
@@ -538,6 +550,9 @@ def _new_record(model, settings: MDSettings, run_dir: Path, opts: RunOptions, sy
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         folder=str(run_dir),
     )
+    thermostat_source = (system_info or {}).get("sources", {}).get("thermostat", "")
+    if settings.nbeads > 1 and thermostat_source.startswith("pile_l (path integrals"):
+        record.notes.append(f"thermostat {thermostat_source}")
     if settings.last_saved_step != settings.steps:
         record.notes.append(f"{settings.steps} steps is not a multiple of the save stride {settings.stride}: "
                             f"the last saved frame is step {settings.last_saved_step}")
@@ -664,7 +679,7 @@ def run_seed(run_dir: Path, seed: int | None, overwrite: bool = False) -> int:
         if not 0 <= int(seed) <= MAX_SEED:
             raise DynamatError(f"--seed must be an integer between 0 and {MAX_SEED}, got {seed}")
         return int(seed)
-    recorded = None if overwrite else (_read_run_json(run_dir) or {}).get("seed")
+    recorded = None if overwrite else (read_run_json(run_dir) or {}).get("seed")
     if isinstance(recorded, int) and 0 <= recorded <= MAX_SEED:
         return recorded
     return secrets.randbelow(2**31)

@@ -54,6 +54,18 @@ def run_singlepoint(model: str, reference, system: str, every: int = 1, max_fram
     if traj.n_frames == 0:
         raise DynamatError(f"system {system!r} has no frames")
     traj.check(f"{reference}:{system}")  # non-finite input never reaches a model (a NaN would pass in a batch)
+    ref_iso = attrs.get("isolated_atom_energies_eV")
+    choice = energy_reference
+    if choice == "auto":
+        choice = "isolated" if ref_iso else "fluctuation"
+    if choice == "isolated" and not ref_iso:
+        raise DynamatError(f"--energy-reference isolated: {reference} gives no isolated_atom_energies_eV for "
+                           f"{system!r}; use fluctuation, or absolute if both come from the same code")
+    if choice == "fluctuation" and traj.n_frames < 2:
+        how = ("--energy-reference auto is fluctuation here (the file gives no isolated-atom energies)"
+               if energy_reference == "auto" else "--energy-reference fluctuation")
+        raise DynamatError(f"{how} subtracts each side's mean energy: over {traj.n_frames} frame its RMSE is 0 by "
+                           "construction; use at least 2 frames (a smaller --every or a larger --max-frames)")
     species = species_formula(ase.Atoms(numbers=traj.numbers))
     kw = dict(driver_cmd=driver_cmd, driver_args=tuple(driver_args))
     e = np.empty(traj.n_frames)
@@ -65,13 +77,6 @@ def run_singlepoint(model: str, reference, system: str, every: int = 1, max_fram
             e[i:j], f[i:j], _ = srv.evaluate(traj.cells[i:j], traj.positions[i:j])
             if progress:
                 progress(j, traj.n_frames)
-    ref_iso = attrs.get("isolated_atom_energies_eV")
-    choice = energy_reference
-    if choice == "auto":
-        choice = "isolated" if ref_iso else "fluctuation"
-    if choice == "isolated" and not ref_iso:
-        raise DynamatError(f"--energy-reference isolated: {reference} gives no isolated_atom_energies_eV for "
-                           f"{system!r}; use fluctuation, or absolute if both come from the same code")
     e_iso_pred = e_iso_ref = None
     if choice == "isolated":
         e_iso_ref = {int(ase.Atoms(k).numbers[0]): float(v) for k, v in json.loads(ref_iso).items()}
@@ -89,6 +94,8 @@ def run_singlepoint(model: str, reference, system: str, every: int = 1, max_fram
         res["isolated_atom_energies_model_eV"] = {ase.Atoms(numbers=[z]).get_chemical_symbols()[0]: v
                                                   for z, v in e_iso_pred.items()}
     res["n_frames_singlepoint"] = traj.n_frames
+    if traj.n_frames < 2:  # a mean-subtracted RMSE of one frame is 0 by construction: none, not a perfect score
+        res["energy_fluctuation_rmse_eV_per_atom"] = None
     res["matbench_singlepoint"] = {  # Matbench-discovery's definitions: mean-subtracted E, per-component F
         "energy_rmse": res["energy_fluctuation_rmse_eV_per_atom"],
         "force_rmse": force_component_rmse(f, traj.forces),

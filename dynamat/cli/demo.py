@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from dynamat.cli.common import driver_options, progress_printer, reference_option, with_options
+from dynamat.errors import DynamatError
 from dynamat.io.reference_h5 import reference_n_frames
-from dynamat.reference import resolve_reference
-from dynamat.runner import RunOptions, run_system
+from dynamat.reference import load_system, resolve_reference
+from dynamat.runner import (RunOptions, check_same_model, check_same_run, model_identity, plan_run_dir,
+                            read_run_json, run_system)
 from dynamat.scoring.card import scorecard
 from dynamat.layout import RunFolder
-from dynamat.scoring.run import score_run, write_score
+from dynamat.scoring.run import min_scorable_steps, score_run, write_score
 from dynamat.singlepoint import run_singlepoint
+from dynamat.trajectory import MIN_MATCHED_FRAMES
+
+DEMO_SEED = 12345  # the demo reproduces its numbers
 
 
 @click.command()
@@ -23,22 +29,80 @@ from dynamat.singlepoint import run_singlepoint
 @click.option("--steps", type=click.IntRange(1, 1_000_000), default=400, show_default=True, help="MD steps (the paper's 20 ps is 80000).")
 @click.option("--singlepoint-frames", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace the run folder's run. Without it a completed demo run of "
+              "--steps is kept and scored again, a shorter or unfinished one continued, any other refused.")
 @with_options(driver_options)
-def demo(model, system, reference, steps, singlepoint_frames, out, driver_cmd, driver_args):
-    """The main job on bundled data: single points, an i-PI MD run, and the scorecard."""
+def demo(model, system, reference, steps, singlepoint_frames, out, overwrite, driver_cmd, driver_args):
+    """The main job on bundled data: single points, an i-PI MD run, and the scorecard.
+
+    A rerun keeps a completed demo run of the same --steps and scores it again; a larger --steps
+    continues it; a folder holding any other run is refused unless --overwrite."""
     reference = resolve_reference(reference, system)
+    rf = RunFolder.of(out, model, system)  # names are checked before anything is read
+    _, entry, _ = load_system(reference, system)
+    need = min_scorable_steps(entry)
+    if steps < need:
+        raise DynamatError(f"--steps {steps} is too short to score: the scorer compares at least {MIN_MATCHED_FRAMES} "
+                           f"frames and {system}'s protocol saves one every {entry.protocol.stride} steps; give "
+                           f"--steps {need} or more")
+    kept = _settle_folder(rf.path, model, entry, steps, overwrite, driver_args, out)
     every = max(1, reference_n_frames(reference, system) // max(singlepoint_frames, 1))
     sp = run_singlepoint(model, reference, system, every, singlepoint_frames, 8, driver_cmd, driver_args,
                          progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True))
-    opts = RunOptions(steps=steps, seed=12345, overwrite=True, driver_cmd=driver_cmd, driver_args=tuple(driver_args),
-                      batch_size=1)  # the demo reproduces its numbers
-    run_system(model, system, reference, out, opts, progress=progress_printer(f"{model}/{system}"),
-               isolated_energies_eV=sp.get("isolated_atom_energies_model_eV"),
-               announce=lambda m: click.echo(m, err=True))
+    if kept:
+        click.echo(f"kept: {rf.path} holds a completed demo run of {steps} steps (seed {DEMO_SEED}); scoring it "
+                   "again (--overwrite runs it anew)", err=True)
+    else:
+        opts = RunOptions(steps=steps, seed=DEMO_SEED, overwrite=overwrite, driver_cmd=driver_cmd,
+                          driver_args=tuple(driver_args), batch_size=1)
+        run_system(model, system, reference, out, opts, progress=progress_printer(f"{model}/{system}"),
+                   isolated_energies_eV=sp.get("isolated_atom_energies_model_eV"),
+                   announce=lambda m: click.echo(m, err=True))
     curves: dict = {}
-    rf = RunFolder.of(out, model, system)
     res = score_run(reference, system, rf.path, model=model, curves=curves)
     res.update(sp)
     write_score(res, rf.score_json, curves)
     click.echo(f"wrote {rf.score_json}", err=True)
     click.echo(scorecard(res))
+
+
+def _settle_folder(run_dir: Path, model: str, entry, steps: int, overwrite: bool, driver_args, out: Path) -> bool:
+    """What the demo does with ``run_dir``, decided before any work (the single points come first and take
+    minutes): True keeps a completed demo run of ``steps`` steps; False runs (fresh, continued or, with
+    ``overwrite``, replacing the folder's run). A run of another seed, model, protocol or length is refused,
+    as ``dynamat run`` refuses one, with the way out: --overwrite or another --out."""
+    if overwrite:
+        from dynamat.replicas import check_no_further_replicas
+
+        plan_run_dir(run_dir, True, steps)  # a folder of something else is not removed
+        check_no_further_replicas(out, model, entry.name, 1)  # as `dynamat run --overwrite`: a set's others first
+        return False
+    old = read_run_json(run_dir)
+    if not old:
+        plan_run_dir(run_dir, False, steps)  # a folder of something else is refused here
+        return False
+    check_same_run(run_dir, entry.name, None, False)
+    way_out = "pass --overwrite to replace it or --out to choose another folder"
+    if old.get("status") == "completed" and int(old.get("steps_requested") or 0) == steps:
+        _check_demo_run(run_dir, old, entry, steps, model, driver_args, way_out)
+        return True
+    action, _ = plan_run_dir(run_dir, False, steps)
+    if action == "resume":  # continued: the same seed, protocol and model, or it would mix two runs
+        _check_demo_run(run_dir, old, entry, steps, model, driver_args, way_out)
+    return False
+
+
+def _check_demo_run(run_dir: Path, old: dict, entry, steps: int, model: str, driver_args, way_out: str) -> None:
+    """A run the demo keeps or continues is one the demo would make: seed DEMO_SEED, the system's protocol
+    (classical, i-PI), the same served model."""
+    seed = old.get("seed")
+    if isinstance(seed, int) and seed != DEMO_SEED:
+        raise DynamatError(f"{run_dir} holds a run with seed {seed}, not the demo's {DEMO_SEED}; {way_out}")
+    want = asdict(entry.md_settings(steps=steps, seed=DEMO_SEED, nbeads=1))
+    want.update(engine="ipi")
+    had = old.get("protocol") or {}
+    differ = [f"{k} {had[k]} (the demo's: {want[k]})" for k in want
+              if k not in ("steps", "seed") and k in had and had[k] != want[k]]
+    if differ:
+        raise DynamatError(f"{run_dir} holds a run with {', '.join(differ)}; {way_out}")
+    check_same_model(run_dir, old, model_identity(model, driver_args))

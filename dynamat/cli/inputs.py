@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from dynamat.catalogue import with_beads
 from dynamat.cli.common import (dispersion_options, ensemble_options, model_option,
                                 models_file_option, protocol_options, protocol_overrides, reference_option,
                                 seed_option, served_model, system_option, with_options)
@@ -58,6 +59,9 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
         model_args += ["-o", arg.removeprefix("--option=")] if arg.startswith("--option=") else [arg]
     model_args += dispersion_args(dispersion, dispersion_functional)
     reference, sys_entry, _ = load_system(reference, system, **overrides)
+    if nbeads > 1 and sys_entry.protocol.ensemble == "npt":
+        raise DynamatError("--ensemble npt runs classical MD through i-PI's barostats: drop --beads")
+    sys_entry = with_beads(sys_entry, nbeads)  # path integrals: PILE-L, said below as written
     if sys_entry.protocol.relax:
         raise DynamatError(f"protocol {sys_entry.protocol.name} relaxes the cell with the model before MD; "
                            "`dynamat run` does that, a hand-written input cannot")
@@ -78,6 +82,8 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     click.echo(f"wrote {xml} and {RunFolder(xml.parent).init_xyz}")
     click.echo(f"protocol {p.name}: i-PI {p.ipi_thermostat} (paper: {p.paper_thermostat}), dt {p.timestep_fs} fs, "
                f"tau {p.tau_fs} fs, frame every {p.stride} steps, {sys_entry.temperature_K} K")
+    if nbeads > 1 and sys_entry.source("thermostat").startswith("pile_l (path integrals"):
+        click.echo(f"thermostat {sys_entry.source('thermostat')}")
     if p.ensemble == "npt":
         click.echo(f"ensemble npt: {p.pressure_GPa:g} GPa, {p.barostat} barostat, tau {p.tau_barostat_fs:g} fs "
                    "(the barostat reads the virial every step: run the driver without --stress-stride)")

@@ -35,4 +35,6 @@ def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
     if target:
         write_score(res, target, curves)
         click.echo(f"wrote {target}", err=True)
+    for note in res.get("notes") or ():
+        click.echo(f"note: {note}", err=True)
     click.echo(scorecard(res))

@@ -62,6 +62,14 @@ class MDSettings:
         return (int(self.steps) // int(self.stride)) * int(self.stride)
 
 
+def ipi_thermostat(settings: MDSettings) -> str:
+    """The thermostat mode i-PI runs for ``settings``: with beads, a classical one ("svr", "langevin")
+    is PILE-L (the path-integral template); "trpmd" and the rest are kept."""
+    if int(settings.nbeads) > 1 and settings.thermostat in ("svr", "langevin"):
+        return "pile_l"
+    return settings.thermostat
+
+
 def species_formula(atoms: ase.Atoms) -> str:
     """Order-preserving run-length formula ('Cu3AuCu2'); one token, safe in i-PI's INIT string."""
     return atoms.get_chemical_formula(mode="reduce")
@@ -136,9 +144,7 @@ def render_input(
         raise ValueError(f"socket mode must be 'unix' or 'inet', got {mode!r}")
     stride = int(settings.stride)
     nbeads = int(settings.nbeads)
-    thermostat = settings.thermostat
-    if nbeads > 1 and thermostat in ("svr", "langevin"):
-        thermostat = "pile_l"
+    thermostat = ipi_thermostat(settings)
     if batch_size is None:
         batch_size = max(nbeads, 1)
     if settings.is_npt and nbeads > 1:

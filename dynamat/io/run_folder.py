@@ -40,7 +40,8 @@ def bead_files(run_dir: str | Path, what: str = "pos", prefix: str = PREFIX) -> 
 
 
 def input_info(run_dir: Path) -> dict:
-    """nbeads, temperature (K) and time step (fs) from the run's input.xml, where present."""
+    """nbeads, temperature (K), total_steps and the frames' save stride (steps) from the run's input.xml,
+    where present."""
     out: dict = {}
     try:
         root = ET.parse(RunFolder(run_dir).input_xml).getroot()
@@ -52,6 +53,13 @@ def input_info(run_dir: Path) -> dict:
     temp = root.find("system/ensemble/temperature")
     if temp is not None and (temp.get("units") or "kelvin") == "kelvin":
         out["temperature_K"] = float(temp.text)
+    total = root.find("total_steps")
+    if total is not None and (total.text or "").strip().isdigit():
+        out["total_steps"] = int(total.text)
+    strides = [el.get("stride") for el in root.findall("output/trajectory") + root.findall("output/properties")]
+    strides = [int(x) for x in strides if x and x.strip().isdigit() and int(x) > 0]
+    if strides:
+        out["stride"] = strides[0]  # the first output's: dynamat's templates save every output at one stride
     return out
 
 

@@ -233,7 +233,8 @@ class VACFBlocks:
         if weights is None:
             return self.acf_sum.sum(0) / self.n_origins.sum(0)
         w = np.asarray(weights, dtype=float)
-        return (w @ self.acf_sum) / (w @ self.n_origins)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a lag no weighted origin reaches: NaN, said by the caller
+            return (w @ self.acf_sum) / (w @ self.n_origins)
 
 
 def _default_max_lag(m: int) -> int:

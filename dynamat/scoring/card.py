@@ -9,6 +9,8 @@ def scorecard(res: dict) -> str:
     """A plain-text scorecard of whatever metrics ``res`` holds."""
     head = " ".join(str(res[k]) for k in ("model", "system") if res.get(k))
     lines = [f"scorecard {head}".rstrip()]
+    if res.get("n_frames_singlepoint") is not None:  # Eq. 1-2 are over these frames
+        lines.append(f"  {'single-point frames':<24} {res['n_frames_singlepoint']}")
     for key in SCORECARD_KEYS:
         if key not in res:
             continue

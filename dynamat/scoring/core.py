@@ -381,6 +381,15 @@ def diagnostics_step(pair: _Pair, vac: dict) -> dict:
     return out
 
 
+def _replicate_vdos_error(spec) -> float:
+    """E_VDOS of one bootstrap replicate; NaN (left out of the standard error) where the replicate drew no
+    time origin for some VACF lag: a short run's few blocks (the last origins only reach the longest lags)
+    are all left out now and then, and that lag's average is 0/0."""
+    if not all(np.all(np.isfinite(a)) for a in spec):
+        return float("nan")
+    return vdos_error(*spec)
+
+
 def bootstrap_step(pair: _Pair, rdf_state: dict, p_state: dict, spectra: _Spectra, n_boot: int,
                    rng: np.random.Generator, cell_state: dict | None = None) -> dict:
     """``<key>_unc``: block-bootstrap standard errors, both trajectories resampled independently
@@ -395,14 +404,15 @@ def bootstrap_step(pair: _Pair, rdf_state: dict, p_state: dict, spectra: _Spectr
         w = {k: w_all[k][i] for k in pair.sides}
         _, gr = rdf_from_histogram(hist["ref"], w["ref"])
         _, gm = rdf_from_histogram(hist["mlip"], w["mlip"])
-        e = {"rdf_error_pct": rdf_error(gr, gm, r), "vdos_error_pct": vdos_error(*spectra(w["ref"], w["mlip"]))}
+        e = {"rdf_error_pct": rdf_error(gr, gm, r), "vdos_error_pct": _replicate_vdos_error(spectra(w["ref"], w["mlip"]))}
         if pair.p:
             fw = {k: np.repeat(w[k], sizes[k]) for k in pair.sides}
             means = {k: np.average(pair.p[k], weights=fw[k]) for k in pair.sides}
             e["pressure_mae_GPa"] = abs(means["ref"] - means["mlip"])
             e["pressure_hist_error_pct"] = weighted_hist_error(pair.p["ref"], fw["ref"], pair.p["mlip"],
                                                                 fw["mlip"], edges)
-        e.update((k, v) for k, v in combined_step(e).items() if v is not None)
+        if np.isfinite(e["vdos_error_pct"]):  # else this replicate has no E_RPV/L_RPV either
+            e.update((k, v) for k, v in combined_step(e).items() if v is not None)
         if cell_state is not None:
             e.update(cell_state["errors"](*(np.repeat(w[k], sizes[k]) for k in ("ref", "mlip"))))
         for k, v in e.items():

@@ -19,12 +19,13 @@ from dynamat.errors import DynamatError
 from dynamat.io import read_extxyz, read_reference
 from dynamat.io.reference_h5 import reference_replicas
 from dynamat.io.results import write_json_atomic
-from dynamat.io.run_folder import bead_files, read_bead_trajectory, read_run_trajectory
+from dynamat.io.run_folder import bead_files, input_info, read_bead_trajectory, read_run_trajectory
 from dynamat.layout import SCORE_JSON, RunFolder, curves_beside
 from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_metrics
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
+from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 SCORE_FILE = SCORE_JSON  # the names stay importable from here
 
@@ -38,6 +39,20 @@ def check_dt_fs(dt_fs, what: str = "--dt-fs") -> float:
     if not math.isfinite(x) or x <= 0:
         raise DynamatError(f"{what} must be a positive, finite time in fs, got {dt_fs!r}")
     return x
+
+
+def min_scorable_steps(system) -> int:
+    """The fewest MD steps of ``system``'s protocol (a :class:`dynamat.catalogue.System`) whose saved frames
+    the scorer can compare: ``MIN_MATCHED_FRAMES`` frames on each side over the matched duration, the
+    frames counted from the first one past the protocol's burn-in, the reference's side at its own frame
+    interval (``system.reference_dt_fs``) when that is the longer one."""
+    p = system.protocol
+    stride, dt = int(p.stride), float(p.timestep_fs)
+    frame_fs = stride * dt
+    span_fs = (MIN_MATCHED_FRAMES - 1) * max(frame_fs, float(system.reference_dt_fs or 0.0))
+    intervals = math.ceil(span_fs / frame_fs - 1e-9)
+    first = math.ceil(float(p.burn_in_ps) * 1000.0 / dt / stride - 1e-9) * stride  # as _run_trajectory drops it
+    return first + intervals * stride
 
 
 def _run_trajectory(run_dir: Path):
@@ -138,6 +153,27 @@ def model_facts(meta: dict) -> dict:
     return facts
 
 
+def run_progress(run_dir: Path, meta: dict, mlip) -> dict:
+    """How far a run by hand (no run.json: ``dynamat inputs``, then i-PI and a driver) got, from its input.xml
+    and frames: ``steps_requested`` (total_steps) and ``steps_done`` (the last frame's step). Frames that end
+    before the last step input.xml saves are a run stopped part-way: status ``incomplete`` and a note, so a
+    report does not count it as a complete one. A ``dynamat run`` folder's run.json says all this already
+    (its status stands); no input.xml: nothing."""
+    if meta:
+        return {}
+    info = input_info(run_dir)
+    total, stride = info.get("total_steps"), info.get("stride")
+    if total is None or stride is None or mlip.steps is None or not len(mlip.steps):
+        return {}
+    done, last = int(np.max(mlip.steps)), (total // stride) * stride
+    out = {"steps_requested": total, "steps_done": done}
+    if done < last:
+        out["status"] = "incomplete"
+        out["notes"] = [f"incomplete: the frames end at step {done} of the {total} steps input.xml asks for (the "
+                        f"run stopped part-way, or is still running); scored over the {mlip.n_frames} frames there"]
+    return out
+
+
 def score_run(reference: Path | None, system: str, run_dir: Path | None = None, trajectory: Path | None = None,
               dt_fs: float | None = None, model: str | None = None, curves: dict | None = None) -> dict:
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
@@ -175,11 +211,12 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
             res.update(floor_source="reference_replicas", n_reference_replicas=len(replicas))
     except ValueError as exc:  # too short, mismatched intervals, ...: the user's input, said in one line
         raise DynamatError(f"cannot score this trajectory: {exc}") from None
+    progress = run_progress(Path(run_dir), meta, mlip) if run_dir else {}
     res.update(
         model=model or meta.get("model") or "unknown",
         system=system,
         system_class=sys_entry.system_class,
-        status=meta.get("status", "completed"),
+        status=progress.pop("status", None) or meta.get("status", "completed"),
         seconds_per_step=meta.get("seconds_per_step_median"),
         model_seconds_per_eval=meta.get("model_seconds_per_eval_median"),
         **model_facts(meta),
@@ -190,6 +227,7 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     nbeads = int((meta.get("protocol") or {}).get("nbeads") or 1)
     if nbeads > 1:
         res["nbeads"] = nbeads
+    res.update(progress)
     if meta.get("replica") is not None:  # one run of a --replicas set; the report aggregates the set
         res["replica_index"] = int(meta["replica"])
     if mlip.notes:  # what the reader dropped (an incomplete last frame of a killed run), said in the result too

@@ -267,3 +267,40 @@ def test_pimd_run_is_scored_on_the_all_bead_rdf(tmp_path):
     r, g_ref = rdf_from_histogram(rdf_histogram(ref.positions, ref.cells, n_bins=500, r_max=r_max))
     _, g_beads = rdf_from_histogram(rdf_histogram(beads.positions, beads.cells, n_bins=500, r_max=r_max))
     assert rdf_error(g_ref, g_beads, r) == pytest.approx(score["rdf_error_pct"], rel=1e-9)
+
+
+def test_run_json_and_inputs_record_the_thermostat_i_pi_runs(tmp_path):
+    """With beads i-PI runs PILE-L whatever the classical protocol says: run.json's protocol and system_info
+    (and `dynamat inputs`' line) record the mode input.xml holds, with a note of what it replaced (they said
+    svr, or the --thermostat langevin asked for); an explicit --thermostat svr, which PILE-L cannot honour
+    (it is no global velocity rescaling), is refused in one line before any folder is made."""
+    import json
+    import re
+
+    from conftest import dynamat_cmd
+
+    system = "bulkCu_300K-demo_EMT"
+    for extra, was in (((), "svr"), (("--thermostat", "langevin"), "langevin")):
+        out = tmp_path / f"from_{was}"
+        res = dynamat_cmd("run", "--model", "emt", "--system", system, "--beads", "2", "--steps", "20",
+                          "--out", str(out), *extra)
+        assert res.returncode == 0, res.stderr
+        run_dir = out / "emt" / system
+        mode = re.search(r"<thermostat mode='(\w+)'>", (run_dir / "input.xml").read_text()).group(1)
+        assert mode != was  # i-PI runs a path-integral thermostat, not the classical one asked
+        rec = json.loads((run_dir / "run.json").read_text())
+        assert rec["protocol"]["thermostat"] == rec["protocol"]["ipi_thermostat"] == mode
+        assert rec["system_info"]["protocol"]["thermostat"] == mode
+        source = rec["system_info"]["sources"]["thermostat"]
+        assert source.startswith(mode) and f"replaces {was}" in source, source
+        assert any(n.startswith("thermostat") and f"replaces {was}" in n for n in rec["notes"]), rec["notes"]
+    out = tmp_path / "svr_asked"
+    res = dynamat_cmd("run", "--model", "emt", "--system", system, "--beads", "2", "--steps", "20",
+                      "--out", str(out), "--thermostat", "svr")
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1 and "--thermostat svr" in lines[0], res.stderr
+    assert not out.exists()
+    res = dynamat_cmd("inputs", "--system", system, "--out", str(tmp_path / "hand"), "--beads", "4", "--steps", "20")
+    assert res.returncode == 0, res.stderr
+    mode = re.search(r"<thermostat mode='(\w+)'>", (tmp_path / "hand" / "input.xml").read_text()).group(1)
+    assert f"i-PI {mode} " in res.stdout and "replaces svr" in res.stdout, res.stdout

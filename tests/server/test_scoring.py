@@ -163,3 +163,18 @@ def test_input_validation():
         score_md(ref, ref[:3])
     with pytest.raises(ValueError, match="dims"):
         score_md(ref, ref, dims=1)
+
+
+def test_the_fewest_matched_frames_score_with_finite_uncertainties():
+    """MIN_MATCHED_FRAMES frames score: a bootstrap replicate that draws none of the few blocks whose origins
+    reach the longest VACF lag has no spectrum there (0/0) and is left out of the standard error, as NaN
+    replicates are; it failed the whole score ("MLIP spectrum must be finite", "errors must be finite").
+    2000 replicates of 8 one-frame blocks: such a replicate is all but certain (each one 1 in 256)."""
+    from dynamat.trajectory import MIN_MATCHED_FRAMES
+
+    ref = einstein_md(400, 2.5, seed=1)
+    mlip = einstein_md(MIN_MATCHED_FRAMES, 2.5, seed=2)
+    res = score_md(ref, mlip, dims=3, n_boot=2000)
+    assert res["n_frames_mlip"] == MIN_MATCHED_FRAMES
+    for key in ("vdos_error_pct", "vdos_error_pct_unc", "rdf_error_pct_unc", "E_RPV_pct_unc"):
+        assert key in res and np.isfinite(res[key]), (key, res.get(key))

@@ -45,3 +45,46 @@ def test_isolated_atom_referencing_matches_an_independent_computation(tmp_path):
     assert s["energy_rmse_eV_per_atom"] == pytest.approx(expected_e, rel=1e-6)
     assert s["force_rmse_eV_per_A"] == pytest.approx(expected_f, rel=1e-6)
     assert s["force_rmse_eV_per_A"] > 0.05  # LJ is not EMT: the metric can tell
+
+
+def _one_line_error(res):
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1, res.stderr
+    return lines[0]
+
+
+def test_a_mean_subtracted_energy_over_one_frame_is_refused_not_zero(tmp_path):
+    """Fluctuation mode subtracts each side's mean: over one frame the energy RMSE is 0 by construction, which
+    was printed as a perfect score. One frame is refused in one line (explicit, or auto falling back to it on a
+    file without isolated-atom energies); two frames score, and the card says how many frames were used."""
+    import shutil
+
+    import h5py
+
+    lj = ("--model", "lj", "--driver-arg=-o", "--driver-arg=sigma=2.3")  # not EMT: energies differ from the labels
+    for few in (("--every", "100000"), ("--max-frames", "1")):
+        line = _one_line_error(dynamat_cmd("singlepoint", *lj, "--system", SYSTEM, "--energy-reference",
+                                           "fluctuation", *few))
+        assert "at least 2 frames" in line and "0 by construction" in line, line
+    bare = tmp_path / "no_isolated.h5"  # the demo file without isolated-atom energies: auto is fluctuation
+    shutil.copy(DEMO, bare)
+    with h5py.File(bare, "r+") as f:
+        del f[SYSTEM].attrs["isolated_atom_energies_eV"]
+    line = _one_line_error(dynamat_cmd("singlepoint", *lj, "--system", SYSTEM, "--reference", str(bare),
+                                       "--max-frames", "1"))
+    assert "auto is fluctuation" in line and "at least 2 frames" in line, line
+    out = tmp_path / "two.json"
+    res = dynamat_cmd("singlepoint", *lj, "--system", SYSTEM, "--reference", str(bare), "--max-frames", "2",
+                      "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    s = json.loads(out.read_text())
+    assert s["energy_reference"] == "fluctuation" and s["n_frames_singlepoint"] == 2
+    assert s["energy_rmse_eV_per_atom"] > 0
+    assert "single-point frames" in res.stdout and res.stdout.split("single-point frames")[1].split()[0] == "2"
+    # isolated-atom referencing is meaningful over one frame; its mean-subtracted companions are not
+    out = tmp_path / "one.json"
+    res = dynamat_cmd("singlepoint", *lj, "--system", SYSTEM, "--max-frames", "1", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    s = json.loads(out.read_text())
+    assert s["energy_reference"] == "isolated" and s["energy_rmse_eV_per_atom"] > 0
+    assert s["energy_fluctuation_rmse_eV_per_atom"] is None and s["matbench_singlepoint"]["energy_rmse"] is None
