@@ -12,8 +12,8 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     """Do the work of ``dynamat report``; returns a one-paragraph summary.
 
     ``results``: a results folder, run folders or score JSON files (one or a list).
-    ``warn``: called with one line per score file that could not be read (the page and the
-    tables say it too)."""
+    ``warn``: called with one line per score file that could not be read and per run folder without
+    a score (the page and the tables say it too)."""
     from . import external as ext
     from .figures import FIGURE_SPECS, build_figures
     from .html import write_html
@@ -24,6 +24,9 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     for skipped in res.skipped:
         if warn:
             warn(f"skipped unreadable score file {skipped}")
+    for run in res.unscored:
+        if warn:
+            warn(f"not in the report: the run in {run} has no score (`dynamat score --run DIR` first)")
     ext_rows = ext.load_external(external)
     ext_map = ext.match_external(res.models, ext_rows)
     out = ensure_writable_dir(out, "the report to")
@@ -49,6 +52,7 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
             f"{len({r['system'] for r in res.rows})} systems, {len(res.rows)} runs "
             f"({len(res.failures)} failed/exploded).")
     page = write_html(out / "report.html", list(tables.values()), pngs, notes, title, meta)
+    unscored = f"; {len(res.unscored)} run(s) without a score left out" if res.unscored else ""
     return (f"dynamat report: {len(res.models)} models, {len(res.rows)} runs "
-            f"({len(res.failures)} failed/exploded, excluded from means); "
+            f"({len(res.failures)} failed/exploded, excluded from means){unscored}; "
             f"{len(tables)} tables, {len(saved)} figures -> {out} (page: {page.name})")
