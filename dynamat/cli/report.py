@@ -23,7 +23,8 @@ def report_command(results: tuple[str, ...], out: str, external: str | None, tit
     """Tables, figures (Fig. 2-7, S6a, S13-S16 analogues), a self-contained HTML page and a
     Matbench-discovery export. RESULTS: a results folder (<model>/<system>/score.json, at any depth), run
     folders, or score JSON files; g(r), pressure and VDOS panels are drawn where curves.npz exists. An exploded
-    or failed run without a score counts as a failure; a completed one without a score is named, not reported."""
+    or failed run without a score counts as a failure; a completed one without a score is named, not reported.
+    A rerun into DIR replaces the files of the report there, and only those."""
     from dynamat.report.build import run_report
     from dynamat.report.external import ExternalError
     from dynamat.report.tables import ResultsError

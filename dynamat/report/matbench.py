@@ -40,7 +40,11 @@ from typing import Any, Sequence
 
 from dynamat.metrics.matbench import MATBENCH_TABLE
 
-__all__ = ["MD_KEYS", "export_names", "md_block", "md_yaml", "write_matbench_export"]
+__all__ = ["MD_KEYS", "export_names", "is_export", "md_block", "md_yaml", "write_matbench_export"]
+
+#: the first characters of every ``<model>.yml`` this export writes (how a rerun knows its own files)
+EXPORT_HEADER = "# dynamat export:"
+COMBINED_JSON = "md_metrics.json"
 
 #: matbench key -> (per-model column, scale, unit comment). The columns are means over systems of the
 #: values computed with Matbench-discovery's own definitions (score.json ``matbench`` and
@@ -89,11 +93,20 @@ def export_names(models: Sequence[str]) -> dict[str, str]:
             for m, s in slugs.items()}
 
 
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is a ``<model>.yml`` this export wrote (it begins with :data:`EXPORT_HEADER`)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(len(EXPORT_HEADER)) == EXPORT_HEADER
+    except OSError:
+        return False
+
+
 def md_yaml(model_row: dict[str, Any]) -> str:
     """YAML text ``model_name`` + ``metrics: md:`` with unit comments."""
     block = md_block(model_row)
     lines = [
-        "# dynamat export: Matbench-discovery-style metrics.md block (Dyna-Mat-v1.0 protocol).",
+        EXPORT_HEADER + " Matbench-discovery-style metrics.md block (Dyna-Mat-v1.0 protocol).",
         "# Merge the metrics.md mapping into the model's YAML in matbench-discovery/models/.",
     ]
     if model_row.get("n_failed"):
@@ -127,7 +140,7 @@ def write_matbench_export(model_rows: Sequence[dict[str, Any]], outdir: str | Pa
         p.write_text(md_yaml(row), encoding="utf-8")
         paths.append(p)
         combined[row["model"]] = {"metrics": {"md": md_block(row)}}
-    pj = outdir / "md_metrics.json"
+    pj = outdir / COMBINED_JSON
     pj.write_text(json.dumps(combined, indent=1, ensure_ascii=False), encoding="utf-8")
     paths.append(pj)
     return paths

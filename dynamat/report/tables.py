@@ -92,6 +92,8 @@ MATBENCH_RUN_KEYS = tuple(MATBENCH_TABLE)
 
 SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
 STATUSES = ("completed", "failed", "exploded")
+#: every table a report can hold (:func:`build_tables`), by file name: what a rerun replaces in tables/
+TABLE_NAMES = ("per_model", "tier_medians", "per_class_tier", "per_class_model", "per_model_system", "npt_cell")
 #: what the NPT table shows beside the cell errors
 NPT_EXTRA_KEYS = ("volume_mean_ref_A3", "volume_mean_mlip_A3", "density_mean_ref_g_cm3", "density_mean_mlip_g_cm3")
 
@@ -712,7 +714,9 @@ def build_tables(results: Results, external: dict[str, dict[str, Any]] | None = 
     by_class = by_class_table(results)
     tables = [models, tier_median_table(models), class_tier_table(by_class), by_class,
               system_table(results), npt_table(results)]
-    return {t.name: t for t in tables if t is not None}
+    out = {t.name: t for t in tables if t is not None}
+    assert set(out) <= set(TABLE_NAMES), "a new table's name belongs in TABLE_NAMES (what a rerun replaces)"
+    return out
 
 
 # ----------------------------------------------------------------------------- writing
