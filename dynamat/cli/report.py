@@ -21,8 +21,10 @@ from dynamat.errors import DynamatError
 @click.option("--no-pdf", is_flag=True, help="Write PNG figures only (faster).")
 def report_command(results: tuple[str, ...], out: str, external: str | None, title: str, no_pdf: bool) -> None:
     """Tables, figures (Fig. 2-7, S6a, S13-S16 analogues), a self-contained HTML page and a
-    Matbench-discovery export. RESULTS: a results folder (<model>/<system>/score.json), run
-    folders, or score JSON files; g(r), pressure and VDOS panels are drawn where curves.npz exists."""
+    Matbench-discovery export. RESULTS: a results folder (<model>/<system>/score.json, at any depth), run
+    folders, or score JSON files; g(r), pressure and VDOS panels are drawn where curves.npz exists. An exploded
+    or failed run without a score counts as a failure; a completed one without a score is named, not reported.
+    A rerun into DIR replaces the files of the report there, and only those."""
     from dynamat.report.build import run_report
     from dynamat.report.external import ExternalError
     from dynamat.report.tables import ResultsError

@@ -1,10 +1,67 @@
-"""``run_report``: tables, figures, the HTML page and the Matbench-discovery export from score files."""
+"""``run_report``: tables, figures, the HTML page and the Matbench-discovery export from score files.
+
+A report owns what it writes into ``--out`` and nothing else there (:func:`report_files`): it is made
+whole in a hidden folder inside ``--out`` and then takes the place of the previous report's files, so a
+rerun leaves none of them behind (a PDF after ``--no-pdf``, the export of a model no longer reported),
+a failed one leaves the previous report as it was, and a user's own files stay.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+from dynamat.errors import DynamatError
 from dynamat.io.results import ensure_writable_dir
+from dynamat.layout import RUN_JSON, SCORE_JSON
+
+PAGE = "report.html"
+#: the report's folders in ``--out``; each holds only files of the report's own names (:func:`report_files`)
+TABLES_DIR, FIGURES_DIR, MATBENCH_DIR = "tables", "figures", "matbench"
+TMP_PREFIX = ".dynamat-report-"
+
+
+def report_files(out: str | Path) -> list[Path]:
+    """The files a report wrote into ``out``: report.html, ``tables/<table>.{csv,md,json}``,
+    ``figures/<figure>.{png,pdf}`` and the Matbench export (``md_metrics.json`` and each ``<model>.yml``
+    that begins with the export's header). Any other file, in those folders too, is not the report's."""
+    from .figures import FIGURE_SPECS
+    from .matbench import COMBINED_JSON, is_export
+    from .tables import TABLE_NAMES
+
+    out = Path(out)
+    names = [PAGE]
+    names += [f"{TABLES_DIR}/{t}.{ext}" for t in TABLE_NAMES for ext in ("csv", "md", "json")]
+    names += [f"{FIGURES_DIR}/{stem}.{ext}" for stem, _ in FIGURE_SPECS for ext in ("png", "pdf")]
+    names.append(f"{MATBENCH_DIR}/{COMBINED_JSON}")
+    files = [out / n for n in names]
+    files += [p for p in sorted((out / MATBENCH_DIR).glob("*.yml")) if is_export(p)]
+    return [p for p in files if p.is_file() and not p.is_symlink()]
+
+
+def check_out(out: Path) -> None:
+    """An --out that is a run folder is refused: the report is not a run's file."""
+    for name in (RUN_JSON, SCORE_JSON):
+        if (out / name).is_file():
+            raise DynamatError(f"--out {out} is a run folder (it holds {name}); give the report a folder of its own")
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """The report made in ``new`` takes the place of the previous one in ``out``."""
+    try:
+        for old in report_files(out):
+            old.unlink()
+        for src in sorted(p for p in new.rglob("*") if p.is_file()):
+            dst = out / src.relative_to(new)
+            dst.parent.mkdir(exist_ok=True)
+            os.replace(src, dst)
+        for sub in (TABLES_DIR, FIGURES_DIR, MATBENCH_DIR):  # a folder the new report leaves empty goes
+            if (out / sub).is_dir() and not any((out / sub).iterdir()):
+                (out / sub).rmdir()
+    except OSError as exc:
+        raise DynamatError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
 
 
 def run_report(results, out: str | Path, external: str | Path | None = None,
@@ -12,8 +69,8 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     """Do the work of ``dynamat report``; returns a one-paragraph summary.
 
     ``results``: a results folder, run folders or score JSON files (one or a list).
-    ``warn``: called with one line per score file that could not be read (the page and the
-    tables say it too)."""
+    ``warn``: called with one line per score file that could not be read and per run folder without
+    a score (the page and the tables say it too)."""
     from . import external as ext
     from .figures import FIGURE_SPECS, build_figures
     from .html import write_html
@@ -24,31 +81,42 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     for skipped in res.skipped:
         if warn:
             warn(f"skipped unreadable score file {skipped}")
+    for run in res.unscored:
+        if warn:
+            warn(f"not in the report: the run in {run} has no score (`dynamat score --run DIR` first)")
     ext_rows = ext.load_external(external)
     ext_map = ext.match_external(res.models, ext_rows)
+    out = Path(out)
+    check_out(out)
     out = ensure_writable_dir(out, "the report to")
 
-    tables = build_tables(res, {m: r for m, r in ext_map.items()})
-    for t in tables.values():
-        write_table(t, out / "tables")
-    model_rows = tables["per_model"].rows
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out))
+    try:
+        tables = build_tables(res, {m: r for m, r in ext_map.items()})
+        for t in tables.values():
+            write_table(t, tmp / TABLES_DIR)
+        model_rows = tables["per_model"].rows
 
-    saved = build_figures(res, model_rows, out / "figures", formats)
-    write_matbench_export(model_rows, out / "matbench")
+        saved = build_figures(res, model_rows, tmp / FIGURES_DIR, formats)
+        write_matbench_export(model_rows, tmp / MATBENCH_DIR)
 
-    notes = list(res.notes)
-    unmatched = [m for m in res.models if m not in ext_map]
-    src = external or "bundled dynamat/data/external_metrics.csv"
-    notes.append(f"External metrics (F1, κ_SRME) from {src}; "
-                 + (f"no entry for: {', '.join(unmatched)}." if unmatched else "all models matched."))
-    captions = dict(FIGURE_SPECS)
-    pngs = [(stem, captions[stem], paths[0]) for stem, paths in saved.items()
-            if paths and paths[0].suffix == ".png"]
-    shown = results if isinstance(results, (str, Path)) else ", ".join(map(str, results))
-    meta = (f"Results: {shown} - {len(res.models)} models, "
-            f"{len({r['system'] for r in res.rows})} systems, {len(res.rows)} runs "
-            f"({len(res.failures)} failed/exploded).")
-    page = write_html(out / "report.html", list(tables.values()), pngs, notes, title, meta)
+        notes = list(res.notes)
+        unmatched = [m for m in res.models if m not in ext_map]
+        src = external or "bundled dynamat/data/external_metrics.csv"
+        notes.append(f"External metrics (F1, κ_SRME) from {src}; "
+                     + (f"no entry for: {', '.join(unmatched)}." if unmatched else "all models matched."))
+        captions = dict(FIGURE_SPECS)
+        pngs = [(stem, captions[stem], paths[0]) for stem, paths in saved.items()
+                if paths and paths[0].suffix == ".png"]
+        shown = results if isinstance(results, (str, Path)) else ", ".join(map(str, results))
+        meta = (f"Results: {shown} - {len(res.models)} models, "
+                f"{len({r['system'] for r in res.rows})} systems, {len(res.rows)} runs "
+                f"({len(res.failures)} failed/exploded).")
+        page = write_html(tmp / PAGE, list(tables.values()), pngs, notes, title, meta)
+        _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    unscored = f"; {len(res.unscored)} run(s) without a score left out" if res.unscored else ""
     return (f"dynamat report: {len(res.models)} models, {len(res.rows)} runs "
-            f"({len(res.failures)} failed/exploded, excluded from means); "
+            f"({len(res.failures)} failed/exploded, excluded from means){unscored}; "
             f"{len(tables)} tables, {len(saved)} figures -> {out} (page: {page.name})")

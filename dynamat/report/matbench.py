@@ -32,6 +32,7 @@ completed runs only. A model with no completed run is exported as ``md: not avai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -39,7 +40,11 @@ from typing import Any, Sequence
 
 from dynamat.metrics.matbench import MATBENCH_TABLE
 
-__all__ = ["MD_KEYS", "md_block", "md_yaml", "write_matbench_export"]
+__all__ = ["MD_KEYS", "export_names", "is_export", "md_block", "md_yaml", "write_matbench_export"]
+
+#: the first characters of every ``<model>.yml`` this export writes (how a rerun knows its own files)
+EXPORT_HEADER = "# dynamat export:"
+COMBINED_JSON = "md_metrics.json"
 
 #: matbench key -> (per-model column, scale, unit comment). The columns are means over systems of the
 #: values computed with Matbench-discovery's own definitions (score.json ``matbench`` and
@@ -74,11 +79,34 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", name).strip("-") or "model"
 
 
+def export_names(models: Sequence[str]) -> dict[str, str]:
+    """``<model>.yml`` file name of each model: its name with what a file name cannot hold made ``-``; where
+    two models would share a name (``my:model`` and ``my-model``, or names alike but for case, which a
+    case-blind file system holds as one), each of them gets the first 8 hex digits of its name's SHA-256
+    as well, so no export overwrites another and a model's file name does not depend on the others'
+    order."""
+    slugs = {m: _slug(m) for m in models}
+    count: dict[str, int] = {}
+    for s in slugs.values():
+        count[s.lower()] = count.get(s.lower(), 0) + 1
+    return {m: (f"{s}-{hashlib.sha256(m.encode()).hexdigest()[:8]}" if count[s.lower()] > 1 else s) + ".yml"
+            for m, s in slugs.items()}
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is a ``<model>.yml`` this export wrote (it begins with :data:`EXPORT_HEADER`)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(len(EXPORT_HEADER)) == EXPORT_HEADER
+    except OSError:
+        return False
+
+
 def md_yaml(model_row: dict[str, Any]) -> str:
     """YAML text ``model_name`` + ``metrics: md:`` with unit comments."""
     block = md_block(model_row)
     lines = [
-        "# dynamat export: Matbench-discovery-style metrics.md block (Dyna-Mat-v1.0 protocol).",
+        EXPORT_HEADER + " Matbench-discovery-style metrics.md block (Dyna-Mat-v1.0 protocol).",
         "# Merge the metrics.md mapping into the model's YAML in matbench-discovery/models/.",
     ]
     if model_row.get("n_failed"):
@@ -101,17 +129,18 @@ def md_yaml(model_row: dict[str, Any]) -> str:
 
 
 def write_matbench_export(model_rows: Sequence[dict[str, Any]], outdir: str | Path) -> list[Path]:
-    """One ``<model>.yml`` per model plus ``md_metrics.json`` (all blocks) in ``outdir``."""
+    """One ``<model>.yml`` per model (:func:`export_names`) plus ``md_metrics.json`` (all blocks) in ``outdir``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
     combined = {}
+    names = export_names([row["model"] for row in model_rows])
     for row in model_rows:
-        p = outdir / f"{_slug(row['model'])}.yml"
+        p = outdir / names[row["model"]]
         p.write_text(md_yaml(row), encoding="utf-8")
         paths.append(p)
         combined[row["model"]] = {"metrics": {"md": md_block(row)}}
-    pj = outdir / "md_metrics.json"
+    pj = outdir / COMBINED_JSON
     pj.write_text(json.dumps(combined, indent=1, ensure_ascii=False), encoding="utf-8")
     paths.append(pj)
     return paths

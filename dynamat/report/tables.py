@@ -4,7 +4,10 @@ Input contract: ``<results>/<model>/<system>/score.json`` (flat JSON, keys in
 :data:`METRIC_KEYS` plus ``model``, ``system``, ``system_class``, ``tier``, ``n_params``,
 ``status``, optional model facts (``model_label``, ``training_set``, from a models file) and optional
 ``<key>_unc`` / ``<key>_floor``), optionally with ``curves.npz``
-beside it.
+beside it. Score files and run folders are found at any depth below a results folder
+(:func:`find_results`); a run folder (``run.json``) without a score is a failure row when its run exploded
+or failed, and is named in the notes, not averaged nor counted a failure, when it completed unscored. A JSON
+file that is not a score (:func:`not_a_score`) is refused when named, skipped with a note when found.
 
 Aggregation rules (all documented in the report notes as well):
 
@@ -41,6 +44,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +55,7 @@ import numpy as np
 from dynamat.metrics.combined import combined_scores  # Eq. 11-12, the one implementation
 from dynamat.metrics.matbench import MATBENCH_TABLE
 from dynamat.report.external import EXTERNAL_METRICS
-from dynamat.layout import SCORE_JSON, RunFolder, curves_beside
+from dynamat.layout import RUN_JSON, SCORE_JSON, WORK_SUFFIX, curves_beside
 from dynamat.scoring.keys import (  # the one metric table
     COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, NPT_METRIC_KEYS, OBSERVABLE_KEYS, Metric,
 )
@@ -68,11 +72,13 @@ __all__ = [
     "by_class_table",
     "class_tier_table",
     "combined_scores",
+    "find_results",
     "fmt",
     "load_results",
     "mean_over_systems",
     "model_order",
     "model_table",
+    "not_a_score",
     "system_table",
     "tier_label",
     "tier_median_table",
@@ -86,6 +92,8 @@ MATBENCH_RUN_KEYS = tuple(MATBENCH_TABLE)
 
 SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
 STATUSES = ("completed", "failed", "exploded")
+#: every table a report can hold (:func:`build_tables`), by file name: what a rerun replaces in tables/
+TABLE_NAMES = ("per_model", "tier_medians", "per_class_tier", "per_class_model", "per_model_system", "npt_cell")
 #: what the NPT table shows beside the cell errors
 NPT_EXTRA_KEYS = ("volume_mean_ref_A3", "volume_mean_mlip_A3", "density_mean_ref_g_cm3", "density_mean_mlip_g_cm3")
 
@@ -119,6 +127,7 @@ class Results:
     rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "<path>: <why>" of each unreadable score file
+    unscored: list[str] = field(default_factory=list)  # "<run folder> (<status>)" of each run without a score
 
     @property
     def completed(self) -> list[dict[str, Any]]:
@@ -133,29 +142,63 @@ class Results:
         return model_order(self.rows)
 
 
-def load_results(root: str | Path) -> Results:
-    """Read every ``<root>/<model>/<system>/score.json``.
+def load_results(root) -> Results:
+    """Read the score files (and the unscored run folders) named by ``root``: a results folder, run
+    folders or score JSON files, one or a list (:func:`find_results`).
 
-    Raises :class:`ResultsError` when ``root`` is not a directory or holds no score file.
-    Unreadable score files are skipped and reported in ``notes``.
+    Every run folder counts: one with a score gives the score's row; an exploded or failed run without a
+    score (too few frames to score, or never scored) gives a failure row from its run.json; a completed
+    (or unfinished) run without a score is no row, never averaged nor counted a failure of the model,
+    and is named in ``notes`` and ``unscored`` (`dynamat score --run DIR` first).
+    Raises :class:`ResultsError` when nothing is found, or a file the user named is not a score file.
+    Unreadable score files found in a folder are skipped and reported in ``notes``.
     """
-    paths, root = score_files(root)
+    found = find_results(root)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
-    skipped: list[str] = []
-    for path in paths:
+    skipped: list[str] = list(found.skipped)
+    for path in found.scores:
         try:
             raw = json.loads(path.read_text())
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
             skipped.append(" ".join(f"{path}: {exc}".split()))
-            notes.append(f"skipped unreadable {skipped[-1]}")
+            continue
+        why = not_a_score(raw, path)
+        if why and path in found.named:  # a JSON file the user named as a score: refused, not skipped
+            raise ResultsError(f"{path} is {why}")
+        if why:
+            skipped.append(f"{path}: {why}")
             continue
         rows.append(_normalise_row(raw, path))
+    unscored: list[str] = []
+    for run_dir in found.runs:
+        try:
+            rec = json.loads((run_dir / RUN_JSON).read_text())
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            skipped.append(" ".join(f"{run_dir / RUN_JSON}: {exc}".split()))
+            continue
+        status = str(rec.get("status") or "unknown")
+        if status in ("failed", "exploded"):
+            rows.append(_run_failure_row(rec, run_dir))
+        else:
+            what = "completed" if status == "completed" else f"status {status}: unfinished"
+            unscored.append(f"{run_dir} ({what})")
+    notes += [f"skipped unreadable {s}" for s in skipped]
+    if unscored:
+        notes.append(f"{len(unscored)} run folder(s) hold no score and are not in the tables (score a completed run "
+                     "with `dynamat score --run DIR`; resume an unfinished one with `dynamat run`): "
+                     + ", ".join(unscored))
     if not rows:
+        shown = found.root
+        if unscored:
+            raise ResultsError(f"no score under {shown}: {len(unscored)} run(s) not scored, e.g. {unscored[0]}; "
+                               "run `dynamat score --run DIR` first")
         unreadable = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
-        raise ResultsError(f"no readable score.json under {root}{unreadable}")
+        raise ResultsError(f"no readable score.json under {shown}{unreadable}")
     rows = _aggregate_replicas(rows, notes)
     seen: set[tuple[str, str]] = set()
     for r in rows:
@@ -172,34 +215,106 @@ def load_results(root: str | Path) -> Results:
             + ", ".join(f"{r['model']}/{r['system']} ({r['status']})" for r in rows
                         if r["status"] != "completed"),
         )
-    return Results(root=root, rows=rows, notes=notes, skipped=skipped)
+    return Results(root=found.root, rows=rows, notes=notes, skipped=skipped, unscored=unscored)
 
 
-def score_files(sources) -> tuple[list[Path], Path]:
-    """The score.json files named by ``sources``: a results folder (``<model>/<system>/score.json``,
-    or any depth below it), a run folder holding ``score.json``, or score JSON files given
-    explicitly; one source or several. Returns (files, a root for display)."""
+#: how far below a results folder run folders and score files are looked for: ``<results>/<model>/<system>``
+#: is 2, a campaign kept as ``runs/<campaign>/<model>/<system>`` 3, bead-convergence runs one more
+MAX_DEPTH = 8
+
+
+@dataclass
+class Found:
+    """What :func:`find_results` found: score files, the run folders without one, and the files the user named."""
+
+    scores: list[Path]
+    runs: list[Path]
+    named: set[Path]
+    root: Path
+    skipped: list[str] = field(default_factory=list)
+
+
+def find_results(sources) -> Found:
+    """Every score file and run folder named by ``sources`` (one or a list): a score JSON file given
+    explicitly, or a folder (a results folder, a run folder), searched to :data:`MAX_DEPTH` levels below it
+    for ``score.json`` files and run folders (``run.json``) without one. Linked folders are not entered, a
+    linked score or run file that points out of the folder is not read, hidden folders and a reference's
+    ``X.work`` run folders (``dynamat reference generate``) are not searched."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
     sources = [Path(s) for s in sources]
     if not sources:
         raise ResultsError("no results given")
-    paths: list[Path] = []
+    found = Found([], [], set(), sources[0] if len(sources) == 1 else Path("."))
     for src in sources:
         if src.is_file():
-            paths.append(src)
-        elif RunFolder(src).score_json.is_file():
-            paths.append(RunFolder(src).score_json)
+            found.scores.append(src)
+            found.named.add(src)
         elif src.is_dir():
-            found = sorted(src.glob(f"*/*/{SCORE_JSON}")) or sorted(src.rglob(SCORE_JSON))
-            if not found:
-                raise ResultsError(f"no score.json files under {src} (run `dynamat score --run DIR` first)")
-            paths.extend(found)
+            n = len(found.scores) + len(found.runs) + len(found.skipped)
+            _walk(src, found)
+            if len(found.scores) + len(found.runs) + len(found.skipped) == n:
+                raise ResultsError(f"no score.json files nor run folders under {src} "
+                                   "(`dynamat run` writes run folders, `dynamat score --run DIR` their scores)")
         else:
             raise ResultsError(f"results not found: {src}")
     seen: set[Path] = set()
-    unique = [p for p in paths if not (p.resolve() in seen or seen.add(p.resolve()))]
-    return unique, sources[0] if len(sources) == 1 else Path(".")
+    found.scores = [p for p in found.scores if not (p.resolve() in seen or seen.add(p.resolve()))]
+    found.runs = [p for p in found.runs if not (p.resolve() in seen or seen.add(p.resolve()))]
+    return found
+
+
+def _walk(root: Path, found: Found) -> None:
+    top = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: a linked folder is not entered
+        here = Path(dirpath)
+        depth = len(here.relative_to(root).parts)
+        dirnames[:] = [] if depth >= MAX_DEPTH else sorted(
+            d for d in dirnames if not d.startswith(".")
+            and not (d.endswith(WORK_SUFFIX) and (here / d[:-len(WORK_SUFFIX)]).is_file()))
+        names = set(filenames)
+        for name in (SCORE_JSON, RUN_JSON):
+            p = here / name
+            if name in names and p.is_symlink() and not p.resolve().is_relative_to(top):
+                found.skipped.append(f"{p}: a link out of {root}, not followed")
+                names.discard(name)
+        if SCORE_JSON in names:
+            found.scores.append(here / SCORE_JSON)
+        elif RUN_JSON in names:
+            found.runs.append(here)
+
+
+def not_a_score(raw: dict[str, Any], path: Path) -> str | None:
+    """Why ``raw`` (a JSON file's content) is not a score file as `dynamat score` (or a campaign, for a run
+    that failed) writes it, or None: a score names its model, system and status and carries metric keys,
+    or the error of a run that did not complete."""
+    if path.name == RUN_JSON or {"protocol", "started", "steps_requested"} <= raw.keys():
+        return (f"a run's record (run.json), not a score: give its run folder ({path.parent}), whose score.json "
+                "the report reads (an exploded or failed run without one counts as a failure)")
+    if "n_frames_singlepoint" in raw and "status" not in raw:
+        return ("a `dynamat singlepoint` result: single-point energy and force errors on reference frames are not "
+                "the score of an MD run (`dynamat score --run DIR` writes one)")
+    missing = [k for k in ("model", "system", "status") if not (isinstance(raw.get(k), str) and raw[k].strip())]
+    if missing:
+        return f"not a score file: no {', '.join(missing)} (as `dynamat score` writes)"
+    if not any(k in raw for k in (*METRIC_KEYS, *NPT_METRIC_KEYS)) and not (raw["status"] != "completed"
+                                                                            and raw.get("error")):
+        return "not a score file: no metric, nor the error of a run that did not complete (as `dynamat score` writes)"
+    return None
+
+
+def _run_failure_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The row of an exploded or failed run that has no score (too few frames to score, or not scored):
+    its status and error from run.json, no metrics, as a campaign's failure score gives it."""
+    from dynamat.scoring.run import model_facts
+
+    raw = {"model": rec.get("model") or run_dir.parent.name, "system": rec.get("system") or run_dir.name,
+           "system_class": (rec.get("system_info") or {}).get("class"), "status": rec.get("status"),
+           "error": rec.get("error") or f"run status {rec.get('status')!r}", "replica_index": rec.get("replica"),
+           **model_facts(rec)}
+    row = _normalise_row(raw, run_dir / RUN_JSON)
+    row["curves_path"] = None
+    return row
 
 
 def _variant(raw: dict[str, Any]) -> str:
@@ -607,7 +722,9 @@ def build_tables(results: Results, external: dict[str, dict[str, Any]] | None = 
     by_class = by_class_table(results)
     tables = [models, tier_median_table(models), class_tier_table(by_class), by_class,
               system_table(results), npt_table(results)]
-    return {t.name: t for t in tables if t is not None}
+    out = {t.name: t for t in tables if t is not None}
+    assert set(out) <= set(TABLE_NAMES), "a new table's name belongs in TABLE_NAMES (what a rerun replaces)"
+    return out
 
 
 # ----------------------------------------------------------------------------- writing
