@@ -312,6 +312,8 @@ def _run_failure_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
            "system_class": (rec.get("system_info") or {}).get("class"), "status": rec.get("status"),
            "error": rec.get("error") or f"run status {rec.get('status')!r}", "replica_index": rec.get("replica"),
            **model_facts(rec)}
+    proto = rec.get("protocol") or {}  # the entry it fails in: NVT, NPT or path integrals (_variant)
+    raw.update(ensemble=proto.get("ensemble"), nbeads=proto.get("nbeads"))
     row = _normalise_row(raw, run_dir / RUN_JSON)
     row["curves_path"] = None
     return row

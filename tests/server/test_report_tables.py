@@ -34,6 +34,14 @@ def test_nvt_npt_and_path_integral_runs_of_one_model_are_never_averaged(tmp_path
     assert {m: (r["n_completed"], r["rdf_error_pct"]) for m, r in rows.items()} == {
         "emt": (1, 2.0), "emt+NPT": (1, 4.0), "emt+PI4": (1, 9.0)}
     assert not any("duplicate" in n for n in res.notes)
+    # an NPT run that exploded before it could be scored fails in the NPT entry, not in the NVT one
+    d = RunFolder.of(tmp_path / "npt", "emt", "Cu2").path
+    d.mkdir(parents=True)
+    RunFolder(d).run_json.write_text(json.dumps({"model": "emt", "system": "Cu2", "status": "exploded",
+                                                 "error": "MD exploded", "protocol": {"ensemble": "npt"},
+                                                 "started": "", "steps_requested": 10}))
+    res = load_results([tmp_path / f for f in ("nvt", "npt", "pi")])
+    assert [(r["model"], r["status"]) for r in res.failures] == [("emt+NPT", "exploded")]
 
 
 def test_means_skip_null_pressure_and_exclude_exploded_runs(tmp_path):
