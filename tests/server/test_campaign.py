@@ -244,7 +244,7 @@ def test_local_npt_campaign_carries_the_ensemble_to_its_run_and_report(tmp_path)
     sc = json.loads(run.score_json.read_text())
     assert sc["n_frames_mlip"] == 21 and sc["volume_mean_mlip_A3"] != sc["volume_mean_ref_A3"]  # after the burn-in
     table = json.loads((out / "report" / "tables" / "npt_cell.json").read_text())
-    assert [(r["model"], r["system"]) for r in table["rows"]] == [("emt", A)]
+    assert [(r["model"], r["system"]) for r in table["rows"]] == [("emt+NPT", A)]
     res = campaign("--models", "emt", "--systems", A, "--steps", "400", "--out", str(out), timeout=60)
     assert res.returncode == 0, res.stderr
     assert f"of another length or ensemble than asked: emt/{A} (npt)" in res.stderr

@@ -258,7 +258,7 @@ def test_emt_npt_reference_scores_lj_far_off_and_another_emt_seed_within_the_noi
 
     tables = build_tables(load_results([RunFolder(runs["emt2"]).score_json, RunFolder(runs["lj"]).score_json]))
     npt = tables["npt_cell"]
-    assert [r["model"] for r in npt.rows] == ["emt", "lj"]
+    assert [r["model"] for r in npt.rows] == ["emt+NPT", "lj+NPT"]  # NPT runs: entries of their own
     assert "Variable-cell (NPT)" in render_html([npt], [], [])
 
 
