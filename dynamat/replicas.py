@@ -101,7 +101,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                   overrides: dict | None = None) -> list[ReplicaRun]:
     """Every replica of every system, with its seed and whether it is kept as it is."""
     from dynamat.reference import load_system
-    from dynamat.runner import check_resume_ensemble, steps_for
+    from dynamat.runner import check_resume_settings, steps_for
 
     plan = []
     for system in systems:
@@ -121,6 +121,6 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                     raise DynamatError(f"{run_dir} holds a run with seed {rec.get('seed')}, not {s} (--seed + {k}): "
                                        "leave --seed out to go on with the recorded seeds, give another --out, "
                                        "or --overwrite")
-                check_resume_ensemble(run_dir, rec, entry.md_settings(steps=want, seed=s))
+                check_resume_settings(run_dir, rec, entry.md_settings(steps=want, seed=s))
             plan.append(ReplicaRun(system, k, s, keep))
     return plan

@@ -14,6 +14,7 @@ Engines (:data:`dynamat.engines.ENGINES`): ``ipi`` (any thermostat, any bead cou
 from __future__ import annotations
 
 import json
+import math
 import platform
 import secrets
 import shutil
@@ -408,7 +409,7 @@ def supervise(
     resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
     old = read_run_json(run_dir) if resume_from is not None else None
     _check_resume_seed(run_dir, old, settings.seed)
-    check_resume_ensemble(run_dir, old, settings)
+    check_resume_settings(run_dir, old, settings, opts.engine)
     identity = model_identity(opts.served(model), opts.driver_args)
     if resume_from is not None:
         check_same_model(run_dir, old, identity)
@@ -454,7 +455,7 @@ def _kept_final(run_dir: Path, settings: MDSettings) -> RunRecord | None:
     if not (done or old.get("status") == "exploded"):
         return None
     _check_resume_seed(run_dir, old, settings.seed)
-    check_resume_ensemble(run_dir, old, settings)
+    check_resume_settings(run_dir, old, settings)
     known = {f.name for f in fields(RunRecord)}
     return RunRecord(**{k: v for k, v in old.items() if k in known})
 
@@ -515,6 +516,34 @@ def check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings)
                     f"--tau-barostat-fs {e['tau_barostat_fs']:g}")
         raise DynamatError(f"{run_dir} holds a run with {say(had)}, which a resume continues; it was asked for "
                            f"{say(want)}: give the same ensemble arguments, another --out, or --overwrite")
+
+
+#: the protocol a resume continues (the restart file holds it): (run.json key, what the user gives, unit)
+_RESUMED_PROTOCOL = (("temperature_K", "--temperature", "K"), ("timestep_fs", "--timestep-fs", "fs"),
+                     ("tau_fs", "--tau-fs", "fs"), ("stride", "--stride", "steps"), ("nbeads", "--beads", ""),
+                     ("thermostat", "--thermostat", ""))
+
+
+def check_resume_settings(run_dir: Path, old: dict | None, settings: MDSettings, engine: str = "ipi") -> None:
+    """A resume continues the recorded run: i-PI's restart file holds its temperature, time step, thermostat
+    and its time constant, save stride and beads, and i-PI takes them from there whatever the new input
+    says. Other values are refused in one line (as another --seed or ensemble is), never recorded as if run."""
+    check_resume_ensemble(run_dir, old, settings)
+    had = (old or {}).get("protocol") or {}
+    want = asdict(settings)
+    if engine == "ipi":
+        want["thermostat"] = ipi_thermostat(settings)  # as run.json records it (path integrals: pile_l)
+    differ = []
+    for key, flag, unit in _RESUMED_PROTOCOL:
+        a, b = had.get(key), want.get(key)
+        if a is None or b is None or a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                                                 and math.isclose(a, b, rel_tol=1e-9)):
+            continue
+        differ.append(f"{flag} {a:g}{' ' + unit if unit else ''} (asked {b:g})" if isinstance(a, (int, float))
+                      else f"{flag} {a} (asked {b})")
+    if differ:
+        raise DynamatError(f"{run_dir} holds a run with {', '.join(differ)}, which a resume continues from its "
+                           "restart file: give the same protocol arguments, another --out, or --overwrite")
 
 
 def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Path | None) -> str:

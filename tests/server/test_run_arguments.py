@@ -11,7 +11,7 @@ import pytest
 
 from dynamat.io import read_ipi_run
 
-from conftest import BIN, dynamat_cmd, wait_for_step
+from conftest import BIN, assert_one_line_error, dynamat_cmd, wait_for_step
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 
@@ -135,3 +135,20 @@ def test_a_run_killed_before_its_end_is_resumed_only_as_it_started(tmp_path):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "--seed 3" in res.stderr, res.stderr
     res = _run(tmp_path, "--steps", "100000", "--ensemble", "npt", "--pressure-GPa", "5")
     assert res.returncode == 2 and "--ensemble nvt" in res.stderr, res.stderr
+    # the protocol too: i-PI takes it from the restart file, whatever the rerun's input says
+    res = _run(tmp_path, "--steps", "100000", "--seed", "3", "--tau-fs", "20", "--timestep-fs", "1.0")
+    assert_one_line_error(res, "--timestep-fs 0.25 fs (asked 1)", "--tau-fs 254.5 fs (asked 20)",
+                          "which a resume continues from its restart file")
+    assert json.loads((run_dir / "run.json").read_text())["protocol"]["tau_fs"] == 254.5  # nothing recorded
+
+
+def test_a_completed_run_is_extended_only_with_its_protocol(tmp_path):
+    """A larger --steps continues a completed run from its restart point: a new --tau-fs or --thermostat would
+    be recorded, and not run (i-PI keeps the restart file's)."""
+    assert _run(tmp_path, "--steps", "100", "--seed", "2").returncode == 0
+    for extra, says in ((("--tau-fs", "20"), "--tau-fs 254.5 fs (asked 20)"),
+                        (("--thermostat", "langevin"), "--thermostat svr (asked langevin)")):
+        assert_one_line_error(_run(tmp_path, "--steps", "200", "--seed", "2", *extra), says)
+    res = _run(tmp_path, "--steps", "200", "--seed", "2")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "emt" / SYSTEM / "run.json").read_text())["steps_done"] == 200
