@@ -518,6 +518,12 @@ def check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings)
                            f"{say(want)}: give the same ensemble arguments, another --out, or --overwrite")
 
 
+def recorded_thermostat(settings: MDSettings, engine: str) -> str:
+    """The thermostat a run records: the mode i-PI runs (path integrals: pile_l), or ``nhc`` for the ASE
+    engine's Nose-Hoover chain (``ase.md.nose_hoover_chain.NoseHooverChainNVT``, tchain 3)."""
+    return ipi_thermostat(settings) if engine == "ipi" else "nhc"
+
+
 #: the protocol a resume continues (the restart file holds it): (run.json key, what the user gives, unit)
 _RESUMED_PROTOCOL = (("temperature_K", "--temperature", "K"), ("timestep_fs", "--timestep-fs", "fs"),
                      ("tau_fs", "--tau-fs", "fs"), ("stride", "--stride", "steps"), ("nbeads", "--beads", ""),
@@ -531,8 +537,7 @@ def check_resume_settings(run_dir: Path, old: dict | None, settings: MDSettings,
     check_resume_ensemble(run_dir, old, settings)
     had = (old or {}).get("protocol") or {}
     want = asdict(settings)
-    if engine == "ipi":
-        want["thermostat"] = ipi_thermostat(settings)  # as run.json records it (path integrals: pile_l)
+    want["thermostat"] = recorded_thermostat(settings, engine)  # as run.json records it
     differ = []
     for key, flag, unit in _RESUMED_PROTOCOL:
         a, b = had.get(key), want.get(key)
@@ -559,8 +564,11 @@ def _new_record(model, settings: MDSettings, run_dir: Path, opts: RunOptions, sy
                 reference: str, system_info: dict | None, old: dict | None) -> RunRecord:
     protocol = asdict(system.protocol) if system is not None else {}
     protocol.update(asdict(settings), engine=opts.engine)
+    protocol["thermostat"] = recorded_thermostat(settings, opts.engine)
     if opts.engine == "ipi":  # the mode i-PI runs (path integrals: PILE-L), in both keys
-        protocol["thermostat"] = protocol["ipi_thermostat"] = ipi_thermostat(settings)
+        protocol["ipi_thermostat"] = protocol["thermostat"]
+    else:  # ASE's Nose-Hoover chain ran: no i-PI thermostat did
+        protocol["ipi_thermostat"] = None
     if system is not None:
         protocol.update(system_class=system.system_class, dims=system.dims)
     record = RunRecord(

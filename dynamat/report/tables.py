@@ -313,18 +313,19 @@ def _run_failure_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
            "error": rec.get("error") or f"run status {rec.get('status')!r}", "replica_index": rec.get("replica"),
            **model_facts(rec)}
     proto = rec.get("protocol") or {}  # the entry it fails in: NVT, NPT or path integrals (_variant)
-    raw.update(ensemble=proto.get("ensemble"), nbeads=proto.get("nbeads"))
+    raw.update(ensemble=proto.get("ensemble"), nbeads=proto.get("nbeads"), engine=proto.get("engine"))
     row = _normalise_row(raw, run_dir / RUN_JSON)
     row["curves_path"] = None
     return row
 
 
 def _variant(raw: dict[str, Any]) -> str:
-    """What makes a run another entry than the model's classical NVT one: a dispersion correction (+D3),
-    the NPT ensemble (+NPT), path integrals (+PI<beads>). Rows of one entry are averaged; of two, never."""
+    """What makes a run another entry than the model's classical NVT one through i-PI: a dispersion
+    correction (+D3), the NPT ensemble (+NPT), path integrals (+PI<beads>), ASE's Nose-Hoover chain engine
+    (+ASE). Rows of one entry are averaged; of two, never."""
     nbeads = _int(raw.get("nbeads")) or 1
     return (("+D3" if raw.get("dispersion") else "") + ("+NPT" if raw.get("ensemble") == "npt" else "")
-            + (f"+PI{nbeads}" if nbeads > 1 else ""))
+            + (f"+PI{nbeads}" if nbeads > 1 else "") + ("+ASE" if raw.get("engine") == "ase" else ""))
 
 
 def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:

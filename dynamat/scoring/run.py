@@ -227,6 +227,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     nbeads = int((meta.get("protocol") or {}).get("nbeads") or 1)
     if nbeads > 1:
         res["nbeads"] = nbeads
+    if (meta.get("protocol") or {}).get("engine", "ipi") != "ipi":  # ASE's Nose-Hoover chain, not i-PI's SVR
+        res["engine"] = meta["protocol"]["engine"]
     res.update(progress)
     if meta.get("replica") is not None:  # one run of a --replicas set; the report aggregates the set
         res["replica_index"] = int(meta["replica"])

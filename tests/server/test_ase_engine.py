@@ -20,7 +20,12 @@ def test_ase_engine_equals_in_process_ase_md(tmp_path):
                       "--engine", "ase", "--seed", "4")
     assert res.returncode == 0, res.stderr
     run_dir = tmp_path / "emt" / SYSTEM
-    assert json.loads((run_dir / "run.json").read_text())["protocol"]["engine"] == "ase"
+    proto = json.loads((run_dir / "run.json").read_text())["protocol"]
+    # what ran: ASE's Nose-Hoover chain (it was recorded as i-PI's svr, which never ran)
+    assert (proto["engine"], proto["thermostat"], proto["ipi_thermostat"]) == ("ase", "nhc", None)
+    res = dynamat_cmd("score", "--system", SYSTEM, "--run", str(run_dir))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run_dir / "score.json").read_text())["engine"] == "ase"  # the report's emt+ASE entry
     traj = read_ipi_run(run_dir)
     assert traj.n_frames == 31 and traj.dt_fs == 2.5
     # the same integrator, thermostat and seed in-process, with EMT called directly

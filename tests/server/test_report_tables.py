@@ -20,19 +20,21 @@ def _score(root, model, system, tier, status="completed", system_class="pure met
 
 
 def test_nvt_npt_and_path_integral_runs_of_one_model_are_never_averaged(tmp_path):
-    """The same model and system run classically (NVT), under a barostat and with 4 beads: three entries, each
-    its own mean, as a dispersion-corrected model is (they were one model with a 3-run mean over one system)."""
+    """The same model and system run classically (NVT), under a barostat, with 4 beads and with ASE's thermostat
+    engine: four entries, each its own mean, as a dispersion-corrected model is (they were one model with a
+    4-run mean over one system)."""
     from dynamat.layout import RunFolder
 
-    for folder, extra, err in (("nvt", {}, 2.0), ("npt", {"ensemble": "npt"}, 4.0), ("pi", {"nbeads": 4}, 9.0)):
+    for folder, extra, err in (("nvt", {}, 2.0), ("npt", {"ensemble": "npt"}, 4.0), ("pi", {"nbeads": 4}, 9.0),
+                               ("ase", {"engine": "ase"}, 3.0)):
         d = RunFolder.of(tmp_path / folder, "emt", "Cu").path
         d.mkdir(parents=True)
         RunFolder(d).score_json.write_text(json.dumps({"model": "emt", "system": "Cu", "status": "completed",
                                                        "rdf_error_pct": err, **extra}))
-    res = load_results([tmp_path / f for f in ("nvt", "npt", "pi")])
+    res = load_results([tmp_path / f for f in ("nvt", "npt", "pi", "ase")])
     rows = {r["model"]: r for r in model_table(res).rows}
     assert {m: (r["n_completed"], r["rdf_error_pct"]) for m, r in rows.items()} == {
-        "emt": (1, 2.0), "emt+NPT": (1, 4.0), "emt+PI4": (1, 9.0)}
+        "emt": (1, 2.0), "emt+NPT": (1, 4.0), "emt+PI4": (1, 9.0), "emt+ASE": (1, 3.0)}
     assert not any("duplicate" in n for n in res.notes)
     # an NPT run that exploded before it could be scored fails in the NPT entry, not in the NVT one
     d = RunFolder.of(tmp_path / "npt", "emt", "Cu2").path
