@@ -406,6 +406,9 @@ def supervise(
         if announce:
             announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}), run meanwhile")
         return kept
+    if announce and plan_run_dir(run_dir, opts.overwrite, settings.steps)[0] == "restart":  # never silently
+        announce(f"{run_dir} holds an unfinished run with no restart point to resume from"
+                 + (" (the ASE engine writes none)" if opts.engine == "ase" else "") + ": starting it again at step 0")
     resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
     old = read_run_json(run_dir) if resume_from is not None else None
     _check_resume_seed(run_dir, old, settings.seed)

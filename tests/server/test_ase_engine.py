@@ -52,3 +52,24 @@ def test_ase_engine_refuses_langevin_protocols(tmp_path):
     mol = get_system("anthracene_293K")
     with pytest.raises(DynamatError, match="Nose-Hoover"):
         run_md("emt", mol, Atoms("Cu", cell=[5, 5, 5], pbc=True), "x", tmp_path, RunOptions(steps=10, engine="ase"))
+
+
+def test_a_killed_ase_engine_run_says_it_starts_again(tmp_path):
+    """The ASE engine writes no restart point: a rerun after a kill runs from step 0 again, and says so (it
+    printed a plain 'running:' and redid every step unannounced)."""
+    import subprocess
+
+    from conftest import BIN, wait_for_step
+
+    args = ["run", "--model", "emt", "--system", SYSTEM, "--out", str(tmp_path), "--engine", "ase", "--seed", "4"]
+    first = subprocess.Popen([str(BIN / "dynamat"), *args, "--steps", "100000"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_step(tmp_path / "emt" / SYSTEM / "simulation.out", 50)
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    res = dynamat_cmd(*args, "--steps", "60")
+    assert res.returncode == 0, res.stderr
+    assert "holds an unfinished run with no restart point to resume from (the ASE engine writes none): " \
+           "starting it again at step 0" in res.stderr
