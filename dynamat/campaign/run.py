@@ -27,6 +27,7 @@ A task is ``python -m dynamat campaign-task --manifest JOBS.tsv --index I`` (:mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -49,6 +50,7 @@ from dynamat.campaign.jobs import (
 from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
 from dynamat.layout import SCORE_JSON, CampaignTree, RunFolder
+from dynamat.processes import parent_death_signal
 
 __all__ = ["CampaignResult", "CampaignSpec", "run_campaign"]
 
@@ -334,7 +336,10 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
                         [sys.executable, "-m", "dynamat", "campaign-task", "--manifest", str(manifest), "--index",
                          str(task)],
                         stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                        env={**env, "DYNAMAT_TASK_T0": repr(t0)})
+                        env={**env, "DYNAMAT_TASK_T0": repr(t0)},
+                        # a campaign killed outright (SIGKILL) takes its tasks with it: SIGTERM stops them
+                        # as Ctrl-C does, RESTARTs kept, and a rerun finds no pair held by an orphan
+                        preexec_fn=functools.partial(parent_death_signal, os.getpid()))
                 running[task] = (jobs, proc, log)
                 for job in jobs:
                     by_label[job.label].status = "running"
