@@ -199,13 +199,8 @@ def load_results(root) -> Results:
                                "run `dynamat score --run DIR` first")
         unreadable = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
         raise ResultsError(f"no readable score.json under {shown}{unreadable}")
+    _refuse_duplicates(rows)
     rows = _aggregate_replicas(rows, notes)
-    seen: set[tuple[str, str]] = set()
-    for r in rows:
-        key = (r["model"], r["system"])
-        if key in seen:
-            notes.append(f"duplicate score for {key[0]}/{key[1]}; both rows kept")
-        seen.add(key)
     n_fail = sum(r["status"] != "completed" for r in rows)
     if n_fail:
         notes.insert(
@@ -303,6 +298,21 @@ def not_a_score(raw: dict[str, Any], path: Path) -> str | None:
     return None
 
 
+def _refuse_duplicates(rows: list[dict[str, Any]]) -> None:
+    """Two runs of one entry (model and variant) on one system that are not replicas of a set: both rows
+    were kept, so the model's means counted that system twice. Refused in one line naming both."""
+    where: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if r.get("replica_index") is None:
+            where.setdefault((r["model"], r["system"]), []).append(r["source"])
+    for (model, system), paths in where.items():
+        if len(paths) > 1:
+            more = f" (and {len(paths) - 2} more)" if len(paths) > 2 else ""
+            raise ResultsError(f"two results for {model}/{system}: {paths[0]} and {paths[1]}{more}; a report counts "
+                               "each model on each system once: give one of them (independent runs of one model "
+                               "and system are replicas: `dynamat run --replicas R`)")
+
+
 def _run_failure_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The row of an exploded or failed run that has no score (too few frames to score, or not scored):
     its status and error from run.json, no metrics, as a campaign's failure score gives it."""
@@ -339,6 +349,7 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         "tier": _tier(raw.get("tier")),
         "n_params": _int(raw.get("n_params")),
         "status": str(raw.get("status") or "unknown"),
+        "source": str(path),  # the file the row was read from (named when two rows claim one run)
     }
     for key in METRIC_KEYS:
         row[key] = _num(raw.get(key))

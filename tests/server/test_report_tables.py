@@ -46,6 +46,23 @@ def test_nvt_npt_and_path_integral_runs_of_one_model_are_never_averaged(tmp_path
     assert [(r["model"], r["status"]) for r in res.failures] == [("emt+NPT", "exploded")]
 
 
+def test_two_runs_of_one_model_on_one_system_are_refused_naming_both(tmp_path):
+    """Two run folders of emt on Cu (another --out, another seed, not a replica set): both rows were kept and
+    the model's mean counted Cu twice (a note said so). Refused in one line naming both; replicas pass."""
+    from dynamat.layout import RunFolder
+
+    for folder, err in (("a", 3.66), ("b", 8.54)):
+        d = RunFolder.of(tmp_path / folder, "emt", "Cu").path
+        d.mkdir(parents=True)
+        RunFolder(d).score_json.write_text(json.dumps({"model": "emt", "system": "Cu", "status": "completed",
+                                                       "rdf_error_pct": err}))
+    with pytest.raises(ResultsError) as err:
+        load_results([tmp_path / "a", tmp_path / "b"])
+    assert str(err.value).startswith(f"two results for emt/Cu: {tmp_path / 'a' / 'emt' / 'Cu' / 'score.json'} and "
+                                     f"{tmp_path / 'b' / 'emt' / 'Cu' / 'score.json'}; a report counts")
+    assert model_table(load_results(tmp_path / "a")).rows[0]["rdf_error_pct"] == 3.66
+
+
 def test_means_skip_null_pressure_and_exclude_exploded_runs(tmp_path):
     _score(tmp_path, "m", "Cu", 1, force_rmse_eV_per_A=0.10, pressure_mae_GPa=2.0,
            rdf_error_pct=10.0, rdf_error_pct_unc=3.0)

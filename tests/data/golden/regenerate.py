@@ -101,7 +101,7 @@ def compute(out: Path, runs_dir: Path = HERE / "runs") -> None:
             d = results / "emt" / f"{SYSTEM}-{case}"
             d.mkdir(parents=True)
             s = json.loads((scores / f"{case}.score.json").read_text())
-            s["model"] = "emt"
+            s["model"], s["system"] = "emt", d.name  # three systems: one model's runs of one system are refused
             (d / "score.json").write_text(json.dumps(s))
             shutil.copy2(scores / f"{case}.curves.npz", d / "curves.npz")
         rep = Path(tmp) / "report"
