@@ -300,19 +300,26 @@ def _identity_part(key: str, value) -> str:
     return f"{flag} {value}" if value else f"no {flag}"
 
 
-def check_same_model(run_dir: Path, old: dict | None, identity: dict) -> None:
-    """A run is continued only by the model it started with: the folder is named by the model's name alone,
-    which a models file, a MODULE:CALLABLE's options or a correction leave the same. A ``--dtype`` the
-    first run did not give is accepted where it is the one that run recorded using."""
+def model_differences(old: dict | None, identity: dict) -> list[tuple[str, str]]:
+    """[(what the run recorded, what ``identity`` asks)] for each part of the served model that differs
+    between a run.json ``old`` and ``identity`` (:func:`model_identity`); empty: the same model."""
     old = old or {}
     had = old.get("served")
     if not isinstance(had, dict):  # run.json from before identities were recorded: only its correction is known
         had = {"dispersion": old.get("dispersion")}
-    differ = [k for k in had if k in identity and had[k] != identity[k]
-              and not (k == "dtype" and had[k] is None and identity[k] == old.get("dtype"))]
+    return [(_identity_part(k, had[k]), _identity_part(k, identity[k])) for k in had
+            if k in identity and had[k] != identity[k]
+            and not (k == "dtype" and had[k] is None and identity[k] == old.get("dtype"))]
+
+
+def check_same_model(run_dir: Path, old: dict | None, identity: dict) -> None:
+    """A run is continued only by the model it started with: the folder is named by the model's name alone,
+    which a models file, a MODULE:CALLABLE's options or a correction leave the same. A ``--dtype`` the
+    first run did not give is accepted where it is the one that run recorded using."""
+    differ = model_differences(old, identity)
     if differ:
-        was = ", ".join(_identity_part(k, had[k]) for k in differ)
-        now = ", ".join(_identity_part(k, identity[k]) for k in differ)
+        was = ", ".join(w for w, _ in differ)
+        now = ", ".join(n for _, n in differ)
         raise DynamatError(f"{run_dir} holds a run with {was}; continuing it with {now} would mix two models: "
                            "give another --out, or --overwrite")
 

@@ -301,6 +301,53 @@ def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
     assert "relaying to i-PI" in (out / "emt" / A / "driver.log").read_text()
 
 
+def _last_campaign(out: Path) -> dict:
+    return json.loads((out / "_campaign" / "last_campaign.json").read_text())
+
+
+def _files(run_dir: Path) -> dict:
+    """Every file of a run folder and its bytes (the folder lock aside)."""
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+def test_rerun_with_another_model_or_seed_is_refused_not_reported_as_this_model(tmp_path):
+    """A campaign keeps a final run and reports it under the model's name: a rerun whose model (a models
+    file's calculator, a model option) or seed differs from the recorded run's is refused in one line
+    before anything runs, naming the runs, rather than reporting another model's (or seed's) results as
+    this one's; with the arguments of the run it skips."""
+    out, models = tmp_path / "c7", tmp_path / "m1.toml"
+    emt = '[mypot]\ncalculator = "ase.calculators.emt:EMT"\n'
+    models.write_text(emt)
+
+    def args(sigma="2.3", seed="3"):
+        return ("--models", "mypot,lj", "--models-file", str(models), "--model-option", f"lj=sigma={sigma}",
+                "--systems", A, "--steps", "200", "--out", str(out), "--seed", seed)
+
+    res = campaign(*args(), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    pairs = _last_campaign(out)["pairs"]
+    before = {m: _files(out / m / A) for m in ("mypot", "lj")}
+    report = (out / "report" / "report.html").stat().st_mtime
+
+    models.write_text('[mypot]\ncalculator = "ase.calculators.lj:LennardJones"\n')
+    res = campaign(*args(), timeout=60)
+    line = assert_one_line_error(res, f"mypot/{A} (run with model ase.calculators.emt:EMT)", "nothing was run")
+    assert "lj/" not in line
+    models.write_text(emt)
+    res = campaign(*args(sigma="2.2"), timeout=60)
+    line = assert_one_line_error(res, f"lj/{A} (run with options sigma=2.3)")
+    assert "mypot/" not in line
+    res = campaign(*args(seed="4"), timeout=60)
+    assert_one_line_error(res, f"mypot/{A} (run with --seed 3)", f"lj/{A} (run with --seed 3)")
+    assert {m: _files(out / m / A) for m in ("mypot", "lj")} == before  # nothing run, scored or removed
+    assert (out / "report" / "report.html").stat().st_mtime == report
+    assert _last_campaign(out)["pairs"] == pairs
+
+    res = campaign(*args(), timeout=60)  # the arguments of the runs: kept, as before
+    assert res.returncode == 0, res.stderr
+    assert "2 pairs (2 skip)" in res.stderr and "report up to date" in res.stderr
+
+
 # ------------------------------------------------------------------------------ SLURM
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
