@@ -323,7 +323,11 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
         state.action = action
         save(phase="starting")
         if action in ("run", "resume", "overwrite", "extend"):
-            _run_with_retries(job, action, state, save, log, pack)
+            refused = _run_with_retries(job, action, state, save, log, pack)
+            if refused:  # nothing ran: the run folder is left as it was, without a score of this task's
+                state.result, state.error = "failed", refused
+                save(phase="done")
+                return state
         _score(job, action, state, save)
         return state
     except (Terminated, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a pack's runs told to stop
@@ -358,9 +362,12 @@ def _task_state(job: Job) -> tuple[TaskState, _StateWriter]:
 
 
 def _run_with_retries(job: Job, action: str, state: TaskState, save: _StateWriter, log: Callable[[str], None],
-                      pack) -> None:
+                      pack) -> str | None:
     """Runs the pair's MD until its run is final (completed or exploded) or ``job.max_retries``
-    retries have failed; each retry resumes from the restart point the last attempt left, if any."""
+    retries have failed; each retry resumes from the restart point the last attempt left, if any.
+    The runner's refusal to start a run (another seed, model or ensemble than the folder's run, a
+    damaged restart file, ...) ends the retries, as asking again cannot help; returned when it came
+    first (nothing ran), else None."""
     from dynamat.reference import initial_atoms as _initial_atoms, load_system as _load_system
     from dynamat.runner import restart_file
 
@@ -374,8 +381,12 @@ def _run_with_retries(job: Job, action: str, state: TaskState, save: _StateWrite
         log(f"{job.label}: {action} (attempt {attempt + 1} of {job.max_retries + 1})")
         status, err = _attempt(job, action, inputs, state, save, progress)
         if status in FINAL_RUN_STATUSES:
-            return
+            return None
+        if status == "refused":  # after an attempt that ran, that run's failure is scored as usual
+            log(f"{job.label}: not run: {err}")
+            return None if attempt else err
         log(f"{job.label}: attempt {attempt + 1} failed: {err}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -405,8 +416,9 @@ class _ProgressRecorder:
 
 def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: _StateWriter,
              progress: _ProgressRecorder) -> tuple[str, str | None]:
-    """One run_md call; records the attempt in the state. Returns (run status, error or None)."""
-    from dynamat.runner import RunOptions, run_md
+    """One run_md call; records the attempt in the state. Returns (run status, error or None); the
+    status is ``refused`` when the runner would not start the run (nothing changed in its folder)."""
+    from dynamat.runner import RunOptions, RunRefused, run_md
 
     # never --overwrite: the runner starts a folder with no restart point again in place, and refuses
     # (keeping every file) when a restart file is damaged
@@ -422,6 +434,8 @@ def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: 
         rec = run_md(job.model, inputs.system, inputs.initial, inputs.reference, Path(job.out), opts, progress,
                      replica=job.replica)
         status, err = rec.status, None
+    except RunRefused as exc:
+        status, err = "refused", str(exc)
     except DynamatError as exc:
         status = (read_json(RunFolder(job.run_dir).run_json) or {}).get("status") or "failed"
         err = str(exc)

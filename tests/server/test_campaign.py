@@ -314,7 +314,7 @@ def test_rerun_with_another_model_or_seed_is_refused_not_reported_as_this_model(
     """A campaign keeps a final run and reports it under the model's name: a rerun whose model (a models
     file's calculator, a model option) or seed differs from the recorded run's is refused in one line
     before anything runs, naming the runs, rather than reporting another model's (or seed's) results as
-    this one's; with the arguments of the run it skips."""
+    this one's; with the arguments of the run it skips. The steps a fresh pair ran are counted from 0."""
     out, models = tmp_path / "c7", tmp_path / "m1.toml"
     emt = '[mypot]\ncalculator = "ase.calculators.emt:EMT"\n'
     models.write_text(emt)
@@ -346,6 +346,49 @@ def test_rerun_with_another_model_or_seed_is_refused_not_reported_as_this_model(
     res = campaign(*args(), timeout=60)  # the arguments of the runs: kept, as before
     assert res.returncode == 0, res.stderr
     assert "2 pairs (2 skip)" in res.stderr and "report up to date" in res.stderr
+
+
+def test_refused_resume_ends_the_pair_at_once_with_its_reason(tmp_path):
+    """An interrupted run: a campaign with another seed is refused before anything runs; one with
+    another ensemble is refused by the runner, which ends the pair at once (no retries) with the
+    runner's reason, writing no score of a run that never started; the right arguments resume it."""
+    from dynamat import processes
+    from dynamat.runner import restart_point
+
+    from conftest import wait_for_step
+
+    out, steps = tmp_path / "c", 400
+    run_dir = out / "emt" / A
+    proc = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", A, "--steps", str(steps),
+                             "--out", str(out), "--seed", "7"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_step(run_dir / "simulation.out", 120)
+    os.kill(proc.pid, 9)
+    proc.wait()
+    processes.RunLock(run_dir, wait_s=120, notify=lambda line: None).release()
+    at = restart_point(run_dir)[1]
+    assert at is not None and 0 < at < steps and pair_status(run_dir)[0] == "resume"
+    kept = _files(run_dir)
+
+    res = campaign("--models", "emt", "--systems", A, "--steps", str(steps), "--out", str(out), "--seed", "8",
+                   timeout=60)
+    assert_one_line_error(res, f"emt/{A} (run with --seed 7)")
+    res = campaign("--models", "emt", "--systems", A, "--steps", str(steps), "--out", str(out), "--seed", "7",
+                   "--max-retries", "2", "--ensemble", "npt", "--pressure-GPa", "0.5", timeout=120)
+    line = assert_one_line_error(res, f"1 of 1 pairs did not complete: emt/{A} ({run_dir} holds a run with "
+                                      "--ensemble nvt, which a resume continues", after_progress=True)
+    assert "run status" not in line
+    st = _state(out, "emt", A)
+    assert st["result"] == "failed" and st["error"].startswith(f"{run_dir} holds a run with --ensemble nvt")
+    assert [a["status"] for a in st["attempts"]] == ["refused"]  # retrying cannot help
+    assert _last_campaign(out)["pairs"][f"emt/{A}"]["error"] == st["error"]
+    assert _files(run_dir) == kept and not (run_dir / "score.json").exists()
+
+    res = campaign("--models", "emt", "--systems", A, "--steps", str(steps), "--out", str(out), "--seed", "7",
+                   "--no-report", timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "1 pairs (1 resume)" in res.stderr
+    _check_scored(out, "emt", A, steps)
 
 
 # ------------------------------------------------------------------------------ SLURM
