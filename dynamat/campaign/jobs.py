@@ -274,7 +274,7 @@ class TaskState:
     result: str | None = None  # final run status: completed | failed | exploded
     error: str | None = None
     step: int | None = None
-    step0: int | None = None  # first MD step this task saw (resumed runs start above 0)
+    step0: int | None = None  # the MD step this task's first attempt started from (0, or a resume's restart step)
     total: int | None = None
     attempts: list = field(default_factory=list)
     host: str = ""
@@ -401,15 +401,18 @@ class _RunInputs:
 
 
 class _ProgressRecorder:
-    """run_md's progress callback: the attempt's first step and time, and the step in the state file
-    (throttled by the writer, forced at the last step)."""
+    """run_md's progress callback: the step the task's MD started from and the time of its first
+    reported step, and the step in the state file (throttled by the writer, forced at the last step)."""
 
     def __init__(self, state: TaskState, save: _StateWriter):
         self.state, self.save = state, save
+        #: the step the current attempt starts from (set by _attempt): 0, or the restart point's step.
+        #: The callback's first report is a few steps later; counting from it lost those steps.
+        self.start = 0
 
     def __call__(self, step: int, total: int) -> None:
         if self.state.step0 is None:
-            self.state.step0 = step
+            self.state.step0 = min(self.start, step)
             self.state.times.setdefault("first_step", time.time())
         self.save(force=step >= total, step=step, total=total)
 
@@ -418,7 +421,7 @@ def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: 
              progress: _ProgressRecorder) -> tuple[str, str | None]:
     """One run_md call; records the attempt in the state. Returns (run status, error or None); the
     status is ``refused`` when the runner would not start the run (nothing changed in its folder)."""
-    from dynamat.runner import RunOptions, RunRefused, run_md
+    from dynamat.runner import RunOptions, RunRefused, restart_point, run_md
 
     # never --overwrite: the runner starts a folder with no restart point again in place, and refuses
     # (keeping every file) when a restart file is damaged
@@ -428,7 +431,8 @@ def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: 
     t_md = time.time()
     state.attempts.append({"action": action, "start": t_md})
     state.times.setdefault("md_start", t_md)
-    state.step0 = None
+    # as the runner decides: a resume or extension goes on from the newest complete restart point
+    progress.start = (restart_point(job.run_dir)[1] or 0) if action in ("resume", "extend") else 0
     save(phase="running")
     try:
         rec = run_md(job.model, inputs.system, inputs.initial, inputs.reference, Path(job.out), opts, progress,

@@ -325,7 +325,12 @@ def test_rerun_with_another_model_or_seed_is_refused_not_reported_as_this_model(
 
     res = campaign(*args(), timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
+    # every step counted: the progress reports start a few steps in, the MD at step 0
     pairs = _last_campaign(out)["pairs"]
+    assert {lab: p["steps"] for lab, p in pairs.items()} == {f"mypot/{A}": 200, f"lj/{A}": 200}
+    assert re.search(r"2 pairs: 2 done, 0 running, 0 failed, 0 pending \| MD \d+ steps/s now, \d+ mean, 400 steps",
+                     res.stderr), res.stderr
+    assert _state(out, "mypot", A)["step0"] == 0
     before = {m: _files(out / m / A) for m in ("mypot", "lj")}
     report = (out / "report" / "report.html").stat().st_mtime
 
@@ -351,7 +356,8 @@ def test_rerun_with_another_model_or_seed_is_refused_not_reported_as_this_model(
 def test_refused_resume_ends_the_pair_at_once_with_its_reason(tmp_path):
     """An interrupted run: a campaign with another seed is refused before anything runs; one with
     another ensemble is refused by the runner, which ends the pair at once (no retries) with the
-    runner's reason, writing no score of a run that never started; the right arguments resume it."""
+    runner's reason, writing no score of a run that never started; the right arguments resume it,
+    and the steps counted are those from its restart point to the end."""
     from dynamat import processes
     from dynamat.runner import restart_point
 
@@ -389,6 +395,9 @@ def test_refused_resume_ends_the_pair_at_once_with_its_reason(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "1 pairs (1 resume)" in res.stderr
     _check_scored(out, "emt", A, steps)
+    assert _state(out, "emt", A)["step0"] == at
+    assert _last_campaign(out)["pairs"][f"emt/{A}"]["steps"] == steps - at
+    assert re.search(rf"MD \d+ steps/s now, \d+ mean, {steps - at} steps", res.stderr), res.stderr
 
 
 # ------------------------------------------------------------------------------ SLURM
