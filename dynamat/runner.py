@@ -13,6 +13,7 @@ Engines (:data:`dynamat.engines.ENGINES`): ``ipi`` (any thermostat, any bead cou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -80,6 +81,22 @@ class RunOptions:
     def served(self, model: str) -> str:
         """The driver's ``--model`` for the run of ``model``."""
         return self.driver_model or model
+
+
+class RunRefused(DynamatError):
+    """The run was refused before it started (another seed, model or ensemble than the folder's run, a damaged
+    restart file, a missing driver, ...): nothing was run or recorded, and asking again the same way cannot help."""
+
+
+@contextlib.contextmanager
+def _refusals():
+    """Raises the DynamatErrors of the checks before a run starts as :class:`RunRefused`."""
+    try:
+        yield
+    except RunRefused:
+        raise
+    except DynamatError as exc:
+        raise RunRefused(str(exc)) from None
 
 
 @dataclass
@@ -301,19 +318,26 @@ def _identity_part(key: str, value) -> str:
     return f"{flag} {value}" if value else f"no {flag}"
 
 
-def check_same_model(run_dir: Path, old: dict | None, identity: dict) -> None:
-    """A run is continued only by the model it started with: the folder is named by the model's name alone,
-    which a models file, a MODULE:CALLABLE's options or a correction leave the same. A ``--dtype`` the
-    first run did not give is accepted where it is the one that run recorded using."""
+def model_differences(old: dict | None, identity: dict) -> list[tuple[str, str]]:
+    """[(what the run recorded, what ``identity`` asks)] for each part of the served model that differs
+    between a run.json ``old`` and ``identity`` (:func:`model_identity`); empty: the same model."""
     old = old or {}
     had = old.get("served")
     if not isinstance(had, dict):  # run.json from before identities were recorded: only its correction is known
         had = {"dispersion": old.get("dispersion")}
-    differ = [k for k in had if k in identity and had[k] != identity[k]
-              and not (k == "dtype" and had[k] is None and identity[k] == old.get("dtype"))]
+    return [(_identity_part(k, had[k]), _identity_part(k, identity[k])) for k in had
+            if k in identity and had[k] != identity[k]
+            and not (k == "dtype" and had[k] is None and identity[k] == old.get("dtype"))]
+
+
+def check_same_model(run_dir: Path, old: dict | None, identity: dict) -> None:
+    """A run is continued only by the model it started with: the folder is named by the model's name alone,
+    which a models file, a MODULE:CALLABLE's options or a correction leave the same. A ``--dtype`` the
+    first run did not give is accepted where it is the one that run recorded using."""
+    differ = model_differences(old, identity)
     if differ:
-        was = ", ".join(_identity_part(k, had[k]) for k in differ)
-        now = ", ".join(_identity_part(k, identity[k]) for k in differ)
+        was = ", ".join(w for w, _ in differ)
+        now = ", ".join(n for _, n in differ)
         raise DynamatError(f"{run_dir} holds a run with {was}; continuing it with {now} would mix two models: "
                            "give another --out, or --overwrite")
 
@@ -357,11 +381,12 @@ def run_md(
     """Runs one (model, system) MD in ``<out>/<model>/<system>`` (``<system>_r<k>`` for replica k >= 1)
     and writes run.json; raises DynamatError on failure (the record is written first)."""
     run_dir = RunFolder.of(out, model, system.name, replica or 0).path
-    check_same_run(run_dir, system.name, replica, opts.overwrite)
-    seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
-    if opts.engine == "ipi":  # path integrals run PILE-L: recorded as run, with what it replaced
-        system = with_beads(system, opts.nbeads)
-    settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
+    with _refusals():
+        check_same_run(run_dir, system.name, replica, opts.overwrite)
+        seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
+        if opts.engine == "ipi":  # path integrals run PILE-L: recorded as run, with what it replaced
+            system = with_beads(system, opts.nbeads)
+        settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
                      reference=str(reference), system_info=info, announce=announce, replica=replica)
@@ -396,27 +421,31 @@ def supervise(
 ) -> RunRecord:
     """Runs ``settings`` from ``initial`` with ``model`` in ``run_dir`` under ``opts.engine``.
 
-    ``announce`` receives one line once the inputs are checked and the folder is settled."""
-    _check_request(settings, opts)
+    ``announce`` receives one line once the inputs are checked and the folder is settled. The checks
+    before the run starts raise :class:`RunRefused`."""
+    with _refusals():
+        _check_request(settings, opts)
     run_dir = Path(run_dir).resolve()  # children run inside it: no relative paths
     if run_dir.is_dir():
         processes.RunLock(run_dir, notify=announce).release()  # wait for a leftover i-PI before judging the folder
-    kept = _kept_final(run_dir, settings) if opts.keep_final and not opts.overwrite else None
-    if kept is not None:
-        if announce:
-            announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}), run meanwhile")
-        return kept
-    if announce and plan_run_dir(run_dir, opts.overwrite, settings.steps)[0] == "restart":  # never silently
-        announce(f"{run_dir} holds an unfinished run with no restart point to resume from"
-                 + (" (the ASE engine writes none)" if opts.engine == "ase" else "") + ": starting it again at step 0")
-    resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
-    old = read_run_json(run_dir) if resume_from is not None else None
-    _check_resume_seed(run_dir, old, settings.seed)
-    check_resume_settings(run_dir, old, settings, opts.engine)
-    identity = model_identity(opts.served(model), opts.driver_args)
-    if resume_from is not None:
-        check_same_model(run_dir, old, identity)
-        _check_same_recording(run_dir, opts)
+    with _refusals():
+        kept = _kept_final(run_dir, settings) if opts.keep_final and not opts.overwrite else None
+        if kept is not None:
+            if announce:
+                announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}), run meanwhile")
+            return kept
+        if announce and plan_run_dir(run_dir, opts.overwrite, settings.steps)[0] == "restart":  # never silently
+            announce(f"{run_dir} holds an unfinished run with no restart point to resume from"
+                     + (" (the ASE engine writes none)" if opts.engine == "ase" else "")
+                     + ": starting it again at step 0")
+        resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
+        old = read_run_json(run_dir) if resume_from is not None else None
+        _check_resume_seed(run_dir, old, settings.seed)
+        check_resume_settings(run_dir, old, settings, opts.engine)
+        identity = model_identity(opts.served(model), opts.driver_args)
+        if resume_from is not None:
+            check_same_model(run_dir, old, identity)
+            _check_same_recording(run_dir, opts)
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
         announce(_start_line(model, run_dir, settings, resume_from))

@@ -274,7 +274,7 @@ class TaskState:
     result: str | None = None  # final run status: completed | failed | exploded
     error: str | None = None
     step: int | None = None
-    step0: int | None = None  # first MD step this task saw (resumed runs start above 0)
+    step0: int | None = None  # the MD step this task's first attempt started from (0, or a resume's restart step)
     total: int | None = None
     attempts: list = field(default_factory=list)
     host: str = ""
@@ -323,7 +323,11 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
         state.action = action
         save(phase="starting")
         if action in ("run", "resume", "overwrite", "extend"):
-            _run_with_retries(job, action, state, save, log, pack)
+            refused = _run_with_retries(job, action, state, save, log, pack)
+            if refused:  # nothing ran: the run folder is left as it was, without a score of this task's
+                state.result, state.error = "failed", refused
+                save(phase="done")
+                return state
         _score(job, action, state, save)
         return state
     except (Terminated, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a pack's runs told to stop
@@ -358,9 +362,12 @@ def _task_state(job: Job) -> tuple[TaskState, _StateWriter]:
 
 
 def _run_with_retries(job: Job, action: str, state: TaskState, save: _StateWriter, log: Callable[[str], None],
-                      pack) -> None:
+                      pack) -> str | None:
     """Runs the pair's MD until its run is final (completed or exploded) or ``job.max_retries``
-    retries have failed; each retry resumes from the restart point the last attempt left, if any."""
+    retries have failed; each retry resumes from the restart point the last attempt left, if any.
+    The runner's refusal to start a run (another seed, model or ensemble than the folder's run, a
+    damaged restart file, ...) ends the retries, as asking again cannot help; returned when it came
+    first (nothing ran), else None."""
     from dynamat.reference import initial_atoms as _initial_atoms, load_system as _load_system
     from dynamat.runner import restart_file
 
@@ -374,8 +381,12 @@ def _run_with_retries(job: Job, action: str, state: TaskState, save: _StateWrite
         log(f"{job.label}: {action} (attempt {attempt + 1} of {job.max_retries + 1})")
         status, err = _attempt(job, action, inputs, state, save, progress)
         if status in FINAL_RUN_STATUSES:
-            return
+            return None
+        if status == "refused":  # after an attempt that ran, that run's failure is scored as usual
+            log(f"{job.label}: not run: {err}")
+            return None if attempt else err
         log(f"{job.label}: attempt {attempt + 1} failed: {err}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -390,23 +401,27 @@ class _RunInputs:
 
 
 class _ProgressRecorder:
-    """run_md's progress callback: the attempt's first step and time, and the step in the state file
-    (throttled by the writer, forced at the last step)."""
+    """run_md's progress callback: the step the task's MD started from and the time of its first
+    reported step, and the step in the state file (throttled by the writer, forced at the last step)."""
 
     def __init__(self, state: TaskState, save: _StateWriter):
         self.state, self.save = state, save
+        #: the step the current attempt starts from (set by _attempt): 0, or the restart point's step.
+        #: The callback's first report is a few steps later; counting from it lost those steps.
+        self.start = 0
 
     def __call__(self, step: int, total: int) -> None:
         if self.state.step0 is None:
-            self.state.step0 = step
+            self.state.step0 = min(self.start, step)
             self.state.times.setdefault("first_step", time.time())
         self.save(force=step >= total, step=step, total=total)
 
 
 def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: _StateWriter,
              progress: _ProgressRecorder) -> tuple[str, str | None]:
-    """One run_md call; records the attempt in the state. Returns (run status, error or None)."""
-    from dynamat.runner import RunOptions, run_md
+    """One run_md call; records the attempt in the state. Returns (run status, error or None); the
+    status is ``refused`` when the runner would not start the run (nothing changed in its folder)."""
+    from dynamat.runner import RunOptions, RunRefused, restart_point, run_md
 
     # never --overwrite: the runner starts a folder with no restart point again in place, and refuses
     # (keeping every file) when a restart file is damaged
@@ -416,12 +431,15 @@ def _attempt(job: Job, action: str, inputs: _RunInputs, state: TaskState, save: 
     t_md = time.time()
     state.attempts.append({"action": action, "start": t_md})
     state.times.setdefault("md_start", t_md)
-    state.step0 = None
+    # as the runner decides: a resume or extension goes on from the newest complete restart point
+    progress.start = (restart_point(job.run_dir)[1] or 0) if action in ("resume", "extend") else 0
     save(phase="running")
     try:
         rec = run_md(job.model, inputs.system, inputs.initial, inputs.reference, Path(job.out), opts, progress,
                      replica=job.replica)
         status, err = rec.status, None
+    except RunRefused as exc:
+        status, err = "refused", str(exc)
     except DynamatError as exc:
         status = (read_json(RunFolder(job.run_dir).run_json) or {}).get("status") or "failed"
         err = str(exc)

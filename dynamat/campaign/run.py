@@ -9,7 +9,9 @@ a pair whose run.json says completed (or exploded: a result, never retried) and 
 agrees is skipped; an unfinished run is resumed from i-PI's RESTART/checkpoint; a failed run is
 retried up to ``--max-retries`` times (resumed where it can be, else started again); after the
 run, ``<out>/<model>/<system>/score.json`` is written with the code of ``dynamat score``. When
-every pair is final, the report (``dynamat report``) is written to ``<out>/report/``.
+every pair is final, the report (``dynamat report``) is written to ``<out>/report/``. A run there that
+another model (its recorded ``served`` identity) or seed made is never kept or continued as this one's:
+the campaign is refused in one line, before anything runs, naming those runs.
 
 ``--executor local`` runs ``--jobs K`` task processes at a time on this machine.
 ``--pack K`` makes a task of up to K pairs of one model: their i-PI runs share one driver process
@@ -138,6 +140,7 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
     """Sorts the pairs into skipped, to run and adopted, and numbers the jobs and their tasks."""
     plan = _Plan()
     waiting: list[PairView] = []  # an earlier submission's SLURM task had them
+    others: list[str] = []  # runs kept or continued that another model or seed than asked made
     replicas = [None] if spec.replicas == 1 else list(range(spec.replicas))
     for m, s, k in ((m, s, k) for m in spec.models for s in spec.systems for k in replicas):
         p = PairView(m, s, replica=k)
@@ -147,6 +150,10 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
         # a shorter completed run is extended to the length asked, as `dynamat run --steps` does
         action, status = pair_status(run_dir, want, ensemble)
         plan.action_of[p.label] = action
+        if action in ("skip", "score", "resume", "extend"):
+            other = _made_otherwise(run_dir, spec.job(m, s, want, k))
+            if other:
+                others.append(f"{p.label} ({other})")
         if action in ("skip", "score") and status == "completed":
             rec = read_json(RunFolder(run_dir).run_json) or {}
             done_len, done_ens = rec.get("steps_requested"), (rec.get("protocol") or {}).get("ensemble", "nvt")
@@ -163,6 +170,12 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
             waiting.append(p)
             continue
         plan.todo.append(spec.job(m, s, _job_steps(action, steps_of[s], want), k))
+    if others:
+        raise DynamatError(
+            f"{spec.out} holds {len(others)} run(s) of another model or seed than asked, which this campaign would "
+            "keep or continue and report as its own: " + ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
+            + "; nothing was run. Rerun with the arguments they were run with, give another --out, or move those "
+            "run folders away (`dynamat run --overwrite` replaces one)")
     if waiting:  # tasks of an earlier submission still queued or running: wait for them, do not resubmit
         from dynamat.campaign import slurm as campaign_slurm
 
@@ -183,6 +196,19 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
         j.index = i
     assign_tasks(plan.todo, spec.pack)
     return plan
+
+
+def _made_otherwise(run_dir: Path, job: Job) -> str | None:
+    """What in the run recorded in ``run_dir`` differs from what ``job`` would run: the served model's
+    identity (computed as the runner computes it: a models file's calculator, model options, dtype,
+    dispersion) or the seed, e.g. ``model ase.calculators.emt:EMT``; None when it is the same."""
+    from dynamat.runner import model_differences, model_identity
+
+    rec = read_json(RunFolder(run_dir).run_json) or {}
+    said = [was for was, _ in model_differences(rec, model_identity(job.driver_model or job.model, job.driver_args))]
+    if isinstance(rec.get("seed"), int) and rec["seed"] != job.seed:
+        said.append(f"--seed {rec['seed']}")
+    return ("run with " + ", ".join(said)) if said else None
 
 
 def _job_steps(action: str, asked: int | None, want: int) -> int | None:

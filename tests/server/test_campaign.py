@@ -301,6 +301,105 @@ def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
     assert "relaying to i-PI" in (out / "emt" / A / "driver.log").read_text()
 
 
+def _last_campaign(out: Path) -> dict:
+    return json.loads((out / "_campaign" / "last_campaign.json").read_text())
+
+
+def _files(run_dir: Path) -> dict:
+    """Every file of a run folder and its bytes (the folder lock aside)."""
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+def test_rerun_with_another_model_or_seed_is_refused_not_reported_as_this_model(tmp_path):
+    """A campaign keeps a final run and reports it under the model's name: a rerun whose model (a models
+    file's calculator, a model option) or seed differs from the recorded run's is refused in one line
+    before anything runs, naming the runs, rather than reporting another model's (or seed's) results as
+    this one's; with the arguments of the run it skips. The steps a fresh pair ran are counted from 0."""
+    out, models = tmp_path / "c7", tmp_path / "m1.toml"
+    emt = '[mypot]\ncalculator = "ase.calculators.emt:EMT"\n'
+    models.write_text(emt)
+
+    def args(sigma="2.3", seed="3"):
+        return ("--models", "mypot,lj", "--models-file", str(models), "--model-option", f"lj=sigma={sigma}",
+                "--systems", A, "--steps", "200", "--out", str(out), "--seed", seed)
+
+    res = campaign(*args(), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # every step counted: the progress reports start a few steps in, the MD at step 0
+    pairs = _last_campaign(out)["pairs"]
+    assert {lab: p["steps"] for lab, p in pairs.items()} == {f"mypot/{A}": 200, f"lj/{A}": 200}
+    assert re.search(r"2 pairs: 2 done, 0 running, 0 failed, 0 pending \| MD \d+ steps/s now, \d+ mean, 400 steps",
+                     res.stderr), res.stderr
+    assert _state(out, "mypot", A)["step0"] == 0
+    before = {m: _files(out / m / A) for m in ("mypot", "lj")}
+    report = (out / "report" / "report.html").stat().st_mtime
+
+    models.write_text('[mypot]\ncalculator = "ase.calculators.lj:LennardJones"\n')
+    res = campaign(*args(), timeout=60)
+    line = assert_one_line_error(res, f"mypot/{A} (run with model ase.calculators.emt:EMT)", "nothing was run")
+    assert "lj/" not in line
+    models.write_text(emt)
+    res = campaign(*args(sigma="2.2"), timeout=60)
+    line = assert_one_line_error(res, f"lj/{A} (run with options sigma=2.3)")
+    assert "mypot/" not in line
+    res = campaign(*args(seed="4"), timeout=60)
+    assert_one_line_error(res, f"mypot/{A} (run with --seed 3)", f"lj/{A} (run with --seed 3)")
+    assert {m: _files(out / m / A) for m in ("mypot", "lj")} == before  # nothing run, scored or removed
+    assert (out / "report" / "report.html").stat().st_mtime == report
+    assert _last_campaign(out)["pairs"] == pairs
+
+    res = campaign(*args(), timeout=60)  # the arguments of the runs: kept, as before
+    assert res.returncode == 0, res.stderr
+    assert "2 pairs (2 skip)" in res.stderr and "report up to date" in res.stderr
+
+
+def test_refused_resume_ends_the_pair_at_once_with_its_reason(tmp_path):
+    """An interrupted run: a campaign with another seed is refused before anything runs; one with
+    another ensemble is refused by the runner, which ends the pair at once (no retries) with the
+    runner's reason, writing no score of a run that never started; the right arguments resume it,
+    and the steps counted are those from its restart point to the end."""
+    from dynamat import processes
+    from dynamat.runner import restart_point
+
+    from conftest import wait_for_step
+
+    out, steps = tmp_path / "c", 400
+    run_dir = out / "emt" / A
+    proc = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", A, "--steps", str(steps),
+                             "--out", str(out), "--seed", "7"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_step(run_dir / "simulation.out", 120)
+    os.kill(proc.pid, 9)
+    proc.wait()
+    processes.RunLock(run_dir, wait_s=120, notify=lambda line: None).release()
+    at = restart_point(run_dir)[1]
+    assert at is not None and 0 < at < steps and pair_status(run_dir)[0] == "resume"
+    kept = _files(run_dir)
+
+    res = campaign("--models", "emt", "--systems", A, "--steps", str(steps), "--out", str(out), "--seed", "8",
+                   timeout=60)
+    assert_one_line_error(res, f"emt/{A} (run with --seed 7)")
+    res = campaign("--models", "emt", "--systems", A, "--steps", str(steps), "--out", str(out), "--seed", "7",
+                   "--max-retries", "2", "--ensemble", "npt", "--pressure-GPa", "0.5", timeout=120)
+    line = assert_one_line_error(res, f"1 of 1 pairs did not complete: emt/{A} ({run_dir} holds a run with "
+                                      "--ensemble nvt, which a resume continues", after_progress=True)
+    assert "run status" not in line
+    st = _state(out, "emt", A)
+    assert st["result"] == "failed" and st["error"].startswith(f"{run_dir} holds a run with --ensemble nvt")
+    assert [a["status"] for a in st["attempts"]] == ["refused"]  # retrying cannot help
+    assert _last_campaign(out)["pairs"][f"emt/{A}"]["error"] == st["error"]
+    assert _files(run_dir) == kept and not (run_dir / "score.json").exists()
+
+    res = campaign("--models", "emt", "--systems", A, "--steps", str(steps), "--out", str(out), "--seed", "7",
+                   "--no-report", timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "1 pairs (1 resume)" in res.stderr
+    _check_scored(out, "emt", A, steps)
+    assert _state(out, "emt", A)["step0"] == at
+    assert _last_campaign(out)["pairs"][f"emt/{A}"]["steps"] == steps - at
+    assert re.search(rf"MD \d+ steps/s now, \d+ mean, {steps - at} steps", res.stderr), res.stderr
+
+
 # ------------------------------------------------------------------------------ SLURM
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
