@@ -120,11 +120,30 @@ def read_structure(path: Path) -> ase.Atoms:
         raise DynamatError(f"structure file not found: {path}")
     try:
         atoms = ase.io.read(path, index=-1)
-    except Exception as exc:  # ASE raises many kinds for an unreadable file
-        raise DynamatError(f"cannot read a structure from {path}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # ASE raises many kinds for an unreadable file, some with no text (assert)
+        why = " ".join(str(exc).split())
+        if not why:
+            why = f"not a structure file ASE can read as {_ase_format(path)}"
+        raise DynamatError(f"cannot read a structure from {path}: {type(exc).__name__}: {why}") from None
+    if not np.isfinite(atoms.positions).all():
+        bad = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
+        raise DynamatError(f"{path}: non-finite positions (NaN or inf) of {len(bad)} atom(s), the first atom "
+                           f"{int(bad[0])}: the MD cannot start from them")
+    if not np.isfinite(atoms.cell.array).all():
+        raise DynamatError(f"{path}: the cell holds non-finite numbers (NaN or inf): the MD cannot start from it")
     if not atoms.pbc.all() or atoms.cell.rank < 3:
         raise DynamatError(f"{path}: a reference needs a periodic cell in all three directions")
     return atoms
+
+
+def _ase_format(path: Path) -> str:
+    """The format ASE takes ``path`` for (from its name or content), else its suffix."""
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(path)
+    except Exception:  # ASE cannot tell: say what the name suggests
+        return Path(path).suffix.lstrip(".") or "any format it knows"
 
 
 def system_for(req: GenerateRequest, atoms: ase.Atoms):
