@@ -29,13 +29,13 @@ import numpy as np
 from dynamat.catalogue import NPT_BURN_IN_TAUS, get_system
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.errors import DynamatError
-from dynamat.io.ipi_output import read_aligned_frames
+from dynamat.io.ipi_output import read_properties
 from dynamat.io.reference_h5 import ReferenceGroupWriter
+from dynamat.io.run_folder import read_run_trajectory
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
 from dynamat.names import check_name, model_folder, replica_name
 from dynamat.runner import MAX_SEED, RunOptions, check_same_run, ensemble_of, run_seed, steps_for_time, supervise
-from dynamat.trajectory import ipi_virial_to_stress
 
 ENGINES = ("driver", "ase", "cp2k")
 STALL_TIMEOUT_DFT_S = 86400.0  # no saved frame for a day: a hung first-principles client
@@ -164,9 +164,10 @@ def _steps(ps: float, timestep_fs: float, stride: int) -> int:
 
 
 def forces_output(stride: int) -> str:
-    """The i-PI output element that writes forces (eV/Å) beside the template's positions."""
-    return (f"<trajectory filename='frc' stride='{int(stride)}' format='ase' flush='1'> forces{{ase}} "
-            "</trajectory>")
+    """The i-PI output element that writes forces (eV/Å) beside the template's positions: float64 binary
+    frames at stride 1, as the template writes the positions of every-step protocols, else extxyz."""
+    fmt = "format='bin' cell_units='ase'" if int(stride) == 1 else "format='ase'"
+    return f"<trajectory filename='frc' stride='{int(stride)}' {fmt} flush='1'> forces{{ase}} </trajectory>"
 
 
 def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | None = None,
@@ -257,36 +258,55 @@ def _completed(run_dir: Path, settings: MDSettings) -> bool:
 
 def _store(req, group: str, k: int, run_dir: Path, settings: MDSettings, equil: int, system, client, atoms):
     """Streams the frames after equilibration into ``group`` of ``req.out`` (written under a temporary
-    name, then renamed: a kill while writing leaves no half group under the real name)."""
-    rf = RunFolder(run_dir, PREFIX)
-    fr = read_aligned_frames({"position": rf.positions(0), "force": rf.forces(0)}, rf.properties)
-    keep = fr.steps >= equil
-    temps = fr.props.get("temperature{kelvin}")
+    name, then renamed: a kill while writing leaves no half group under the real name).
+
+    The frames are read as ``dynamat score`` reads a run folder (:func:`read_run_trajectory`: extxyz, i-PI's
+    binary frames of every-step protocols, the driver's frame record), so every form a run writes is stored."""
+    traj = read_run_trajectory(run_dir, PREFIX)
+    missing = [what for what, v in (("forces", traj.forces), ("potential energies", traj.energies),
+                                    ("virials", traj.stress)) if v is None]
+    if missing:
+        raise DynamatError(f"the run in {run_dir} wrote no {' or '.join(missing)} of its frames; a reference needs "
+                           "them: rerun with --overwrite")
+    keep = traj.steps >= equil
+    if not keep.any():
+        raise DynamatError(f"the run in {run_dir} holds no frame after its {equil} equilibration steps; "
+                           "rerun with --overwrite")
+    temps = _equilibration_temperatures(RunFolder(run_dir, PREFIX).properties, equil)
     settled, note = True, ""
-    if equil > 0 and temps is not None and (~keep).sum() >= 4:
-        settled, why = kinetic_temperature_settled(temps[~keep], settings.temperature_K, 3 * len(atoms) - 3)
+    if equil > 0 and temps is not None and len(temps) >= 4:
+        settled, why = kinetic_temperature_settled(temps, settings.temperature_K, 3 * len(atoms) - 3)
         if not settled:
             note = (f"the kinetic temperature has not settled in the {req.equilibrate_ps:g} ps of equilibration "
                     f"({why}); consider a longer --equilibrate-ps")
-    vir = fr.props["virial_md{ev/ang3}"][keep]
     attrs = _provenance(req, k, settings, equil, system, client)
     attrs["equilibrated"] = bool(settled)
     tmp = f".{group}.tmp"
     with h5py.File(req.out, "a") as f:
         if tmp in f:
             del f[tmp]
-        w = ReferenceGroupWriter(f.create_group(tmp), fr.numbers, np.ones(3, bool))
-        energies = fr.props["potential{electronvolt}"][keep]
-        stress = ipi_virial_to_stress(vir)
-        for i, j in enumerate(np.flatnonzero(keep)):
-            w.add(positions=fr.data["position"][j, :, :3], cell=fr.cells[j], energy=energies[i],
-                  forces=fr.data["force"][j, :, -3:], stress=stress[i], md_step=fr.steps[j] - equil)
+        w = ReferenceGroupWriter(f.create_group(tmp), traj.numbers, np.ones(3, bool))
+        for j in np.flatnonzero(keep):
+            w.add(positions=traj.positions[j], cell=traj.cells[j], energy=traj.energies[j], forces=traj.forces[j],
+                  stress=traj.stress[j], md_step=traj.steps[j] - equil)
         n = w.finish(dt_fs=settings.timestep_fs * settings.stride, temperature_kelvin=settings.temperature_K,
                      attrs=attrs)
         if group in f:
             del f[group]
         f.move(tmp, group)
     return n, settled, note
+
+
+def _equilibration_temperatures(props_file: Path, equil: int) -> np.ndarray | None:
+    """The kinetic temperatures (K) i-PI saved before step ``equil``, None where the properties lack them."""
+    try:
+        props = read_properties(props_file)
+    except OSError:
+        return None
+    temps, steps = props.get("temperature{kelvin}"), props.get("step")
+    if temps is None or steps is None:
+        return None
+    return temps[steps.astype(int) < equil]
 
 
 def _provenance(req, k: int, settings: MDSettings, equil: int, system, client) -> dict:
