@@ -30,7 +30,7 @@ from dynamat.catalogue import NPT_BURN_IN_TAUS, get_system
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import read_properties
-from dynamat.io.reference_h5 import ReferenceGroupWriter
+from dynamat.io.reference_h5 import ReferenceGroupWriter, replica_of
 from dynamat.io.run_folder import read_run_trajectory
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
@@ -181,7 +181,7 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
     equil = _steps(req.equilibrate_ps, p.timestep_fs, p.stride)
     prod = steps_for_time(req.time_ps, p.timestep_fs)
     client = _client(req, system, atoms)
-    _refuse_existing_groups(req)
+    kept = _stored_replicas(req, system, equil, prod, client)
     if p.ensemble == "npt" and warn and req.equilibrate_ps * 1000.0 < NPT_BURN_IN_TAUS * p.tau_barostat_fs:
         # after every refusal (a refused request stays one line); a cell still relaxing would bias the volume
         warn(f"--equilibrate-ps {req.equilibrate_ps:g} is under {NPT_BURN_IN_TAUS:g} barostat time constants "
@@ -193,6 +193,12 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
     for k in range(req.replicas):
         group = replica_name(req.name, k)
         run_dir = RunFolder.of(work, label, req.name, k).path
+        if k in kept:  # stored by an earlier run of this command (one killed during a later replica)
+            seed, n, settled = kept[k]
+            if announce:
+                announce(f"{group}: already stored in {req.out} by the same request (seed {seed}); keeping it")
+            done.append(GeneratedGroup(group, k, seed, n, run_dir, settled))
+            continue
         # a folder holds one run, as for `dynamat run`: replica 1 of X is not a run of a system named X_r1
         check_same_run(run_dir, system.name, k or None, req.overwrite)
         seed = run_seed(run_dir, None if req.seed is None else req.seed + k, req.overwrite)
@@ -213,7 +219,9 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
                       progress=progress_for(group) if progress_for else None, replica=k or None)
         elif announce:
             announce(f"{group}: the run in {run_dir} is complete; storing it")
-        n, settled, note = _store(req, group, k, run_dir, settings, equil, system, client, atoms)
+        n, settled, note, removed = _store(req, group, k, run_dir, settings, equil, system, client, atoms)
+        if removed and announce:
+            announce(f"{group}: replaced the earlier {req.name} set in {req.out}, removing {', '.join(removed)}")
         if note and warn:
             warn(f"{group}: {note}")
         done.append(GeneratedGroup(group, k, seed, n, run_dir, settled, note))
@@ -231,18 +239,70 @@ def _client(req: GenerateRequest, system, atoms: ase.Atoms):
     return client
 
 
-def _refuse_existing_groups(req: GenerateRequest) -> None:
-    """Nothing in ``out`` is replaced without --overwrite; checked before any MD."""
+#: provenance attributes a stored replica must share with the request to be kept by a rerun (the rest of
+#: :func:`_provenance`: the versions of the codes, which a rerun after an upgrade may change)
+_UNCOMPARED = ("dynamat_version", "ipi_version")
+
+
+def _stored_replicas(req: GenerateRequest, system, equil: int, prod: int, client) -> dict[int, tuple[int, int, bool]]:
+    """The replicas ``out`` already holds from this very request (replica k → seed, frames, equilibrated), kept by
+    a rerun of the command (e.g. after a kill during a later replica); a group of any of the request's names
+    that another request made is refused in one line unless --overwrite. Checked before any MD."""
     if not req.out.exists():
-        return
+        return {}
     try:
         with h5py.File(req.out, "r") as f:
-            have = [replica_name(req.name, k) for k in range(req.replicas) if replica_name(req.name, k) in f]
+            if req.overwrite:
+                return {}
+            kept = {}
+            for k in range(req.replicas):
+                group = replica_name(req.name, k)
+                if group not in f:
+                    continue
+                g = f[group]
+                seed = g.attrs.get("seed") if req.seed is None else req.seed + k
+                why = _differs(g, _expected_attrs(req, k, system, equil, prod, client, seed))
+                if why:
+                    raise DynamatError(f"{req.out} already holds {group}, {why}; pass --overwrite to replace the "
+                                       f"{req.name} set or choose another --name")
+                kept[k] = (int(seed), int(g["positions"].shape[0]), bool(g.attrs.get("equilibrated", True)))
     except OSError as exc:
         raise DynamatError(f"--out {req.out} exists and is not a readable HDF5 file ({exc}); not touching it") from None
-    if have and not req.overwrite:
-        raise DynamatError(f"{req.out} already holds {', '.join(have)}; pass --overwrite to replace "
-                           f"{'it' if len(have) == 1 else 'them'} or choose another --name")
+    return kept
+
+
+def _expected_attrs(req: GenerateRequest, k: int, system, equil: int, prod: int, client, seed) -> dict:
+    """What replica ``k`` of ``req`` stores as attributes (seed ``seed``), and its last ``md_step``."""
+    settings = system.md_settings(steps=equil + prod, seed=int(seed) if seed is not None else 0)
+    attrs = {"temperature_kelvin": float(settings.temperature_K), "dt_fs": float(settings.timestep_fs * settings.stride)}
+    attrs.update({key: v for key, v in _provenance(req, k, settings, equil, system, client).items()
+                  if key not in _UNCOMPARED})
+    attrs["last md_step"] = prod // int(settings.stride) * int(settings.stride)
+    return attrs
+
+
+def _differs(g: h5py.Group, want: dict) -> str:
+    """Why the stored group ``g`` is not what ``want`` describes ('' when it is)."""
+    if _text(g.attrs.get("generated_by")) != "dynamat reference generate":
+        return "which `dynamat reference generate` did not make"
+    steps = g["md_step"] if "md_step" in g else None
+    have = dict(g.attrs)
+    have["last md_step"] = int(steps[-1]) if steps is not None and len(steps) else None
+    for key, v in want.items():
+        got = have.get(key)
+        got = _text(got) if isinstance(got, bytes | str) else got
+        if isinstance(v, float) and got is not None and not isinstance(got, str):
+            same = bool(np.isclose(float(got), v, rtol=1e-12, atol=0.0))
+        else:
+            same = got is not None and np.asarray(got).tolist() == np.asarray(v).tolist()
+        if not same:
+            shown = np.asarray(got).tolist() if got is not None and not isinstance(got, str) else got
+            return f"made with {key} {shown!r} where this request has {v!r}"
+    return ""
+
+
+def _text(v) -> str | None:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _completed(run_dir: Path, settings: MDSettings) -> bool:
@@ -282,9 +342,17 @@ def _store(req, group: str, k: int, run_dir: Path, settings: MDSettings, equil: 
     attrs = _provenance(req, k, settings, equil, system, client)
     attrs["equilibrated"] = bool(settled)
     tmp = f".{group}.tmp"
+    removed: list[str] = []
     with h5py.File(req.out, "a") as f:
         if tmp in f:
             del f[tmp]
+        if req.overwrite and k == 0:
+            # the replaced set goes as a whole, the groups of a larger earlier --replicas included: left, they
+            # would set the noise floor of every score against the new system (as `reference import --force`)
+            removed = [n for n in f if n != group and isinstance(f.get(n, getlink=True), h5py.HardLink)
+                       and isinstance(f[n], h5py.Group) and replica_of(f[n]) == req.name]
+            for n in removed:
+                del f[n]
         w = ReferenceGroupWriter(f.create_group(tmp), traj.numbers, np.ones(3, bool))
         for j in np.flatnonzero(keep):
             w.add(positions=traj.positions[j], cell=traj.cells[j], energy=traj.energies[j], forces=traj.forces[j],
@@ -294,7 +362,7 @@ def _store(req, group: str, k: int, run_dir: Path, settings: MDSettings, equil: 
         if group in f:
             del f[group]
         f.move(tmp, group)
-    return n, settled, note
+    return n, settled, note, removed
 
 
 def _equilibration_temperatures(props_file: Path, equil: int) -> np.ndarray | None:
