@@ -9,7 +9,8 @@ It holds::
     attempt.xml                     the input of the current attempt (socket folder filled in)
     simulation.out                  i-PI's properties, one row per saved step
     simulation.pos_<b>.extxyz       positions (bead b; b zero-padded to the digits of P), vel_<b> velocities
-    simulation.frc_0.extxyz         forces (eV/Å) of a generated reference (``dynamat reference generate``)
+    simulation.frc_0.extxyz         forces (eV/Å) of a generated reference (``dynamat reference generate``;
+                                    ``simulation.frc_0.bin``, float64, at stride 1)
     cp2k.inp  cp2k.out  cp2k-*      CP2K's input, output and own files when CP2K is the force client
     simulation.vel_0.bin            every-step protocols (stride 1): i-PI's float64 binary velocity frames,
     simulation.frames.f64           and the driver's frame record (cell, positions, energy, forces, virial)
@@ -136,11 +137,11 @@ class RunFolder:
     cp2k_output = property(lambda self: self.path / f"{CP2K_PROJECT}.out")
 
     def binary_frames(self, what: str, bead: str | int = 0) -> Path:
-        """``<prefix>.<what>_<bead>.bin``: i-PI's ``format='bin'`` trajectory (``what``: ``pos`` or ``vel``)."""
+        """``<prefix>.<what>_<bead>.bin``: i-PI's ``format='bin'`` trajectory (``what``: ``pos``, ``vel`` or ``frc``)."""
         return self.path / f"{self.prefix}.{what}_{bead}.bin"
 
     def trajectory(self, what: str, bead: str | int = 0) -> Path:
-        """The trajectory file of ``what`` (``pos`` or ``vel``) a run holds: i-PI's binary frames when present
+        """The trajectory file of ``what`` (``pos``, ``vel`` or ``frc``) a run holds: i-PI's binary frames when present
         (every-step protocols), else its extxyz (every other run, and folders written before the binary)."""
         binary = self.binary_frames(what, bead)
         return binary if binary.exists() else self.path / f"{self.prefix}.{what}_{bead}.extxyz"

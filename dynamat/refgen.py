@@ -29,13 +29,13 @@ import numpy as np
 from dynamat.catalogue import NPT_BURN_IN_TAUS, get_system
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.errors import DynamatError
-from dynamat.io.ipi_output import read_aligned_frames
-from dynamat.io.reference_h5 import ReferenceGroupWriter
+from dynamat.io.ipi_output import read_properties
+from dynamat.io.reference_h5 import ReferenceGroupWriter, replica_of
+from dynamat.io.run_folder import read_run_trajectory
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
 from dynamat.names import check_name, model_folder, replica_name
 from dynamat.runner import MAX_SEED, RunOptions, check_same_run, ensemble_of, run_seed, steps_for_time, supervise
-from dynamat.trajectory import ipi_virial_to_stress
 
 ENGINES = ("driver", "ase", "cp2k")
 STALL_TIMEOUT_DFT_S = 86400.0  # no saved frame for a day: a hung first-principles client
@@ -120,11 +120,30 @@ def read_structure(path: Path) -> ase.Atoms:
         raise DynamatError(f"structure file not found: {path}")
     try:
         atoms = ase.io.read(path, index=-1)
-    except Exception as exc:  # ASE raises many kinds for an unreadable file
-        raise DynamatError(f"cannot read a structure from {path}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # ASE raises many kinds for an unreadable file, some with no text (assert)
+        why = " ".join(str(exc).split())
+        if not why:
+            why = f"not a structure file ASE can read as {_ase_format(path)}"
+        raise DynamatError(f"cannot read a structure from {path}: {type(exc).__name__}: {why}") from None
+    if not np.isfinite(atoms.positions).all():
+        bad = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
+        raise DynamatError(f"{path}: non-finite positions (NaN or inf) of {len(bad)} atom(s), the first atom "
+                           f"{int(bad[0])}: the MD cannot start from them")
+    if not np.isfinite(atoms.cell.array).all():
+        raise DynamatError(f"{path}: the cell holds non-finite numbers (NaN or inf): the MD cannot start from it")
     if not atoms.pbc.all() or atoms.cell.rank < 3:
         raise DynamatError(f"{path}: a reference needs a periodic cell in all three directions")
     return atoms
+
+
+def _ase_format(path: Path) -> str:
+    """The format ASE takes ``path`` for (from its name or content), else its suffix."""
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(path)
+    except Exception:  # ASE cannot tell: say what the name suggests
+        return Path(path).suffix.lstrip(".") or "any format it knows"
 
 
 def system_for(req: GenerateRequest, atoms: ase.Atoms):
@@ -145,9 +164,10 @@ def _steps(ps: float, timestep_fs: float, stride: int) -> int:
 
 
 def forces_output(stride: int) -> str:
-    """The i-PI output element that writes forces (eV/Å) beside the template's positions."""
-    return (f"<trajectory filename='frc' stride='{int(stride)}' format='ase' flush='1'> forces{{ase}} "
-            "</trajectory>")
+    """The i-PI output element that writes forces (eV/Å) beside the template's positions: float64 binary
+    frames at stride 1, as the template writes the positions of every-step protocols, else extxyz."""
+    fmt = "format='bin' cell_units='ase'" if int(stride) == 1 else "format='ase'"
+    return f"<trajectory filename='frc' stride='{int(stride)}' {fmt} flush='1'> forces{{ase}} </trajectory>"
 
 
 def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | None = None,
@@ -161,7 +181,7 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
     equil = _steps(req.equilibrate_ps, p.timestep_fs, p.stride)
     prod = steps_for_time(req.time_ps, p.timestep_fs)
     client = _client(req, system, atoms)
-    _refuse_existing_groups(req)
+    kept = _stored_replicas(req, system, equil, prod, client)
     if p.ensemble == "npt" and warn and req.equilibrate_ps * 1000.0 < NPT_BURN_IN_TAUS * p.tau_barostat_fs:
         # after every refusal (a refused request stays one line); a cell still relaxing would bias the volume
         warn(f"--equilibrate-ps {req.equilibrate_ps:g} is under {NPT_BURN_IN_TAUS:g} barostat time constants "
@@ -173,6 +193,12 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
     for k in range(req.replicas):
         group = replica_name(req.name, k)
         run_dir = RunFolder.of(work, label, req.name, k).path
+        if k in kept:  # stored by an earlier run of this command (one killed during a later replica)
+            seed, n, settled = kept[k]
+            if announce:
+                announce(f"{group}: already stored in {req.out} by the same request (seed {seed}); keeping it")
+            done.append(GeneratedGroup(group, k, seed, n, run_dir, settled))
+            continue
         # a folder holds one run, as for `dynamat run`: replica 1 of X is not a run of a system named X_r1
         check_same_run(run_dir, system.name, k or None, req.overwrite)
         seed = run_seed(run_dir, None if req.seed is None else req.seed + k, req.overwrite)
@@ -193,7 +219,9 @@ def generate(req: GenerateRequest, progress_for: Callable[[str], Callable] | Non
                       progress=progress_for(group) if progress_for else None, replica=k or None)
         elif announce:
             announce(f"{group}: the run in {run_dir} is complete; storing it")
-        n, settled, note = _store(req, group, k, run_dir, settings, equil, system, client, atoms)
+        n, settled, note, removed = _store(req, group, k, run_dir, settings, equil, system, client, atoms)
+        if removed and announce:
+            announce(f"{group}: replaced the earlier {req.name} set in {req.out}, removing {', '.join(removed)}")
         if note and warn:
             warn(f"{group}: {note}")
         done.append(GeneratedGroup(group, k, seed, n, run_dir, settled, note))
@@ -211,18 +239,70 @@ def _client(req: GenerateRequest, system, atoms: ase.Atoms):
     return client
 
 
-def _refuse_existing_groups(req: GenerateRequest) -> None:
-    """Nothing in ``out`` is replaced without --overwrite; checked before any MD."""
+#: provenance attributes a stored replica must share with the request to be kept by a rerun (the rest of
+#: :func:`_provenance`: the versions of the codes, which a rerun after an upgrade may change)
+_UNCOMPARED = ("dynamat_version", "ipi_version")
+
+
+def _stored_replicas(req: GenerateRequest, system, equil: int, prod: int, client) -> dict[int, tuple[int, int, bool]]:
+    """The replicas ``out`` already holds from this very request (replica k → seed, frames, equilibrated), kept by
+    a rerun of the command (e.g. after a kill during a later replica); a group of any of the request's names
+    that another request made is refused in one line unless --overwrite. Checked before any MD."""
     if not req.out.exists():
-        return
+        return {}
     try:
         with h5py.File(req.out, "r") as f:
-            have = [replica_name(req.name, k) for k in range(req.replicas) if replica_name(req.name, k) in f]
+            if req.overwrite:
+                return {}
+            kept = {}
+            for k in range(req.replicas):
+                group = replica_name(req.name, k)
+                if group not in f:
+                    continue
+                g = f[group]
+                seed = g.attrs.get("seed") if req.seed is None else req.seed + k
+                why = _differs(g, _expected_attrs(req, k, system, equil, prod, client, seed))
+                if why:
+                    raise DynamatError(f"{req.out} already holds {group}, {why}; pass --overwrite to replace the "
+                                       f"{req.name} set or choose another --name")
+                kept[k] = (int(seed), int(g["positions"].shape[0]), bool(g.attrs.get("equilibrated", True)))
     except OSError as exc:
         raise DynamatError(f"--out {req.out} exists and is not a readable HDF5 file ({exc}); not touching it") from None
-    if have and not req.overwrite:
-        raise DynamatError(f"{req.out} already holds {', '.join(have)}; pass --overwrite to replace "
-                           f"{'it' if len(have) == 1 else 'them'} or choose another --name")
+    return kept
+
+
+def _expected_attrs(req: GenerateRequest, k: int, system, equil: int, prod: int, client, seed) -> dict:
+    """What replica ``k`` of ``req`` stores as attributes (seed ``seed``), and its last ``md_step``."""
+    settings = system.md_settings(steps=equil + prod, seed=int(seed) if seed is not None else 0)
+    attrs = {"temperature_kelvin": float(settings.temperature_K), "dt_fs": float(settings.timestep_fs * settings.stride)}
+    attrs.update({key: v for key, v in _provenance(req, k, settings, equil, system, client).items()
+                  if key not in _UNCOMPARED})
+    attrs["last md_step"] = prod // int(settings.stride) * int(settings.stride)
+    return attrs
+
+
+def _differs(g: h5py.Group, want: dict) -> str:
+    """Why the stored group ``g`` is not what ``want`` describes ('' when it is)."""
+    if _text(g.attrs.get("generated_by")) != "dynamat reference generate":
+        return "which `dynamat reference generate` did not make"
+    steps = g["md_step"] if "md_step" in g else None
+    have = dict(g.attrs)
+    have["last md_step"] = int(steps[-1]) if steps is not None and len(steps) else None
+    for key, v in want.items():
+        got = have.get(key)
+        got = _text(got) if isinstance(got, bytes | str) else got
+        if isinstance(v, float) and got is not None and not isinstance(got, str):
+            same = bool(np.isclose(float(got), v, rtol=1e-12, atol=0.0))
+        else:
+            same = got is not None and np.asarray(got).tolist() == np.asarray(v).tolist()
+        if not same:
+            shown = np.asarray(got).tolist() if got is not None and not isinstance(got, str) else got
+            return f"made with {key} {shown!r} where this request has {v!r}"
+    return ""
+
+
+def _text(v) -> str | None:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _completed(run_dir: Path, settings: MDSettings) -> bool:
@@ -238,36 +318,63 @@ def _completed(run_dir: Path, settings: MDSettings) -> bool:
 
 def _store(req, group: str, k: int, run_dir: Path, settings: MDSettings, equil: int, system, client, atoms):
     """Streams the frames after equilibration into ``group`` of ``req.out`` (written under a temporary
-    name, then renamed: a kill while writing leaves no half group under the real name)."""
-    rf = RunFolder(run_dir, PREFIX)
-    fr = read_aligned_frames({"position": rf.positions(0), "force": rf.forces(0)}, rf.properties)
-    keep = fr.steps >= equil
-    temps = fr.props.get("temperature{kelvin}")
+    name, then renamed: a kill while writing leaves no half group under the real name).
+
+    The frames are read as ``dynamat score`` reads a run folder (:func:`read_run_trajectory`: extxyz, i-PI's
+    binary frames of every-step protocols, the driver's frame record), so every form a run writes is stored."""
+    traj = read_run_trajectory(run_dir, PREFIX)
+    missing = [what for what, v in (("forces", traj.forces), ("potential energies", traj.energies),
+                                    ("virials", traj.stress)) if v is None]
+    if missing:
+        raise DynamatError(f"the run in {run_dir} wrote no {' or '.join(missing)} of its frames; a reference needs "
+                           "them: rerun with --overwrite")
+    keep = traj.steps >= equil
+    if not keep.any():
+        raise DynamatError(f"the run in {run_dir} holds no frame after its {equil} equilibration steps; "
+                           "rerun with --overwrite")
+    temps = _equilibration_temperatures(RunFolder(run_dir, PREFIX).properties, equil)
     settled, note = True, ""
-    if equil > 0 and temps is not None and (~keep).sum() >= 4:
-        settled, why = kinetic_temperature_settled(temps[~keep], settings.temperature_K, 3 * len(atoms) - 3)
+    if equil > 0 and temps is not None and len(temps) >= 4:
+        settled, why = kinetic_temperature_settled(temps, settings.temperature_K, 3 * len(atoms) - 3)
         if not settled:
             note = (f"the kinetic temperature has not settled in the {req.equilibrate_ps:g} ps of equilibration "
                     f"({why}); consider a longer --equilibrate-ps")
-    vir = fr.props["virial_md{ev/ang3}"][keep]
     attrs = _provenance(req, k, settings, equil, system, client)
     attrs["equilibrated"] = bool(settled)
     tmp = f".{group}.tmp"
+    removed: list[str] = []
     with h5py.File(req.out, "a") as f:
         if tmp in f:
             del f[tmp]
-        w = ReferenceGroupWriter(f.create_group(tmp), fr.numbers, np.ones(3, bool))
-        energies = fr.props["potential{electronvolt}"][keep]
-        stress = ipi_virial_to_stress(vir)
-        for i, j in enumerate(np.flatnonzero(keep)):
-            w.add(positions=fr.data["position"][j, :, :3], cell=fr.cells[j], energy=energies[i],
-                  forces=fr.data["force"][j, :, -3:], stress=stress[i], md_step=fr.steps[j] - equil)
+        if req.overwrite and k == 0:
+            # the replaced set goes as a whole, the groups of a larger earlier --replicas included: left, they
+            # would set the noise floor of every score against the new system (as `reference import --force`)
+            removed = [n for n in f if n != group and isinstance(f.get(n, getlink=True), h5py.HardLink)
+                       and isinstance(f[n], h5py.Group) and replica_of(f[n]) == req.name]
+            for n in removed:
+                del f[n]
+        w = ReferenceGroupWriter(f.create_group(tmp), traj.numbers, np.ones(3, bool))
+        for j in np.flatnonzero(keep):
+            w.add(positions=traj.positions[j], cell=traj.cells[j], energy=traj.energies[j], forces=traj.forces[j],
+                  stress=traj.stress[j], md_step=traj.steps[j] - equil)
         n = w.finish(dt_fs=settings.timestep_fs * settings.stride, temperature_kelvin=settings.temperature_K,
                      attrs=attrs)
         if group in f:
             del f[group]
         f.move(tmp, group)
-    return n, settled, note
+    return n, settled, note, removed
+
+
+def _equilibration_temperatures(props_file: Path, equil: int) -> np.ndarray | None:
+    """The kinetic temperatures (K) i-PI saved before step ``equil``, None where the properties lack them."""
+    try:
+        props = read_properties(props_file)
+    except OSError:
+        return None
+    temps, steps = props.get("temperature{kelvin}"), props.get("step")
+    if temps is None or steps is None:
+        return None
+    return temps[steps.astype(int) < equil]
 
 
 def _provenance(req, k: int, settings: MDSettings, equil: int, system, client) -> dict:

@@ -8,8 +8,10 @@ Formats (detected from the path, else from the first 4 KB: VASP outputs are ofte
   from the file, else from an ``INCAR`` beside it; a TEBEG under 1 K is none, and the import asks for
   ``--temperature``), ``XDATCAR`` (positions and cells only; streamed by our own reader, checked against
   ASE's; interval = POTIM from an ``INCAR`` beside it times the configuration-number step);
-* i-PI outputs: a run folder (``*.pos_0.extxyz`` + properties ``*.out``): positions, cells, potential
-  energy and configurational stress (minus ``virial_md``), interval from the ``time`` column,
+* i-PI outputs: a run folder (``*.pos_0.extxyz``, ``*.pos_0.bin`` or the driver's frame record ``*.frames.f64``
+  of an every-step ``dynamat run``, + properties ``*.out``), read as ``dynamat score`` reads a run folder
+  (:func:`dynamat.io.run_folder.read_run_trajectory`): positions, cells, potential energy, forces where
+  written and configurational stress (minus ``virial_md``), interval from the ``time`` column,
   temperature from ``input.xml``;
 * LAMMPS text dumps (``*.lammpstrj``, ``*.dump``, ``dump.*``; metal units; the dump needs an
   ``element`` column); ASE trajectories (``*.traj``).
@@ -98,9 +100,10 @@ def detect_format(path: str | Path) -> str:
     if p.is_dir():
         if (p / "traj.extxyz").exists():
             return "mbd-folder"
-        if list(p.glob("*.pos_0.extxyz")) or list(p.glob("*.pos_0.xyz")):
+        if _ipi_prefix(p) is not None:
             return "ipi"
-        raise DynamatError(f"{p} is a folder without traj.extxyz or i-PI outputs (*.pos_0.extxyz)")
+        raise DynamatError(f"{p} is a folder without traj.extxyz or i-PI outputs (*.pos_0.extxyz, *.pos_0.bin, "
+                           "or the frame record *.frames.f64 of an every-step `dynamat run`)")
     name = p.name.lower()
     if name.endswith((".extxyz", ".xyz")):
         return "extxyz"
@@ -275,12 +278,25 @@ def _xdatcar_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
             yield {"positions": block @ cell, "cell": cell.copy(), "md_step": step, "numbers": numbers}
 
 
-def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
-    from dynamat.io.ipi_output import read_ipi_run
-    from dynamat.io.run_folder import input_info
+#: what names an i-PI run folder's output prefix: its positions in any form a run writes them
+_IPI_POSITIONS = (".pos_0.extxyz", ".pos_0.xyz", ".pos_0.bin", ".frames.f64")
 
-    prefix = next(iter(sorted(path.glob("*.pos_0.extxyz")) or sorted(path.glob("*.pos_0.xyz")))).name.split(".pos_0")[0]
-    t = read_ipi_run(path, prefix=prefix)
+
+def _ipi_prefix(path: Path) -> str | None:
+    """The output prefix of the i-PI run in folder ``path`` (``simulation``), None when it holds none."""
+    for suffix in _IPI_POSITIONS:
+        found = sorted(path.glob(f"*{suffix}"))
+        if found:
+            return found[0].name[: -len(suffix)]
+    return None
+
+
+def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
+    from dynamat.io.run_folder import input_info, read_run_trajectory
+
+    # the run-folder reader `dynamat score` uses: extxyz, i-PI's binary frames and the driver's frame record
+    # of every-step runs, forces where the run wrote them
+    t = read_run_trajectory(path, prefix=_ipi_prefix(path))
     meta.notes.extend(t.notes)
     meta.numbers, meta.pbc = t.numbers, np.ones(3, bool)
     if t.dt_fs is not None:
@@ -292,6 +308,8 @@ def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
         fr = {"positions": t.positions[i], "cell": t.cells[i], "numbers": t.numbers}
         if t.energies is not None:
             fr["energy"] = t.energies[i]
+        if t.forces is not None:
+            fr["forces"] = t.forces[i]
         if t.stress is not None:
             fr["stress"] = t.stress[i]
         if t.steps is not None:

@@ -341,19 +341,32 @@ def _props_at(props: dict, steps: np.ndarray, path: Path, notes: list[str]) -> t
     return {k: v[j] for k, v in props.items()}, steps
 
 
+def _forces(fr: AlignedFrames) -> np.ndarray | None:
+    """The driver's recorded forces, else i-PI's forces trajectory (its ase format writes zeros for the
+    positions, then the forces: the last 3 columns), else None."""
+    if "forces" in fr.data:
+        return fr.data["forces"]
+    return fr.data["force"][:, :, -3:] if "force" in fr.data else None
+
+
 def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> Trajectory:
     """Positions, velocities (Å/fs), configurational stress and potential energy of an i-PI run.
 
     The stress is minus i-PI's ``virial_md`` (the configurational part only; ``pressure_md`` would
     add the kinetic term). Frames are those steps present in both trajectory files
     (:func:`read_aligned_frames`); in an every-step run, the positions and the forces come from the driver's
-    frame record (float64 as i-PI sent and received them) and the velocities from i-PI's binary frames.
+    frame record (float64 as i-PI sent and received them) and the velocities from i-PI's binary frames. The
+    forces of a run without a record come from i-PI's forces trajectory ``<prefix>.frc_0`` where the run wrote
+    one (a generated reference: extxyz, or float64 ``.bin`` at stride 1), else are None.
     """
     run_dir = Path(run_dir)
     rf = RunFolder(run_dir, prefix)
     record = rf.frame_record  # every-step protocols: the driver's record, else i-PI's positions
     positions = record if record.exists() else rf.trajectory("pos")
-    fr = read_aligned_frames({"position": positions, "velocity": rf.trajectory("vel")}, rf.properties)
+    files = {"position": positions, "velocity": rf.trajectory("vel")}
+    if not record.exists():  # a generated reference's forces (dynamat reference generate), where written
+        files["force"] = rf.trajectory("frc")
+    fr = read_aligned_frames(files, rf.properties)
     vir = fr.props.get("virial_md{ev/ang3}")
     energies = fr.props.get("potential{electronvolt}")
     return Trajectory(
@@ -364,7 +377,7 @@ def read_ipi_run(run_dir: str | Path, prefix: str = PREFIX, name: str = "") -> T
         # columns after species: pos(3) then velocities(3) in ASE units
         velocities=fr.data["velocity"][:, :, -3:] * units.fs if "velocity" in fr.data else None,
         energies=energies,
-        forces=fr.data.get("forces"),
+        forces=_forces(fr),
         stress=None if vir is None else ipi_virial_to_stress(vir),
         steps=fr.steps,
         name=name or run_dir.name,
