@@ -55,6 +55,14 @@ def wait_for_step(props: Path, step: int, timeout: float = 120.0, poll: float = 
     wait_until(reached, timeout, f"step {step} in {props}", poll)
 
 
+def assert_same_frames(a, b, *fields: str) -> None:
+    """Two trajectories hold bit-identical ``fields`` (steps, positions, forces, ...)."""
+    import numpy as np
+
+    for f in fields:
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+
+
 def assert_one_line_error(res, *needles: str, prog: str = "dynamat", code: int | None = 2,
                           after_progress: bool = False) -> str:
     """The bad-input contract: exit status ``code`` (None: any non-zero), no traceback, and stderr

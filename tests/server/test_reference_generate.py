@@ -26,7 +26,7 @@ from dynamat.metrics.frame_interval import check_frame_interval
 from dynamat.reference import initial_atoms
 from dynamat.scoring.core import score_md
 
-from conftest import BIN, DEMO, assert_one_line_error, dynamat_cmd, wait_for_step
+from conftest import BIN, DEMO, assert_one_line_error, assert_same_frames, dynamat_cmd, wait_for_step
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 COMMON = ("--name", SYSTEM, "--temperature", "300", "--timestep-fs", "2", "--seed", "11")
@@ -70,11 +70,7 @@ def test_driver_engine_stores_exactly_the_frames_of_dynamat_run(tmp_path, emt_re
     mlip = read_run_trajectory(tmp_path / "runs" / "emt" / SYSTEM)
     got = read_reference(ref, SYSTEM)
     assert got.n_frames == mlip.n_frames == 6
-    np.testing.assert_array_equal(got.steps, mlip.steps)
-    np.testing.assert_array_equal(got.positions, mlip.positions)
-    np.testing.assert_array_equal(got.cells, mlip.cells)
-    np.testing.assert_array_equal(got.energies, mlip.energies)
-    np.testing.assert_array_equal(got.stress, mlip.stress)
+    assert_same_frames(got, mlip, "steps", "positions", "cells", "energies", "stress")
     assert got.dt_fs == pytest.approx(20.0) and got.temperature_K == 300.0
     # the forces are EMT's own on the stored positions (an independent evaluation, in-process)
     for i in (0, got.n_frames - 1):

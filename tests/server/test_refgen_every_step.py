@@ -16,7 +16,7 @@ from dynamat.io.reference_h5 import read_reference
 from dynamat.io.run_folder import read_run_trajectory
 from dynamat.layout import RunFolder
 
-from conftest import dynamat_cmd
+from conftest import assert_same_frames, dynamat_cmd
 
 NAME = "CuM_300K"
 
@@ -101,9 +101,5 @@ def test_every_step_reference_scores_and_its_run_imports(tmp_path, every_step_re
     res = dynamat_cmd("reference", "import", str(run_dir), "--out", str(imp), "--name", "CuI_300K")
     assert res.returncode == 0, res.stderr
     back = read_reference(imp, "CuI_300K")
-    np.testing.assert_array_equal(back.steps, mlip.steps)
-    np.testing.assert_array_equal(back.positions, mlip.positions)
-    np.testing.assert_array_equal(back.forces, mlip.forces)
-    np.testing.assert_array_equal(back.energies, mlip.energies)
-    np.testing.assert_array_equal(back.stress, mlip.stress)
+    assert_same_frames(back, mlip, "steps", "positions", "forces", "energies", "stress")
     assert back.dt_fs == pytest.approx(0.5) and back.temperature_K == 300.0
