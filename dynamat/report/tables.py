@@ -172,6 +172,9 @@ def load_results(root) -> Results:
             skipped.append(f"{path}: {why}")
             continue
         rows.append(_normalise_row(raw, path))
+        stale = _stale_score(raw, path)
+        if stale:
+            notes.append(stale)
     unscored: list[str] = []
     for run_dir in found.runs:
         try:
@@ -298,12 +301,27 @@ def not_a_score(raw: dict[str, Any], path: Path) -> str | None:
     return None
 
 
+def _stale_score(raw: dict[str, Any], path: Path) -> str | None:
+    """A note when the run beside a score has gone on since it was scored (a larger --steps extended it):
+    the row's numbers are those of the shorter run."""
+    try:
+        rec = json.loads((path.parent / RUN_JSON).read_text()) if path.name == SCORE_JSON else None
+    except (OSError, ValueError):
+        return None
+    done = rec.get("steps_done") if isinstance(rec, dict) else None
+    if raw.get("steps_done") is None or done is None or done == raw["steps_done"]:
+        return None
+    return (f"{path} scores the run up to step {raw['steps_done']}, and the run is now at step {done}: "
+            f"score it again (`dynamat score --run {path.parent}`)")
+
+
 def _refuse_duplicates(rows: list[dict[str, Any]]) -> None:
-    """Two runs of one entry (model and variant) on one system that are not replicas of a set: both rows
-    were kept, so the model's means counted that system twice. Refused in one line naming both."""
+    """Two completed runs of one entry (model and variant) on one system that are not replicas of a set: both
+    rows were kept, so the model's means counted that system twice. Refused in one line naming both (a
+    failed run beside a completed one is a failure row, in no mean)."""
     where: dict[tuple[str, str], list[str]] = {}
     for r in rows:
-        if r.get("replica_index") is None:
+        if r.get("replica_index") is None and r["status"] == "completed":
             where.setdefault((r["model"], r["system"]), []).append(r["source"])
     for (model, system), paths in where.items():
         if len(paths) > 1:

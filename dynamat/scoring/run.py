@@ -230,6 +230,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     if (meta.get("protocol") or {}).get("engine", "ipi") != "ipi":  # ASE's Nose-Hoover chain, not i-PI's SVR
         res["engine"] = meta["protocol"]["engine"]
     res.update(progress)
+    if meta.get("steps_done") is not None:  # which run was scored: a report tells a score older than its run
+        res.update(steps_done=meta["steps_done"], steps_requested=meta.get("steps_requested"))
     if meta.get("replica") is not None:  # one run of a --replicas set; the report aggregates the set
         res["replica_index"] = int(meta["replica"])
     if mlip.notes:  # what the reader dropped (an incomplete last frame of a killed run), said in the result too

@@ -216,3 +216,19 @@ def test_scores_written_into_one_folder_keep_their_own_curves(emt_run, tmp_path)
     rep = tmp_path / "rep"
     assert dynamat_cmd("report", str(first), "--out", str(rep), "--no-pdf").returncode == 0
     assert (rep / "figures" / "fig3_rdf_curves.png").stat().st_size > 5000
+
+
+def test_a_report_names_a_score_older_than_its_extended_run(tmp_path):
+    """A run scored, then extended by a larger --steps: its score.json holds the shorter run's numbers. The
+    score records the step it scored to, and the report says the run has gone on since."""
+    from dynamat.report.tables import load_results
+
+    args = ("run", "--model", "emt", "--system", SYSTEM, "--out", str(tmp_path), "--seed", "6")
+    run_dir = tmp_path / "emt" / SYSTEM
+    assert dynamat_cmd(*args, "--steps", "600").returncode == 0
+    assert dynamat_cmd("score", "--system", SYSTEM, "--run", str(run_dir)).returncode == 0
+    assert json.loads((run_dir / "score.json").read_text())["steps_done"] == 600
+    assert not any("score it again" in n for n in load_results(tmp_path).notes)
+    assert dynamat_cmd(*args, "--steps", "800").returncode == 0
+    (note,) = [n for n in load_results(tmp_path).notes if "score it again" in n]
+    assert note.startswith(f"{run_dir / 'score.json'} scores the run up to step 600, and the run is now at step 800")
