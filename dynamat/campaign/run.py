@@ -248,7 +248,8 @@ def _record(spec: CampaignSpec, result: CampaignResult) -> None:
     if bad:
         raise DynamatError(f"{len(bad)} of {len(pairs)} pairs did not complete: "
                            + "; ".join(f"{p.label} ({p.error or p.status})" for p in bad[:5])
-                           + (" ..." if len(bad) > 5 else "") + f"; logs in {CampaignTree(spec.out).logs}; rerun to retry")
+                           + (" ..." if len(bad) > 5 else "") + f"; logs in {CampaignTree(spec.out).logs}; "
+                           "mend what an error names, then rerun to retry")
 
 
 @contextlib.contextmanager
