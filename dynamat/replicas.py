@@ -98,10 +98,11 @@ def replica_seeds(out: Path, model: str, system: str, replicas: int, seed: int |
 
 def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas: int, *, seed: int | None,
                   overwrite: bool, steps: int | None, time_ps: float | None = None,
-                  overrides: dict | None = None) -> list[ReplicaRun]:
-    """Every replica of every system, with its seed and whether it is kept as it is."""
+                  overrides: dict | None = None, nbeads: int = 1, engine: str = "ipi") -> list[ReplicaRun]:
+    """Every replica of every system, with its seed and whether it is kept as it is (``nbeads``, ``engine``:
+    how the set runs, which a kept replica must have run with)."""
     from dynamat.reference import load_system
-    from dynamat.runner import check_resume_settings, steps_for
+    from dynamat.runner import check_resume_settings, run_settings, steps_for
 
     plan = []
     for system in systems:
@@ -121,6 +122,6 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                     raise DynamatError(f"{run_dir} holds a run with seed {rec.get('seed')}, not {s} (--seed + {k}): "
                                        "leave --seed out to go on with the recorded seeds, give another --out, "
                                        "or --overwrite")
-                check_resume_settings(run_dir, rec, entry.md_settings(steps=want, seed=s))
+                check_resume_settings(run_dir, rec, run_settings(entry, engine, nbeads, want, s)[1], engine)
             plan.append(ReplicaRun(system, k, s, keep))
     return plan

@@ -367,6 +367,15 @@ def step_timing(samples: list[tuple[float, int]], warmup_steps: int) -> tuple[fl
     return mean, median
 
 
+def run_settings(system: System, engine: str, nbeads: int, steps: int | None,
+                 seed: int) -> tuple[System, MDSettings]:
+    """The system as run (path integrals through i-PI run PILE-L, recorded with what it replaced) and its
+    MD settings: what a run of ``system`` with these options is, for running it or checking a kept one."""
+    if engine == "ipi":
+        system = with_beads(system, nbeads)
+    return system, system.md_settings(steps=steps, seed=seed, nbeads=nbeads)
+
+
 def run_md(
     model: str,
     system: System,
@@ -384,9 +393,7 @@ def run_md(
     with _refusals():
         check_same_run(run_dir, system.name, replica, opts.overwrite)
         seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
-        if opts.engine == "ipi":  # path integrals run PILE-L: recorded as run, with what it replaced
-            system = with_beads(system, opts.nbeads)
-        settings = system.md_settings(steps=opts.steps, seed=seed, nbeads=opts.nbeads)
+        system, settings = run_settings(system, opts.engine, opts.nbeads, opts.steps, seed)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
                      reference=str(reference), system_info=info, announce=announce, replica=replica)
@@ -429,7 +436,7 @@ def supervise(
     if run_dir.is_dir():
         processes.RunLock(run_dir, notify=announce).release()  # wait for a leftover i-PI before judging the folder
     with _refusals():
-        kept = _kept_final(run_dir, settings) if opts.keep_final and not opts.overwrite else None
+        kept = _kept_final(run_dir, settings, opts.engine) if opts.keep_final and not opts.overwrite else None
         if kept is not None:
             if announce:
                 announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}), run meanwhile")
@@ -456,8 +463,10 @@ def supervise(
     try:
         if resume_from is None:
             initial = _fresh_inputs(model, initial, settings, run_dir, opts, system, record, progress)
-            # recorded now, not only at the end: a rerun after a SIGKILL checks its seed, ensemble and model
-            write_text_atomic(RunFolder(run_dir).run_json, json.dumps(asdict(record), indent=2) + "\n")
+        else:  # until it ends, the resumed run is unfinished: an extension killed is never 'completed' short
+            record.steps_done = int((old or {}).get("steps_done") or 0)
+        # recorded now, not only at the end: a rerun after a SIGKILL checks its seed, ensemble and model
+        write_text_atomic(RunFolder(run_dir).run_json, json.dumps(asdict(record), indent=2) + "\n")
         _attempts(model, run_dir, resume_from, settings, opts, samples, progress, lock, initial, record)
         record.status = "completed"
     except Exploded as exc:
@@ -479,7 +488,7 @@ def supervise(
     return record
 
 
-def _kept_final(run_dir: Path, settings: MDSettings) -> RunRecord | None:
+def _kept_final(run_dir: Path, settings: MDSettings, engine: str = "ipi") -> RunRecord | None:
     """The record of a run already final at ``settings``' length, with their seed and ensemble (else
     refused, as a kept replica is), or None."""
     old = read_run_json(run_dir) or {}
@@ -487,7 +496,7 @@ def _kept_final(run_dir: Path, settings: MDSettings) -> RunRecord | None:
     if not (done or old.get("status") == "exploded"):
         return None
     _check_resume_seed(run_dir, old, settings.seed)
-    check_resume_settings(run_dir, old, settings)
+    check_resume_settings(run_dir, old, settings, engine)
     known = {f.name for f in fields(RunRecord)}
     return RunRecord(**{k: v for k, v in old.items() if k in known})
 
@@ -567,7 +576,12 @@ def check_resume_settings(run_dir: Path, old: dict | None, settings: MDSettings,
     and its time constant, save stride and beads, and i-PI takes them from there whatever the new input
     says. Other values are refused in one line (as another --seed or ensemble is), never recorded as if run."""
     check_resume_ensemble(run_dir, old, settings)
-    had = (old or {}).get("protocol") or {}
+    had = dict((old or {}).get("protocol") or {})
+    # run.json before it recorded what ran: path integrals said svr/langevin for PILE-L, the ASE engine svr
+    if had.get("engine") == "ase":
+        had["thermostat"] = "nhc"
+    elif int(had.get("nbeads") or 1) > 1 and had.get("thermostat") in ("svr", "langevin"):
+        had["thermostat"] = "pile_l"
     want = asdict(settings)
     want["thermostat"] = recorded_thermostat(settings, engine)  # as run.json records it
     differ = []

@@ -131,7 +131,7 @@ def _run_replicas(model, names, reference, out, opts, replicas, pack, time_ps, o
     if len(set(names)) != len(names):
         raise DynamatError("--system names a system twice")
     plan = plan_replicas(model, names, reference, out, replicas, seed=opts.seed, overwrite=opts.overwrite,
-                         steps=opts.steps, time_ps=time_ps, overrides=overrides)
+                         steps=opts.steps, time_ps=time_ps, overrides=overrides, nbeads=opts.nbeads, engine=opts.engine)
     opts.keep_final = True  # one done meanwhile by another command of the same set is kept too
     for r in plan:
         if r.keep:

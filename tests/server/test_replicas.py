@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -340,3 +341,33 @@ def test_two_identical_replica_commands_at_once_share_the_set(tmp_path):
     for n in (SYSTEM, f"{SYSTEM}_r1", f"{SYSTEM}_r2"):  # each run once: one start line in all the output
         assert (err1 + second.stderr).count(f"-> {tmp_path / 'emt' / n}\n") >= 1
         assert sum(f"running: emt on {n}, " in e for e in (err1, second.stderr)) == 1, n
+
+
+@pytest.mark.parametrize("how", [("--beads", "2"), ("--engine", "ase")])
+def test_a_finished_path_integral_or_ase_engine_set_is_kept_on_rerun(tmp_path, how):
+    """A kept replica is compared with what the set runs: its beads and PILE-L thermostat, or ASE's
+    Nose-Hoover chain. Compared with a classical i-PI run instead, the rerun of a finished set was refused."""
+    args = ("run", "--model", "emt", "--system", SYSTEM, "--steps", "20", "--replicas", "2", "--seed", "3",
+            "--out", str(tmp_path), *how)
+    assert dynamat_cmd(*args).returncode == 0
+    res = dynamat_cmd(*args)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("kept:") == 2
+
+
+def test_a_run_json_from_before_the_thermostat_was_recorded_as_run_still_resumes():
+    """run.json written before it recorded what ran said svr for a path-integral (PILE-L) run and for the ASE
+    engine's Nose-Hoover chain: such a folder still resumes with the same arguments."""
+    from dynamat.catalogue import get_system
+    from dynamat.errors import DynamatError
+    from dynamat.runner import check_resume_settings, run_settings
+
+    entry = get_system(SYSTEM)
+    for engine, nbeads in (("ipi", 4), ("ase", 1)):
+        settings = run_settings(entry, engine, nbeads, 100, 3)[1]
+        old = {"protocol": {**{k: getattr(settings, k) for k in ("temperature_K", "timestep_fs", "tau_fs",
+                                                                  "stride", "nbeads")},
+                            "thermostat": "svr", "engine": engine}}
+        check_resume_settings(Path("x"), old, settings, engine)  # no refusal
+        with pytest.raises(DynamatError, match="--tau-fs"):
+            check_resume_settings(Path("x"), {**old, "protocol": {**old["protocol"], "tau_fs": 1.0}}, settings, engine)

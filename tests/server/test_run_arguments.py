@@ -152,3 +152,21 @@ def test_a_completed_run_is_extended_only_with_its_protocol(tmp_path):
     res = _run(tmp_path, "--steps", "200", "--seed", "2")
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "emt" / SYSTEM / "run.json").read_text())["steps_done"] == 200
+
+
+def test_an_extension_killed_is_never_recorded_completed_at_the_old_length(tmp_path):
+    """run.json is rewritten when a resume starts: an extension (a larger --steps on a completed run) killed
+    outright left run.json 'completed' at the old length beside longer trajectories, which a score then
+    read as the short run's, and a replica set kept."""
+    run_dir = tmp_path / "emt" / SYSTEM
+    assert _run(tmp_path, "--steps", "100", "--seed", "5").returncode == 0
+    longer = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps",
+                               "100000", "--out", str(tmp_path), "--seed", "5"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_step(run_dir / "simulation.out", 200)
+    finally:
+        longer.kill()
+        longer.wait(timeout=60)
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert (rec["status"], rec["steps_requested"], rec["steps_done"]) == ("running", 100000, 100)
