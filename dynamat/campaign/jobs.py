@@ -197,7 +197,8 @@ def pair_status(run_dir: Path, steps: int | None = None, ensemble: str = "nvt") 
     if status in FINAL_RUN_STATUSES:
         sc = read_json(RunFolder(run_dir).score_json) or {}
         # a score of this very run: one left by a shorter run that was extended since is stale
-        fresh = sc.get("status") == status and sc.get("steps_done") == rec.get("steps_done")
+        # (a score from before scores recorded the step has no steps_done: taken as of this run, not redone)
+        fresh = sc.get("status") == status and sc.get("steps_done", rec.get("steps_done")) == rec.get("steps_done")
         return ("skip" if fresh else "score"), status
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return "run", status
@@ -236,7 +237,10 @@ def score_pair(job: Job) -> dict:
 
 
 def _failure_score(job: Job, rec: dict, status: str, error: str) -> dict:
+    """The score of a run that did not complete: its status and error, and the keys that put it in its
+    report entry (NPT, beads, engine, dispersion) with its model's facts, as a scored run has them."""
     from dynamat.catalogue import get_system
+    from dynamat.scoring.run import model_facts, variant_keys
 
     try:
         system_class = get_system(job.system).system_class
@@ -245,7 +249,8 @@ def _failure_score(job: Job, rec: dict, status: str, error: str) -> dict:
     return dict(model=job.model, system=job.system, system_class=system_class, status=status, error=error,
                 seconds_per_step=rec.get("seconds_per_step_median"),
                 model_seconds_per_eval=rec.get("model_seconds_per_eval_median"),
-                time_to_failure_fs=rec.get("time_to_failure_fs"))
+                time_to_failure_fs=rec.get("time_to_failure_fs"), **model_facts(rec),
+                **variant_keys(rec.get("protocol") or {}))
 
 
 # ---------------------------------------------------------------------------------- the task

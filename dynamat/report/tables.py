@@ -280,6 +280,10 @@ def _walk(root: Path, found: Found) -> None:
             found.scores.append(here / SCORE_JSON)
         elif RUN_JSON in names:
             found.runs.append(here)
+        if names & {SCORE_JSON, RUN_JSON}:
+            # a run folder holds no runs of the benchmark: `beads-convergence` puts its PILE-L runs
+            # (beads_<P>/) inside the classical run's folder, a study of their own
+            dirnames[:] = []
 
 
 def not_a_score(raw: dict[str, Any], path: Path) -> str | None:
@@ -334,14 +338,13 @@ def _refuse_duplicates(rows: list[dict[str, Any]]) -> None:
 def _run_failure_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The row of an exploded or failed run that has no score (too few frames to score, or not scored):
     its status and error from run.json, no metrics, as a campaign's failure score gives it."""
-    from dynamat.scoring.run import model_facts
+    from dynamat.scoring.run import model_facts, variant_keys
 
     raw = {"model": rec.get("model") or run_dir.parent.name, "system": rec.get("system") or run_dir.name,
            "system_class": (rec.get("system_info") or {}).get("class"), "status": rec.get("status"),
            "error": rec.get("error") or f"run status {rec.get('status')!r}", "replica_index": rec.get("replica"),
            **model_facts(rec)}
-    proto = rec.get("protocol") or {}  # the entry it fails in: NVT, NPT or path integrals (_variant)
-    raw.update(ensemble=proto.get("ensemble"), nbeads=proto.get("nbeads"), engine=proto.get("engine"))
+    raw.update(variant_keys(rec.get("protocol") or {}))  # the entry it fails in (_variant)
     row = _normalise_row(raw, run_dir / RUN_JSON)
     row["curves_path"] = None
     return row

@@ -153,6 +153,20 @@ def model_facts(meta: dict) -> dict:
     return facts
 
 
+def variant_keys(protocol: dict) -> dict:
+    """score.json's keys that set a run apart from the model's classical NVT runs through i-PI, from run.json's
+    ``protocol``: ``ensemble`` npt, ``nbeads`` P > 1, ``engine`` ase (a Nose-Hoover chain, not i-PI's SVR).
+    A report never averages runs that differ in them (its entries ``<model>+NPT``, ``+PI<P>``, ``+ASE``)."""
+    out: dict = {}
+    if protocol.get("ensemble") == "npt":
+        out["ensemble"] = "npt"
+    if int(protocol.get("nbeads") or 1) > 1:
+        out["nbeads"] = int(protocol["nbeads"])
+    if protocol.get("engine", "ipi") != "ipi":
+        out["engine"] = protocol["engine"]
+    return out
+
+
 def run_progress(run_dir: Path, meta: dict, mlip) -> dict:
     """How far a run by hand (no run.json: ``dynamat inputs``, then i-PI and a driver) got, from its input.xml
     and frames: ``steps_requested`` (total_steps) and ``steps_done`` (the last frame's step). Frames that end
@@ -221,14 +235,9 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         model_seconds_per_eval=meta.get("model_seconds_per_eval_median"),
         **model_facts(meta),
     )
-    # the ensemble, where it is not the paper's classical NVT: a report never averages it with NVT runs
-    if npt:
+    res.update(variant_keys(meta.get("protocol") or {}))
+    if npt:  # a trajectory made elsewhere whose cell moves, too
         res["ensemble"] = "npt"
-    nbeads = int((meta.get("protocol") or {}).get("nbeads") or 1)
-    if nbeads > 1:
-        res["nbeads"] = nbeads
-    if (meta.get("protocol") or {}).get("engine", "ipi") != "ipi":  # ASE's Nose-Hoover chain, not i-PI's SVR
-        res["engine"] = meta["protocol"]["engine"]
     res.update(progress)
     if meta.get("steps_done") is not None:  # which run was scored: a report tells a score older than its run
         res.update(steps_done=meta["steps_done"], steps_requested=meta.get("steps_requested"))

@@ -161,6 +161,8 @@ def test_pair_status_actions(tmp_path):
     assert pair_status(d) == ("score", "completed")
     (d / "score.json").write_text(json.dumps({"status": "completed", "steps_done": 20}))
     assert pair_status(d) == ("score", "completed")  # the score of the run before it was extended
+    (d / "score.json").write_text(json.dumps({"status": "completed"}))
+    assert pair_status(d) == ("skip", "completed")  # a score from before steps_done was recorded: not redone
     (d / "score.json").write_text(json.dumps({"status": "completed", "steps_done": 40}))
     assert pair_status(d) == pair_status(d, 40) == pair_status(d, 30) == ("skip", "completed")
     assert pair_status(d, 80) == ("extend", "completed")  # longer than the run: go on from its RESTART

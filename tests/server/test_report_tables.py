@@ -46,6 +46,22 @@ def test_nvt_npt_and_path_integral_runs_of_one_model_are_never_averaged(tmp_path
     assert [(r["model"], r["status"]) for r in res.failures] == [("emt+NPT", "exploded")]
 
 
+def test_a_campaigns_failure_score_lands_in_its_runs_entry(tmp_path):
+    """A campaign writes a score for a run that exploded: it carries the run's ensemble, beads and dispersion
+    (it had none, so an NPT explosion counted against the model's NVT entry)."""
+    from dynamat.campaign.jobs import Job, _failure_score
+    from dynamat.layout import RunFolder
+
+    job = Job(0, "emt", "Cu", "ref.h5", str(tmp_path), 100)
+    rec = {"status": "exploded", "protocol": {"ensemble": "npt", "nbeads": 1, "engine": "ipi"},
+           "dispersion": "d3-bj(pbe)", "tier": "test"}
+    d = RunFolder.of(tmp_path, "emt", "Cu").path
+    d.mkdir(parents=True)
+    RunFolder(d).score_json.write_text(json.dumps(_failure_score(job, rec, "exploded", "MD exploded")))
+    assert [(r["model"], r["status"], r["tier"]) for r in load_results(tmp_path).failures] == [
+        ("emt+D3+NPT", "exploded", "test")]
+
+
 def test_two_runs_of_one_model_on_one_system_are_refused_naming_both(tmp_path):
     """Two run folders of emt on Cu (another --out, another seed, not a replica set): both rows were kept and
     the model's mean counted Cu twice (a note said so). Refused in one line naming both; replicas pass."""
