@@ -239,9 +239,10 @@ def _client(req: GenerateRequest, system, atoms: ase.Atoms):
     return client
 
 
-#: provenance attributes a stored replica must share with the request to be kept by a rerun (the rest of
-#: :func:`_provenance`: the versions of the codes, which a rerun after an upgrade may change)
-_UNCOMPARED = ("dynamat_version", "ipi_version")
+#: provenance attributes a stored replica need not share with the request to be kept by a rerun: the versions
+#: of the codes (a rerun on another node or after an upgrade, `cp2k --version` timing out as "unknown") and the
+#: paths of the files (a project folder moved); the CP2K input's text and facts, the protocol and model stay compared
+_UNCOMPARED = ("dynamat_version", "ipi_version", "code_version", "structure_file", "input_template")
 
 
 def _stored_replicas(req: GenerateRequest, system, equil: int, prod: int, client) -> dict[int, tuple[int, int, bool]]:

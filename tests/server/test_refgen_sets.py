@@ -77,3 +77,22 @@ def test_rerun_of_a_killed_replica_set_keeps_the_stored_replicas_and_resumes(tmp
     np.testing.assert_array_equal(again.positions, first.positions)  # kept, not rerun
     np.testing.assert_array_equal(r1.steps, first.steps)  # the whole production, every saved step once
     assert not np.allclose(r1.positions[-1], first.positions[-1], atol=1e-3)  # its own seed
+
+
+def test_a_rerun_from_a_moved_project_keeps_the_stored_replicas(tmp_path, cu_cif):
+    """The structure file's path (and the codes' versions) are not compared: a project folder moved, or CP2K
+    answering `--version` differently on another node, refused the stored replicas and its advice
+    (--overwrite) deleted them."""
+    import shutil
+
+    out = tmp_path / "refm.h5"
+    args = ("--temperature", "300", "--time-ps", "0.04", "--seed", "1")
+    assert dynamat_cmd(*_generate_args(cu_cif, out, "CuM_300K", *args)).returncode == 0
+    moved = tmp_path / "moved" / "cu.cif"
+    moved.parent.mkdir()
+    shutil.copy(cu_cif, moved)
+    before = read_reference(out, "CuM_300K").positions
+    res = dynamat_cmd(*_generate_args(moved, out, "CuM_300K", *args, "--replicas", "2"))
+    assert res.returncode == 0, res.stderr
+    assert _groups(out) == {"CuM_300K": (300.0, 1), "CuM_300K_r1": (300.0, 2)}
+    np.testing.assert_array_equal(read_reference(out, "CuM_300K").positions, before)  # kept, not run again
