@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from dynamat.errors import DynamatError
@@ -51,12 +52,15 @@ def check_out(out: Path) -> None:
 def _swap_in(new: Path, out: Path) -> None:
     """The report made in ``new`` takes the place of the previous one in ``out``."""
     try:
-        for old in report_files(out):
-            old.unlink()
-        for src in sorted(p for p in new.rglob("*") if p.is_file()):
+        incoming = sorted(p for p in new.rglob("*") if p.is_file())
+        kept = {out / src.relative_to(new) for src in incoming}
+        for src in incoming:  # each new file replaces its old one at once: a kill leaves a whole file there
             dst = out / src.relative_to(new)
             dst.parent.mkdir(exist_ok=True)
             os.replace(src, dst)
+        for old in report_files(out):  # then the old report's files the new one has not
+            if old not in kept:
+                old.unlink()
         for sub in (TABLES_DIR, FIGURES_DIR, MATBENCH_DIR):  # a folder the new report leaves empty goes
             if (out / sub).is_dir() and not any((out / sub).iterdir()):
                 (out / sub).rmdir()
@@ -90,6 +94,10 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     check_out(out)
     out = ensure_writable_dir(out, "the report to")
 
+    for left in out.glob(TMP_PREFIX + "*"):  # a report killed while it was made left its work folder (one
+        # untouched for 10 minutes: not that of a report being made now into the same folder)
+        if left.is_dir() and not left.is_symlink() and time.time() - left.stat().st_mtime > 600:
+            shutil.rmtree(left, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out))
     try:
         tables = build_tables(res, {m: r for m, r in ext_map.items()})

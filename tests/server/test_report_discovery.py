@@ -144,6 +144,23 @@ def test_score_files_at_every_depth_are_found(tmp_path):
     assert len(_table(out, "per_model_system")["rows"]) == 6
 
 
+def test_runs_inside_a_run_folder_are_not_the_benchmarks(tmp_path):
+    """`beads-convergence` writes its PILE-L runs into the classical run's folder (beads_<P>/): a P = 1 one
+    scored duplicated the classical row (refusing the report), unscored ones were named as runs to score."""
+    from dynamat.report.tables import load_results
+
+    runs = tmp_path / "runs"
+    write_synthetic_results(runs, models=(("CHGNet", 1, 412_525, 1.0),), curves=False)
+    host = next(runs.glob("CHGNet/*/score.json")).parent
+    for p in (1, 2):
+        inner = host / f"beads_{p}"
+        inner.mkdir()
+        (inner / "run.json").write_text(json.dumps({"model": "CHGNet", "system": host.name, "status": "completed"}))
+        (inner / "score.json").write_text((host / "score.json").read_text())
+    res = load_results(runs)
+    assert len(res.rows) == 3 and not any("beads_" in n for n in res.notes)
+
+
 def test_a_json_that_is_not_a_score_is_refused(tmp_path):
     """run.json, a bead-convergence summary and a `dynamat singlepoint --json` file named as scores: one line
     naming the file and what it is, no report; found in a folder walk, such a score.json is skipped with a

@@ -102,3 +102,21 @@ def test_models_of_one_export_file_name_each_get_their_own(tmp_path, names):
     shutil.rmtree(out)
     assert _report(results, "--out", out, "--no-pdf").exit_code == 0
     assert sorted(p.name for p in (out / "matbench").glob("*.yml")) == sorted(held.values())
+
+
+def test_a_killed_reports_work_folder_goes_with_the_next_report(tmp_path):
+    """A report killed while it was made leaves its hidden work folder in --out: the next report removes it
+    once it is 10 minutes old, and leaves a fresh one (a report being made into the same folder now)."""
+    import os
+    import time
+
+    from dynamat.report.build import TMP_PREFIX
+
+    out = tmp_path / "out"
+    old, fresh = out / f"{TMP_PREFIX}old", out / f"{TMP_PREFIX}fresh"
+    for d in (old, fresh):
+        (d / "figures").mkdir(parents=True)
+        (d / "figures" / "fig.png").write_bytes(b"x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    run_report(write_synthetic_results(tmp_path / "r", models=MODELS[:1], curves=False), out, formats=("png",))
+    assert not old.exists() and fresh.is_dir()
