@@ -11,9 +11,22 @@ import pytest
 
 from dynamat.io import read_ipi_run
 
-from conftest import BIN, assert_one_line_error, dynamat_cmd, wait_for_step
+from conftest import BIN, assert_one_line_error, dynamat_cmd, wait_for_step, wait_until
 
 SYSTEM = "bulkCu_300K-demo_EMT"
+
+
+def _lock_free(run_dir) -> bool:
+    """No process holds the run folder's lock (the flock dynamat's supervisor, and its i-PI, hold)."""
+    import fcntl
+
+    with open(run_dir / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return True
 
 
 def _run(out, *args):
@@ -130,6 +143,8 @@ def test_a_run_killed_before_its_end_is_resumed_only_as_it_started(tmp_path):
     finally:
         first.kill()
         first.wait(timeout=60)
+    # its i-PI, told by the parent-death signal, ends with a soft exit; until then a rerun says it waits
+    wait_until(lambda: _lock_free(run_dir), 60, "the killed run's i-PI to let go of the folder")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
     res = _run(tmp_path, "--steps", "100000", "--seed", "4")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "--seed 3" in res.stderr, res.stderr
