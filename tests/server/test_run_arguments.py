@@ -29,6 +29,20 @@ def _lock_free(run_dir) -> bool:
         return True
 
 
+def _killed_at(out, seed: int, step: int):
+    """A `dynamat run --steps 100000` into ``out`` SIGKILLed (the supervisor alone) once i-PI reached ``step``;
+    returns the run folder."""
+    run_dir = out / "emt" / SYSTEM
+    proc = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", "100000",
+                             "--out", str(out), "--seed", str(seed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_step(run_dir / "simulation.out", step)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    return run_dir
+
+
 def _run(out, *args):
     return dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--out", str(out), *args)
 
@@ -134,15 +148,7 @@ def test_a_run_killed_before_its_end_is_resumed_only_as_it_started(tmp_path):
     """run.json is written when a run starts, not only when it ends: after a SIGKILL of `dynamat run`, a
     rerun with another seed or ensemble is refused in one line (it resumed from the RESTART's own seed and
     ensemble, and run.json then recorded arguments the trajectory never used)."""
-    run_dir = tmp_path / "emt" / SYSTEM
-    first = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps", "100000",
-                              "--out", str(tmp_path), "--seed", "3"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_step(run_dir / "simulation.out", 150)
-    finally:
-        first.kill()
-        first.wait(timeout=60)
+    run_dir = _killed_at(tmp_path, 3, 150)
     # its i-PI, told by the parent-death signal, ends with a soft exit; until then a rerun says it waits
     wait_until(lambda: _lock_free(run_dir), 60, "the killed run's i-PI to let go of the folder")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
@@ -173,15 +179,7 @@ def test_an_extension_killed_is_never_recorded_completed_at_the_old_length(tmp_p
     """run.json is rewritten when a resume starts: an extension (a larger --steps on a completed run) killed
     outright left run.json 'completed' at the old length beside longer trajectories, which a score then
     read as the short run's, and a replica set kept."""
-    run_dir = tmp_path / "emt" / SYSTEM
     assert _run(tmp_path, "--steps", "100", "--seed", "5").returncode == 0
-    longer = subprocess.Popen([str(BIN / "dynamat"), "run", "--model", "emt", "--system", SYSTEM, "--steps",
-                               "100000", "--out", str(tmp_path), "--seed", "5"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_step(run_dir / "simulation.out", 200)
-    finally:
-        longer.kill()
-        longer.wait(timeout=60)
+    run_dir = _killed_at(tmp_path, 5, 200)
     rec = json.loads((run_dir / "run.json").read_text())
     assert (rec["status"], rec["steps_requested"], rec["steps_done"]) == ("running", 100000, 100)
