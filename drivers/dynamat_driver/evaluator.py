@@ -277,10 +277,6 @@ class Evaluator:
     def to_atoms(self, cell_bohr: np.ndarray, pos_bohr: np.ndarray, slot: int = 0):
         """Writes one i-PI structure into the reusable Atoms of ``slot`` (Å, cell as rows)."""
         pos = np.asarray(pos_bohr, dtype=np.float64).reshape(-1, 3)
-        if not (np.isfinite(pos).all() and np.isfinite(cell_bohr).all()):
-            # i-PI's integrator or barostat has blown up: the model would fail on it in its own way
-            raise DriverError(f"i-PI sent non-finite positions or cell at request {self.n_requests} "
-                              "(the structure has exploded)")
         n = len(self.system.numbers)
         if len(pos) != n:
             raise DriverError(
@@ -324,6 +320,14 @@ class Evaluator:
         return (energy * HARTREE_PER_EV, f * HARTREE_PER_BOHR_PER_EV_PER_ANGSTROM, vir, "")
 
     # -- evaluation ---------------------------------------------------------------------
+    def _refuse_exploded(self, atoms_list: Sequence) -> None:
+        """After a model failed: a non-finite cell or positions from i-PI (its integrator or barostat blown up)
+        is said as the explosion it is, not as the model's own error on it. Looked at only then: no per-step cost."""
+        for a in atoms_list:
+            if not (np.isfinite(a.arrays["positions"]).all() and np.isfinite(a.cell.array).all()):
+                raise DriverError(f"i-PI sent non-finite positions or cell at request {self.n_requests} "
+                                  "(the structure has exploded)") from None
+
     def evaluate_atoms(self, atoms_list: Sequence, stress: bool = True) -> list:
         """Runs the model on ASE Atoms (batched if allowed), timing the model call only.
         Returns model results in eV units: (energy, forces, stress or None). ``stress=False``
@@ -334,15 +338,19 @@ class Evaluator:
         n = len(atoms_list)
         kw = {} if stress or not getattr(self.model, "skips_stress", False) else {"stress": False}
         t0 = time.perf_counter()
-        if n > 1 and self.batched:
-            results = self.model.calculate_batch(atoms_list, **kw)
-            batched = True
-        else:
-            results = []
-            for a in atoms_list:
-                results.append(self.model.calculate(a, self._first, **kw))
-                self._first = False
-            batched = False
+        try:
+            if n > 1 and self.batched:
+                results = self.model.calculate_batch(atoms_list, **kw)
+                batched = True
+            else:
+                results = []
+                for a in atoms_list:
+                    results.append(self.model.calculate(a, self._first, **kw))
+                    self._first = False
+                batched = False
+        except Exception:
+            self._refuse_exploded(atoms_list)
+            raise
         self.timing.add(n, time.perf_counter() - t0, batched, stress=stress or not kw)
         self._first = False
         return results
