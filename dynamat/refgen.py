@@ -30,7 +30,7 @@ from dynamat.catalogue import NPT_BURN_IN_TAUS, get_system
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import read_properties
-from dynamat.io.reference_h5 import ReferenceGroupWriter, replica_of
+from dynamat.io.reference_h5 import ReferenceGroupWriter, replicas_in
 from dynamat.io.run_folder import read_run_trajectory
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
@@ -350,8 +350,7 @@ def _store(req, group: str, k: int, run_dir: Path, settings: MDSettings, equil: 
         if req.overwrite and k == 0:
             # the replaced set goes as a whole, the groups of a larger earlier --replicas included: left, they
             # would set the noise floor of every score against the new system (as `reference import --force`)
-            removed = [n for n in f if n != group and isinstance(f.get(n, getlink=True), h5py.HardLink)
-                       and isinstance(f[n], h5py.Group) and replica_of(f[n]) == req.name]
+            removed = replicas_in(f, req.name)
             for n in removed:
                 del f[n]
         w = ReferenceGroupWriter(f.create_group(tmp), traj.numbers, np.ones(3, bool))

@@ -55,7 +55,7 @@ import numpy as np
 from dynamat.catalogue import temperature_from_name
 from dynamat.errors import DynamatError
 from dynamat.io.extxyz import frame_fields, iread_extxyz
-from dynamat.io.reference_h5 import ReferenceGroupWriter, replica_of
+from dynamat.io.reference_h5 import ReferenceGroupWriter, replicas_in
 from dynamat.metrics.equilibration import unequilibrated_start
 from dynamat.metrics.frame_interval import (  # the one check
     MIN_TEMPERATURE_K,
@@ -502,8 +502,7 @@ def _store(tmp: Path, dst: h5py.File, res: ImportedSystem) -> None:
     with h5py.File(tmp, "r") as src:
         if sys_name in dst:
             # its further trajectories go with it: left, they would set the replaced system's noise floor
-            stale = [n for n in dst if n != sys_name and isinstance(dst.get(n, getlink=True), h5py.HardLink)
-                     and isinstance(dst[n], h5py.Group) and replica_of(dst[n]) == sys_name]
+            stale = replicas_in(dst, sys_name)
             for n in (sys_name, *stale):
                 del dst[n]
             if stale:

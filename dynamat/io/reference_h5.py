@@ -68,6 +68,13 @@ def replica_of(group: h5py.Group) -> str | None:
     return str(np.asarray(v).reshape(-1)[0]) if not isinstance(v, str) else v
 
 
+def replicas_in(f: h5py.File, system: str) -> list[str]:
+    """The groups of open file ``f`` that are further trajectories (``replica_of``) of ``system``: what goes
+    with it when it is replaced, or they would set the new system's noise floor."""
+    return [n for n in f if n != system and isinstance(f.get(n, getlink=True), h5py.HardLink)
+            and isinstance(f[n], h5py.Group) and replica_of(f[n]) == system]
+
+
 def list_systems(path: str | Path) -> list[str]:
     """Names of the systems (top-level groups) in a reference file, without the further replicas of a
     system (groups whose ``replica_of`` names another group, see :func:`reference_replicas`); a file in
