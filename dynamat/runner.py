@@ -214,8 +214,9 @@ def _no_restart_message(run_dir: Path, damaged: list[str]) -> str:
             "step 0 in this folder, or pass --overwrite to replace the folder")
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) -> Path | None:
-    """Decides between a fresh start and a resume; returns the restart file to resume from, if any.
+def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) -> tuple[str, Path | None]:
+    """Decides between a fresh start and a resume and readies the folder for it: (what it does, as
+    :func:`plan_run_dir` says it, the restart file to resume from, if any).
 
     - ``overwrite`` removes the folder only if it holds a dynamat run; anything else is refused.
     - A completed run is resumed to a larger ``steps``; the same or a smaller count is refused.
@@ -228,12 +229,10 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) ->
     action, restart = plan_run_dir(run_dir, overwrite, steps)
     if action == "replace":
         shutil.rmtree(run_dir)
-    elif action == "restart":
-        _check_writable(run_dir)
-        _clear_own_files(run_dir)
-        return None
     _check_writable(run_dir)
-    return restart
+    if action == "restart":
+        _clear_own_files(run_dir)
+    return action, restart
 
 
 def plan_run_dir(run_dir: Path, overwrite: bool, steps: int | None = None) -> tuple[str, Path | None]:
@@ -441,11 +440,11 @@ def supervise(
             if announce:
                 announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}), run meanwhile")
             return kept
-        if announce and plan_run_dir(run_dir, opts.overwrite, settings.steps)[0] == "restart":  # never silently
+        action, resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
+        if announce and action == "restart":  # never silently
             announce(f"{run_dir} holds an unfinished run with no restart point to resume from"
                      + (" (the ASE engine writes none)" if opts.engine == "ase" else "")
                      + ": starting it again at step 0")
-        resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
         old = read_run_json(run_dir) if resume_from is not None else None
         _check_resume_seed(run_dir, old, settings.seed)
         check_resume_settings(run_dir, old, settings, opts.engine)
