@@ -102,7 +102,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
     """Every replica of every system, with its seed and whether it is kept as it is (``nbeads``, ``engine``:
     how the set runs, which a kept replica must have run with)."""
     from dynamat.reference import load_system
-    from dynamat.runner import check_resume_settings, run_settings, steps_for
+    from dynamat.runner import check_resume_settings, final_at, run_settings, steps_for
 
     plan = []
     for system in systems:
@@ -114,8 +114,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
         want = steps_for(entry, steps, time_ps) or entry.protocol.steps
         for k, s in enumerate(replica_seeds(out, model, system, replicas, seed, overwrite)):
             rec = {} if overwrite else _recorded(RunFolder.of(out, model, system, k).path)
-            final = rec.get("status") if rec.get("status") in ("completed", "exploded") else None
-            keep = final if final == "exploded" or final and int(rec.get("steps_requested") or 0) >= want else None
+            keep = final_at(rec, want)
             if keep:  # kept as it is only where it is the run asked for: else two replicas could be one
                 run_dir = RunFolder.of(out, model, system, k).path
                 if rec.get("seed") != s:

@@ -487,12 +487,20 @@ def supervise(
     return record
 
 
+def final_at(rec: dict, steps: int | None) -> str | None:
+    """The status of a run.json ``rec`` that a --replicas set keeps as it is: ``completed`` with at least
+    ``steps`` MD steps, or ``exploded`` (a result at any length); None: the run is to be run or continued."""
+    status = rec.get("status")
+    if status == "exploded" or status == "completed" and int(rec.get("steps_requested") or 0) >= (steps or 0):
+        return status
+    return None
+
+
 def _kept_final(run_dir: Path, settings: MDSettings, engine: str = "ipi") -> RunRecord | None:
     """The record of a run already final at ``settings``' length, with their seed and ensemble (else
     refused, as a kept replica is), or None."""
     old = read_run_json(run_dir) or {}
-    done = old.get("status") == "completed" and int(old.get("steps_requested") or 0) >= (settings.steps or 0)
-    if not (done or old.get("status") == "exploded"):
+    if final_at(old, settings.steps) is None:
         return None
     _check_resume_seed(run_dir, old, settings.seed)
     check_resume_settings(run_dir, old, settings, engine)
