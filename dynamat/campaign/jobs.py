@@ -188,6 +188,7 @@ def pair_status(run_dir: Path, steps: int | None = None, ensemble: str = "nvt") 
     continued under the other thermostat or barostat).
     """
     from dynamat.runner import restart_file
+    from dynamat.scoring.run import scores_this_run
 
     rec = read_json(RunFolder(run_dir).run_json) or {}
     status = rec.get("status")
@@ -197,8 +198,7 @@ def pair_status(run_dir: Path, steps: int | None = None, ensemble: str = "nvt") 
     if status in FINAL_RUN_STATUSES:
         sc = read_json(RunFolder(run_dir).score_json) or {}
         # a score of this very run: one left by a shorter run that was extended since is stale
-        # (a score from before scores recorded the step has no steps_done: taken as of this run, not redone)
-        fresh = sc.get("status") == status and sc.get("steps_done", rec.get("steps_done")) == rec.get("steps_done")
+        fresh = sc.get("status") == status and scores_this_run(sc, rec)
         return ("skip" if fresh else "score"), status
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return "run", status

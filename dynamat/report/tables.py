@@ -308,15 +308,16 @@ def not_a_score(raw: dict[str, Any], path: Path) -> str | None:
 def _stale_score(raw: dict[str, Any], path: Path) -> str | None:
     """A note when the run beside a score has gone on since it was scored (a larger --steps extended it):
     the row's numbers are those of the shorter run."""
+    from dynamat.scoring.run import scores_this_run
+
     try:
         rec = json.loads((path.parent / RUN_JSON).read_text()) if path.name == SCORE_JSON else None
     except (OSError, ValueError):
         return None
-    done = rec.get("steps_done") if isinstance(rec, dict) else None
-    if raw.get("steps_done") is None or done is None or done == raw["steps_done"]:
+    if not isinstance(rec, dict) or scores_this_run(raw, rec):
         return None
-    return (f"{path} scores the run up to step {raw['steps_done']}, and the run is now at step {done}: "
-            f"score it again (`dynamat score --run {path.parent}`)")
+    return (f"{path} scores the run up to step {raw['steps_done']}, and the run is now at step "
+            f"{rec['steps_done']}: score it again (`dynamat score --run {path.parent}`)")
 
 
 def _refuse_duplicates(rows: list[dict[str, Any]]) -> None:

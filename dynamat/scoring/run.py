@@ -153,6 +153,14 @@ def model_facts(meta: dict) -> dict:
     return facts
 
 
+def scores_this_run(score: dict, rec: dict) -> bool:
+    """Whether a score.json ``score`` is of the run run.json ``rec`` records now, not of the shorter run it
+    was before a larger --steps extended it (by ``steps_done``; a score or record without it, from before
+    scores recorded their step, is taken as of this run)."""
+    scored, done = score.get("steps_done"), rec.get("steps_done")
+    return scored is None or done is None or scored == done
+
+
 def variant_keys(protocol: dict) -> dict:
     """score.json's keys that set a run apart from the model's classical NVT runs through i-PI, from run.json's
     ``protocol``: ``ensemble`` npt, ``nbeads`` P > 1, ``engine`` ase (a Nose-Hoover chain, not i-PI's SVR).
