@@ -59,7 +59,7 @@ _PRCTL = _load_prctl()
 _PR_SET_PDEATHSIG = 1
 
 
-def parent_death_signal(parent_pid: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
     """In the child: get SIGTERM when the supervising process dies, however it dies (Linux).
 
     i-PI answers SIGTERM with a soft exit that writes RESTART, so a killed job stays resumable and
@@ -85,7 +85,7 @@ def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None, pass_fd
         return subprocess.Popen(
             cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env=env, pass_fds=pass_fds,
-            preexec_fn=functools.partial(parent_death_signal, os.getpid()) if die_with_parent else None,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()) if die_with_parent else None,
         )
     finally:
         fh.close()

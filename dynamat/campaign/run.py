@@ -29,7 +29,6 @@ A task is ``python -m dynamat campaign-task --manifest JOBS.tsv --index I`` (:mo
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dynamat import processes
 from dynamat.campaign.jobs import (
     FINAL_RUN_STATUSES,
     Job,
@@ -52,7 +52,6 @@ from dynamat.campaign.jobs import (
 from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
 from dynamat.layout import SCORE_JSON, CampaignTree, RunFolder
-from dynamat.processes import parent_death_signal
 
 __all__ = ["CampaignResult", "CampaignSpec", "run_campaign"]
 
@@ -358,15 +357,11 @@ def _run_local(todo: list[Job], manifest: Path | None, pairs: list[PairView], su
                 tree = CampaignTree(summary.out)
                 log = (tree.pair_log(first.model, first.folder) if len(jobs) == 1 else
                        tree.pack_task_log(first.model, task))
-                with open(log, "ab") as fh:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "dynamat", "campaign-task", "--manifest", str(manifest), "--index",
-                         str(task)],
-                        stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                        env={**env, "DYNAMAT_TASK_T0": repr(t0)},
-                        # a campaign killed outright (SIGKILL) takes its tasks with it: SIGTERM stops them
-                        # as Ctrl-C does, RESTARTs kept, and a rerun finds no pair held by an orphan
-                        preexec_fn=functools.partial(parent_death_signal, os.getpid()))
+                # processes.start: its own process group, and SIGTERM when the campaign dies however it dies
+                # (a SIGKILLed campaign left its --pack task computing and holding the pairs' locks)
+                proc = processes.start([sys.executable, "-m", "dynamat", "campaign-task", "--manifest", str(manifest),
+                                        "--index", str(task)], Path.cwd(), log,
+                                       env={**env, "DYNAMAT_TASK_T0": repr(t0)})
                 running[task] = (jobs, proc, log)
                 for job in jobs:
                     by_label[job.label].status = "running"
