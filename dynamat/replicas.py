@@ -98,11 +98,13 @@ def replica_seeds(out: Path, model: str, system: str, replicas: int, seed: int |
 
 def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas: int, *, seed: int | None,
                   overwrite: bool, steps: int | None, time_ps: float | None = None,
-                  overrides: dict | None = None, nbeads: int = 1, engine: str = "ipi") -> list[ReplicaRun]:
+                  overrides: dict | None = None, nbeads: int = 1, engine: str = "ipi",
+                  identity: dict | None = None) -> list[ReplicaRun]:
     """Every replica of every system, with its seed and whether it is kept as it is (``nbeads``, ``engine``:
-    how the set runs, which a kept replica must have run with)."""
+    how the set runs, and ``identity``, the served model (:func:`dynamat.runner.model_identity`), which a
+    kept replica must have run with)."""
     from dynamat.reference import load_system
-    from dynamat.runner import check_resume_settings, final_at, run_settings, steps_for
+    from dynamat.runner import check_resume_settings, check_same_model, final_at, run_settings, steps_for
 
     plan = []
     for system in systems:
@@ -122,5 +124,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                                        "leave --seed out to go on with the recorded seeds, give another --out, "
                                        "or --overwrite")
                 check_resume_settings(run_dir, rec, run_settings(entry, engine, nbeads, want, s)[1], engine)
+                if identity is not None:
+                    check_same_model(run_dir, rec, identity)
             plan.append(ReplicaRun(system, k, s, keep))
     return plan

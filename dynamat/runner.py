@@ -77,6 +77,9 @@ class RunOptions:
     #: a run of a --replicas set: found final at the asked length once its folder is free (another command
     #: of the same set ran it meanwhile), it is kept as the set's plan keeps one found so at the start
     keep_final: bool = False
+    #: ``dynamat run``: a completed run of exactly the asked steps is kept (the rerun has nothing to do),
+    #: where the folder's seed, protocol and model are the ones asked; a shorter one is extended
+    keep_same: bool = False
 
     def served(self, model: str) -> str:
         """The driver's ``--model`` for the run of ``model``."""
@@ -186,6 +189,25 @@ def restart_step(path: Path | None) -> int | None:
 def damaged_restarts(run_dir: Path) -> list[str]:
     """The names of restart files in ``run_dir`` that are not complete i-PI XML (cut short by a kill)."""
     return [p.name for p in RunFolder(run_dir, PREFIX).restart_candidates()[:3] if is_damaged(p)]
+
+
+def drop_superseded_backups(run_dir: Path) -> list[str]:
+    """Removes the copies i-PI keeps of a rewritten RESTART or checkpoint (``#RESTART#0#``) that a complete
+    RESTART at a later step supersedes: each resume or extension left one more. They stay restart
+    candidates while the run is unfinished; once it completes, RESTART is the newest point. A copy with no
+    step (the checkpoint i-PI writes before its first step, or one cut short) is superseded too. Returns
+    the names removed."""
+    folder = RunFolder(run_dir, PREFIX)
+    newest = restart_step(folder.restart)
+    if newest is None:
+        return []
+    gone = []
+    for p in folder.restart_candidates()[3:]:
+        step = restart_step(p)
+        if (step is None or step < newest) and not p.is_symlink():
+            p.unlink()
+            gone.append(p.name)
+    return gone
 
 
 def _clear_own_files(run_dir: Path) -> None:
@@ -435,10 +457,12 @@ def supervise(
     if run_dir.is_dir():
         processes.RunLock(run_dir, notify=announce).release()  # wait for a leftover i-PI before judging the folder
     with _refusals():
-        kept = _kept_final(run_dir, settings, opts.engine) if opts.keep_final and not opts.overwrite else None
+        kept = None if opts.overwrite else _kept_final(run_dir, settings, model, opts)
         if kept is not None:
             if announce:
-                announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}), run meanwhile")
+                meanwhile = ", run meanwhile" if opts.keep_final else ""
+                announce(f"kept: {run_dir} is {kept.status} at the asked length (seed {kept.seed}){meanwhile}; "
+                         "--overwrite runs it anew")
             return kept
         action, resume_from = prepare_run_dir(run_dir, opts.overwrite, settings.steps)
         if announce and action == "restart":  # never silently
@@ -468,6 +492,7 @@ def supervise(
         write_text_atomic(RunFolder(run_dir).run_json, json.dumps(asdict(record), indent=2) + "\n")
         _attempts(model, run_dir, resume_from, settings, opts, samples, progress, lock, initial, record)
         record.status = "completed"
+        drop_superseded_backups(run_dir)
     except Exploded as exc:
         record.status = "exploded"
         record.error = f"MD exploded: {str(exc).removeprefix('MD exploded: ')}"
@@ -496,14 +521,18 @@ def final_at(rec: dict, steps: int | None) -> str | None:
     return None
 
 
-def _kept_final(run_dir: Path, settings: MDSettings, engine: str = "ipi") -> RunRecord | None:
-    """The record of a run already final at ``settings``' length, with their seed and ensemble (else
-    refused, as a kept replica is), or None."""
+def _kept_final(run_dir: Path, settings: MDSettings, model: str, opts: RunOptions) -> RunRecord | None:
+    """The record of a run kept as it is (``opts.keep_final``: final at ``settings``' length;
+    ``opts.keep_same``: completed at exactly that length), with their seed, protocol and served model
+    (else refused, as a kept replica is), or None: the folder is left to :func:`prepare_run_dir`."""
     old = read_run_json(run_dir) or {}
-    if final_at(old, settings.steps) is None:
+    status = final_at(old, settings.steps)
+    same = status == "completed" and int(old.get("steps_requested") or 0) == settings.steps
+    if not (opts.keep_final and status or opts.keep_same and same):
         return None
     _check_resume_seed(run_dir, old, settings.seed)
-    check_resume_settings(run_dir, old, settings, engine)
+    check_resume_settings(run_dir, old, settings, opts.engine)
+    check_same_model(run_dir, old, model_identity(opts.served(model), opts.driver_args))
     known = {f.name for f in fields(RunRecord)}
     return RunRecord(**{k: v for k, v in old.items() if k in known})
 
@@ -551,7 +580,7 @@ def ensemble_of(protocol: dict) -> dict:
     return {k: protocol.get(k) for k in ("ensemble", "pressure_GPa", "barostat", "tau_barostat_fs")}
 
 
-def check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings) -> None:
+def check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings, way_out: str | None = None) -> None:
     """A resume continues the recorded ensemble (the restart file holds its barostat): other ensemble
     arguments are refused, as another --seed is."""
     if not old:
@@ -563,7 +592,7 @@ def check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings)
                     f"--ensemble npt --pressure-GPa {e['pressure_GPa']:g} --barostat {e['barostat']} "
                     f"--tau-barostat-fs {e['tau_barostat_fs']:g}")
         raise DynamatError(f"{run_dir} holds a run with {say(had)}, which a resume continues; it was asked for "
-                           f"{say(want)}: give the same ensemble arguments, another --out, or --overwrite")
+                           f"{say(want)}: {way_out or 'give the same ensemble arguments, another --out, or --overwrite'}")
 
 
 def recorded_thermostat(settings: MDSettings, engine: str) -> str:
@@ -578,11 +607,12 @@ _RESUMED_PROTOCOL = (("temperature_K", "--temperature", "K"), ("timestep_fs", "-
                      ("thermostat", "--thermostat", ""))
 
 
-def check_resume_settings(run_dir: Path, old: dict | None, settings: MDSettings, engine: str = "ipi") -> None:
+def check_resume_settings(run_dir: Path, old: dict | None, settings: MDSettings, engine: str = "ipi",
+                          way_out: str | None = None) -> None:
     """A resume continues the recorded run: i-PI's restart file holds its temperature, time step, thermostat
     and its time constant, save stride and beads, and i-PI takes them from there whatever the new input
     says. Other values are refused in one line (as another --seed or ensemble is), never recorded as if run."""
-    check_resume_ensemble(run_dir, old, settings)
+    check_resume_ensemble(run_dir, old, settings, way_out)
     had = dict((old or {}).get("protocol") or {})
     # run.json before it recorded what ran: path integrals said svr/langevin for PILE-L, the ASE engine svr
     if had.get("engine") == "ase":
@@ -601,7 +631,7 @@ def check_resume_settings(run_dir: Path, old: dict | None, settings: MDSettings,
                       else f"{flag} {a} (asked {b})")
     if differ:
         raise DynamatError(f"{run_dir} holds a run with {', '.join(differ)}, which a resume continues from its "
-                           "restart file: give the same protocol arguments, another --out, or --overwrite")
+                           f"restart file: {way_out or 'give the same protocol arguments, another --out, or --overwrite'}")
 
 
 def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Path | None) -> str:

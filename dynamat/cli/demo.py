@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -11,8 +10,8 @@ from dynamat.cli.common import driver_options, progress_printer, reference_optio
 from dynamat.errors import DynamatError
 from dynamat.io.reference_h5 import reference_n_frames
 from dynamat.reference import load_system, resolve_reference
-from dynamat.runner import (RunOptions, check_same_model, check_same_run, model_identity, plan_run_dir,
-                            read_run_json, run_system)
+from dynamat.runner import (RunOptions, check_resume_settings, check_same_model, check_same_run, model_identity,
+                            plan_run_dir, read_run_json, run_settings, run_system)
 from dynamat.scoring.card import scorecard
 from dynamat.layout import RunFolder
 from dynamat.scoring.run import min_scorable_steps, score_run, write_score
@@ -94,15 +93,9 @@ def _settle_folder(run_dir: Path, model: str, entry, steps: int, overwrite: bool
 
 def _check_demo_run(run_dir: Path, old: dict, entry, steps: int, model: str, driver_args, way_out: str) -> None:
     """A run the demo keeps or continues is one the demo would make: seed DEMO_SEED, the system's protocol
-    (classical, i-PI), the same served model."""
+    (classical, i-PI) and the same served model, checked as ``dynamat run`` checks a resume."""
     seed = old.get("seed")
     if isinstance(seed, int) and seed != DEMO_SEED:
         raise DynamatError(f"{run_dir} holds a run with seed {seed}, not the demo's {DEMO_SEED}; {way_out}")
-    want = asdict(entry.md_settings(steps=steps, seed=DEMO_SEED, nbeads=1))
-    want.update(engine="ipi")
-    had = old.get("protocol") or {}
-    differ = [f"{k} {had[k]} (the demo's: {want[k]})" for k in want
-              if k not in ("steps", "seed") and k in had and had[k] != want[k]]
-    if differ:
-        raise DynamatError(f"{run_dir} holds a run with {', '.join(differ)}; {way_out}")
+    check_resume_settings(run_dir, old, run_settings(entry, "ipi", 1, steps, DEMO_SEED)[1], "ipi", way_out)
     check_same_model(run_dir, old, model_identity(model, driver_args))

@@ -13,7 +13,7 @@ from dynamat.cli.common import (dispersion_options, driver_options, ensemble_opt
                                 with_options)
 from dynamat.errors import DynamatError
 from dynamat.models_file import dispersion_args, model_option_args
-from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
+from dynamat.runner import MAX_STEPS, RunOptions, model_identity, run_packed, run_system
 
 
 @click.command()
@@ -27,7 +27,7 @@ from dynamat.runner import MAX_STEPS, RunOptions, run_packed, run_system
 @click.option("--time-ps", type=float, default=None, help="Simulated time in ps instead of --steps.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @seed_option()
-@click.option("--overwrite", is_flag=True, help="Replace an existing run folder (an unfinished one is resumed without it).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder (without it an unfinished one is resumed, a completed one of --steps kept, a shorter one extended).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Structures per i-PI request [default: the bead count].")
 @click.option("--beads", "nbeads", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="Path-integral beads (PILE-L thermostat); 1 is classical MD.")
@@ -73,6 +73,7 @@ def run(model, model_options, models_file, system, reference, steps, time_ps, ou
 
         for name in names:
             check_no_further_replicas(out, model, name, 1)
+    opts.keep_same = True  # a rerun of a completed run of the asked length has nothing to do: it says so
     if replicas > 1:
         return _run_replicas(model, names, reference, out, opts, replicas, pack, time_ps, overrides,
                              start_frame or 0, pack_wait_ms)
@@ -131,7 +132,8 @@ def _run_replicas(model, names, reference, out, opts, replicas, pack, time_ps, o
     if len(set(names)) != len(names):
         raise DynamatError("--system names a system twice")
     plan = plan_replicas(model, names, reference, out, replicas, seed=opts.seed, overwrite=opts.overwrite,
-                         steps=opts.steps, time_ps=time_ps, overrides=overrides, nbeads=opts.nbeads, engine=opts.engine)
+                         steps=opts.steps, time_ps=time_ps, overrides=overrides, nbeads=opts.nbeads, engine=opts.engine,
+                         identity=model_identity(opts.served(model), opts.driver_args))
     opts.keep_final = True  # one done meanwhile by another command of the same set is kept too
     for r in plan:
         if r.keep:

@@ -83,4 +83,4 @@ def test_a_run_of_another_protocol_is_not_kept(tmp_path):
                       "--seed", "12345", "--tau-fs", "100")
     assert res.returncode == 0, res.stderr
     line = _error_line(_demo(out, MIN_STEPS))
-    assert "tau_fs 100" in line and "--overwrite" in line, line
+    assert "--tau-fs 100 fs (asked 254.5)" in line and "--overwrite" in line and "protocol arguments" not in line, line

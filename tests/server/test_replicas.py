@@ -371,3 +371,30 @@ def test_a_run_json_from_before_the_thermostat_was_recorded_as_run_still_resumes
         check_resume_settings(Path("x"), old, settings, engine)  # no refusal
         with pytest.raises(DynamatError, match="--tau-fs"):
             check_resume_settings(Path("x"), {**old, "protocol": {**old["protocol"], "tau_fs": 1.0}}, settings, engine)
+
+
+def test_a_finished_set_or_run_is_kept_only_for_the_model_that_made_it(tmp_path):
+    """A rerun keeps a finished replica, or a completed single run of the asked length, as it is only where
+    the same model is served: a float32 EMT asked of float64 EMT runs is refused in one line, as a resume
+    of them is. It kept the old model's runs, and a report then scored them under the new options."""
+    base = ("run", "--model", "emt", "--system", SYSTEM, "--steps", "20", "--seed", "5")
+    assert dynamat_cmd(*base, "--replicas", "2", "--out", str(tmp_path / "set")).returncode == 0
+    assert dynamat_cmd(*base, "--out", str(tmp_path / "one")).returncode == 0
+    folders = [tmp_path / "set" / "emt" / SYSTEM, tmp_path / "set" / "emt" / f"{SYSTEM}_r1", tmp_path / "one" / "emt" / SYSTEM]
+    before = [(d / "run.json").read_bytes() for d in folders]
+    for out, more in (("set", ("--replicas", "2")), ("one", ())):
+        res = dynamat_cmd(*base, *more, "--out", str(tmp_path / out), "--driver-arg=--dtype=float32")
+        assert_one_line_error(res)
+        assert "--dtype float32 would mix two models" in res.stderr, res.stderr
+    assert [(d / "run.json").read_bytes() for d in folders] == before
+
+    # the same command again has nothing to do: kept, exit 0, the run's files as they were
+    sim = (folders[2] / "simulation.out").read_bytes()
+    res = dynamat_cmd(*base, "--out", str(tmp_path / "one"))
+    assert res.returncode == 0, res.stderr
+    assert f"kept: {folders[2]} is completed at the asked length (seed 5)" in res.stderr
+    assert "running:" not in res.stderr
+    assert (folders[2] / "simulation.out").read_bytes() == sim and (folders[2] / "run.json").read_bytes() == before[2]
+    res = dynamat_cmd(*base[:-2], "--seed", "6", "--out", str(tmp_path / "one"))  # another seed: refused, as before
+    assert_one_line_error(res)
+    assert "--seed 5" in res.stderr

@@ -67,6 +67,11 @@ def test_completed_run_extended_to_a_larger_steps(tmp_path, straight):
     rec = json.loads((tmp_path / "emt" / SYSTEM / "run.json").read_text())
     assert rec["steps_requested"] == 1200 and rec["steps_done"] == 1200 and rec["status"] == "completed"
     _same_frames(straight, read_ipi_run(tmp_path / "emt" / SYSTEM), 1200)
+    # i-PI's copy of the step-600 RESTART it rewrote is superseded by the complete step-1200 one: not kept
+    assert not list((tmp_path / "emt" / SYSTEM).glob("#*#*#")), sorted(p.name for p in (tmp_path / "emt" / SYSTEM).iterdir())
+    from dynamat import runner
+
+    assert runner.restart_point(tmp_path / "emt" / SYSTEM)[1] == 1200
 
 
 def test_completed_run_is_not_shortened(tmp_path):
