@@ -12,6 +12,9 @@
   run's error); ``<key>_unc`` the bootstrap standard error of the mean, sqrt(Σ u_k²)/R (independent
   runs); ``<key>_replica_unc`` = ``<key>_replica_sd``/√R, the same standard error measured from the
   spread. Both estimate the uncertainty of the mean; :func:`larger_uncertainty` picks the larger.
+  Ē_RPV and L_RPV (and their floors) are Eq. 11-12 of the three mean errors, as the report's model rows
+  are: the Lehmer mean of a mean is not the mean of per-replica Lehmer means. Their ``_unc`` and
+  ``_replica_sd`` stay those of the per-replica values (the bootstrap keeps the three errors' correlation).
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ def aggregate_replicas(scores: list[dict]) -> dict:
         out[f"{key}_floor"] = float(np.mean(floors)) if floors and all(f is not None for f in floors) else None
         out[f"{key}_replica_sd"] = sd
         out[f"{key}_replica_unc"] = None if sd is None else sd / math.sqrt(len(vals))
+    for suffix in ("", "_floor"):
+        combined = combined_scores(*(out[f"{k}{suffix}"] for k in OBSERVABLE_KEYS))
+        for key in COMPOSITE_KEYS:
+            out[f"{key}{suffix}"] = combined[key]
     for key in [k for k in scores[0] if k.startswith("mb_")]:  # Matbench-discovery's keys, report rows
         out[key] = _mean_sd([s[key] for s in scores if s.get(key) is not None])[0]
     out["n_replicas"] = n

@@ -282,6 +282,33 @@ def test_npt_cell_errors_are_averaged_over_replicas_too():
     assert "volume_error_pct" not in nvt and nvt["rdf_error_pct"] == 1.5
 
 
+def test_a_replica_rows_combined_errors_are_eq_11_12_of_its_mean_errors():
+    """Ē_RPV and L_RPV of a (model, system) with replicas are Eq. 11-12 of the mean E_RDF, E_P, E_VDOS
+    (as a model row's are of its means), not the mean of per-replica values: the Lehmer mean is not
+    linear, so the two differ (37.67 % against 39.67 % here). Floors the same way."""
+    from dynamat.scoring.replicas import aggregate_replicas
+
+    errs, floors = ((10.0, 60.0, 5.0), (20.0, 40.0, 15.0)), ((1.0, 8.0, 2.0), (3.0, 4.0, 2.0))
+    keys = ("rdf_error_pct", "pressure_hist_error_pct", "vdos_error_pct")
+    scores = []
+    for k, (e, f) in enumerate(zip(errs, floors)):
+        row = {"model": "m", "system": "s", "status": "completed", "replica_index": k}
+        for key, v, fl in zip(keys, e, f):
+            row.update({key: v, f"{key}_floor": fl})
+        row.update(E_RPV_pct=sum(e) / 3, L_RPV_pct=sum(x * x for x in e) / sum(e),
+                   E_RPV_pct_floor=sum(f) / 3, L_RPV_pct_floor=sum(x * x for x in f) / sum(f))
+        scores.append(row)
+    agg = aggregate_replicas(scores)
+    mean, mean_floor = (15.0, 50.0, 10.0), (2.0, 6.0, 2.0)
+    assert agg["E_RPV_pct"] == pytest.approx(25.0)
+    assert agg["L_RPV_pct"] == pytest.approx((225 + 2500 + 100) / 75)  # 37.67; per-replica mean: 39.67
+    assert agg["L_RPV_pct"] != pytest.approx((scores[0]["L_RPV_pct"] + scores[1]["L_RPV_pct"]) / 2)
+    assert agg["E_RPV_pct_floor"] == pytest.approx(sum(mean_floor) / 3)
+    assert agg["L_RPV_pct_floor"] == pytest.approx(sum(x * x for x in mean_floor) / sum(mean_floor))
+    assert [agg[k] for k in keys] == list(mean)
+    assert agg["L_RPV_pct_replica_sd"] == pytest.approx(abs(scores[0]["L_RPV_pct"] - scores[1]["L_RPV_pct"]) / 2 ** 0.5)
+
+
 def test_a_kept_replica_must_be_the_run_asked_for(tmp_path):
     """A completed replica is kept only with the seed and ensemble it would get now: a rerun with another
     --seed made replica k+1 repeat replica k's seed (two identical 'independent' trajectories), and one with
