@@ -29,6 +29,7 @@ A task is ``python -m dynamat campaign-task --manifest JOBS.tsv --index I`` (:mo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -51,7 +52,8 @@ from dynamat.campaign.jobs import (
 )
 from dynamat.campaign.spec import CampaignSpec
 from dynamat.errors import DynamatError
-from dynamat.layout import SCORE_JSON, CampaignTree, RunFolder
+from dynamat.io.results import write_json_atomic
+from dynamat.layout import CURVES_NPZ, RUN_JSON, SCORE_JSON, CampaignTree, RunFolder
 
 __all__ = ["CampaignResult", "CampaignSpec", "run_campaign"]
 
@@ -439,12 +441,33 @@ def _wait_slurm(out: Path, tracked: list[PairView], pairs: list[PairView], summa
         raise
 
 
+#: beside the report: what it was made from (:func:`_report_inputs`)
+REPORT_INPUTS = ".report-inputs.json"
+
+
+def _report_inputs(out: Path) -> list:
+    """What a campaign report is made from: every pair's run.json, score.json and curves (path, size,
+    mtime in ns). A pair run, rescored, failed anew, added or removed changes it."""
+    found = []
+    for name in (RUN_JSON, SCORE_JSON, CURVES_NPZ):
+        for p in out.glob(f"*/*/{name}"):
+            st = p.stat()
+            found.append([str(p.relative_to(out)), st.st_size, st.st_mtime_ns])
+    return sorted(found)
+
+
 def _report(out: Path, stream) -> Path | None:
-    """Writes ``<out>/report/`` with ``dynamat report``'s code unless it is newer than every score.json."""
+    """Writes ``<out>/report/`` with ``dynamat report``'s code unless it was made from the files the
+    pairs hold now (a failure row or a removed pair changes no score.json, yet the report)."""
     rep = CampaignTree(out).report
     page = rep / "report.html"
-    scores = list(out.glob(f"*/*/{SCORE_JSON}"))
-    if page.exists() and all(s.stat().st_mtime <= page.stat().st_mtime for s in scores):
+    made_from = rep / REPORT_INPUTS
+    inputs = _report_inputs(out)
+    try:
+        same = page.exists() and json.loads(made_from.read_text()) == inputs
+    except (OSError, ValueError):
+        same = False
+    if same:
         print(f"campaign: report up to date: {page}", file=stream, flush=True)
         return page
     from dynamat.report import run_report
@@ -456,5 +479,6 @@ def _report(out: Path, stream) -> Path | None:
     except (ResultsError, ExternalError) as exc:
         print(f"campaign: no report: {exc}", file=stream, flush=True)
         return None
+    write_json_atomic(made_from, inputs)
     print(text, file=stream, flush=True)
     return page

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -353,6 +354,15 @@ def test_rerun_with_another_model_or_seed_is_refused_not_reported_as_this_model(
     res = campaign(*args(), timeout=60)  # the arguments of the runs: kept, as before
     assert res.returncode == 0, res.stderr
     assert "2 pairs (2 skip)" in res.stderr and "report up to date" in res.stderr
+
+    # a pair removed changes no score.json, yet the report: it is made again, without it
+    shutil.rmtree(out / "lj")
+    res = campaign("--models", "mypot", "--models-file", str(models), "--systems", A, "--steps", "200",
+                   "--out", str(out), "--seed", "3", timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "1 pairs (1 skip)" in res.stderr and "report up to date" not in res.stderr, res.stderr
+    table = (out / "report" / "tables" / "per_model_system.csv").read_text()
+    assert "mypot" in table and "lj" not in table, table
 
 
 def test_refused_resume_ends_the_pair_at_once_with_its_reason(tmp_path):
