@@ -235,7 +235,9 @@ def quantum_classical_differences(
       the scoring pipeline's steps (``score_md``'s), so over matched durations:
       ``rdf_error_pct`` (Eq. 4) of the all-bead RDF, ``rdf_error_centroid_pct`` of the centroid RDF
       (``rdf`` holds r and the three g(r)); ``pressure_mae_GPa`` (Eq. 7) and
-      ``pressure_hist_error_pct`` (Eq. 9) of the centroid-virial pressure; ``vdos_error_pct``
+      ``pressure_hist_error_pct`` (Eq. 9) of the configurational pressure, the quantum side's from the
+      bead-averaged virial (i-PI's ``virial_cv``, without the centroid-virial kinetic term 2ΔK_cv/3V,
+      as the classical side has no kinetic term either); ``vdos_error_pct``
       (Eq. 10) of the centroid VDOS (meaningful for TRPMD; PILE-L's local centroid thermostat
       broadens it), from stored velocities or central differences as in scoring;
       ``matched_duration_fs``;
