@@ -81,9 +81,11 @@ def test_killed_job_resumes_on_rerun(tmp_path):
     b = read_ipi_run(out / "emt" / SYSTEM)
     np.testing.assert_array_equal(a.steps, b.steps)
     np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
-    # a completed run is never replaced without --overwrite
+    # a completed run is never replaced without --overwrite: the same command again keeps it as it is
+    before = (out / "emt" / SYSTEM / "simulation.out").read_bytes()
     res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "1500", "--out", str(out))
-    assert res.returncode != 0 and "--overwrite" in res.stderr
+    assert res.returncode == 0 and "kept:" in res.stderr and "--overwrite" in res.stderr, res.stderr
+    assert (out / "emt" / SYSTEM / "simulation.out").read_bytes() == before
 
 
 def test_corrupt_restart_is_a_clear_error(tmp_path):
