@@ -25,6 +25,7 @@ from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_m
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
+from dynamat.scoring.run_system import atoms_mismatch, reference_for_run
 from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 SCORE_FILE = SCORE_JSON  # the names stay importable from here
@@ -55,14 +56,22 @@ def min_scorable_steps(system) -> int:
     return first + intervals * stride
 
 
-def _run_trajectory(run_dir: Path):
-    meta = {}
+def _run_json(run_dir: Path) -> dict:
+    """run.json of a run folder, {} for a run by hand (none)."""
     rj = RunFolder(run_dir).run_json
-    if rj.exists():
-        try:
-            meta = json.loads(rj.read_text())
-        except ValueError:
-            raise DynamatError(f"{rj} is not valid JSON") from None
+    if not rj.exists():
+        return {}
+    try:
+        meta = json.loads(rj.read_text())
+    except ValueError:
+        raise DynamatError(f"{rj} is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise DynamatError(f"{rj} is not a JSON object")
+    return meta
+
+
+def _run_trajectory(run_dir: Path):
+    meta = _run_json(run_dir)
     try:
         mlip = read_run_trajectory(run_dir)
     except (DynamatError, OSError, ValueError, IndexError, KeyError) as exc:
@@ -201,6 +210,8 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
 
     ``curves``: a dict that receives the compared g(r), VDOS and pressure samples."""
+    if run_dir:
+        reference = reference_for_run(reference, system, Path(run_dir), _run_json(Path(run_dir)))
     reference, sys_entry, _ = load_system(reference, system)
     beads = None
     if run_dir:
@@ -214,7 +225,7 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         raise DynamatError("give --run DIR or --trajectory FILE --dt-fs X")
     ref = read_reference(reference, system).check(f"{reference}:{system}")
     if mlip.n_atoms != ref.n_atoms or (mlip.numbers != ref.numbers).any():
-        raise DynamatError("the trajectory's atoms do not match the reference system's")
+        raise DynamatError(atoms_mismatch(reference, system, run_dir, meta))
     if (mlip.pbc != ref.pbc).any():
         raise DynamatError(f"the trajectory is periodic along {mlip.pbc.tolist()} but the reference along "
                            f"{ref.pbc.tolist()} (an extxyz without a Lattice= line has no cell)")
