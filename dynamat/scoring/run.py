@@ -205,6 +205,28 @@ def run_progress(run_dir: Path, meta: dict, mlip) -> dict:
     return out
 
 
+#: the score keys a side without stress leaves None (E_P is one of Eq. 11-12's three errors)
+PRESSURE_KEYS = ("pressure_mae_GPa", "pressure_hist_error_pct")
+COMBINED_KEYS = ("E_RPV_pct", "L_RPV_pct")
+
+
+def pressure_notes(ref, mlip, run_dir: Path | None) -> dict:
+    """Why a score has no pressure errors (a side without stress): the scorecard's ``<key>_note`` after each
+    n/a and a ``notes`` entry, so a None is not read as a scorer's failure or a missing file."""
+    why = []
+    if ref.stress is None:
+        why.append("the reference holds no stress")
+    if mlip.stress is None:
+        why.append("the run saved no virial" if run_dir else "the trajectory holds no stress or virial")
+    if not why:
+        return {}
+    text = " and ".join(why)
+    out = {f"{k}_note": text for k in PRESSURE_KEYS}
+    out.update((f"{k}_note", f"no E_P: {text}") for k in COMBINED_KEYS)
+    out["notes"] = [f"pressure: {text}"]
+    return out
+
+
 def score_run(reference: Path | None, system: str, run_dir: Path | None = None, trajectory: Path | None = None,
               dt_fs: float | None = None, model: str | None = None, curves: dict | None = None) -> dict:
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
@@ -257,7 +279,12 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     res.update(variant_keys(meta.get("protocol") or {}))
     if npt:  # a trajectory made elsewhere whose cell moves, too
         res["ensemble"] = "npt"
+    why_no_p = pressure_notes(ref, mlip, run_dir)
+    notes = progress.pop("notes", []) + why_no_p.pop("notes", [])
+    res.update(why_no_p)
     res.update(progress)
+    if notes:  # only then: a score without notes keeps the keys it had
+        res["notes"] = notes
     if meta.get("steps_done") is not None:  # which run was scored: a report tells a score older than its run
         res.update(steps_done=meta["steps_done"], steps_requested=meta.get("steps_requested"))
     if meta.get("replica") is not None:  # one run of a --replicas set; the report aggregates the set
