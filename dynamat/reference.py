@@ -35,6 +35,16 @@ def resolve_reference(reference: Path | None, system: str) -> Path:
     return downloaded
 
 
+def systems_held(reference: Path) -> str:
+    """What ``reference`` holds, for an error line: the names when few, else how to list them (the
+    DynaMat v1.0 file holds too many for one line)."""
+    names = list_systems(reference)
+    if len(names) <= 8:
+        return f"it holds: {', '.join(names) or 'none'}"
+    return (f"it holds {len(names)} systems, e.g. {', '.join(names[:3])}; list them with "
+            f"`dynamat systems --reference {reference}`")
+
+
 def load_system(reference: Path | None, system: str, **overrides):
     """(reference path, catalogue System, the group's attributes) for ``system``."""
     reference = resolve_reference(reference, system)

@@ -25,6 +25,7 @@ from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_m
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
+from dynamat.scoring.run_system import atoms_mismatch, reference_for_run
 from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 SCORE_FILE = SCORE_JSON  # the names stay importable from here
@@ -55,14 +56,22 @@ def min_scorable_steps(system) -> int:
     return first + intervals * stride
 
 
-def _run_trajectory(run_dir: Path):
-    meta = {}
+def _run_json(run_dir: Path) -> dict:
+    """run.json of a run folder, {} for a run by hand (none)."""
     rj = RunFolder(run_dir).run_json
-    if rj.exists():
-        try:
-            meta = json.loads(rj.read_text())
-        except ValueError:
-            raise DynamatError(f"{rj} is not valid JSON") from None
+    if not rj.exists():
+        return {}
+    try:
+        meta = json.loads(rj.read_text())
+    except ValueError:
+        raise DynamatError(f"{rj} is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise DynamatError(f"{rj} is not a JSON object")
+    return meta
+
+
+def _run_trajectory(run_dir: Path):
+    meta = _run_json(run_dir)
     try:
         mlip = read_run_trajectory(run_dir)
     except (DynamatError, OSError, ValueError, IndexError, KeyError) as exc:
@@ -196,11 +205,35 @@ def run_progress(run_dir: Path, meta: dict, mlip) -> dict:
     return out
 
 
+#: the score keys a side without stress leaves None (E_P is one of Eq. 11-12's three errors)
+PRESSURE_KEYS = ("pressure_mae_GPa", "pressure_hist_error_pct")
+COMBINED_KEYS = ("E_RPV_pct", "L_RPV_pct")
+
+
+def pressure_notes(ref, mlip, run_dir: Path | None) -> dict:
+    """Why a score has no pressure errors (a side without stress): the scorecard's ``<key>_note`` after each
+    n/a and a ``notes`` entry, so a None is not read as a scorer's failure or a missing file."""
+    why = []
+    if ref.stress is None:
+        why.append("the reference holds no stress")
+    if mlip.stress is None:
+        why.append("the run saved no virial" if run_dir else "the trajectory holds no stress or virial")
+    if not why:
+        return {}
+    text = " and ".join(why)
+    out = {f"{k}_note": text for k in PRESSURE_KEYS}
+    out.update((f"{k}_note", f"no E_P: {text}") for k in COMBINED_KEYS)
+    out["notes"] = [f"pressure: {text}"]
+    return out
+
+
 def score_run(reference: Path | None, system: str, run_dir: Path | None = None, trajectory: Path | None = None,
               dt_fs: float | None = None, model: str | None = None, curves: dict | None = None) -> dict:
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
 
     ``curves``: a dict that receives the compared g(r), VDOS and pressure samples."""
+    if run_dir:
+        reference = reference_for_run(reference, system, Path(run_dir), _run_json(Path(run_dir)))
     reference, sys_entry, _ = load_system(reference, system)
     beads = None
     if run_dir:
@@ -214,7 +247,7 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
         raise DynamatError("give --run DIR or --trajectory FILE --dt-fs X")
     ref = read_reference(reference, system).check(f"{reference}:{system}")
     if mlip.n_atoms != ref.n_atoms or (mlip.numbers != ref.numbers).any():
-        raise DynamatError("the trajectory's atoms do not match the reference system's")
+        raise DynamatError(atoms_mismatch(reference, system, run_dir, meta))
     if (mlip.pbc != ref.pbc).any():
         raise DynamatError(f"the trajectory is periodic along {mlip.pbc.tolist()} but the reference along "
                            f"{ref.pbc.tolist()} (an extxyz without a Lattice= line has no cell)")
@@ -246,7 +279,12 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     res.update(variant_keys(meta.get("protocol") or {}))
     if npt:  # a trajectory made elsewhere whose cell moves, too
         res["ensemble"] = "npt"
+    why_no_p = pressure_notes(ref, mlip, run_dir)
+    notes = progress.pop("notes", []) + why_no_p.pop("notes", [])
+    res.update(why_no_p)
     res.update(progress)
+    if notes:  # only then: a score without notes keeps the keys it had
+        res["notes"] = notes
     if meta.get("steps_done") is not None:  # which run was scored: a report tells a score older than its run
         res.update(steps_done=meta["steps_done"], steps_requested=meta.get("steps_requested"))
     if meta.get("replica") is not None:  # one run of a --replicas set; the report aggregates the set

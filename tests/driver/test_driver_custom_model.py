@@ -76,6 +76,16 @@ def short_model():
     return Short(get_model_info("emt"))
 
 
+class Loose(EMT):
+    """A calculator that lists no parameters (Calculator's own, empty) and takes any keyword."""
+
+    default_parameters = {}
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.given = kwargs
+
+
 def lj_model(sigma=2.0):
     """A dynamat_driver Model (not a calculator): used as is."""
     from dynamat_driver.models import load_model
@@ -149,6 +159,28 @@ def test_lj_options_reach_the_calculator_through_a_real_driver():
     assert abs(e[0] - LennardJones(sigma=2.0, epsilon=0.4, rc=6.0).get_potential_energy(atoms)) > 1.0
 
 
+def test_calculator_keywords_are_its_parameters_or_arguments(user_modules):
+    """A **kwargs calculator takes its default_parameters and explicit arguments; one that lists
+    no parameters takes any keyword (nothing tells a misspelt one)."""
+    mods, _ = user_modules
+    sys.path.insert(0, str(mods))
+    try:
+        from dynamat_driver.models import load_model
+
+        m = load_model("ase.calculators.lj:LennardJones", options={"sigma": "2.3", "smooth": "true"})
+        assert (m.calc.parameters.sigma, m.calc.parameters.smooth) == (2.3, True)
+        # Morse: rho0 a parameter, neighbor_list an explicit argument of its __init__
+        m = load_model("ase.calculators.morse:MorsePotential", options={"rho0": "5.0", "neighbor_list": "x"})
+        assert m.calc.parameters.rho0 == 5.0
+        with pytest.raises(DriverError, match=r"takes no option\(s\) rh0 \(it accepts: epsilon, neighbor_list, "
+                                              r"r0, rcut1, rcut2, rho0\)$"):
+            load_model("ase.calculators.morse:MorsePotential", options={"rh0": "5.0"})
+        assert load_model("dm_user_models:Loose", options={"anything": "1"}).calc.given == {"anything": 1}
+    finally:
+        sys.path.remove(str(mods))
+        sys.modules.pop("dm_user_models", None)
+
+
 def test_a_returned_model_is_used_as_is(user_modules):
     mods, env = user_modules
     sys.path.insert(0, str(mods))
@@ -207,6 +239,9 @@ LOAD_FAILURES = [
     (["--model", "dm_user_models:not_a_calculator"], "returned a int, not an ASE Calculator"),
     (["--model", "dm_user_models:Spoiled", "-o", "colour=red"], "takes no option(s) colour"),
     (["--model", "dm_user_models:Spoiled", "--device", "cuda"], "takes no 'device' argument"),
+    # LennardJones takes **kwargs, and ASE would keep sigmaa unread: the run would use sigma = 1 Å
+    (["--model", "ase.calculators.lj:LennardJones", "-o", "sigmaa=2.3"],
+     "takes no option(s) sigmaa (it accepts: epsilon, rc, ro, sigma, smooth)"),
     (["--model", "dm_user_models:Spoiled", "-o", "after=path:/no/such/file"], "does not exist"),
     (["--model", "dm_user_models:on_device", "-o", "device=cuda"], "device is the driver's --device: give --device cuda"),
     (["--model", "dm_user_models:"], "neither a registered name"),

@@ -27,6 +27,33 @@ def test_score_needs_a_trajectory():
     assert_one_line_error(dynamat_cmd("score", "--system", "bulkCu_300K-demo_EMT"), "--run")
 
 
+def test_score_against_a_reference_without_the_runs_system(tmp_path):
+    """The line names the run's system (its run.json) and what the reference holds; the score already
+    in the folder stays as it was."""
+    import h5py
+
+    system, other = "bulkCu_300K-demo_EMT", "bulkCu3Au_500K-demo_EMT"
+    res = dynamat_cmd("run", "--model", "emt", "--system", system, "--steps", "100", "--seed", "1",
+                      "--out", str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "runs" / "emt" / system
+    assert dynamat_cmd("score", "--system", system, "--run", str(run)).returncode == 0
+    scored = (run / "score.json").read_bytes()
+    only_other = tmp_path / "other.h5"
+    with h5py.File(DEMO) as src, h5py.File(only_other, "w") as dst:
+        src.copy(other, dst)
+    res = dynamat_cmd("score", "--system", system, "--run", str(run), "--reference", str(only_other))
+    assert_one_line_error(res, f"the run in {run} is of system {system!r} (its run.json)", "other.h5 does not hold",
+                          f"(it holds: {other}); the run was made from ", "demo_reference.h5")
+    # another --system: its atoms are not the run's (Cu3Au against Cu); it used to say no more than that
+    res = dynamat_cmd("score", "--system", other, "--run", str(run), "--reference", str(only_other))
+    assert_one_line_error(res, f"is of system {system!r} (its run.json), whose atoms do not match system {other!r}",
+                          f"does not hold {system!r} (it holds: {other})")
+    res = dynamat_cmd("score", "--system", other, "--run", str(run))
+    assert_one_line_error(res, f"score it with --system {system}")
+    assert (run / "score.json").read_bytes() == scored
+
+
 @pytest.mark.parametrize("cmd", [["inputs", "--out", "x"], ["run", "--model", "emt"]])
 def test_missing_required_option(cmd):
     res = dynamat_cmd(*cmd)

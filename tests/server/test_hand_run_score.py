@@ -14,10 +14,14 @@ from conftest import BIN, dynamat_cmd, wait_for_step
 SYSTEM = "bulkCu_300K-demo_EMT"
 
 
-def _hand_run(folder, steps, kill_at=None):
+def _hand_run(folder, steps, kill_at=None, drop_virial=False):
     name = f"dyt-{secrets.token_hex(4)}"
     res = dynamat_cmd("inputs", "--system", SYSTEM, "--out", str(folder), "--steps", str(steps), "--unix", name)
     assert res.returncode == 0, res.stderr
+    if drop_virial:  # a user's input.xml whose properties leave the virial out
+        xml = (folder / "input.xml").read_text()
+        assert ", virial_md{ev/ang3}" in xml
+        (folder / "input.xml").write_text(xml.replace(", virial_md{ev/ang3}", ""))
     ipi = subprocess.Popen([str(BIN / "i-pi"), "input.xml"], cwd=folder, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     drv = subprocess.Popen([str(BIN / "dynamat-driver"), "--model", "emt", "--unix", name, "--connect-timeout", "60"],
@@ -35,8 +39,8 @@ def _hand_run(folder, steps, kill_at=None):
             proc.wait()
 
 
-def _score(folder):
-    res = dynamat_cmd("score", "--system", SYSTEM, "--run", str(folder))
+def _score(folder, *args):
+    res = dynamat_cmd("score", "--system", SYSTEM, "--run", str(folder), *args)
     assert res.returncode == 0, res.stderr
     return res, json.loads((folder / "score.json").read_text())
 
@@ -58,3 +62,28 @@ def test_a_hand_run_killed_part_way_is_scored_as_incomplete(tmp_path):
     results = load_results(tmp_path)  # the report counts the whole run only
     assert [r["status"] for r in results.completed] == ["completed"]
     assert [r["status"] for r in results.failures] == ["incomplete"]
+
+
+def test_a_score_without_pressure_says_why(tmp_path):
+    """n/a pressure errors (and so no Eq. 11-12) name the side without stress, on the scorecard and in
+    score.json, not a bare n/a; both sides missing it are both named."""
+    import h5py
+
+    from conftest import DEMO
+
+    run = tmp_path / "novirial"
+    _hand_run(run, 100, drop_virial=True)
+    res, s = _score(run)
+    assert s["pressure_mae_GPa"] is None and s["E_RPV_pct"] is None and s["rdf_error_pct"] is not None
+    assert s["notes"] == ["pressure: the run saved no virial"]
+    assert s["pressure_hist_error_pct_note"] == "the run saved no virial"
+    assert "P MAE (Eq. 7)            n/a  (the run saved no virial)" in res.stdout
+    assert "E_RPV (Eq. 11)           n/a  (no E_P: the run saved no virial)" in res.stdout
+    no_stress = tmp_path / "nostress.h5"
+    with h5py.File(DEMO) as src, h5py.File(no_stress, "w") as dst:
+        src.copy(SYSTEM, dst)
+        del dst[f"{SYSTEM}/stress"]
+    res, s = _score(run, "--reference", str(no_stress))
+    both = "the reference holds no stress and the run saved no virial"
+    assert s["notes"] == [f"pressure: {both}"] and f"E_P (Eq. 9)              n/a  ({both})" in res.stdout
+    assert f"note: pressure: {both}" in res.stderr

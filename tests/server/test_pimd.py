@@ -239,6 +239,25 @@ def test_beads_convergence_command(tmp_path):
     assert (tmp_path / "harmonic" / "bulkCu_300K-demo_EMT" / "beads_2" / "simulation.xc.extxyz").exists()
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--steps", "0"], "'--steps': 0 is not in the range 1<=x<=100000000"),
+    (["--discard", "1"], "'--discard': 1.0 is not in the range 0<=x<1"),
+    (["--discard", "nan"], "'--discard': must be a finite number, got nan"),
+    (["--z", "0"], "'--z': 0.0 is not in the range x>0"),
+    (["--z", "inf"], "'--z': must be a finite number, got inf"),
+    (["--beads", "1,2000"], "--beads wants integers from 1 to 1024"),
+])
+def test_beads_convergence_refuses_bad_arguments_before_any_run(tmp_path, args, needle):
+    """One line and nothing else: no 'P = 1' progress line first, no run folder (they used to start the
+    P = 1 run, --steps 0 refused only inside it, a bad --discard or --z only after every run)."""
+    from conftest import assert_one_line_error, dynamat_cmd
+
+    res = dynamat_cmd("beads-convergence", "--model", "emt", "--system", "bulkCu_300K-demo_EMT",
+                      "--out", str(tmp_path / "out"), *args)
+    assert_one_line_error(res, needle)
+    assert not (tmp_path / "out").exists()
+
+
 def test_pimd_run_is_scored_on_the_all_bead_rdf(tmp_path):
     """`dynamat score` on a path-integral run: E_RDF is the all-bead (quantum) g(r), equal to the RDF
     of the concatenated bead frames; the centroid one is kept as rdf_error_centroid_pct."""

@@ -12,9 +12,11 @@ returns an ASE ``Calculator`` (wrapped in :class:`CalculatorModel`, one structur
 
 Options ``-o KEY=VALUE`` are typed by their text: ``true``/``false`` → bool, an integer → int, a
 decimal number → float (``nan`` and ``inf`` stay text), ``path:TEXT`` → the absolute path of TEXT (``~`` expanded; it must exist), anything
-else → str. ``device`` and ``dtype`` go to the callable only when its signature names them (not
-through ``**kwargs``): ``--device cuda`` or ``--dtype`` for a callable without them is an error,
-never a silent CPU or float64 run. ``--model-path FILE`` goes to a callable that names ``model_path``.
+else → str. A calculator class that takes ``**kwargs`` and lists ``default_parameters`` (ASE's
+do) takes only those and its explicit arguments: ASE would store a misspelt one, unread.
+``device`` and ``dtype`` go to the callable only when its signature names them (not through
+``**kwargs``): ``--device cuda`` or ``--dtype`` for a callable without them is an error, never a
+silent CPU or float64 run. ``--model-path FILE`` goes to a callable that names ``model_path``.
 
 Stress: the calculator is asked for ``stress`` only on the steps whose virial i-PI writes (ASE's
 ``properties`` argument); a calculator that then returns none is an error. Every failure (import,
@@ -145,7 +147,23 @@ def _call_arguments(spec: str, func, options: dict, device: str, dtype: str | No
     if unknown and not var_kw:
         raise DriverError(f"model {spec!r} takes no option(s) {', '.join(unknown)} "
                           f"(its arguments: {', '.join(sorted(names)) or 'none'})")
+    known = _calculator_parameters(func)
+    if var_kw and known:
+        # ASE's Calculator.set() stores any keyword it is given: a misspelt one (sigmaa=2.3) would
+        # be kept and never read, and the run would use the default unseen
+        unknown = sorted(k for k in kwargs if k not in names and k not in known)
+        if unknown:
+            accepted = sorted((names | known) - {"device", "dtype", "model_path"})
+            raise DriverError(f"model {spec!r} takes no option(s) {', '.join(unknown)} "
+                              f"(it accepts: {', '.join(accepted)})")
     return kwargs
+
+
+def _calculator_parameters(func) -> set[str]:
+    """The keys of a calculator class's ``default_parameters`` (ASE's list of its parameters), or an
+    empty set: a factory function or a class without them (Calculator's own is ``{}``) says nothing."""
+    params = getattr(func, "default_parameters", None) if inspect.isclass(func) else None
+    return {str(k) for k in params} if isinstance(params, Mapping) else set()
 
 
 def load(spec: str, *, device: str = "cpu", dtype: str | None = None, model_path: str | None = None,

@@ -1,0 +1,60 @@
+"""Error lines of a run scored against a reference or --system that is not the run's own.
+
+A run folder's run.json names the system it ran and the reference it was made from; when
+``dynamat score`` cannot go on (the reference lacks --system, or --system is another system's
+atoms), the line says the run's system and what the reference holds, so the user sees which
+``--reference`` or ``--system`` to pass. A run by hand (no run.json) keeps the plain lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dynamat.errors import DynamatError
+from dynamat.io.reference_h5 import list_systems
+from dynamat.reference import resolve_reference, systems_held
+
+
+def _ran(meta: dict) -> str | None:
+    ran = meta.get("system")
+    return ran if isinstance(ran, str) and ran else None
+
+
+def _made_from(meta: dict, reference: Path) -> str:
+    """'; the run was made from FILE' where run.json names another reference file than ``reference``."""
+    made = meta.get("reference")
+    if not isinstance(made, str) or not made or Path(made).resolve() == Path(reference).resolve():
+        return ""
+    return f"; the run was made from {made}"
+
+
+def reference_for_run(reference: Path | None, system: str, run_dir: Path, meta: dict) -> Path:
+    """The reference file to score the run in ``run_dir`` against (:func:`resolve_reference`), refused in one
+    line naming the run's system (run.json) and what the file holds when it lacks ``system``."""
+    ran = _ran(meta)
+    try:
+        reference = resolve_reference(reference, system)
+    except DynamatError as exc:  # no file holds --system: which system the run is of is the useful part
+        if ran and ran != system:
+            raise DynamatError(f"{exc}; the run in {run_dir} is of system {ran!r} (its run.json)") from None
+        raise
+    if not ran or system in list_systems(reference):
+        return reference
+    held, came = systems_held(reference), _made_from(meta, reference)
+    if ran == system:
+        raise DynamatError(f"the run in {run_dir} is of system {ran!r} (its run.json), which {reference} does "
+                           f"not hold ({held}){came}")
+    raise DynamatError(f"system {system!r} is not in {reference} ({held}); the run in {run_dir} is of system "
+                       f"{ran!r} (its run.json){came}")
+
+
+def atoms_mismatch(reference: Path, system: str, run_dir: Path | None, meta: dict) -> str:
+    """The line for a trajectory whose atoms are not ``system``'s: for a run of another system (run.json),
+    which one, and the --system to give or what the reference holds."""
+    ran = _ran(meta)
+    if not ran or ran == system:
+        return "the trajectory's atoms do not match the reference system's"
+    fix = (f"score it with --system {ran}" if ran in list_systems(reference)
+           else f"{reference} does not hold {ran!r} ({systems_held(reference)}){_made_from(meta, reference)}")
+    return (f"the run in {run_dir} is of system {ran!r} (its run.json), whose atoms do not match system "
+            f"{system!r} of {reference}: {fix}")
