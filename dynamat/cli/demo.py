@@ -9,6 +9,7 @@ import click
 from dynamat.cli.common import driver_options, progress_printer, reference_option, with_options
 from dynamat.errors import DynamatError
 from dynamat.io.reference_h5 import reference_n_frames
+from dynamat.known_models import check_model_known
 from dynamat.reference import load_system, resolve_reference
 from dynamat.runner import (RunOptions, check_resume_settings, check_same_model, check_same_run, model_identity,
                             plan_run_dir, read_run_json, run_settings, run_system)
@@ -38,6 +39,7 @@ def demo(model, system, reference, steps, singlepoint_frames, out, overwrite, dr
     continues it; a folder holding any other run is refused unless --overwrite."""
     reference = resolve_reference(reference, system)
     rf = RunFolder.of(out, model, system)  # names are checked before anything is read
+    check_model_known(model, (), driver_cmd)
     _, entry, _ = load_system(reference, system)
     need = min_scorable_steps(entry)
     if steps < need:

@@ -276,20 +276,24 @@ def test_local_packed_campaign_shares_one_driver(tmp_path):
     assert_one_line_error(res, "--socket unix")
 
 
+NO_MODULE = "dm_no_such_module:make"  # a calculator whose module no environment has: the driver fails at start
+
+
 def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
     out = tmp_path / "camp"
-    # LJ with a far too large sigma blows up at once; an unknown model fails before its first step
-    res = campaign("--models", "lj,no-such-model", "--systems", A, "--jobs", "2", "--steps", "300",
+    # LJ with a far too large sigma blows up at once; a calculator the driver cannot import fails before its
+    # first step (an unknown model name is refused before any pair runs)
+    res = campaign("--models", f"lj,{NO_MODULE}", "--systems", A, "--jobs", "2", "--steps", "300",
                    "--max-retries", "1", "--driver-args", "lj=--option sigma=3.0 --option epsilon=2",
                    "--out", str(out), "--no-report", timeout=120)
     assert res.returncode == 2, res.stderr
-    assert "dynamat: error: 1 of 2 pairs did not complete: no-such-model" in res.stderr
+    assert f"dynamat: error: 1 of 2 pairs did not complete: {NO_MODULE}" in res.stderr
     sc = json.loads((out / "lj" / A / "score.json").read_text())
     assert sc["status"] == "exploded" and "exploded" in sc["error"] and sc["system_class"] == "pure metal"
     assert [a["action"] for a in _state(out, "lj", A)["attempts"]] == ["run"]  # never retried
-    sc = json.loads((out / "no-such-model" / A / "score.json").read_text())
-    assert sc["status"] == "failed" and "no-such-model" in sc["error"]
-    assert [a["action"] for a in _state(out, "no-such-model", A)["attempts"]] == ["run", "overwrite"]
+    sc = json.loads((out / NO_MODULE.replace(":", "@") / A / "score.json").read_text())
+    assert sc["status"] == "failed" and "dm_no_such_module" in sc["error"]
+    assert [a["action"] for a in _state(out, NO_MODULE.replace(":", "@"), A)["attempts"]] == ["run", "overwrite"]
     assert pair_status(out / "lj" / A) == ("skip", "exploded")
 
     # inet: the driver reaches i-PI over TCP through the relay, which records where it listened

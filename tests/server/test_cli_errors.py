@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import DEMO, assert_one_line_error, dynamat_cmd
+from conftest import BIN, DEMO, assert_one_line_error, dynamat_cmd
 
 
 def test_unknown_system(tmp_path):
@@ -84,3 +84,40 @@ def test_inputs_take_the_protocol_overrides_of_run(tmp_path):
     both = dynamat_cmd("inputs", "--system", system, "--reference", str(DEMO), "--out", str(tmp_path / "b"),
                        "--steps", "10", "--time-ps", "1")
     assert_one_line_error(both, "not both")
+
+
+def test_misspelt_model_is_refused_before_any_folder(tmp_path):
+    """A name the driver cannot resolve is one line naming the near match and `dynamat models`, from
+    every command that would otherwise make a run folder (and a campaign its _campaign folder) first."""
+    system = "bulkCu_300K-demo_EMT"
+    models = tmp_path / "models.toml"
+    models.write_text('[my-lj]\ncalculator = "ase.calculators.lj:LennardJones"\n')
+    out = tmp_path / "out"
+    run = dynamat_cmd("run", "--model", "emtt", "--system", system, "--steps", "20", "--out", str(out))
+    assert_one_line_error(run, "unknown model 'emtt'", "did you mean emt?", "`dynamat models`")
+    plugin = dynamat_cmd("run", "--model", "exmple-lj", "--system", system, "--steps", "20", "--out", str(out))
+    assert_one_line_error(plugin, "did you mean example-lj?")  # the installed plugin family's name
+    mine = dynamat_cmd("run", "--model", "my-ljj", "--models-file", str(models), "--system", system,
+                       "--steps", "20", "--out", str(out))
+    assert_one_line_error(mine, "did you mean my-lj?", "the --models-file names my-lj")
+    camp = dynamat_cmd("campaign", "--models", "emt,emtt", "--systems", system, "--steps", "20", "--out", str(out))
+    assert_one_line_error(camp, "unknown model 'emtt'")
+    # a driver of another environment is asked what it serves (here: this one's, by its path)
+    other = dynamat_cmd("run", "--model", "emtt", "--driver-cmd", str(BIN / "dynamat-driver"), "--system", system,
+                        "--steps", "20", "--out", str(out))
+    assert_one_line_error(other, "did you mean emt?", f"`dynamat models --driver-cmd {BIN / 'dynamat-driver'}`")
+    demo = dynamat_cmd("demo", "--model", "emtt", "--out", str(out))
+    assert_one_line_error(demo, "unknown model 'emtt'")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("model", ["EMT", "example-lj", "ase.calculators.lj:LennardJones", "my-lj"])
+def test_model_names_the_driver_resolves_are_not_refused(model, tmp_path):
+    """Registry names in any case, a plugin family's names, MODULE:CALLABLE and a models file's tables
+    pass the up-front check (`dynamat inputs` checks the model as `run` does, and runs nothing)."""
+    models = tmp_path / "models.toml"
+    models.write_text('[my-lj]\ncalculator = "ase.calculators.lj:LennardJones"\n')
+    res = dynamat_cmd("inputs", "--system", "bulkCu_300K-demo_EMT", "--reference", str(DEMO), "--out",
+                      str(tmp_path / "in"), "--steps", "20", "--model", model, "--models-file", str(models))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "in" / "input.xml").exists()
