@@ -119,7 +119,10 @@ class CampaignSpec:
         from dynamat.catalogue import check_ensemble
 
         check_ensemble({k: v for k, v in self.ensemble.items() if v is not None})
+        from dynamat.layout import check_out_folder
         from dynamat.reference import default_reference
+
+        check_out_folder(self.out)  # not only when the first pair has run (or _campaign is made)
 
         # frozen: the normalised values are set once, here
         object.__setattr__(self, "models", tuple(self.models))

@@ -14,7 +14,7 @@ from dynamat.reference import load_system, resolve_reference
 from dynamat.runner import (RunOptions, check_resume_settings, check_same_model, check_same_run, model_identity,
                             plan_run_dir, read_run_json, run_settings, run_system)
 from dynamat.scoring.card import scorecard
-from dynamat.layout import RunFolder
+from dynamat.layout import RunFolder, check_out_folder
 from dynamat.scoring.run import min_scorable_steps, score_run, write_score
 from dynamat.singlepoint import run_singlepoint
 from dynamat.trajectory import MIN_MATCHED_FRAMES
@@ -38,7 +38,7 @@ def demo(model, system, reference, steps, singlepoint_frames, out, overwrite, dr
     A rerun keeps a completed demo run of the same --steps and scores it again; a larger --steps
     continues it; a folder holding any other run is refused unless --overwrite."""
     reference = resolve_reference(reference, system)
-    rf = RunFolder.of(out, model, system)  # names are checked before anything is read
+    rf = RunFolder.of(check_out_folder(out), model, system)  # names are checked before anything is read
     check_model_known(model, (), driver_cmd)
     _, entry, _ = load_system(reference, system)
     need = min_scorable_steps(entry)

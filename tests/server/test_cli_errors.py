@@ -121,3 +121,20 @@ def test_model_names_the_driver_resolves_are_not_refused(model, tmp_path):
                       str(tmp_path / "in"), "--steps", "20", "--model", model, "--models-file", str(models))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "in" / "input.xml").exists()
+
+
+@pytest.mark.parametrize("cmd", [
+    ["campaign", "--models", "emt", "--systems", "bulkCu_300K-demo_EMT", "--steps", "400"],
+    ["demo", "--model", "emt", "--steps", "400", "--singlepoint-frames", "2"],
+    ["beads-convergence", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--beads", "1", "--steps", "20"],
+])
+@pytest.mark.parametrize("under", [False, True])
+def test_out_that_is_a_file_is_refused_up_front(cmd, under, tmp_path):
+    """--out naming a file (or a folder under one) is one line before any work: the campaign ended with a
+    bare NotADirectoryError, the demo refused only after its single points."""
+    taken = tmp_path / "results.txt"
+    taken.write_text("earlier results\n")
+    out = taken / "x" if under else taken
+    res = dynamat_cmd(*cmd, "--out", str(out))
+    assert_one_line_error(res, f"--out {out}", "not a folder")  # and no progress line: nothing ran
+    assert taken.read_text() == "earlier results\n" and sorted(p.name for p in tmp_path.iterdir()) == ["results.txt"]
