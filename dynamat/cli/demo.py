@@ -15,9 +15,8 @@ from dynamat.runner import (RunOptions, check_resume_settings, check_same_model,
                             plan_run_dir, read_run_json, run_settings, run_system)
 from dynamat.scoring.card import scorecard
 from dynamat.layout import RunFolder, check_out_folder
-from dynamat.scoring.run import min_scorable_steps, score_run, write_score
+from dynamat.scoring.run import check_scorable_length, score_run, write_score
 from dynamat.singlepoint import run_singlepoint
-from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 DEMO_SEED = 12345  # the demo reproduces its numbers
 
@@ -41,11 +40,7 @@ def demo(model, system, reference, steps, singlepoint_frames, out, overwrite, dr
     rf = RunFolder.of(check_out_folder(out), model, system)  # names are checked before anything is read
     check_model_known(model, (), driver_cmd)
     _, entry, _ = load_system(reference, system)
-    need = min_scorable_steps(entry)
-    if steps < need:
-        raise DynamatError(f"--steps {steps} is too short to score: the scorer compares at least {MIN_MATCHED_FRAMES} "
-                           f"frames and {system}'s protocol saves one every {entry.protocol.stride} steps; give "
-                           f"--steps {need} or more")
+    check_scorable_length([(entry, steps)])
     kept = _settle_folder(rf.path, model, entry, steps, overwrite, driver_args, out)
     every = max(1, reference_n_frames(reference, system) // max(singlepoint_frames, 1))
     sp = run_singlepoint(model, reference, system, every, singlepoint_frames, 8, driver_cmd, driver_args,

@@ -139,6 +139,21 @@ def test_spec_is_checked_once_and_builds_every_job(tmp_path, monkeypatch):
         CampaignSpec.from_options("emt", " , ", out=tmp_path)
 
 
+def test_length_too_short_to_score_is_refused_before_any_pair(tmp_path):
+    """Every pair is scored, so --steps (or --time-ps) below the scorer's minimum is one line naming it, as
+    `dynamat demo` says it, before any folder; the minimum itself passes (8 frames saved every 10 steps)."""
+    from dynamat.campaign.run import _steps_per_system
+
+    out = tmp_path / "camp"
+    res = campaign("--models", "emt", "--systems", SYSTEMS, "--steps", "69", "--out", str(out), timeout=60)
+    assert_one_line_error(res, "--steps 69 is too short to score", "8 frames", "give --steps 70 or more")
+    res = campaign("--models", "emt", "--systems", SYSTEMS, "--time-ps", "0.01", "--out", str(out), timeout=60)
+    assert_one_line_error(res, "--time-ps 0.01 is 40 steps", "give --time-ps 0.0175 or more")
+    assert not out.exists()
+    assert _steps_per_system(CampaignSpec(("emt",), (A, B), out, steps=70))[0] == {A: 70, B: 70}
+    assert _steps_per_system(CampaignSpec(("emt",), (A, B), out, time_ps=0.0175))[0] == {A: 70, B: 70}
+
+
 def test_template_renders_and_rejects_unknown_names():
     assert render("#SBATCH --array=@array@\nexec @python@", {"array": "0-3%2", "python": "py"}) == \
         "#SBATCH --array=0-3%2\nexec py"
@@ -396,7 +411,8 @@ def test_refused_resume_ends_the_pair_at_once_with_its_reason(tmp_path):
                    timeout=60)
     assert_one_line_error(res, f"emt/{A} (run with --seed 7)")
     res = campaign("--models", "emt", "--systems", A, "--steps", str(steps), "--out", str(out), "--seed", "7",
-                   "--max-retries", "2", "--ensemble", "npt", "--pressure-GPa", "0.5", timeout=120)
+                   "--max-retries", "2", "--ensemble", "npt", "--pressure-GPa", "0.5",
+                   "--tau-barostat-fs", "10", timeout=120)  # burn-in 5 τ = 200 steps: 400 can be scored
     line = assert_one_line_error(res, f"1 of 1 pairs did not complete: emt/{A} ({run_dir} holds a run with "
                                       "--ensemble nvt, which a resume continues", after_progress=True)
     assert "run status" not in line
