@@ -138,3 +138,16 @@ def test_out_that_is_a_file_is_refused_up_front(cmd, under, tmp_path):
     res = dynamat_cmd(*cmd, "--out", str(out))
     assert_one_line_error(res, f"--out {out}", "not a folder")  # and no progress line: nothing ran
     assert taken.read_text() == "earlier results\n" and sorted(p.name for p in tmp_path.iterdir()) == ["results.txt"]
+
+
+def test_models_refuses_a_tier_no_model_has():
+    """--tier 5 printed an empty table with exit 0, as if the tier existed and had no models; a tier some
+    model has still filters (any case), even where --installed then leaves none."""
+    res = dynamat_cmd("models", "--tier", "5", "--tier", "test")
+    assert_one_line_error(res, "no model has tier 5", "1, 2, 3, 4", "none", "test")
+    assert res.stdout == ""
+    ok = dynamat_cmd("models", "--tier", "TEST")
+    assert ok.returncode == 0, ok.stderr
+    names = [ln.split()[0] for ln in ok.stdout.splitlines()[1:]]
+    assert "emt" in names and "chgnet" not in names
+    assert dynamat_cmd("models", "--tier", "4", "--installed").returncode == 0
