@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dynamat.errors import DynamatError
 from dynamat.names import model_folder, replica_name, run_dir_in
 
 PREFIX = "simulation"  # i-PI's output prefix in every template
@@ -54,6 +55,8 @@ def curves_beside(score_path: Path) -> Path:
     base = score_path.name[:-5] if score_path.name.endswith(".json") else score_path.name
     base = "" if base == "score" else base[:-6] if base.endswith(".score") else base
     return score_path.with_name(f"{base}.{CURVES_NPZ}" if base else CURVES_NPZ)
+
+
 SOCKET_JSON = "socket.json"
 INPUT_XML = "input.xml"
 ATTEMPT_XML = "attempt.xml"
@@ -68,6 +71,19 @@ WORK_SUFFIX = ".work"
 
 CAMPAIGN_DIR = "_campaign"
 REPORT_DIR = "report"
+
+
+def check_out_folder(out: str | Path, flag: str = "--out") -> Path:
+    """``out``, refused in one line where it, or a folder above it, is a file: a command whose work takes
+    minutes (a campaign, the demo's single points) must not find that out only when it first writes there."""
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under {p}, which is a file"
+                raise DynamatError(f"{flag} {path} {where}, not a folder: give a folder (it is made where missing)")
+            break
+    return path
 
 
 @dataclass(frozen=True)

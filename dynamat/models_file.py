@@ -94,6 +94,8 @@ def model_option_args(pairs) -> tuple[str, ...]:
             if not value[len("path:"):].strip():
                 raise DynamatError(f"--model-option {p!r} names no path after 'path:'")
             value = "path:" + os.path.abspath(os.path.expanduser(value[len("path:"):].strip()))
+            if not os.path.exists(value[len("path:"):]):  # the driver would find out only in the run folder
+                raise DynamatError(f"--model-option {key}: {value[len('path:'):]} does not exist")
         out.append(f"--option={key}={value}")
     return tuple(out)
 

@@ -91,6 +91,23 @@ def model_rows(driver_cmd: str | Sequence[str] | None = None, timeout: float = 1
     return rows
 
 
+def tier_key(tier) -> str:
+    """A row's tier as ``--tier`` names it: ``1``-``4``, ``test``, or ``none`` (not in the paper)."""
+    return "none" if tier is None else str(tier).lower()
+
+
+def rows_of_tiers(rows: list[dict[str, Any]], tiers) -> list[dict[str, Any]]:
+    """The rows of ``tiers`` (``--tier``, any case); a tier no model has is refused in one line naming those
+    that exist, not answered with an empty table (a typo would read as 'no such models')."""
+    want = {str(t).strip().lower() for t in tiers}
+    have = {tier_key(r["tier"]) for r in rows}
+    unknown = sorted(want - have)
+    if unknown:
+        order = sorted(have, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0, t))
+        raise DynamatError(f"no model has tier {' or '.join(unknown)}; the tiers here are {', '.join(order)}")
+    return [r for r in rows if tier_key(r["tier"]) in want]
+
+
 def _source(src) -> str:
     """Where a model comes from: ``dynamat-driver 0.1.0``, or ``plugin PKG VERSION`` (a package that
     registers a family under the entry-point group ``dynamat.models``)."""
@@ -123,4 +140,4 @@ def format_rows(rows: list[dict[str, Any]], paths: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_rows", "model_rows", "query_driver"]
+__all__ = ["format_rows", "model_rows", "query_driver", "rows_of_tiers", "tier_key"]

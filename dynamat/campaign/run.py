@@ -128,12 +128,15 @@ def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[s
     unknown system fails here, before any job."""
     from dynamat.reference import load_system as _load_system
     from dynamat.runner import steps_for_time  # the one --time-ps conversion
+    from dynamat.scoring.run import check_scorable_length
 
-    asked, protocol = {}, {}
+    asked, protocol, entries = {}, {}, []
     for s in spec.systems:
         _, entry, _ = _load_system(spec.reference, s, **spec.ensemble)  # a slab under NPT fails here
         protocol[s] = entry.protocol.steps
         asked[s] = steps_for_time(spec.time_ps, entry.protocol.timestep_fs) if spec.time_ps is not None else spec.steps
+        entries.append((entry, asked[s]))
+    check_scorable_length(entries, spec.time_ps)  # every pair is scored: not run them all to fail there
     return asked, protocol
 
 

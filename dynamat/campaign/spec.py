@@ -119,7 +119,10 @@ class CampaignSpec:
         from dynamat.catalogue import check_ensemble
 
         check_ensemble({k: v for k, v in self.ensemble.items() if v is not None})
+        from dynamat.layout import check_out_folder
         from dynamat.reference import default_reference
+
+        check_out_folder(self.out)  # not only when the first pair has run (or _campaign is made)
 
         # frozen: the normalised values are set once, here
         object.__setattr__(self, "models", tuple(self.models))
@@ -141,6 +144,7 @@ class CampaignSpec:
         ``models_file``: a user's models (:mod:`dynamat.models_file`); ``dispersion``: driver
         arguments every model gets (``--dispersion``), except one whose table names its own;
         ``model_options``: ``MODEL=KEY=VALUE`` items, a model's ``--model-option KEY=VALUE``."""
+        from dynamat.known_models import check_model_known
         from dynamat.models_file import model_option_args, read_models_file, serve
 
         model_list = split_names(models, "model")
@@ -161,6 +165,7 @@ class CampaignSpec:
             if e is not None and e.dispersion and dispersion:
                 raise DynamatError(f"model {m!r} has dispersion = {e.dispersion!r} in {models_file}; drop --dispersion")
             how = serve(m, entries, env.get(m))  # as `dynamat run --models-file` serves it
+            check_model_known(m, tuple(entries), how.driver_cmd)  # a typo fails here, not in every pair
             if how.entry is not None:
                 served[m] = how.driver_model
                 if how.driver_cmd:

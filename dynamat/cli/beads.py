@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from dynamat.io.results import write_json_atomic
+from dynamat.known_models import check_model_known
 from dynamat.cli.common import seed_option
 from dynamat.pimd import bead_convergence
 from dynamat.reference import initial_atoms, load_system
@@ -59,6 +60,7 @@ def beads_convergence_command(model, system, reference, beads_text, steps, out, 
     """Run MODEL on SYSTEM with P = 1, 2, 4, 8 … beads (PILE-L) and report <K_cv> against P."""
     # every argument is checked (click's types, --beads, the system) before the first run's progress line
     beads = _parse_beads(beads_text)
+    check_model_known(model, (), driver_cmd)  # a typo fails here, not in the first run folder
     reference, sys_entry, _ = load_system(reference, system)
     conv = bead_convergence(
         model, sys_entry, initial_atoms(reference, system), out, beads=beads, steps=steps, seed=seed,

@@ -151,10 +151,14 @@ models_file_option = click.option(
 
 def served_model(model: str, models_file: Path | None, driver_cmd: str | None, dispersion: str | None = None):
     """How ``model`` is served (:class:`dynamat.models_file.Served`): a models file's table, else the name
-    itself. A table's own dispersion and ``--dispersion`` together are refused (one would silently win)."""
+    itself. A table's own dispersion and ``--dispersion`` together are refused (one would silently win), and
+    a name no driver could serve is refused before any folder is made."""
+    from dynamat.known_models import check_model_known
     from dynamat.models_file import read_models_file, serve
 
-    served = serve(model, read_models_file(models_file) if models_file else None, driver_cmd)
+    entries = read_models_file(models_file) if models_file else {}
+    served = serve(model, entries, driver_cmd)
+    check_model_known(model, tuple(entries), served.driver_cmd)
     if served.entry is not None and served.entry.dispersion and dispersion:
         raise DynamatError(f"model {model!r} has dispersion = {served.entry.dispersion!r} in {models_file}; "
                            "drop --dispersion")

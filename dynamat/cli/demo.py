@@ -9,14 +9,14 @@ import click
 from dynamat.cli.common import driver_options, progress_printer, reference_option, with_options
 from dynamat.errors import DynamatError
 from dynamat.io.reference_h5 import reference_n_frames
+from dynamat.known_models import check_model_known
 from dynamat.reference import load_system, resolve_reference
 from dynamat.runner import (RunOptions, check_resume_settings, check_same_model, check_same_run, model_identity,
                             plan_run_dir, read_run_json, run_settings, run_system)
 from dynamat.scoring.card import scorecard
-from dynamat.layout import RunFolder
-from dynamat.scoring.run import min_scorable_steps, score_run, write_score
+from dynamat.layout import RunFolder, check_out_folder
+from dynamat.scoring.run import check_scorable_length, score_run, write_score
 from dynamat.singlepoint import run_singlepoint
-from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 DEMO_SEED = 12345  # the demo reproduces its numbers
 
@@ -37,13 +37,10 @@ def demo(model, system, reference, steps, singlepoint_frames, out, overwrite, dr
     A rerun keeps a completed demo run of the same --steps and scores it again; a larger --steps
     continues it; a folder holding any other run is refused unless --overwrite."""
     reference = resolve_reference(reference, system)
-    rf = RunFolder.of(out, model, system)  # names are checked before anything is read
+    rf = RunFolder.of(check_out_folder(out), model, system)  # names are checked before anything is read
+    check_model_known(model, (), driver_cmd)
     _, entry, _ = load_system(reference, system)
-    need = min_scorable_steps(entry)
-    if steps < need:
-        raise DynamatError(f"--steps {steps} is too short to score: the scorer compares at least {MIN_MATCHED_FRAMES} "
-                           f"frames and {system}'s protocol saves one every {entry.protocol.stride} steps; give "
-                           f"--steps {need} or more")
+    check_scorable_length([(entry, steps)])
     kept = _settle_folder(rf.path, model, entry, steps, overwrite, driver_args, out)
     every = max(1, reference_n_frames(reference, system) // max(singlepoint_frames, 1))
     sp = run_singlepoint(model, reference, system, every, singlepoint_frames, 8, driver_cmd, driver_args,

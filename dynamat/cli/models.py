@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dynamat.models_table import format_rows, model_rows
+from dynamat.models_table import format_rows, model_rows, rows_of_tiers
 
 
 @click.command("models")
@@ -21,8 +21,7 @@ def models_command(driver_cmd, tiers, only_installed, paths, as_json):
     whether it is installed there and whether its weights are reachable without a download."""
     rows = model_rows(driver_cmd)
     if tiers:
-        want = {t.lower() for t in tiers}
-        rows = [r for r in rows if ("none" if r["tier"] is None else str(r["tier"]).lower()) in want]
+        rows = rows_of_tiers(rows, tiers)
     if only_installed:
         rows = [r for r in rows if r["installed"]]
     if as_json:

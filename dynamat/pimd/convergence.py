@@ -12,7 +12,7 @@ import numpy as np
 
 from dynamat.errors import DynamatError
 from dynamat.files import write_text_atomic
-from dynamat.layout import RunFolder
+from dynamat.layout import RunFolder, check_out_folder
 from dynamat.pimd.observables import quantum_kinetic_energy
 from dynamat.runner import RunOptions, supervise
 from dynamat.units import KB_EV_PER_K
@@ -91,6 +91,7 @@ def bead_convergence(
     ``<out>/<model>/<system>/beads_<P>/``; the summary to ``bead_convergence.json`` beside them.
     Successive P agree when |ΔK| ≤ z·sqrt(σ₁² + σ₂²).
     """
+    check_out_folder(out)  # before the first bead count's progress line, not at its first write
     base = RunFolder.of(out, model, system.name).path
     beads = sorted({int(p) for p in beads})
     if not beads or beads[0] < 1:

@@ -56,6 +56,27 @@ def min_scorable_steps(system) -> int:
     return first + intervals * stride
 
 
+def check_scorable_length(asked, time_ps: float | None = None) -> None:
+    """Refuses, in one line naming the minimum, an MD length too short to score: ``asked`` holds
+    (System, MD steps) pairs, the steps from ``--steps``, or from ``--time-ps`` (``time_ps`` given, the
+    minimum is then named in ps). A command that runs and then scores (a campaign, the demo) asks
+    before any MD; one length serves every system, so the minimum named is the largest of theirs."""
+    asked = [(s, n) for s, n in asked if n is not None]
+    if all(n >= min_scorable_steps(s) for s, n in asked):
+        return
+
+    def need_of(s) -> float:  # the minimum in the unit the length was given in
+        return min_scorable_steps(s) * (1.0 if time_ps is None else float(s.protocol.timestep_fs) / 1000.0)
+
+    s, n = max(asked, key=lambda sn: need_of(sn[0]))
+    why = (f"the scorer compares at least {MIN_MATCHED_FRAMES} frames and {s.name}'s protocol saves one every "
+           f"{s.protocol.stride} steps")
+    if time_ps is None:
+        raise DynamatError(f"--steps {n} is too short to score: {why}; give --steps {min_scorable_steps(s)} or more")
+    raise DynamatError(f"--time-ps {time_ps:g} is {n} steps of {s.name}, too short to score: {why}; give "
+                       f"--time-ps {need_of(s):.6g} or more")
+
+
 def _run_json(run_dir: Path) -> dict:
     """run.json of a run folder, {} for a run by hand (none)."""
     rj = RunFolder(run_dir).run_json

@@ -139,6 +139,21 @@ def test_spec_is_checked_once_and_builds_every_job(tmp_path, monkeypatch):
         CampaignSpec.from_options("emt", " , ", out=tmp_path)
 
 
+def test_length_too_short_to_score_is_refused_before_any_pair(tmp_path):
+    """Every pair is scored, so --steps (or --time-ps) below the scorer's minimum is one line naming it, as
+    `dynamat demo` says it, before any folder; the minimum itself passes (8 frames saved every 10 steps)."""
+    from dynamat.campaign.run import _steps_per_system
+
+    out = tmp_path / "camp"
+    res = campaign("--models", "emt", "--systems", SYSTEMS, "--steps", "69", "--out", str(out), timeout=60)
+    assert_one_line_error(res, "--steps 69 is too short to score", "8 frames", "give --steps 70 or more")
+    res = campaign("--models", "emt", "--systems", SYSTEMS, "--time-ps", "0.01", "--out", str(out), timeout=60)
+    assert_one_line_error(res, "--time-ps 0.01 is 40 steps", "give --time-ps 0.0175 or more")
+    assert not out.exists()
+    assert _steps_per_system(CampaignSpec(("emt",), (A, B), out, steps=70))[0] == {A: 70, B: 70}
+    assert _steps_per_system(CampaignSpec(("emt",), (A, B), out, time_ps=0.0175))[0] == {A: 70, B: 70}
+
+
 def test_template_renders_and_rejects_unknown_names():
     assert render("#SBATCH --array=@array@\nexec @python@", {"array": "0-3%2", "python": "py"}) == \
         "#SBATCH --array=0-3%2\nexec py"
@@ -276,20 +291,24 @@ def test_local_packed_campaign_shares_one_driver(tmp_path):
     assert_one_line_error(res, "--socket unix")
 
 
+NO_MODULE = "dm_no_such_module:make"  # a calculator whose module no environment has: the driver fails at start
+
+
 def test_local_exploded_is_final_failed_is_retried_inet_relay(tmp_path):
     out = tmp_path / "camp"
-    # LJ with a far too large sigma blows up at once; an unknown model fails before its first step
-    res = campaign("--models", "lj,no-such-model", "--systems", A, "--jobs", "2", "--steps", "300",
+    # LJ with a far too large sigma blows up at once; a calculator the driver cannot import fails before its
+    # first step (an unknown model name is refused before any pair runs)
+    res = campaign("--models", f"lj,{NO_MODULE}", "--systems", A, "--jobs", "2", "--steps", "300",
                    "--max-retries", "1", "--driver-args", "lj=--option sigma=3.0 --option epsilon=2",
                    "--out", str(out), "--no-report", timeout=120)
     assert res.returncode == 2, res.stderr
-    assert "dynamat: error: 1 of 2 pairs did not complete: no-such-model" in res.stderr
+    assert f"dynamat: error: 1 of 2 pairs did not complete: {NO_MODULE}" in res.stderr
     sc = json.loads((out / "lj" / A / "score.json").read_text())
     assert sc["status"] == "exploded" and "exploded" in sc["error"] and sc["system_class"] == "pure metal"
     assert [a["action"] for a in _state(out, "lj", A)["attempts"]] == ["run"]  # never retried
-    sc = json.loads((out / "no-such-model" / A / "score.json").read_text())
-    assert sc["status"] == "failed" and "no-such-model" in sc["error"]
-    assert [a["action"] for a in _state(out, "no-such-model", A)["attempts"]] == ["run", "overwrite"]
+    sc = json.loads((out / NO_MODULE.replace(":", "@") / A / "score.json").read_text())
+    assert sc["status"] == "failed" and "dm_no_such_module" in sc["error"]
+    assert [a["action"] for a in _state(out, NO_MODULE.replace(":", "@"), A)["attempts"]] == ["run", "overwrite"]
     assert pair_status(out / "lj" / A) == ("skip", "exploded")
 
     # inet: the driver reaches i-PI over TCP through the relay, which records where it listened
@@ -392,7 +411,8 @@ def test_refused_resume_ends_the_pair_at_once_with_its_reason(tmp_path):
                    timeout=60)
     assert_one_line_error(res, f"emt/{A} (run with --seed 7)")
     res = campaign("--models", "emt", "--systems", A, "--steps", str(steps), "--out", str(out), "--seed", "7",
-                   "--max-retries", "2", "--ensemble", "npt", "--pressure-GPa", "0.5", timeout=120)
+                   "--max-retries", "2", "--ensemble", "npt", "--pressure-GPa", "0.5",
+                   "--tau-barostat-fs", "10", timeout=120)  # burn-in 5 τ = 200 steps: 400 can be scored
     line = assert_one_line_error(res, f"1 of 1 pairs did not complete: emt/{A} ({run_dir} holds a run with "
                                       "--ensemble nvt, which a resume continues", after_progress=True)
     assert "run status" not in line

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import DEMO, assert_one_line_error, dynamat_cmd
+from conftest import BIN, DEMO, assert_one_line_error, dynamat_cmd
 
 
 def test_unknown_system(tmp_path):
@@ -111,3 +111,70 @@ def test_inputs_take_the_protocol_overrides_of_run(tmp_path):
     both = dynamat_cmd("inputs", "--system", system, "--reference", str(DEMO), "--out", str(tmp_path / "b"),
                        "--steps", "10", "--time-ps", "1")
     assert_one_line_error(both, "not both")
+
+
+def test_misspelt_model_is_refused_before_any_folder(tmp_path):
+    """A name the driver cannot resolve is one line naming the near match and `dynamat models`, from
+    every command that would otherwise make a run folder (and a campaign its _campaign folder) first."""
+    system = "bulkCu_300K-demo_EMT"
+    models = tmp_path / "models.toml"
+    models.write_text('[my-lj]\ncalculator = "ase.calculators.lj:LennardJones"\n')
+    out = tmp_path / "out"
+    run = dynamat_cmd("run", "--model", "emtt", "--system", system, "--steps", "20", "--out", str(out))
+    assert_one_line_error(run, "unknown model 'emtt'", "did you mean emt?", "`dynamat models`")
+    plugin = dynamat_cmd("run", "--model", "exmple-lj", "--system", system, "--steps", "20", "--out", str(out))
+    assert_one_line_error(plugin, "did you mean example-lj?")  # the installed plugin family's name
+    mine = dynamat_cmd("run", "--model", "my-ljj", "--models-file", str(models), "--system", system,
+                       "--steps", "20", "--out", str(out))
+    assert_one_line_error(mine, "did you mean my-lj?", "the --models-file names my-lj")
+    camp = dynamat_cmd("campaign", "--models", "emt,emtt", "--systems", system, "--steps", "20", "--out", str(out))
+    assert_one_line_error(camp, "unknown model 'emtt'")
+    # a driver of another environment is asked what it serves (here: this one's, by its path)
+    other = dynamat_cmd("run", "--model", "emtt", "--driver-cmd", str(BIN / "dynamat-driver"), "--system", system,
+                        "--steps", "20", "--out", str(out))
+    assert_one_line_error(other, "did you mean emt?", f"`dynamat models --driver-cmd {BIN / 'dynamat-driver'}`")
+    demo = dynamat_cmd("demo", "--model", "emtt", "--out", str(out))
+    assert_one_line_error(demo, "unknown model 'emtt'")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("model", ["EMT", "example-lj", "ase.calculators.lj:LennardJones", "my-lj"])
+def test_model_names_the_driver_resolves_are_not_refused(model, tmp_path):
+    """Registry names in any case, a plugin family's names, MODULE:CALLABLE and a models file's tables
+    pass the up-front check (`dynamat inputs` checks the model as `run` does, and runs nothing)."""
+    models = tmp_path / "models.toml"
+    models.write_text('[my-lj]\ncalculator = "ase.calculators.lj:LennardJones"\n')
+    res = dynamat_cmd("inputs", "--system", "bulkCu_300K-demo_EMT", "--reference", str(DEMO), "--out",
+                      str(tmp_path / "in"), "--steps", "20", "--model", model, "--models-file", str(models))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "in" / "input.xml").exists()
+
+
+@pytest.mark.parametrize("cmd", [
+    ["campaign", "--models", "emt", "--systems", "bulkCu_300K-demo_EMT", "--steps", "400"],
+    ["demo", "--model", "emt", "--steps", "400", "--singlepoint-frames", "2"],
+    ["beads-convergence", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--beads", "1", "--steps", "20"],
+])
+@pytest.mark.parametrize("under", [False, True])
+def test_out_that_is_a_file_is_refused_up_front(cmd, under, tmp_path):
+    """--out naming a file (or a folder under one) is one line before any work: the campaign ended with a
+    bare NotADirectoryError, the demo refused only after its single points."""
+    taken = tmp_path / "results.txt"
+    taken.write_text("earlier results\n")
+    out = taken / "x" if under else taken
+    res = dynamat_cmd(*cmd, "--out", str(out))
+    assert_one_line_error(res, f"--out {out}", "not a folder")  # and no progress line: nothing ran
+    assert taken.read_text() == "earlier results\n" and sorted(p.name for p in tmp_path.iterdir()) == ["results.txt"]
+
+
+def test_models_refuses_a_tier_no_model_has():
+    """--tier 5 printed an empty table with exit 0, as if the tier existed and had no models; a tier some
+    model has still filters (any case), even where --installed then leaves none."""
+    res = dynamat_cmd("models", "--tier", "5", "--tier", "test")
+    assert_one_line_error(res, "no model has tier 5", "1, 2, 3, 4", "none", "test")
+    assert res.stdout == ""
+    ok = dynamat_cmd("models", "--tier", "TEST")
+    assert ok.returncode == 0, ok.stderr
+    names = [ln.split()[0] for ln in ok.stdout.splitlines()[1:]]
+    assert "emt" in names and "chgnet" not in names
+    assert dynamat_cmd("models", "--tier", "4", "--installed").returncode == 0

@@ -12,7 +12,7 @@ import pytest
 from ase.calculators.lj import LennardJones
 from ase.io import read
 
-from conftest import BIN, dynamat_cmd
+from conftest import BIN, assert_one_line_error, dynamat_cmd
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 SPEC = "ase.calculators.emt:EMT"
@@ -69,6 +69,7 @@ def test_server_never_imports_the_users_module(tmp_path):
     (["--model", SPEC, "--model-option", "sigma=2", "--model-option", "sigma=3"],
      "--model-option sigma is given twice ('sigma=2' and 'sigma=3')"),
     (["--model", SPEC, "--model-option", "weights=path:"], "names no path after 'path:'"),
+    (["--model", SPEC, "--model-option", "weights=path:no_such.pt"], "no_such.pt does not exist"),
 ])
 def test_bad_spec_or_option_is_one_line_and_writes_nothing(tmp_path, args, expected):
     out = tmp_path / "out"
@@ -83,8 +84,19 @@ def test_model_option_paths_are_the_users(tmp_path, monkeypatch):
     from dynamat.models_file import model_option_args
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "best.pt").write_bytes(b"weights")
     assert model_option_args(("sigma=2.3", "f=path:w/best.pt", "flag=true")) == (
         "--option=sigma=2.3", f"--option=f=path:{tmp_path / 'w' / 'best.pt'}", "--option=flag=true")
+
+
+def test_campaign_refuses_a_missing_path_option_before_any_folder(tmp_path):
+    """A path: option whose file is missing would fail in the driver of every pair, after i-PI started."""
+    out = tmp_path / "camp"
+    res = dynamat_cmd("campaign", "--models", SPEC, "--systems", SYSTEM, "--steps", "400",
+                      "--model-option", f"weights=path:{tmp_path / 'gone.pt'}", "--out", str(out))
+    assert_one_line_error(res, "--model-option weights:", "gone.pt does not exist")
+    assert not out.exists()
 
 
 @pytest.mark.slow

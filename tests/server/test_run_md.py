@@ -84,11 +84,13 @@ def test_existing_run_is_not_clobbered(emt_run):
 
 
 def test_driver_failure_ends_run_cleanly(tmp_path):
-    # the driver refuses an unknown model at start: the run must fail fast and leave nothing running
-    res = dynamat_cmd("run", "--model", "no-such-model", "--system", SYSTEM, "--steps", "50", "--out", str(tmp_path))
+    # the driver cannot import the calculator at start (an unknown model name is refused before any folder):
+    # the run must fail fast and leave nothing running
+    res = dynamat_cmd("run", "--model", "dm_no_such_module:make", "--system", SYSTEM, "--steps", "50",
+                      "--out", str(tmp_path))
     assert res.returncode != 0
-    assert "no-such-model" in res.stderr and "Traceback" not in res.stderr
-    rec = json.loads((tmp_path / "no-such-model" / SYSTEM / "run.json").read_text())
+    assert "dm_no_such_module" in res.stderr and "Traceback" not in res.stderr
+    rec = json.loads((tmp_path / "dm_no_such_module@make" / SYSTEM / "run.json").read_text())
     assert rec["status"] == "failed" and rec["error"]
     assert_no_leftovers(str(tmp_path))
 
