@@ -104,7 +104,8 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
     how the set runs, and ``identity``, the served model (:func:`dynamat.runner.model_identity`), which a
     kept replica must have run with)."""
     from dynamat.reference import load_system
-    from dynamat.runner import check_resume_settings, check_same_model, final_at, run_settings, steps_for
+    from dynamat.runner import (check_kept_start_frame, check_resume_settings, check_same_model, final_at,
+                                run_settings, steps_for)
 
     plan = []
     for system in systems:
@@ -124,6 +125,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                                        "leave --seed out to go on with the recorded seeds, give another --out, "
                                        "or --overwrite")
                 check_resume_settings(run_dir, rec, run_settings(entry, engine, nbeads, want, s)[1], engine)
+                check_kept_start_frame(run_dir, rec, entry.start_frame)
                 if identity is not None:
                     check_same_model(run_dir, rec, identity)
             plan.append(ReplicaRun(system, k, s, keep))

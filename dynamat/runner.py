@@ -457,7 +457,7 @@ def supervise(
     if run_dir.is_dir():
         processes.RunLock(run_dir, notify=announce).release()  # wait for a leftover i-PI before judging the folder
     with _refusals():
-        kept = None if opts.overwrite else _kept_final(run_dir, settings, model, opts)
+        kept = None if opts.overwrite else _kept_final(run_dir, settings, model, opts, system)
         if kept is not None:
             if announce:
                 meanwhile = ", run meanwhile" if opts.keep_final else ""
@@ -521,10 +521,12 @@ def final_at(rec: dict, steps: int | None) -> str | None:
     return None
 
 
-def _kept_final(run_dir: Path, settings: MDSettings, model: str, opts: RunOptions) -> RunRecord | None:
+def _kept_final(run_dir: Path, settings: MDSettings, model: str, opts: RunOptions,
+                system: System | None = None) -> RunRecord | None:
     """The record of a run kept as it is (``opts.keep_final``: final at ``settings``' length;
-    ``opts.keep_same``: completed at exactly that length), with their seed, protocol and served model
-    (else refused, as a kept replica is), or None: the folder is left to :func:`prepare_run_dir`."""
+    ``opts.keep_same``: completed at exactly that length), with their seed, protocol, start frame (of
+    ``system``) and served model (else refused, as a kept replica is), or None: the folder is left to
+    :func:`prepare_run_dir`."""
     old = read_run_json(run_dir) or {}
     status = final_at(old, settings.steps)
     same = status == "completed" and int(old.get("steps_requested") or 0) == settings.steps
@@ -532,9 +534,21 @@ def _kept_final(run_dir: Path, settings: MDSettings, model: str, opts: RunOption
         return None
     _check_resume_seed(run_dir, old, settings.seed)
     check_resume_settings(run_dir, old, settings, opts.engine)
+    if system is not None:
+        check_kept_start_frame(run_dir, old, getattr(system, "start_frame", 0))
     check_same_model(run_dir, old, model_identity(opts.served(model), opts.driver_args))
     known = {f.name for f in fields(RunRecord)}
     return RunRecord(**{k: v for k, v in old.items() if k in known})
+
+
+def check_kept_start_frame(run_dir: Path, old: dict | None, start_frame: int) -> None:
+    """A run kept as it is started from the reference frame asked now (run.json's ``system_info``): a kept
+    run of another --start-frame would be reported as the one asked. (A resume goes on from its restart
+    file, whatever frame it started from.)"""
+    had = ((old or {}).get("system_info") or {}).get("start_frame")
+    if isinstance(had, int) and had != int(start_frame or 0):
+        raise DynamatError(f"{run_dir} holds a run started from reference frame {had} (--start-frame {had}), not "
+                           f"{int(start_frame or 0)}: give --start-frame {had}, another --out, or --overwrite")
 
 
 def _check_request(settings: MDSettings, opts: RunOptions) -> None:

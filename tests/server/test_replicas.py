@@ -425,3 +425,21 @@ def test_a_finished_set_or_run_is_kept_only_for_the_model_that_made_it(tmp_path)
     res = dynamat_cmd(*base[:-2], "--seed", "6", "--out", str(tmp_path / "one"))  # another seed: refused, as before
     assert_one_line_error(res)
     assert "--seed 5" in res.stderr
+
+
+def test_a_finished_run_or_set_is_kept_only_from_the_asked_start_frame(tmp_path):
+    """A completed run (or finished replica) of the asked length is kept only where it started from the
+    reference frame asked now: a rerun with another --start-frame printed 'kept:' and exit 0 for the run
+    that started from frame 0, as if it were the one asked."""
+    base = ("run", "--model", "emt", "--system", SYSTEM, "--steps", "20", "--seed", "5")
+    assert dynamat_cmd(*base, "--out", str(tmp_path / "one")).returncode == 0
+    assert dynamat_cmd(*base, "--replicas", "2", "--out", str(tmp_path / "set")).returncode == 0
+    folders = [tmp_path / "one" / "emt" / SYSTEM, tmp_path / "set" / "emt" / SYSTEM, tmp_path / "set" / "emt" / f"{SYSTEM}_r1"]
+    before = [(d / "run.json").read_bytes() for d in folders]
+    for out, more in (("one", ()), ("set", ("--replicas", "2"))):
+        res = dynamat_cmd(*base, *more, "--start-frame", "2", "--out", str(tmp_path / out))
+        assert_one_line_error(res, "started from reference frame 0 (--start-frame 0), not 2", "--overwrite")
+        assert "kept" not in res.stderr, res.stderr
+    assert [(d / "run.json").read_bytes() for d in folders] == before
+    res = dynamat_cmd(*base, "--start-frame", "0", "--out", str(tmp_path / "one"))  # the frame it started from: kept
+    assert res.returncode == 0 and f"kept: {folders[0]}" in res.stderr, res.stderr
