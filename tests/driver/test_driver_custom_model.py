@@ -181,6 +181,21 @@ def test_calculator_keywords_are_its_parameters_or_arguments(user_modules):
         sys.modules.pop("dm_user_models", None)
 
 
+def test_calculator_keywords_its_default_parameters_do_not_list_are_passed():
+    """default_parameters need not list every keyword a calculator reads: ASE's Psi4 lists basis, method and
+    symmetry and reads num_threads, memory, charge, multiplicity and reference from its parameters too
+    (`reference generate --engine ase` with -o num_threads=8 was refused). A near miss is still refused."""
+    from ase.calculators.psi4 import Psi4
+
+    from dynamat_driver.models.custom import _call_arguments
+
+    spec = "ase.calculators.psi4:Psi4"
+    opts = {"method": "b3lyp", "num_threads": 8, "memory": "2GB", "charge": 0, "multiplicity": 1, "reference": "uhf"}
+    assert _call_arguments(spec, Psi4, opts, "cpu", None, None) == opts
+    with pytest.raises(DriverError, match=r"takes no option\(s\) methd "):
+        _call_arguments(spec, Psi4, {"methd": "b3lyp", "num_threads": 8}, "cpu", None, None)
+
+
 def test_a_returned_model_is_used_as_is(user_modules):
     mods, env = user_modules
     sys.path.insert(0, str(mods))

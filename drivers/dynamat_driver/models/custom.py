@@ -13,7 +13,8 @@ returns an ASE ``Calculator`` (wrapped in :class:`CalculatorModel`, one structur
 Options ``-o KEY=VALUE`` are typed by their text: ``true``/``false`` → bool, an integer → int, a
 decimal number → float (``nan`` and ``inf`` stay text), ``path:TEXT`` → the absolute path of TEXT (``~`` expanded; it must exist), anything
 else → str. A calculator class that takes ``**kwargs`` and lists ``default_parameters`` (ASE's
-do) takes only those and its explicit arguments: ASE would store a misspelt one, unread.
+do) refuses a keyword that is a near miss of one of those or of its explicit arguments: ASE would
+store a misspelt one, unread (another keyword is passed: the list need not be complete).
 ``device`` and ``dtype`` go to the callable only when its signature names them (not through
 ``**kwargs``): ``--device cuda`` or ``--dtype`` for a callable without them is an error, never a
 silent CPU or float64 run. ``--model-path FILE`` goes to a callable that names ``model_path``.
@@ -27,6 +28,7 @@ MD exploding.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import os
@@ -150,10 +152,13 @@ def _call_arguments(spec: str, func, options: dict, device: str, dtype: str | No
     known = _calculator_parameters(func)
     if var_kw and known:
         # ASE's Calculator.set() stores any keyword it is given: a misspelt one (sigmaa=2.3) would
-        # be kept and never read, and the run would use the default unseen
-        unknown = sorted(k for k in kwargs if k not in names and k not in known)
+        # be kept and never read, and the run would use the default unseen. default_parameters need
+        # not list every keyword a calculator reads (ASE's Psi4 reads num_threads, charge, memory from
+        # its parameters): only a near miss of a listed one is taken for a misspelling
+        accepted = sorted((names | known) - {"device", "dtype", "model_path"})
+        unknown = sorted(k for k in kwargs if k not in names and k not in known
+                         and difflib.get_close_matches(k, accepted, n=1, cutoff=0.6))
         if unknown:
-            accepted = sorted((names | known) - {"device", "dtype", "model_path"})
             raise DriverError(f"model {spec!r} takes no option(s) {', '.join(unknown)} "
                               f"(it accepts: {', '.join(accepted)})")
     return kwargs
