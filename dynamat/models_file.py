@@ -78,9 +78,11 @@ def dispersion_args(dispersion: str | None, functional: str | None) -> tuple[str
     return (f"--dispersion={dispersion}",) + (() if functional is None else (f"--dispersion-functional={functional}",))
 
 
-def model_option_args(pairs) -> tuple[str, ...]:
+def model_option_args(pairs, must_exist: bool = True) -> tuple[str, ...]:
     """``--model-option`` values as driver arguments; a malformed one is one line (the server never
-    imports the model, so the key's meaning is the driver's to check)."""
+    imports the model, so the key's meaning is the driver's to check). ``must_exist``: a ``path:`` file
+    must be there now (a driver started by this command reads it); False for a command printed to be
+    run later (``dynamat inputs``), whose driver says so when it starts."""
     out, seen = [], {}
     for p in pairs:
         key, sep, value = p.partition("=")
@@ -94,7 +96,7 @@ def model_option_args(pairs) -> tuple[str, ...]:
             if not value[len("path:"):].strip():
                 raise DynamatError(f"--model-option {p!r} names no path after 'path:'")
             value = "path:" + os.path.abspath(os.path.expanduser(value[len("path:"):].strip()))
-            if not os.path.exists(value[len("path:"):]):  # the driver would find out only in the run folder
+            if must_exist and not os.path.exists(value[len("path:"):]):  # the driver would find out only in the run folder
                 raise DynamatError(f"--model-option {key}: {value[len('path:'):]} does not exist")
         out.append(f"--option={key}={value}")
     return tuple(out)

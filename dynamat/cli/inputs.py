@@ -55,7 +55,8 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
         raise DynamatError("--models-file names models for --model: add --model NAME")
     served = served_model(model, models_file, None, dispersion) if model else None
     model_args = [served.driver_model if served else "MODEL"]
-    for arg in (served.driver_args if served else ()) + model_option_args(model_options):
+    # the printed command runs later, by hand: a path: file may be made (or copied there) before it does
+    for arg in (served.driver_args if served else ()) + model_option_args(model_options, must_exist=False):
         model_args += ["-o", arg.removeprefix("--option=")] if arg.startswith("--option=") else [arg]
     model_args += dispersion_args(dispersion, dispersion_functional)
     reference, sys_entry, _ = load_system(reference, system, **overrides)

@@ -99,6 +99,17 @@ def test_campaign_refuses_a_missing_path_option_before_any_folder(tmp_path):
     assert not out.exists()
 
 
+def test_inputs_print_a_path_option_whose_file_is_made_later(tmp_path):
+    """`dynamat inputs` runs nothing: its printed driver command is run by hand, later, and its driver checks
+    the file when it starts. A path: file not there yet (weights still training, or copied later) was refused."""
+    later = tmp_path / "later.pt"
+    res = dynamat_cmd("inputs", "--system", SYSTEM, "--out", str(tmp_path / "in"), "--steps", "10",
+                      "--model", SPEC, "--model-option", f"weights=path:{later}")
+    assert res.returncode == 0, res.stderr
+    driver = shlex.split(res.stdout.strip().splitlines()[-1].rsplit(" & ", 1)[-1])
+    assert driver[:5] == ["dynamat-driver", "--model", SPEC, "-o", f"weights=path:{later}"]
+
+
 @pytest.mark.slow
 def test_inputs_print_a_driver_command_for_the_spec_that_runs(tmp_path):
     res = dynamat_cmd("inputs", "--system", SYSTEM, "--out", str(tmp_path), "--steps", "10",
