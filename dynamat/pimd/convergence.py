@@ -30,8 +30,8 @@ class BeadConvergence:
 
     @property
     def converged(self) -> bool:
-        """The two largest P agree within error."""
-        return len(self.rows) >= 2 and bool(self.rows[-1]["agrees_with_previous"])
+        """The two largest P agree within error (never on errors too few samples give)."""
+        return len(self.rows) >= 2 and self.rows[-1]["agrees_with_previous"] is True
 
     def as_dict(self) -> dict:
         return {**asdict(self), "converged": self.converged}
@@ -40,20 +40,32 @@ class BeadConvergence:
         lines = [f"{'P':>4} {'<K_cv>/atom (meV)':>20} {'+-':>8} {'vs previous':>14}  {'s/step':>8}"]
         for r in self.rows:
             agree = r["agrees_with_previous"]
-            prev = "" if agree is None else f"{r['difference_sigma']:.1f} sd " + ("ok" if agree else "DIFFERS")
+            prev = ("too few rows" if r.get("too_few_samples") else "" if agree is None
+                    else f"{r['difference_sigma']:.1f} sd " + ("ok" if agree else "DIFFERS"))
             sps = r.get("seconds_per_step")
             lines.append(f"{r['nbeads']:>4} {1e3 * r['kinetic_cv_eV_per_atom']:>20.3f} "
                          f"{1e3 * r['kinetic_cv_se_eV_per_atom']:>8.3f} {prev:>14}  "
                          f"{'n/a' if sps is None else f'{sps:.4f}':>8}")
-        lines.append(f"classical 3/2 kT = {1e3 * 1.5 * KB_EV_PER_K * self.temperature_K:.3f} meV/atom; "
-                     f"{'converged' if self.converged else 'NOT converged'} (|dK| <= {self.z:g} sd between the two largest P)")
+        verdict = (f"{'converged' if self.converged else 'NOT converged'} (|dK| <= {self.z:g} sd between the two "
+                   "largest P)")
+        if self.rows and self.rows[-1].get("too_few_samples"):
+            verdict = (f"not judged: fewer than {MIN_SAMPLES} properties rows after the discard give no error "
+                       "to compare within; run longer (--steps)")
+        lines.append(f"classical 3/2 kT = {1e3 * 1.5 * KB_EV_PER_K * self.temperature_K:.3f} meV/atom; {verdict}")
         return "\n".join(lines)
+
+
+#: properties rows a P > 1 run needs after the discard for its error: the block bootstrap's fewest blocks
+#: (:func:`dynamat.metrics.uncertainty.choose_block_length`); with fewer, a 0 or noisy error would judge
+MIN_SAMPLES = 20
 
 
 def _agreement(rows: list[dict], z: float) -> None:
     prev = None
     for r in rows:
-        if prev is None:
+        few = prev is not None and any(x["nbeads"] > 1 and x["n_samples"] < MIN_SAMPLES for x in (prev, r))
+        r["too_few_samples"] = few
+        if prev is None or few:
             r["agrees_with_previous"] = None
             r["difference_sigma"] = None
         else:

@@ -237,6 +237,12 @@ def test_beads_convergence_command(tmp_path):
     assert conv["rows"][0]["kinetic_cv_eV_per_atom"] == pytest.approx(1.5 * kt, rel=1e-5)
     assert conv["rows"][1]["kinetic_cv_eV_per_atom"] > 1.5 * kt  # Cu at 300 K: a small quantum excess
     assert (tmp_path / "harmonic" / "bulkCu_300K-demo_EMT" / "beads_2" / "simulation.xc.extxyz").exists()
+    # 40 steps leave too few properties rows for P = 2's error: not judged (it read 'converged' on ±0)
+    from dynamat.pimd.convergence import MIN_SAMPLES
+
+    assert conv["rows"][1]["n_samples"] < MIN_SAMPLES
+    assert conv["rows"][1]["too_few_samples"] and conv["rows"][1]["agrees_with_previous"] is None
+    assert conv["converged"] is False and "not judged" in res.output and "too few rows" in res.output
 
 
 @pytest.mark.parametrize("args, needle", [
