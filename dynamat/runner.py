@@ -476,6 +476,8 @@ def supervise(
         if resume_from is not None:
             check_same_model(run_dir, old, identity)
             _check_same_recording(run_dir, opts)
+            if system is not None:  # the record would name the asked frame, the restart goes on from the old
+                check_kept_start_frame(run_dir, old, getattr(system, "start_frame", 0))
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
         announce(_start_line(model, run_dir, settings, resume_from))
@@ -541,14 +543,14 @@ def _kept_final(run_dir: Path, settings: MDSettings, model: str, opts: RunOption
     return RunRecord(**{k: v for k, v in old.items() if k in known})
 
 
-def check_kept_start_frame(run_dir: Path, old: dict | None, start_frame: int) -> None:
-    """A run kept as it is started from the reference frame asked now (run.json's ``system_info``): a kept
-    run of another --start-frame would be reported as the one asked. (A resume goes on from its restart
-    file, whatever frame it started from.)"""
+def check_kept_start_frame(run_dir: Path, old: dict | None, start_frame: int, way_out: str | None = None) -> None:
+    """A run kept, resumed or extended started from the reference frame asked now (run.json's
+    ``system_info``): one of another --start-frame would be recorded and reported as the one asked (a
+    resume goes on from its restart file, whatever frame it started from)."""
     had = ((old or {}).get("system_info") or {}).get("start_frame")
     if isinstance(had, int) and had != int(start_frame or 0):
         raise DynamatError(f"{run_dir} holds a run started from reference frame {had} (--start-frame {had}), not "
-                           f"{int(start_frame or 0)}: give --start-frame {had}, another --out, or --overwrite")
+                           f"{int(start_frame or 0)}: {way_out or f'give --start-frame {had}, another --out, or --overwrite'}")
 
 
 def _check_request(settings: MDSettings, opts: RunOptions) -> None:

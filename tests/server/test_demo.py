@@ -84,3 +84,14 @@ def test_a_run_of_another_protocol_is_not_kept(tmp_path):
     assert res.returncode == 0, res.stderr
     line = _error_line(_demo(out, MIN_STEPS))
     assert "--tau-fs 100 fs (asked 254.5)" in line and "--overwrite" in line and "protocol arguments" not in line, line
+
+
+def test_a_run_from_another_start_frame_is_not_kept(tmp_path):
+    """The demo starts from the reference's frame 0: a run of the same seed and length from frame 2 is not
+    the demo's (it was kept and scored as if it were)."""
+    out = tmp_path / "demo"
+    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", str(MIN_STEPS), "--out", str(out),
+                      "--seed", "12345", "--start-frame", "2")
+    assert res.returncode == 0, res.stderr
+    line = _error_line(_demo(out, MIN_STEPS))
+    assert "started from reference frame 2" in line and "--overwrite" in line and "give --start-frame" not in line, line

@@ -443,3 +443,7 @@ def test_a_finished_run_or_set_is_kept_only_from_the_asked_start_frame(tmp_path)
     assert [(d / "run.json").read_bytes() for d in folders] == before
     res = dynamat_cmd(*base, "--start-frame", "0", "--out", str(tmp_path / "one"))  # the frame it started from: kept
     assert res.returncode == 0 and f"kept: {folders[0]}" in res.stderr, res.stderr
+    # an extension goes on from the restart file: another --start-frame would be recorded, not run
+    res = dynamat_cmd(*base[:-4], "--steps", "40", "--seed", "5", "--start-frame", "2", "--out", str(tmp_path / "one"))
+    assert_one_line_error(res, "started from reference frame 0 (--start-frame 0), not 2")
+    assert (folders[0] / "run.json").read_bytes() == before[0]
