@@ -475,12 +475,14 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
 
     # a longer run, cancelled with scancel mid-run, then resumed by running the campaign again
     out2 = tmp_path / "camp2"
-    steps = 3000
+    steps = 6000
     res = campaign("--models", "emt", "--systems", A, "--executor", "slurm", "--cpus-per-task", "1",
                    "--steps", str(steps), "--out", str(out2), "--no-wait", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "not waiting" in res.stderr
-    wait_until(lambda: (_state(out2, "emt", A).get("step") or 0) >= 400, 120, "the MD to pass step 400", poll=0.5)
+    # past the first checkpoint (step 1000): scancel signals the driver too, so i-PI's soft exit (a RESTART at
+    # the next multiple of 100) may never finish its step; the checkpoint is the restart point it cannot lose
+    wait_until(lambda: (_state(out2, "emt", A).get("step") or 0) >= 1100, 120, "the MD to pass step 1100", poll=0.5)
     task = _state(out2, "emt", A)["slurm_job"]
     subprocess.run(["scancel", task], check=True, timeout=30)
     wait_until(lambda: _state(out2, "emt", A)["phase"] == "cancelled", 60, "the task to record its cancellation",
@@ -490,7 +492,7 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
                poll=0.5)
     run_dir = out2 / "emt" / A
     rec = json.loads((run_dir / "run.json").read_text())
-    assert rec["status"] != "completed" and 400 <= rec["steps_done"] < steps
+    assert rec["status"] != "completed" and 1100 <= rec["steps_done"] < steps
     assert pair_status(run_dir)[0] == "resume"
     assert_no_leftovers(str(out2))  # i-PI and the driver must not outlive the cancelled task
 
@@ -500,7 +502,7 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
     assert "1 pairs (1 resume)" in res.stderr
     _check_scored(out2, "emt", A, steps)
     st = _state(out2, "emt", A)
-    assert [a["action"] for a in st["attempts"]] == ["resume"] and st["step0"] >= 400
+    assert [a["action"] for a in st["attempts"]] == ["resume"] and st["step0"] >= 1000
     traj = read_ipi_run(run_dir)
     np.testing.assert_array_equal(traj.steps, np.arange(0, steps + 1, 10))  # no frame lost or repeated
 
