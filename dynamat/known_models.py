@@ -18,13 +18,6 @@ from dynamat.errors import DynamatError
 from dynamat.names import model_folder
 
 
-def _local_names() -> list[str]:
-    from dynamat_driver.models.plugins import plugin_families
-    from dynamat_driver.models.registry import ALIASES, REGISTRY
-
-    return list(REGISTRY) + list(ALIASES) + [n for f in plugin_families().values() if not f.error for n in f.models]
-
-
 def _driver_names(driver_cmd: str) -> list[str] | None:
     """The names and aliases the driver of ``driver_cmd`` lists, or None where it cannot be asked."""
     from dynamat.models_table import query_driver
@@ -62,9 +55,10 @@ def check_model_known(model: str, file_names=(), driver_cmd: str | None = None) 
         if model.lower() in {n.lower() for n in names}:
             return
     else:  # a plugin family that cannot be used may be the one meant: its error says why
+        from dynamat.models_file import registered_names
         from dynamat_driver.models.plugins import broken_plugins_note
 
-        names, note = _local_names(), broken_plugins_note()
+        names, note = list(registered_names()), broken_plugins_note()
     names = sorted(set(names) | set(file_names))
     near = difflib.get_close_matches(model, names, n=3, cutoff=0.6) or difflib.get_close_matches(
         model.lower(), [n.lower() for n in names], n=3, cutoff=0.6)

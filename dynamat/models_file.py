@@ -167,7 +167,7 @@ def _entry(path: Path, name: str, table) -> ModelEntry:
                       training_set=text["training_set"])
 
 
-def _registered_names() -> set[str]:
+def registered_names() -> set[str]:
     # the registry is data only (standard library), importable by the server without any model package;
     # plugin families installed here too (their modules import no model package at load, by contract)
     from dynamat_driver.models.plugins import plugin_families
@@ -190,7 +190,7 @@ def read_models_file(path: str | Path) -> dict[str, ModelEntry]:
     path = path.resolve()
     if not data:
         raise DynamatError(f"--models-file {path} names no model (one [name] table per model)")
-    taken = _registered_names()
+    taken = registered_names()
     out = {}
     for name, table in data.items():
         if name in taken or name.lower() in taken:
@@ -218,4 +218,4 @@ def serve(model: str, entries: dict[str, ModelEntry] | None, driver_cmd: str | N
     return Served(entry.calculator, entry.driver_args(), driver_cmd or entry.driver_cmd, entry)
 
 
-__all__ = ["KEYS", "ModelEntry", "Served", "dispersion_args", "model_option_args", "read_models_file", "serve"]
+__all__ = ["KEYS", "ModelEntry", "Served", "dispersion_args", "model_option_args", "read_models_file", "registered_names", "serve"]

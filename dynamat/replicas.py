@@ -99,13 +99,12 @@ def replica_seeds(out: Path, model: str, system: str, replicas: int, seed: int |
 def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas: int, *, seed: int | None,
                   overwrite: bool, steps: int | None, time_ps: float | None = None,
                   overrides: dict | None = None, nbeads: int = 1, engine: str = "ipi",
-                  identity: dict | None = None) -> list[ReplicaRun]:
+                  identity: dict) -> list[ReplicaRun]:
     """Every replica of every system, with its seed and whether it is kept as it is (``nbeads``, ``engine``:
     how the set runs, and ``identity``, the served model (:func:`dynamat.runner.model_identity`), which a
     kept replica must have run with)."""
     from dynamat.reference import load_system
-    from dynamat.runner import (check_kept_start_frame, check_resume_settings, check_same_model, final_at,
-                                run_settings, steps_for)
+    from dynamat.runner import check_continues, final_at, run_settings, steps_for
 
     plan = []
     for system in systems:
@@ -124,9 +123,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                     raise DynamatError(f"{run_dir} holds a run with seed {rec.get('seed')}, not {s} (--seed + {k}): "
                                        "leave --seed out to go on with the recorded seeds, give another --out, "
                                        "or --overwrite")
-                check_resume_settings(run_dir, rec, run_settings(entry, engine, nbeads, want, s)[1], engine)
-                check_kept_start_frame(run_dir, rec, entry.start_frame)
-                if identity is not None:
-                    check_same_model(run_dir, rec, identity)
+                check_continues(run_dir, rec, run_settings(entry, engine, nbeads, want, s)[1], engine, identity,
+                                entry.start_frame)
             plan.append(ReplicaRun(system, k, s, keep))
     return plan

@@ -471,13 +471,10 @@ def supervise(
                      + ": starting it again at step 0")
         old = read_run_json(run_dir) if resume_from is not None else None
         _check_resume_seed(run_dir, old, settings.seed)
-        check_resume_settings(run_dir, old, settings, opts.engine)
         identity = model_identity(opts.served(model), opts.driver_args)
         if resume_from is not None:
-            check_same_model(run_dir, old, identity)
+            check_continues(run_dir, old, settings, opts.engine, identity, _start_frame(system))
             _check_same_recording(run_dir, opts)
-            if system is not None:  # the record would name the asked frame, the restart goes on from the old
-                check_kept_start_frame(run_dir, old, getattr(system, "start_frame", 0))
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
         announce(_start_line(model, run_dir, settings, resume_from))
@@ -535,12 +532,26 @@ def _kept_final(run_dir: Path, settings: MDSettings, model: str, opts: RunOption
     if not (opts.keep_final and status or opts.keep_same and same):
         return None
     _check_resume_seed(run_dir, old, settings.seed)
-    check_resume_settings(run_dir, old, settings, opts.engine)
-    if system is not None:
-        check_kept_start_frame(run_dir, old, getattr(system, "start_frame", 0))
-    check_same_model(run_dir, old, model_identity(opts.served(model), opts.driver_args))
+    check_continues(run_dir, old, settings, opts.engine, model_identity(opts.served(model), opts.driver_args),
+                    _start_frame(system))
     known = {f.name for f in fields(RunRecord)}
     return RunRecord(**{k: v for k, v in old.items() if k in known})
+
+
+def _start_frame(system: System | None) -> int | None:
+    return None if system is None else getattr(system, "start_frame", 0)
+
+
+def check_continues(run_dir: Path, old: dict | None, settings: MDSettings, engine: str, identity: dict,
+                    start_frame: int | None = None, way_out: str | None = None) -> None:
+    """A run kept as it is, resumed or extended is the run asked now, else refused in one line: its
+    protocol and ensemble (:func:`check_resume_settings`), the reference frame it started from (None:
+    not known here) and the served model (:func:`check_same_model`). The seed is the caller's to check
+    (a set derives each replica's own)."""
+    check_resume_settings(run_dir, old, settings, engine, way_out)
+    if start_frame is not None:
+        check_kept_start_frame(run_dir, old, start_frame, way_out)
+    check_same_model(run_dir, old, identity)
 
 
 def check_kept_start_frame(run_dir: Path, old: dict | None, start_frame: int, way_out: str | None = None) -> None:

@@ -11,8 +11,8 @@ from dynamat.errors import DynamatError
 from dynamat.io.reference_h5 import reference_n_frames
 from dynamat.known_models import check_model_known
 from dynamat.reference import load_system, resolve_reference
-from dynamat.runner import (RunOptions, check_kept_start_frame, check_resume_settings, check_same_model,
-                            check_same_run, model_identity, plan_run_dir, read_run_json, run_settings, run_system)
+from dynamat.runner import (RunOptions, check_continues, check_same_run, model_identity, plan_run_dir, read_run_json,
+                            run_settings, run_system)
 from dynamat.scoring.card import scorecard
 from dynamat.layout import RunFolder, check_out_folder
 from dynamat.scoring.run import check_scorable_length, score_run, write_score
@@ -94,6 +94,5 @@ def _check_demo_run(run_dir: Path, old: dict, entry, steps: int, model: str, dri
     seed = old.get("seed")
     if isinstance(seed, int) and seed != DEMO_SEED:
         raise DynamatError(f"{run_dir} holds a run with seed {seed}, not the demo's {DEMO_SEED}; {way_out}")
-    check_resume_settings(run_dir, old, run_settings(entry, "ipi", 1, steps, DEMO_SEED)[1], "ipi", way_out)
-    check_kept_start_frame(run_dir, old, entry.start_frame, way_out)
-    check_same_model(run_dir, old, model_identity(model, driver_args))
+    check_continues(run_dir, old, run_settings(entry, "ipi", 1, steps, DEMO_SEED)[1], "ipi",
+                    model_identity(model, driver_args), entry.start_frame, way_out)

@@ -91,8 +91,7 @@ def _run_json(run_dir: Path) -> dict:
     return meta
 
 
-def _run_trajectory(run_dir: Path):
-    meta = _run_json(run_dir)
+def _run_trajectory(run_dir: Path, meta: dict):
     try:
         mlip = read_run_trajectory(run_dir)
     except (DynamatError, OSError, ValueError, IndexError, KeyError) as exc:
@@ -253,12 +252,16 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
 
     ``curves``: a dict that receives the compared g(r), VDOS and pressure samples."""
-    if run_dir:
-        reference = reference_for_run(reference, system, Path(run_dir), _run_json(Path(run_dir)))
-    reference, sys_entry, _ = load_system(reference, system)
+    meta = _run_json(Path(run_dir)) if run_dir else {}
+    try:
+        reference, sys_entry, _ = load_system(reference, system)
+    except DynamatError:
+        if run_dir:  # where the file lacks --system, the line names the run's own system (its run.json)
+            reference_for_run(reference, system, Path(run_dir), meta)
+        raise
     beads = None
     if run_dir:
-        mlip, beads, meta = _run_trajectory(Path(run_dir))
+        mlip, beads, meta = _run_trajectory(Path(run_dir), meta)
     elif trajectory:
         if dt_fs is None:
             raise DynamatError("--trajectory needs --dt-fs, the time between its frames in fs")

@@ -30,7 +30,8 @@ def _made_from(meta: dict, reference: Path) -> str:
 
 def reference_for_run(reference: Path | None, system: str, run_dir: Path, meta: dict) -> Path:
     """The reference file to score the run in ``run_dir`` against (:func:`resolve_reference`), refused in one
-    line naming the run's system (run.json) and what the file holds when it lacks ``system``."""
+    line naming the run's system (run.json) and what the file holds when it lacks ``system`` (asked once
+    :func:`dynamat.reference.load_system` failed: a score that goes on pays nothing for it)."""
     ran = _ran(meta)
     try:
         reference = resolve_reference(reference, system)
