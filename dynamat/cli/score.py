@@ -6,15 +6,17 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import reference_option, system_option
+from dynamat.cli.common import reference_option
 from dynamat.errors import DynamatError
 from dynamat.scoring.card import scorecard
-from dynamat.layout import RunFolder
-from dynamat.scoring.run import score_run, write_score
+from dynamat.layout import RunFolder, check_out_folder
+from dynamat.scoring.run import run_meta, score_run, write_score
+from dynamat.scoring.run_system import run_defaults
 
 
 @click.command()
-@system_option
+@click.option("--system", default=None, help="System name (group in the reference file) [default: with --run, the run's "
+              "own, from its run.json, scored against the reference file it was made from].")
 @reference_option
 @click.option("--run", "run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="A run folder left by `dynamat run`; the score goes to DIR/score.json (+ curves.npz).")
@@ -29,6 +31,12 @@ def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
     """Observable errors (paper Eq. 3-12) of an MD trajectory against SYSTEM's reference."""
     if run_dir and trajectory:
         raise DynamatError("give --run DIR or --trajectory FILE, not both")
+    if json_out is not None:  # before the scoring's minutes, not at its end
+        if json_out.is_dir():
+            raise DynamatError(f"--json {json_out} is a folder: give a file name, e.g. {json_out / 'score.json'}")
+        check_out_folder(json_out.parent, f"--json {json_out}: its folder")
+    if system is None or reference is None:
+        system, reference = run_defaults(run_dir, system, reference, run_meta(run_dir) if run_dir else {})
     curves: dict = {}
     res = score_run(reference, system, run_dir, trajectory, dt_fs, model, curves=curves)
     target = json_out or (RunFolder(run_dir).score_json if run_dir else None)

@@ -77,7 +77,7 @@ def check_scorable_length(asked, time_ps: float | None = None) -> None:
                        f"--time-ps {need_of(s):.6g} or more")
 
 
-def _run_json(run_dir: Path) -> dict:
+def run_meta(run_dir: Path) -> dict:
     """run.json of a run folder, {} for a run by hand (none)."""
     rj = RunFolder(run_dir).run_json
     if not rj.exists():
@@ -252,7 +252,7 @@ def score_run(reference: Path | None, system: str, run_dir: Path | None = None, 
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
 
     ``curves``: a dict that receives the compared g(r), VDOS and pressure samples."""
-    meta = _run_json(Path(run_dir)) if run_dir else {}
+    meta = run_meta(Path(run_dir)) if run_dir else {}
     try:
         reference, sys_entry, _ = load_system(reference, system)
     except DynamatError:

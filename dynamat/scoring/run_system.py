@@ -28,6 +28,22 @@ def _made_from(meta: dict, reference: Path) -> str:
     return f"; the run was made from {made}"
 
 
+def run_defaults(run_dir: Path | None, system: str | None, reference: Path | None, meta: dict) -> tuple[str, Path | None]:
+    """``(system, reference)`` to score with: what was given, else the run's own (its run.json names the system
+    and the reference file it was made from; that file is taken only while it still exists, else the default
+    reference is looked up for the system)."""
+    if system is None:
+        system = _ran(meta)
+        if system is None:
+            where = f"{run_dir}/run.json names no system" if run_dir else "a trajectory names no system"
+            raise DynamatError(f"give --system NAME ({where})")
+    if reference is None and system == _ran(meta):
+        made = meta.get("reference")
+        if isinstance(made, str) and made and Path(made).is_file():
+            reference = Path(made)
+    return system, reference
+
+
 def reference_for_run(reference: Path | None, system: str, run_dir: Path, meta: dict) -> Path:
     """The reference file to score the run in ``run_dir`` against (:func:`resolve_reference`), refused in one
     line naming the run's system (run.json) and what the file holds when it lacks ``system`` (asked once

@@ -480,8 +480,9 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
                    "--steps", str(steps), "--out", str(out2), "--no-wait", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "not waiting" in res.stderr
-    # past the first checkpoint (step 1000): scancel signals the driver too, so i-PI's soft exit (a RESTART at
-    # the next multiple of 100) may never finish its step; the checkpoint is the restart point it cannot lose
+    # past the first checkpoint (step 1000) and past step 1100: scancel signals i-PI, its driver and the task at
+    # once; i-PI's soft exit writes RESTART from the state it stored last (every safe_stride = 100 steps), so the
+    # resume starts at 1100 or later, not from the step-1000 checkpoint
     wait_until(lambda: (_state(out2, "emt", A).get("step") or 0) >= 1100, 120, "the MD to pass step 1100", poll=0.5)
     task = _state(out2, "emt", A)["slurm_job"]
     subprocess.run(["scancel", task], check=True, timeout=30)
@@ -502,7 +503,7 @@ def test_slurm_campaign_then_scancel_and_resume(slurm_cluster, tmp_path):
     assert "1 pairs (1 resume)" in res.stderr
     _check_scored(out2, "emt", A, steps)
     st = _state(out2, "emt", A)
-    assert [a["action"] for a in st["attempts"]] == ["resume"] and st["step0"] >= 1000
+    assert [a["action"] for a in st["attempts"]] == ["resume"] and st["step0"] >= 1100
     traj = read_ipi_run(run_dir)
     np.testing.assert_array_equal(traj.steps, np.arange(0, steps + 1, 10))  # no frame lost or repeated
 

@@ -178,3 +178,39 @@ def test_models_refuses_a_tier_no_model_has():
     names = [ln.split()[0] for ln in ok.stdout.splitlines()[1:]]
     assert "emt" in names and "chgnet" not in names
     assert dynamat_cmd("models", "--tier", "4", "--installed").returncode == 0
+
+
+def test_score_of_a_run_takes_its_system_and_reference_from_run_json(tmp_path):
+    """``score --run DIR`` alone scores the run against the system and the reference file it was made from
+    (a user's own file here, whose system the default reference lacks); the same score as when both are given."""
+    import json
+
+    import h5py
+
+    mine = tmp_path / "mine.h5"
+    with h5py.File(DEMO) as src, h5py.File(mine, "w") as dst:
+        src.copy("bulkCu_300K-demo_EMT", dst, name="myCu_300K")
+    res = dynamat_cmd("run", "--model", "emt", "--system", "myCu_300K", "--reference", str(mine), "--steps", "200",
+                      "--seed", "2", "--out", str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "runs" / "emt" / "myCu_300K"
+    res = dynamat_cmd("score", "--run", str(run))
+    assert res.returncode == 0, res.stderr
+    implicit = json.loads((run / "score.json").read_text())
+    res = dynamat_cmd("score", "--run", str(run), "--system", "myCu_300K", "--reference", str(mine),
+                      "--json", str(tmp_path / "given" / "s.json"))
+    assert res.returncode == 0, res.stderr
+    given = json.loads((tmp_path / "given" / "s.json").read_text())
+    assert implicit["system"] == "myCu_300K" and implicit["E_RPV_pct"] == given["E_RPV_pct"]
+    # a --json that cannot be written is refused before the scoring, the run's score untouched
+    scored = (run / "score.json").read_bytes()
+    (tmp_path / "afile").write_text("")
+    assert_one_line_error(dynamat_cmd("score", "--run", str(run), "--json", str(tmp_path / "afile" / "s.json")),
+                          "its folder", "is a file")
+    assert_one_line_error(dynamat_cmd("score", "--run", str(run), "--json", str(tmp_path / "given")), "is a folder")
+    # the file it was made from is gone: the default reference is asked, and the line names the run's system
+    mine.unlink()
+    assert_one_line_error(dynamat_cmd("score", "--run", str(run)), "myCu_300K")
+    assert (run / "score.json").read_bytes() == scored
+    assert_one_line_error(dynamat_cmd("score", "--trajectory", str(tmp_path / "afile"), "--dt-fs", "1"),
+                          "give --system")
