@@ -86,6 +86,16 @@ def check_out_folder(out: str | Path, flag: str = "--out") -> Path:
     return path
 
 
+def check_file_target(path: str | Path, flag: str) -> Path:
+    """``path``, a file a command writes only at the end of its work (a score, a summary, a reference file),
+    refused now in one line where it is a folder or lies under a file, not after the minutes of work."""
+    path = Path(path)
+    if path.is_dir():
+        raise DynamatError(f"{flag} {path} is a folder: give a file name")
+    check_out_folder(path.parent, f"{flag} {path}: its folder")
+    return path
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """The files of one run folder. ``RunFolder(path)`` for a folder given as such (``--run DIR``);

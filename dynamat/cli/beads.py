@@ -9,6 +9,7 @@ import click
 
 from dynamat.io.results import write_json_atomic
 from dynamat.known_models import check_model_known
+from dynamat.layout import check_file_target
 from dynamat.cli.common import seed_option
 from dynamat.pimd import bead_convergence
 from dynamat.reference import initial_atoms, load_system
@@ -60,6 +61,8 @@ def beads_convergence_command(model, system, reference, beads_text, steps, out, 
     """Run MODEL on SYSTEM with P = 1, 2, 4, 8 … beads (PILE-L) and report <K_cv> against P."""
     # every argument is checked (click's types, --beads, the system) before the first run's progress line
     beads = _parse_beads(beads_text)
+    if json_out is not None:
+        check_file_target(json_out, "--json")
     check_model_known(model, (), driver_cmd)  # a typo fails here, not in the first run folder
     reference, sys_entry, _ = load_system(reference, system)
     conv = bead_convergence(

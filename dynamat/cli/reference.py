@@ -11,9 +11,10 @@ import click
 from dynamat.cli.common import (driver_options, ensemble_options, eta_printer, model_option, protocol_overrides,
                                 seed_option, with_options)
 from dynamat.errors import DynamatError
-
-
+from dynamat.layout import check_file_target
 from dynamat.models_file import model_option_args
+
+
 @click.group("reference")
 def reference_group() -> None:
     """Reference files: import your own ab-initio MD, or generate one."""
@@ -62,6 +63,7 @@ def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_ene
     --drop-ps that drops it; a NaN energy, force or position is refused."""
     from dynamat.io.importers import import_reference
 
+    check_file_target(out, "--out")
     def progress(system: str, n: int) -> None:
         if n % 10240 == 0:
             click.echo(f"  {system}: {n} frames", err=True)
@@ -123,6 +125,7 @@ def generate_command(engine, structure, name, temperature_K, time_ps, out, model
     With --ensemble npt i-PI's barostat moves the cell: every stored frame keeps its own cell."""
     from dynamat.refgen import GenerateRequest, generate
 
+    check_file_target(out, "--out")
     overrides = protocol_overrides(None, system_class, None, timestep_fs, tau_fs, thermostat, None, ensemble=ensemble,
                                    pressure_GPa=pressure_GPa, barostat=barostat, tau_barostat_fs=tau_barostat_fs)
     req = GenerateRequest(engine=engine, structure=structure, name=name, temperature_K=temperature_K,

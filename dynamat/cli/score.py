@@ -9,7 +9,7 @@ import click
 from dynamat.cli.common import reference_option
 from dynamat.errors import DynamatError
 from dynamat.scoring.card import scorecard
-from dynamat.layout import RunFolder, check_out_folder
+from dynamat.layout import RunFolder, check_file_target
 from dynamat.scoring.run import run_meta, score_run, write_score
 from dynamat.scoring.run_system import run_defaults
 
@@ -31,10 +31,8 @@ def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
     """Observable errors (paper Eq. 3-12) of an MD trajectory against SYSTEM's reference."""
     if run_dir and trajectory:
         raise DynamatError("give --run DIR or --trajectory FILE, not both")
-    if json_out is not None:  # before the scoring's minutes, not at its end
-        if json_out.is_dir():
-            raise DynamatError(f"--json {json_out} is a folder: give a file name, e.g. {json_out / 'score.json'}")
-        check_out_folder(json_out.parent, f"--json {json_out}: its folder")
+    if json_out is not None:
+        check_file_target(json_out, "--json")
     if system is None or reference is None:
         system, reference = run_defaults(run_dir, system, reference, run_meta(run_dir) if run_dir else {})
     curves: dict = {}

@@ -8,6 +8,7 @@ import click
 
 from dynamat.cli.common import (dispersion_options, driver_options, emit, model_option,
                                 models_file_option, reference_option, served_model, system_option, with_options)
+from dynamat.layout import check_file_target
 from dynamat.models_file import dispersion_args, model_option_args
 from dynamat.names import model_folder
 from dynamat.singlepoint import ENERGY_REFERENCES, run_singlepoint
@@ -33,6 +34,8 @@ def singlepoint(model, model_options, models_file, system, reference, every, max
                 driver_cmd, driver_args, dispersion, dispersion_functional):
     """Energy and force RMSE (paper Eq. 1-2) of MODEL on the labelled reference frames of SYSTEM."""
     model_folder(model)  # a name or MODULE:CALLABLE, never an option to the driver
+    if json_out is not None:
+        check_file_target(json_out, "--json")
     served = served_model(model, models_file, driver_cmd, dispersion)
     driver_args = (tuple(driver_args) + served.driver_args + model_option_args(model_options)
                    + dispersion_args(dispersion, dispersion_functional))

@@ -214,3 +214,18 @@ def test_score_of_a_run_takes_its_system_and_reference_from_run_json(tmp_path):
     assert (run / "score.json").read_bytes() == scored
     assert_one_line_error(dynamat_cmd("score", "--trajectory", str(tmp_path / "afile"), "--dt-fs", "1"),
                           "give --system")
+
+
+@pytest.mark.parametrize("cmd", [
+    ["beads-convergence", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--steps", "10", "--json", "{f}/x.json",
+     "--out", "{tmp}/runs"],
+    ["singlepoint", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--json", "{f}/x.json"],
+    ["reference", "import", str(DEMO), "--out", "{f}/r.h5"],
+])
+def test_a_result_file_under_a_file_is_refused_before_the_work(tmp_path, cmd):
+    """The summary, score or reference a command writes at its end: a path it cannot take is said before the
+    MD runs, the single points or the import, not after them."""
+    (tmp_path / "afile").write_text("kept")
+    cmd = [c.format(f=tmp_path / "afile", tmp=tmp_path) for c in cmd]
+    assert_one_line_error(dynamat_cmd(*cmd), "its folder", "afile is a file")
+    assert not (tmp_path / "runs").exists() and (tmp_path / "afile").read_text() == "kept"
