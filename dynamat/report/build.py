@@ -119,12 +119,14 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
         shown = results if isinstance(results, (str, Path)) else ", ".join(map(str, results))
         meta = (f"Results: {shown} - {len(res.models)} models, "
                 f"{len({r['system'] for r in res.rows})} systems, {len(res.rows)} runs "
-                f"({len(res.failures)} failed/exploded).")
+                f"({len(res.failures)} failed/exploded"
+                + (f", {len(res.unfinished)} unfinished" if res.unfinished else "") + ").")
         page = write_html(tmp / PAGE, list(tables.values()), pngs, notes, title, meta)
         _swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     unscored = f"; {len(res.unscored)} run(s) without a score left out" if res.unscored else ""
+    unfinished = f", {len(res.unfinished)} unfinished" if res.unfinished else ""
     return (f"dynamat report: {len(res.models)} models, {len(res.rows)} runs "
-            f"({len(res.failures)} failed/exploded, excluded from means){unscored}; "
+            f"({len(res.failures)} failed/exploded{unfinished}, excluded from means){unscored}; "
             f"{len(tables)} tables, {len(saved)} figures -> {out} (page: {page.name})")

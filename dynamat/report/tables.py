@@ -92,6 +92,15 @@ MATBENCH_RUN_KEYS = tuple(MATBENCH_TABLE)
 
 SYSTEM_CLASSES = ("pure metal", "alloy", "TMD", "perovskite", "molecular crystal")
 STATUSES = ("completed", "failed", "exploded")
+#: a run stopped part-way (killed, pre-empted, interrupted) or still going, as `dynamat score` says it: its
+#: command resumes it, so it is no failure of the model; like a failure it is in no mean, but it is neither
+#: counted in ``n_failed`` nor marked with a dagger, and the notes list it apart
+UNFINISHED_STATUSES = ("incomplete", "running")
+
+
+def is_failure(row: dict[str, Any]) -> bool:
+    """A run that did not complete and will not by being resumed: failed, exploded or of unknown status."""
+    return row["status"] != "completed" and row["status"] not in UNFINISHED_STATUSES
 #: every table a report can hold (:func:`build_tables`), by file name: what a rerun replaces in tables/
 TABLE_NAMES = ("per_model", "tier_medians", "per_class_tier", "per_class_model", "per_model_system", "npt_cell")
 #: what the NPT table shows beside the cell errors
@@ -135,7 +144,11 @@ class Results:
 
     @property
     def failures(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["status"] != "completed"]
+        return [r for r in self.rows if is_failure(r)]
+
+    @property
+    def unfinished(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] in UNFINISHED_STATUSES]
 
     @property
     def models(self) -> list[str]:
@@ -204,14 +217,19 @@ def load_results(root) -> Results:
         raise ResultsError(f"no readable score.json under {shown}{unreadable}")
     _refuse_duplicates(rows)
     rows = _aggregate_replicas(rows, notes)
-    n_fail = sum(r["status"] != "completed" for r in rows)
+    unfinished = [r for r in rows if r["status"] in UNFINISHED_STATUSES]
+    if unfinished:
+        notes.insert(0, f"{len(unfinished)} of {len(rows)} runs are unfinished (stopped part-way or still running: "
+                        "rerun their `dynamat run` or campaign command to resume them) and are excluded from all "
+                        "means, medians, correlations and Pareto fronts, but not counted as failures: "
+                        + ", ".join(f"{r['model']}/{r['system']} ({_unfinished_at(r)})" for r in unfinished))
+    n_fail = sum(is_failure(r) for r in rows)
     if n_fail:
         notes.insert(
             0,
             f"{n_fail} of {len(rows)} runs did not complete (failed/exploded) and are "
             "excluded from all means, medians, correlations and Pareto fronts: "
-            + ", ".join(f"{r['model']}/{r['system']} ({r['status']})" for r in rows
-                        if r["status"] != "completed"),
+            + ", ".join(f"{r['model']}/{r['system']} ({r['status']})" for r in rows if is_failure(r)),
         )
     return Results(root=found.root, rows=rows, notes=notes, skipped=skipped, unscored=unscored)
 
@@ -393,6 +411,9 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     row["curves_path"] = str(curves) if curves.is_file() else None
     row["error"] = raw.get("error")
     row["replica_index"] = _int(raw.get("replica_index"))
+    if row["status"] in UNFINISHED_STATUSES:  # how far it got (a run by hand's steps_done is its frames' end)
+        row["last_frame_step"] = _int(raw.get("last_frame_step", raw.get("steps_done")))
+        row["steps_requested"] = _int(raw.get("steps_requested"))
     return row
 
 
@@ -492,7 +513,12 @@ def mean_over_systems(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def _failed_summary(rows: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{r['system']}:{r['status']}" for r in rows if r["status"] != "completed")
+    return "; ".join(f"{r['system']}:{r['status']}" for r in rows if is_failure(r))
+
+
+def _unfinished_at(row: dict[str, Any]) -> str:
+    at, of = row.get("last_frame_step"), row.get("steps_requested")
+    return f"{row['status']}, frames to step {at} of {of}" if at is not None and of else row["status"]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -537,7 +563,7 @@ def model_table(results: Results, external: dict[str, dict[str, Any]] | None = N
             "n_params": mrows[0]["n_params"],
             "n_systems": len(mrows),
             "n_completed": len(done),
-            "n_failed": len(mrows) - len(done),
+            "n_failed": sum(is_failure(r) for r in mrows),
             "failed_runs": _failed_summary(mrows),
         }
         for key in METRIC_KEYS:
@@ -667,7 +693,7 @@ def by_class_table(results: Results) -> Table:
             done = [r for r in mrows if r["status"] == "completed"]
             row: dict[str, Any] = {"system_class": cls, "model": model, "model_label": mrows[0]["model_label"],
                                    "tier": mrows[0]["tier"], "n_params": mrows[0]["n_params"],
-                                   "n_systems": len(mrows), "n_failed": len(mrows) - len(done)}
+                                   "n_systems": len(mrows), "n_failed": sum(is_failure(r) for r in mrows)}
             for key in METRIC_KEYS:
                 row.update(mean_over_systems(done, key))
             out.append(row)

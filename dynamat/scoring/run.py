@@ -211,7 +211,7 @@ def run_progress(run_dir: Path, meta: dict, mlip) -> dict:
     report does not count it as a complete one. A ``dynamat run`` folder's run.json says all this already
     (its status stands); no input.xml: nothing."""
     if meta:
-        return {}
+        return _unfinished_progress(meta, mlip)
     info = input_info(run_dir)
     total, stride = info.get("total_steps"), info.get("stride")
     if total is None or stride is None or mlip.steps is None or not len(mlip.steps):
@@ -223,6 +223,27 @@ def run_progress(run_dir: Path, meta: dict, mlip) -> dict:
         out["notes"] = [f"incomplete: the frames end at step {done} of the {total} steps input.xml asks for (the "
                         f"run stopped part-way, or is still running); scored over the {mlip.n_frames} frames there"]
     return out
+
+
+def unfinished_run(meta: dict) -> bool:
+    """run.json of a run stopped part-way: killed, pre-empted or cancelled (still ``running``: no process
+    wrote its end) or interrupted (Ctrl-C). A rerun of its command resumes it; it is no failure of the model."""
+    status = meta.get("status")
+    return status == "running" or (status == "failed" and str(meta.get("error") or "").startswith("interrupted"))
+
+
+def _unfinished_progress(meta: dict, mlip) -> dict:
+    """A ``dynamat run`` folder's progress: its run.json says it (its status stands), except for a run stopped
+    part-way, whose run.json was written when it started: status ``incomplete``, ``last_frame_step`` from its
+    frames (``steps_done`` stays run.json's: it names the run scored) and a note, as for a run by hand (a
+    report leaves it out of the means without calling it a failure)."""
+    if not unfinished_run(meta) or mlip.steps is None or not len(mlip.steps):
+        return {}
+    done, total = int(np.max(mlip.steps)), int(meta.get("steps_requested") or 0)
+    return {"status": "incomplete", "last_frame_step": done,
+            "notes": [f"incomplete: the frames end at step {done} of the {total} steps asked (the run was stopped "
+                      f"part-way, or is still running; rerun its `dynamat run` command to resume); scored over "
+                      f"the {mlip.n_frames} frames there"]}
 
 
 #: the score keys a side without stress leaves None (E_P is one of Eq. 11-12's three errors)

@@ -61,7 +61,9 @@ def test_a_hand_run_killed_part_way_is_scored_as_incomplete(tmp_path):
     assert (w["status"], w["steps_requested"], w["steps_done"]) == ("completed", 100, 100) and "notes" not in w
     results = load_results(tmp_path)  # the report counts the whole run only
     assert [r["status"] for r in results.completed] == ["completed"]
-    assert [r["status"] for r in results.failures] == ["incomplete"]
+    assert results.failures == [] and [r["status"] for r in results.unfinished] == ["incomplete"]
+    assert any(f"frames to step {s['steps_done']} of 4000" in n and "not counted as failures" in n
+               for n in results.notes), results.notes
 
 
 def test_a_score_without_pressure_says_why(tmp_path):

@@ -12,6 +12,8 @@ from ase.data import atomic_masses
 
 from dynamat.catalogue import Protocol, System
 from dynamat.io import read_ipi_run, write_reference
+from dynamat.report.tables import load_results
+from dynamat.scoring.run import unfinished_run
 from dynamat.runner import RunOptions, run_md
 from dynamat.trajectory import Trajectory
 from dynamat.units import AMU_A2_PER_FS2_TO_EV, KB_EV_PER_K
@@ -75,6 +77,14 @@ def test_killed_job_resumes_on_rerun(tmp_path):
     wait_for_step(out / "emt" / SYSTEM / "simulation.out", 600, timeout=60)
     os.killpg(proc.pid, signal.SIGKILL)  # the job, i-PI and the driver all die at once
     proc.wait()
+    # scored as it stands: unfinished (its run.json still says running), not a failure of the model
+    res = dynamat_cmd("score", "--run", str(out / "emt" / SYSTEM))
+    assert res.returncode == 0, res.stderr
+    sc = json.loads((out / "emt" / SYSTEM / "score.json").read_text())
+    assert sc["status"] == "incomplete" and 600 <= sc["last_frame_step"] < 1500, sc
+    assert f"frames end at step {sc['last_frame_step']} of the 1500 steps" in res.stderr
+    results = load_results(out)
+    assert results.failures == [] and len(results.unfinished) == 1
     res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "1500", "--out", str(out), "--seed", "5")
     assert res.returncode == 0, res.stderr
     a = read_ipi_run(straight / "emt" / SYSTEM)
@@ -86,6 +96,13 @@ def test_killed_job_resumes_on_rerun(tmp_path):
     res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "1500", "--out", str(out))
     assert res.returncode == 0 and "kept:" in res.stderr and "--overwrite" in res.stderr, res.stderr
     assert (out / "emt" / SYSTEM / "simulation.out").read_bytes() == before
+
+
+def test_only_a_run_stopped_part_way_is_unfinished():
+    assert unfinished_run({"status": "running"})
+    assert unfinished_run({"status": "failed", "error": "interrupted; rerun the same command to resume"})
+    assert not unfinished_run({"status": "failed", "error": "the driver failed: out of memory"})
+    assert not unfinished_run({"status": "exploded"}) and not unfinished_run({"status": "completed"})
 
 
 def test_corrupt_restart_is_a_clear_error(tmp_path):
