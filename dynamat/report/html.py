@@ -15,7 +15,7 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
-from .tables import Table, display_cell, header_label
+from .tables import UNFINISHED_STATUSES, Table, display_cell, header_label
 
 __all__ = ["render_html", "write_html", "SORT_JS"]
 
@@ -43,6 +43,7 @@ table.sortable th:hover{background:#dde3ec}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2";font-size:.75em}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC";font-size:.75em}
 table.sortable tr.failed td{color:#b00}
+table.sortable tr.unfinished td{color:#777;font-style:italic}
 table.sortable th.txt,table.sortable td.txt{text-align:left}
 .tnotes{font-size:.82em;color:#555;margin:2px 0 6px}
 footer{max-width:1250px;margin:30px auto;padding:0 18px;font-size:.8em;color:#777}
@@ -119,8 +120,12 @@ def table_html(table: Table) -> str:
         f'<th scope="col"{tc[c]} data-key="{_esc(c)}" title="{_esc(c)}">{_esc(header_label(c))}</th>'
         for c in cols) + "</tr></thead><tbody>")
     for r in table.rows:
-        cls = ' class="failed"' if (r.get("status") not in (None, "completed")
-                                    or (r.get("n_failed") or 0) > 0) else ""
+        if r.get("status") in UNFINISHED_STATUSES:
+            cls = ' class="unfinished"'
+        elif r.get("status") not in (None, "completed") or (r.get("n_failed") or 0) > 0:
+            cls = ' class="failed"'
+        else:
+            cls = ""
         cells = "".join(f'<td{tc[c]} data-sort="{_esc(_sort_value(r, c))}">{_esc(display_cell(r, c))}</td>'
                         for c in cols)
         out.append(f"<tr{cls}>{cells}</tr>")
