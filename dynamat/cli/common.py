@@ -149,16 +149,23 @@ models_file_option = click.option(
          "tier, n_params, dispersion, driver_cmd, training_set); its names then work as --model.")
 
 
-def served_model(model: str, models_file: Path | None, driver_cmd: str | None, dispersion: str | None = None):
+def served_model(model: str, models_file: Path | None, driver_cmd: str | None, dispersion: str | None = None,
+                 warn=None):
     """How ``model`` is served (:class:`dynamat.models_file.Served`): a models file's table, else the name
     itself. A table's own dispersion and ``--dispersion`` together are refused (one would silently win), and
-    a name no driver could serve is refused before any folder is made."""
+    a name no driver could serve is refused before any folder is made; with ``warn`` (a command that only
+    prints the driver command, to be run maybe in another environment) it is said through ``warn`` instead."""
     from dynamat.known_models import check_model_known
     from dynamat.models_file import read_models_file, serve
 
     entries = read_models_file(models_file) if models_file else {}
     served = serve(model, entries, driver_cmd)
-    check_model_known(model, tuple(entries), served.driver_cmd)
+    try:
+        check_model_known(model, tuple(entries), served.driver_cmd)
+    except DynamatError as exc:
+        if warn is None:
+            raise
+        warn(f"{exc}; the printed command works only in an environment whose driver knows it")
     if served.entry is not None and served.entry.dispersion and dispersion:
         raise DynamatError(f"model {model!r} has dispersion = {served.entry.dispersion!r} in {models_file}; "
                            "drop --dispersion")

@@ -53,7 +53,9 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
         model_folder(model)  # a name or MODULE:CALLABLE, checked before anything is written
     elif models_file:
         raise DynamatError("--models-file names models for --model: add --model NAME")
-    served = served_model(model, models_file, None, dispersion) if model else None
+    # the command is printed, to run maybe in the model's own environment: a name unknown here is a warning
+    served = served_model(model, models_file, None, dispersion,
+                          warn=lambda m: click.echo(f"dynamat: warning: {m}", err=True)) if model else None
     model_args = [served.driver_model if served else "MODEL"]
     # the printed command runs later, by hand: a path: file may be made (or copied there) before it does
     for arg in (served.driver_args if served else ()) + model_option_args(model_options, must_exist=False):

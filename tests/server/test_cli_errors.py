@@ -136,6 +136,12 @@ def test_misspelt_model_is_refused_before_any_folder(tmp_path):
     demo = dynamat_cmd("demo", "--model", "emtt", "--out", str(out))
     assert_one_line_error(demo, "unknown model 'emtt'")
     assert not out.exists()
+    # `inputs` prints the driver command, maybe for another environment (a plugin installed only there): it
+    # writes the input and warns, with the near match, instead of refusing
+    inputs = dynamat_cmd("inputs", "--model", "emtt", "--system", system, "--out", str(tmp_path / "inp"))
+    assert inputs.returncode == 0, inputs.stderr
+    assert "warning: unknown model 'emtt' (did you mean emt?)" in inputs.stderr
+    assert "dynamat-driver --model emtt" in inputs.stdout and (tmp_path / "inp" / "input.xml").is_file()
 
 
 @pytest.mark.parametrize("model", ["EMT", "example-lj", "ase.calculators.lj:LennardJones", "my-lj"])
