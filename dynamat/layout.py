@@ -68,6 +68,8 @@ LAST_GOOD = "last_good.chk"  # our whole copy of the newest complete restart poi
 LOCK = ".lock"
 CP2K_PROJECT = "cp2k"  # CP2K's PROJECT: its own files are cp2k-*
 WORK_SUFFIX = ".work"
+BEAD_SUMMARY = "bead_convergence.json"  # `dynamat beads-convergence`: its summary, beside its beads_<P>/ runs
+BEAD_RUN_PREFIX = "beads_"
 
 CAMPAIGN_DIR = "_campaign"
 REPORT_DIR = "report"

@@ -12,7 +12,7 @@ import numpy as np
 
 from dynamat.errors import DynamatError
 from dynamat.files import write_text_atomic
-from dynamat.layout import RunFolder, check_out_folder
+from dynamat.layout import BEAD_RUN_PREFIX, BEAD_SUMMARY, RunFolder, check_out_folder
 from dynamat.pimd.observables import quantum_kinetic_energy
 from dynamat.runner import RunOptions, supervise
 from dynamat.units import KB_EV_PER_K
@@ -113,7 +113,7 @@ def bead_convergence(
         settings = replace(system.md_settings(steps=steps, seed=seed, nbeads=p), thermostat="pile_l")
         if progress:
             progress(p)
-        run_dir = base / f"beads_{p}"
+        run_dir = base / f"{BEAD_RUN_PREFIX}{p}"
         opts = RunOptions(seed=seed, nbeads=p, driver_args=tuple(driver_args), driver_cmd=driver_cmd,
                           overwrite=overwrite, stall_timeout_s=timeout_s)
         run = supervise(model, initial, settings, run_dir, opts, system=system)
@@ -126,7 +126,7 @@ def bead_convergence(
                            for s, k in kin.items() if s != "all"}}
         conv.rows.append(row)
         _agreement(conv.rows, z)
-        write_text_atomic(base / "bead_convergence.json", json.dumps(conv.as_dict(), indent=2) + "\n")
+        write_text_atomic(base / BEAD_SUMMARY, json.dumps(conv.as_dict(), indent=2) + "\n")
     return conv
 
 

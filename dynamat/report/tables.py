@@ -55,7 +55,7 @@ import numpy as np
 from dynamat.metrics.combined import combined_scores  # Eq. 11-12, the one implementation
 from dynamat.metrics.matbench import MATBENCH_TABLE
 from dynamat.report.external import EXTERNAL_METRICS
-from dynamat.layout import RUN_JSON, SCORE_JSON, WORK_SUFFIX, curves_beside
+from dynamat.layout import BEAD_RUN_PREFIX, BEAD_SUMMARY, RUN_JSON, SCORE_JSON, WORK_SUFFIX, curves_beside
 from dynamat.scoring.keys import (  # the one metric table
     COMPOSITE_KEYS, METRIC_BY_KEY, METRIC_KEYS, METRICS, NPT_METRIC_KEYS, OBSERVABLE_KEYS, Metric,
 )
@@ -102,7 +102,8 @@ def is_failure(row: dict[str, Any]) -> bool:
     """A run that did not complete and will not by being resumed: failed, exploded or of unknown status."""
     return row["status"] != "completed" and row["status"] not in UNFINISHED_STATUSES
 #: every table a report can hold (:func:`build_tables`), by file name: what a rerun replaces in tables/
-TABLE_NAMES = ("per_model", "tier_medians", "per_class_tier", "per_class_model", "per_model_system", "npt_cell")
+TABLE_NAMES = ("per_model", "tier_medians", "per_class_tier", "per_class_model", "per_model_system", "npt_cell",
+               "beads_convergence")
 #: what the NPT table shows beside the cell errors
 NPT_EXTRA_KEYS = ("volume_mean_ref_A3", "volume_mean_mlip_A3", "density_mean_ref_g_cm3", "density_mean_mlip_g_cm3")
 
@@ -137,6 +138,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "<path>: <why>" of each unreadable score file
     unscored: list[str] = field(default_factory=list)  # "<run folder> (<status>)" of each run without a score
+    beads: list[dict[str, Any]] = field(default_factory=list)  # bead-convergence studies (report.beads)
 
     @property
     def completed(self) -> list[dict[str, Any]]:
@@ -203,6 +205,9 @@ def load_results(root) -> Results:
         else:
             what = "completed" if status == "completed" else f"status {status}: unfinished"
             unscored.append(f"{run_dir} ({what})")
+    from dynamat.report.beads import read_bead_studies
+
+    beads = read_bead_studies(found.beads, skipped)
     notes += [f"skipped unreadable {s}" for s in skipped]
     if unscored:
         notes.append(f"{len(unscored)} run folder(s) hold no score and are not in the tables (score a completed run "
@@ -210,6 +215,10 @@ def load_results(root) -> Results:
                      + ", ".join(unscored))
     if not rows:
         shown = found.root
+        if beads:
+            raise ResultsError(f"no score under {shown}, only {len(beads)} bead-convergence stud"
+                               f"{'y' if len(beads) == 1 else 'ies'} (`dynamat beads-convergence` prints its "
+                               "table): a report needs scored MD runs (`dynamat run`, `dynamat score --run DIR`)")
         if unscored:
             raise ResultsError(f"no score under {shown}: {len(unscored)} run(s) not scored, e.g. {unscored[0]}; "
                                "run `dynamat score --run DIR` first")
@@ -231,7 +240,7 @@ def load_results(root) -> Results:
             "excluded from all means, medians, correlations and Pareto fronts: "
             + ", ".join(f"{r['model']}/{r['system']} ({r['status']})" for r in rows if is_failure(r)),
         )
-    return Results(root=found.root, rows=rows, notes=notes, skipped=skipped, unscored=unscored)
+    return Results(root=found.root, rows=rows, notes=notes, skipped=skipped, unscored=unscored, beads=beads)
 
 
 #: how far below a results folder run folders and score files are looked for: ``<results>/<model>/<system>``
@@ -248,6 +257,7 @@ class Found:
     named: set[Path]
     root: Path
     skipped: list[str] = field(default_factory=list)
+    beads: list[Path] = field(default_factory=list)  # `dynamat beads-convergence` summaries
 
 
 def find_results(sources) -> Found:
@@ -267,9 +277,9 @@ def find_results(sources) -> Found:
             found.scores.append(src)
             found.named.add(src)
         elif src.is_dir():
-            n = len(found.scores) + len(found.runs) + len(found.skipped)
+            n = len(found.scores) + len(found.runs) + len(found.skipped) + len(found.beads)
             _walk(src, found)
-            if len(found.scores) + len(found.runs) + len(found.skipped) == n:
+            if len(found.scores) + len(found.runs) + len(found.skipped) + len(found.beads) == n:
                 raise ResultsError(f"no score.json files nor run folders under {src} "
                                    "(`dynamat run` writes run folders, `dynamat score --run DIR` their scores)")
         else:
@@ -277,6 +287,7 @@ def find_results(sources) -> Found:
     seen: set[Path] = set()
     found.scores = [p for p in found.scores if not (p.resolve() in seen or seen.add(p.resolve()))]
     found.runs = [p for p in found.runs if not (p.resolve() in seen or seen.add(p.resolve()))]
+    found.beads = [p for p in found.beads if not (p.resolve() in seen or seen.add(p.resolve()))]
     return found
 
 
@@ -289,6 +300,11 @@ def _walk(root: Path, found: Found) -> None:
             d for d in dirnames if not d.startswith(".")
             and not (d.endswith(WORK_SUFFIX) and (here / d[:-len(WORK_SUFFIX)]).is_file()))
         names = set(filenames)
+        summary = here / BEAD_SUMMARY
+        if BEAD_SUMMARY in names and not summary.is_symlink():
+            found.beads.append(summary)
+            # its beads_<P>/ runs are the study's own, no benchmark runs without a score
+            dirnames[:] = [d for d in dirnames if not d.startswith(BEAD_RUN_PREFIX)]
         for name in (SCORE_JSON, RUN_JSON):
             p = here / name
             if name in names and p.is_symlink() and not p.resolve().is_relative_to(top):
@@ -780,10 +796,12 @@ def thermal_expansion_notes(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def build_tables(results: Results, external: dict[str, dict[str, Any]] | None = None) -> dict[str, Table]:
+    from dynamat.report.beads import beads_table
+
     models = model_table(results, external)
     by_class = by_class_table(results)
     tables = [models, tier_median_table(models), class_tier_table(by_class), by_class,
-              system_table(results), npt_table(results)]
+              system_table(results), npt_table(results), beads_table(results.beads)]
     out = {t.name: t for t in tables if t is not None}
     assert set(out) <= set(TABLE_NAMES), "a new table's name belongs in TABLE_NAMES (what a rerun replaces)"
     return out

@@ -28,6 +28,8 @@ from dynamat.pimd import (
 )
 from dynamat.runner import RunOptions, supervise
 
+from conftest import dynamat_cmd
+
 # --- units: energies in eV, times in fs, masses in amu, lengths in Å ---------------------------
 HBAR_EV_FS = 0.6582119569  # ħ in eV·fs (CODATA 2018)
 KB_EV_PER_K = 8.617333262e-5  # k_B in eV/K
@@ -243,6 +245,23 @@ def test_beads_convergence_command(tmp_path):
     assert conv["rows"][1]["n_samples"] < MIN_SAMPLES
     assert conv["rows"][1]["too_few_samples"] and conv["rows"][1]["agrees_with_previous"] is None
     assert conv["converged"] is False and "not judged" in res.output and "too few rows" in res.output
+
+    # a report over the folder, beside a scored classical run: the study is a table of its own, and its
+    # beads_<P>/ runs are not reported as benchmark runs without a score
+    assert dynamat_cmd("run", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--steps", "200", "--seed", "3",
+                       "--out", str(tmp_path)).returncode == 0
+    assert dynamat_cmd("score", "--run", str(tmp_path / "emt" / "bulkCu_300K-demo_EMT")).returncode == 0
+    rep = dynamat_cmd("report", str(tmp_path), "--out", str(tmp_path / "report"), "--no-pdf")
+    assert rep.returncode == 0, rep.stderr
+    assert "without a score" not in rep.stdout + rep.stderr
+    table = json.loads((tmp_path / "report" / "tables" / "beads_convergence.json").read_text())
+    rows = table["rows"] if isinstance(table, dict) else table
+    assert [(r["model"], r["nbeads"]) for r in rows] == [("harmonic", 1), ("harmonic", 2)]
+    for r, c in zip(rows, conv["rows"]):
+        assert r["kinetic_cv_meV_per_atom"] == pytest.approx(1e3 * c["kinetic_cv_eV_per_atom"], rel=1e-12)
+    assert rows[0]["kinetic_cv_meV_per_atom"] == pytest.approx(1.5e3 * kt, rel=1e-5)
+    assert rows[0]["converged"] is None and rows[1]["converged"] is None  # P = 2 not judged: too few samples
+    assert "Path-integral convergence" in (tmp_path / "report" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("args, needle", [
