@@ -350,7 +350,8 @@ def _stale_score(raw: dict[str, Any], path: Path) -> str | None:
         return None
     if not isinstance(rec, dict) or scores_this_run(raw, rec):
         return None
-    return (f"{path} scores the run up to step {raw['steps_done']}, and the run is now at step "
+    scored = raw.get("last_frame_step", raw["steps_done"])  # a killed run's run.json still said step 0
+    return (f"{path} scores the run up to step {scored}, and the run is now at step "
             f"{rec['steps_done']}: score it again (`dynamat score --run {path.parent}`)")
 
 
