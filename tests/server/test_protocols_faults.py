@@ -87,6 +87,9 @@ def test_killed_job_resumes_on_rerun(tmp_path):
     assert results.failures == [] and len(results.unfinished) == 1
     res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--steps", "1500", "--out", str(out), "--seed", "5")
     assert res.returncode == 0, res.stderr
+    # the score made before the resume is named stale, at the step its frames reached
+    assert any(f"up to step {sc['last_frame_step']}, and the run is now at step 1500" in n
+               for n in load_results(out).notes)
     a = read_ipi_run(straight / "emt" / SYSTEM)
     b = read_ipi_run(out / "emt" / SYSTEM)
     np.testing.assert_array_equal(a.steps, b.steps)
