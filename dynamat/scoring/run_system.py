@@ -35,13 +35,22 @@ def run_defaults(run_dir: Path | None, system: str | None, reference: Path | Non
     if system is None:
         system = _ran(meta)
         if system is None:
-            where = f"{run_dir}/run.json names no system" if run_dir else "a trajectory names no system"
-            raise DynamatError(f"give --system NAME ({where})")
+            raise DynamatError(_no_system(run_dir, meta))
     if reference is None and system == _ran(meta):
         made = meta.get("reference")
         if isinstance(made, str) and made and Path(made).is_file():
             reference = Path(made)
     return system, reference
+
+
+def _no_system(run_dir: Path | None, meta: dict) -> str:
+    if run_dir is None:
+        return "give --system NAME (a trajectory names no system)"
+    if meta:
+        return f"give --system NAME ({run_dir}/run.json names no system)"
+    below = next((p.parent for pat in ("*/run.json", "*/*/run.json") for p in sorted(Path(run_dir).glob(pat))), None)
+    hint = f"; a results folder? score each run folder, e.g. --run {below}" if below else ""
+    return f"give --system NAME: {run_dir} holds no run.json (a run by hand, or not a run folder){hint}"
 
 
 def reference_for_run(reference: Path | None, system: str, run_dir: Path, meta: dict) -> Path:

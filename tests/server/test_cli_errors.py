@@ -220,6 +220,9 @@ def test_score_of_a_run_takes_its_system_and_reference_from_run_json(tmp_path):
     assert (run / "score.json").read_bytes() == scored
     assert_one_line_error(dynamat_cmd("score", "--trajectory", str(tmp_path / "afile"), "--dt-fs", "1"),
                           "give --system")
+    # a results folder given as --run: no run.json there, and a run folder below it is named
+    assert_one_line_error(dynamat_cmd("score", "--run", str(tmp_path / "runs")), "give --system NAME",
+                          "holds no run.json", f"e.g. --run {run}")
 
 
 @pytest.mark.parametrize("cmd", [
