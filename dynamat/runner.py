@@ -417,7 +417,9 @@ def run_md(
         system, settings = run_settings(system, opts.engine, opts.nbeads, opts.steps, seed)
     info = system.describe() if hasattr(system, "describe") else {}
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
-                     reference=str(reference), system_info=info, announce=announce, replica=replica)
+                     # absolute: `dynamat score --run DIR` scores against it from any working folder
+                     reference=str(Path(reference).resolve()), system_info=info, announce=announce,
+                     replica=replica)
 
 
 def check_same_run(run_dir: Path, system: str, replica: int | None, overwrite: bool) -> None:

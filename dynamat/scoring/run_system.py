@@ -30,15 +30,15 @@ def _made_from(meta: dict, reference: Path) -> str:
 
 def run_defaults(run_dir: Path | None, system: str | None, reference: Path | None, meta: dict) -> tuple[str, Path | None]:
     """``(system, reference)`` to score with: what was given, else the run's own (its run.json names the system
-    and the reference file it was made from; that file is taken only while it still exists, else the default
-    reference is looked up for the system)."""
+    and the reference file it was made from; that file, recorded as an absolute path, is taken only while it
+    still exists, else the default reference is looked up for the system)."""
     if system is None:
         system = _ran(meta)
         if system is None:
             raise DynamatError(_no_system(run_dir, meta))
     if reference is None and system == _ran(meta):
         made = meta.get("reference")
-        if isinstance(made, str) and made and Path(made).is_file():
+        if isinstance(made, str) and Path(made).is_absolute() and Path(made).is_file():  # relative: to what?
             reference = Path(made)
     return system, reference
 
