@@ -64,6 +64,7 @@ def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_ene
     from dynamat.io.importers import import_reference
 
     check_file_target(out, "--out")
+
     def progress(system: str, n: int) -> None:
         if n % 10240 == 0:
             click.echo(f"  {system}: {n} frames", err=True)

@@ -13,7 +13,10 @@ Aggregation rules (all documented in the report notes as well):
 
 * Only runs with ``status == "completed"`` enter means and medians. Failed, exploded or
   unknown-status runs are counted per model (``n_failed``, ``failed_runs``) and listed in
-  :attr:`Results.notes`; they are never averaged silently.
+  :attr:`Results.notes`; they are never averaged silently. Unfinished runs (``incomplete``: stopped
+  part-way, resumable) are in no mean either, and listed apart: no failure of the model.
+* ``bead_convergence.json`` summaries found beside the scores are a table of their own
+  (:mod:`dynamat.report.beads`), in no mean.
 * A null (or non-finite) metric is skipped, never counted as zero: a model's mean of a
   metric is over the completed systems where that metric exists (``<key>_n`` says how
   many). Systems without reference pressure therefore drop out of the pressure means
@@ -101,6 +104,8 @@ UNFINISHED_STATUSES = ("incomplete", "running")
 def is_failure(row: dict[str, Any]) -> bool:
     """A run that did not complete and will not by being resumed: failed, exploded or of unknown status."""
     return row["status"] != "completed" and row["status"] not in UNFINISHED_STATUSES
+
+
 #: every table a report can hold (:func:`build_tables`), by file name: what a rerun replaces in tables/
 TABLE_NAMES = ("per_model", "tier_medians", "per_class_tier", "per_class_model", "per_model_system", "npt_cell",
                "beads_convergence")
