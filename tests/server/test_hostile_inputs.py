@@ -148,7 +148,7 @@ CASES = [
     ("score-failed-run", lambda t: ["score", "--system", SYSTEM, "--run", str(_write_failed_run(t))], ["failed"]),
     ("report-unwritable", lambda t: ["report", str(_synthetic(t)), "--out", str(_blocker(t) / "rep")], ["cannot write"]),
     ("score-json-unwritable", lambda t: ["score", "--system", SYSTEM, "--trajectory", str(_ref_extxyz(t)), "--dt-fs",
-                                         "2.5", "--json", str(_blocker(t) / "s.json")], ["cannot write"]),
+                                         "2.5", "--json", str(_blocker(t) / "s.json")], ["its folder", "is a file"]),
     ("inputs-unwritable", lambda t: ["inputs", "--system", SYSTEM, "--out", str(_blocker(t) / "inp")], ["cannot write"]),
     ("inputs-evil-socket", lambda t: ["inputs", "--system", SYSTEM, "--out", str(t / "out" / "inp"),
                                       "--unix", "a</address><evil/>"], ["socket"]),
