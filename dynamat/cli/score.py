@@ -10,8 +10,7 @@ from dynamat.cli.common import reference_option
 from dynamat.errors import DynamatError
 from dynamat.scoring.card import scorecard
 from dynamat.layout import RunFolder, check_file_target
-from dynamat.scoring.run import run_meta, score_run, write_score
-from dynamat.scoring.run_system import run_defaults
+from dynamat.scoring.run import score_run, write_score
 
 
 @click.command()
@@ -33,8 +32,6 @@ def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
         raise DynamatError("give --run DIR or --trajectory FILE, not both")
     if json_out is not None:
         check_file_target(json_out, "--json")
-    if system is None or reference is None:
-        system, reference = run_defaults(run_dir, system, reference, run_meta(run_dir) if run_dir else {})
     curves: dict = {}
     res = score_run(reference, system, run_dir, trajectory, dt_fs, model, curves=curves)
     target = json_out or (RunFolder(run_dir).score_json if run_dir else None)

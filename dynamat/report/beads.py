@@ -9,11 +9,10 @@ largest P agree (:mod:`dynamat.pimd.convergence`). P = 1 is classical: 3/2 k_B T
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from dynamat.report.tables import Table
+from dynamat.report.tables import Table, _num
 
 COLUMNS = ["model", "system", "temperature_K", "nbeads", "kinetic_cv_meV_per_atom", "kinetic_cv_meV_per_atom_unc",
            "difference_sigma", "agrees_with_previous", "converged", "n_samples", "steps", "seconds_per_step"]
@@ -32,14 +31,6 @@ def read_bead_studies(paths: list[Path], skipped: list[str]) -> list[dict[str, A
             continue
         studies.append({**raw, "source": str(path)})
     return studies
-
-
-def _num(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def beads_table(studies: list[dict[str, Any]]) -> Table | None:

@@ -25,7 +25,7 @@ from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_m
 from dynamat.reference import load_system
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
-from dynamat.scoring.run_system import atoms_mismatch, reference_for_run
+from dynamat.scoring.run_system import atoms_mismatch, reference_for_run, run_defaults
 from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 SCORE_FILE = SCORE_JSON  # the names stay importable from here
@@ -268,12 +268,14 @@ def pressure_notes(ref, mlip, run_dir: Path | None) -> dict:
     return out
 
 
-def score_run(reference: Path | None, system: str, run_dir: Path | None = None, trajectory: Path | None = None,
+def score_run(reference: Path | None, system: str | None, run_dir: Path | None = None, trajectory: Path | None = None,
               dt_fs: float | None = None, model: str | None = None, curves: dict | None = None) -> dict:
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
 
+    ``system``/``reference`` None: the run's own (:func:`~dynamat.scoring.run_system.run_defaults`).
     ``curves``: a dict that receives the compared g(r), VDOS and pressure samples."""
     meta = run_meta(Path(run_dir)) if run_dir else {}
+    system, reference = run_defaults(run_dir, system, reference, meta)  # the run's own where not given
     try:
         reference, sys_entry, _ = load_system(reference, system)
     except DynamatError:
