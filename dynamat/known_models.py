@@ -18,16 +18,21 @@ from dynamat.errors import DynamatError
 from dynamat.names import model_folder
 
 
-def _driver_names(driver_cmd: str) -> list[str] | None:
-    """The names and aliases the driver of ``driver_cmd`` lists, or None where it cannot be asked."""
+def _driver_names(driver_cmd: str) -> tuple[list[str], list[str]] | None:
+    """The names and aliases the driver of ``driver_cmd`` lists, as it resolves them: (the registry's, in any
+    case; plugin families', exactly), or None where it cannot be asked."""
     from dynamat.models_table import query_driver
 
     try:
         rows = query_driver(driver_cmd, timeout=60.0)
     except DynamatError:
         return None
-    return [n for r in rows if isinstance(r, dict) for n in [r.get("name"), *(r.get("aliases") or [])]
-            if isinstance(n, str)]
+    out: tuple[list[str], list[str]] = ([], [])
+    for r in rows:
+        if isinstance(r, dict):
+            plugin = bool((r.get("source") or {}).get("plugin"))
+            out[plugin].extend(n for n in [r.get("name"), *(r.get("aliases") or [])] if isinstance(n, str))
+    return out
 
 
 def _resolves_here(model: str) -> bool:
@@ -49,11 +54,13 @@ def check_model_known(model: str, file_names=(), driver_cmd: str | None = None) 
     if model in file_names or ":" in model or _resolves_here(model):
         return
     if driver_cmd:
-        names, note = _driver_names(driver_cmd), ""
-        if names is None:
+        listed, note = _driver_names(driver_cmd), ""
+        if listed is None:
             return  # that driver could not be asked: the run will say what it says
-        if model.lower() in {n.lower() for n in names}:
+        registered, plugins = listed
+        if model.lower() in {n.lower() for n in registered} or model.strip() in plugins:
             return
+        names = registered + plugins
     else:  # a plugin family that cannot be used may be the one meant: its error says why
         from dynamat.models_file import registered_names
         from dynamat_driver.models.plugins import broken_plugins_note
@@ -70,4 +77,44 @@ def check_model_known(model: str, file_names=(), driver_cmd: str | None = None) 
         + "; a calculator of your own is MODULE:CALLABLE or a --models-file table" + note)
 
 
-__all__ = ["check_model_known"]
+def _option_keys(driver_args) -> list[str]:
+    """The KEY of every ``-o``/``--option KEY=VALUE`` among driver arguments, read as the driver's click
+    parser reads them (``--option=K=V``, ``--option K=V``, ``-o K=V``, ``-oK=V``)."""
+    keys, args = [], list(driver_args)
+    for i, a in enumerate(args):
+        if a in ("-o", "--option"):
+            value = args[i + 1] if i + 1 < len(args) else ""
+        elif a.startswith("--option="):
+            value = a[len("--option="):]
+        elif a.startswith("-o") and not a.startswith("--"):
+            value = a[2:]
+        else:
+            continue
+        keys.append(value.partition("=")[0].strip())
+    return keys
+
+
+def check_model_options(model: str, driver_args) -> None:
+    """Refuses, in the driver's own words, an option (``-o KEY=VALUE`` in ``driver_args``) that a registered
+    model's loader does not take (:attr:`ModelInfo.options`), before any run folder is made or job queued.
+    ``MODULE:CALLABLE`` models and plugin families take what their code takes: their driver checks."""
+    keys = _option_keys(driver_args)
+    if not keys:
+        return
+    from dynamat_driver import DriverError
+    from dynamat_driver.models import get_model_info, reject_unknown_options
+    from dynamat_driver.models.plugins import BUILTIN_FAMILIES
+
+    try:
+        info = get_model_info(model)
+    except DriverError:
+        return  # not a name of this environment's registry: check_model_known says what is wrong
+    if info.family == "custom" or info.family not in BUILTIN_FAMILIES:
+        return
+    try:
+        reject_unknown_options(dict.fromkeys(keys, ""), info.options, info.name)
+    except DriverError as exc:
+        raise DynamatError(str(exc)) from None
+
+
+__all__ = ["check_model_known", "check_model_options"]

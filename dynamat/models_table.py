@@ -64,7 +64,8 @@ def query_driver(driver_cmd: str | Sequence[str] | None = None, timeout: float =
 
 def model_rows(driver_cmd: str | Sequence[str] | None = None, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Rows for ``dynamat models``: name, aliases, tier, family, n_params, package (pip extra),
-    env (environment group), installed, weights (status), weights_path, weights_source."""
+    env (environment group), installed, weights (status), weights_path, weights_source, options (the
+    ``--model-option`` names a registered model takes; a plugin's or an older driver's: null, unknown)."""
     rows = []
     for d in query_driver(driver_cmd, timeout):
         w = d.get("weights") or {}
@@ -84,6 +85,8 @@ def model_rows(driver_cmd: str | Sequence[str] | None = None, timeout: float = 1
                 "weights_path": w.get("path"),
                 "weights_source": w.get("source") or d.get("weights_source"),
                 "make_env": d.get("make_env") or "",
+                "options": None if d.get("options") is None or (d.get("source") or {}).get("plugin")
+                else list(d["options"]),
                 "source": _source(d.get("source")),
                 "plugin": bool((d.get("source") or {}).get("plugin")),
             }

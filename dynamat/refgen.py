@@ -93,9 +93,10 @@ def _check(req: GenerateRequest) -> None:
     if req.engine != "driver" and req.model:
         raise DynamatError(f"--model is for --engine driver, not --engine {req.engine}")
     if req.engine == "driver":
-        from dynamat.known_models import check_model_known
+        from dynamat.known_models import check_model_known, check_model_options
 
         check_model_known(req.model, (), req.driver_cmd)
+        check_model_options(req.model, tuple(req.driver_args) + tuple(req.model_options))
     if req.engine != "ase" and req.calculator:
         raise DynamatError(f"--calculator is for --engine ase, not --engine {req.engine}")
     if req.engine != "cp2k" and req.cp2k_input is not None:

@@ -144,7 +144,7 @@ class CampaignSpec:
         ``models_file``: a user's models (:mod:`dynamat.models_file`); ``dispersion``: driver
         arguments every model gets (``--dispersion``), except one whose table names its own;
         ``model_options``: ``MODEL=KEY=VALUE`` items, a model's ``--model-option KEY=VALUE``."""
-        from dynamat.known_models import check_model_known
+        from dynamat.known_models import check_model_known, check_model_options
         from dynamat.models_file import model_option_args, read_models_file, serve
 
         model_list = split_names(models, "model")
@@ -174,6 +174,7 @@ class CampaignSpec:
             extra = how.driver_args + opts.get(m, ()) + tuple(dispersion)
             if extra:
                 args[m] = extra + args.get(m, ())
+            check_model_options(how.driver_model, args.get(m, ()))
         return cls(models=tuple(model_list), systems=tuple(system_list), driver_env=env, driver_args=args,
                    driver_model=served, **options)
 

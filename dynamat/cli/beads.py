@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dynamat.io.results import write_json_atomic
-from dynamat.known_models import check_model_known
+from dynamat.known_models import check_model_known, check_model_options
 from dynamat.layout import check_file_target
 from dynamat.cli.common import seed_option
 from dynamat.pimd import bead_convergence
@@ -64,6 +64,7 @@ def beads_convergence_command(model, system, reference, beads_text, steps, out, 
     if json_out is not None:
         check_file_target(json_out, "--json")
     check_model_known(model, (), driver_cmd)  # a typo fails here, not in the first run folder
+    check_model_options(model, driver_args)
     reference, sys_entry, _ = load_system(reference, system)
     conv = bead_convergence(
         model, sys_entry, initial_atoms(reference, system), out, beads=beads, steps=steps, seed=seed,

@@ -14,6 +14,7 @@ from dynamat.cli.common import (dispersion_options, ensemble_options, model_opti
                                 seed_option, served_model, system_option, with_options)
 from dynamat.engines.ipi_input import write_inputs
 from dynamat.errors import DynamatError
+from dynamat.known_models import check_model_options
 from dynamat.layout import RunFolder
 from dynamat.models_file import dispersion_args, model_option_args
 from dynamat.names import check_socket_name, model_folder
@@ -61,6 +62,8 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
     for arg in (served.driver_args if served else ()) + model_option_args(model_options, must_exist=False):
         model_args += ["-o", arg.removeprefix("--option=")] if arg.startswith("--option=") else [arg]
     model_args += dispersion_args(dispersion, dispersion_functional)
+    if served:  # a registered model's options are the same in every environment: a wrong one is refused
+        check_model_options(served.driver_model, model_args[1:])
     reference, sys_entry, _ = load_system(reference, system, **overrides)
     if nbeads > 1 and sys_entry.protocol.ensemble == "npt":
         raise DynamatError("--ensemble npt runs classical MD through i-PI's barostats: drop --beads")

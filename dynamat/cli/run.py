@@ -12,6 +12,7 @@ from dynamat.cli.common import (dispersion_options, driver_options, ensemble_opt
                                 protocol_overrides, reference_option, seed_option, served_model, system_option,
                                 with_options)
 from dynamat.errors import DynamatError
+from dynamat.known_models import check_model_options
 from dynamat.models_file import dispersion_args, model_option_args
 from dynamat.runner import MAX_STEPS, RunOptions, model_identity, run_packed, run_system
 
@@ -62,6 +63,7 @@ def run(model, model_options, models_file, system, reference, steps, time_ps, ou
                       + model_option_args(model_options) + dispersion_args(dispersion, dispersion_functional),
                       batch_size=batch_size,
                       socket_mode=socket_mode, host=host, engine=engine, nbeads=nbeads)
+    check_model_options(served.driver_model, opts.driver_args)
     overrides = protocol_overrides(protocol, system_class, dims, timestep_fs, tau_fs, thermostat, start_frame,
                                    ensemble=ensemble, pressure_GPa=pressure_GPa, barostat=barostat,
                                    tau_barostat_fs=tau_barostat_fs)

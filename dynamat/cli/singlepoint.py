@@ -8,6 +8,7 @@ import click
 
 from dynamat.cli.common import (dispersion_options, driver_options, emit, model_option,
                                 models_file_option, reference_option, served_model, system_option, with_options)
+from dynamat.known_models import check_model_options
 from dynamat.layout import check_file_target
 from dynamat.models_file import dispersion_args, model_option_args
 from dynamat.names import model_folder
@@ -39,6 +40,7 @@ def singlepoint(model, model_options, models_file, system, reference, every, max
     served = served_model(model, models_file, driver_cmd, dispersion)
     driver_args = (tuple(driver_args) + served.driver_args + model_option_args(model_options)
                    + dispersion_args(dispersion, dispersion_functional))
+    check_model_options(served.driver_model, driver_args)
     res = run_singlepoint(served.driver_model, reference, system, every, max_frames, batch_size, served.driver_cmd,
                           driver_args,
                           progress=lambda j, n: click.echo(f"  singlepoint {model}/{system}: {j}/{n} frames", err=True),

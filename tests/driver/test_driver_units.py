@@ -15,11 +15,13 @@ from dynamat_driver import units
 from dynamat_driver.evaluator import Evaluator, SystemSpec, parse_pbc, parse_species, resolve_system
 from dynamat_driver.models import (
     get_model_info,
+    is_installed,
     list_models,
     load_model,
     model_info_dict,
     registry_table,
 )
+from dynamat_driver.models.registry import REGISTRY
 from dynamat_driver.protocol import inet_address, parse_init_string, unix_address
 
 
@@ -261,3 +263,33 @@ def test_cuda_is_never_a_silent_cpu_run(name):
     with pytest.raises(DriverError, match="CPU only"):
         load_model(name, device="cuda")
     assert load_model(name, device="cpu").device == "cpu"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_the_registry_lists_the_options_each_loader_reads(name):
+    """``ModelInfo.options`` is what the server checks ``-o`` against before a run. Every key its family's
+    source reads from ``options`` is listed (for all families, installed or not); for a model installed here,
+    a name outside the list is refused by the loader, and each name in it is read (a non-number reaches the
+    option's own parsing, not the unknown-option refusal)."""
+    import re
+    from pathlib import Path
+
+    import dynamat_driver.models
+
+    info = get_model_info(name)
+    source = (Path(dynamat_driver.models.__file__).parent / f"{info.family}.py").read_text()
+    read = set(re.findall(r"options\.get\(\s*\"(\w+)\"", source))
+    read |= set(re.findall(r"parse_float_option\(\s*options,\s*\"(\w+)\"", source))
+    # a family whose models differ in options (fairchem's two APIs, EMT and LJ) reads a superset
+    family = {k for m in REGISTRY.values() if m.family == info.family for k in m.options}
+    assert read == family and set(info.options) <= family, (read, family)
+    if not is_installed(info):
+        return
+    with pytest.raises(DriverError, match=rf"has no option\(s\) zz_not_an_option \(known: "
+                                          rf"{', '.join(info.options) or 'none'}\)"):
+        load_model(name, options={"zz_not_an_option": "1"})
+    for key in info.options:
+        try:
+            load_model(name, options={key: "not-a-number"})
+        except DriverError as exc:
+            assert "has no option" not in str(exc), exc

@@ -238,3 +238,66 @@ def test_a_result_file_under_a_file_is_refused_before_the_work(tmp_path, cmd):
     cmd = [c.format(f=tmp_path / "afile", tmp=tmp_path) for c in cmd]
     assert_one_line_error(dynamat_cmd(*cmd), "its folder", "afile is a file")
     assert not (tmp_path / "runs").exists() and (tmp_path / "afile").read_text() == "kept"
+
+
+def test_an_option_a_registered_model_does_not_take_is_refused_before_any_folder(tmp_path):
+    """`-o KEY=VALUE` is checked against the registry's options (the loader's own list) by every command that
+    would otherwise make a run folder, queue a campaign or print a driver command first; however the option
+    reaches the driver (--model-option, --driver-arg, a campaign's per-model options)."""
+    system, out = "bulkCu_300K-demo_EMT", tmp_path / "out"
+    cases = [
+        (("run", "--model", "lj", "--model-option", "sigmaa=2.3", "--system", system, "--steps", "20", "--out",
+          str(out)), ("model 'lj' has no option(s) sigmaa", "known: epsilon, sigma, rc")),
+        (("run", "--model", "harmonic", "--driver-arg=-okk=2", "--system", system, "--steps", "20", "--out",
+          str(out)), ("model 'harmonic' has no option(s) kk", "known: k")),
+        (("campaign", "--models", "emt,lj", "--systems", system, "--model-option", "lj=rc=5",
+          "--driver-args", "emt=--option sigma=2", "--steps", "20", "--out", str(out)),
+         ("model 'emt' has no option(s) sigma", "known: none")),
+        (("singlepoint", "--model", "EMT", "--model-option", "head=x", "--system", system, "--max-frames", "2"),
+         ("model 'emt' has no option(s) head",)),
+        (("inputs", "--model", "lj", "--model-option", "eps=1", "--system", system, "--out", str(out)),
+         ("no option(s) eps",)),
+        (("beads-convergence", "--model", "harmonic", "--driver-arg", "-o", "--driver-arg", "spring=1", "--system",
+          system, "--beads", "1", "--steps", "20", "--out", str(out)), ("no option(s) spring",)),
+        (("reference", "generate", "--engine", "driver", "--model", "emt", "--model-option", "k=1", "--structure",
+          str(DEMO), "--name", "x", "--temperature", "300", "--time-ps", "0.01", "--out", str(out / "r.h5")),
+         ("no option(s) k",)),
+    ]
+    for args, needles in cases:
+        assert_one_line_error(dynamat_cmd(*args), *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("model, option", [("lj", "rc=5"), ("harmonic", "k=2"), ("example-lj", "sigma=2.3"),
+                                           ("ase.calculators.lj:LennardJones", "sigma=2.3")])
+def test_options_a_model_takes_pass_the_check(model, option, tmp_path):
+    """A registered model's own options, a plugin family's and a MODULE:CALLABLE's (whose driver checks
+    them) are not refused by the server."""
+    res = dynamat_cmd("inputs", "--model", model, "--model-option", option, "--system", "bulkCu_300K-demo_EMT",
+                      "--reference", str(DEMO), "--out", str(tmp_path / "in"), "--steps", "20")
+    assert res.returncode == 0, res.stderr
+    assert f"-o {option}" in res.stdout
+
+
+def test_models_json_lists_each_registered_models_options():
+    """What the refusal checks is what `dynamat models --json` shows (a plugin's: unknown, null)."""
+    import json
+
+    rows = {r["name"]: r for r in json.loads(dynamat_cmd("models", "--json").stdout)}
+    assert rows["lj"]["options"] == ["epsilon", "sigma", "rc"] and rows["emt"]["options"] == []
+    assert rows["example-lj"]["options"] is None
+
+
+def test_a_driver_of_another_environment_is_asked_as_it_resolves_names(tmp_path):
+    """Through --driver-cmd, a registered name matches in any case (the driver's registry lookup does) and a
+    plugin family's only exactly (its lookup is exact): `EXAMPLE-LJ` is refused before any folder."""
+    from dynamat.known_models import check_model_known
+
+    driver = str(BIN / "dynamat-driver")
+    out = tmp_path / "out"
+    res = dynamat_cmd("run", "--model", "EXAMPLE-LJ", "--driver-cmd", driver, "--system", "bulkCu_300K-demo_EMT",
+                      "--steps", "20", "--out", str(out))
+    assert_one_line_error(res, "unknown model 'EXAMPLE-LJ' (did you mean example-lj?)")
+    assert not out.exists()
+    for name in ("example-lj", "Chgnet-0.3.0", "EMT"):
+        check_model_known(name, (), driver)

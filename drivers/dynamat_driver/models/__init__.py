@@ -163,7 +163,7 @@ def model_info_dict(name: str) -> dict:
     info = get_model_info(name)
     d = asdict(info)
     d["kwargs"] = dict(info.kwargs)
-    for k in ("packages", "dtypes", "aliases", "requires"):
+    for k in ("packages", "dtypes", "aliases", "requires", "options"):
         d[k] = list(getattr(info, k))
     missing = missing_requirements(info)
     d["installed"] = not missing

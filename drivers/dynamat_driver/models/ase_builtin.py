@@ -27,12 +27,11 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
     options = options or {}
     if model_path:
         raise DriverError(f"model {info.name!r} takes no --model-path")
+    reject_unknown_options(options, info.options, info.name)
     kind = info.kwargs.get("kind")
     if kind == "emt":
-        reject_unknown_options(options, [], info.name)
         return EMTModel(info)
     if kind == "lj":
-        reject_unknown_options(options, ["epsilon", "sigma", "rc"], info.name)
         return LJModel(info, options)
     raise DriverError(f"ase_builtin: unknown kind {kind!r}")
 

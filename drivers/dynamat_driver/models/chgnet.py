@@ -35,7 +35,7 @@ CHGNET_MAX_Z = 94
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
     options = options or {}
-    reject_unknown_options(options, ["batch_edges"], info.name)
+    reject_unknown_options(options, info.options, info.name)
     batch_edges = parse_float_option(options, "batch_edges", DEFAULT_BATCH_EDGES, info.name)
     if not batch_edges >= 1:
         raise DriverError(f"model {info.name!r}: batch_edges must be >= 1, got {batch_edges:g}")

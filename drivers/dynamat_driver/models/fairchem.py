@@ -131,7 +131,7 @@ def _atom_refs(info: ModelInfo, options: dict):
 
 
 def _load_v2(info, *, device, dtype, model_path, options):
-    reject_unknown_options(options, ["settings", "atom_refs"], info.name)
+    reject_unknown_options(options, info.options, info.name)
     dtype = dtype or info.default_dtype
     name, task = info.kwargs["name"], info.kwargs["task"]
     with quiet_loading():
@@ -264,7 +264,7 @@ class UMAModel(CalculatorModel):
 
 
 def _load_v1(info, *, device, dtype, model_path, options):
-    reject_unknown_options(options, [], info.name)
+    reject_unknown_options(options, info.options, info.name)
     dtype = dtype or info.default_dtype
     with quiet_loading():
         import torch  # noqa: F401

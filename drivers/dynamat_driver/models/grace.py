@@ -65,7 +65,7 @@ def weights_status(info: ModelInfo) -> dict:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, [], info.name)
+    reject_unknown_options(options or {}, info.options, info.name)
     if device != "cpu":
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     else:

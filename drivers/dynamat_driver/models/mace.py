@@ -87,7 +87,7 @@ def weights_status(info: ModelInfo) -> dict:
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
     options = dict(options or {})
-    reject_unknown_options(options, ["head"], info.name)
+    reject_unknown_options(options, info.options, info.name)
     dtype = dtype or info.default_dtype
     head = options.get("head", info.kwargs.get("head"))
     checkpoint = info.kwargs["model"]

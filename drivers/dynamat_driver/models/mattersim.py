@@ -52,7 +52,7 @@ def weights_status(info: ModelInfo) -> dict:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, [], info.name)
+    reject_unknown_options(options or {}, info.options, info.name)
     with quiet_loading():
         import torch  # noqa: F401
 

@@ -91,7 +91,7 @@ def _sha(path: str) -> str:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, [], info.name)
+    reject_unknown_options(options or {}, info.options, info.name)
     dtype = dtype or info.default_dtype
     with quiet_loading():
         import torch  # noqa: F401

@@ -13,7 +13,7 @@ from . import DriverError, Model, ModelInfo, reject_unknown_options
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
     if model_path:
         raise DriverError(f"model {info.name!r} takes no --model-path")
-    reject_unknown_options(options or {}, [], info.name)
+    reject_unknown_options(options or {}, info.options, info.name)
     return NullModel(info)
 
 

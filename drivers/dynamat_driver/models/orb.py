@@ -51,7 +51,7 @@ def weights_status(info: ModelInfo) -> dict:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, [], info.name)
+    reject_unknown_options(options or {}, info.options, info.name)
     dtype = dtype or info.default_dtype
     precision = "float64" if dtype == "float64" else "float32-high"
     url = _url(info)

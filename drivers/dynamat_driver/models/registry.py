@@ -40,6 +40,8 @@ class ModelInfo:
     weights_source: str = ""  # where the default weights come from (wheel, URL, hub repo)
     #: weights shipped inside the package's wheel: "import_name:glob inside the package folder"
     wheel_weights: str = ""
+    #: the ``-o KEY=VALUE`` names its loader takes: data, so a server refuses a wrong one before a run starts
+    options: tuple[str, ...] = ()
 
     @property
     def pip_hint(self) -> str:
@@ -79,6 +81,7 @@ REGISTRY: dict[str, ModelInfo] = {
         ModelInfo(
             "lj", "ase_builtin", "Lennard-Jones (ASE)", "test", 0, None,
             kwargs={"kind": "lj"}, default_dtype="float64", dtypes=ANALYTIC_DTYPES, cost="test", env="main",
+            options=("epsilon", "sigma", "rc"),
             description="one smooth LJ pair potential for all species; options epsilon (eV, default 0.1), "
             "sigma (Å, default 'auto': nearest-neighbour distance of the first structure / 2^(1/6)), "
             "rc (Å, default 3 sigma)",
@@ -91,13 +94,14 @@ REGISTRY: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             "harmonic", "harmonic", "Einstein crystal (harmonic springs)", "test", 0, None,
-            default_dtype="float64", dtypes=ANALYTIC_DTYPES, cost="test", env="main",
+            default_dtype="float64", dtypes=ANALYTIC_DTYPES, cost="test", env="main", options=("k",),
             description="each atom tied by a spring to its template site (fractional coordinates); "
             "option k (eV/Å², default 1.0)",
         ),
         # ---------------------------------------------------------------- Tier 1: MPtrj
         ModelInfo(
             "chgnet", "chgnet", "CHGNet 0.3.0", 1, 412_525, "chgnet",
+            options=("batch_edges",),
             packages=("chgnet", "torch"), kwargs={"model_name": "0.3.0"}, dtypes=_BOTH, cost="small",
             wheel_weights="chgnet:pretrained/0.3.0/*.pth.tar",
             aliases=("chgnet-0.3.0",), params_source="measured: CHGNet.load('0.3.0').n_params",
@@ -106,6 +110,7 @@ REGISTRY: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             "mace-mp-0", "mace", "MACE-MP-0", 1, 4_688_656, "mace",
+            options=("head",),
             packages=("mace", "torch", "e3nn"), kwargs={"model": "medium"}, dtypes=_BOTH, cost="medium",
             env="mace", params_source=_MBD.format("mace/mace-mp-0") + " (2023-12-03-mace-128-L1)",
             weights_source="https://github.com/ACEsuit/mace-mp/releases/download/mace_mp_0/"
@@ -124,6 +129,7 @@ REGISTRY: dict[str, ModelInfo] = {
         # ---------------------------------------------------------------- Tier 2: MPtrj + Alexandria
         ModelInfo(
             "mace-mpa-0", "mace", "MACE-MPA-0", 2, 9_063_204, "mace",
+            options=("head",),
             packages=("mace", "torch", "e3nn"), kwargs={"model": "medium-mpa-0"}, dtypes=_BOTH, cost="medium",
             env="mace", params_source=_MBD.format("mace/mace-mpa-0"),
             weights_source="https://github.com/ACEsuit/mace-mp/releases/download/mace_mpa_0/mace-mpa-0-medium.model",
@@ -206,6 +212,7 @@ REGISTRY: dict[str, ModelInfo] = {
         # ---------------------------------------------------------------- Tier 4: multi-head / multi-task
         ModelInfo(
             "mace-mh-1-omat", "mace", "MACE-MH-1-OMAT", 4, None, "mace",
+            options=("head",),
             packages=("mace", "torch", "e3nn"), kwargs={"model": "mh-1", "head": "omat_pbe"}, dtypes=_BOTH,
             cost="medium", env="mace", aliases=("mace-mh-1",),
             params_source="not published in a form we could verify; measure it from the checkpoint",
@@ -214,6 +221,7 @@ REGISTRY: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             "uma-s-p1", "fairchem", "UMA-S-P1", 4, None, "fairchem",
+            options=("settings", "atom_refs"),
             packages=("fairchem", "torch"), requires=("fairchem-core>=2",),
             kwargs={"api": 2, "name": "uma-s-1p1", "task": "omat", "hf_repo": "facebook/UMA",
                     "filename": "checkpoints/uma-s-1p1.pt"},
@@ -225,6 +233,7 @@ REGISTRY: dict[str, ModelInfo] = {
         ),
         ModelInfo(
             "uma-m-p1", "fairchem", "UMA-M-P1", 4, None, "fairchem",
+            options=("settings", "atom_refs"),
             packages=("fairchem", "torch"), requires=("fairchem-core>=2",),
             kwargs={"api": 2, "name": "uma-m-1p1", "task": "omat", "hf_repo": "facebook/UMA",
                     "filename": "checkpoints/uma-m-1p1.pt"},

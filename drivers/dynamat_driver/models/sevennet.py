@@ -32,7 +32,7 @@ from .e3nn_graphs import streamline_tensor_products
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, [], info.name)
+    reject_unknown_options(options or {}, info.options, info.name)
     with contextlib.redirect_stdout(_quiet()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import torch  # noqa: F401
