@@ -82,6 +82,7 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     from .tables import build_tables, load_results, write_table
 
     res = load_results(results)
+    unfinished = f", {len(res.unfinished)} unfinished" if res.unfinished else ""  # said on the page and here
     for skipped in res.skipped:
         if warn:
             warn(f"skipped unreadable score file {skipped}")
@@ -119,14 +120,12 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
         shown = results if isinstance(results, (str, Path)) else ", ".join(map(str, results))
         meta = (f"Results: {shown} - {len(res.models)} models, "
                 f"{len({r['system'] for r in res.rows})} systems, {len(res.rows)} runs "
-                f"({len(res.failures)} failed/exploded"
-                + (f", {len(res.unfinished)} unfinished" if res.unfinished else "") + ").")
+                f"({len(res.failures)} failed/exploded{unfinished}).")
         page = write_html(tmp / PAGE, list(tables.values()), pngs, notes, title, meta)
         _swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     unscored = f"; {len(res.unscored)} run(s) without a score left out" if res.unscored else ""
-    unfinished = f", {len(res.unfinished)} unfinished" if res.unfinished else ""
     return (f"dynamat report: {len(res.models)} models, {len(res.rows)} runs "
             f"({len(res.failures)} failed/exploded{unfinished}, excluded from means){unscored}; "
             f"{len(tables)} tables, {len(saved)} figures -> {out} (page: {page.name})")
