@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -123,7 +124,8 @@ def run_attempt(model, run_dir: Path, resume_from: Path | None, settings, opts, 
         plan = _stress_plan(text, settings, opts, n_drivers)
         if records_frames(rf.input_xml.read_text()):
             plan = _with_record(plan, rf, n_drivers)  # before i-PI starts: a run it cannot serve is refused first
-        ipi = processes.start([processes.executable("i-pi"), rf.attempt_xml.name], run_dir, rf.ipi_log,
+        # i-PI itself, its binary frames written in one call each (dynamat.ipi_launch; the same bytes)
+        ipi = processes.start([sys.executable, "-m", "dynamat.ipi_launch", rf.attempt_xml.name], run_dir, rf.ipi_log,
                               env=processes.supervised_env(), pass_fds=() if lock_fd is None else (lock_fd,))
         if opts.socket_mode == "unix":
             where = _wait_for_socket(ipi, sock_dir / "s", run_dir, opts.start_timeout_s)

@@ -152,7 +152,7 @@ def test_orphaned_ipi_of_a_killed_job_is_stopped_by_the_rerun(tmp_path, straight
     for p in drivers:  # the driver goes, as on CI; i-PI stays, waiting for a client
         os.kill(p, signal.SIGKILL)
     (ipi,) = processes.orphans_in(run_dir)
-    assert b"i-pi" in _cmdline(ipi)
+    assert b"dynamat.ipi_launch" in _cmdline(ipi)  # i-PI, as dynamat starts it
     res = _run(tmp_path, 600)
     assert res.returncode == 0, res.stderr
     assert not processes.pid_alive(ipi) and processes.orphans_in(run_dir) == []
