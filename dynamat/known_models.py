@@ -90,7 +90,10 @@ def _option_keys(driver_args) -> list[str]:
             value = a[2:]
         else:
             continue
-        keys.append(value.partition("=")[0].strip())
+        key, sep, _ = value.partition("=")
+        if not sep or not key.strip():  # as the driver would say at its start, after the run folder is made
+            raise DynamatError(f"driver option {a!r} wants KEY=VALUE, got {value!r}")
+        keys.append(key.strip())
     return keys
 
 

@@ -259,6 +259,8 @@ def test_an_option_a_registered_model_does_not_take_is_refused_before_any_folder
          ("no option(s) eps",)),
         (("beads-convergence", "--model", "harmonic", "--driver-arg", "-o", "--driver-arg", "spring=1", "--system",
           system, "--beads", "1", "--steps", "20", "--out", str(out)), ("no option(s) spring",)),
+        (("run", "--model", "lj", "--driver-arg=-o", "--system", system, "--steps", "20", "--out", str(out)),
+         ("driver option '-o' wants KEY=VALUE, got ''",)),
         (("reference", "generate", "--engine", "driver", "--model", "emt", "--model-option", "k=1", "--structure",
           str(DEMO), "--name", "x", "--temperature", "300", "--time-ps", "0.01", "--out", str(out / "r.h5")),
          ("no option(s) k",)),
