@@ -97,7 +97,8 @@ def leftover_processes(tag: str) -> list[str]:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if ("i-pi" in cmd or "dynamat-driver" in cmd) and (tag in cmd or tag in cwd):
+        # i-PI by hand (i-pi) or as runs start it (python -m dynamat.ipi_launch), and drivers
+        if any(name in cmd for name in ("i-pi", "dynamat.ipi_launch", "dynamat-driver")) and (tag in cmd or tag in cwd):
             found.append(f"{pid}: {cmd.strip()}")
     return found
 

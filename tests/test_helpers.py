@@ -48,16 +48,18 @@ def test_one_line_error_check_refuses_each_way_of_breaking_the_contract():
 def test_leftover_check_finds_a_live_process_by_tag_and_by_folder(tmp_path):
     tag = str(tmp_path / "run")
     (tmp_path / "run").mkdir()
-    # stand-ins: a process whose command line names the driver and the run folder, and one that
-    # names i-pi and runs inside the folder
+    # stand-ins: a process whose command line names the driver and the run folder, and two that
+    # name i-pi (by hand) or dynamat.ipi_launch (as runs start i-PI) and run inside the folder
     by_arg = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dynamat-driver", tag])
     in_dir = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "i-pi"], cwd=tmp_path / "run")
+    launched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dynamat.ipi_launch"],
+                                cwd=tmp_path / "run")
     try:
-        wait_until(lambda: len(leftover_processes(tag)) == 2, 10, "both stand-ins to be seen")
-        with pytest.raises(AssertionError, match=str(by_arg.pid)):
+        wait_until(lambda: len(leftover_processes(tag)) == 3, 10, "the three stand-ins to be seen")
+        with pytest.raises(AssertionError, match=str(launched.pid)):
             assert_no_leftovers(tag, timeout=0.3)
     finally:
-        for p in (by_arg, in_dir):
+        for p in (by_arg, in_dir, launched):
             p.kill()
             p.wait()
     assert_no_leftovers(tag, timeout=5)

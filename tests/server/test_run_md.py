@@ -133,7 +133,7 @@ def test_killed_process_is_recovered_without_lost_or_repeated_frames(victim, uni
         if victim == "driver":
             pid = _pid_of("dynamat-driver --model emt", str(run_dir))
         else:
-            pid = _pid_of("i-pi attempt.xml", f"cwd={run_dir}")
+            pid = _pid_of("dynamat.ipi_launch attempt.xml", f"cwd={run_dir}")  # i-PI, as runs start it
         os.kill(pid, 9)
         _, err = proc.communicate(timeout=300)
     finally:
