@@ -269,6 +269,8 @@ def _load_model(name: str, *, device: str, dtype: str | None, model_path: str | 
         raise DriverError(f"device must be cpu or cuda, got {device!r}")
     if model_path is not None and not os.path.exists(os.path.expanduser(model_path)):
         raise DriverError(f"--model-path {model_path} does not exist")
+    if not plugin:  # a registered family takes the options its registry entry lists (plugins check their own)
+        reject_unknown_options(options or {}, info.options, info.name)
     module = import_family(info.family)
     model = module.load(
         info, device=device, dtype=dtype,

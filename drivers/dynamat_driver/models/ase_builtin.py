@@ -18,7 +18,7 @@ Pass options as ``--option epsilon=0.2 --option sigma=2.3``.
 
 from __future__ import annotations
 
-from . import CalculatorModel, DriverError, ModelInfo, parse_float_option, reject_unknown_options
+from . import CalculatorModel, DriverError, ModelInfo, parse_float_option
 
 EMT_ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 
@@ -27,7 +27,6 @@ def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=
     options = options or {}
     if model_path:
         raise DriverError(f"model {info.name!r} takes no --model-path")
-    reject_unknown_options(options, info.options, info.name)
     kind = info.kwargs.get("kind")
     if kind == "emt":
         return EMTModel(info)

@@ -26,7 +26,7 @@ import numpy as np
 from ..safe_load import weights_only_torch_load
 from . import (
     one_line,
-    _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, parse_float_option, reject_unknown_options,
+    _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, parse_float_option,
 )
 
 #: CHGNet's atom embedding covers Z = 1..94.
@@ -35,7 +35,6 @@ CHGNET_MAX_Z = 94
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
     options = options or {}
-    reject_unknown_options(options, info.options, info.name)
     batch_edges = parse_float_option(options, "batch_edges", DEFAULT_BATCH_EDGES, info.name)
     if not batch_edges >= 1:
         raise DriverError(f"model {info.name!r}: batch_edges must be >= 1, got {batch_edges:g}")

@@ -46,7 +46,6 @@ from . import (
     load_failed,
     network_unreachable,
     quiet_loading,
-    reject_unknown_options,
     torch_dtype,
     torch_n_params,
     weights_dict,
@@ -131,7 +130,6 @@ def _atom_refs(info: ModelInfo, options: dict):
 
 
 def _load_v2(info, *, device, dtype, model_path, options):
-    reject_unknown_options(options, info.options, info.name)
     dtype = dtype or info.default_dtype
     name, task = info.kwargs["name"], info.kwargs["task"]
     with quiet_loading():
@@ -264,7 +262,6 @@ class UMAModel(CalculatorModel):
 
 
 def _load_v1(info, *, device, dtype, model_path, options):
-    reject_unknown_options(options, info.options, info.name)
     dtype = dtype or info.default_dtype
     with quiet_loading():
         import torch  # noqa: F401

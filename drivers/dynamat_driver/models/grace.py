@@ -35,7 +35,6 @@ from . import (
     load_failed,
     network_unreachable,
     quiet_loading,
-    reject_unknown_options,
     weights_dict,
     weights_unavailable,
 )
@@ -65,7 +64,6 @@ def weights_status(info: ModelInfo) -> dict:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, info.options, info.name)
     if device != "cpu":
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     else:

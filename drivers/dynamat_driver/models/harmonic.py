@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import DriverError, Model, ModelInfo, parse_float_option, reject_unknown_options
+from . import DriverError, Model, ModelInfo, parse_float_option
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
     options = options or {}
     if model_path:
         raise DriverError(f"model {info.name!r} takes no --model-path")
-    reject_unknown_options(options, info.options, info.name)
     k = parse_float_option(options, "k", 1.0, info.name)
     if not k > 0:
         raise DriverError(f"model {info.name!r}: k must be > 0, got {k}")

@@ -36,7 +36,6 @@ from . import (
     load_failed,
     network_unreachable,
     quiet_loading,
-    reject_unknown_options,
     torch_n_params,
     weights_dict,
     weights_unavailable,
@@ -87,7 +86,6 @@ def weights_status(info: ModelInfo) -> dict:
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
     options = dict(options or {})
-    reject_unknown_options(options, info.options, info.name)
     dtype = dtype or info.default_dtype
     head = options.get("head", info.kwargs.get("head"))
     checkpoint = info.kwargs["model"]

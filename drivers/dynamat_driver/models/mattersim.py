@@ -30,7 +30,6 @@ from . import (
     load_failed,
     network_unreachable,
     quiet_loading,
-    reject_unknown_options,
     torch_n_params,
     weights_dict,
     weights_unavailable,
@@ -52,7 +51,6 @@ def weights_status(info: ModelInfo) -> dict:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, info.options, info.name)
     with quiet_loading():
         import torch  # noqa: F401
 

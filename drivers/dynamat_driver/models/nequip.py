@@ -37,7 +37,6 @@ from . import (
     network_unreachable,
     one_line,
     quiet_loading,
-    reject_unknown_options,
     torch_n_params,
     weights_dict,
     weights_unavailable,
@@ -91,7 +90,6 @@ def _sha(path: str) -> str:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, info.options, info.name)
     dtype = dtype or info.default_dtype
     with quiet_loading():
         import torch  # noqa: F401

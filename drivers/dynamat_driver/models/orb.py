@@ -31,7 +31,6 @@ from . import (
     load_failed,
     network_unreachable,
     quiet_loading,
-    reject_unknown_options,
     torch_n_params,
     weights_dict,
     weights_unavailable,
@@ -51,7 +50,6 @@ def weights_status(info: ModelInfo) -> dict:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, info.options, info.name)
     dtype = dtype or info.default_dtype
     precision = "float64" if dtype == "float64" else "float32-high"
     url = _url(info)

@@ -32,7 +32,6 @@ from . import (
     load_failed,
     network_unreachable,
     quiet_loading,
-    reject_unknown_options,
     torch_dtype,
     torch_n_params,
     weights_dict,
@@ -50,7 +49,6 @@ def weights_status(info: ModelInfo) -> dict:
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, info.options, info.name)
     dtype = dtype or info.default_dtype
     repo, fname = info.kwargs["hf_repo"], info.kwargs["filename"]
     cached = None if model_path else hf_cached_file(repo, fname)

@@ -27,12 +27,11 @@ import warnings
 import numpy as np
 
 from ..safe_load import numpy_safe_globals, weights_only_torch_load
-from . import one_line, _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device, reject_unknown_options
+from . import one_line, _quiet, CalculatorModel, DriverError, ModelInfo, check_torch_device
 from .e3nn_graphs import streamline_tensor_products
 
 
 def load(info: ModelInfo, *, device="cpu", dtype=None, model_path=None, options=None):
-    reject_unknown_options(options or {}, info.options, info.name)
     with contextlib.redirect_stdout(_quiet()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import torch  # noqa: F401
