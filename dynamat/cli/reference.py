@@ -79,6 +79,9 @@ def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_ene
         if r.check is not None:
             chk = (f"; equipartition {r.check.temperature_K:.0f} K (finite differences, filter-corrected), "
                    f"frames look {r.check.implied_dt_fs:.3g} fs apart")
+        if r.velocity_implied_dt_fs is not None:
+            chk += (f" at {r.temperature_K:g} K, {r.velocity_implied_dt_fs:.3g} fs at the "
+                    f"{r.velocity_temperature_K:.0f} K of the files' own velocities")
         click.echo(f"imported {r.name} -> {r.out}: {r.n_frames} frames of {r.n_atoms} atoms, "
                    f"{r.dt_fs:g} fs apart ({r.dt_source}), {r.temperature_K:g} K ({r.temperature_source}); "
                    f"labels: {lab}{' (label-free: no energy/force errors)' if r.label_free else ''}{chk}")

@@ -26,14 +26,18 @@ come from the arguments, else the files' metadata (else, for the temperature, th
 name), and the interval is checked by equipartition on finite-difference velocities, corrected for
 the finite-difference filter (:func:`check_frame_interval`): an interval the kinetic temperature
 contradicts beyond the noise is refused with one line (:class:`dynamat.errors.DynamatError`) unless
-``force``. Sources of one system are its consecutive segments: every frame must hold the first
-frame's atoms in the first frame's order, and frames that carry ``time_fs`` (across every segment) or
-``md_step`` (within a file, and across files whose counter goes on) must follow each other one
-interval apart (a gap or an overlap is refused). A reference needs at least ``MIN_MATCHED_FRAMES``
-frames (what scoring compares). A folder of systems is imported whole or not at all: each system goes
-to a temporary file first, and ``out_h5`` is opened for writing only once all have. Frames go to
-disk in chunks of 512 (:class:`~dynamat.io.reference_h5.ReferenceGroupWriter`), so memory does not
-grow with the length of the trajectory.
+``force``. Equipartition alone cannot tell frames further apart than said from a run colder than said (an
+unequilibrated start, a weak thermostat); where every frame carries its own velocities (ASE ``.traj``,
+extxyz ``momenta``, i-PI runs) their kinetic temperature does, so a refusal names the right way out and an
+imported run more than 5 % off its temperature is warned of (:func:`_interval_refusal`). Sources of one
+system are its consecutive segments: every frame must hold the first frame's atoms in the first frame's
+order, and frames that carry ``time_fs`` (across every segment) or ``md_step`` (within a file, and across
+files whose counter goes on) must follow each other one interval apart (a gap or an overlap is refused).
+A reference needs at least ``MIN_MATCHED_FRAMES`` frames (what scoring compares). A folder of systems is
+imported whole or not at all: each system goes to a temporary file first, and ``out_h5`` is opened for
+writing only once all have. Frames go to disk in chunks of 512
+(:class:`~dynamat.io.reference_h5.ReferenceGroupWriter`), so memory does not grow with the length of the
+trajectory.
 
     from dynamat.io.importers import import_reference
     [res] = import_reference(["run/vasprun.xml"], "mine.h5", name="Si64_1000K", temperature_K=1000.0)
@@ -58,9 +62,11 @@ from dynamat.io.extxyz import frame_fields, iread_extxyz
 from dynamat.io.reference_h5 import ReferenceGroupWriter, replicas_in
 from dynamat.metrics.equilibration import unequilibrated_start
 from dynamat.metrics.frame_interval import (  # the one check
+    CHECK_WINDOW,
     MIN_TEMPERATURE_K,
     EquipartitionCheck,
     check_frame_interval,
+    equipartition_check,
 )
 from dynamat.names import check_name
 from dynamat.trajectory import MIN_MATCHED_FRAMES
@@ -90,6 +96,9 @@ class _Meta:
     t_from: str = ""
     t_missing: str = ""  # why the files give no temperature (TEBEG = 0 in a vasprun): for the error
     notes: list[str] = field(default_factory=list)  # what a reader dropped (an incomplete last frame)
+    # kinetic temperature (K) of each kept frame's own velocities (ASE trajectories, extxyz momenta, i-PI runs);
+    # None once a kept frame has none. Never stored: it only tells a wrong interval from a run off its temperature
+    stored_t: list[float] | None = field(default_factory=list)
 
 
 def detect_format(path: str | Path) -> str:
@@ -163,8 +172,7 @@ def _ase_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
         for i, atoms in enumerate(frames):
             if i == 0:
                 _header_from_atoms(atoms, meta)
-            fr = frame_fields(atoms)
-            fr.pop("velocities", None)  # a reference stores no velocities
+            fr = frame_fields(atoms)  # velocities too: they judge the interval (a reference stores none)
             fr["numbers"] = atoms.numbers  # per frame: a file may change them, and then it is refused
             yield fr
     except DynamatError:
@@ -314,6 +322,8 @@ def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
             fr["stress"] = t.stress[i]
         if t.steps is not None:
             fr["md_step"] = int(t.steps[i])
+        if t.velocities is not None:
+            fr["velocities"] = t.velocities[i]
         yield fr
 
 
@@ -379,6 +389,8 @@ class ImportedSystem:
     notes: list[str] = field(default_factory=list)
     first_frame: int = 0  # frames of the sources dropped before the first one kept (--start-frame, --drop-ps)
     warnings: list[str] = field(default_factory=list)  # kept, but probably not what the user wants
+    velocity_temperature_K: float | None = None  # of the files' own velocities, where every frame has them
+    velocity_implied_dt_fs: float | None = None  # the interval at which the frames move as those velocities say
 
     @property
     def label_free(self) -> bool:
@@ -523,20 +535,24 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
         temp, t_src = _temperature(sys_name, t_arg, meta)
         if dt is None:
             probe = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, 1.0, temp)
-            raise DynamatError(
-                f"{sys_name}: the source does not say the time between its frames; give --dt-fs "
-                f"(equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs)"
-            )
-        check = _checked_interval(sys_name, g, meta, dt, dt_src, temp, force, notes)
-        warnings = _start_warnings(sys_name, g, meta, dt, dropped)
+            t_v = _stored_temperature(meta)
+            why = (f"the file's own velocities ({t_v:.0f} K) suggest {_interval_at(probe, t_v):.3g} fs"
+                   if t_v else f"equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs")
+            raise DynamatError(f"{sys_name}: the source does not say the time between its frames; give --dt-fs ({why})")
+        check = _checked_interval(sys_name, g, meta, dt, dt_src, temp, force, notes, dropped)
+        warnings = _start_warnings(sys_name, g, meta, dt, dropped) + _temperature_warnings(sys_name, meta, temp, t_src)
         attrs = {
             "source_files": json.dumps([str(p) for p in paths]),
             "source_formats": json.dumps(formats),
             "dt_fs_source": dt_src,
             "temperature_source": t_src,
         }
+        t_v = _stored_temperature(meta)
+        dt_v = None if check is None or t_v is None else _interval_at(check, t_v)
         if check is not None:
             attrs["equipartition_temperature_K"] = check.temperature_K
+        if t_v is not None:
+            attrs["velocity_temperature_K"] = t_v
         if dropped:
             attrs["source_first_frame"] = dropped
         if isolated:
@@ -550,7 +566,7 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
         name=sys_name, out="", sources=[str(p) for p in paths], formats=formats, n_frames=n,
         n_atoms=len(meta.numbers), dt_fs=dt, dt_source=dt_src, temperature_K=temp, temperature_source=t_src,
         labels=labels, check=check, forced=bool(check is not None and not check.ok and force), notes=notes,
-        first_frame=dropped, warnings=warnings,
+        first_frame=dropped, warnings=warnings, velocity_temperature_K=t_v, velocity_implied_dt_fs=dt_v,
     )
 
 
@@ -591,6 +607,7 @@ def _stream_frames(f, sys_name, paths, meta: _Meta, progress, dt_arg=None, drop=
                 continue
             _refuse_non_finite(path, i, fr)
             clock.check(path, i, fr)
+            _record_velocities(meta, fr.pop("velocities", None), first[1])
             if writer is None:
                 writer = ReferenceGroupWriter(f.create_group(sys_name), first[1], meta.pbc)
             if "md_step" in fr and len(steps_seen) < 3:
@@ -776,7 +793,7 @@ def _temperature(sys_name: str, t_arg, meta: _Meta) -> tuple[float, str]:
     return temp, "the name"
 
 
-def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes) -> EquipartitionCheck | None:
+def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes, dropped=0) -> EquipartitionCheck | None:
     """The equipartition check of ``dt`` (None under 4 frames); a refused interval raises unless ``force``."""
     if g["positions"].shape[0] < 4:
         notes.append("fewer than 4 frames: frame interval not checked")
@@ -788,14 +805,88 @@ def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes) 
         raise DynamatError(f"{sys_name}: the atoms do not move between frames (0 K by equipartition): not an MD "
                            f"trajectory at {temp:g} K; pass --force to import it anyway")
     if not check.ok and not force:
-        coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
-                  if check.coarse_fraction > 0.2 else "")
-        raise DynamatError(
-            f"{sys_name}: frames {dt:g} fs apart ({dt_src}) give {check.temperature_K:.0f} K by "
-            f"equipartition, not {temp:g} K: they look {check.implied_dt_fs:.3g} fs apart; "
-            f"give --dt-fs {check.implied_dt_fs:.3g} or pass --force{coarse}"
-        )
+        raise DynamatError(_interval_refusal(sys_name, g, meta, check, dt_src, temp, dropped))
     return check
+
+
+def _interval_refusal(sys_name, g, meta: _Meta, check: EquipartitionCheck, dt_src, temp, dropped: int) -> str:
+    """Why an interval is refused, and what to give instead. Equipartition cannot tell frames further apart
+    than said from a run colder than said (an unequilibrated start, a weak thermostat): the files' own
+    velocities can, where they hold them; without them both ways out are named."""
+    dt = check.dt_fs
+    head = f"{sys_name}: frames {dt:g} fs apart ({dt_src}) give {check.temperature_K:.0f} K by equipartition"
+    coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
+              if check.coarse_fraction > 0.2 else "")
+    t_v = _stored_temperature(meta)
+    if t_v is None:
+        return (f"{head}, not {temp:g} K: they look {check.implied_dt_fs:.3g} fs apart; give --dt-fs "
+                f"{check.implied_dt_fs:.3g}, or, if the interval is right, the run is not at {temp:g} K: "
+                f"{_colder_run_hint(g, meta, dt, dropped)}; or pass --force{coarse}")
+    dt_v = _interval_at(check, t_v)
+    if max(dt_v / dt, dt / dt_v) - 1.0 > check.tolerance:
+        return (f"{head}, not the {t_v:.0f} K of the file's own velocities: they look {dt_v:.3g} fs apart; "
+                f"give --dt-fs {dt_v:.3g} or pass --force{coarse}")
+    return (f"{head}, as the file's own velocities do ({t_v:.0f} K), not {temp:g} K: the interval is right and "
+            f"the run is not at {temp:g} K: {_colder_run_hint(g, meta, dt, dropped)}; or pass --force")
+
+
+def _colder_run_hint(g, meta: _Meta, dt: float, dropped: int) -> str:
+    """--start-frame K where the start is unequilibrated, and --temperature."""
+    k = unequilibrated_start(g["positions"], g["cell"], meta.pbc, dt)
+    start = f"drop its unequilibrated start (--start-frame {dropped + k}) or " if k else ""
+    return f"{start}give the temperature it ran at (--temperature)"
+
+
+def _interval_at(check: EquipartitionCheck, temperature_K: float) -> float:
+    """The frame interval (fs) at which the check's frames would be at ``temperature_K`` (T ∝ 1/dt²)."""
+    return float(check.dt_fs * np.sqrt(check.temperature_K / temperature_K))
+
+
+def _record_velocities(meta: _Meta, velocities, numbers) -> None:
+    """Adds a kept frame's kinetic temperature from its own velocities (Å/fs) to ``meta.stored_t``."""
+    if meta.stored_t is None:
+        return
+    if velocities is None:
+        meta.stored_t = None
+        return
+    from ase.data import atomic_masses
+
+    from dynamat.metrics.vdos import kinetic_temperature
+
+    meta.stored_t.append(float(kinetic_temperature(np.asarray(velocities, float)[None], atomic_masses[numbers])[0]))
+
+
+def _temperature_warnings(sys_name, meta: _Meta, temp: float, t_src: str) -> list[str]:
+    """A warning where the files' own velocities put the run off the temperature it is imported at by more
+    than 5 % and three block standard errors: the model's runs are thermostatted at that temperature."""
+    if _stored_temperature(meta) is None:
+        return []
+    got = equipartition_check(_stored_window(meta), 1.0, temp)  # for its mean and block standard error
+    if abs(got.temperature_K - temp) <= max(0.05 * temp, 3.0 * got.stderr_K):
+        return []
+    return [f"{sys_name}: the files' own velocities say {got.temperature_K:.0f} ± {got.stderr_K:.0f} K, not the "
+            f"{temp:g} K ({t_src}) that runs against it are thermostatted at: give --temperature, or drop an "
+            "unequilibrated start (--start-frame)"]
+
+
+def _stored_window(meta: _Meta) -> np.ndarray | None:
+    """The middle CHECK_WINDOW of the kinetic temperatures of the files' own velocities (the check's window)."""
+    t = meta.stored_t
+    if not t:
+        return None
+    w = min(CHECK_WINDOW, len(t))
+    t0 = (len(t) - w) // 2
+    return np.asarray(t[t0 : t0 + w])
+
+
+def _stored_temperature(meta: _Meta) -> float | None:
+    """Mean kinetic temperature (K) of the files' own velocities over the check's window (the middle
+    CHECK_WINDOW frames), or None: no velocities, or all zero (a file written without motion)."""
+    t = _stored_window(meta)
+    if t is None:
+        return None
+    mean = float(np.mean(t))
+    return mean if np.isfinite(mean) and mean > 0 else None
 
 
 def _isolated_by_symbol(isolated: dict, numbers, chemical_symbols) -> dict[str, float]:

@@ -116,11 +116,22 @@ def test_wrong_interval_is_refused(md_frames, tmp_path):
     assert not out.exists()  # nothing half-written
     [res] = import_reference([src], out, name="Cu32_300K", dt_fs=5 * FRAME_DT_FS, temperature_K=T_K, force=True)
     assert res.forced and read_reference(out, "Cu32_300K").dt_fs == 5 * FRAME_DT_FS
-    # no interval anywhere: one line, with what equipartition suggests
-    with pytest.raises(DynamatError, match=r"give --dt-fs \(equipartition at 300 K suggests 4"):
+    # no interval anywhere: one line, with what the frames' own velocities (ASE writes momenta) suggest
+    with pytest.raises(DynamatError, match=r"give --dt-fs \(the file's own velocities \(\d+ K\) suggest 4"):
         import_reference([src], tmp_path / "x.h5", name="Cu32_300K", temperature_K=T_K)
+    bare = tmp_path / "bare.extxyz"  # and without them, what equipartition at the temperature suggests
+    write(bare, [_without_momenta(f) for f in md_frames], format="extxyz")
+    with pytest.raises(DynamatError, match=r"give --dt-fs \(equipartition at 300 K suggests 4"):
+        import_reference([bare], tmp_path / "x.h5", name="Cu32_300K", temperature_K=T_K)
     with pytest.raises(DynamatError, match="already holds"):
         import_reference([src], out, name="Cu32_300K", dt_fs=FRAME_DT_FS, temperature_K=T_K)
+
+
+def _without_momenta(atoms):
+    bare = atoms.copy()
+    bare.set_momenta(None)
+    bare.calc = SinglePointCalculator(bare, **atoms.calc.results)
+    return bare
 
 
 def test_equipartition_corrects_the_finite_difference_filter():

@@ -1,0 +1,125 @@
+"""A run colder than it is said to be is not a wrong frame interval: where the files hold their own
+velocities (ASE trajectories, extxyz momenta), the import tells the two apart instead of suggesting a
+--dt-fs that would make every time-based metric wrong.
+
+The frames: EMT copper started on the ideal lattice with velocities drawn at 600 K and run without a
+thermostat, so equipartition leaves it near 300 K (a harmonic solid shares the energy evenly): a short
+AIMD whose thermostat never brought it to its target, named at the target."""
+
+import re
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from ase.io.trajectory import Trajectory
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.verlet import VelocityVerlet
+from conftest import assert_one_line_error, dynamat_cmd
+
+from dynamat.errors import DynamatError
+from dynamat.io.importers import import_reference
+from dynamat.io.reference_h5 import reference_attrs
+
+NAMED_K = 600.0
+STEP_FS, STRIDE, N_FRAMES = 2.0, 2, 160
+FRAME_DT_FS = STEP_FS * STRIDE
+
+
+@pytest.fixture(scope="module")
+def cold_md():
+    """(frames with momenta, their mean kinetic temperature in K over 3N − 3 degrees of freedom)."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    atoms.calc = EMT()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=NAMED_K, rng=np.random.default_rng(11))
+    Stationary(atoms)
+    md = VelocityVerlet(atoms, STEP_FS * units.fs)
+    frames, temps = [], []
+    n = len(atoms)
+    for i in range(N_FRAMES):
+        if i:
+            md.run(STRIDE)
+        f = atoms.copy()
+        f.calc = SinglePointCalculator(f, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                                       stress=atoms.get_stress())
+        frames.append(f)
+        temps.append(atoms.get_temperature() * 3 * n / (3 * n - 3))
+    return frames, float(np.mean(temps))
+
+
+@pytest.fixture()
+def traj_file(cold_md, tmp_path):
+    """The frames as ASE's own Trajectory writer stores them (momenta included)."""
+    path = tmp_path / "cu.traj"
+    with Trajectory(path, "w") as t:
+        for f in cold_md[0]:
+            t.write(f)
+    return path
+
+
+def _number(pattern: str, text: str) -> float:
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not in {text!r}"
+    return float(m.group(1))
+
+
+def test_the_run_is_colder_than_named_not_a_wrong_interval(cold_md, traj_file, tmp_path):
+    frames, true_t = cold_md
+    assert true_t < 0.6 * NAMED_K  # the premise: equipartition halved the drawn temperature
+    out = tmp_path / "mine.h5"
+    with pytest.raises(DynamatError) as err:
+        import_reference([traj_file], out, name="Cu32_600K", dt_fs=FRAME_DT_FS)
+    msg = str(err.value)
+    assert "the interval is right" in msg and "give --dt-fs" not in msg and "--temperature" in msg, msg
+    assert _number(r"own velocities do \((\d+) K\)", msg) == pytest.approx(true_t, rel=0.01)
+    assert not out.exists()
+    # the same frames at the temperature they ran at: imported, the velocities' temperature kept as provenance
+    [res] = import_reference([traj_file], out, name="Cu32", dt_fs=FRAME_DT_FS, temperature_K=round(true_t))
+    assert res.check.ok and res.warnings == []
+    assert res.velocity_temperature_K == pytest.approx(true_t, rel=0.01)
+    assert res.velocity_implied_dt_fs == pytest.approx(FRAME_DT_FS, rel=0.1)
+    assert reference_attrs(out, "Cu32")["velocity_temperature_K"] == pytest.approx(true_t, rel=0.01)
+
+
+def test_a_wrong_interval_is_named_from_the_velocities_not_the_name(traj_file, tmp_path):
+    """At twice the interval the finite differences read a quarter of the temperature; against the named
+    600 K that would suggest 2.8 fs, against the files' own velocities the 4 fs the frames are apart."""
+    with pytest.raises(DynamatError) as err:
+        import_reference([traj_file], tmp_path / "x.h5", name="Cu32_600K", dt_fs=2 * FRAME_DT_FS)
+    msg = str(err.value)
+    assert "of the file's own velocities" in msg, msg
+    assert _number(r"give --dt-fs ([\d.]+)", msg) == pytest.approx(FRAME_DT_FS, rel=0.1)
+    with pytest.raises(DynamatError) as err:  # and where the source gives no interval at all
+        import_reference([traj_file], tmp_path / "x.h5", name="Cu32_600K")
+    assert _number(r"own velocities \(\d+ K\) suggest ([\d.]+) fs", str(err.value)) == pytest.approx(FRAME_DT_FS,
+                                                                                                    rel=0.1)
+
+
+def test_without_velocities_both_ways_out_are_named(cold_md, tmp_path):
+    """A VASP-like source (positions only): equipartition cannot tell a colder run from closer frames."""
+    frames = [f.copy() for f in cold_md[0]]
+    for f, g in zip(frames, cold_md[0]):
+        f.set_momenta(None)
+        f.calc = SinglePointCalculator(f, **g.calc.results)
+    src = tmp_path / "cu.extxyz"
+    write(src, frames, format="extxyz")
+    assert "momenta" not in src.read_text().splitlines()[1]
+    with pytest.raises(DynamatError) as err:
+        import_reference([src], tmp_path / "x.h5", name="Cu32_600K", dt_fs=FRAME_DT_FS)
+    msg = str(err.value)
+    assert "give --dt-fs" in msg and "the run is not at 600 K" in msg and "--temperature" in msg, msg
+
+
+def test_a_kept_temperature_the_velocities_contradict_is_warned(traj_file, tmp_path):
+    """--force keeps the named 600 K; the warning says what the velocities say (runs would be at 600 K)."""
+    out = tmp_path / "mine.h5"
+    r = dynamat_cmd("reference", "import", str(traj_file), "--out", str(out), "--name", "Cu32_600K",
+                    "--dt-fs", str(FRAME_DT_FS), "--force")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"warning: Cu32_600K: the files' own velocities say \d+ ± \d+ K, not the 600 K", r.stderr)
+    assert "of the files' own velocities" in r.stdout
+    assert_one_line_error(dynamat_cmd("reference", "import", str(traj_file), "--out", str(tmp_path / "y.h5"),
+                                      "--name", "Cu32_600K", "--dt-fs", str(FRAME_DT_FS)))
