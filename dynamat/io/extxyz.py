@@ -6,7 +6,9 @@ Fallbacks, the same for both paths (:func:`frame_fields`):
 * energy: ``energy``, else ``free_energy`` (eV);
 * stress: ``stress`` as Voigt ``[xx, yy, zz, yz, xz, xy]`` or as a 3×3 matrix (eV/Å³, ASE's sign),
   else ``virial`` (eV, 3×3 or 9 numbers) as stress = −virial / V (:func:`dynamat.trajectory.stress_from_virial`);
-* velocities (``momenta`` or ``velocities`` arrays) converted from ASE units to Å/fs.
+* velocities from ``momenta`` (what ASE writes) in ASE units, converted to Å/fs; a ``velocities`` column is
+  not read: no writer states its units, and ASE's ``get_velocities`` gave zeros for it (no momenta), which
+  would pass for atoms at rest.
 
 A file whose tail was cut anywhere (a killed job, a full disk) keeps every complete frame; the last,
 incomplete one is dropped with one line on stderr (:func:`complete_frames` counts them). A frame is
@@ -80,7 +82,7 @@ def frame_fields(atoms) -> dict:
     forces (N, 3) eV/Å, stress (6,) eV/Å³ Voigt, md_step, time_fs.
     """
     out = {"positions": atoms.get_positions(), "cell": np.array(atoms.cell.array)}
-    if "momenta" in atoms.arrays or "velocities" in atoms.arrays:
+    if "momenta" in atoms.arrays:
         out["velocities"] = atoms.get_velocities() * units.fs
     res = atoms.calc.results if atoms.calc is not None else {}
     e = res.get("energy", res.get("free_energy"))

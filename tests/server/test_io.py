@@ -94,6 +94,13 @@ def test_extxyz_reader(tmp_path):
     np.testing.assert_allclose(t.stress[2], np.arange(6) * 2)
     with pytest.raises(DynamatError, match="not found"):
         read_extxyz(tmp_path / "missing.xyz", 1.0)
+    # a `velocities` column (units unstated) is no velocities: ASE's get_velocities read it as zeros, atoms at rest
+    for a, v in frames:
+        a.arrays["velocities"] = v.copy()
+        a.set_momenta(None)
+    write(tmp_path / "v.extxyz", [a for a, _ in frames])
+    assert "velocities:R:3" in (tmp_path / "v.extxyz").read_text()
+    assert read_extxyz(tmp_path / "v.extxyz", dt_fs=5.0).velocities is None
 
 
 def test_properties_deduplicated_by_step(tmp_path):
