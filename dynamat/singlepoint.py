@@ -29,7 +29,8 @@ ENERGY_REFERENCES = ("auto", "isolated", "absolute", "fluctuation")
 def run_singlepoint(model: str, reference, system: str, every: int = 1, max_frames: int | None = None,
                     batch_size: int = 8, driver_cmd: str | None = None, driver_args=(),
                     progress: Callable[[int, int], None] | None = None, energy_reference: str = "auto") -> dict:
-    """Energies and forces of ``model`` on every ``every``-th labelled frame; Eq. 1-2 errors.
+    """Energies and forces of ``model`` on every ``every``-th labelled frame; Eq. 1-2 errors (the one its
+    labels allow where the reference holds only forces, or only energies: the other is None, with a note).
 
     ``energy_reference`` (Eq. 1): ``isolated`` references each side to its own isolated atoms (the
     reference file's ``isolated_atom_energies_eV``, the model's computed through the driver), as the
@@ -48,7 +49,7 @@ def run_singlepoint(model: str, reference, system: str, every: int = 1, max_fram
     traj = read_reference(reference, system, frames=slice(None, None, every))
     if max_frames:
         traj = traj[:max_frames]
-    if traj.energies is None or traj.forces is None:
+    if traj.energies is None and traj.forces is None:
         raise DynamatError(f"system {system!r} in {reference} holds no energy and force labels (a label-free "
                            "reference); single-point errors (Eq. 1-2) need them")
     if traj.n_frames == 0:
@@ -56,7 +57,12 @@ def run_singlepoint(model: str, reference, system: str, every: int = 1, max_fram
     traj.check(f"{reference}:{system}")  # non-finite input never reaches a model (a NaN would pass in a batch)
     ref_iso = attrs.get("isolated_atom_energies_eV")
     choice = energy_reference
-    if choice == "auto":
+    if traj.energies is None:  # forces only (a LAMMPS dump holds no total energy): Eq. 2 without Eq. 1
+        if choice != "auto":
+            raise DynamatError(f"--energy-reference {choice}: system {system!r} in {reference} holds forces but no "
+                               "energies, so there is no Eq. 1 to reference; leave --energy-reference out")
+        choice = None
+    elif choice == "auto":
         choice = "isolated" if ref_iso else "fluctuation"
     if choice == "isolated" and not ref_iso:
         raise DynamatError(f"--energy-reference isolated: {reference} gives no isolated_atom_energies_eV for "
@@ -69,7 +75,7 @@ def run_singlepoint(model: str, reference, system: str, every: int = 1, max_fram
     species = species_formula(ase.Atoms(numbers=traj.numbers))
     kw = dict(driver_cmd=driver_cmd, driver_args=tuple(driver_args))
     e = np.empty(traj.n_frames)
-    f = np.empty_like(traj.forces)
+    f = np.empty((traj.n_frames, traj.n_atoms, 3))
     with DriverServer(model, species, traj.n_atoms, batch_size=batch_size, **kw) as srv:
         chunk = max(batch_size, 16)
         for i in range(0, traj.n_frames, chunk):
@@ -96,9 +102,12 @@ def run_singlepoint(model: str, reference, system: str, every: int = 1, max_fram
     res["n_frames_singlepoint"] = traj.n_frames
     if traj.n_frames < 2:  # a mean-subtracted RMSE of one frame is 0 by construction: none, not a perfect score
         res["energy_fluctuation_rmse_eV_per_atom"] = None
+    for key, label in (("energy_rmse_eV_per_atom", "energies"), ("force_rmse_eV_per_A", "forces")):
+        if res[key] is None and getattr(traj, label) is None:
+            res[f"{key}_note"] = f"the reference holds no {label}"
     res["matbench_singlepoint"] = {  # Matbench-discovery's definitions: mean-subtracted E, per-component F
         "energy_rmse": res["energy_fluctuation_rmse_eV_per_atom"],
-        "force_rmse": force_component_rmse(f, traj.forces),
+        "force_rmse": None if traj.forces is None else force_component_rmse(f, traj.forces),
     }
     return res
 

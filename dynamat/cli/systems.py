@@ -37,8 +37,10 @@ def _line(d: dict) -> str:
     if labels is not None:
         have = [k for k in ("energy", "forces", "stress") if labels[k]]
         lab = "  labels: " + (" ".join(have) if have else "none")
-        if not (labels["energy"] and labels["forces"]):
+        if not (labels["energy"] or labels["forces"]):
             lab += " (label-free: no Eq. 1-2)"
+        elif not (labels["energy"] and labels["forces"]):
+            lab += " (Eq. 2 only)" if labels["forces"] else " (Eq. 1 only)"
     if d.get("reference_replicas"):
         lab += f"  {d['reference_replicas']} trajectories"
     knob_src = {k: src[k] for k in ("timestep_fs", "tau_fs", "thermostat", "stride")}

@@ -394,8 +394,9 @@ class ImportedSystem:
 
     @property
     def label_free(self) -> bool:
-        """True when there are no energies or no forces: Eq. 1-2 cannot be scored on this system."""
-        return not (self.labels.get("energy") and self.labels.get("forces"))
+        """True when there are neither energies nor forces: no single-point error (Eq. 1-2) on this system
+        (with one of them, ``dynamat singlepoint`` scores the equation it allows)."""
+        return not (self.labels.get("energy") or self.labels.get("forces"))
 
     def as_dict(self) -> dict:
         d = asdict(self)

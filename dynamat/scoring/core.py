@@ -543,8 +543,12 @@ def score_singlepoint(
     ``numbers``) or directly as the per-configuration sum Σ_i e_iso(Z_i) in eV (scalar or (M,)).
     When given, each side is referenced to its own isolated atoms before Eq. 1, which removes
     the difference of energy zeros between codes. The fluctuation RMSE (mean-subtracted,
-    Matbench-discovery's) is reported beside it and needs no referencing.
+    Matbench-discovery's) is reported beside it and needs no referencing. A reference without energies
+    (``ref_energies`` None: a LAMMPS dump) or without forces gives None for the errors it cannot have.
     """
+    if ref_energies is None:
+        return {"energy_rmse_eV_per_atom": None, "force_rmse_eV_per_A": force_rmse(pred_forces, ref_forces),
+                "energy_fluctuation_rmse_eV_per_atom": None}
     e_ref = np.asarray(ref_energies, dtype=float).reshape(-1)
     e_pred = np.asarray(pred_energies, dtype=float).reshape(-1)
 
@@ -565,7 +569,7 @@ def score_singlepoint(
             referenced(e_ref, e_iso_ref, "e_iso_ref"),
             n_atoms,
         ),
-        "force_rmse_eV_per_A": force_rmse(pred_forces, ref_forces),
+        "force_rmse_eV_per_A": None if ref_forces is None else force_rmse(pred_forces, ref_forces),
         "energy_fluctuation_rmse_eV_per_atom": energy_fluctuation_rmse_per_atom(
             e_pred, e_ref, n_atoms
         ),

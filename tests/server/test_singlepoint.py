@@ -88,3 +88,41 @@ def test_a_mean_subtracted_energy_over_one_frame_is_refused_not_zero(tmp_path):
     s = json.loads(out.read_text())
     assert s["energy_reference"] == "isolated" and s["energy_rmse_eV_per_atom"] > 0
     assert s["energy_fluctuation_rmse_eV_per_atom"] is None and s["matbench_singlepoint"]["energy_rmse"] is None
+
+
+def test_a_forces_only_reference_scores_eq2_and_says_why_eq1_is_missing(tmp_path):
+    """A LAMMPS dump holds forces but no total energy (a large model run as teacher in LAMMPS, say): the import
+    keeps the forces, and the single point scores Eq. 2 against an independent computation instead of refusing
+    the whole system; Eq. 1 is n/a with the reason, never a number."""
+    ref = read_reference(DEMO, SYSTEM, frames=slice(0, 16))
+    syms = Atoms(numbers=ref.numbers).get_chemical_symbols()
+    lines = []
+    for i, (pos, cell, frc) in enumerate(zip(ref.positions, ref.cells, ref.forces)):  # as LAMMPS dumps them
+        lines += ["ITEM: TIMESTEP", str(i), "ITEM: NUMBER OF ATOMS", str(len(pos)), "ITEM: BOX BOUNDS pp pp pp"]
+        lines += [f"0.0 {cell[k, k]:.12f}" for k in range(3)] + ["ITEM: ATOMS id element x y z fx fy fz"]
+        lines += [f"{j + 1} {syms[j]} {' '.join(f'{x:.12f}' for x in (*pos[j], *frc[j]))}" for j in range(len(pos))]
+    dump = tmp_path / "dump.lammpstrj"
+    dump.write_text("\n".join(lines) + "\n")
+    h5 = tmp_path / "lmp.h5"
+    imp = dynamat_cmd("reference", "import", str(dump), "--out", str(h5), "--name", "Cu3Au_500K",
+                      "--dt-fs", str(ref.dt_fs))
+    assert imp.returncode == 0, imp.stderr
+    assert "labels: forces (no energies: force errors, Eq. 2, only)" in imp.stdout, imp.stdout
+    out = tmp_path / "sp.json"
+    res = dynamat_cmd("singlepoint", "--model", "lj", "--driver-arg=-o", "--driver-arg=sigma=2.3",
+                      "--system", "Cu3Au_500K", "--reference", str(h5), "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    s = json.loads(out.read_text())
+    f_lj = []
+    for pos, cell in zip(ref.positions, ref.cells):
+        a = Atoms(numbers=ref.numbers, positions=pos, cell=cell, pbc=True)
+        a.calc = LennardJones(epsilon=0.1, sigma=2.3, rc=6.9, smooth=True)
+        f_lj.append(a.get_forces())
+    expected_f = np.sqrt(np.sum((np.array(f_lj) - ref.forces) ** 2) / (ref.n_frames * ref.n_atoms))  # Eq. 2
+    assert s["force_rmse_eV_per_A"] == pytest.approx(expected_f, rel=1e-6) and s["n_frames_singlepoint"] == 16
+    assert s["energy_rmse_eV_per_atom"] is None and s["matbench_singlepoint"]["energy_rmse"] is None
+    assert s["energy_rmse_eV_per_atom_note"] == "the reference holds no energies"
+    assert "n/a  (the reference holds no energies)" in res.stdout, res.stdout
+    line = _one_line_error(dynamat_cmd("singlepoint", "--model", "lj", "--system", "Cu3Au_500K", "--reference",
+                                       str(h5), "--energy-reference", "isolated"))
+    assert "holds forces but no energies" in line, line
