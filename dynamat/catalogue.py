@@ -145,6 +145,8 @@ class System:
     #: value name -> where it came from ("catalogue", "inferred from ...", "command line (--dims)")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     reference_dt_fs: float | None = None  # the reference file's interval between saved frames, fs
+    #: where the reference's cell varies (NPT), the mean cell runs start in (:func:`dynamat.reference.variable_cell`)
+    start_cell: Mapping | None = field(default=None, compare=False)
 
     def md_settings(self, steps: int | None = None, seed: int = 12345, nbeads: int = 1):
         p = self.protocol
@@ -195,7 +197,7 @@ class System:
             "pressure_components": ["xx", "yy", "zz"] if self.dims == 3 else ["xx", "yy"],
             "protocol": proto,
             "sources": self.provenance(),
-        }
+        } | ({"start_cell": dict(self.start_cell)} if self.start_cell else {})
 
     def describe(self) -> dict:
         """What run.json records as ``system_info``: :meth:`as_dict`."""

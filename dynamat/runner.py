@@ -479,7 +479,7 @@ def supervise(
             _check_same_recording(run_dir, opts)
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
-        announce(_start_line(model, run_dir, settings, resume_from))
+        announce(_start_line(model, run_dir, settings, resume_from, (system_info or {}).get("start_cell")))
     record = _new_record(model, settings, run_dir, opts, system, reference, system_info, old)
     record.replica, record.served = replica, identity
     samples: list[tuple[float, int]] = []
@@ -663,13 +663,18 @@ def check_resume_settings(run_dir: Path, old: dict | None, settings: MDSettings,
                            f"restart file: {way_out or 'give the same protocol arguments, another --out, or --overwrite'}")
 
 
-def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Path | None) -> str:
+def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Path | None,
+                start_cell: dict | None = None) -> str:
     how = "running"
     if resume_from is not None:
         damaged = damaged_restarts(run_dir)
         hurt = f"; {' and '.join(damaged)} damaged, not used" if damaged else ""
         how = f"resuming from {resume_from.name} (step {restart_step(resume_from)}{hurt})"
-    return f"{how}: {model} on {run_dir.name}, {settings.steps} steps, seed {settings.seed} -> {run_dir}"
+    cell = ""
+    if start_cell and resume_from is None:  # a fresh start only: a resumed run is where its restart left it
+        cell = (f", in the reference's mean cell ({start_cell['volume_A3']:.6g} Å³; its frames' volumes spread "
+                f"{100 * start_cell['frame_volume_rel_sd']:.2g} %)")
+    return f"{how}: {model} on {run_dir.name}, {settings.steps} steps, seed {settings.seed}{cell} -> {run_dir}"
 
 
 def _new_record(model, settings: MDSettings, run_dir: Path, opts: RunOptions, system: System | None,

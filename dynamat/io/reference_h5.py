@@ -245,6 +245,16 @@ def reference_attrs(path: str | Path, system: str) -> dict:
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
 
 
+def reference_cells(path: str | Path, system: str) -> np.ndarray:
+    """The cells of one system without its frames: (M, 3, 3) Å, or one (3, 3) cell where the file stores one."""
+    with _open(path) as f:
+        g = _group(f, system)
+        try:
+            return np.asarray(g["cell"][()], dtype=float)
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise ReferenceFormatError(f"cannot read system {system!r}: {exc}") from None
+
+
 def read_reference(
     path: str | Path, system: str, frames: slice | np.ndarray | None = None
 ) -> Trajectory:

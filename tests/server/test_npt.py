@@ -32,6 +32,7 @@ from dynamat.metrics.uncertainty import block_bootstrap_mean_se
 from dynamat.metrics.volume import lattice_parameters, volumes_A3
 from dynamat.reference import initial_atoms
 from dynamat.runner import RunOptions, supervise
+from dynamat.units import EV_PER_A3_TO_GPA
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 NPT = ["--ensemble", "npt", "--pressure-GPa", "0", "--tau-barostat-fs", "100", "--timestep-fs", "2"]
@@ -220,6 +221,41 @@ def test_generated_npt_reference_stores_the_frames_of_dynamat_run_with_their_cel
     timing = json.loads(RunFolder(runs["generated"].parent / "generated.h5.work" / "emt" / SYSTEM)
                         .driver_timing_json("").read_text())
     assert timing["n_evaluations_with_stress"] == timing["n_evaluations"] == STEPS + 1  # the barostat's every step
+
+
+def test_a_fixed_cell_run_against_an_npt_reference_starts_in_its_mean_cell(runs, tmp_path):
+    """A fixed-cell (NVT) run against an NPT reference starts in the reference's mean cell, its start frame scaled
+    into it, so its pressure is the reference's: EMT from the frame furthest from the mean volume gives the
+    reference's mean pressure within 3 standard errors, where that frame's own cell would be off by B ΔV/V (the
+    premise: beyond twice that bound). A fixed-cell reference's start frame is kept bit for bit."""
+    ref_h5 = runs["generated"]
+    ref = read_reference(ref_h5, SYSTEM)
+    vols = volumes_A3(ref.cells)
+    k = int(np.argmax(np.abs(vols - vols.mean())))
+    start = initial_atoms(ref_h5, SYSTEM, k)
+    np.testing.assert_allclose(start.cell.array, ref.cells.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(start.get_scaled_positions(wrap=False),
+                               ref.positions[k] @ np.linalg.inv(ref.cells[k]), atol=1e-12)
+    fixed, got = read_reference(DEMO, SYSTEM, frames=slice(3, 4)), initial_atoms(DEMO, SYSTEM, 3)
+    assert np.array_equal(got.positions, fixed.positions[0]) and np.array_equal(got.cell.array, fixed.cells[0])
+
+    res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--reference", str(ref_h5), "--start-frame",
+                      str(k), "--steps", "400", "--timestep-fs", "2", "--seed", "5", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "in the reference's mean cell" in res.stdout + res.stderr
+    run_dir = tmp_path / "emt" / SYSTEM
+    info = json.loads(RunFolder(run_dir).run_json.read_text())["system_info"]
+    assert info["start_frame"] == k and info["start_cell"]["volume_A3"] == pytest.approx(
+        abs(np.linalg.det(ref.cells.mean(axis=0))), rel=1e-12)
+    run = read_run_trajectory(run_dir)
+    np.testing.assert_allclose(run.cells[0], ref.cells.mean(axis=0), atol=1e-6)
+    p_run = -run.stress[run.steps >= 50, :3].mean(axis=1) * EV_PER_A3_TO_GPA  # 100 fs to settle in the new cell
+    p_ref = -ref.stress[:, :3].mean(axis=1) * EV_PER_A3_TO_GPA
+    bound = 3 * np.hypot(block_bootstrap_mean_se(p_run), block_bootstrap_mean_se(p_ref))
+    assert abs(p_run.mean() - p_ref.mean()) < bound
+    _, _, b0 = runs["eos_fit"]
+    offset = b0 * EV_PER_A3_TO_GPA * abs(vols[k] / vols.mean() - 1)  # the frame's own cell: B ΔV/V
+    assert offset > 2 * bound, (offset, bound)
 
 
 def _score(ref_h5: Path, run: Path) -> dict:
