@@ -536,7 +536,7 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
         temp, t_src = _temperature(sys_name, t_arg, meta)
         if dt is None:
             probe = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, 1.0, temp)
-            t_v = _stored_temperature(meta)
+            t_v = _stored_temperature(meta, temp)
             why = (f"the file's own velocities ({t_v:.0f} K) suggest {_interval_at(probe, t_v):.3g} fs"
                    if t_v else f"equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs")
             raise DynamatError(f"{sys_name}: the source does not say the time between its frames; give --dt-fs ({why})")
@@ -548,7 +548,7 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
             "dt_fs_source": dt_src,
             "temperature_source": t_src,
         }
-        t_v = _stored_temperature(meta)
+        t_v = _stored_temperature(meta, temp)
         dt_v = None if check is None or t_v is None else _interval_at(check, t_v)
         if check is not None:
             attrs["equipartition_temperature_K"] = check.temperature_K
@@ -818,7 +818,7 @@ def _interval_refusal(sys_name, g, meta: _Meta, check: EquipartitionCheck, dt_sr
     head = f"{sys_name}: frames {dt:g} fs apart ({dt_src}) give {check.temperature_K:.0f} K by equipartition"
     coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
               if check.coarse_fraction > 0.2 else "")
-    t_v = _stored_temperature(meta)
+    t_v = _stored_temperature(meta, temp)
     if t_v is None:
         return (f"{head}, not {temp:g} K: they look {check.implied_dt_fs:.3g} fs apart; give --dt-fs "
                 f"{check.implied_dt_fs:.3g}, or, if the interval is right, the run is not at {temp:g} K: "
@@ -860,7 +860,7 @@ def _record_velocities(meta: _Meta, velocities, numbers) -> None:
 def _temperature_warnings(sys_name, meta: _Meta, temp: float, t_src: str) -> list[str]:
     """A warning where the files' own velocities put the run off the temperature it is imported at by more
     than 5 % and three block standard errors: the model's runs are thermostatted at that temperature."""
-    if _stored_temperature(meta) is None:
+    if _stored_temperature(meta, temp) is None:
         return []
     got = equipartition_check(_stored_window(meta), 1.0, temp)  # for its mean and block standard error
     if abs(got.temperature_K - temp) <= max(0.05 * temp, 3.0 * got.stderr_K):
@@ -880,14 +880,23 @@ def _stored_window(meta: _Meta) -> np.ndarray | None:
     return np.asarray(t[t0 : t0 + w])
 
 
-def _stored_temperature(meta: _Meta) -> float | None:
+#: stored velocities whose temperature is further than this factor from the run's are not taken as evidence:
+#: they are in other units than the reader assumed (a LAMMPS dump in real units reads 10⁶ × too hot, Å/fs
+#: taken for ASE units ~100 ×), while a run that never reached its temperature is within it (an unthermostatted
+#: start from the lattice halves it)
+STORED_VELOCITY_FACTOR = 3.0
+
+
+def _stored_temperature(meta: _Meta, temp: float) -> float | None:
     """Mean kinetic temperature (K) of the files' own velocities over the check's window (the middle
-    CHECK_WINDOW frames), or None: no velocities, or all zero (a file written without motion)."""
+    CHECK_WINDOW frames), or None: no velocities, all zero (a file written without motion), or further than
+    STORED_VELOCITY_FACTOR from the run's temperature ``temp`` (K)."""
     t = _stored_window(meta)
     if t is None:
         return None
     mean = float(np.mean(t))
-    return mean if np.isfinite(mean) and mean > 0 else None
+    plausible = np.isfinite(mean) and temp / STORED_VELOCITY_FACTOR < mean < temp * STORED_VELOCITY_FACTOR
+    return mean if plausible else None
 
 
 def _isolated_by_symbol(isolated: dict, numbers, chemical_symbols) -> dict[str, float]:

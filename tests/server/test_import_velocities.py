@@ -123,3 +123,21 @@ def test_a_kept_temperature_the_velocities_contradict_is_warned(traj_file, tmp_p
     assert "of the files' own velocities" in r.stdout
     assert_one_line_error(dynamat_cmd("reference", "import", str(traj_file), "--out", str(tmp_path / "y.h5"),
                                       "--name", "Cu32_600K", "--dt-fs", str(FRAME_DT_FS)))
+
+
+def test_velocities_in_other_units_are_not_taken_as_evidence(cold_md, tmp_path):
+    """Velocities 1000 × too fast (a LAMMPS dump in real units, Å/fs, read as metal's Å/ps) say 10⁶ × the
+    temperature: they are left out, never turned into a suggested interval of a few thousandths of a fs."""
+    frames, true_t = cold_md
+    fast = [f.copy() for f in frames]
+    for f, g in zip(fast, frames):
+        f.set_momenta(g.get_momenta() * 1000)
+        f.calc = SinglePointCalculator(f, **g.calc.results)
+    src = tmp_path / "fast.extxyz"
+    write(src, fast, format="extxyz")
+    with pytest.raises(DynamatError) as err:
+        import_reference([src], tmp_path / "x.h5", name="Cu32_600K", dt_fs=FRAME_DT_FS)
+    msg = str(err.value)
+    assert "own velocities" not in msg and "the run is not at 600 K" in msg, msg
+    [res] = import_reference([src], tmp_path / "x.h5", name="Cu32", dt_fs=FRAME_DT_FS, temperature_K=round(true_t))
+    assert res.velocity_temperature_K is None and res.warnings == []
