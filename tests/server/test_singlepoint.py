@@ -126,3 +126,21 @@ def test_a_forces_only_reference_scores_eq2_and_says_why_eq1_is_missing(tmp_path
     line = _one_line_error(dynamat_cmd("singlepoint", "--model", "lj", "--system", "Cu3Au_500K", "--reference",
                                        str(h5), "--energy-reference", "isolated"))
     assert "holds forces but no energies" in line, line
+
+
+def test_score_singlepoint_gives_the_error_its_labels_allow():
+    """Energies without forces give Eq. 1 (and the fluctuation RMSE) with Eq. 2 None, and the reverse."""
+    from dynamat.scoring import score_singlepoint
+
+    rng = np.random.default_rng(4)
+    m, n = 6, 5
+    e_ref, e_pred = rng.normal(size=m), rng.normal(size=m)
+    f_ref, f_pred = rng.normal(size=(m, n, 3)), rng.normal(size=(m, n, 3))
+    only_e = score_singlepoint(e_ref, None, e_pred, f_pred, n)
+    assert only_e["force_rmse_eV_per_A"] is None
+    assert only_e["energy_rmse_eV_per_atom"] == pytest.approx(np.sqrt(np.mean((e_pred - e_ref) ** 2)) / n)
+    d = (e_pred - e_pred.mean()) - (e_ref - e_ref.mean())
+    assert only_e["energy_fluctuation_rmse_eV_per_atom"] == pytest.approx(np.sqrt(np.mean(d**2)) / n)
+    only_f = score_singlepoint(None, f_ref, e_pred, f_pred, n)
+    assert only_f["energy_rmse_eV_per_atom"] is None and only_f["energy_fluctuation_rmse_eV_per_atom"] is None
+    assert only_f["force_rmse_eV_per_A"] == pytest.approx(np.sqrt(np.sum((f_pred - f_ref) ** 2) / (m * n)))
