@@ -56,7 +56,10 @@ def load_system(reference: Path | None, system: str, **overrides):
     attrs = reference_attrs(reference, system)
     # the first frame lets the catalogue infer class and dims (vacuum gap) where it is silent
     entry = get_system(system, attrs, initial_atoms(reference, system), **overrides)
-    return reference, replace(entry, start_cell=variable_cell(reference, system)), attrs
+    start = variable_cell(reference, system)
+    if start is not None and attrs.get("pressure_GPa") is not None:  # what `reference generate --ensemble npt` ran at
+        start["reference_pressure_GPa"] = float(attrs["pressure_GPa"])
+    return reference, replace(entry, start_cell=start), attrs
 
 
 def variable_cell(reference: Path, system: str) -> dict | None:

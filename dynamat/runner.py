@@ -674,6 +674,10 @@ def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Pa
     if start_cell and resume_from is None:  # a fresh start only: a resumed run is where its restart left it
         cell = (f", in the reference's mean cell ({start_cell['volume_A3']:.6g} Å³; its frames' volumes spread "
                 f"{100 * start_cell['frame_volume_rel_sd']:.2g} %)")
+        if not settings.is_npt:  # its pressure distribution (Eq. 9) then compares two ensembles
+            p = start_cell.get("reference_pressure_GPa")
+            cell += (f"; the reference's cell moves and this run's does not: --ensemble npt --pressure-GPa "
+                     f"{'P' if p is None else f'{p:g}'} runs its ensemble")
     return f"{how}: {model} on {run_dir.name}, {settings.steps} steps, seed {settings.seed}{cell} -> {run_dir}"
 
 
