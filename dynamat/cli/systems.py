@@ -13,6 +13,7 @@ from dynamat.errors import DynamatError
 def _entry(reference: Path | None, name: str) -> dict:
     from dynamat.catalogue import get_system, system_from_reference
     from dynamat.io.reference_h5 import reference_labels, reference_replicas
+    from dynamat.reference import variable_cell
 
     try:
         if reference is None:
@@ -22,6 +23,9 @@ def _entry(reference: Path | None, name: str) -> dict:
         n = len(reference_replicas(reference, name))
         if n > 1:  # further trajectories <name>_r<k>: the noise floor is replica against replica
             d["reference_replicas"] = n
+        start = variable_cell(reference, name)
+        if start is not None:  # an NPT trajectory: runs start in its mean cell
+            d["start_cell"] = start
         return d
     except DynamatError as exc:
         return {"name": name, "error": str(exc)}
@@ -43,6 +47,9 @@ def _line(d: dict) -> str:
             lab += " (Eq. 2 only)" if labels["forces"] else " (Eq. 1 only)"
     if d.get("reference_replicas"):
         lab += f"  {d['reference_replicas']} trajectories"
+    if d.get("start_cell"):
+        lab += (f"  variable cell (volumes spread {100 * d['start_cell']['frame_volume_rel_sd']:.2g} %): runs start "
+                "in its mean cell")
     knob_src = {k: src[k] for k in ("timestep_fs", "tau_fs", "thermostat", "stride")}
     knobs = (f"protocol {p['name']}: {src['protocol']}" if len(set(knob_src.values())) == 1
              else f"protocol {p['name']}: {src['protocol']}; " + "; ".join(f"{k}: {v}" for k, v in knob_src.items()))

@@ -236,6 +236,8 @@ def test_a_fixed_cell_run_against_an_npt_reference_starts_in_its_mean_cell(runs,
     np.testing.assert_allclose(start.cell.array, ref.cells.mean(axis=0), atol=1e-12)
     np.testing.assert_allclose(start.get_scaled_positions(wrap=False),
                                ref.positions[k] @ np.linalg.inv(ref.cells[k]), atol=1e-12)
+    listed = dynamat_cmd("systems", "--reference", str(ref_h5), "--json")
+    np.testing.assert_allclose(json.loads(listed.stdout)[0]["start_cell"]["cell_A"], ref.cells.mean(axis=0), atol=1e-12)
     fixed, got = read_reference(DEMO, SYSTEM, frames=slice(3, 4)), initial_atoms(DEMO, SYSTEM, 3)
     assert np.array_equal(got.positions, fixed.positions[0]) and np.array_equal(got.cell.array, fixed.cells[0])
 
