@@ -55,10 +55,10 @@ def load_system(reference: Path | None, system: str, **overrides):
     reference = resolve_reference(reference, system)
     attrs = reference_attrs(reference, system)
     # the first frame lets the catalogue infer class and dims (vacuum gap) where it is silent
-    entry = get_system(system, attrs, initial_atoms(reference, system), **overrides)
     start = variable_cell(reference, system)
     if start is not None and attrs.get("pressure_GPa") is not None:  # what `reference generate --ensemble npt` ran at
         start["reference_pressure_GPa"] = float(attrs["pressure_GPa"])
+    entry = get_system(system, attrs, _frame_atoms(reference, system, 0, start), **overrides)
     return reference, replace(entry, start_cell=start), attrs
 
 
@@ -82,13 +82,22 @@ def variable_cell(reference: Path, system: str) -> dict | None:
 
 def initial_atoms(reference: Path, system: str, frame: int = 0) -> ase.Atoms:
     """Frame ``frame`` of the reference trajectory as ASE Atoms: where an MLIP run starts. Where the reference's
-    cell varies, the frame is scaled to the mean cell (:func:`variable_cell`), its fractional coordinates kept."""
+    cell varies, the frame is scaled to the mean cell (:func:`variable_cell`), its fractional coordinates kept.
+    A caller holding the system's catalogue entry calls :func:`start_atoms` (the cells are read once)."""
+    return _frame_atoms(reference, system, frame, variable_cell(reference, system))
+
+
+def start_atoms(reference: Path, entry, frame: int = 0) -> ase.Atoms:
+    """:func:`initial_atoms` for a :func:`load_system` entry, whose ``start_cell`` says the cell to start in."""
+    return _frame_atoms(reference, entry.name, frame, entry.start_cell)
+
+
+def _frame_atoms(reference: Path, system: str, frame: int, start_cell: dict | None) -> ase.Atoms:
     first = read_reference(reference, system, frames=slice(frame, frame + 1))
     if first.n_frames == 0:
         raise DynamatError(f"system {system!r} has no frame {frame} in {reference}")
     first.check(f"{reference}:{system}")
     atoms = ase.Atoms(numbers=first.numbers, positions=first.positions[0], cell=first.cells[0], pbc=first.pbc)
-    start = variable_cell(reference, system)
-    if start is not None:
-        atoms.set_cell(start["cell_A"], scale_atoms=True)
+    if start_cell is not None:
+        atoms.set_cell(start_cell["cell_A"], scale_atoms=True)
     return atoms

@@ -855,13 +855,13 @@ def run_system(model: str, system: str, reference, out: Path, opts: RunOptions, 
     ``isolated_energies_eV``: the model's isolated-atom energies by element when the caller has them
     already (``demo`` after its single points); otherwise they are computed when the reference has its own."""
     from dynamat.catalogue import with_protocol
-    from dynamat.reference import initial_atoms, load_system
+    from dynamat.reference import load_system, start_atoms
 
     RunFolder.of(out, model, system, replica or 0)  # names are checked before anything is read
     reference, sys_entry, attrs = load_system(reference, system, **(overrides or {}))
     sys_entry = with_protocol(sys_entry, protocol)
     opts.steps = steps_for(sys_entry, opts.steps, time_ps)
-    initial = initial_atoms(reference, system, start_frame)
+    initial = start_atoms(reference, sys_entry, start_frame)
     rec = run_md(model, sys_entry, initial, str(reference), out, opts, progress=progress, announce=announce,
                  replica=replica)
     if attrs.get("isolated_atom_energies_eV"):

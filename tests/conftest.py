@@ -132,6 +132,34 @@ def einstein_oscillations(rng, n_atoms: int, masses_amu, n_frames: int, dt_fs: f
     return amp * np.cos(w * t + phase), -amp * w * np.sin(w * t + phase)
 
 
+def emt_copper(temperature_K: float, seed: int):
+    """32 Cu atoms on the lattice with EMT and Maxwell-Boltzmann momenta at ``temperature_K`` (zero total
+    momentum): where the import tests' ASE MD starts."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    atoms.calc = EMT()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    return atoms
+
+
+def labelled_frame(atoms, momenta: bool = True):
+    """A copy of the MD frame ``atoms`` holding its energy, forces and stress (ASE's SinglePointCalculator, as
+    ASE's writers store them); ``momenta=False`` leaves its momenta out, as a positions-only writer would."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    f = atoms.copy()
+    if not momenta:
+        f.set_momenta(None)
+    f.calc = SinglePointCalculator(f, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                                   stress=atoms.get_stress())
+    return f
+
+
 @pytest.fixture
 def demo_reference() -> Path:
     return DEMO

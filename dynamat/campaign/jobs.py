@@ -373,11 +373,11 @@ def _run_with_retries(job: Job, action: str, state: TaskState, save: _StateWrite
     The runner's refusal to start a run (another seed, model or ensemble than the folder's run, a
     damaged restart file, ...) ends the retries, as asking again cannot help; returned when it came
     first (nothing ran), else None."""
-    from dynamat.reference import initial_atoms as _initial_atoms, load_system as _load_system
+    from dynamat.reference import load_system as _load_system, start_atoms as _start_atoms
     from dynamat.runner import restart_file
 
     reference, sys_entry, _ = _load_system(Path(job.reference), job.system, **job.ensemble)
-    inputs = _RunInputs(sys_entry, _initial_atoms(reference, job.system), str(reference),
+    inputs = _RunInputs(sys_entry, _start_atoms(reference, sys_entry), str(reference),
                         bridge_command(job) if job.socket == "inet" else job.driver_cmd, pack)
     progress = _ProgressRecorder(state, save)
     for attempt in range(job.max_retries + 1):

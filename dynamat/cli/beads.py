@@ -12,7 +12,7 @@ from dynamat.known_models import check_model_known, check_model_options
 from dynamat.layout import check_file_target
 from dynamat.cli.common import seed_option
 from dynamat.pimd import bead_convergence
-from dynamat.reference import initial_atoms, load_system
+from dynamat.reference import load_system, start_atoms
 from dynamat.runner import MAX_STEPS
 
 #: as `dynamat run --beads`
@@ -67,7 +67,7 @@ def beads_convergence_command(model, system, reference, beads_text, steps, out, 
     check_model_options(model, driver_args)
     reference, sys_entry, _ = load_system(reference, system)
     conv = bead_convergence(
-        model, sys_entry, initial_atoms(reference, system), out, beads=beads, steps=steps, seed=seed,
+        model, sys_entry, start_atoms(reference, sys_entry), out, beads=beads, steps=steps, seed=seed,
         discard_fraction=discard_fraction, z=z, driver_args=driver_args, driver_cmd=driver_cmd,
         overwrite=overwrite, progress=lambda p: click.echo(f"  {model}/{system}: P = {p}", err=True),
     )

@@ -170,3 +170,14 @@ def served_model(model: str, models_file: Path | None, driver_cmd: str | None, d
         raise DynamatError(f"model {model!r} has dispersion = {served.entry.dispersion!r} in {models_file}; "
                            "drop --dispersion")
     return served
+
+
+def label_gap(labels: dict) -> str:
+    """What single-point errors the labels leave out (Eq. 1 needs energies, Eq. 2 forces)."""
+    if labels["energy"] and labels["forces"]:
+        return ""
+    if labels["forces"]:
+        return " (no energies: force errors, Eq. 2, only)"
+    if labels["energy"]:
+        return " (no forces: energy errors, Eq. 1, only)"
+    return " (label-free: no energy/force errors)"

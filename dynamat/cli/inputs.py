@@ -18,7 +18,7 @@ from dynamat.known_models import check_model_options
 from dynamat.layout import RunFolder
 from dynamat.models_file import dispersion_args, model_option_args
 from dynamat.names import check_socket_name, model_folder
-from dynamat.reference import initial_atoms, load_system
+from dynamat.reference import load_system, start_atoms
 from dynamat.runner import steps_for
 
 
@@ -80,7 +80,7 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
             raise DynamatError(f"--inet wants HOST:PORT, got {inet!r}")
         kwargs = dict(mode="inet", address=host, port=int(port))
     try:
-        xml = write_inputs(initial_atoms(reference, system, start_frame or 0), sys_entry.md_settings(steps, seed, nbeads), out,
+        xml = write_inputs(start_atoms(reference, sys_entry, start_frame or 0), sys_entry.md_settings(steps, seed, nbeads), out,
                            batch_size=batch_size, **kwargs)
     except OSError as exc:
         raise DynamatError(f"cannot write to {out}: {exc.strerror or exc}") from None

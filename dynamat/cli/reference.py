@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import (driver_options, ensemble_options, eta_printer, model_option, protocol_overrides,
-                                seed_option, with_options)
+from dynamat.cli.common import (driver_options, ensemble_options, eta_printer, label_gap, model_option,
+                                protocol_overrides, seed_option, with_options)
 from dynamat.errors import DynamatError
 from dynamat.layout import check_file_target
 from dynamat.models_file import model_option_args
@@ -84,24 +84,13 @@ def import_command(sources, out, name, dt_fs, temperature_K, force, isolated_ene
                     f"{r.velocity_temperature_K:.0f} K of the files' own velocities")
         click.echo(f"imported {r.name} -> {r.out}: {r.n_frames} frames of {r.n_atoms} atoms, "
                    f"{r.dt_fs:g} fs apart ({r.dt_source}), {r.temperature_K:g} K ({r.temperature_source}); "
-                   f"labels: {lab}{_label_gap(r.labels)}{chk}")
+                   f"labels: {lab}{label_gap(r.labels)}{chk}")
         if r.forced:
             click.echo(f"  warning: kept {r.dt_fs:g} fs against the equipartition check (--force)", err=True)
         for note in r.notes:
             click.echo(f"  note: {note}", err=True)
         for line in r.warnings:
             click.echo(f"dynamat: warning: {line}", err=True)
-
-
-def _label_gap(labels: dict) -> str:
-    """What single-point errors the labels leave out (Eq. 1 needs energies, Eq. 2 forces)."""
-    if labels["energy"] and labels["forces"]:
-        return ""
-    if labels["forces"]:
-        return " (no energies: force errors, Eq. 2, only)"
-    if labels["energy"]:
-        return " (no forces: energy errors, Eq. 1, only)"
-    return " (label-free: no energy/force errors)"
 
 
 @reference_group.command("generate")

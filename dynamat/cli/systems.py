@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from dynamat.cli.common import label_gap
 from dynamat.errors import DynamatError
 
 
@@ -41,10 +42,7 @@ def _line(d: dict) -> str:
     if labels is not None:
         have = [k for k in ("energy", "forces", "stress") if labels[k]]
         lab = "  labels: " + (" ".join(have) if have else "none")
-        if not (labels["energy"] or labels["forces"]):
-            lab += " (label-free: no Eq. 1-2)"
-        elif not (labels["energy"] and labels["forces"]):
-            lab += " (Eq. 2 only)" if labels["forces"] else " (Eq. 1 only)"
+        lab += label_gap(labels)
     if d.get("reference_replicas"):
         lab += f"  {d['reference_replicas']} trajectories"
     if d.get("start_cell"):

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from ase.data import atomic_masses
 
 from dynamat.catalogue import temperature_from_name
 from dynamat.errors import DynamatError
@@ -68,6 +69,7 @@ from dynamat.metrics.frame_interval import (  # the one check
     check_frame_interval,
     equipartition_check,
 )
+from dynamat.metrics.vdos import kinetic_temperature
 from dynamat.names import check_name
 from dynamat.trajectory import MIN_MATCHED_FRAMES
 
@@ -390,7 +392,13 @@ class ImportedSystem:
     first_frame: int = 0  # frames of the sources dropped before the first one kept (--start-frame, --drop-ps)
     warnings: list[str] = field(default_factory=list)  # kept, but probably not what the user wants
     velocity_temperature_K: float | None = None  # of the files' own velocities, where every frame has them
-    velocity_implied_dt_fs: float | None = None  # the interval at which the frames move as those velocities say
+
+    @property
+    def velocity_implied_dt_fs(self) -> float | None:
+        """The interval (fs) at which the frames move as the files' own velocities say (None without them)."""
+        if self.check is None or self.velocity_temperature_K is None:
+            return None
+        return _interval_at(self.check, self.velocity_temperature_K)
 
     @property
     def label_free(self) -> bool:
@@ -534,22 +542,22 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
         notes = list(meta.notes)
         dt, dt_src = _frame_interval(dt_arg, meta, notes)
         temp, t_src = _temperature(sys_name, t_arg, meta)
+        vel = _velocity_temperature(meta.stored_t, temp)
         if dt is None:
             probe = check_frame_interval(g["positions"], g["cell"], meta.pbc, meta.numbers, 1.0, temp)
-            t_v = _stored_temperature(meta, temp)
-            why = (f"the file's own velocities ({t_v:.0f} K) suggest {_interval_at(probe, t_v):.3g} fs"
-                   if t_v else f"equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs")
+            why = (f"the file's own velocities ({vel.temperature_K:.0f} K) suggest "
+                   f"{_interval_at(probe, vel.temperature_K):.3g} fs" if vel
+                   else f"equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs")
             raise DynamatError(f"{sys_name}: the source does not say the time between its frames; give --dt-fs ({why})")
-        check = _checked_interval(sys_name, g, meta, dt, dt_src, temp, force, notes, dropped)
-        warnings = _start_warnings(sys_name, g, meta, dt, dropped) + _temperature_warnings(sys_name, meta, temp, t_src)
+        check = _checked_interval(sys_name, g, meta, dt, dt_src, temp, force, notes, dropped, vel)
+        warnings = _start_warnings(sys_name, g, meta, dt, dropped) + _temperature_warnings(sys_name, vel, temp, t_src)
         attrs = {
             "source_files": json.dumps([str(p) for p in paths]),
             "source_formats": json.dumps(formats),
             "dt_fs_source": dt_src,
             "temperature_source": t_src,
         }
-        t_v = _stored_temperature(meta, temp)
-        dt_v = None if check is None or t_v is None else _interval_at(check, t_v)
+        t_v = vel.temperature_K if vel else None
         if check is not None:
             attrs["equipartition_temperature_K"] = check.temperature_K
         if t_v is not None:
@@ -567,7 +575,7 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
         name=sys_name, out="", sources=[str(p) for p in paths], formats=formats, n_frames=n,
         n_atoms=len(meta.numbers), dt_fs=dt, dt_source=dt_src, temperature_K=temp, temperature_source=t_src,
         labels=labels, check=check, forced=bool(check is not None and not check.ok and force), notes=notes,
-        first_frame=dropped, warnings=warnings, velocity_temperature_K=t_v, velocity_implied_dt_fs=dt_v,
+        first_frame=dropped, warnings=warnings, velocity_temperature_K=t_v,
     )
 
 
@@ -794,7 +802,8 @@ def _temperature(sys_name: str, t_arg, meta: _Meta) -> tuple[float, str]:
     return temp, "the name"
 
 
-def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes, dropped=0) -> EquipartitionCheck | None:
+def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes, dropped: int,
+                      vel: EquipartitionCheck | None) -> EquipartitionCheck | None:
     """The equipartition check of ``dt`` (None under 4 frames); a refused interval raises unless ``force``."""
     if g["positions"].shape[0] < 4:
         notes.append("fewer than 4 frames: frame interval not checked")
@@ -806,11 +815,12 @@ def _checked_interval(sys_name, g, meta: _Meta, dt, dt_src, temp, force, notes, 
         raise DynamatError(f"{sys_name}: the atoms do not move between frames (0 K by equipartition): not an MD "
                            f"trajectory at {temp:g} K; pass --force to import it anyway")
     if not check.ok and not force:
-        raise DynamatError(_interval_refusal(sys_name, g, meta, check, dt_src, temp, dropped))
+        raise DynamatError(_interval_refusal(sys_name, g, meta, check, dt_src, temp, dropped, vel))
     return check
 
 
-def _interval_refusal(sys_name, g, meta: _Meta, check: EquipartitionCheck, dt_src, temp, dropped: int) -> str:
+def _interval_refusal(sys_name, g, meta: _Meta, check: EquipartitionCheck, dt_src, temp, dropped: int,
+                      vel: EquipartitionCheck | None) -> str:
     """Why an interval is refused, and what to give instead. Equipartition cannot tell frames further apart
     than said from a run colder than said (an unequilibrated start, a weak thermostat): the files' own
     velocities can, where they hold them; without them both ways out are named."""
@@ -818,11 +828,11 @@ def _interval_refusal(sys_name, g, meta: _Meta, check: EquipartitionCheck, dt_sr
     head = f"{sys_name}: frames {dt:g} fs apart ({dt_src}) give {check.temperature_K:.0f} K by equipartition"
     coarse = (" (frames this far apart alias fast vibrations: the check may be off, --force keeps them)"
               if check.coarse_fraction > 0.2 else "")
-    t_v = _stored_temperature(meta, temp)
-    if t_v is None:
+    if vel is None:
         return (f"{head}, not {temp:g} K: they look {check.implied_dt_fs:.3g} fs apart; give --dt-fs "
                 f"{check.implied_dt_fs:.3g}, or, if the interval is right, the run is not at {temp:g} K: "
                 f"{_colder_run_hint(g, meta, dt, dropped)}; or pass --force{coarse}")
+    t_v = vel.temperature_K
     dt_v = _interval_at(check, t_v)
     if max(dt_v / dt, dt / dt_v) - 1.0 > check.tolerance:
         return (f"{head}, not the {t_v:.0f} K of the file's own velocities: they look {dt_v:.3g} fs apart; "
@@ -850,34 +860,17 @@ def _record_velocities(meta: _Meta, velocities, numbers) -> None:
     if velocities is None:
         meta.stored_t = None
         return
-    from ase.data import atomic_masses
-
-    from dynamat.metrics.vdos import kinetic_temperature
-
     meta.stored_t.append(float(kinetic_temperature(np.asarray(velocities, float)[None], atomic_masses[numbers])[0]))
 
 
-def _temperature_warnings(sys_name, meta: _Meta, temp: float, t_src: str) -> list[str]:
+def _temperature_warnings(sys_name, vel: EquipartitionCheck | None, temp: float, t_src: str) -> list[str]:
     """A warning where the files' own velocities put the run off the temperature it is imported at by more
     than 5 % and three block standard errors: the model's runs are thermostatted at that temperature."""
-    if _stored_temperature(meta, temp) is None:
+    if vel is None or abs(vel.temperature_K - temp) <= max(0.05 * temp, 3.0 * vel.stderr_K):
         return []
-    got = equipartition_check(_stored_window(meta), 1.0, temp)  # for its mean and block standard error
-    if abs(got.temperature_K - temp) <= max(0.05 * temp, 3.0 * got.stderr_K):
-        return []
-    return [f"{sys_name}: the files' own velocities say {got.temperature_K:.0f} ± {got.stderr_K:.0f} K, not the "
+    return [f"{sys_name}: the files' own velocities say {vel.temperature_K:.0f} ± {vel.stderr_K:.0f} K, not the "
             f"{temp:g} K ({t_src}) that runs against it are thermostatted at: give --temperature, or drop an "
             "unequilibrated start (--start-frame)"]
-
-
-def _stored_window(meta: _Meta) -> np.ndarray | None:
-    """The middle CHECK_WINDOW of the kinetic temperatures of the files' own velocities (the check's window)."""
-    t = meta.stored_t
-    if not t:
-        return None
-    w = min(CHECK_WINDOW, len(t))
-    t0 = (len(t) - w) // 2
-    return np.asarray(t[t0 : t0 + w])
 
 
 #: stored velocities whose temperature is further than this factor from the run's are not taken as evidence:
@@ -887,16 +880,18 @@ def _stored_window(meta: _Meta) -> np.ndarray | None:
 STORED_VELOCITY_FACTOR = 3.0
 
 
-def _stored_temperature(meta: _Meta, temp: float) -> float | None:
-    """Mean kinetic temperature (K) of the files' own velocities over the check's window (the middle
-    CHECK_WINDOW frames), or None: no velocities, all zero (a file written without motion), or further than
-    STORED_VELOCITY_FACTOR from the run's temperature ``temp`` (K)."""
-    t = _stored_window(meta)
-    if t is None:
+def _velocity_temperature(stored_t: list[float] | None, temp: float) -> EquipartitionCheck | None:
+    """The kinetic temperature of the files' own velocities (mean and block standard error, K) over the interval
+    check's window (the middle CHECK_WINDOW frames), or None: no velocities, all zero (a file written without
+    motion), or further than STORED_VELOCITY_FACTOR from the run's temperature ``temp`` (K)."""
+    if not stored_t:
         return None
-    mean = float(np.mean(t))
+    w = min(CHECK_WINDOW, len(stored_t))
+    t0 = (len(stored_t) - w) // 2
+    vel = equipartition_check(stored_t[t0 : t0 + w], 1.0, temp)  # stored velocities: no interval, no filter
+    mean = vel.temperature_K
     plausible = np.isfinite(mean) and temp / STORED_VELOCITY_FACTOR < mean < temp * STORED_VELOCITY_FACTOR
-    return mean if plausible else None
+    return vel if plausible else None
 
 
 def _isolated_by_symbol(isolated: dict, numbers, chemical_symbols) -> dict[str, float]:

@@ -11,8 +11,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-from conftest import assert_one_line_error, dynamat_cmd
+from conftest import assert_one_line_error, dynamat_cmd, emt_copper, labelled_frame
 
 from dynamat.errors import DynamatError
 from dynamat.io.importers import detect_format, import_reference
@@ -27,10 +26,7 @@ T_K = 300.0
 
 def _cu_md(n_frames: int, step_fs: float, stride: int, seed: int) -> list:
     """Langevin MD of EMT copper (32 atoms) at 300 K, equilibrated 0.5 ps first, labelled frames."""
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
-    atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=T_K, rng=np.random.default_rng(seed))
-    Stationary(atoms)
+    atoms = emt_copper(T_K, seed)
     md = Langevin(atoms, step_fs * units.fs, temperature_K=T_K, friction=0.02 / units.fs,
                   rng=np.random.default_rng(seed + 1))
     md.run(int(500 / step_fs))
@@ -38,10 +34,7 @@ def _cu_md(n_frames: int, step_fs: float, stride: int, seed: int) -> list:
     for i in range(n_frames):
         if i:
             md.run(stride)
-        f = atoms.copy()
-        f.calc = SinglePointCalculator(f, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
-                                       stress=atoms.get_stress())
-        frames.append(f)
+        frames.append(labelled_frame(atoms))
     return frames
 
 

@@ -11,14 +11,10 @@ import re
 import numpy as np
 import pytest
 from ase import units
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from ase.io.trajectory import Trajectory
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
-from conftest import assert_one_line_error, dynamat_cmd
+from conftest import assert_one_line_error, dynamat_cmd, emt_copper, labelled_frame
 
 from dynamat.errors import DynamatError
 from dynamat.io.importers import import_reference
@@ -32,20 +28,14 @@ FRAME_DT_FS = STEP_FS * STRIDE
 @pytest.fixture(scope="module")
 def cold_md():
     """(frames with momenta, their mean kinetic temperature in K over 3N − 3 degrees of freedom)."""
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
-    atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=NAMED_K, rng=np.random.default_rng(11))
-    Stationary(atoms)
+    atoms = emt_copper(NAMED_K, seed=11)
     md = VelocityVerlet(atoms, STEP_FS * units.fs)
     frames, temps = [], []
     n = len(atoms)
     for i in range(N_FRAMES):
         if i:
             md.run(STRIDE)
-        f = atoms.copy()
-        f.calc = SinglePointCalculator(f, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
-                                       stress=atoms.get_stress())
-        frames.append(f)
+        frames.append(labelled_frame(atoms))
         temps.append(atoms.get_temperature() * 3 * n / (3 * n - 3))
     return frames, float(np.mean(temps))
 
@@ -100,10 +90,7 @@ def test_a_wrong_interval_is_named_from_the_velocities_not_the_name(traj_file, t
 
 def test_without_velocities_both_ways_out_are_named(cold_md, tmp_path):
     """A VASP-like source (positions only): equipartition cannot tell a colder run from closer frames."""
-    frames = [f.copy() for f in cold_md[0]]
-    for f, g in zip(frames, cold_md[0]):
-        f.set_momenta(None)
-        f.calc = SinglePointCalculator(f, **g.calc.results)
+    frames = [labelled_frame(f, momenta=False) for f in cold_md[0]]
     src = tmp_path / "cu.extxyz"
     write(src, frames, format="extxyz")
     assert "momenta" not in src.read_text().splitlines()[1]
@@ -129,10 +116,9 @@ def test_velocities_in_other_units_are_not_taken_as_evidence(cold_md, tmp_path):
     """Velocities 1000 × too fast (a LAMMPS dump in real units, Å/fs, read as metal's Å/ps) say 10⁶ × the
     temperature: they are left out, never turned into a suggested interval of a few thousandths of a fs."""
     frames, true_t = cold_md
-    fast = [f.copy() for f in frames]
+    fast = [labelled_frame(f) for f in frames]
     for f, g in zip(fast, frames):
         f.set_momenta(g.get_momenta() * 1000)
-        f.calc = SinglePointCalculator(f, **g.calc.results)
     src = tmp_path / "fast.extxyz"
     write(src, fast, format="extxyz")
     with pytest.raises(DynamatError) as err:

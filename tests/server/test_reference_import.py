@@ -7,15 +7,12 @@ import h5py
 import numpy as np
 import pytest
 from ase import units
-from ase.build import bulk
-from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from ase.io.trajectory import Trajectory as AseTrajectory
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-from conftest import assert_one_line_error, dynamat_cmd
+from conftest import assert_one_line_error, dynamat_cmd, emt_copper, labelled_frame
 
 from dynamat.catalogue import system_from_reference
 from dynamat.errors import DynamatError
@@ -33,10 +30,7 @@ N_FRAMES = 160
 @pytest.fixture(scope="module")
 def md_frames():
     """ASE Langevin MD of EMT copper (32 atoms) at 300 K, a frame every 2 steps of 2 fs."""
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
-    atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=T_K, rng=np.random.default_rng(3))
-    Stationary(atoms)
+    atoms = emt_copper(T_K, seed=3)
     md = Langevin(atoms, MD_DT_FS * units.fs, temperature_K=T_K, friction=0.01 / units.fs,
                   rng=np.random.default_rng(4))
     md.run(300)
@@ -45,10 +39,8 @@ def md_frames():
         if i:
             md.run(STRIDE)
         n = len(atoms)
-        f = atoms.copy()
+        f = labelled_frame(atoms)
         f.info["true_T_K"] = atoms.get_temperature() * 3 * n / (3 * n - 3)  # 3N - 3 dof, as the check
-        f.calc = SinglePointCalculator(f, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
-                                       stress=atoms.get_stress())
         f.info["md_step"] = i * STRIDE
         frames.append(f)
     return frames
@@ -120,18 +112,11 @@ def test_wrong_interval_is_refused(md_frames, tmp_path):
     with pytest.raises(DynamatError, match=r"give --dt-fs \(the file's own velocities \(\d+ K\) suggest 4"):
         import_reference([src], tmp_path / "x.h5", name="Cu32_300K", temperature_K=T_K)
     bare = tmp_path / "bare.extxyz"  # and without them, what equipartition at the temperature suggests
-    write(bare, [_without_momenta(f) for f in md_frames], format="extxyz")
+    write(bare, [labelled_frame(f, momenta=False) for f in md_frames], format="extxyz")
     with pytest.raises(DynamatError, match=r"give --dt-fs \(equipartition at 300 K suggests 4"):
         import_reference([bare], tmp_path / "x.h5", name="Cu32_300K", temperature_K=T_K)
     with pytest.raises(DynamatError, match="already holds"):
         import_reference([src], out, name="Cu32_300K", dt_fs=FRAME_DT_FS, temperature_K=T_K)
-
-
-def _without_momenta(atoms):
-    bare = atoms.copy()
-    bare.set_momenta(None)
-    bare.calc = SinglePointCalculator(bare, **atoms.calc.results)
-    return bare
 
 
 def test_equipartition_corrects_the_finite_difference_filter():
