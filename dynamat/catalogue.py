@@ -8,7 +8,8 @@ comes from one of four places, in this order of precedence:
    [--barostat isotropic|flexible] [--tau-barostat-fs T]``, which also sets a burn-in of 5 τ_barostat);
 2. the catalogue entry for the system's name (it wins over everything inferred);
 3. the reference file's group attributes (``temperature_kelvin``, and ``system_class``/``dims``
-   where a file such as the bundled demo states them);
+   where a file such as the bundled demo states them; ``ensemble npt`` with its pressure, barostat and
+   τ where the reference ran at constant pressure: runs then do too, unless ``--ensemble nvt``);
 4. inference by the documented rules below, from the system's name and its first frame.
 
 Each :class:`System` keeps, per value, a one-line source ("catalogue", "inferred from ...",
@@ -49,7 +50,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
@@ -611,13 +612,15 @@ def get_system(
             if k in ov:
                 src[k] = f"command line ({_CLI_FLAG[k]})"
 
-    if ov.get("ensemble") == "npt":
+    ens, ens_source = _ensemble(name, ov, attrs)
+    if ens.get("ensemble") == "npt":
         if dims != 3:
-            raise DynamatError(f"system {name!r} is a 2D slab: a barostat would squeeze its vacuum; NPT needs a 3D system")
-        p = as_npt(p, float(ov["pressure_GPa"]), str(ov.get("barostat", "isotropic")),
-                   float(ov.get("tau_barostat_fs", DEFAULT_TAU_BAROSTAT_FS)))
+            raise DynamatError(f"system {name!r} is a 2D slab: a barostat would squeeze its vacuum; NPT needs a 3D "
+                               "system" + ("" if "ensemble" in ov else " (its reference file says npt: give --ensemble nvt)"))
+        p = as_npt(p, float(ens["pressure_GPa"]), str(ens.get("barostat", "isotropic")),
+                   float(ens.get("tau_barostat_fs", DEFAULT_TAU_BAROSTAT_FS)))
         for k in ENSEMBLE_KNOBS:
-            src[k] = f"command line ({_CLI_FLAG[k]})" if k in ov else "default (--ensemble npt)"
+            src[k] = ens_source(k)
 
     start = int(ov.get("start_frame", 0))
     src["start_frame"] = "command line (--start-frame)" if "start_frame" in ov else "default (first frame)"
@@ -633,6 +636,23 @@ def get_system(
         sources=src,
         reference_dt_fs=None if dt_ref is None else float(dt_ref),
     )
+
+
+def _ensemble(name: str, ov: Mapping, attrs: Mapping) -> tuple[dict, Callable[[str], str]]:
+    """(the ensemble knobs a run takes, where each came from): the command line's ``--ensemble`` where given,
+    else the reference file's own (``ensemble npt`` with ``pressure_GPa``, ``barostat``, ``tau_barostat_fs``,
+    as ``reference generate --ensemble npt`` and ``reference import`` of an NPT run store them), else NVT.
+    A reference run at constant pressure is compared with a run of that ensemble: its pressure and volume
+    distributions (Eq. 9) are that ensemble's; ``--ensemble nvt`` runs its mean cell fixed instead."""
+    if "ensemble" in ov or attrs.get("ensemble") != "npt":
+        return dict(ov), lambda k: f"command line ({_CLI_FLAG[k]})" if k in ov else "default (--ensemble npt)"
+    file = {k: (str(attrs[k]) if k in ("ensemble", "barostat") else float(attrs[k]))
+            for k in ENSEMBLE_KNOBS if attrs.get(k) is not None}
+    try:
+        check_ensemble(file)
+    except DynamatError as exc:
+        raise DynamatError(f"system {name!r}: the reference file's ensemble attributes: {exc}") from None
+    return file, lambda k: f"reference file ({k})" if k in file else "default (the reference file's ensemble npt)"
 
 
 def system_from_reference(reference: str | Path, name: str, **overrides) -> System:

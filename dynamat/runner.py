@@ -584,7 +584,8 @@ def _check_request(settings: MDSettings, opts: RunOptions) -> None:
         raise DynamatError("--engine ase reproduces the paper's Nose-Hoover-chain protocols only; "
                            f"this system's protocol uses {settings.thermostat}")
     if settings.is_npt and (opts.engine != "ipi" or settings.nbeads > 1):
-        raise DynamatError("--ensemble npt runs classical MD through i-PI's barostats: drop --engine ase and --beads")
+        raise DynamatError("NPT (--ensemble npt, or an NPT reference's own) runs classical MD through i-PI's "
+                           "barostats: drop --engine ase and --beads, or give --ensemble nvt for a fixed cell")
     if opts.client is not None:
         opts.client.check()  # the code is installed: say how to install it otherwise, before any folder change
     else:
@@ -670,10 +671,10 @@ def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Pa
         damaged = damaged_restarts(run_dir)
         hurt = f"; {' and '.join(damaged)} damaged, not used" if damaged else ""
         how = f"resuming from {resume_from.name} (step {restart_step(resume_from)}{hurt})"
-    cell = ""
+    cell = f", NPT at {settings.pressure_GPa:g} GPa ({settings.barostat} barostat)" if settings.is_npt else ""
     if start_cell and resume_from is None:  # a fresh start only: a resumed run is where its restart left it
-        cell = (f", in the reference's mean cell ({start_cell['volume_A3']:.6g} Å³; its frames' volumes spread "
-                f"{100 * start_cell['frame_volume_rel_sd']:.2g} %)")
+        cell += (f", in the reference's mean cell ({start_cell['volume_A3']:.6g} Å³; its frames' volumes spread "
+                 f"{100 * start_cell['frame_volume_rel_sd']:.2g} %)")
         if not settings.is_npt:  # its pressure distribution (Eq. 9) then compares two ensembles
             p = start_cell.get("reference_pressure_GPa")
             cell += (f"; the reference's cell moves and this run's does not: --ensemble npt --pressure-GPa "

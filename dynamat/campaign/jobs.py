@@ -61,7 +61,7 @@ class Job:
     #: the index in a ``--replicas`` set (folder ``<system>_r<k>`` for k >= 1); None: a single run
     replica: int | None = None
     #: the campaign's ensemble options (``ensemble``, ``pressure_GPa``, ``barostat``, ``tau_barostat_fs``) as
-    #: get_system's keywords; empty: the catalogue's fixed-cell protocol
+    #: get_system's keywords; empty: each system's own (fixed cell, or its reference's NPT)
     ensemble: dict = field(default_factory=dict)
 
     @property
@@ -324,11 +324,15 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
         state.phase, state.error = "busy", "another task holds the pair's lock"
         return state
     try:
-        action, _ = pair_status(job.run_dir, job.steps, job.ensemble.get("ensemble", "nvt"))
+        from dynamat.reference import load_system as _load_system
+
+        # the ensemble the pair runs: the campaign's, or its reference's own (an NPT reference runs NPT)
+        reference, sys_entry, _ = _load_system(Path(job.reference), job.system, **job.ensemble)
+        action, _ = pair_status(job.run_dir, job.steps, sys_entry.protocol.ensemble)
         state.action = action
         save(phase="starting")
         if action in ("run", "resume", "overwrite", "extend"):
-            refused = _run_with_retries(job, action, state, save, log, pack)
+            refused = _run_with_retries(job, action, state, save, log, pack, reference, sys_entry)
             if refused:  # nothing ran: the run folder is left as it was, without a score of this task's
                 state.result, state.error = "failed", refused
                 save(phase="done")
@@ -367,16 +371,15 @@ def _task_state(job: Job) -> tuple[TaskState, _StateWriter]:
 
 
 def _run_with_retries(job: Job, action: str, state: TaskState, save: _StateWriter, log: Callable[[str], None],
-                      pack) -> str | None:
+                      pack, reference: Path, sys_entry) -> str | None:
     """Runs the pair's MD until its run is final (completed or exploded) or ``job.max_retries``
     retries have failed; each retry resumes from the restart point the last attempt left, if any.
     The runner's refusal to start a run (another seed, model or ensemble than the folder's run, a
     damaged restart file, ...) ends the retries, as asking again cannot help; returned when it came
     first (nothing ran), else None."""
-    from dynamat.reference import load_system as _load_system, start_atoms as _start_atoms
+    from dynamat.reference import start_atoms as _start_atoms
     from dynamat.runner import restart_file
 
-    reference, sys_entry, _ = _load_system(Path(job.reference), job.system, **job.ensemble)
     inputs = _RunInputs(sys_entry, _start_atoms(reference, sys_entry), str(reference),
                         bridge_command(job) if job.socket == "inet" else job.driver_cmd, pack)
     progress = _ProgressRecorder(state, save)

@@ -123,24 +123,25 @@ def run_campaign(spec: CampaignSpec, stream=None) -> CampaignResult:
     return result
 
 
-def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[str, int]]:
-    """({system: MD steps asked, None for the protocol's}, {system: the protocol's steps}); an
-    unknown system fails here, before any job."""
+def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[str, int], dict[str, str]]:
+    """({system: MD steps asked, None for the protocol's}, {system: the protocol's steps}, {system: the ensemble
+    its runs take, the spec's or its reference's own}); an unknown system fails here, before any job."""
     from dynamat.reference import load_system as _load_system
     from dynamat.runner import steps_for_time  # the one --time-ps conversion
     from dynamat.scoring.run import check_scorable_length
 
-    asked, protocol, entries = {}, {}, []
+    asked, protocol, ensemble, entries = {}, {}, {}, []
     for s in spec.systems:
         _, entry, _ = _load_system(spec.reference, s, **spec.ensemble)  # a slab under NPT fails here
-        protocol[s] = entry.protocol.steps
+        protocol[s], ensemble[s] = entry.protocol.steps, entry.protocol.ensemble
         asked[s] = steps_for_time(spec.time_ps, entry.protocol.timestep_fs) if spec.time_ps is not None else spec.steps
         entries.append((entry, asked[s]))
     check_scorable_length(entries, spec.time_ps)  # every pair is scored: not run them all to fail there
-    return asked, protocol
+    return asked, protocol, ensemble
 
 
-def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: dict[str, int]) -> _Plan:
+def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: dict[str, int],
+          ensemble_of: dict[str, str]) -> _Plan:
     """Sorts the pairs into skipped, to run and adopted, and numbers the jobs and their tasks."""
     plan = _Plan()
     waiting: list[PairView] = []  # an earlier submission's SLURM task had them
@@ -150,7 +151,7 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
         p = PairView(m, s, replica=k)
         plan.pairs.append(p)
         run_dir = RunFolder.of(spec.out, m, p.folder).path
-        want, ensemble = steps_of[s] or protocol_steps[s], spec.ensemble.get("ensemble", "nvt")
+        want, ensemble = steps_of[s] or protocol_steps[s], ensemble_of[s]
         # a shorter completed run is extended to the length asked, as `dynamat run --steps` does
         action, status = pair_status(run_dir, want, ensemble)
         plan.action_of[p.label] = action

@@ -93,7 +93,7 @@ class CampaignSpec:
     pack: int = 1  # pairs of one model per task, sharing one driver
     replicas: int = 1  # runs per (model, system), seeds seed + k (dynamat.replicas)
     #: ``--ensemble npt --pressure-GPa P [--barostat B] [--tau-barostat-fs T]`` for every pair (get_system's
-    #: keywords); empty: each system's fixed-cell protocol
+    #: keywords); empty: each system's own (fixed cell, or its reference's NPT: get_system)
     ensemble: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self):

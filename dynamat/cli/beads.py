@@ -65,7 +65,8 @@ def beads_convergence_command(model, system, reference, beads_text, steps, out, 
         check_file_target(json_out, "--json")
     check_model_known(model, (), driver_cmd)  # a typo fails here, not in the first run folder
     check_model_options(model, driver_args)
-    reference, sys_entry, _ = load_system(reference, system)
+    # path integrals run a fixed cell here, an NPT reference's (its mean cell) too
+    reference, sys_entry, _ = load_system(reference, system, ensemble="nvt")
     conv = bead_convergence(
         model, sys_entry, start_atoms(reference, sys_entry), out, beads=beads, steps=steps, seed=seed,
         discard_fraction=discard_fraction, z=z, driver_args=driver_args, driver_cmd=driver_cmd,

@@ -56,7 +56,8 @@ protocol_options = [
 #: the isothermal-isobaric protocol (i-PI's barostats); catalogue.get_system checks them together
 ensemble_options = [
     click.option("--ensemble", type=click.Choice(["nvt", "npt"]), default=None,
-                 help="nvt: fixed cell (the paper's); npt: i-PI's barostat moves the cell [default: nvt]."),
+                 help="nvt: fixed cell (the paper's); npt: i-PI's barostat moves the cell [default: the reference's own: "
+                      "npt at its pressure where it was run so, else nvt]."),
     click.option("--pressure-GPa", "pressure_GPa", type=float, default=None,
                  help="With --ensemble npt: the external pressure in GPa."),
     click.option("--barostat", type=click.Choice(["isotropic", "flexible"]), default=None,

@@ -66,7 +66,8 @@ def inputs(system, reference, out, steps, time_ps, seed, unix_name, inet, batch_
         check_model_options(served.driver_model, model_args[1:])
     reference, sys_entry, _ = load_system(reference, system, **overrides)
     if nbeads > 1 and sys_entry.protocol.ensemble == "npt":
-        raise DynamatError("--ensemble npt runs classical MD through i-PI's barostats: drop --beads")
+        raise DynamatError("NPT (--ensemble npt, or an NPT reference's own) runs classical MD through i-PI's "
+                           "barostats: drop --beads, or give --ensemble nvt for a fixed cell")
     sys_entry = with_beads(sys_entry, nbeads)  # path integrals: PILE-L, said below as written
     if sys_entry.protocol.relax:
         raise DynamatError(f"protocol {sys_entry.protocol.name} relaxes the cell with the model before MD; "

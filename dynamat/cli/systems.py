@@ -12,21 +12,19 @@ from dynamat.errors import DynamatError
 
 
 def _entry(reference: Path | None, name: str) -> dict:
-    from dynamat.catalogue import get_system, system_from_reference
+    from dynamat.catalogue import get_system
     from dynamat.io.reference_h5 import reference_labels, reference_replicas
-    from dynamat.reference import variable_cell
+    from dynamat.reference import load_system
 
     try:
         if reference is None:
             return get_system(name).as_dict()
-        d = system_from_reference(reference, name).as_dict()
+        # as a run sees it: with the mean cell an NPT trajectory's runs start in, and its stored ensemble
+        d = load_system(reference, name)[1].as_dict()
         d["labels"] = reference_labels(reference, name)
         n = len(reference_replicas(reference, name))
         if n > 1:  # further trajectories <name>_r<k>: the noise floor is replica against replica
             d["reference_replicas"] = n
-        start = variable_cell(reference, name)
-        if start is not None:  # an NPT trajectory: runs start in its mean cell
-            d["start_cell"] = start
         return d
     except DynamatError as exc:
         return {"name": name, "error": str(exc)}
@@ -48,6 +46,9 @@ def _line(d: dict) -> str:
     if d.get("start_cell"):
         lab += (f"  variable cell (volumes spread {100 * d['start_cell']['frame_volume_rel_sd']:.2g} %): runs start "
                 "in its mean cell")
+    if p.get("ensemble") == "npt":
+        lab += (f"  NPT at {p['pressure_GPa']:g} GPa ({p['barostat']} barostat, tau {p['tau_barostat_fs']:g} fs): "
+                f"{src['ensemble']}")
     knob_src = {k: src[k] for k in ("timestep_fs", "tau_fs", "thermostat", "stride")}
     knobs = (f"protocol {p['name']}: {src['protocol']}" if len(set(knob_src.values())) == 1
              else f"protocol {p['name']}: {src['protocol']}; " + "; ".join(f"{k}: {v}" for k, v in knob_src.items()))

@@ -101,6 +101,8 @@ class _Meta:
     # kinetic temperature (K) of each kept frame's own velocities (ASE trajectories, extxyz momenta, i-PI runs);
     # None once a kept frame has none. Never stored: it only tells a wrong interval from a run off its temperature
     stored_t: list[float] | None = field(default_factory=list)
+    # the barostat of each i-PI run read (None: fixed cell): stored where every one ran the same
+    ensembles: list[dict | None] = field(default_factory=list)
 
 
 def detect_format(path: str | Path) -> str:
@@ -311,7 +313,9 @@ def _ipi_frames(path: Path, fmt: str, meta: _Meta) -> Iterator[dict]:
     meta.numbers, meta.pbc = t.numbers, np.ones(3, bool)
     if t.dt_fs is not None:
         meta.dt_fs, meta.dt_from = t.dt_fs, "i-PI properties (time column)"
-    temp = input_info(path).get("temperature_K")  # the run readers' rule: the ensemble's, in kelvin
+    info = input_info(path)
+    temp = info.get("temperature_K")  # the run readers' rule: the ensemble's, in kelvin
+    meta.ensembles.append(info.get("ensemble"))
     if temp is not None:
         meta.temperature_K, meta.t_from = temp, "i-PI input.xml (ensemble temperature)"
     for i in range(t.n_frames):
@@ -564,6 +568,11 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
             attrs["velocity_temperature_K"] = t_v
         if dropped:
             attrs["source_first_frame"] = dropped
+        npt = meta.ensembles[0] if meta.ensembles and all(e == meta.ensembles[0] for e in meta.ensembles) else None
+        if npt:  # an i-PI NPT run: runs against it take its ensemble (catalogue.get_system)
+            attrs.update(npt)
+            notes.append(f"the i-PI input ran NPT at {npt['pressure_GPa']:g} GPa ({npt['barostat']} barostat, tau "
+                         f"{npt['tau_barostat_fs']:g} fs): runs against this reference do too, unless --ensemble nvt")
         if isolated:
             attrs["isolated_atom_energies_eV"] = json.dumps(_isolated_by_symbol(isolated, meta.numbers,
                                                                                 chemical_symbols))

@@ -40,8 +40,8 @@ def bead_files(run_dir: str | Path, what: str = "pos", prefix: str = PREFIX) -> 
 
 
 def input_info(run_dir: Path) -> dict:
-    """nbeads, temperature (K), total_steps and the frames' save stride (steps) from the run's input.xml,
-    where present."""
+    """nbeads, temperature (K), total_steps, the frames' save stride (steps) and, for a run at constant
+    pressure, its ``ensemble`` (:func:`npt_of`) from the run's input.xml, where present."""
     out: dict = {}
     try:
         root = ET.parse(RunFolder(run_dir).input_xml).getroot()
@@ -60,7 +60,34 @@ def input_info(run_dir: Path) -> dict:
     strides = [int(x) for x in strides if x and x.strip().isdigit() and int(x) > 0]
     if strides:
         out["stride"] = strides[0]  # the first output's: dynamat's templates save every output at one stride
+    npt = npt_of(root)
+    if npt:
+        out["ensemble"] = npt
     return out
+
+
+def npt_of(root: ET.Element) -> dict | None:
+    """The barostat of an i-PI input (its root element) that runs ``<dynamics mode='npt'>``: ``ensemble``,
+    ``pressure_GPa``, ``barostat`` (a mode dynamat runs: isotropic, flexible) and ``tau_barostat_fs``, as
+    ``reference generate --ensemble npt`` stores them; None for fixed-cell dynamics or another barostat.
+    The units are read by i-PI's own converter (an input without them is in atomic units, as i-PI reads it)."""
+    from ipi.utils.units import unit_to_internal, unit_to_user
+
+    from dynamat.engines.ipi_input import BAROSTATS
+
+    dyn, press = root.find("system/motion/dynamics"), root.find("system/ensemble/pressure")
+    baro = dyn.find("barostat") if dyn is not None and dyn.get("mode") == "npt" else None
+    tau = baro.find("tau") if baro is not None and baro.get("mode") in BAROSTATS else None
+    if tau is None or press is None:
+        return None
+    try:
+        p_GPa = unit_to_user("pressure", "gigapascal",
+                             unit_to_internal("pressure", press.get("units", ""), float(press.text)))
+        tau_fs = unit_to_user("time", "femtosecond", unit_to_internal("time", tau.get("units", ""), float(tau.text)))
+    except (TypeError, ValueError, KeyError):  # a unit i-PI does not know: i-PI itself would not have run it
+        return None
+    return {"ensemble": "npt", "pressure_GPa": float(p_GPa), "barostat": baro.get("mode"),
+            "tau_barostat_fs": float(tau_fs)}
 
 
 def species_counts(run_dir: Path, prefix: str) -> dict[str, int]:

@@ -328,6 +328,10 @@ def score_run(reference: Path | None, system: str | None, run_dir: Path | None =
         res["ensemble"] = "npt"
     why_no_p = pressure_notes(ref, mlip, run_dir)
     notes = progress.pop("notes", []) + why_no_p.pop("notes", [])
+    if not npt and sys_entry.start_cell is not None:  # a fixed cell against a reference whose cell moves
+        notes.append("pressure: the reference's cell moves (NPT) and this run's does not: the mean pressure (Eq. 7) "
+                     "compares the reference's mean cell, the distribution (Eq. 9) two ensembles; --ensemble npt "
+                     "runs the reference's")
     res.update(why_no_p)
     res.update(progress)
     if notes:  # only then: a score without notes keeps the keys it had

@@ -19,9 +19,10 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.eos import EquationOfState
-from ase.units import kB
+from ase.units import GPa, Bohr, Hartree, kB
 
 from conftest import BIN, DEMO, assert_one_line_error, dynamat_cmd
+from dynamat.catalogue import ENSEMBLE_KNOBS
 from dynamat.engines.ipi import _stress_plan
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.io.ipi_output import read_properties
@@ -224,7 +225,7 @@ def test_generated_npt_reference_stores_the_frames_of_dynamat_run_with_their_cel
 
 
 def test_a_fixed_cell_run_against_an_npt_reference_starts_in_its_mean_cell(runs, tmp_path):
-    """A fixed-cell (NVT) run against an NPT reference starts in the reference's mean cell, its start frame scaled
+    """A fixed-cell run (--ensemble nvt) against an NPT reference starts in the reference's mean cell, its start frame scaled
     into it, so its pressure is the reference's: EMT from the frame furthest from the mean volume gives the
     reference's mean pressure within 3 standard errors, where that frame's own cell would be off by B ΔV/V (the
     premise: beyond twice that bound). A fixed-cell reference's start frame is kept bit for bit."""
@@ -242,7 +243,8 @@ def test_a_fixed_cell_run_against_an_npt_reference_starts_in_its_mean_cell(runs,
     assert np.array_equal(got.positions, fixed.positions[0]) and np.array_equal(got.cell.array, fixed.cells[0])
 
     res = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--reference", str(ref_h5), "--start-frame",
-                      str(k), "--steps", "400", "--timestep-fs", "2", "--seed", "5", "--out", str(tmp_path))
+                      str(k), "--steps", "400", "--timestep-fs", "2", "--seed", "5", "--out", str(tmp_path),
+                      "--ensemble", "nvt")  # without it, a run follows the reference's NPT (test below)
     assert res.returncode == 0, res.stderr
     assert "in the reference's mean cell" in res.stderr and "--ensemble npt --pressure-GPa 0 runs its" in res.stderr
     run_dir = tmp_path / "emt" / SYSTEM
@@ -258,6 +260,98 @@ def test_a_fixed_cell_run_against_an_npt_reference_starts_in_its_mean_cell(runs,
     _, _, b0 = runs["eos_fit"]
     offset = b0 * EV_PER_A3_TO_GPA * abs(vols[k] / vols.mean() - 1)  # the frame's own cell: B ΔV/V
     assert offset > 2 * bound, (offset, bound)
+    scored = dynamat_cmd("score", "--reference", str(ref_h5), "--system", SYSTEM, "--run", str(run_dir))
+    assert scored.returncode == 0, scored.stderr
+    assert any("the distribution (Eq. 9) two ensembles" in n
+               for n in json.loads(RunFolder(run_dir).score_json.read_text())["notes"])
+    assert "two ensembles" in scored.stdout + scored.stderr
+
+
+def test_runs_and_campaigns_against_an_npt_reference_take_its_ensemble(runs, tmp_path):
+    """A reference stored with its barostat (as ``reference generate --ensemble npt`` and the import of an i-PI NPT
+    run store it) is run in that ensemble without being told: ``dynamat systems`` says so and where from, a
+    campaign's run is NPT at the file's pressure, barostat and time constant, and a rerun of the campaign finds
+    that run to be the one asked for (skipped, not kept as another ensemble's). ``--ensemble nvt`` is the way to
+    a fixed cell, and what cannot run NPT (the ASE engine) says so in one line, naming it."""
+    from dynamat.io.reference_h5 import write_reference
+    from test_campaign import campaign
+
+    ref_h5 = tmp_path / "npt.h5"
+    t = read_run_trajectory(runs["emt1"])
+    t.name, t.temperature_K = SYSTEM, 300.0
+    # another pressure and a short barostat (burn-in 5 x 10 fs) than the runs': what is run comes from this file
+    file_ens = {"ensemble": "npt", "pressure_GPa": 0.5, "barostat": "isotropic", "tau_barostat_fs": 10.0}
+    write_reference(ref_h5, t, dict(file_ens))
+    listed = json.loads(dynamat_cmd("systems", "--reference", str(ref_h5), "--json").stdout)[0]
+    assert {k: listed["protocol"][k] for k in ENSEMBLE_KNOBS} == file_ens
+    assert listed["sources"]["pressure_GPa"] == "reference file (pressure_GPa)"
+    assert "NPT at 0.5 GPa (isotropic barostat, tau 10 fs)" in dynamat_cmd("systems", "--reference", str(ref_h5)).stdout
+
+    out = tmp_path / "camp"
+    args = ("--models", "emt", "--systems", SYSTEM, "--reference", str(ref_h5), "--steps", "760", "--out", str(out),
+            "--no-report")  # 760: the scorer's 8 frames after the NPT burn-in, at the catalogue's 0.25 fs
+    res = campaign(*args, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = RunFolder.of(out, "emt", SYSTEM)
+    rec = json.loads(run.run_json.read_text())
+    assert rec["status"] == "completed" and {k: rec["protocol"][k] for k in ENSEMBLE_KNOBS} == file_ens
+    assert rec["system_info"]["sources"]["tau_barostat_fs"] == "reference file (tau_barostat_fs)"
+    assert "<pressure units='gigapascal'> 0.5 </pressure>" in run.input_xml.read_text()
+    assert json.loads(run.score_json.read_text())["ensemble"] == "npt"
+    res = campaign(*args, timeout=60)
+    assert res.returncode == 0 and "1 pairs (1 skip)" in res.stderr and "another length or ensemble" not in res.stderr
+
+    fixed = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--reference", str(ref_h5), "--steps", "760",
+                        "--out", str(out), "--ensemble", "nvt")  # the folder's run is NPT: refused, kept
+    assert_one_line_error(fixed, "holds a run with --ensemble npt --pressure-GPa 0.5", "asked for --ensemble nvt")
+    ase_engine = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--reference", str(ref_h5), "--steps", "20",
+                             "--engine", "ase", "--out", str(tmp_path / "ase"))
+    assert_one_line_error(ase_engine, "an NPT reference's own", "--ensemble nvt")
+    assert not (tmp_path / "ase").exists()
+
+
+def test_an_npt_reference_with_a_slab_or_a_foreign_barostat_is_one_line():
+    """get_system takes the file's ensemble only whole and checked: a slab (--dims 2) is told the way to a fixed
+    cell, a barostat dynamat does not run is named as the file's; --ensemble nvt keeps the cell fixed."""
+    from dynamat.catalogue import get_system
+    from dynamat.errors import DynamatError
+
+    attrs = {"temperature_kelvin": 300.0, "ensemble": "npt", "pressure_GPa": 1.0, "barostat": "flexible",
+             "tau_barostat_fs": 200.0}
+    s = get_system(SYSTEM, attrs)
+    assert (s.protocol.ensemble, s.protocol.pressure_GPa, s.protocol.barostat, s.protocol.burn_in_ps) == (
+        "npt", 1.0, "flexible", 1.0)  # 5 x 200 fs
+    assert get_system(SYSTEM, attrs, ensemble="nvt").protocol.ensemble == "nvt"
+    assert get_system(SYSTEM, attrs, ensemble="npt", pressure_GPa=2.0).protocol.barostat == "isotropic"
+    with pytest.raises(DynamatError, match=r"2D slab.*its reference file says npt: give --ensemble nvt"):
+        get_system(SYSTEM, attrs, dims=2)
+    with pytest.raises(DynamatError, match="the reference file's ensemble attributes: --barostat must be one of"):
+        get_system(SYSTEM, attrs | {"barostat": "mttk"})
+
+
+@pytest.mark.parametrize("pressure, tau, want", [
+    ("<pressure units='bar'> 25000 </pressure>", "<tau units='picosecond'> 0.25 </tau>", (2.5, 250.0)),
+    ("<pressure> 1e-4 </pressure>", "<tau> 4134.1373 </tau>", (1e-4 * Hartree / Bohr ** 3 / GPa, 100.0)),
+    ("<pressure units='megapascal'> -100 </pressure>", "<tau units='femtosecond'> 50 </tau>", (-0.1, 50.0)),
+])
+def test_an_ipi_npt_input_is_read_in_its_own_units(tmp_path, pressure, tau, want):
+    """The barostat of an i-PI input (a run folder imported as a reference) in the units i-PI reads it: bar,
+    picoseconds, atomic units where none is said (1 a.u. of time = 0.0241888 fs), megapascal; a barostat mode
+    dynamat does not run, and fixed-cell dynamics, give none."""
+    from dynamat.io.run_folder import input_info
+
+    def info(dynamics: str, baro: str = "isotropic") -> dict:
+        (tmp_path / "input.xml").write_text(
+            f"<simulation><system><ensemble><temperature units='kelvin'> 300 </temperature>{pressure}</ensemble>"
+            f"<motion mode='dynamics'><dynamics mode='{dynamics}'><barostat mode='{baro}'>{tau}</barostat>"
+            "</dynamics></motion></system></simulation>")
+        return input_info(tmp_path)
+
+    got = info("npt")["ensemble"]
+    assert got["ensemble"] == "npt" and got["barostat"] == "isotropic"
+    # i-PI's atomic units and bar are older CODATA values than ASE's: 3e-5 apart
+    assert (got["pressure_GPa"], got["tau_barostat_fs"]) == pytest.approx(want, rel=1e-4)
+    assert "ensemble" not in info("npt", "sc-isotropic") and "ensemble" not in info("nvt")
 
 
 def _score(ref_h5: Path, run: Path) -> dict:
@@ -278,6 +372,10 @@ def test_emt_npt_reference_scores_lj_far_off_and_another_emt_seed_within_the_noi
         imp = dynamat_cmd("reference", "import", str(runs["emt1"]), "--out", str(ref_h5), "--name", SYSTEM,
                           "--temperature", "300", "--drop-ps", "0.5")
         assert imp.returncode == 0, imp.stderr
+        assert "the i-PI input ran NPT at 0 GPa (isotropic barostat, tau 100 fs)" in imp.stderr
+    attrs = reference_attrs(ref_h5, SYSTEM)  # both ways store the barostat the frames ran under
+    assert {k: attrs[k] for k in ENSEMBLE_KNOBS} == {"ensemble": "npt", "pressure_GPa": 0.0, "barostat": "isotropic",
+                                                     "tau_barostat_fs": 100.0}
     emt, lj = _score(ref_h5, runs["emt2"]), _score(ref_h5, runs["lj"])
     keys = ("volume_error_pct", "volume_hist_error_pct", "lattice_length_error_pct")
     for k in keys:
