@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+
 import click
 
 from dynamat.errors import DynamatError
@@ -20,6 +24,9 @@ class OneLineGroup(click.Group):
             hint = f" (see `{exc.ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and exc.ctx else ""
             click.echo(f"dynamat: error: {exc.format_message()}{hint}", err=True)
             ctx.exit(2)
+        except BrokenPipeError:  # the reader left (`dynamat systems | head`): nothing went wrong to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+            ctx.exit(128 + signal.SIGPIPE)  # what a shell reports of a command its pipe's reader left
         except (OSError, ValueError) as exc:  # an input the checks did not foresee: still one line
             if ctx.obj and ctx.obj.get("debug"):
                 raise

@@ -303,3 +303,16 @@ def test_a_driver_of_another_environment_is_asked_as_it_resolves_names(tmp_path)
     assert not out.exists()
     for name in ("example-lj", "Chgnet-0.3.0", "EMT"):
         check_model_known(name, (), driver)
+
+
+def test_a_reader_that_leaves_the_pipe_early_is_not_an_error():
+    """`dynamat systems | head -1`, the reader gone before the listing is written: the closed pipe ends the
+    command quietly with the status a shell gives such a command (128 + SIGPIPE), not with a 'dynamat: error:
+    BrokenPipeError' line."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen([str(BIN / "dynamat"), "systems"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the only reader: every write of the command now meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE and err == "", err
