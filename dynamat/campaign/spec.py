@@ -4,6 +4,7 @@ the campaign itself never meets an invalid combination and builds every :class:`
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,11 @@ def per_model_all(items: tuple[str, ...], models: list[str], flag: str, *, sole_
 def per_model(items: tuple[str, ...], models: list[str], flag: str) -> dict[str, str]:
     """``("m=value", ...)`` -> ``{m: value}`` (the last value of a model given twice)."""
     return {m: vals[-1] for m, vals in per_model_all(items, models, flag).items()}
+
+
+def _is_dependency(sbatch_arg: str) -> bool:
+    """An ``#SBATCH`` option that holds the array back until other jobs end (``--dependency=...``, ``-d ...``)."""
+    return re.match(r"(--dependency\b|-d\b|-d\S)", sbatch_arg.strip()) is not None
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,10 @@ class CampaignSpec:
             except ValueError as exc:  # an unbalanced quote
                 raise DynamatError(f"--driver-args for {m}: {exc} in {text!r}") from None
         given = per_model_all(model_options, model_list, "--model-option", sole_model_default=True)
-        opts = {m: model_option_args(v) for m, v in given.items()}
+        # behind a SLURM dependency (a fine-tuning job), a path: file may be that job's to make: each pair's
+        # driver checks it when the array task starts
+        later = options.get("executor") == "slurm" and any(_is_dependency(a) for a in options.get("sbatch_args") or ())
+        opts = {m: model_option_args(v, must_exist=not later) for m, v in given.items()}
         served = {}
         for m in model_list:
             e = entries.get(m)

@@ -551,3 +551,33 @@ def test_slurm_inet_driver_as_second_job_step(slurm_cluster, tmp_path):
     # --relative=0: the driver is on this node, so the relay listens on loopback only
     assert sj["driver_command"][0] == "srun" and sj["host"] == "127.0.0.1" and sj["port"] > 0
     assert "relaying to i-PI" in (out / "emt" / B / "driver.log").read_text()
+
+
+@pytest.mark.slurm
+def test_slurm_campaign_behind_a_dependency_takes_the_weights_its_job_makes(slurm_cluster, tmp_path):
+    """Fine-tune, then benchmark: a campaign submitted behind the training job (``--sbatch-arg
+    --dependency=afterok:J``) names weights that job has not written yet. Without the dependency the missing
+    file is refused at once; behind it the array waits, and each pair's driver loads the file the job wrote."""
+    (tmp_path / "finetuned.py").write_text(
+        "from ase.calculators.emt import EMT\n\n\n"
+        "def make(weights):\n"
+        "    with open(weights) as f:\n"
+        "        assert f.read() == 'trained', 'not the training job output'\n"
+        "    return EMT()\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    weights, out = tmp_path / "w" / "best.pt", tmp_path / "camp"
+    args = ("--models", "finetuned:make", "--systems", A, "--executor", "slurm", "--cpus-per-task", "1",
+            "--steps", "100", "--model-option", f"weights=path:{weights}", "--out", str(out), "--no-report",
+            "--poll-s", "0.5")
+    assert_one_line_error(campaign(*args, timeout=60, env=env), "best.pt does not exist")
+    assert not out.exists()
+    train = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "train.log"), "--wrap",
+                            f"sleep 4 && mkdir -p {weights.parent} && printf trained > {weights}"],
+                           capture_output=True, text=True, timeout=30, check=True).stdout.strip().split(";")[0]
+    res = campaign(*args, f"--sbatch-arg=--dependency=afterok:{train}", timeout=180, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = RunFolder.of(out, "finetuned:make", A)
+    assert json.loads(run.run_json.read_text())["status"] == "completed"
+    assert json.loads(run.score_json.read_text())["model"] == "finetuned:make"
+    assert f"#SBATCH --dependency=afterok:{train}" in next((out / "_campaign").glob("array-*.sbatch")).read_text()
+    assert _state(out, "finetuned@make", A)["times"]["shell"] >= weights.stat().st_mtime  # it waited
