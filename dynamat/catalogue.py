@@ -490,25 +490,29 @@ def _check_overrides(overrides: Mapping) -> dict:
         raise DynamatError(f"unknown thermostat {out['thermostat']!r}; i-PI modes: {', '.join(_thermostats())}")
     if "start_frame" in out and int(out["start_frame"]) < 0:
         raise DynamatError(f"--start-frame must be >= 0, got {out['start_frame']}")
-    check_ensemble(out)
+    # without --ensemble the barostat's knobs may adjust a reference file's own NPT (_ensemble decides)
+    check_ensemble(out, knobs_alone="ensemble" not in out)
     return out
 
 
-def check_ensemble(ov: dict) -> None:
-    """``--ensemble npt`` needs ``--pressure-GPa``; the barostat's knobs mean nothing without it."""
+def check_ensemble(ov: dict, *, knobs_alone: bool = False) -> None:
+    """``--ensemble npt`` needs ``--pressure-GPa``; the barostat's knobs mean nothing without it, unless
+    ``knobs_alone`` (no ``--ensemble`` given: they may adjust a reference file's NPT), where only their
+    values are checked."""
     from dynamat.engines.ipi_input import BAROSTATS, ENSEMBLES
 
     ens = ov.get("ensemble", "nvt")
     if ens not in ENSEMBLES:
         raise DynamatError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ens!r}")
-    if ens != "npt":
-        extra = [_CLI_FLAG[k] for k in ENSEMBLE_KNOBS[1:] if k in ov]
+    extra = [_CLI_FLAG[k] for k in ENSEMBLE_KNOBS[1:] if k in ov]
+    if ens != "npt" and not knobs_alone:
         if extra:
-            raise DynamatError(f"{', '.join(extra)} only matter with --ensemble npt")
+            raise DynamatError(f"{', '.join(extra)} only {'matters' if len(extra) == 1 else 'matter'} "
+                               "with --ensemble npt")
         return
-    if "pressure_GPa" not in ov:
+    if "pressure_GPa" not in ov and not knobs_alone:
         raise DynamatError("--ensemble npt needs --pressure-GPa P (the external pressure in GPa, e.g. 0)")
-    if not np.isfinite(float(ov["pressure_GPa"])):
+    if "pressure_GPa" in ov and not np.isfinite(float(ov["pressure_GPa"])):
         raise DynamatError(f"--pressure-GPa must be a finite number, got {ov['pressure_GPa']}")
     if ov.get("barostat", "isotropic") not in BAROSTATS:
         raise DynamatError(f"--barostat must be one of {', '.join(BAROSTATS)}, got {ov['barostat']!r}")
@@ -643,16 +647,26 @@ def _ensemble(name: str, ov: Mapping, attrs: Mapping) -> tuple[dict, Callable[[s
     else the reference file's own (``ensemble npt`` with ``pressure_GPa``, ``barostat``, ``tau_barostat_fs``,
     as ``reference generate --ensemble npt`` and ``reference import`` of an NPT run store them), else NVT.
     A reference run at constant pressure is compared with a run of that ensemble: its pressure and volume
-    distributions (Eq. 9) are that ensemble's; ``--ensemble nvt`` runs its mean cell fixed instead."""
-    if "ensemble" in ov or attrs.get("ensemble") != "npt":
+    distributions (Eq. 9) are that ensemble's; ``--ensemble nvt`` runs its mean cell fixed instead, and the
+    barostat's knobs given alone (``--pressure-GPa 2``) replace the file's own: its barostat at another pressure."""
+    if "ensemble" in ov:
         return dict(ov), lambda k: f"command line ({_CLI_FLAG[k]})" if k in ov else "default (--ensemble npt)"
+    knobs = {k: ov[k] for k in ENSEMBLE_KNOBS[1:] if k in ov}
+    if attrs.get("ensemble") != "npt":
+        check_ensemble(knobs)  # the knobs alone, with nothing to adjust: the one-line refusal
+        return {}, lambda k: "default (--ensemble nvt)"
     file = {k: (str(attrs[k]) if k in ("ensemble", "barostat") else float(attrs[k]))
             for k in ENSEMBLE_KNOBS if attrs.get(k) is not None}
     try:
         check_ensemble(file)
     except DynamatError as exc:
         raise DynamatError(f"system {name!r}: the reference file's ensemble attributes: {exc}") from None
-    return file, lambda k: f"reference file ({k})" if k in file else "default (the reference file's ensemble npt)"
+
+    def source(k: str) -> str:
+        if k in knobs:
+            return f"command line ({_CLI_FLAG[k]}, over the reference file's ensemble npt)"
+        return f"reference file ({k})" if k in file else "default (the reference file's ensemble npt)"
+    return file | knobs, source
 
 
 def system_from_reference(reference: str | Path, name: str, **overrides) -> System:

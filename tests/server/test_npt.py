@@ -182,7 +182,7 @@ def test_resume_with_other_ensemble_arguments_is_refused(runs, tmp_path):
     assert_one_line_error(as_nvt, "--ensemble npt", "--ensemble nvt")
     assert RunFolder(run).run_json.read_bytes() == before
     bad = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--out", str(tmp_path / "x"), "--pressure-GPa", "1")
-    assert_one_line_error(bad, "only matter with --ensemble npt")
+    assert_one_line_error(bad, "only matters with --ensemble npt")
     bad = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--out", str(tmp_path / "x"), "--ensemble", "npt")
     assert_one_line_error(bad, "needs --pressure-GPa")
     assert not (tmp_path / "x").exists()
@@ -286,6 +286,11 @@ def test_runs_and_campaigns_against_an_npt_reference_take_its_ensemble(runs, tmp
     assert {k: listed["protocol"][k] for k in ENSEMBLE_KNOBS} == file_ens
     assert listed["sources"]["pressure_GPa"] == "reference file (pressure_GPa)"
     assert "NPT at 0.5 GPa (isotropic barostat, tau 10 fs)" in dynamat_cmd("systems", "--reference", str(ref_h5)).stdout
+    by_hand = dynamat_cmd("inputs", "--system", SYSTEM, "--reference", str(ref_h5), "--out", str(tmp_path / "hand"),
+                          "--pressure-GPa", "2")  # the file's barostat at another pressure
+    assert by_hand.returncode == 0, by_hand.stderr
+    xml = (tmp_path / "hand" / "input.xml").read_text()
+    assert "<pressure units='gigapascal'> 2.0 </pressure>" in xml and "<tau units='femtosecond'> 10.0 </tau>" in xml
 
     out = tmp_path / "camp"
     args = ("--models", "emt", "--systems", SYSTEM, "--reference", str(ref_h5), "--steps", "760", "--out", str(out),
@@ -327,6 +332,33 @@ def test_an_npt_reference_with_a_slab_or_a_foreign_barostat_is_one_line():
         get_system(SYSTEM, attrs, dims=2)
     with pytest.raises(DynamatError, match="the reference file's ensemble attributes: --barostat must be one of"):
         get_system(SYSTEM, attrs | {"barostat": "mttk"})
+
+
+def test_barostat_knobs_alone_adjust_an_npt_references_own():
+    """``--pressure-GPa 2`` (or another knob) without ``--ensemble`` runs the file's barostat at that pressure,
+    each value's source named; against a fixed-cell reference the knobs alone are one line, as before."""
+    from dynamat.catalogue import get_system
+    from dynamat.errors import DynamatError
+
+    attrs = {"temperature_kelvin": 300.0, "ensemble": "npt", "pressure_GPa": 1.0, "barostat": "flexible",
+             "tau_barostat_fs": 200.0}
+    s = get_system(SYSTEM, attrs, pressure_GPa=2.0, tau_barostat_fs=400.0)
+    p = s.protocol
+    assert (p.ensemble, p.pressure_GPa, p.barostat, p.tau_barostat_fs, p.burn_in_ps) == (
+        "npt", 2.0, "flexible", 400.0, 2.0)  # the burn-in follows the barostat asked for: 5 x 400 fs
+    assert s.sources["pressure_GPa"] == "command line (--pressure-GPa, over the reference file's ensemble npt)"
+    assert s.sources["barostat"] == "reference file (barostat)"
+    for bad, msg in [(dict(barostat="mttk"), "--barostat must be one of"),
+                     (dict(pressure_GPa=float("nan")), "--pressure-GPa must be a finite number"),
+                     (dict(tau_barostat_fs=-1.0), "--tau-barostat-fs must be a positive")]:
+        with pytest.raises(DynamatError, match=msg):
+            get_system(SYSTEM, attrs, **bad)
+    fixed = {"temperature_kelvin": 300.0}
+    with pytest.raises(DynamatError, match="^--pressure-GPa only matters with --ensemble npt$"):
+        get_system(SYSTEM, fixed, pressure_GPa=2.0)
+    with pytest.raises(DynamatError, match="^--pressure-GPa, --barostat only matter with --ensemble npt$"):
+        get_system(SYSTEM, fixed, pressure_GPa=2.0, barostat="flexible")
+    assert get_system(SYSTEM, fixed).protocol.ensemble == "nvt"
 
 
 @pytest.mark.parametrize("pressure, tau, want", [
