@@ -415,6 +415,7 @@ def _wait_slurm(out: Path, tracked: list[PairView], pairs: list[PairView], summa
     try:
         while left:
             q = campaign_slurm.queue_states(job_ids)
+            _cancel_never_startable(out, q, left, summary)
             for label, p in list(left.items()):
                 status, err = _state_result(out, p)
                 if status is not None:
@@ -443,6 +444,25 @@ def _wait_slurm(out: Path, tracked: list[PairView], pairs: list[PairView], summa
         summary.event(f"campaign: stopped waiting; SLURM job(s) {','.join(job_ids)} keep running. Rerun this command "
                       f"to wait for them and write the report; `scancel {' '.join(job_ids)}` stops them.")
         raise
+
+
+def _cancel_never_startable(out: Path, queue: dict, left: dict, summary: Summary) -> None:
+    """Fails and cancels the pairs whose task SLURM keeps pending for good: the job behind their ``--dependency``
+    ended otherwise than it asks (the training job failed). Unless the cluster sets ``kill_invalid_depend``
+    such a task stays in the queue forever, and the campaign would wait with it."""
+    from dynamat.campaign import slurm as campaign_slurm
+
+    dead = {label: p for label, p in left.items()
+            if queue.get(p.slurm_job, ("", ""))[1] == campaign_slurm.NEVER_STARTS}
+    if not dead:
+        return
+    campaign_slurm.cancel(sorted({p.slurm_job for p in dead.values()}))
+    for label, p in dead.items():
+        p.status = "failed"
+        p.error = (f"SLURM task {p.slurm_job} can never start: a job its --dependency names did not end as asked "
+                   f"({campaign_slurm.NEVER_STARTS}); cancelled it. Rerun behind a job that can still succeed")
+        del left[label]
+        summary.event(_finished_message(out, p))
 
 
 #: beside the report: what it was made from (:func:`_report_inputs`)

@@ -17,6 +17,8 @@ TEMPLATES = {"unix": "campaign_array.sbatch.in", "inet": "campaign_array_inet.sb
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "CONFIGURING",
                   "SUSPENDED", "RESIZING"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+#: squeue's reason for a pending task whose --dependency can no longer be met (the job it waits on failed)
+NEVER_STARTS = "DependencyNeverSatisfied"
 _VAR = re.compile(r"@([a-z_]+)@")
 
 

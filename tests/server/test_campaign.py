@@ -128,7 +128,7 @@ def test_spec_is_checked_once_and_builds_every_job(tmp_path, monkeypatch):
                     (dict(jobs=0), "--jobs"), (dict(pack=0), "--pack"),
                     (dict(pack=2, socket_mode="inet"), "--socket unix"), (dict(executor="pbs"), "executor"),
                     (dict(ensemble={"ensemble": "npt"}), "needs --pressure-GPa"),
-                    (dict(ensemble={"pressure_GPa": 1.0}), "only matter with --ensemble npt")]:
+                    (dict(ensemble={"pressure_GPa": 1.0}), "only matters with --ensemble npt")]:
         with pytest.raises(DynamatError, match=msg):
             CampaignSpec(("emt",), (A,), tmp_path, **kw)
     for args, msg in [(dict(driver_args=("emt=--option 'x",)), "No closing quotation"),
@@ -581,3 +581,19 @@ def test_slurm_campaign_behind_a_dependency_takes_the_weights_its_job_makes(slur
     assert json.loads(run.score_json.read_text())["model"] == "finetuned:make"
     assert f"#SBATCH --dependency=afterok:{train}" in next((out / "_campaign").glob("array-*.sbatch")).read_text()
     assert _state(out, "finetuned@make", A)["times"]["shell"] >= weights.stat().st_mtime  # it waited
+
+    # a training job that fails: SLURM keeps the array pending for good (DependencyNeverSatisfied); the campaign
+    # says so, cancels it and ends instead of waiting with it
+    failed = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 1; exit 3"],
+                            capture_output=True, text=True, timeout=30, check=True).stdout.strip().split(";")[0]
+    out2 = tmp_path / "camp2"
+    args2 = [out2 if a == str(out) else a for a in args]
+    res = campaign(*map(str, args2), f"--sbatch-arg=--dependency=afterok:{failed}", timeout=120, env=env)
+    assert res.returncode != 0
+    m = re.search(r"SLURM task (\d+_0) can never start: a job its --dependency names did not end as asked "
+                  r"\(DependencyNeverSatisfied\); cancelled it", res.stderr)
+    assert m, res.stderr[-3000:]
+    left = subprocess.run(["squeue", "-h", "-r", "-j", m.group(1).split("_")[0], "-t", "PENDING,RUNNING"],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert left.strip() == ""  # not left in the queue
+    assert not RunFolder.of(out2, "finetuned:make", A).run_json.exists()
