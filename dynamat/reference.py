@@ -12,7 +12,7 @@ import numpy as np
 from dynamat.catalogue import get_system
 from dynamat.download import default_reference_path
 from dynamat.errors import DynamatError
-from dynamat.io.reference_h5 import list_systems, read_reference, reference_attrs, reference_cells
+from dynamat.io.reference_h5 import list_systems, read_reference, reference_attrs, reference_cells, reference_stress
 
 #: cells of one reference that differ by more than this (Å, any component) make a variable-cell trajectory
 CELL_VARIES_A = 1e-6
@@ -56,10 +56,33 @@ def load_system(reference: Path | None, system: str, **overrides):
     attrs = reference_attrs(reference, system)
     # the first frame lets the catalogue infer class and dims (vacuum gap) where it is silent
     start = variable_cell(reference, system)
+    first = _frame_atoms(reference, system, 0, start)
+    entry = get_system(system, attrs, first, **overrides)
     if start is not None and attrs.get("pressure_GPa") is not None:  # what `reference generate --ensemble npt` ran at
         start["reference_pressure_GPa"] = float(attrs["pressure_GPa"])
-    entry = get_system(system, attrs, _frame_atoms(reference, system, 0, start), **overrides)
+    elif start is not None and entry.dims == 3:  # an NPT trajectory made elsewhere: its frames tell the pressure
+        start.update(frames_pressure(reference, system, len(first), entry.temperature_K) or {})
     return reference, replace(entry, start_cell=start), attrs
+
+
+def frames_pressure(reference: Path, system: str, n_atoms: int, temperature_K: float) -> dict | None:
+    """The pressure an NPT trajectory that does not store it was held at: the mean instantaneous pressure of its
+    stress-labelled frames (:func:`~dynamat.metrics.pressure.instantaneous_pressure_GPa`), with its block-bootstrap
+    standard error; None without stress. ``--ensemble npt --pressure-GPa`` that value runs its ensemble."""
+    from dynamat.metrics.pressure import instantaneous_pressure_GPa
+    from dynamat.metrics.uncertainty import block_bootstrap_mean_se
+
+    stress = reference_stress(reference, system)
+    if stress is None:
+        return None
+    cells = reference_cells(reference, system)
+    labelled = np.isfinite(stress).all(axis=1)
+    if labelled.sum() < 2 or cells.ndim != 3 or len(cells) != len(stress):
+        return None
+    p = instantaneous_pressure_GPa(stress[labelled], np.abs(np.linalg.det(cells[labelled])), n_atoms, temperature_K)
+    return {"reference_pressure_GPa": float(p.mean()), "reference_pressure_se_GPa": float(block_bootstrap_mean_se(p)),
+            "reference_pressure_source": f"mean instantaneous pressure of its {int(labelled.sum())} stress-labelled "
+                                         "frames (Eq. 5 + N k_B T/V)"}
 
 
 def variable_cell(reference: Path, system: str) -> dict | None:

@@ -44,8 +44,11 @@ def _line(d: dict) -> str:
     if d.get("reference_replicas"):
         lab += f"  {d['reference_replicas']} trajectories"
     if d.get("start_cell"):
-        lab += (f"  variable cell (volumes spread {100 * d['start_cell']['frame_volume_rel_sd']:.2g} %): runs start "
-                "in its mean cell")
+        sc = d["start_cell"]
+        lab += (f"  variable cell (volumes spread {100 * sc['frame_volume_rel_sd']:.2g} %): runs start in its mean cell")
+        if sc.get("reference_pressure_se_GPa") is not None and p.get("ensemble") != "npt":
+            lab += (f"; its frames' mean pressure {sc['reference_pressure_GPa']:.3g} ± "
+                    f"{sc['reference_pressure_se_GPa']:.2g} GPa (--ensemble npt --pressure-GPa that runs its ensemble)")
     if p.get("ensemble") == "npt":
         lab += (f"  NPT at {p['pressure_GPa']:g} GPa ({p['barostat']} barostat, tau {p['tau_barostat_fs']:g} fs): "
                 f"{src['ensemble']}")

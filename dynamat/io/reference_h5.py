@@ -255,6 +255,28 @@ def reference_cells(path: str | Path, system: str) -> np.ndarray:
             raise ReferenceFormatError(f"cannot read system {system!r}: {exc}") from None
 
 
+def reference_stress(path: str | Path, system: str) -> np.ndarray | None:
+    """The stress of one system without its frames: (M, 6) eV/Å³, ASE Voigt and sign; None where none is stored."""
+    from dynamat.trajectory import full_to_voigt
+
+    with _open(path) as f:
+        g = _group(f, system)
+        if "stress" not in g:
+            return None
+        try:
+            stress = np.asarray(g["stress"][()], dtype=float)
+        except (ValueError, TypeError, OSError) as exc:
+            raise ReferenceFormatError(f"cannot read system {system!r}: {exc}") from None
+        unit = str(g.attrs.get("stress_unit", "eV/A^3")).lower().replace("å", "a")
+    if unit not in _STRESS_TO_EV_A3:
+        raise ReferenceFormatError(f"unknown stress_unit {unit!r} for system {system!r}")
+    if stress.ndim == 3 and stress.shape[1:] == (3, 3):
+        stress = full_to_voigt(stress)
+    if stress.ndim != 2 or stress.shape[1] != 6:
+        raise ReferenceFormatError(f"system {system!r}: stress must be (M, 6) or (M, 3, 3), got {stress.shape}")
+    return stress * _STRESS_TO_EV_A3[unit]
+
+
 def read_reference(
     path: str | Path, system: str, frames: slice | np.ndarray | None = None
 ) -> Trajectory:

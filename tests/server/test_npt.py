@@ -203,6 +203,41 @@ def test_emt_copper_at_50K_and_0GPa_gives_the_eos_lattice_constant_plus_thermal_
     assert abs(a_md.mean() - a_eos) > 5 * se  # the expansion is resolved, not hidden in the noise
 
 
+def test_the_pressure_an_npt_trajectory_was_held_at_is_read_from_its_frames(runs, tmp_path):
+    """An NPT trajectory made elsewhere (ASE, LAMMPS, VASP ISIF=3) stores no barostat: its frames' mean instantaneous
+    pressure, configurational (Eq. 5) plus N k_B T / V, is the pressure it was held at. The 50 K EMT run at 0 GPa,
+    stored without its barostat, gives 0 within 3 standard errors, where the configurational mean alone is off by
+    more than 2; ``dynamat systems`` and a fixed-cell run's start line offer it as --pressure-GPa. An ideal gas
+    (no stress) gives N k_B T / V exactly."""
+    from dynamat.io.reference_h5 import write_reference
+    from dynamat.metrics.pressure import instantaneous_pressure_GPa
+    from dynamat.reference import load_system
+
+    ideal = instantaneous_pressure_GPa(np.zeros((2, 6)), [1000.0, 2000.0], 100, 300.0)
+    np.testing.assert_allclose(ideal, [100 * kB * 300 / 1000 / GPa, 100 * kB * 300 / 2000 / GPa], rtol=1e-4)
+
+    t = read_run_trajectory(runs["eos"])
+    t = t[np.flatnonzero(t.steps >= EOS_STEPS // 5)]
+    name = "Cu_50K-ase_npt"  # a trajectory of the user's own
+    t.name, t.temperature_K = name, 50.0
+    ref_h5 = tmp_path / "ase_npt.h5"
+    write_reference(ref_h5, t)
+    _, entry, attrs = load_system(ref_h5, name)
+    assert "pressure_GPa" not in attrs and entry.protocol.ensemble == "nvt"
+    got = entry.start_cell
+    p, se = got["reference_pressure_GPa"], got["reference_pressure_se_GPa"]
+    assert abs(p) < 3 * se and 0.005 < se < 0.05
+    conf = -t.stress[:, :3].mean() * EV_PER_A3_TO_GPA
+    assert abs(conf) > 2 * se  # without the kinetic term (0.06 GPa here) the pressure is missed
+    assert got["reference_pressure_source"] == f"mean instantaneous pressure of its {t.n_frames} stress-labelled frames (Eq. 5 + N k_B T/V)"
+    listed = dynamat_cmd("systems", "--reference", str(ref_h5)).stdout
+    assert f"its frames' mean pressure {p:.3g} ± {se:.2g} GPa (--ensemble npt --pressure-GPa that" in listed
+    res = dynamat_cmd("run", "--model", "emt", "--system", name, "--reference", str(ref_h5), "--steps", "1",
+                      "--out", str(tmp_path / "fixed"))
+    assert res.returncode == 0, res.stderr
+    assert f"--ensemble npt --pressure-GPa {p:.3g} runs its ensemble (its frames' mean pressure, ± {se:.2g} GPa)" in res.stderr
+
+
 def test_generated_npt_reference_stores_the_frames_of_dynamat_run_with_their_cells(runs):
     """``reference generate --ensemble npt`` with the run's seed and protocol stores exactly the run's frames after
     the equilibration (positions and cells bit-identical), the cell of each frame, and the ensemble's provenance."""
