@@ -19,11 +19,11 @@ DEMO = REPO / "dynamat" / "data" / "demo_reference.h5"
 BIN = Path(sys.executable).parent
 
 
-def dynamat_cmd(*args: str, timeout: float = 600, cwd=None) -> subprocess.CompletedProcess:
+def dynamat_cmd(*args: str, timeout: float = 600, cwd=None, env=None) -> subprocess.CompletedProcess:
     """Runs the installed `dynamat` console script (a real process, as a user would)."""
     exe = BIN / "dynamat"
     cmd = [str(exe)] if exe.exists() else [shutil.which("dynamat")]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
 def driver_cmd() -> list[str]:

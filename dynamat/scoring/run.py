@@ -268,6 +268,20 @@ def pressure_notes(ref, mlip, run_dir: Path | None) -> dict:
     return out
 
 
+def _off_temperature_note(res: dict, mlip, from_run: bool) -> str:
+    """What a failed equipartition check of the scored frames means: a run folder's frame interval is i-PI's own,
+    so its run is off its temperature; a trajectory's interval is the --dt-fs given, which it then contradicts."""
+    t_kin, target = res["kinetic_temperature_mlip_K"], mlip.temperature_K
+    said = f"the frames' kinetic temperature is {t_kin:.4g} K against {target:g} K (equipartition)"
+    if from_run:
+        return (f"temperature: {said}, at the frame interval i-PI wrote: the run is off its temperature (an unstable "
+                "model, heating its thermostat does not remove, or too short to settle); its errors compare "
+                "another state")
+    implied = mlip.dt_fs * (t_kin / target) ** 0.5
+    return (f"temperature: {said} at --dt-fs {mlip.dt_fs:g}: the frames look about {implied:.2g} fs apart at "
+            f"{target:g} K; check --dt-fs (the VDOS, Eq. 10, scales with it), or the run is off its temperature")
+
+
 def score_run(reference: Path | None, system: str | None, run_dir: Path | None = None, trajectory: Path | None = None,
               dt_fs: float | None = None, model: str | None = None, curves: dict | None = None) -> dict:
     """Paper Eq. 3-12 errors of a run folder or an extxyz trajectory against ``system``'s reference.
@@ -332,6 +346,8 @@ def score_run(reference: Path | None, system: str | None, run_dir: Path | None =
         notes.append("pressure: the reference's cell moves (NPT) and this run's does not: the mean pressure (Eq. 7) "
                      "compares the reference's mean cell, the distribution (Eq. 9) two ensembles; --ensemble npt "
                      "runs the reference's")
+    if res.get("frame_interval_suspect_mlip"):  # equipartition fails on the MLIP side's frames
+        notes.append(_off_temperature_note(res, mlip, from_run=bool(run_dir)))
     res.update(why_no_p)
     res.update(progress)
     if notes:  # only then: a score without notes keeps the keys it had

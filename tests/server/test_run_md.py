@@ -234,3 +234,62 @@ def test_a_report_names_a_score_older_than_its_extended_run(tmp_path):
     assert dynamat_cmd(*args, "--steps", "800").returncode == 0
     (note,) = [n for n in load_results(tmp_path).notes if "score it again" in n]
     assert note.startswith(f"{run_dir / 'score.json'} scores the run up to step 600, and the run is now at step 800")
+
+
+KICKS = '''
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+
+class Kicks(Calculator):
+    """Random forces: heat that a weak thermostat does not take away."""
+    implemented_properties = ["energy", "forces", "stress"]
+
+    def __init__(self, size):
+        super().__init__()
+        self.rng, self.size = np.random.default_rng(0), size
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results = {"energy": 0.0, "forces": self.rng.normal(0, self.size, (len(self.atoms), 3)),
+                        "stress": np.zeros(6)}
+
+
+def make(size=1.5):
+    return Kicks(size)
+'''
+
+
+def test_a_score_says_what_a_failed_equipartition_check_means(emt_run, tmp_path):
+    """Frames whose kinetic temperature contradicts the target: a trajectory's --dt-fs is then suspect (the
+    note gives the interval its frames look to have, within 15 % of the true one), a run folder's interval is
+    i-PI's own, so its run is off its temperature (random forces under a weak thermostat heat it). A run at its
+    temperature, and a trajectory given its true interval, get no such note."""
+    run_dir, _ = emt_run
+    p = json.loads((run_dir / "run.json").read_text())["protocol"]
+    true_dt = p["timestep_fs"] * p["stride"]
+    traj = str(run_dir / "simulation.pos_0.extxyz")
+    wrong = dynamat_cmd("score", "--system", SYSTEM, "--trajectory", traj, "--dt-fs", str(8 * true_dt),
+                        "--json", str(tmp_path / "wrong.json"))
+    assert wrong.returncode == 0, wrong.stderr
+    (note,) = [ln for ln in wrong.stderr.splitlines() if ln.startswith("note: temperature:")]
+    looks = float(note.split("the frames look about ")[1].split(" fs apart")[0])
+    assert looks == pytest.approx(true_dt, rel=0.15) and "check --dt-fs" in note
+    for args in (("--trajectory", traj, "--dt-fs", str(true_dt), "--json", str(tmp_path / "right.json")),
+                 ("--run", str(run_dir))):
+        res = dynamat_cmd("score", "--system", SYSTEM, *args)
+        assert res.returncode == 0 and "note: temperature:" not in res.stderr, res.stderr
+
+    (tmp_path / "kicks.py").write_text(KICKS)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = tmp_path / "hot"
+    res = dynamat_cmd("run", "--model", "kicks:make", "--system", SYSTEM, "--steps", "1200", "--tau-fs", "1e6",
+                      "--seed", "3", "--out", str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    hot = out / "kicks@make" / SYSTEM
+    res = dynamat_cmd("score", "--run", str(hot), env=env)
+    assert res.returncode == 0, res.stderr
+    score = json.loads((hot / "score.json").read_text())
+    assert score["frame_interval_suspect_mlip"] and score["kinetic_temperature_mlip_K"] > 360
+    assert any(n.startswith("temperature:") and "at the frame interval i-PI wrote: the run is off its temperature" in n
+               for n in score["notes"])
