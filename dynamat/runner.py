@@ -617,12 +617,16 @@ def check_resume_ensemble(run_dir: Path, old: dict | None, settings: MDSettings,
         return
     had, want = ensemble_of(old.get("protocol") or {}), ensemble_of(asdict(settings))
     if had != want:
-        def say(e: dict) -> str:
-            return ("--ensemble nvt" if e["ensemble"] == "nvt" else
-                    f"--ensemble npt --pressure-GPa {e['pressure_GPa']:g} --barostat {e['barostat']} "
-                    f"--tau-barostat-fs {e['tau_barostat_fs']:g}")
-        raise DynamatError(f"{run_dir} holds a run with {say(had)}, which a resume continues; it was asked for "
-                           f"{say(want)}: {way_out or 'give the same ensemble arguments, another --out, or --overwrite'}")
+        raise DynamatError(f"{run_dir} holds a run with {ensemble_flags(had)}, which a resume continues; it was asked "
+                           f"for {ensemble_flags(want)}: "
+                           f"{way_out or 'give the same ensemble arguments, another --out, or --overwrite'}")
+
+
+def ensemble_flags(e: dict) -> str:
+    """An :func:`ensemble_of` as the command line says it."""
+    return ("--ensemble nvt" if e["ensemble"] == "nvt" else
+            f"--ensemble npt --pressure-GPa {e['pressure_GPa']:g} --barostat {e['barostat']} "
+            f"--tau-barostat-fs {e['tau_barostat_fs']:g}")
 
 
 def recorded_thermostat(settings: MDSettings, engine: str) -> str:

@@ -176,7 +176,7 @@ def write_json(path: Path, data: dict) -> None:
 from dynamat.io.results import jsonable as _jsonable  # noqa: E402
 
 
-def pair_status(run_dir: Path, steps: int | None = None, ensemble: str = "nvt") -> tuple[str, str | None]:
+def pair_status(run_dir: Path, steps: int | None = None, ensemble: dict | None = None) -> tuple[str, str | None]:
     """(what a campaign must do with a pair, run.json status) - the action is one of
 
     ``skip`` (a final run.json - completed or exploded - and a score.json of that very run),
@@ -184,16 +184,18 @@ def pair_status(run_dir: Path, steps: int | None = None, ensemble: str = "nvt") 
     ``resume`` (an unfinished or failed run with a RESTART/checkpoint), ``overwrite``
     (an unfinished or failed run that cannot be resumed: started again from scratch),
     ``extend`` (a completed run of ``ensemble`` shorter than ``steps``, the MD steps now asked, with
-    a restart point to go on from: as `dynamat run --steps` does; one of another ensemble is never
-    continued under the other thermostat or barostat).
+    a restart point to go on from: as `dynamat run --steps` does; one of another ensemble, or another
+    barostat or pressure, is never continued under the other). ``ensemble``: :func:`~dynamat.runner.ensemble_of`
+    of the protocol asked; None is NVT.
     """
-    from dynamat.runner import restart_file
+    from dynamat.runner import ensemble_of, restart_file
     from dynamat.scoring.run import scores_this_run
 
     rec = read_json(RunFolder(run_dir).run_json) or {}
     status = rec.get("status")
     if (status == "completed" and steps is not None and int(rec.get("steps_requested") or 0) < steps
-            and (rec.get("protocol") or {}).get("ensemble", "nvt") == ensemble and restart_file(run_dir) is not None):
+            and ensemble_of(rec.get("protocol") or {}) == (ensemble or {"ensemble": "nvt"})
+            and restart_file(run_dir) is not None):
         return "extend", status
     if status in FINAL_RUN_STATUSES:
         sc = read_json(RunFolder(run_dir).score_json) or {}
@@ -325,10 +327,11 @@ def run_task(job: Job, log: Callable[[str], None] = print, pack=None) -> TaskSta
         return state
     try:
         from dynamat.reference import load_system as _load_system
+        from dynamat.runner import ensemble_of
 
         # the ensemble the pair runs: the campaign's, or its reference's own (an NPT reference runs NPT)
         reference, sys_entry, _ = _load_system(Path(job.reference), job.system, **job.ensemble)
-        action, _ = pair_status(job.run_dir, job.steps, sys_entry.protocol.ensemble)
+        action, _ = pair_status(job.run_dir, job.steps, ensemble_of(asdict(sys_entry.protocol)))
         state.action = action
         save(phase="starting")
         if action in ("run", "resume", "overwrite", "extend"):

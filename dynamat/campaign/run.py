@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dynamat import processes
@@ -123,17 +123,18 @@ def run_campaign(spec: CampaignSpec, stream=None) -> CampaignResult:
     return result
 
 
-def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[str, int], dict[str, str]]:
+def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[str, int], dict[str, dict]]:
     """({system: MD steps asked, None for the protocol's}, {system: the protocol's steps}, {system: the ensemble
-    its runs take, the spec's or its reference's own}); an unknown system fails here, before any job."""
+    its runs take, the spec's or its reference's own, as :func:`~dynamat.runner.ensemble_of`}); an unknown
+    system fails here, before any job."""
     from dynamat.reference import load_system as _load_system
-    from dynamat.runner import steps_for_time  # the one --time-ps conversion
+    from dynamat.runner import ensemble_of, steps_for_time  # the one --time-ps conversion
     from dynamat.scoring.run import check_scorable_length
 
     asked, protocol, ensemble, entries = {}, {}, {}, []
     for s in spec.systems:
         _, entry, _ = _load_system(spec.reference, s, **spec.ensemble)  # a slab under NPT fails here
-        protocol[s], ensemble[s] = entry.protocol.steps, entry.protocol.ensemble
+        protocol[s], ensemble[s] = entry.protocol.steps, ensemble_of(asdict(entry.protocol))
         asked[s] = steps_for_time(spec.time_ps, entry.protocol.timestep_fs) if spec.time_ps is not None else spec.steps
         entries.append((entry, asked[s]))
     check_scorable_length(entries, spec.time_ps)  # every pair is scored: not run them all to fail there
@@ -141,8 +142,10 @@ def _steps_per_system(spec: CampaignSpec) -> tuple[dict[str, int | None], dict[s
 
 
 def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: dict[str, int],
-          ensemble_of: dict[str, str]) -> _Plan:
+          ensembles: dict[str, dict]) -> _Plan:
     """Sorts the pairs into skipped, to run and adopted, and numbers the jobs and their tasks."""
+    from dynamat.runner import ensemble_flags, ensemble_of
+
     plan = _Plan()
     waiting: list[PairView] = []  # an earlier submission's SLURM task had them
     others: list[str] = []  # runs kept or continued that another model or seed than asked made
@@ -151,7 +154,7 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
         p = PairView(m, s, replica=k)
         plan.pairs.append(p)
         run_dir = RunFolder.of(spec.out, m, p.folder).path
-        want, ensemble = steps_of[s] or protocol_steps[s], ensemble_of[s]
+        want, ensemble = steps_of[s] or protocol_steps[s], ensembles[s]
         # a shorter completed run is extended to the length asked, as `dynamat run --steps` does
         action, status = pair_status(run_dir, want, ensemble)
         plan.action_of[p.label] = action
@@ -161,9 +164,9 @@ def _plan(spec: CampaignSpec, steps_of: dict[str, int | None], protocol_steps: d
                 others.append(f"{p.label} ({other})")
         if action in ("skip", "score") and status == "completed":
             rec = read_json(RunFolder(run_dir).run_json) or {}
-            done_len, done_ens = rec.get("steps_requested"), (rec.get("protocol") or {}).get("ensemble", "nvt")
+            done_len, done_ens = rec.get("steps_requested"), ensemble_of(rec.get("protocol") or {})
             if done_ens != ensemble:
-                plan.mismatched.append(f"{p.label} ({done_ens})")
+                plan.mismatched.append(f"{p.label} ({ensemble_flags(done_ens)})")
             elif done_len is not None and done_len != want:
                 plan.mismatched.append(f"{p.label} ({done_len} steps)")
         if action == "skip":

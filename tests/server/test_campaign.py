@@ -182,7 +182,14 @@ def test_pair_status_actions(tmp_path):
     (d / "score.json").write_text(json.dumps({"status": "completed", "steps_done": 40}))
     assert pair_status(d) == pair_status(d, 40) == pair_status(d, 30) == ("skip", "completed")
     assert pair_status(d, 80) == ("extend", "completed")  # longer than the run: go on from its RESTART
-    assert pair_status(d, 80, "npt") == ("skip", "completed")  # an NVT run is never continued under NPT
+    npt = {"ensemble": "npt", "pressure_GPa": 0.5, "barostat": "isotropic", "tau_barostat_fs": 100.0}
+    assert pair_status(d, 80, npt) == ("skip", "completed")  # an NVT run is never continued under NPT
+    (d / "run.json").write_text(json.dumps({"status": "completed", "steps_done": 40, "steps_requested": 40,
+                                            "protocol": npt}))
+    assert pair_status(d, 80, npt) == ("extend", "completed")
+    assert pair_status(d, 80, npt | {"pressure_GPa": 2.0}) == ("skip", "completed")  # nor under another pressure
+    assert pair_status(d, 80) == ("skip", "completed")
+    (d / "run.json").write_text(json.dumps({"status": "completed", "steps_done": 40, "steps_requested": 40}))
     (d / "RESTART").unlink()
     assert pair_status(d, 80) == ("skip", "completed")  # nothing to extend from: kept (and named by the plan)
     (d / "run.json").write_text(json.dumps({"status": "exploded"}))
@@ -263,9 +270,16 @@ def test_local_npt_campaign_carries_the_ensemble_to_its_run_and_report(tmp_path)
     assert sc["n_frames_mlip"] == 21 and sc["volume_mean_mlip_A3"] != sc["volume_mean_ref_A3"]  # after the burn-in
     table = json.loads((out / "report" / "tables" / "npt_cell.json").read_text())
     assert [(r["model"], r["system"]) for r in table["rows"]] == [("emt+NPT", A)]
+    said = "--ensemble npt --pressure-GPa 0.5 --barostat isotropic --tau-barostat-fs 10"
     res = campaign("--models", "emt", "--systems", A, "--steps", "400", "--out", str(out), timeout=60)
     assert res.returncode == 0, res.stderr
-    assert f"of another length or ensemble than asked: emt/{A} (npt)" in res.stderr
+    assert f"of another length or ensemble than asked: emt/{A} ({said})" in res.stderr
+    # another pressure is another ensemble: named and kept, not taken for the run asked
+    res = campaign("--models", "emt", "--systems", A, "--steps", "400", "--out", str(out), "--ensemble", "npt",
+                   "--pressure-GPa", "1", "--tau-barostat-fs", "10", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert f"of another length or ensemble than asked: emt/{A} ({said})" in res.stderr
+    assert json.loads(run.run_json.read_text())["protocol"]["pressure_GPa"] == 0.5
 
 
 def test_local_packed_campaign_shares_one_driver(tmp_path):
