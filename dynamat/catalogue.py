@@ -653,7 +653,10 @@ def _ensemble(name: str, ov: Mapping, attrs: Mapping) -> tuple[dict, Callable[[s
         return dict(ov), lambda k: f"command line ({_CLI_FLAG[k]})" if k in ov else "default (--ensemble npt)"
     knobs = {k: ov[k] for k in ENSEMBLE_KNOBS[1:] if k in ov}
     if attrs.get("ensemble") != "npt":
-        check_ensemble(knobs)  # the knobs alone, with nothing to adjust: the one-line refusal
+        try:
+            check_ensemble(knobs)  # the knobs alone, with nothing to adjust: the one-line refusal
+        except DynamatError as exc:
+            raise DynamatError(f"{exc} (system {name!r}: its reference stores no barostat to adjust)") from None
         return {}, lambda k: "default (--ensemble nvt)"
     file = {k: (str(attrs[k]) if k in ("ensemble", "barostat") else float(attrs[k]))
             for k in ENSEMBLE_KNOBS if attrs.get(k) is not None}

@@ -99,7 +99,8 @@ class CampaignSpec:
     pack: int = 1  # pairs of one model per task, sharing one driver
     replicas: int = 1  # runs per (model, system), seeds seed + k (dynamat.replicas)
     #: ``--ensemble npt --pressure-GPa P [--barostat B] [--tau-barostat-fs T]`` for every pair (get_system's
-    #: keywords); empty: each system's own (fixed cell, or its reference's NPT: get_system)
+    #: keywords); empty: each system's own (fixed cell, or its reference's NPT: get_system); knobs without
+    #: ``ensemble`` adjust each reference's own barostat
     ensemble: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -124,7 +125,8 @@ class CampaignSpec:
             raise DynamatError("--pack shares one driver between runs on one node: use it with --socket unix")
         from dynamat.catalogue import check_ensemble
 
-        check_ensemble({k: v for k, v in self.ensemble.items() if v is not None})
+        given = {k: v for k, v in self.ensemble.items() if v is not None}
+        check_ensemble(given, knobs_alone="ensemble" not in given)  # alone they adjust an NPT reference's own
         from dynamat.layout import check_out_folder
         from dynamat.reference import default_reference
 

@@ -128,7 +128,7 @@ def test_spec_is_checked_once_and_builds_every_job(tmp_path, monkeypatch):
                     (dict(jobs=0), "--jobs"), (dict(pack=0), "--pack"),
                     (dict(pack=2, socket_mode="inet"), "--socket unix"), (dict(executor="pbs"), "executor"),
                     (dict(ensemble={"ensemble": "npt"}), "needs --pressure-GPa"),
-                    (dict(ensemble={"pressure_GPa": 1.0}), "only matters with --ensemble npt")]:
+                    (dict(ensemble={"pressure_GPa": float("inf")}), "--pressure-GPa must be a finite number")]:
         with pytest.raises(DynamatError, match=msg):
             CampaignSpec(("emt",), (A,), tmp_path, **kw)
     for args, msg in [(dict(driver_args=("emt=--option 'x",)), "No closing quotation"),
@@ -152,6 +152,9 @@ def test_length_too_short_to_score_is_refused_before_any_pair(tmp_path):
     assert not out.exists()
     assert _steps_per_system(CampaignSpec(("emt",), (A, B), out, steps=70))[0] == {A: 70, B: 70}
     assert _steps_per_system(CampaignSpec(("emt",), (A, B), out, time_ps=0.0175))[0] == {A: 70, B: 70}
+    # a knob alone adjusts a reference's own barostat; the demo's references have none: one line, before any job
+    with pytest.raises(DynamatError, match=f"^--pressure-GPa only matters with --ensemble npt .system '{A}'"):
+        _steps_per_system(CampaignSpec(("emt",), (A, B), out, steps=70, ensemble={"pressure_GPa": 1.0}))
 
 
 def test_template_renders_and_rejects_unknown_names():

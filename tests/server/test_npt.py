@@ -326,6 +326,12 @@ def test_runs_and_campaigns_against_an_npt_reference_take_its_ensemble(runs, tmp
     assert by_hand.returncode == 0, by_hand.stderr
     xml = (tmp_path / "hand" / "input.xml").read_text()
     assert "<pressure units='gigapascal'> 2.0 </pressure>" in xml and "<tau units='femtosecond'> 10.0 </tau>" in xml
+    from dynamat.campaign.run import _steps_per_system
+    from dynamat.campaign.spec import CampaignSpec
+
+    spec = CampaignSpec(("emt",), (SYSTEM,), tmp_path / "c2", reference=ref_h5, steps=760, ensemble={"pressure_GPa": 2.0})
+    assert _steps_per_system(spec)[2] == {SYSTEM: file_ens | {"pressure_GPa": 2.0}}  # what each pair runs and is kept as
+    assert spec.job("emt", SYSTEM, 760).ensemble == {"pressure_GPa": 2.0}  # what the task resolves again, the same way
 
     out = tmp_path / "camp"
     args = ("--models", "emt", "--systems", SYSTEM, "--reference", str(ref_h5), "--steps", "760", "--out", str(out),
@@ -389,9 +395,10 @@ def test_barostat_knobs_alone_adjust_an_npt_references_own():
         with pytest.raises(DynamatError, match=msg):
             get_system(SYSTEM, attrs, **bad)
     fixed = {"temperature_kelvin": 300.0}
-    with pytest.raises(DynamatError, match="^--pressure-GPa only matters with --ensemble npt$"):
+    with pytest.raises(DynamatError, match="^--pressure-GPa only matters with --ensemble npt .system 'bulkCu_300K-"
+                                           "demo_EMT': its reference stores no barostat to adjust.$"):
         get_system(SYSTEM, fixed, pressure_GPa=2.0)
-    with pytest.raises(DynamatError, match="^--pressure-GPa, --barostat only matter with --ensemble npt$"):
+    with pytest.raises(DynamatError, match="^--pressure-GPa, --barostat only matter with --ensemble npt "):
         get_system(SYSTEM, fixed, pressure_GPa=2.0, barostat="flexible")
     assert get_system(SYSTEM, fixed).protocol.ensemble == "nvt"
 
