@@ -268,6 +268,21 @@ def pressure_notes(ref, mlip, run_dir: Path | None) -> dict:
     return out
 
 
+def _other_pressure_note(meta: dict, start_cell: dict | None) -> str | None:
+    """A run held at another pressure than its reference was (the file's barostat, or its frames' mean pressure
+    beyond 3 standard errors): its volume, lattice and pressure errors then measure the two pressures' states."""
+    run_p = (meta.get("protocol") or {}).get("pressure_GPa")
+    ref_p = (start_cell or {}).get("reference_pressure_GPa")
+    if run_p is None or ref_p is None:
+        return None
+    se = start_cell.get("reference_pressure_se_GPa")
+    if abs(float(run_p) - ref_p) <= (3 * se if se is not None else 1e-9):
+        return None
+    how = f" (its frames' mean, ± {se:.2g} GPa)" if se is not None else ""
+    return (f"pressure: the run was held at {float(run_p):g} GPa, the reference at {ref_p:.3g} GPa{how}: its volume, "
+            "lattice and pressure errors (Eqs. 7-9) compare two states, not only the model")
+
+
 def _off_temperature_note(res: dict, mlip, from_run: bool) -> str:
     """What a failed equipartition check of the scored frames means: a run folder's frame interval is i-PI's own,
     so its run is off its temperature; a trajectory's interval is the --dt-fs given, which it then contradicts."""
@@ -346,6 +361,9 @@ def score_run(reference: Path | None, system: str | None, run_dir: Path | None =
         notes.append("pressure: the reference's cell moves (NPT) and this run's does not: the mean pressure (Eq. 7) "
                      "compares the reference's mean cell, the distribution (Eq. 9) two ensembles; --ensemble npt "
                      "runs the reference's")
+    other_pressure = _other_pressure_note(meta, sys_entry.start_cell) if npt else None
+    if other_pressure:
+        notes.append(other_pressure)
     if res.get("frame_interval_suspect_mlip"):  # equipartition fails on the MLIP side's frames
         notes.append(_off_temperature_note(res, mlip, from_run=bool(run_dir)))
     res.update(why_no_p)

@@ -343,7 +343,12 @@ def test_runs_and_campaigns_against_an_npt_reference_take_its_ensemble(runs, tmp
     assert rec["status"] == "completed" and {k: rec["protocol"][k] for k in ENSEMBLE_KNOBS} == file_ens
     assert rec["system_info"]["sources"]["tau_barostat_fs"] == "reference file (tau_barostat_fs)"
     assert "<pressure units='gigapascal'> 0.5 </pressure>" in run.input_xml.read_text()
-    assert json.loads(run.score_json.read_text())["ensemble"] == "npt"
+    sc = json.loads(run.score_json.read_text())
+    assert sc["ensemble"] == "npt" and not any("the run was held at" in n for n in sc.get("notes", []))
+    other = dynamat_cmd("score", "--reference", str(ref_h5), "--system", SYSTEM, "--run", str(runs["emt1"]),
+                        "--json", str(tmp_path / "other.json"))  # a run at 0 GPa against the file's 0.5 GPa
+    assert other.returncode == 0, other.stderr
+    assert "the run was held at 0 GPa, the reference at 0.5 GPa: its volume, lattice and pressure errors" in other.stderr
     res = campaign(*args, timeout=60)
     assert res.returncode == 0 and "1 pairs (1 skip)" in res.stderr and "another length or ensemble" not in res.stderr
 
