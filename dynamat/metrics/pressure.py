@@ -15,11 +15,11 @@ import numpy as np
 from dynamat.units import AMU_A2_PER_FS2_TO_EV, EV_PER_A3_TO_GPA
 
 __all__ = [
+    "instantaneous_pressure_GPa",
     "pressure_GPa",
     "pressure_hist_edges",
     "pressure_hist_error",
     "pressure_hist_error_sensitivity",
-    "instantaneous_pressure_GPa",
     "pressure_histograms",
     "pressure_mae",
     "pressure_md_GPa",

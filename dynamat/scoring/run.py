@@ -279,7 +279,8 @@ def _other_pressure_note(meta: dict, start_cell: dict | None) -> str | None:
     if abs(float(run_p) - ref_p) <= (3 * se if se is not None else 1e-9):
         return None
     how = f" (its frames' mean, ± {se:.2g} GPa)" if se is not None else ""
-    return (f"pressure: the run was held at {float(run_p):g} GPa, the reference at {ref_p:.3g} GPa{how}: its volume, "
+    ref_said = f"{ref_p:.3g}" if se is not None else f"{ref_p:g}"
+    return (f"pressure: the run was held at {float(run_p):g} GPa, the reference at {ref_said} GPa{how}: its volume, "
             "lattice and pressure errors (Eqs. 7-9) compare two states, not only the model")
 
 
