@@ -490,27 +490,21 @@ def _check_overrides(overrides: Mapping) -> dict:
         raise DynamatError(f"unknown thermostat {out['thermostat']!r}; i-PI modes: {', '.join(_thermostats())}")
     if "start_frame" in out and int(out["start_frame"]) < 0:
         raise DynamatError(f"--start-frame must be >= 0, got {out['start_frame']}")
-    # without --ensemble the barostat's knobs may adjust a reference file's own NPT (_ensemble decides)
-    check_ensemble(out, knobs_alone="ensemble" not in out)
+    check_ensemble(out)
     return out
 
 
-def check_ensemble(ov: dict, *, knobs_alone: bool = False) -> None:
-    """``--ensemble npt`` needs ``--pressure-GPa``; the barostat's knobs mean nothing without it, unless
-    ``knobs_alone`` (no ``--ensemble`` given: they may adjust a reference file's NPT), where only their
-    values are checked."""
+def check_ensemble(ov: dict) -> None:
+    """``--ensemble npt`` needs ``--pressure-GPa``; ``--ensemble nvt`` takes no barostat knob. Knobs without
+    ``--ensemble`` may adjust a reference file's own NPT (:func:`_ensemble` decides); their values are checked."""
     from dynamat.engines.ipi_input import BAROSTATS, ENSEMBLES
 
-    ens = ov.get("ensemble", "nvt")
-    if ens not in ENSEMBLES:
+    ens = ov.get("ensemble")
+    if ens is not None and ens not in ENSEMBLES:
         raise DynamatError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ens!r}")
-    extra = [_CLI_FLAG[k] for k in ENSEMBLE_KNOBS[1:] if k in ov]
-    if ens != "npt" and not knobs_alone:
-        if extra:
-            raise DynamatError(f"{', '.join(extra)} only {'matters' if len(extra) == 1 else 'matter'} "
-                               "with --ensemble npt")
-        return
-    if "pressure_GPa" not in ov and not knobs_alone:
+    if ens == "nvt":
+        _refuse_knobs(ov)
+    if ens == "npt" and "pressure_GPa" not in ov:
         raise DynamatError("--ensemble npt needs --pressure-GPa P (the external pressure in GPa, e.g. 0)")
     if "pressure_GPa" in ov and not np.isfinite(float(ov["pressure_GPa"])):
         raise DynamatError(f"--pressure-GPa must be a finite number, got {ov['pressure_GPa']}")
@@ -519,6 +513,14 @@ def check_ensemble(ov: dict, *, knobs_alone: bool = False) -> None:
     tau = ov.get("tau_barostat_fs", DEFAULT_TAU_BAROSTAT_FS)
     if not (np.isfinite(float(tau)) and float(tau) > 0):
         raise DynamatError(f"--tau-barostat-fs must be a positive number of fs, got {tau}")
+
+
+def _refuse_knobs(ov: Mapping, why: str = "") -> None:
+    """The barostat's knobs given where no barostat runs: one line naming them."""
+    extra = [_CLI_FLAG[k] for k in ENSEMBLE_KNOBS[1:] if k in ov]
+    if extra:
+        raise DynamatError(f"{', '.join(extra)} only {'matters' if len(extra) == 1 else 'matter'} "
+                           f"with --ensemble npt{why}")
 
 
 def get_system(
@@ -653,10 +655,7 @@ def _ensemble(name: str, ov: Mapping, attrs: Mapping) -> tuple[dict, Callable[[s
         return dict(ov), lambda k: f"command line ({_CLI_FLAG[k]})" if k in ov else "default (--ensemble npt)"
     knobs = {k: ov[k] for k in ENSEMBLE_KNOBS[1:] if k in ov}
     if attrs.get("ensemble") != "npt":
-        try:
-            check_ensemble(knobs)  # the knobs alone, with nothing to adjust: the one-line refusal
-        except DynamatError as exc:
-            raise DynamatError(f"{exc} (system {name!r}: its reference stores no barostat to adjust)") from None
+        _refuse_knobs(knobs, f" (system {name!r}: its reference stores no barostat to adjust)")
         return {}, lambda k: "default (--ensemble nvt)"
     file = {k: (str(attrs[k]) if k in ("ensemble", "barostat") else float(attrs[k]))
             for k in ENSEMBLE_KNOBS if attrs.get(k) is not None}

@@ -55,34 +55,44 @@ def load_system(reference: Path | None, system: str, **overrides):
     reference = resolve_reference(reference, system)
     attrs = reference_attrs(reference, system)
     # the first frame lets the catalogue infer class and dims (vacuum gap) where it is silent
-    start = variable_cell(reference, system)
+    cells = reference_cells(reference, system)
+    start = _mean_cell(cells)
     first = _frame_atoms(reference, system, 0, start)
     entry = get_system(system, attrs, first, **overrides)
     if start is not None and attrs.get("pressure_GPa") is not None:  # what `reference generate --ensemble npt` ran at
         start["reference_pressure_GPa"] = float(attrs["pressure_GPa"])
     elif start is not None and entry.dims == 3:  # an NPT trajectory made elsewhere: its frames tell the pressure
-        start.update(frames_pressure(reference, system, len(first), entry.temperature_K) or {})
+        start.update(frames_pressure(reference_stress(reference, system), cells, len(first), entry.temperature_K) or {})
     return reference, replace(entry, start_cell=start), attrs
 
 
-def frames_pressure(reference: Path, system: str, n_atoms: int, temperature_K: float) -> dict | None:
+def frames_pressure(stress, cells, n_atoms: int, temperature_K: float) -> dict | None:
     """The pressure an NPT trajectory that does not store it was held at: the mean instantaneous pressure of its
     stress-labelled frames (:func:`~dynamat.metrics.pressure.instantaneous_pressure_GPa`), with its block-bootstrap
-    standard error; None without stress. ``--ensemble npt --pressure-GPa`` that value runs its ensemble."""
+    standard error; None without stress. ``stress`` (M, 6) eV/Å³ or None, ``cells`` (M, 3, 3) Å.
+    ``--ensemble npt --pressure-GPa`` that value runs its ensemble."""
     from dynamat.metrics.pressure import instantaneous_pressure_GPa
     from dynamat.metrics.uncertainty import block_bootstrap_mean_se
 
-    stress = reference_stress(reference, system)
-    if stress is None:
+    if stress is None or cells.ndim != 3 or len(cells) != len(stress):
         return None
-    cells = reference_cells(reference, system)
     labelled = np.isfinite(stress).all(axis=1)
-    if labelled.sum() < 2 or cells.ndim != 3 or len(cells) != len(stress):
+    if labelled.sum() < 2:
         return None
     p = instantaneous_pressure_GPa(stress[labelled], np.abs(np.linalg.det(cells[labelled])), n_atoms, temperature_K)
     return {"reference_pressure_GPa": float(p.mean()), "reference_pressure_se_GPa": float(block_bootstrap_mean_se(p)),
             "reference_pressure_source": f"mean instantaneous pressure of its {int(labelled.sum())} stress-labelled "
                                          "frames (Eq. 5 + N k_B T/V)"}
+
+
+def reference_pressure_said(start_cell: dict | None) -> tuple[str, str] | None:
+    """(the pressure a variable-cell reference was held at, as said; how it is known): the file's stated value as
+    stored, or its frames' estimate (:func:`frames_pressure`) rounded, with its standard error. None: unknown."""
+    p = (start_cell or {}).get("reference_pressure_GPa")
+    if p is None:
+        return None
+    se = start_cell.get("reference_pressure_se_GPa")
+    return (f"{p:g}", "") if se is None else (f"{p:.3g}", f" (its frames' mean pressure, ± {se:.2g} GPa)")
 
 
 def variable_cell(reference: Path, system: str) -> dict | None:
@@ -93,7 +103,11 @@ def variable_cell(reference: Path, system: str) -> dict | None:
     volume by that frame's fluctuation, σ_V/V = √(k_B T / (B V)) (0.9 % for 32 Cu atoms at 300 K: 1.2 GPa at
     B = 134 GPa), which the pressure error (Eq. 7) would score as the model's; in the mean cell that error is
     second order. An NPT run starts there too (the barostat has less to burn in)."""
-    cells = reference_cells(reference, system)
+    return _mean_cell(reference_cells(reference, system))
+
+
+def _mean_cell(cells: np.ndarray) -> dict | None:
+    """:func:`variable_cell` of the cells read."""
     if cells.ndim != 3 or len(cells) < 2 or np.abs(cells - cells[0]).max() <= CELL_VARIES_A:
         return None
     vols = np.abs(np.linalg.det(cells))

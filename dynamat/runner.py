@@ -680,10 +680,11 @@ def _start_line(model: str, run_dir: Path, settings: MDSettings, resume_from: Pa
         cell += (f", in the reference's mean cell ({start_cell['volume_A3']:.6g} Å³; its frames' volumes spread "
                  f"{100 * start_cell['frame_volume_rel_sd']:.2g} %)")
         if not settings.is_npt:  # its pressure distribution (Eq. 9) then compares two ensembles
-            p, se = start_cell.get("reference_pressure_GPa"), start_cell.get("reference_pressure_se_GPa")
-            cell += (f"; the reference's cell moves and this run's does not: --ensemble npt --pressure-GPa "
-                     f"{'P' if p is None else f'{p:g}' if se is None else f'{p:.3g}'} runs its ensemble"
-                     + ("" if se is None else f" (its frames' mean pressure, ± {se:.2g} GPa)"))
+            from dynamat.reference import reference_pressure_said
+
+            p, how = reference_pressure_said(start_cell) or ("P", "")
+            cell += (f"; the reference's cell moves and this run's does not: --ensemble npt --pressure-GPa {p} "
+                     f"runs its ensemble{how}")
     return f"{how}: {model} on {run_dir.name}, {settings.steps} steps, seed {settings.seed}{cell} -> {run_dir}"
 
 

@@ -125,8 +125,7 @@ class CampaignSpec:
             raise DynamatError("--pack shares one driver between runs on one node: use it with --socket unix")
         from dynamat.catalogue import check_ensemble
 
-        given = {k: v for k, v in self.ensemble.items() if v is not None}
-        check_ensemble(given, knobs_alone="ensemble" not in given)  # alone they adjust an NPT reference's own
+        check_ensemble({k: v for k, v in self.ensemble.items() if v is not None})
         from dynamat.layout import check_out_folder
         from dynamat.reference import default_reference
 

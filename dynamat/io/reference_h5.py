@@ -267,14 +267,20 @@ def reference_stress(path: str | Path, system: str) -> np.ndarray | None:
             stress = np.asarray(g["stress"][()], dtype=float)
         except (ValueError, TypeError, OSError) as exc:
             raise ReferenceFormatError(f"cannot read system {system!r}: {exc}") from None
-        unit = str(g.attrs.get("stress_unit", "eV/A^3")).lower().replace("å", "a")
-    if unit not in _STRESS_TO_EV_A3:
-        raise ReferenceFormatError(f"unknown stress_unit {unit!r} for system {system!r}")
+        scale = _stress_scale(g.attrs, system)
     if stress.ndim == 3 and stress.shape[1:] == (3, 3):
         stress = full_to_voigt(stress)
     if stress.ndim != 2 or stress.shape[1] != 6:
         raise ReferenceFormatError(f"system {system!r}: stress must be (M, 6) or (M, 3, 3), got {stress.shape}")
-    return stress * _STRESS_TO_EV_A3[unit]
+    return stress * scale
+
+
+def _stress_scale(attrs, system: str) -> float:
+    """The factor from the group's ``stress_unit`` (eV/Å³ where none is said) to eV/Å³."""
+    unit = str(attrs.get("stress_unit", "eV/A^3")).lower().replace("å", "a")
+    if unit not in _STRESS_TO_EV_A3:
+        raise ReferenceFormatError(f"unknown stress_unit {unit!r} for system {system!r}")
+    return _STRESS_TO_EV_A3[unit]
 
 
 def read_reference(
@@ -299,10 +305,7 @@ def read_reference(
         except (KeyError, ValueError, TypeError, OSError) as exc:
             raise ReferenceFormatError(f"cannot read system {system!r}: {exc}") from None
     if "stress" in opt:
-        unit = str(attrs.get("stress_unit", "eV/A^3")).lower().replace("å", "a")
-        if unit not in _STRESS_TO_EV_A3:
-            raise ReferenceFormatError(f"unknown stress_unit {unit!r} for system {system!r}")
-        opt["stress"] = np.asarray(opt["stress"], float) * _STRESS_TO_EV_A3[unit]
+        opt["stress"] = np.asarray(opt["stress"], float) * _stress_scale(attrs, system)
     dt = attrs.get("dt_fs")
     step_stride = 1 if isinstance(sel, slice) is False or sel.step is None else sel.step
     try:

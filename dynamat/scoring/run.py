@@ -22,7 +22,7 @@ from dynamat.io.results import write_json_atomic
 from dynamat.io.run_folder import bead_files, input_info, read_bead_trajectory, read_run_trajectory
 from dynamat.layout import SCORE_JSON, RunFolder, curves_beside
 from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_metrics
-from dynamat.reference import load_system
+from dynamat.reference import load_system, reference_pressure_said
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
 from dynamat.scoring.run_system import atoms_mismatch, reference_for_run, run_defaults
@@ -271,17 +271,14 @@ def pressure_notes(ref, mlip, run_dir: Path | None) -> dict:
 def _other_pressure_note(meta: dict, start_cell: dict | None) -> str | None:
     """A run held at another pressure than its reference was (the file's barostat, or its frames' mean pressure
     beyond 3 standard errors): its volume, lattice and pressure errors then measure the two pressures' states."""
-    run_p = (meta.get("protocol") or {}).get("pressure_GPa")
-    ref_p = (start_cell or {}).get("reference_pressure_GPa")
-    if run_p is None or ref_p is None:
+    run_p, said = (meta.get("protocol") or {}).get("pressure_GPa"), reference_pressure_said(start_cell)
+    if run_p is None or said is None:
         return None
     se = start_cell.get("reference_pressure_se_GPa")
-    if abs(float(run_p) - ref_p) <= (3 * se if se is not None else 1e-9):
+    if abs(float(run_p) - start_cell["reference_pressure_GPa"]) <= (3 * se if se is not None else 1e-9):
         return None
-    how = f" (its frames' mean, ± {se:.2g} GPa)" if se is not None else ""
-    ref_said = f"{ref_p:.3g}" if se is not None else f"{ref_p:g}"
-    return (f"pressure: the run was held at {float(run_p):g} GPa, the reference at {ref_said} GPa{how}: its volume, "
-            "lattice and pressure errors (Eqs. 7-9) compare two states, not only the model")
+    return (f"pressure: the run was held at {float(run_p):g} GPa, the reference at {said[0]} GPa{said[1]}: its "
+            "volume, lattice and pressure errors (Eqs. 7-9) compare two states, not only the model")
 
 
 def _off_temperature_note(res: dict, mlip, from_run: bool) -> str:
