@@ -161,7 +161,9 @@ def _finished_message(out: Path, p: PairView) -> str:
             parts.append(f"{name} {t[key]:.1f} s")
     if p.error and p.status != "completed":
         parts.append(p.error)
-    return "  " + ", ".join(parts)
+    score = read_json(RunFolder.of(out, p.model, p.folder).score_json) or {}
+    said = [f"\n    note: {n}" for n in score.get("notes") or () if isinstance(n, str)]  # dynamat score's caveats
+    return "  " + ", ".join(parts) + "".join(said)
 
 
 def _state_result(out: Path, p: PairView) -> tuple[str | None, str | None]:

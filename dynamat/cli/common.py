@@ -122,6 +122,13 @@ def emit(res: dict, json_out: Path | None) -> None:
     if json_out:
         write_json_atomic(json_out, res)
         click.echo(f"wrote {json_out}", err=True)
+    show_score(res)
+
+
+def show_score(res: dict) -> None:
+    """The scorer's notes (what a number must be read with) on stderr, then the scorecard."""
+    for note in res.get("notes") or ():
+        click.echo(f"note: {note}", err=True)
     click.echo(scorecard(res))
 
 

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import driver_options, progress_printer, reference_option, with_options
+from dynamat.cli.common import driver_options, progress_printer, reference_option, show_score, with_options
 from dynamat.errors import DynamatError
 from dynamat.io.reference_h5 import reference_n_frames
 from dynamat.known_models import check_model_known
 from dynamat.reference import load_system, resolve_reference
 from dynamat.runner import (RunOptions, check_continues, check_same_run, model_identity, plan_run_dir, read_run_json,
                             run_settings, run_system)
-from dynamat.scoring.card import scorecard
 from dynamat.layout import RunFolder, check_out_folder
 from dynamat.scoring.run import check_scorable_length, score_run, write_score
 from dynamat.singlepoint import run_singlepoint
@@ -59,7 +58,7 @@ def demo(model, system, reference, steps, singlepoint_frames, out, overwrite, dr
     res.update(sp)
     write_score(res, rf.score_json, curves)
     click.echo(f"wrote {rf.score_json}", err=True)
-    click.echo(scorecard(res))
+    show_score(res)
 
 
 def _settle_folder(run_dir: Path, model: str, entry, steps: int, overwrite: bool, driver_args, out: Path) -> bool:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from dynamat.cli.common import reference_option
+from dynamat.cli.common import reference_option, show_score
 from dynamat.errors import DynamatError
-from dynamat.scoring.card import scorecard
 from dynamat.layout import RunFolder, check_file_target
 from dynamat.scoring.run import score_run, write_score
 
@@ -38,6 +37,4 @@ def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
     if target:
         write_score(res, target, curves)
         click.echo(f"wrote {target}", err=True)
-    for note in res.get("notes") or ():
-        click.echo(f"note: {note}", err=True)
-    click.echo(scorecard(res))
+    show_score(res)

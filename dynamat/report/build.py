@@ -126,6 +126,7 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     unscored = f"; {len(res.unscored)} run(s) without a score left out" if res.unscored else ""
+    unscored += f"; the scorer noted {len(res.noted)} run(s) (the page's Notes say what)" if res.noted else ""
     return (f"dynamat report: {len(res.models)} models, {len(res.rows)} runs "
             f"({len(res.failures)} failed/exploded{unfinished}, excluded from means){unscored}; "
             f"{len(tables)} tables, {len(saved)} figures -> {out} (page: {page.name})")

@@ -144,6 +144,7 @@ class Results:
     skipped: list[str] = field(default_factory=list)  # "<path>: <why>" of each unreadable score file
     unscored: list[str] = field(default_factory=list)  # "<run folder> (<status>)" of each run without a score
     beads: list[dict[str, Any]] = field(default_factory=list)  # bead-convergence studies (report.beads)
+    noted: list[str] = field(default_factory=list)  # the runs whose score carries a note (in ``notes``)
 
     @property
     def completed(self) -> list[dict[str, Any]]:
@@ -177,6 +178,7 @@ def load_results(root) -> Results:
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     skipped: list[str] = list(found.skipped)
+    said: list[tuple[str, Any]] = []  # (run, its score's notes)
     for path in found.scores:
         try:
             raw = json.loads(path.read_text())
@@ -192,6 +194,7 @@ def load_results(root) -> Results:
             skipped.append(f"{path}: {why}")
             continue
         rows.append(_normalise_row(raw, path))
+        said.append((_run_label(rows[-1]), raw.get("notes")))
         stale = _stale_score(raw, path)
         if stale:
             notes.append(stale)
@@ -230,6 +233,8 @@ def load_results(root) -> Results:
         unreadable = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
         raise ResultsError(f"no readable score.json under {shown}{unreadable}")
     _refuse_duplicates(rows)
+    lines, noted = score_notes(said)
+    notes += lines
     rows = _aggregate_replicas(rows, notes)
     unfinished = [r for r in rows if r["status"] in UNFINISHED_STATUSES]
     if unfinished:
@@ -245,7 +250,8 @@ def load_results(root) -> Results:
             "excluded from all means, medians, correlations and Pareto fronts: "
             + ", ".join(f"{r['model']}/{r['system']} ({r['status']})" for r in rows if is_failure(r)),
         )
-    return Results(root=found.root, rows=rows, notes=notes, skipped=skipped, unscored=unscored, beads=beads)
+    return Results(root=found.root, rows=rows, notes=notes, skipped=skipped, unscored=unscored, beads=beads,
+                   noted=noted)
 
 
 #: how far below a results folder run folders and score files are looked for: ``<results>/<model>/<system>``
@@ -437,6 +443,25 @@ def _normalise_row(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         row["last_frame_step"] = _int(raw.get("last_frame_step", raw.get("steps_done")))
         row["steps_requested"] = _int(raw.get("steps_requested"))
     return row
+
+
+def _run_label(row: dict[str, Any]) -> str:
+    replica = f" r{row['replica_index']}" if row.get("replica_index") is not None else ""
+    return f"{row['model']}/{row['system']}{replica}"
+
+
+def score_notes(said: Iterable[tuple[str, Any]]) -> tuple[list[str], list[str]]:
+    """What the scorer said of each run (score.json ``notes``: a run off its temperature, held at another
+    pressure than its reference, a side without stress), one line per note text with the runs it is said of,
+    so that a number read from the tables is read with its caveat. ``incomplete:`` notes are left to the
+    unfinished-runs line. Returns the lines and the runs they name."""
+    runs_of: dict[str, list[str]] = {}
+    for run, notes in said:
+        for note in notes if isinstance(notes, list) else ():
+            if isinstance(note, str) and note.strip() and not note.startswith("incomplete:"):
+                runs_of.setdefault(" ".join(note.split()), []).append(run)
+    noted = list(dict.fromkeys(run for runs in runs_of.values() for run in runs))
+    return [f"{', '.join(runs)}: {note}" for note, runs in runs_of.items()], noted
 
 
 REPLICA_SUFFIXES = ("_replica_sd", "_replica_unc")

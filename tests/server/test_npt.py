@@ -8,7 +8,9 @@ barostat, and a short EMT run with the flexible one.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -351,6 +353,15 @@ def test_runs_and_campaigns_against_an_npt_reference_take_its_ensemble(runs, tmp
     assert "the run was held at 0 GPa, the reference at 0.5 GPa: its volume, lattice and pressure errors" in other.stderr
     res = campaign(*args, timeout=60)
     assert res.returncode == 0 and "1 pairs (1 skip)" in res.stderr and "another length or ensemble" not in res.stderr
+    # a fixed cell against it: the scorer's caveat is said where the campaign's user reads, its output and report
+    fixed_out = tmp_path / "fixed"
+    res = campaign("--models", "emt", "--systems", SYSTEM, "--reference", str(ref_h5), "--steps", "560", "--out",
+                   str(fixed_out), "--ensemble", "nvt", timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    caveat = "pressure: the reference's cell moves (NPT) and this run's does not"
+    assert re.search(rf"emt/{SYSTEM}: completed, .*\n    note: {re.escape(caveat)}", res.stderr), res.stderr[-3000:]
+    assert "the scorer noted 1 run(s) (the page's Notes say what)" in res.stdout + res.stderr
+    assert f"emt/{SYSTEM}: {caveat}" in html.unescape((fixed_out / "report" / "report.html").read_text())
 
     fixed = dynamat_cmd("run", "--model", "emt", "--system", SYSTEM, "--reference", str(ref_h5), "--steps", "760",
                         "--out", str(out), "--ensemble", "nvt")  # the folder's run is NPT: refused, kept

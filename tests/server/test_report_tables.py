@@ -79,6 +79,22 @@ def test_two_runs_of_one_model_on_one_system_are_refused_naming_both(tmp_path):
     assert model_table(load_results(tmp_path / "a")).rows[0]["rdf_error_pct"] == 3.66
 
 
+def test_the_scorers_notes_are_said_once_each_with_the_runs_they_are_said_of(tmp_path):
+    """A score's notes (score.json ``notes``) are the report's: one line per note naming its runs (the model's
+    entry, a replica's index), the ``incomplete:`` ones left to the unfinished-runs line; runs without notes
+    are named in none."""
+    hot = "temperature: the frames' kinetic temperature is 450 K against 300 K (equipartition)"
+    _score(tmp_path, "m1", "Cu", 1, rdf_error_pct=1.0, notes=[hot, "pressure: the reference holds no stress"])
+    _score(tmp_path, "m2", "Cu", 1, rdf_error_pct=1.0, ensemble="npt", notes=["pressure:  the reference holds\nno stress"])
+    _score(tmp_path, "m3", "Cu", 1, rdf_error_pct=1.0, status="incomplete", notes=["incomplete: the frames end at step 40 of 80"])
+    _score(tmp_path, "m4", "Cu", 1, rdf_error_pct=1.0, notes=[])
+    _score(tmp_path, "m4", "Cu3Au", 1, rdf_error_pct=1.0)
+    res = load_results(tmp_path)
+    said = [n for n in res.notes if "temperature:" in n or "pressure:" in n or "incomplete:" in n]
+    assert said == [f"m1/Cu: {hot}", "m1/Cu, m2+NPT/Cu: pressure: the reference holds no stress"]
+    assert res.noted == ["m1/Cu", "m2+NPT/Cu"]
+
+
 def test_means_skip_null_pressure_and_exclude_exploded_runs(tmp_path):
     _score(tmp_path, "m", "Cu", 1, force_rmse_eV_per_A=0.10, pressure_mae_GPa=2.0,
            rdf_error_pct=10.0, rdf_error_pct_unc=3.0)
