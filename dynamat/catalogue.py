@@ -503,7 +503,7 @@ def check_ensemble(ov: dict) -> None:
     if ens is not None and ens not in ENSEMBLES:
         raise DynamatError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ens!r}")
     if ens == "nvt":
-        _refuse_knobs(ov)
+        refuse_barostat_knobs(ov)
     if ens == "npt" and "pressure_GPa" not in ov:
         raise DynamatError("--ensemble npt needs --pressure-GPa P (the external pressure in GPa, e.g. 0)")
     if "pressure_GPa" in ov and not np.isfinite(float(ov["pressure_GPa"])):
@@ -515,7 +515,7 @@ def check_ensemble(ov: dict) -> None:
         raise DynamatError(f"--tau-barostat-fs must be a positive number of fs, got {tau}")
 
 
-def _refuse_knobs(ov: Mapping, why: str = "") -> None:
+def refuse_barostat_knobs(ov: Mapping, why: str = "") -> None:
     """The barostat's knobs given where no barostat runs: one line naming them."""
     extra = [_CLI_FLAG[k] for k in ENSEMBLE_KNOBS[1:] if k in ov]
     if extra:
@@ -655,7 +655,7 @@ def _ensemble(name: str, ov: Mapping, attrs: Mapping) -> tuple[dict, Callable[[s
         return dict(ov), lambda k: f"command line ({_CLI_FLAG[k]})" if k in ov else "default (--ensemble npt)"
     knobs = {k: ov[k] for k in ENSEMBLE_KNOBS[1:] if k in ov}
     if attrs.get("ensemble") != "npt":
-        _refuse_knobs(knobs, f" (system {name!r}: its reference stores no barostat to adjust)")
+        refuse_barostat_knobs(knobs, f" (system {name!r}: its reference stores no barostat to adjust)")
         return {}, lambda k: "default (--ensemble nvt)"
     file = {k: (str(attrs[k]) if k in ("ensemble", "barostat") else float(attrs[k]))
             for k in ENSEMBLE_KNOBS if attrs.get(k) is not None}

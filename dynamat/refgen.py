@@ -26,7 +26,7 @@ import ase.io
 import h5py
 import numpy as np
 
-from dynamat.catalogue import NPT_BURN_IN_TAUS, get_system
+from dynamat.catalogue import NPT_BURN_IN_TAUS, get_system, refuse_barostat_knobs
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import read_properties
@@ -153,6 +153,8 @@ def _ase_format(path: Path) -> str:
 
 def system_for(req: GenerateRequest, atoms: ase.Atoms):
     """The System (class protocol and its sources) the generated reference runs under."""
+    if "ensemble" not in req.overrides:  # no file to take a barostat from: NPT is asked for, or it is NVT
+        refuse_barostat_knobs(req.overrides, " (add --ensemble npt to generate a reference at constant pressure)")
     sys_ = get_system(req.name, {"temperature_kelvin": float(req.temperature_K)}, atoms, overrides=req.overrides)
     if req.stride is not None:
         sys_ = replace(sys_, protocol=replace(sys_.protocol, stride=int(req.stride)),

@@ -167,6 +167,9 @@ def test_bad_requests_are_one_line_and_touch_nothing(tmp_path, structure, straig
     res = _generate(tmp_path / "x.h5", tmp_path / "missing.cif", "--engine", "driver", "--model", "emt",
                     "--time-ps", "0.1")
     assert_one_line_error(res, "structure file not found")
+    res = _generate(tmp_path / "x.h5", structure, "--engine", "driver", "--model", "emt", "--time-ps", "0.1",
+                    "--pressure-GPa", "2")  # no file's barostat to adjust: NPT is asked for by name
+    assert_one_line_error(res, "--pressure-GPa only matters with --ensemble npt (add --ensemble npt to generate")
     assert list(tmp_path.iterdir()) == []
 
 
