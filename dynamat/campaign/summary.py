@@ -162,7 +162,8 @@ def _finished_message(out: Path, p: PairView) -> str:
     if p.error and p.status != "completed":
         parts.append(p.error)
     score = read_json(RunFolder.of(out, p.model, p.folder).score_json) or {}
-    said = [f"\n    note: {n}" for n in score.get("notes") or () if isinstance(n, str)]  # dynamat score's caveats
+    notes = score.get("notes") if isinstance(score.get("notes"), list) else []
+    said = [f"\n    note: {n}" for n in notes if isinstance(n, str)]  # dynamat score's caveats
     return "  " + ", ".join(parts) + "".join(said)
 
 
