@@ -40,7 +40,7 @@ def einstein_crystal(n_atoms, n_frames, dt_fs, temperature_k, seed=0, mass=63.54
 def test_single_harmonic_oscillator_peaks_at_its_frequency():
     nu0 = 7.3
     pos, vel = oscillator(nu0, dt_fs=1.0, n_frames=4000)
-    nu, spec = vdos(vel, [63.5], 1.0)
+    nu, spec = vdos(vel, [63.5], 1.0, remove_com=False)  # one particle in an external field: no drift to remove
     assert nu[1] - nu[0] == pytest.approx(1e3 / (2 * 2000 * 1.0))  # grid 1/(2 L dt)
     assert nu[-1] == pytest.approx(500.0)  # Nyquist of 1 fs, in THz
     peak = nu[np.argmax(spec)]
@@ -49,7 +49,7 @@ def test_single_harmonic_oscillator_peaks_at_its_frequency():
     band = np.abs(nu - nu0) < 1.0
     assert np.trapezoid(spec[band], nu[band]) / np.trapezoid(spec, nu) > 0.99
     # finite differences: same peak, power reduced by the sinc² transfer function
-    nu_fd, spec_fd = vdos(velocities_from_positions(pos, 1.0), [63.5], 1.0)
+    nu_fd, spec_fd = vdos(velocities_from_positions(pos, 1.0), [63.5], 1.0, remove_com=False)
     assert nu_fd[np.argmax(spec_fd)] == peak
     ratio = spec_fd.max() / spec.max()
     assert ratio == pytest.approx(float(fd_transfer(nu0, 1.0)), rel=2e-3)
@@ -70,7 +70,7 @@ def test_spectrum_integrates_to_c0_and_is_real_even_transform():
     np.testing.assert_allclose(spec, direct, atol=1e-10)
     v = rng.normal(size=(300, 4, 3))
     m = rng.uniform(1, 50, 4)
-    nu, spec = vdos(v, m, 1.5, max_lag=120)
+    nu, spec = vdos(v, m, 1.5, max_lag=120, remove_com=False)
     c0 = np.mean(np.einsum("n,tnk->t", m, v * v))
     assert np.trapezoid(spec, nu * 1e-3) == pytest.approx(c0, rel=1e-10)
 
@@ -82,7 +82,7 @@ def test_vacf_blocks_equal_direct_time_origin_average(block_length):
     m = rng.uniform(1, 10, 5)
     lag = 150
     direct = np.array([np.einsum("n,tnk,tnk->", m, v[: 203 - t], v[t:]) for t in range(lag + 1)])
-    blocks = vacf_blocks(v, m, 1.0, max_lag=lag, block_length=block_length)
+    blocks = vacf_blocks(v, m, 1.0, max_lag=lag, block_length=block_length, remove_com=False)
     np.testing.assert_allclose(blocks.acf_sum.sum(0), direct, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(blocks.acf(), direct / (203 - np.arange(lag + 1)), rtol=1e-10)
     b = min(1, blocks.acf_sum.shape[0] - 1)
@@ -93,6 +93,30 @@ def test_vacf_blocks_equal_direct_time_origin_average(block_length):
         for tau in range(lag + 1)
     ])
     np.testing.assert_allclose(blocks.acf_sum[b], own, atol=1e-9)
+
+
+def test_a_rigid_drift_is_no_vibration():
+    """Velocities w whose centre of mass is at rest, plus a constant drift c (a reference whose initial draw
+    was not made stationary): with the centre-of-mass velocity removed (the default) the VACF is w's exactly,
+    in every block; kept, the drift's Σm c² is a constant in the VACF, a zero-frequency peak whose share of the
+    normalised spectrum is the drift's share of the kinetic energy, all of it charged to E_VDOS."""
+    rng = np.random.default_rng(4)
+    m = rng.uniform(1, 60, 6)
+    w = rng.normal(size=(240, 6, 3))
+    w -= np.einsum("n,tnk->tk", m / m.sum(), w)[:, None, :]
+    c = np.array([0.3, -0.2, 0.5])
+    drifting = w + c
+    kept = vacf_blocks(drifting, m, 1.0, max_lag=100, block_length=40, remove_com=False)
+    own = vacf_blocks(w, m, 1.0, max_lag=100, block_length=40, remove_com=False)
+    removed = vacf_blocks(drifting, m, 1.0, max_lag=100, block_length=40)
+    np.testing.assert_allclose(removed.acf_sum, own.acf_sum, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(kept.acf() - own.acf(), m.sum() * c @ c, rtol=1e-9)  # cross terms vanish
+    nu, with_drift = vdos(drifting, m, 1.0, max_lag=100, remove_com=False)
+    _, without = vdos(drifting, m, 1.0, max_lag=100)
+    share = m.sum() * c @ c / kept.acf()[0]  # the peak's area over the spectrum's, C(0)
+    # f_kept = (1 − share) f + share δ-like: E = share where the two do not overlap, less the white spectrum's
+    # weight under the zero-frequency peak (about 1 bin of 101)
+    assert 100 * share * 0.97 < vdos_error(nu, with_drift, nu, without) <= 100 * share
 
 
 def test_finite_difference_velocities_unwrap_and_stream():
@@ -162,8 +186,8 @@ def test_vdos_error_identical_disjoint_and_resampled():
     # two narrow lines far apart do not overlap
     _, v_a = oscillator(3.0, 1.0, 3000)
     _, v_b = oscillator(12.0, 1.0, 3000)
-    na, sa = vdos(v_a, [1.0], 1.0)
-    nb, sb = vdos(v_b, [1.0], 1.0)
+    na, sa = vdos(v_a, [1.0], 1.0, remove_com=False)
+    nb, sb = vdos(v_b, [1.0], 1.0, remove_com=False)
     assert vdos_error(na, sa, nb, sb) > 99.0
     with pytest.raises(ValueError, match="increasing"):
         vdos_error(nu[::-1], s, nu, s)
@@ -191,7 +215,9 @@ def test_input_validation():
     with pytest.raises(ValueError, match="dt_fs"):
         vdos(np.zeros((10, 1, 3)), [1.0], 0.0)
     with pytest.raises(ValueError, match="max_lag"):
-        vdos(np.zeros((10, 1, 3)), [1.0], 1.0, max_lag=10)
+        vdos(np.zeros((10, 1, 3)), [1.0], 1.0, max_lag=10, remove_com=False)
+    with pytest.raises(ValueError, match="at least 2 atoms to remove the centre-of-mass"):
+        vdos(np.zeros((10, 1, 3)), [1.0], 1.0)
     with pytest.raises(ValueError, match="masses"):
         vdos(np.zeros((10, 2, 3)), [1.0], 1.0)
 
