@@ -286,7 +286,6 @@ def vacf_blocks(
         raise ValueError("a VACF needs at least 2 frames")
     if remove_com and n < 2:
         raise ValueError("need at least 2 atoms to remove the centre-of-mass motion")
-    com = _com_velocity(velocities, masses, m, n) if remove_com else None
     lag = _default_max_lag(m) if max_lag is None else int(max_lag)
     if not 1 <= lag <= m - 1:
         raise ValueError(f"max_lag must be between 1 and M − 1 = {m - 1} frames, got {max_lag}")
@@ -301,6 +300,8 @@ def vacf_blocks(
     acc = [np.zeros((k_blocks - j, n_freq), dtype=complex) for j in range(j_max + 1)]
     sqrt_m = np.sqrt(masses)
     atoms_per_chunk = max(1, int(_CHUNK_BYTES // (k_blocks * b_len * 3 * 8)))
+    # all atoms in one chunk (the usual case): the centre of mass from that read, not a second pass
+    com = _com_velocity(velocities, masses, m, n) if remove_com and atoms_per_chunk < n else None
     for a0 in range(0, n, atoms_per_chunk):
         a1 = min(n, a0 + atoms_per_chunk)
         u = np.zeros((k_blocks * b_len, a1 - a0, 3))
@@ -309,6 +310,8 @@ def vacf_blocks(
             u[t0:t1] = np.asarray(velocities[t0:t1, a0:a1], dtype=float)
             if com is not None:
                 u[t0:t1] -= com[t0:t1, None, :]
+        if remove_com and com is None:
+            u[:m] -= np.einsum("n,fnk->fk", masses / masses.sum(), u[:m])[:, None, :]
         if not np.all(np.isfinite(u)):
             raise ValueError("velocities contain non-finite values")
         u *= sqrt_m[a0:a1, None]

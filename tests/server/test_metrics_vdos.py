@@ -95,7 +95,7 @@ def test_vacf_blocks_equal_direct_time_origin_average(block_length):
     np.testing.assert_allclose(blocks.acf_sum[b], own, atol=1e-9)
 
 
-def test_a_rigid_drift_is_no_vibration():
+def test_a_rigid_drift_is_no_vibration(monkeypatch):
     """Velocities w whose centre of mass is at rest, plus a constant drift c (a reference whose initial draw
     was not made stationary): with the centre-of-mass velocity removed (the default) the VACF is w's exactly,
     in every block; kept, the drift's Σm c² is a constant in the VACF, a zero-frequency peak whose share of the
@@ -110,6 +110,12 @@ def test_a_rigid_drift_is_no_vibration():
     own = vacf_blocks(w, m, 1.0, max_lag=100, block_length=40, remove_com=False)
     removed = vacf_blocks(drifting, m, 1.0, max_lag=100, block_length=40)
     np.testing.assert_allclose(removed.acf_sum, own.acf_sum, rtol=1e-10, atol=1e-9)
+    import sys
+
+    monkeypatch.setattr(sys.modules["dynamat.metrics.vdos"], "_CHUNK_BYTES", 240 * 3 * 8 * 4)  # 4 atoms a chunk of 6:
+    chunked = vacf_blocks(drifting, m, 1.0, max_lag=100, block_length=40)  # the centre of mass in its own pass
+    np.testing.assert_allclose(chunked.acf_sum, own.acf_sum, rtol=1e-10, atol=1e-9)
+    monkeypatch.undo()
     np.testing.assert_allclose(kept.acf() - own.acf(), m.sum() * c @ c, rtol=1e-9)  # cross terms vanish
     nu, with_drift = vdos(drifting, m, 1.0, max_lag=100, remove_com=False)
     _, without = vdos(drifting, m, 1.0, max_lag=100)
