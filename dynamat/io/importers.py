@@ -101,6 +101,7 @@ class _Meta:
     # kinetic temperature (K) of each kept frame's own velocities (ASE trajectories, extxyz momenta, i-PI runs);
     # None once a kept frame has none. Never stored: it only tells a wrong interval from a run off its temperature
     stored_t: list[float] | None = field(default_factory=list)
+    com_share: list[float] = field(default_factory=list)  # the centre of mass's share of each one's kinetic energy
     # the barostat of each i-PI run read (None: fixed cell): stored where every one ran the same
     ensembles: list[dict | None] = field(default_factory=list)
 
@@ -554,7 +555,7 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
                    else f"equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs")
             raise DynamatError(f"{sys_name}: the source does not say the time between its frames; give --dt-fs ({why})")
         check = _checked_interval(sys_name, g, meta, dt, dt_src, temp, force, notes, dropped, vel)
-        warnings = _start_warnings(sys_name, g, meta, dt, dropped) + _temperature_warnings(sys_name, vel, temp, t_src)
+        warnings = _start_warnings(sys_name, g, meta, dt, dropped) + _temperature_warnings(sys_name, vel, temp, t_src, meta.com_share)
         attrs = {
             "source_files": json.dumps([str(p) for p in paths]),
             "source_formats": json.dumps(formats),
@@ -869,17 +870,28 @@ def _record_velocities(meta: _Meta, velocities, numbers) -> None:
     if velocities is None:
         meta.stored_t = None
         return
-    meta.stored_t.append(float(kinetic_temperature(np.asarray(velocities, float)[None], atomic_masses[numbers])[0]))
+    v, m = np.asarray(velocities, float), atomic_masses[numbers]
+    meta.stored_t.append(float(kinetic_temperature(v[None], m)[0]))
+    two_k = float(np.einsum("n,nk,nk->", m, v, v))
+    p = m @ v
+    meta.com_share.append(float(p @ p / m.sum() / two_k) if two_k > 0 else 0.0)
 
 
-def _temperature_warnings(sys_name, vel: EquipartitionCheck | None, temp: float, t_src: str) -> list[str]:
+def _temperature_warnings(sys_name, vel: EquipartitionCheck | None, temp: float, t_src: str,
+                          com_share: list[float]) -> list[str]:
     """A warning where the files' own velocities put the run off the temperature it is imported at by more
-    than 5 % and three block standard errors: the model's runs are thermostatted at that temperature."""
+    than 5 % and three block standard errors: the model's runs are thermostatted at that temperature. Where the
+    centre of mass moves with over 1 % of the kinetic energy it says so: the temperature (3N − 3 degrees of
+    freedom) and the VDOS leave it out, and a thermostat of the total kinetic energy leaves the rest that cooler
+    (ASE MD from a Maxwell-Boltzmann draw without ``Stationary``)."""
     if vel is None or abs(vel.temperature_K - temp) <= max(0.05 * temp, 3.0 * vel.stderr_K):
         return []
+    share = float(np.mean(com_share)) if com_share else 0.0
+    drift = (f"; its centre of mass moves with {100 * share:.1f} % of the kinetic energy, which the temperature "
+             "leaves out" if share > 0.01 else "")
     return [f"{sys_name}: the files' own velocities say {vel.temperature_K:.0f} ± {vel.stderr_K:.0f} K, not the "
             f"{temp:g} K ({t_src}) that runs against it are thermostatted at: give --temperature, or drop an "
-            "unequilibrated start (--start-frame)"]
+            f"unequilibrated start (--start-frame){drift}"]
 
 
 #: stored velocities whose temperature is further than this factor from the run's are not taken as evidence:

@@ -127,3 +127,29 @@ def test_velocities_in_other_units_are_not_taken_as_evidence(cold_md, tmp_path):
     assert "own velocities" not in msg and "the run is not at 600 K" in msg, msg
     [res] = import_reference([src], tmp_path / "x.h5", name="Cu32", dt_fs=FRAME_DT_FS, temperature_K=round(true_t))
     assert res.velocity_temperature_K is None and res.warnings == []
+
+
+def test_a_drifting_centre_of_mass_is_named_in_the_temperature_warning(cold_md, tmp_path):
+    """The same frames carried along at a constant velocity (ASE MD from a draw without ``Stationary``): the
+    temperature over 3N − 3 degrees of freedom is the same, and the warning names the drift's share of the
+    kinetic energy, computed here from ASE's momenta; without a drift no such clause."""
+    frames, true_t = cold_md
+    drift = np.array([0.001, -0.0008, 0.0005])  # Å/fs
+    moving = [labelled_frame(f) for f in frames]
+    shares = []
+    for i, (f, g) in enumerate(zip(moving, frames)):
+        f.set_momenta(g.get_momenta() + np.outer(g.get_masses(), drift) / units.fs)  # ASE's momenta: amu Å / its time
+        f.positions = g.positions + drift * i * FRAME_DT_FS
+        p = f.get_momenta()
+        shares.append(p.sum(0) @ p.sum(0) / f.get_masses().sum() / np.einsum("nk,nk,n->", p, p, 1 / f.get_masses()))
+    src = tmp_path / "drifting.extxyz"
+    write(src, moving, format="extxyz")
+    [res] = import_reference([src], tmp_path / "x.h5", name="Cu32_600K", dt_fs=FRAME_DT_FS, force=True)
+    assert res.velocity_temperature_K == pytest.approx(true_t, rel=0.01)
+    (warning,) = res.warnings
+    assert _number(r"its centre of mass moves with ([\d.]+) % of the kinetic energy", warning) == pytest.approx(
+        100 * np.mean(shares), abs=0.06) and 0.05 < np.mean(shares) < 0.5
+    still = tmp_path / "still.extxyz"
+    write(still, frames, format="extxyz")
+    [res] = import_reference([still], tmp_path / "y.h5", name="Cu32_600K", dt_fs=FRAME_DT_FS, force=True)
+    assert "the files' own velocities say" in res.warnings[0] and "centre of mass" not in res.warnings[0]
