@@ -555,7 +555,8 @@ def _import_one(sys_name, paths, tmp, dt_arg, t_arg, force, isolated, progress, 
                    else f"equipartition at {temp:g} K suggests {probe.implied_dt_fs:.3g} fs")
             raise DynamatError(f"{sys_name}: the source does not say the time between its frames; give --dt-fs ({why})")
         check = _checked_interval(sys_name, g, meta, dt, dt_src, temp, force, notes, dropped, vel)
-        warnings = _start_warnings(sys_name, g, meta, dt, dropped) + _temperature_warnings(sys_name, vel, temp, t_src, meta.com_share)
+        warnings = (_start_warnings(sys_name, g, meta, dt, dropped)
+                    + _temperature_warnings(sys_name, vel, temp, t_src, meta.com_share))
         attrs = {
             "source_files": json.dumps([str(p) for p in paths]),
             "source_formats": json.dumps(formats),
@@ -864,7 +865,8 @@ def _interval_at(check: EquipartitionCheck, temperature_K: float) -> float:
 
 
 def _record_velocities(meta: _Meta, velocities, numbers) -> None:
-    """Adds a kept frame's kinetic temperature from its own velocities (Å/fs) to ``meta.stored_t``."""
+    """Adds a kept frame's kinetic temperature from its own velocities (Å/fs) to ``meta.stored_t``, and its centre
+    of mass's share of the kinetic energy to ``meta.com_share``."""
     if meta.stored_t is None:
         return
     if velocities is None:
