@@ -311,7 +311,7 @@ def vacf_blocks(
             if com is not None:
                 u[t0:t1] -= com[t0:t1, None, :]
         if remove_com and com is None:
-            u[:m] -= np.einsum("n,fnk->fk", masses / masses.sum(), u[:m])[:, None, :]
+            u[:m] -= _com_velocity(u[:m], masses, m, n)[:, None, :]
         if not np.all(np.isfinite(u)):
             raise ValueError("velocities contain non-finite values")
         u *= sqrt_m[a0:a1, None]
