@@ -450,18 +450,33 @@ def _run_label(row: dict[str, Any]) -> str:
     return f"{row['model']}/{row['system']}{replica}"
 
 
+#: a number in a note, with its unit where one follows: what differs between two runs' notes of one kind
+_NOTE_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?: (?:K|GPa|fs|%))?")
+
+
 def score_notes(said: Iterable[tuple[str, Any]]) -> tuple[list[str], list[str]]:
     """What the scorer said of each run (score.json ``notes``: a run off its temperature, held at another
-    pressure than its reference, a side without stress), one line per note text with the runs it is said of,
-    so that a number read from the tables is read with its caveat. ``incomplete:`` notes are left to the
-    unfinished-runs line. Returns the lines and the runs they name."""
-    runs_of: dict[str, list[str]] = {}
+    pressure than its reference, a side without stress), so that a number read from the tables is read with
+    its caveat: one line per note, naming the runs it is said of. Notes that differ only in their numbers (each
+    run's own temperature or pressure) are one line, the numbers that differ given after each run's name and
+    shown as … in the text: a campaign of 255 runs reads a line per kind, not per run. ``incomplete:`` notes
+    are left to the unfinished-runs line. Returns the lines and the runs they name."""
+    kinds: dict[tuple[str, ...], list[tuple[str, list[str]]]] = {}
     for run, notes in said:
         for note in notes if isinstance(notes, list) else ():
             if isinstance(note, str) and note.strip() and not note.startswith("incomplete:"):
-                runs_of.setdefault(" ".join(note.split()), []).append(run)
-    noted = list(dict.fromkeys(run for runs in runs_of.values() for run in runs))
-    return [f"{', '.join(runs)}: {note}" for note, runs in runs_of.items()], noted
+                text = " ".join(note.split())
+                kinds.setdefault(tuple(_NOTE_NUMBER.split(text)), []).append((run, _NOTE_NUMBER.findall(text)))
+    lines = []
+    for parts, members in kinds.items():
+        columns = list(zip(*(numbers for _, numbers in members)))
+        varies = [len(set(c)) > 1 for c in columns]
+        text = parts[0] + "".join(("…" if v else c[0]) + p for v, c, p in zip(varies, columns, parts[1:]))
+        runs = [run + (f" ({', '.join(n for n, v in zip(numbers, varies) if v)})" if any(varies) else "")
+                for run, numbers in members]
+        lines.append(f"{', '.join(dict.fromkeys(runs))}: {text}")
+    noted = list(dict.fromkeys(run for members in kinds.values() for run, _ in members))
+    return lines, noted
 
 
 REPLICA_SUFFIXES = ("_replica_sd", "_replica_unc")

@@ -95,6 +95,30 @@ def test_the_scorers_notes_are_said_once_each_with_the_runs_they_are_said_of(tmp
     assert res.noted == ["m1/Cu", "m2+NPT/Cu"]
 
 
+def test_notes_that_differ_only_in_their_numbers_are_one_line_with_each_runs_numbers(tmp_path):
+    """At scale (15 models x 17 systems) each unstable run's temperature note differs in its numbers: one line per
+    kind, the numbers that differ after each run's name and as … in the text, the ones all share kept in it."""
+    def hot(t_kin, target=300):
+        return (f"temperature: the frames' kinetic temperature is {t_kin} K against {target} K (equipartition), at "
+                "the frame interval i-PI wrote: its errors (Eqs. 7-9) compare another state")
+    held = "pressure: the run was held at {} GPa, the reference at 0 GPa: its volume errors compare two states"
+    _score(tmp_path, "m1", "Cu", 1, rdf_error_pct=1.0, notes=[hot(450), held.format(-0.5)])
+    _score(tmp_path, "m2", "Cu", 1, rdf_error_pct=1.0, notes=[hot("1.234e+04")])
+    _score(tmp_path, "m2", "Pt", 1, rdf_error_pct=1.0, notes=[hot(450), held.format(-0.5)])
+    _score(tmp_path, "m3", "Cu", 1, rdf_error_pct=1.0, notes=[hot(250, target=200)])
+    said = [n for n in load_results(tmp_path).notes if "temperature:" in n or "pressure:" in n]
+    assert said == [
+        "m1/Cu (450 K, 300 K), m2/Cu (1.234e+04 K, 300 K), m2/Pt (450 K, 300 K), m3/Cu (250 K, 200 K): "
+        + hot("…", "…").replace("… K", "…"),
+        "m1/Cu, m2/Pt: " + held.format(-0.5),
+    ]
+    # numbers all runs share stay in the text
+    _score(tmp_path, "m3", "Cu", 1, rdf_error_pct=1.0, notes=[hot(460)])
+    said = [n for n in load_results(tmp_path).notes if "temperature:" in n]
+    assert said == ["m1/Cu (450 K), m2/Cu (1.234e+04 K), m2/Pt (450 K), m3/Cu (460 K): "
+                    + hot("…").replace("… K", "…")]
+
+
 def test_means_skip_null_pressure_and_exclude_exploded_runs(tmp_path):
     _score(tmp_path, "m", "Cu", 1, force_rmse_eV_per_A=0.10, pressure_mae_GPa=2.0,
            rdf_error_pct=10.0, rdf_error_pct_unc=3.0)
