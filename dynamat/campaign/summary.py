@@ -126,7 +126,7 @@ class Summary:
 
 def pair_timings(out: Path, model: str, system: str) -> dict:
     """``system``: the run folder's name (``<system>_r<k>`` for a replica). Per-pair overheads from its state file: queue (submit->task shell), start-up (shell->first MD
-    step), MD (first step->MD end), scoring; plus steps advanced and run.json's seconds per step."""
+    step), MD (first step->MD end), scoring; plus steps advanced, and run.json's steps done and seconds per step (mean, median)."""
     st = read_json(state_path(out, model, system)) or {}
     t = st.get("times") or {}
     rec = read_json(RunFolder.of(out, model, system).run_json) or {}
@@ -144,6 +144,8 @@ def pair_timings(out: Path, model: str, system: str) -> dict:
         "task_total_s": d(shell, "score_end"),
         "steps": (st.get("step") or 0) - (st.get("step0") or 0) if st.get("step0") is not None else None,
         "seconds_per_step": rec.get("seconds_per_step_mean"),
+        "seconds_per_step_median": rec.get("seconds_per_step_median"),
+        "steps_done": rec.get("steps_done"),
         "action": st.get("action"),
         "result": st.get("result"),
     }
@@ -151,11 +153,10 @@ def pair_timings(out: Path, model: str, system: str) -> dict:
 
 def _finished_message(out: Path, p: PairView) -> str:
     t = pair_timings(out, p.model, p.folder)
-    rec = read_json(RunFolder.of(out, p.model, p.folder).run_json) or {}
     parts = [f"{p.label}: {p.status}"]
-    if rec.get("steps_done") is not None:
-        sps = rec.get("seconds_per_step_median")
-        parts.append(f"{rec['steps_done']} steps" + (f" ({sps * 1e3:.1f} ms/step)" if sps else ""))
+    if t["steps_done"] is not None:
+        sps = t["seconds_per_step_median"]
+        parts.append(f"{t['steps_done']} steps" + (f" ({sps * 1e3:.1f} ms/step)" if sps else ""))
     for key, name in (("md_s", "MD"), ("startup_s", "start-up"), ("scoring_s", "scoring"), ("queue_s", "queued")):
         if t[key] is not None and (key != "queue_s" or t[key] >= 0.05):
             parts.append(f"{name} {t[key]:.1f} s")

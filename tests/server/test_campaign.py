@@ -214,6 +214,8 @@ def test_local_campaign_runs_scores_reports_then_skips(tmp_path):
         _check_scored(out, m, s, 100)
         st = _state(out, m, s)
         assert st["phase"] == "done" and st["result"] == "completed" and len(st["attempts"]) == 1
+        sps = json.loads(RunFolder.of(out, m, s).run_json.read_text())["seconds_per_step_median"]
+        assert f"  {m}/{s}: completed, 100 steps ({sps * 1e3:.1f} ms/step), MD " in res.stderr  # its run.json's
     assert (out / "report" / "report.html").is_file()
     assert (out / "report" / "tables").is_dir()
     mtimes = {p: p.stat().st_mtime for p in out.glob("*/*/*.json")}
