@@ -85,6 +85,12 @@ def template_text(thermostat: str) -> str:
     return resources.files("dynamat.ipi_inputs").joinpath(name).read_text()
 
 
+#: i-PI's ``floatformat`` for its RESTART, checkpoints and properties: 17 significant digits, so that a float64
+#: survives the text (its default ``%16.8e`` keeps 9, and a resumed run then drifted from an uninterrupted one
+#: of the same seed from its first step after the restart point: positions, thermostat energy, time step)
+FLOAT_FORMAT = "%24.16e"
+
+
 def output_flush(stride: int, safe_stride: int, checkpoint_stride: int) -> int:
     """Writes between i-PI's flushes (each an fsync) of the properties and trajectories: every write, except
     at stride 1 (every-step protocols), where they are flushed once per ``safe_stride`` steps when that
@@ -157,6 +163,7 @@ def render_input(
     values = dict(
         verbosity=verbosity,
         safe_stride=safe,
+        float_format=FLOAT_FORMAT,
         trajectory_attrs=trajectory_attrs(stride, safe, checkpoint),
         properties_flush=output_flush(stride, safe, checkpoint),
         positions_output="" if record_frames else (f"    <trajectory filename='pos' stride='{stride}' "
