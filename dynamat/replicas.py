@@ -103,8 +103,8 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
     """Every replica of every system, with its seed and whether it is kept as it is (``nbeads``, ``engine``:
     how the set runs, and ``identity``, the served model (:func:`dynamat.runner.model_identity`), which a
     kept replica must have run with)."""
-    from dynamat.reference import load_system
-    from dynamat.runner import check_continues, final_at, run_settings, steps_for
+    from dynamat.reference import load_system, start_atoms
+    from dynamat.runner import check_continues, final_at, run_settings, steps_for, system_record
 
     plan = []
     for system in systems:
@@ -112,7 +112,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
             RunFolder.of(out, model, system, k)  # every name checked before anything is read
         if overwrite:
             check_no_further_replicas(out, model, system, replicas)
-        _, entry, _ = load_system(reference, system, **(overrides or {}))
+        ref_path, entry, _ = load_system(reference, system, **(overrides or {}))
         want = steps_for(entry, steps, time_ps) or entry.protocol.steps
         for k, s in enumerate(replica_seeds(out, model, system, replicas, seed, overwrite)):
             rec = {} if overwrite else _recorded(RunFolder.of(out, model, system, k).path)
@@ -124,6 +124,6 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                                        "leave --seed out to go on with the recorded seeds, give another --out, "
                                        "or --overwrite")
                 check_continues(run_dir, rec, run_settings(entry, engine, nbeads, want, s)[1], engine, identity,
-                                entry.start_frame)
+                                system_record(entry, start_atoms(ref_path, entry, entry.start_frame)))
             plan.append(ReplicaRun(system, k, s, keep))
     return plan

@@ -14,10 +14,12 @@ Engines (:data:`dynamat.engines.ENGINES`): ``ipi`` (any thermostat, any bead cou
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import platform
 import secrets
+import shlex
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -415,11 +417,27 @@ def run_md(
         check_same_run(run_dir, system.name, replica, opts.overwrite)
         seed = run_seed(Path(run_dir).resolve(), opts.seed, opts.overwrite)
         system, settings = run_settings(system, opts.engine, opts.nbeads, opts.steps, seed)
-    info = system.describe() if hasattr(system, "describe") else {}
+    info = system_record(system, initial)
     return supervise(model, initial, settings, run_dir, opts, progress=progress, system=system,
                      # absolute: `dynamat score --run DIR` scores against it from any working folder
                      reference=str(Path(reference).resolve()), system_info=info, announce=announce,
                      replica=replica)
+
+
+def structure_sha256(atoms: ase.Atoms) -> str:
+    """The start structure's fingerprint: elements, positions (Å), cell and periodicity, to the bit."""
+    h = hashlib.sha256()
+    for a in (atoms.numbers.astype("<i8"), atoms.positions.astype("<f8"), atoms.cell.array.astype("<f8"),
+              atoms.pbc.astype("u1")):
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def system_record(system: System, initial: ase.Atoms | None = None) -> dict:
+    """run.json's ``system_info``: every value the system was run with and its source, and the fingerprint of
+    the reference frame it started from (before any relaxation), which a rerun must start from too."""
+    info = system.describe() if hasattr(system, "describe") else {}
+    return info | ({"start_structure_sha256": structure_sha256(initial)} if initial is not None else {})
 
 
 def check_same_run(run_dir: Path, system: str, replica: int | None, overwrite: bool) -> None:
@@ -459,7 +477,7 @@ def supervise(
     if run_dir.is_dir():
         processes.RunLock(run_dir, notify=announce).release()  # wait for a leftover i-PI before judging the folder
     with _refusals():
-        kept = None if opts.overwrite else _kept_final(run_dir, settings, model, opts, system)
+        kept = None if opts.overwrite else _kept_final(run_dir, settings, model, opts, system_info)
         if kept is not None:
             if announce:
                 meanwhile = ", run meanwhile" if opts.keep_final else ""
@@ -475,7 +493,7 @@ def supervise(
         _check_resume_seed(run_dir, old, settings.seed)
         identity = model_identity(opts.served(model), opts.driver_args)
         if resume_from is not None:
-            check_continues(run_dir, old, settings, opts.engine, identity, _start_frame(system))
+            check_continues(run_dir, old, settings, opts.engine, identity, system_info)
             _check_same_recording(run_dir, opts)
     lock = processes.RunLock(run_dir, notify=announce)
     if announce:
@@ -523,11 +541,11 @@ def final_at(rec: dict, steps: int | None) -> str | None:
 
 
 def _kept_final(run_dir: Path, settings: MDSettings, model: str, opts: RunOptions,
-                system: System | None = None) -> RunRecord | None:
+                system_info: dict | None = None) -> RunRecord | None:
     """The record of a run kept as it is (``opts.keep_final``: final at ``settings``' length;
-    ``opts.keep_same``: completed at exactly that length), with their seed, protocol, start frame (of
-    ``system``) and served model (else refused, as a kept replica is), or None: the folder is left to
-    :func:`prepare_run_dir`."""
+    ``opts.keep_same``: completed at exactly that length), with their seed, protocol, system (its start
+    and what its score takes, :func:`check_kept_system`) and served model (else refused, as a kept replica
+    is), or None: the folder is left to :func:`prepare_run_dir`."""
     old = read_run_json(run_dir) or {}
     status = final_at(old, settings.steps)
     same = status == "completed" and int(old.get("steps_requested") or 0) == settings.steps
@@ -535,35 +553,47 @@ def _kept_final(run_dir: Path, settings: MDSettings, model: str, opts: RunOption
         return None
     _check_resume_seed(run_dir, old, settings.seed)
     check_continues(run_dir, old, settings, opts.engine, model_identity(opts.served(model), opts.driver_args),
-                    _start_frame(system))
+                    system_info)
     known = {f.name for f in fields(RunRecord)}
     return RunRecord(**{k: v for k, v in old.items() if k in known})
 
 
-def _start_frame(system: System | None) -> int | None:
-    return None if system is None else getattr(system, "start_frame", 0)
-
-
 def check_continues(run_dir: Path, old: dict | None, settings: MDSettings, engine: str, identity: dict,
-                    start_frame: int | None = None, way_out: str | None = None) -> None:
+                    system_info: dict | None = None, way_out: str | None = None) -> None:
     """A run kept as it is, resumed or extended is the run asked now, else refused in one line: its
-    protocol and ensemble (:func:`check_resume_settings`), the reference frame it started from (None:
+    protocol and ensemble (:func:`check_resume_settings`), its system (:func:`check_kept_system`; None:
     not known here) and the served model (:func:`check_same_model`). The seed is the caller's to check
     (a set derives each replica's own)."""
     check_resume_settings(run_dir, old, settings, engine, way_out)
-    if start_frame is not None:
-        check_kept_start_frame(run_dir, old, start_frame, way_out)
+    if system_info:
+        check_kept_system(run_dir, old, system_info, way_out)
     check_same_model(run_dir, old, identity)
 
 
-def check_kept_start_frame(run_dir: Path, old: dict | None, start_frame: int, way_out: str | None = None) -> None:
-    """A run kept, resumed or extended started from the reference frame asked now (run.json's
-    ``system_info``): one of another --start-frame would be recorded and reported as the one asked (a
-    resume goes on from its restart file, whatever frame it started from)."""
-    had = ((old or {}).get("system_info") or {}).get("start_frame")
-    if isinstance(had, int) and had != int(start_frame or 0):
-        raise DynamatError(f"{run_dir} holds a run started from reference frame {had} (--start-frame {had}), not "
-                           f"{int(start_frame or 0)}: {way_out or f'give --start-frame {had}, another --out, or --overwrite'}")
+def check_kept_system(run_dir: Path, old: dict | None, info: dict, way_out: str | None = None) -> None:
+    """A run kept, resumed or extended is of the system asked now (``info`` against run.json's ``system_info``):
+    it started from the reference frame asked (its index, and the frame itself: another --reference whose
+    system starts elsewhere would be recorded and scored as the one asked, while a resume goes on from its
+    restart file), and it has the class and dims its score takes (``dynamat run --dims 2`` scores a slab).
+    Values a record lacks (an older run.json) are not compared."""
+    had = (old or {}).get("system_info") or {}
+    start = int(info.get("start_frame") or 0)
+    if isinstance(had.get("start_frame"), int) and had["start_frame"] != start:
+        was = had["start_frame"]
+        raise DynamatError(f"{run_dir} holds a run started from reference frame {was} (--start-frame {was}), not "
+                           f"{start}: {way_out or f'give --start-frame {was}, another --out, or --overwrite'}")
+    was_sha, sha = had.get("start_structure_sha256"), info.get("start_structure_sha256")
+    if was_sha and sha and was_sha != sha:
+        made = (old or {}).get("reference") or "another reference"
+        raise DynamatError(f"{run_dir} holds a run started from another structure than frame {start} of the reference "
+                           f"asked (it was made from {made}): "
+                           f"{way_out or 'give the --reference it was made from, another --out, or --overwrite'}")
+    asked = {"class": info.get("class"), "dims": info.get("dims")}
+    differ = [f"--{k} {shlex.quote(str(had[k]))} (asked {shlex.quote(str(v))})" for k, v in asked.items()
+              if v is not None and had.get(k) is not None and had[k] != v]
+    if differ:
+        raise DynamatError(f"{run_dir} holds a run with {', '.join(differ)}, which its score takes: "
+                           f"{way_out or 'give the same, another --out, or --overwrite'}")
 
 
 def _check_request(settings: MDSettings, opts: RunOptions) -> None:

@@ -94,4 +94,4 @@ def _check_demo_run(run_dir: Path, old: dict, entry, steps: int, model: str, dri
     if isinstance(seed, int) and seed != DEMO_SEED:
         raise DynamatError(f"{run_dir} holds a run with seed {seed}, not the demo's {DEMO_SEED}; {way_out}")
     check_continues(run_dir, old, run_settings(entry, "ipi", 1, steps, DEMO_SEED)[1], "ipi",
-                    model_identity(model, driver_args), entry.start_frame, way_out)
+                    model_identity(model, driver_args), entry.describe(), way_out)

@@ -25,7 +25,7 @@ from dynamat.metrics.matbench import MATBENCH_KEYS, angle_visitor, matbench_md_m
 from dynamat.reference import load_system, reference_pressure_said
 from dynamat.scoring.core import score_md
 from dynamat.scoring.replicas import reference_replica_floor
-from dynamat.scoring.run_system import atoms_mismatch, reference_for_run, run_defaults
+from dynamat.scoring.run_system import atoms_mismatch, reference_for_run, run_defaults, run_overrides
 from dynamat.trajectory import MIN_MATCHED_FRAMES
 
 SCORE_FILE = SCORE_JSON  # the names stay importable from here
@@ -304,7 +304,7 @@ def score_run(reference: Path | None, system: str | None, run_dir: Path | None =
     meta = run_meta(Path(run_dir)) if run_dir else {}
     system, reference = run_defaults(run_dir, system, reference, meta)  # the run's own where not given
     try:
-        reference, sys_entry, _ = load_system(reference, system)
+        reference, sys_entry, _ = load_system(reference, system, **run_overrides(meta, system))
     except DynamatError:
         if run_dir:  # where the file lacks --system, the line names the run's own system (its run.json)
             reference_for_run(reference, system, Path(run_dir), meta)

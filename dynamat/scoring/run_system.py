@@ -43,6 +43,18 @@ def run_defaults(run_dir: Path | None, system: str | None, reference: Path | Non
     return system, reference
 
 
+def run_overrides(meta: dict, system: str) -> dict:
+    """The class and dims a run was given on its command line (``dynamat run --class C --dims 2``: run.json's
+    ``system_info`` and its sources), to score the run as it ran when ``system`` is its own: Eqs. 5-9 take the
+    dims, the report's per-class tables the class, whatever the reference file or the catalogue say."""
+    info = meta.get("system_info") if system == _ran(meta) else None
+    if not isinstance(info, dict):
+        return {}
+    given = {k for k, src in (info.get("sources") or {}).items() if str(src).startswith("command line")}
+    out = {"system_class": info.get("class")} if "class" in given else {}
+    return out | ({"dims": info.get("dims")} if "dims" in given else {})
+
+
 def _no_system(run_dir: Path | None, meta: dict) -> str:
     if run_dir is None:
         return "give --system NAME (a trajectory names no system)"

@@ -3,6 +3,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import time
 
@@ -11,7 +12,7 @@ import pytest
 
 from dynamat.io import read_ipi_run
 
-from conftest import BIN, assert_one_line_error, dynamat_cmd, wait_for_step, wait_until
+from conftest import BIN, DEMO, assert_one_line_error, dynamat_cmd, wait_for_step, wait_until
 
 SYSTEM = "bulkCu_300K-demo_EMT"
 
@@ -183,3 +184,43 @@ def test_an_extension_killed_is_never_recorded_completed_at_the_old_length(tmp_p
     run_dir = _killed_at(tmp_path, 5, 200)
     rec = json.loads((run_dir / "run.json").read_text())
     assert (rec["status"], rec["steps_requested"], rec["steps_done"]) == ("running", 100000, 100)
+
+
+def test_a_run_is_scored_as_it_ran_and_kept_only_of_the_system_asked(tmp_path):
+    """`dynamat run --dims 2 --class C` recorded both in run.json and was scored as the file's 3D pure metal: the
+    score now takes the run's own (Eq. 7 over xx and yy). A rerun asking another class, dims or start structure
+    (another --reference whose system starts elsewhere) was kept, or resumed and recorded as asked: refused in
+    one line, the folder untouched; the same frames from another file are the same run."""
+    import h5py
+
+    from dynamat.units import EV_PER_A3_TO_GPA
+
+    assert _run(tmp_path, "--steps", "100", "--seed", "2", "--dims", "2", "--class", "semiconductor").returncode == 0
+    run_dir = tmp_path / "emt" / SYSTEM
+    res = dynamat_cmd("score", "--run", str(run_dir))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((run_dir / "score.json").read_text())["system_class"] == "semiconductor"
+    s = read_ipi_run(run_dir).stress
+    p_run = np.load(run_dir / "curves.npz")["p_mlip_GPa"]
+    np.testing.assert_allclose(p_run, -(s[:, 0] + s[:, 1])[: len(p_run)] / 2 * EV_PER_A3_TO_GPA, rtol=1e-12)
+    assert not np.allclose(p_run, -s[: len(p_run), :3].sum(1) / 3 * EV_PER_A3_TO_GPA, rtol=1e-3)
+
+    before = (run_dir / "run.json").read_bytes()
+    assert_one_line_error(_run(tmp_path, "--steps", "100", "--seed", "2", "--class", "semiconductor"),
+                          "holds a run with --dims 2 (asked 3), which its score takes")
+    assert_one_line_error(_run(tmp_path, "--steps", "200", "--seed", "2", "--dims", "2"),
+                          "--class semiconductor (asked 'pure metal')")
+    moved, strained = tmp_path / "moved.h5", tmp_path / "strained.h5"
+    for path, scale in ((moved, 1.0), (strained, 1.03)):
+        shutil.copy(DEMO, path)
+        with h5py.File(path, "r+") as f:
+            for key in ("positions", "cell"):
+                f[SYSTEM][key][...] = f[SYSTEM][key][...] * scale
+    same = ("--steps", "100", "--seed", "2", "--dims", "2", "--class", "semiconductor")
+    for steps in ("100", "200"):  # kept, and extended
+        res = _run(tmp_path, *same[:1], steps, *same[2:], "--reference", str(strained))
+        assert_one_line_error(res, "holds a run started from another structure than frame 0 of the reference asked",
+                              "give the --reference it was made from")
+    assert (run_dir / "run.json").read_bytes() == before
+    res = _run(tmp_path, *same, "--reference", str(moved))
+    assert res.returncode == 0 and "kept:" in res.stderr, res.stderr
