@@ -35,6 +35,8 @@ A campaign keeps its own files under ``<out>/_campaign`` (:class:`CampaignTree`)
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,14 +90,27 @@ def check_out_folder(out: str | Path, flag: str = "--out") -> Path:
     return path
 
 
-def check_file_target(path: str | Path, flag: str) -> Path:
+def check_file_target(path: str | Path, flag: str, ours: Callable[[dict], bool] | None = None) -> Path:
     """``path``, a file a command writes only at the end of its work (a score, a summary, a reference file),
-    refused now in one line where it is a folder or lies under a file, not after the minutes of work."""
+    refused now in one line where it is a folder or lies under a file, not after the minutes of work.
+    ``ours``: whether a JSON object is what this command writes; a file already there is then replaced only
+    where it is one (an earlier result), never a user's other file."""
     path = Path(path)
     if path.is_dir():
         raise DynamatError(f"{flag} {path} is a folder: give a file name")
     check_out_folder(path.parent, f"{flag} {path}: its folder")
+    if ours is not None and path.exists() and not _json_object_is(path, ours):
+        raise DynamatError(f"{flag} {path} exists and is not a file this command writes: give a new file name, or "
+                           "move that file away")
     return path
+
+
+def _json_object_is(path: Path, ours: Callable[[dict], bool]) -> bool:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):  # UnicodeDecodeError included
+        return False
+    return isinstance(raw, dict) and bool(ours(raw))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dynamat.catalogue import NPT_BURN_IN_TAUS, get_system, refuse_barostat_knob
 from dynamat.engines.ipi_input import MDSettings
 from dynamat.errors import DynamatError
 from dynamat.io.ipi_output import read_properties
-from dynamat.io.reference_h5 import ReferenceGroupWriter, replicas_in
+from dynamat.io.reference_h5 import ReferenceGroupWriter, h5_reason, replicas_in
 from dynamat.io.run_folder import read_run_trajectory
 from dynamat.layout import PREFIX, RunFolder, reference_work_dir
 from dynamat.metrics.equilibration import kinetic_temperature_settled
@@ -275,7 +275,8 @@ def _stored_replicas(req: GenerateRequest, system, equil: int, prod: int, client
                                        f"{req.name} set or choose another --name")
                 kept[k] = (int(seed), int(g["positions"].shape[0]), bool(g.attrs.get("equilibrated", True)))
     except OSError as exc:
-        raise DynamatError(f"--out {req.out} exists and is not a readable HDF5 file ({exc}); not touching it") from None
+        raise DynamatError(f"--out {req.out} exists and is not a readable HDF5 file ({h5_reason(exc)}); not touching "
+                           "it") from None
     return kept
 
 

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from dynamat.cli.errors import OneLineGroup
+from dynamat.cli.errors import OneLineGroup, refuse_empty_values
 
 
 @click.group(cls=OneLineGroup)
@@ -27,6 +27,7 @@ def _register() -> None:
                 report.report_command, data.data_group, campaign.campaign_command, campaign.campaign_task_command,
                 beads.beads_convergence_command, models.models_command,
                 reference.reference_group):
+        refuse_empty_values(cmd)
         cli.add_command(cmd)
 
 

@@ -62,7 +62,7 @@ def beads_convergence_command(model, system, reference, beads_text, steps, out, 
     # every argument is checked (click's types, --beads, the system) before the first run's progress line
     beads = _parse_beads(beads_text)
     if json_out is not None:
-        check_file_target(json_out, "--json")
+        check_file_target(json_out, "--json", ours=lambda raw: {"rows", "converged"} <= raw.keys())
     check_model_known(model, (), driver_cmd)  # a typo fails here, not in the first run folder
     check_model_options(model, driver_args)
     # path integrals run a fixed cell here, an NPT reference's (its mean cell) too

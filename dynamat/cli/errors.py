@@ -33,3 +33,37 @@ class OneLineGroup(click.Group):
             what = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
             click.echo(f"dynamat: error: {type(exc).__name__}: {what.splitlines()[0] if what else ''}", err=True)
             ctx.exit(2)
+
+
+#: string options that name something (a model, a system, a group, a folder): an empty one is refused like an empty path
+NAMED = ("model", "models", "system", "systems", "name", "out")
+
+
+class _NotEmpty(click.ParamType):
+    """A path or name type that refuses an empty value: ``--out ''`` was the current folder, ``--name ''`` the
+    file's own name, ``--model ''`` silently the run's; none is what was typed."""
+
+    def __init__(self, inner: click.ParamType):
+        self.inner = inner
+        self.name = inner.name
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty", param, ctx)
+        return self.inner.convert(value, param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):  # file names for a path, as the wrapped type's
+        return self.inner.shell_complete(ctx, param, incomplete)
+
+    def __getattr__(self, attr):  # the rest of the wrapped type's attributes (its flags, its name)
+        return getattr(self.inner, attr)
+
+
+def refuse_empty_values(cmd: click.Command) -> None:
+    """Every path option, and every option naming a model, system or group, of ``cmd`` and its subcommands
+    refuses an empty value (:class:`_NotEmpty`)."""
+    for sub in getattr(cmd, "commands", {}).values():
+        refuse_empty_values(sub)
+    for param in cmd.params:
+        if isinstance(param.type, click.Path) or param.type is click.STRING and param.name in NAMED:
+            param.type = _NotEmpty(param.type)

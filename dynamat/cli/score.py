@@ -9,6 +9,7 @@ import click
 from dynamat.cli.common import reference_option, show_score
 from dynamat.errors import DynamatError
 from dynamat.layout import RunFolder, check_file_target
+from dynamat.report.tables import not_a_score
 from dynamat.scoring.run import score_run, write_score
 
 
@@ -29,8 +30,8 @@ def score(system, reference, run_dir, trajectory, dt_fs, model, json_out):
     """Observable errors (paper Eq. 3-12) of an MD trajectory against SYSTEM's reference."""
     if run_dir and trajectory:
         raise DynamatError("give --run DIR or --trajectory FILE, not both")
-    if json_out is not None:
-        check_file_target(json_out, "--json")
+    if json_out is not None:  # an earlier score there is replaced, a file of the user's never
+        check_file_target(json_out, "--json", ours=lambda raw: not_a_score(raw, json_out) is None)
     curves: dict = {}
     res = score_run(reference, system, run_dir, trajectory, dt_fs, model, curves=curves)
     target = json_out or (RunFolder(run_dir).score_json if run_dir else None)

@@ -36,7 +36,7 @@ def singlepoint(model, model_options, models_file, system, reference, every, max
     """Energy and force RMSE (paper Eq. 1-2) of MODEL on the labelled reference frames of SYSTEM."""
     model_folder(model)  # a name or MODULE:CALLABLE, never an option to the driver
     if json_out is not None:
-        check_file_target(json_out, "--json")
+        check_file_target(json_out, "--json", ours=lambda raw: "n_frames_singlepoint" in raw)
     served = served_model(model, models_file, driver_cmd, dispersion)
     driver_args = (tuple(driver_args) + served.driver_args + model_option_args(model_options)
                    + dispersion_args(dispersion, dispersion_functional))

@@ -60,7 +60,7 @@ from ase.data import atomic_masses
 from dynamat.catalogue import temperature_from_name
 from dynamat.errors import DynamatError
 from dynamat.io.extxyz import frame_fields, iread_extxyz
-from dynamat.io.reference_h5 import ReferenceGroupWriter, replicas_in
+from dynamat.io.reference_h5 import ReferenceGroupWriter, h5_reason, replicas_in
 from dynamat.metrics.equilibration import unequilibrated_start
 from dynamat.metrics.frame_interval import (  # the one check
     CHECK_WINDOW,
@@ -495,10 +495,14 @@ def import_reference(
     if out_h5.exists() and not _is_hdf5(out_h5):  # --force too: it replaces systems, never another file
         raise DynamatError(f"--out {out_h5} exists and is not an HDF5 file; not touching it: choose another --out")
     if out_h5.exists() and not force:
-        with h5py.File(out_h5, "r") as f:
-            for sys_name, _ in groups:
-                if sys_name in f:
-                    raise DynamatError(f"{out_h5} already holds a system {sys_name!r}; pass --force to replace it")
+        try:
+            with h5py.File(out_h5, "r") as f:
+                held = [sys_name for sys_name, _ in groups if sys_name in f]
+        except OSError as exc:  # HDF5's signature, but cut short or unreadable
+            raise DynamatError(f"--out {out_h5} exists and is not a readable HDF5 file ({h5_reason(exc)}); not "
+                               "touching it: choose another --out") from None
+        if held:
+            raise DynamatError(f"{out_h5} already holds a system {held[0]!r}; pass --force to replace it")
     # every system to its own temporary file first: --out is opened for writing only once all imported,
     # so a system that fails leaves it as it was (no half of a folder's systems)
     tmps = {sys_name: out_h5.with_name(f".{out_h5.name}.{sys_name}.{os.getpid()}.tmp") for sys_name, _ in groups}

@@ -42,14 +42,27 @@ _STRESS_TO_EV_A3 = {
 }
 
 
+def h5_reason(exc: OSError) -> str:
+    """Why h5py could not open a file, in a few words: its messages run over lines and name HDF5's internals
+    (a one-line error cut at the first line read "(file read failed: time = Mon Dec 7 ...")."""
+    text = " ".join(str(exc).split())
+    for key, said in (("truncated file", "cut short"), ("file signature not found", "not HDF5"),
+                      ("Is a directory", "a folder"), ("ermission denied", "permission denied")):
+        if key in text:
+            return said
+    return text[:120]
+
+
 def _open(path: str | Path) -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise DynamatError(f"reference file not found: {path}")
+    if path.is_dir():
+        raise ReferenceFormatError(f"{path} is a folder, not an HDF5 reference file")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise ReferenceFormatError(f"{path} is not a readable HDF5 file ({exc})") from None
+        raise ReferenceFormatError(f"{path} is not a readable HDF5 file ({h5_reason(exc)})") from None
 
 
 def _top_names(f: h5py.File) -> list[str]:

@@ -1,5 +1,7 @@
 """Bad input: one clear line on stderr, a non-zero exit, no traceback, earlier results untouched."""
 
+import json
+
 import pytest
 
 from conftest import BIN, DEMO, assert_one_line_error, dynamat_cmd
@@ -316,3 +318,77 @@ def test_a_reader_that_leaves_the_pipe_early_is_not_an_error():
     proc.stdout.close()  # the only reader: every write of the command now meets a closed pipe
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 128 + signal.SIGPIPE and err == "", err
+
+
+@pytest.mark.parametrize("args, option", [
+    (("run", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--steps", "10", "--out", ""), "--out"),
+    (("report", "{tmp}", "--out", ""), "--out"),
+    (("score", "--run", "{tmp}", "--model", " "), "--model"),
+    (("run", "--model", "", "--system", "bulkCu_300K-demo_EMT", "--out", "{tmp}"), "--model"),
+    (("reference", "import", "{tmp}", "--out", "{tmp}/r.h5", "--name", ""), "--name"),
+])
+def test_an_empty_path_or_name_is_refused_not_taken_for_the_current_folder(args, option, tmp_path, monkeypatch):
+    """`--out ''` ran in (and a report wrote into) the current folder, `--name ''` named the group after the file,
+    `--model ''` was the run's own: one line each, nothing written where the command was started."""
+    monkeypatch.chdir(tmp_path)
+    res = dynamat_cmd(*(a.replace("{tmp}", str(tmp_path)) for a in args))
+    assert_one_line_error(res, f"Invalid value for '{option}': is empty")
+    assert not any(tmp_path.iterdir())
+
+
+def test_score_json_replaces_an_earlier_score_never_another_file(tmp_path):
+    """`dynamat score --json FILE` wrote over whatever FILE was: a file that is not a score is refused up front,
+    left as it was; an earlier score there is replaced."""
+    res = dynamat_cmd("run", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--steps", "100", "--seed", "1",
+                      "--out", str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "runs" / "emt" / "bulkCu_300K-demo_EMT"
+    for text in ("my notes\n", '{"model": "m"}\n'):
+        mine = tmp_path / "mine.json"
+        mine.write_text(text)
+        res = dynamat_cmd("score", "--run", str(run), "--json", str(mine))
+        assert_one_line_error(res, f"--json {mine} exists and is not a file this command writes")
+        assert mine.read_text() == text and not (tmp_path / "mine.curves.npz").exists()
+    earlier = tmp_path / "earlier.json"
+    for _ in range(2):
+        res = dynamat_cmd("score", "--run", str(run), "--json", str(earlier))
+        assert res.returncode == 0, res.stderr
+    assert json.loads(earlier.read_text())["system"] == "bulkCu_300K-demo_EMT"
+
+
+def test_a_folder_or_a_cut_short_file_as_hdf5_says_which_in_one_line(tmp_path):
+    """h5py's reasons run over lines ("(file read failed: time = ..." cut at the first): a folder given as the
+    reference, or a reference or import --out cut short, is said in a few words naming the file."""
+    (tmp_path / "refdir").mkdir()
+    res = dynamat_cmd("run", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--reference",
+                      str(tmp_path / "refdir"), "--out", str(tmp_path / "runs"))
+    assert_one_line_error(res, f"{tmp_path / 'refdir'} is a folder, not an HDF5 reference file")
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(DEMO.read_bytes()[: DEMO.stat().st_size // 2])
+    res = dynamat_cmd("run", "--model", "emt", "--system", "bulkCu_300K-demo_EMT", "--reference", str(cut),
+                      "--out", str(tmp_path / "runs"))
+    assert_one_line_error(res, f"{cut} is not a readable HDF5 file (cut short)")
+    xyz = tmp_path / "a.extxyz"
+    ase_io_write_frames(xyz)
+    before = cut.read_bytes()
+    res = dynamat_cmd("reference", "import", str(xyz), "--out", str(cut), "--dt-fs", "1", "--temperature", "300")
+    assert_one_line_error(res, f"--out {cut} exists and is not a readable HDF5 file (cut short); not touching it")
+    assert cut.read_bytes() == before and not (tmp_path / "runs").exists()
+
+
+def ase_io_write_frames(path, n: int = 12):
+    """``n`` frames of a 32-atom Cu cell with energies and forces, as ASE's extxyz writer lays them out."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.io import write
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        frames.append(atoms)
+    write(path, frames, format="extxyz")
