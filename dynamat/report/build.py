@@ -8,6 +8,7 @@ a failed one leaves the previous report as it was, and a user's own files stay.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from dynamat.errors import DynamatError
+from dynamat.files import write_text_atomic
 from dynamat.io.results import ensure_writable_dir
 from dynamat.layout import RUN_JSON, SCORE_JSON
 
@@ -22,6 +24,11 @@ PAGE = "report.html"
 #: the report's folders in ``--out``; each holds only files of the report's own names (:func:`report_files`)
 TABLES_DIR, FIGURES_DIR, MATBENCH_DIR = "tables", "figures", "matbench"
 TMP_PREFIX = ".dynamat-report-"
+#: the files the last report wrote into ``--out``, relative: a file of a report's name that it does not list is
+#: the user's, and refused rather than replaced (:func:`check_foreign`)
+MANIFEST = ".dynamat-report.json"
+#: what every report page says (its notes' external-metrics line): a page written before the manifest existed
+LEGACY_PAGE_MARK = "External metrics (F1, κ_SRME) from"
 
 
 def report_files(out: str | Path) -> list[Path]:
@@ -49,11 +56,30 @@ def check_out(out: Path) -> None:
             raise DynamatError(f"--out {out} is a run folder (it holds {name}); give the report a folder of its own")
 
 
+def check_foreign(out: Path) -> None:
+    """Refuses an ``out`` holding files of the report's names (:func:`report_files`) that no report wrote there
+    (its :data:`MANIFEST` does not list them; a folder without one holds a report when its page is one): a user's
+    ``report.html`` or ``tables/per_model.csv`` would be replaced."""
+    files = report_files(out)
+    try:
+        listed = set(json.loads((out / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        page = out / PAGE
+        listed = {p.relative_to(out).as_posix() for p in files} if (
+            page.is_file() and LEGACY_PAGE_MARK in page.read_text(errors="replace")) else set()
+    foreign = [p.relative_to(out).as_posix() for p in files if p.relative_to(out).as_posix() not in listed]
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise DynamatError(f"--out {out} holds {', '.join(foreign[:3])}{more}, which no dynamat report there wrote: "
+                           "move them away, or give the report another --out")
+
+
 def _swap_in(new: Path, out: Path) -> None:
     """The report made in ``new`` takes the place of the previous one in ``out``."""
     try:
         incoming = sorted(p for p in new.rglob("*") if p.is_file())
         kept = {out / src.relative_to(new) for src in incoming}
+        _write_manifest(out, set(report_files(out)) | kept)  # first: a kill during the swap leaves all listed
         for src in incoming:  # each new file replaces its old one at once: a kill leaves a whole file there
             dst = out / src.relative_to(new)
             dst.parent.mkdir(exist_ok=True)
@@ -64,8 +90,14 @@ def _swap_in(new: Path, out: Path) -> None:
         for sub in (TABLES_DIR, FIGURES_DIR, MATBENCH_DIR):  # a folder the new report leaves empty goes
             if (out / sub).is_dir() and not any((out / sub).iterdir()):
                 (out / sub).rmdir()
+        _write_manifest(out, report_files(out))
     except OSError as exc:
         raise DynamatError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+
+
+def _write_manifest(out: Path, files) -> None:
+    names = sorted(p.relative_to(out).as_posix() for p in files)
+    write_text_atomic(out / MANIFEST, json.dumps({"files": names}, indent=1) + "\n")
 
 
 def run_report(results, out: str | Path, external: str | Path | None = None,
@@ -93,6 +125,7 @@ def run_report(results, out: str | Path, external: str | Path | None = None,
     ext_map = ext.match_external(res.models, ext_rows)
     out = Path(out)
     check_out(out)
+    check_foreign(out)
     out = ensure_writable_dir(out, "the report to")
 
     for left in out.glob(TMP_PREFIX + "*"):  # a report killed while it was made left its work folder (one

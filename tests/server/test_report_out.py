@@ -49,7 +49,8 @@ def test_a_rerun_replaces_the_reports_own_files_and_nothing_else(tmp_path):
     assert not (out / "figures" / "fig3_rdf_curves.png").exists()  # no curves this time: the old one went
     for path, text in user.items():
         assert path.read_text() == text
-    assert sorted(p.name for p in out.iterdir()) == ["figures", "matbench", "notes.txt", "report.html", "tables"]
+    assert sorted(p.name for p in out.iterdir()) == [".dynamat-report.json", "figures", "matbench", "notes.txt",
+                                                     "report.html", "tables"]
     rows = json.loads((out / "tables" / "per_model.json").read_text())["rows"]
     assert [row["model"] for row in rows] == ["CHGNet"]
 
@@ -67,7 +68,8 @@ def test_a_report_that_fails_leaves_the_previous_one(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         run_report(write_synthetic_results(tmp_path / "r2", models=MODELS[:1], curves=False), out, formats=("png",))
     assert {f: (out / f).read_bytes() for f in _files(out)} == before
-    assert sorted(p.name for p in out.iterdir()) == ["figures", "matbench", "report.html", "tables"]
+    assert sorted(p.name for p in out.iterdir()) == [".dynamat-report.json", "figures", "matbench", "report.html",
+                                                     "tables"]
 
 
 def test_an_out_that_is_a_run_folder_is_refused(tmp_path):
@@ -120,3 +122,27 @@ def test_a_killed_reports_work_folder_goes_with_the_next_report(tmp_path):
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     run_report(write_synthetic_results(tmp_path / "r", models=MODELS[:1], curves=False), out, formats=("png",))
     assert not old.exists() and fresh.is_dir()
+
+
+def test_files_of_the_reports_names_that_no_report_wrote_are_refused_not_replaced(tmp_path):
+    """A user's report.html and tables/per_model.csv in --out were taken for the report's own and replaced. The
+    report lists what it wrote (.dynamat-report.json); any other file of its names is refused in one line, left
+    as it was. A folder of a report made before the list existed (its page says it is one) is still replaced."""
+    results = write_synthetic_results(tmp_path / "all", models=MODELS[:1], curves=False)
+    out = tmp_path / "mine"
+    (out / "tables").mkdir(parents=True)
+    user = {out / "report.html": "<p>my page</p>", out / "tables" / "per_model.csv": "a,b\n"}
+    for path, text in user.items():
+        path.write_text(text)
+    r = _report(results, "--out", out, "--no-pdf")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "holds report.html, tables/per_model.csv, which no dynamat report there wrote" in r.output
+    assert all(path.read_text() == text for path, text in user.items()) and _files(out) == ["report.html",
+                                                                                          "tables/per_model.csv"]
+    out = tmp_path / "old"
+    assert _report(results, "--out", out, "--no-pdf").exit_code == 0
+    (out / ".dynamat-report.json").unlink()  # as a report before the list left it
+    (out / "tables" / "per_model.csv").write_text("stale\n")
+    r = _report(results, "--out", out, "--no-pdf")
+    assert r.exit_code == 0, r.output
+    assert (out / "tables" / "per_model.csv").read_text() != "stale\n" and (out / ".dynamat-report.json").is_file()
