@@ -281,9 +281,14 @@ class AlignedFrames:
         return np.array([atomic_numbers[s] for s in self.symbols])
 
     def frame_interval_fs(self) -> float | None:
-        """The median spacing of the ``time`` column at these steps (fs), None without it."""
+        """The median spacing of the ``time`` column at these steps (fs), to 12 significant digits; None without
+        it. i-PI sums its time in atomic units, so a column written to the bit (``floatformat='%24.16e'``) is
+        spaced 2.4999999999999996 fs for 2.5: that is the interval given, and Matbench's time matching (the
+        decimal's fraction, ``Fraction(repr(dt))``) and the frame matching need it as given."""
         t = self.props.get("time{femtosecond}")
-        return float(np.median(np.diff(t))) if t is not None and len(self.steps) > 1 else None
+        if t is None or len(self.steps) < 2:
+            return None
+        return float(f"{float(np.median(np.diff(t))):.12g}")
 
 
 def read_aligned_frames(files: dict[str, Path], props_file: Path | None = None) -> AlignedFrames:

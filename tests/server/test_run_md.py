@@ -26,6 +26,23 @@ def emt_run(tmp_path_factory):
     return out / "emt" / SYSTEM, res
 
 
+def test_a_runs_frame_interval_is_its_protocols_and_matbench_keys_are_computed(emt_run, tmp_path):
+    """i-PI's time column, written to the bit, is spaced 2.4999999999999996 fs for 0.25 fs x 10 (i-PI sums time
+    in atomic units): read as the interval given, or Matbench's time matching (the decimal's fraction) found one
+    common frame and the score's six Matbench keys were all None."""
+    from dynamat.io.ipi_output import read_properties
+
+    run_dir, _ = emt_run
+    p = json.loads((run_dir / "run.json").read_text())["protocol"]
+    t = read_properties(run_dir / "simulation.out")["time{femtosecond}"]
+    assert not np.all(np.diff(t) == 2.5)  # the column itself is not the decimal
+    assert read_ipi_run(run_dir).dt_fs == p["timestep_fs"] * p["stride"] == 2.5
+    res = dynamat_cmd("score", "--run", str(run_dir), "--json", str(tmp_path / "s.json"))
+    assert res.returncode == 0, res.stderr
+    mb = json.loads((tmp_path / "s.json").read_text())["matbench"]
+    assert "note" not in mb and all(mb[k] is not None for k in ("rdf_error", "adf_error", "vdos_error")), mb
+
+
 def test_run_completes_and_records(emt_run):
     run_dir, res = emt_run
     rec = json.loads((run_dir / "run.json").read_text())
