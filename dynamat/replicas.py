@@ -114,6 +114,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
             check_no_further_replicas(out, model, system, replicas)
         ref_path, entry, _ = load_system(reference, system, **(overrides or {}))
         want = steps_for(entry, steps, time_ps) or entry.protocol.steps
+        info = None  # the system as a kept replica must have run it: its start frame read once, if any is kept
         for k, s in enumerate(replica_seeds(out, model, system, replicas, seed, overwrite)):
             rec = {} if overwrite else _recorded(RunFolder.of(out, model, system, k).path)
             keep = final_at(rec, want)
@@ -123,7 +124,7 @@ def plan_replicas(model: str, systems: list[str], reference, out: Path, replicas
                     raise DynamatError(f"{run_dir} holds a run with seed {rec.get('seed')}, not {s} (--seed + {k}): "
                                        "leave --seed out to go on with the recorded seeds, give another --out, "
                                        "or --overwrite")
-                check_continues(run_dir, rec, run_settings(entry, engine, nbeads, want, s)[1], engine, identity,
-                                system_record(entry, start_atoms(ref_path, entry, entry.start_frame)))
+                info = info or system_record(entry, start_atoms(ref_path, entry, entry.start_frame))
+                check_continues(run_dir, rec, run_settings(entry, engine, nbeads, want, s)[1], engine, identity, info)
             plan.append(ReplicaRun(system, k, s, keep))
     return plan
